@@ -1,0 +1,52 @@
+"""tempest_ws: authenticated, heartbeated WebSockets for FastAPI with a hub that scales out.
+
+Importing this package is cheap: it does not import redis, uvicorn or websockets.
+"""
+
+from __future__ import annotations
+
+from .auth import extract_token, jwt_bearer_resolver, origin_allowed
+from .codes import CLOSE_CODE_INFO, CloseCode, describe_close_code
+from .connection import WebSocketConnection
+from .envelope import WSEnvelope, decode_envelope, encode_envelope
+from .exceptions import (
+    BackplaneError,
+    CapacityError,
+    ConfigurationError,
+    ConnectionClosedError,
+    EnvelopeError,
+    MissingDependencyError,
+    TempestWSError,
+)
+from .hub import HubStats, WebSocketHub
+from .router import make_websocket_router
+from .server import uvicorn_options
+from .settings import WebSocketSettings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CLOSE_CODE_INFO",
+    "BackplaneError",
+    "CapacityError",
+    "CloseCode",
+    "ConfigurationError",
+    "ConnectionClosedError",
+    "EnvelopeError",
+    "HubStats",
+    "MissingDependencyError",
+    "TempestWSError",
+    "WSEnvelope",
+    "WebSocketConnection",
+    "WebSocketHub",
+    "WebSocketSettings",
+    "__version__",
+    "decode_envelope",
+    "describe_close_code",
+    "encode_envelope",
+    "extract_token",
+    "jwt_bearer_resolver",
+    "make_websocket_router",
+    "origin_allowed",
+    "uvicorn_options",
+]

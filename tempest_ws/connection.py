@@ -1,0 +1,238 @@
+"""``WebSocketConnection``: one socket's identity, its topics and its ordered send queue.
+
+Every outbound frame goes through a bounded queue drained by one writer task, so hub
+fan-out never awaits a socket: it appends and moves on. A full queue means the peer reads
+slower than we publish; the hub then closes it 1013. Closing is idempotent and bounded in
+time: a close frame that cannot be written within the close timeout aborts the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from ._types import Send, UserId
+from .codes import CloseCode
+from .envelope import EnvelopeLike, encode_envelope
+from .exceptions import ConnectionClosedError
+
+__all__ = ["WebSocketConnection"]
+
+logger = logging.getLogger("tempest_ws.connection")
+
+_FLUSH_ON_CLOSE = frozenset({CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.SERVICE_RESTART})
+_MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
+
+
+class WebSocketConnection:
+    """One authenticated WebSocket: ids, user, topics, metadata and the send queue.
+
+    Attributes:
+        connection_id: unique id (a UUID4 hex string), in every log record about it.
+        user_id: what the bearer resolver returned (``user_key`` is its ``str``).
+        topics: topics this connection is subscribed to (maintained by the hub).
+        metadata: free-form per-connection data for the application.
+        connected_at: UTC time of the handshake.
+        close_code: the code it was closed with, ``None`` while open.
+    """
+
+    def __init__(
+        self,
+        user_id: UserId,
+        *,
+        send: Send,
+        queue_size: int = 1024,
+        close_timeout: float = 2.0,
+        transport: asyncio.WriteTransport | None = None,
+        metadata: dict[str, Any] | None = None,
+        connection_id: str | None = None,
+    ) -> None:
+        self.connection_id = connection_id or uuid.uuid4().hex
+        self.user_id = user_id
+        self.user_key = str(user_id)
+        self.topics: set[str] = set()
+        self.metadata: dict[str, Any] = metadata if metadata is not None else {}
+        self.connected_at = datetime.now(UTC)
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.frames_sent = 0
+        self._send = send
+        self._transport = transport
+        self._queue: deque[str] = deque()
+        self._queue_size = queue_size
+        self._close_timeout = close_timeout
+        self._has_frames = asyncio.Event()
+        self._flushing = False
+        self._closing = asyncio.get_running_loop().create_future()
+        self._writer: asyncio.Task[None] | None = None
+        self._close_task: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
+        self._on_close: list[Callable[[WebSocketConnection], None]] = []
+
+    def __repr__(self) -> str:
+        state = "open" if self.close_code is None else f"closed {self.close_code}"
+        return f"<WebSocketConnection {self.connection_id} user={self.user_key} {state}>"
+
+    @property
+    def closing(self) -> bool:
+        """True once a close has started (by either side); no more frames are queued."""
+        return self._closing.done()
+
+    @property
+    def pending(self) -> int:
+        """Frames queued and not yet written to the socket."""
+        return len(self._queue)
+
+    def closing_future(self) -> asyncio.Future[int]:
+        """A future resolved with the close code as soon as the close starts."""
+        return self._closing
+
+    def add_close_callback(self, callback: Callable[[WebSocketConnection], None]) -> None:
+        """Run ``callback(self)`` once, synchronously, when the close starts."""
+        self._on_close.append(callback)
+
+    def start(self) -> None:
+        """Start the writer task that drains the queue in order."""
+        if self._writer is None and not self.closing:
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_loop(), name=f"tempest_ws writer {self.connection_id}"
+            )
+
+    def enqueue(self, frame: str) -> bool:
+        """Queue one serialized frame without waiting.
+
+        Returns ``False`` when the connection is closing or its queue is full (the caller
+        treats a full queue as a slow consumer). Never blocks, never raises.
+        """
+        if self._closing.done() or len(self._queue) >= self._queue_size:
+            return False
+        self._queue.append(frame)
+        self._has_frames.set()
+        return True
+
+    async def send(self, envelope: EnvelopeLike) -> None:
+        """Queue ``envelope`` for this connection, in order with hub deliveries.
+
+        Raises:
+            ConnectionClosedError: the connection is closing, or its queue was full (the
+                connection is then closed 1013 as a slow consumer).
+        """
+        frame = encode_envelope(envelope)
+        if self.enqueue(frame):
+            return
+        if not self.closing:
+            self.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
+        raise ConnectionClosedError(
+            f"connection {self.connection_id} is closed", code=CloseCode(self.close_code or 1006)
+        )
+
+    def close_soon(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start closing now without waiting: the close runs in a task this connection owns.
+
+        Close callbacks (the hub's unregister) run before this returns.
+        """
+        if self._begin_close(code, reason):
+            self._close_task = asyncio.get_running_loop().create_task(
+                self._finish_close(code, reason), name=f"tempest_ws close {self.connection_id}"
+            )
+
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Close with ``code`` and wait until the socket is closed or aborted.
+
+        Idempotent: a second call (any code) waits for the first close to finish. A normal
+        close first flushes queued frames; every other code drops them. Bounded by the
+        close timeout, after which the transport is aborted where the server allows it.
+        """
+        if self._begin_close(code, reason):
+            self._close_task = asyncio.current_task()
+            await self._finish_close(code, reason)
+        else:
+            await self._done.wait()
+
+    def peer_closed(self, code: int) -> None:
+        """Record that the peer closed or vanished: nothing more will be written."""
+        if self._begin_close(code, "peer closed"):
+            self._stop_writer()
+            self._done.set()
+
+    async def wait_closed(self) -> None:
+        """Wait until the close (started by anyone) has finished."""
+        await self._done.wait()
+
+    def _begin_close(self, code: int, reason: str) -> bool:
+        if self._closing.done():
+            return False
+        self.close_code = int(code)
+        self.close_reason = reason
+        self._closing.set_result(int(code))
+        for callback in self._on_close:
+            try:
+                callback(self)
+            except Exception:  # a callback's bug must not keep the socket open
+                logger.exception("close callback failed for %s", self.connection_id)
+        return True
+
+    async def _finish_close(self, code: int, reason: str) -> None:
+        try:
+            writer = self._writer
+            if code in _FLUSH_ON_CLOSE and writer is not None and not writer.done():
+                self._flushing = True
+                self._has_frames.set()
+                await asyncio.wait({writer}, timeout=self._close_timeout)
+            self._stop_writer()
+            if self._writer is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._writer
+            payload = reason.encode()[:_MAX_REASON_BYTES].decode(errors="ignore")
+            try:
+                await asyncio.wait_for(
+                    self._send({"type": "websocket.close", "code": int(code), "reason": payload}),
+                    self._close_timeout,
+                )
+            except TimeoutError:
+                logger.warning(
+                    "close frame for %s not written within %.1fs; aborting transport",
+                    self.connection_id,
+                    self._close_timeout,
+                )
+                self.abort()
+            except (OSError, RuntimeError):
+                pass  # already gone: the server reports the socket closed
+        finally:
+            self._queue.clear()
+            self._done.set()
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once, where the server exposes its transport."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.abort()
+
+    def _stop_writer(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+
+    async def _write_loop(self) -> None:
+        send = self._send
+        queue = self._queue
+        try:
+            while True:
+                if not queue:
+                    if self._flushing:
+                        return
+                    self._has_frames.clear()
+                    await self._has_frames.wait()
+                    continue
+                frame = queue.popleft()
+                await send({"type": "websocket.send", "text": frame})
+                self.frames_sent += 1
+        except (OSError, RuntimeError) as exc:
+            # The socket is gone (uvicorn raises ClientDisconnected, an OSError, or a
+            # RuntimeError once closed): remove it now rather than on the next heartbeat.
+            logger.debug("send failed on %s: %r", self.connection_id, exc)
+            self.peer_closed(CloseCode.ABNORMAL)

@@ -1,0 +1,148 @@
+"""The JSON envelope every frame uses, and the wire constants.
+
+Every frame in either direction is a JSON object ``{"type": str, "data": any,
+"request_id": str | null}``. ``encode_envelope`` turns an envelope (model or plain dict)
+into the one string sent to every recipient; ``decode_envelope`` parses an inbound frame
+and raises :class:`~tempest_ws.exceptions.EnvelopeError` with a machine-readable ``code``
+when it is not an envelope. orjson is used when installed (the ``fast`` extra); the
+standard library's json otherwise, with identical output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .exceptions import EnvelopeError
+
+__all__ = [
+    "ACK",
+    "ERROR",
+    "HELLO",
+    "PING",
+    "PING_FRAME",
+    "PONG",
+    "RESERVED_TYPES",
+    "RESYNC",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "EnvelopeLike",
+    "WSEnvelope",
+    "decode_envelope",
+    "encode_envelope",
+    "error_envelope",
+]
+
+HELLO: Final = "hello"
+PING: Final = "ping"
+PONG: Final = "pong"
+ERROR: Final = "error"
+ACK: Final = "ack"
+RESYNC: Final = "resync"
+SUBSCRIBE: Final = "subscribe"
+UNSUBSCRIBE: Final = "unsubscribe"
+RESERVED_TYPES: Final = frozenset({HELLO, PING, PONG, ERROR, ACK, RESYNC})
+"""Types the router and clients use themselves."""
+
+MAX_TYPE_LENGTH: Final = 128
+MAX_REQUEST_ID_LENGTH: Final = 128
+
+
+class WSEnvelope(BaseModel):
+    """One message: ``type`` says what it is, ``data`` carries it, ``request_id`` correlates.
+
+    Unknown top-level keys are ignored so newer peers can add fields without breaking
+    older ones.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: str = Field(min_length=1, max_length=MAX_TYPE_LENGTH)
+    data: Any = Field(default_factory=dict)
+    request_id: str | None = Field(default=None, max_length=MAX_REQUEST_ID_LENGTH)
+
+
+EnvelopeLike = WSEnvelope | Mapping[str, Any]
+"""What the hub accepts: a :class:`WSEnvelope` or a plain mapping with at least ``type``."""
+
+
+def _json_dumps(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+_dumps: Callable[[Mapping[str, Any]], str] = _json_dumps
+_loads: Callable[[str | bytes], Any] = json.loads
+try:  # optional speed-up with identical output
+    import orjson
+except ImportError:  # pragma: no cover - exercised when the extra is absent
+    pass
+else:
+
+    def _orjson_dumps(value: Mapping[str, Any]) -> str:
+        return orjson.dumps(value).decode()
+
+    _dumps = _orjson_dumps
+    _loads = orjson.loads
+
+
+def encode_envelope(envelope: EnvelopeLike) -> str:
+    """Serialize ``envelope`` once into the text frame sent to every recipient.
+
+    A mapping must have a non-empty string ``type``; ``data`` defaults to ``{}`` and
+    ``request_id`` to ``None``. Raises :class:`EnvelopeError` (``invalid_envelope``) for a
+    mapping without a valid ``type`` and ``TypeError`` for data JSON cannot represent.
+    """
+    if isinstance(envelope, WSEnvelope):
+        body: Mapping[str, Any] = {
+            "type": envelope.type,
+            "data": envelope.data,
+            "request_id": envelope.request_id,
+        }
+    else:
+        kind = envelope.get("type")
+        if not isinstance(kind, str) or not kind:
+            raise EnvelopeError("envelope needs a non-empty string 'type'", code="invalid_envelope")
+        body = {
+            "type": kind,
+            "data": envelope.get("data", {}),
+            "request_id": envelope.get("request_id"),
+        }
+    try:
+        return _dumps(body)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"envelope {body['type']!r} has data JSON cannot encode: {exc}") from None
+
+
+def decode_envelope(frame: str | bytes) -> WSEnvelope:
+    """Parse one inbound frame into a :class:`WSEnvelope`.
+
+    Raises :class:`EnvelopeError` with ``code`` ``invalid_json`` (not JSON),
+    ``invalid_envelope`` (JSON but not an object with a string ``type``).
+    """
+    try:
+        value = _loads(frame)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise EnvelopeError("frame is not valid JSON", code="invalid_json") from None
+    if not isinstance(value, dict):
+        raise EnvelopeError("envelope must be a JSON object", code="invalid_envelope")
+    try:
+        return WSEnvelope.model_validate(value)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
+        raise EnvelopeError(
+            f"invalid envelope field(s): {fields}", code="invalid_envelope"
+        ) from None
+
+
+def error_envelope(code: str, message: str, *, request_id: str | None = None) -> str:
+    """Return the serialized ``error`` envelope sent for a rejected inbound frame."""
+    return _dumps(
+        {"type": ERROR, "data": {"code": code, "message": message}, "request_id": request_id}
+    )
+
+
+PING_FRAME: Final = _dumps({"type": PING, "data": {}, "request_id": None})
+"""The heartbeat frame, serialized once."""

@@ -1,0 +1,86 @@
+"""Exceptions raised by tempest_ws.
+
+Hierarchy (every class derives from :class:`TempestWSError`)::
+
+    TempestWSError
+    ├── ConfigurationError (ValueError)      bad settings or arguments, raised at build time
+    ├── MissingDependencyError (ImportError)  an optional extra is not installed
+    ├── EnvelopeError (ValueError)            an inbound frame is not a valid envelope
+    ├── CapacityError                         the hub is full (WS_MAX_CONNECTIONS)
+    ├── ConnectionClosedError (ConnectionError) sending on a closed connection
+    └── BackplaneError (ConnectionError)      the backplane could not publish
+
+Each carries ``code`` (a :class:`~tempest_ws.codes.CloseCode` or short string) and
+``reason``.
+"""
+
+from __future__ import annotations
+
+from .codes import CloseCode
+
+__all__ = [
+    "BackplaneError",
+    "CapacityError",
+    "ConfigurationError",
+    "ConnectionClosedError",
+    "EnvelopeError",
+    "MissingDependencyError",
+    "TempestWSError",
+]
+
+
+class TempestWSError(Exception):
+    """Root of every tempest_ws exception.
+
+    Args:
+        reason: human-readable explanation (never contains a token or a message body).
+        code: a close code, or a short machine-readable string such as ``"invalid_json"``.
+    """
+
+    def __init__(self, reason: str, *, code: CloseCode | str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+    def __str__(self) -> str:
+        if self.code is None:
+            return self.reason
+        label = self.code.name if isinstance(self.code, CloseCode) else self.code
+        return f"{self.reason} ({label})"
+
+
+class ConfigurationError(TempestWSError, ValueError):
+    """Settings or arguments that cannot work, raised when the object is built."""
+
+
+class MissingDependencyError(TempestWSError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package!r} is not installed: pip install 'tempest-ws[{extra}]'", code=extra
+        )
+        self.package = package
+        self.extra = extra
+
+
+class EnvelopeError(TempestWSError, ValueError):
+    """A frame that is not a valid envelope; ``code`` is the error envelope's code."""
+
+
+class CapacityError(TempestWSError):
+    """The hub holds ``WS_MAX_CONNECTIONS`` connections already."""
+
+    def __init__(self, reason: str = "server at capacity") -> None:
+        super().__init__(reason, code=CloseCode.TRY_AGAIN_LATER)
+
+
+class ConnectionClosedError(TempestWSError, ConnectionError):
+    """An operation on a connection that is closed or closing."""
+
+
+class BackplaneError(TempestWSError, ConnectionError):
+    """The backplane could not carry a message to other processes.
+
+    Local delivery has already happened when this is raised from a hub publish.
+    """

@@ -1,0 +1,132 @@
+"""``WebSocketSettings``: every ``WS_*`` environment variable, validated, with defaults.
+
+Field names are the variable names themselves, so the class mixes into an application's
+own pydantic-settings class (``class Settings(WebSocketSettings, AppSettings)``) and
+``.env`` files work as usual. ``.env.example`` lists every variable; a test keeps it in
+sync with this class.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["WebSocketSettings"]
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a JSON list or a comma-separated string for list-valued variables."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+class WebSocketSettings(BaseSettings):
+    """Configuration of the router and the hub, read from ``WS_*`` variables and ``.env``.
+
+    Build it explicitly in tests (``WebSocketSettings(WS_HEARTBEAT_SECONDS=0.2)``); in an
+    application let it read the environment.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+    )
+
+    WS_ALLOWED_ORIGINS: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins allowed to connect (JSON list or comma separated). "
+        "Empty: no check. Entries are 'scheme://host[:port]', 'https://*.example.com' "
+        "(one or more DNS labels) or '*'.",
+    )
+    WS_REQUIRE_ORIGIN: bool = Field(
+        default=False,
+        description="Reject handshakes without an Origin header when an allow-list is set "
+        "(non-browser clients send none).",
+    )
+    WS_ALLOW_QUERY_TOKEN: bool = Field(
+        default=True,
+        description="Accept '?token=' when neither the bearer subprotocol nor an "
+        "Authorization header carries one.",
+    )
+    WS_HEARTBEAT_SECONDS: float = Field(
+        default=30.0, gt=0, le=3600, description="Seconds between ping envelopes."
+    )
+    WS_HEARTBEAT_TIMEOUT_SECONDS: float = Field(
+        default=60.0,
+        gt=0,
+        le=7200,
+        description="Silence (no inbound frame of any kind) after which the server closes 4408.",
+    )
+    WS_MAX_MESSAGE_BYTES: int = Field(
+        default=65536,
+        ge=64,
+        le=64 * 1024 * 1024,
+        description="Largest inbound frame in bytes; larger frames close 1009.",
+    )
+    WS_MAX_CONNECTIONS_PER_USER: int = Field(
+        default=5,
+        ge=1,
+        le=10_000,
+        description="Connections one user may hold; the oldest is closed 4429 past it.",
+    )
+    WS_MAX_CONNECTIONS: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="Connections the hub holds in this process; new ones are closed 1013 past it.",
+    )
+    WS_SEND_QUEUE_SIZE: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Frames queued per connection before it counts as a slow consumer "
+        "(closed 1013).",
+    )
+    WS_CLOSE_TIMEOUT_SECONDS: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Time allowed to write a close frame (and to flush a normal close) "
+        "before the transport is aborted.",
+    )
+    WS_ACCEPT_BINARY: bool = Field(
+        default=False,
+        description="Pass binary frames to the handler; when false they get an error envelope.",
+    )
+    WS_JWT_SECRET: SecretStr | None = Field(
+        default=None, description="HS256/384/512 secret for jwt_bearer_resolver (>= 32 bytes)."
+    )
+    WS_JWT_PUBLIC_KEY: str | None = Field(
+        default=None, description="PEM public key for RS*/PS*/ES*/EdDSA tokens."
+    )
+    WS_JWT_ALGORITHMS: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["HS256"],
+        description="Algorithms tokens may use (JSON list or comma separated). Never 'none'.",
+    )
+    WS_JWT_AUDIENCE: str | None = Field(default=None, description="Required 'aud' claim, if set.")
+    WS_JWT_ISSUER: str | None = Field(default=None, description="Required 'iss' claim, if set.")
+    WS_JWT_LEEWAY_SECONDS: float = Field(
+        default=0.0, ge=0, le=300, description="Clock skew allowed on 'exp', 'nbf' and 'iat'."
+    )
+
+    @field_validator("WS_ALLOWED_ORIGINS", "WS_JWT_ALGORITHMS", mode="before")
+    @classmethod
+    def _parse_list(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @model_validator(mode="after")
+    def _check_heartbeat(self) -> Self:
+        if self.WS_HEARTBEAT_TIMEOUT_SECONDS <= self.WS_HEARTBEAT_SECONDS:
+            raise ValueError(
+                "WS_HEARTBEAT_TIMEOUT_SECONDS must be greater than WS_HEARTBEAT_SECONDS, "
+                "or a client answering every ping could still be timed out"
+            )
+        return self
