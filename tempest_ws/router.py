@@ -19,9 +19,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ._logging import install_query_token_redaction
@@ -201,6 +202,7 @@ def make_websocket_router(
     path: str = "/ws",
     max_invalid_frames: int = 10,
     redact_query_tokens: bool = True,
+    serve_client: bool = True,
 ) -> APIRouter:
     """Build an ``APIRouter`` with an authenticated, heartbeated WebSocket at ``path``.
 
@@ -217,6 +219,7 @@ def make_websocket_router(
         max_invalid_frames: malformed frames (each answered with an error envelope)
             tolerated per connection before it is closed 1008.
         redact_query_tokens: hide ``?token=`` values in uvicorn's logs.
+        serve_client: also serve the browser client at ``{path}/client.js``.
 
     Returns:
         A router to pass to ``app.include_router``.
@@ -241,4 +244,22 @@ def make_websocket_router(
         max_invalid_frames=max_invalid_frames,
     )
     router.add_websocket_route(path, endpoint, name="tempest_ws")  # type: ignore[arg-type]
+    if serve_client:
+        router.add_api_route(
+            f"{path.rstrip('/')}/client.js",
+            _client_script_response,
+            methods=["GET"],
+            include_in_schema=False,
+            name="tempest_ws_client_js",
+        )
     return router
+
+
+def _client_script_response() -> Response:
+    """The browser client, ``tempest-ws.js``, served from the installed package."""
+    source = resources.files("tempest_ws").joinpath("static/tempest-ws.js").read_bytes()
+    return Response(
+        source,
+        media_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )

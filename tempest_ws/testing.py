@@ -57,9 +57,12 @@ async def serve(
     *,
     settings: WebSocketSettings | None = None,
     host: str = "127.0.0.1",
+    port: int = 0,
     **uvicorn_kwargs: Any,
 ) -> AsyncIterator[str]:
-    """Run ``app`` under uvicorn on a free port of ``host``; yield ``"http://host:port"``.
+    """Run ``app`` under uvicorn on ``host``; yield ``"http://host:port"``.
+
+    ``port=0`` picks a free port; give the previous port to restart a server in place.
 
     The app's lifespan runs. On exit the server shuts down gracefully and the task is
     awaited, so no socket or task outlives the block.
@@ -70,7 +73,7 @@ async def serve(
         raise MissingDependencyError("uvicorn", "server") from None
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
+    sock.bind((host, port))
     port = sock.getsockname()[1]
     options: dict[str, Any] = {"log_level": "warning", "lifespan": "on"}
     if settings is not None:

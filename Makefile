@@ -1,0 +1,13 @@
+.PHONY: demo test bench lint docs
+
+demo:  ## run the chat demo on http://127.0.0.1:8000
+	scripts/demo.sh
+
+test:  ## the whole suite: ruff, mypy --strict, mkdocs --strict, pytest (installs what it needs)
+	scripts/test.sh
+
+bench:  ## the benchmark suite, quick mode
+	scripts/bootstrap.sh yes && .venv/bin/python -m bench --quick
+
+docs:  ## serve the docs on http://127.0.0.1:8001
+	scripts/bootstrap.sh no && .venv/bin/mkdocs serve -a 127.0.0.1:8001

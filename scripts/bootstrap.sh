@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Prepare a fresh machine: system tools (when root), a virtualenv and the Python deps.
+# Idempotent and quick when everything is already there. Sourced by test.sh and demo.sh.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+want_system_tools="${1:-yes}"
+if [ "$want_system_tools" = yes ]; then
+  missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "bootstrap: installing ${missing[*]} from Debian" >&2
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+      echo "bootstrap: ${missing[*]} missing and not root; Redis/browser tests will fail" >&2
+    fi
+  fi
+fi
+
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+stamp=.venv/.tempest-ws-deps
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  touch "$stamp"
+fi

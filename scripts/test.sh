@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, format, types, docs, then every test (Redis and Chromium
+# included). Installs what it needs first. Usage: scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh yes
+export TEMPEST_WS_REQUIRE_TOOLS=1   # tests needing redis-server/chromium fail, never skip
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy tempest_ws
+.venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+exec .venv/bin/python -m pytest "$@"

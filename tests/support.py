@@ -1,0 +1,103 @@
+"""Shared test support: settings, tokens, a small app and tool requirements.
+
+Tests build settings explicitly; nothing here reads ``WS_*`` from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, WebSocket
+
+from tempest_ws import (
+    WebSocketConnection,
+    WebSocketHub,
+    WebSocketSettings,
+    jwt_bearer_resolver,
+    make_websocket_router,
+)
+from tempest_ws.testing import make_token
+
+SECRET = "test-secret-0123456789abcdef0123456789"
+
+
+def make_settings(**overrides: Any) -> WebSocketSettings:
+    """Settings for tests: a JWT secret and whatever the test overrides; no env file."""
+    values: dict[str, Any] = {"WS_JWT_SECRET": SECRET}
+    values.update(overrides)
+    return WebSocketSettings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def token(subject: str = "alice", **kwargs: Any) -> str:
+    """A valid HS256 token for ``subject`` signed with :data:`SECRET`."""
+    return make_token(subject, secret=SECRET, **kwargs)
+
+
+def ws_url(base: str, path: str = "/ws") -> str:
+    """``http://host:port`` -> ``ws://host:port/ws``."""
+    return base.replace("http://", "ws://", 1) + path
+
+
+async def echo_handler(ws: WebSocket, connection: WebSocketConnection, hub: WebSocketHub) -> None:
+    """A handler covering the hub: subscribe, publish, echo, whoami, fail, close."""
+    while True:
+        message = await ws.receive_json()
+        kind, data = message["type"], message.get("data") or {}
+        if kind == "subscribe":
+            await hub.subscribe(connection.connection_id, data["topic"])
+            await ws.send_json({"type": "subscribed", "data": {"topic": data["topic"]}})
+        elif kind == "publish":
+            await hub.broadcast(
+                {"type": "published", "data": data.get("payload")},
+                topic=data.get("topic"),
+                exclude=connection.connection_id if data.get("exclude_self") else None,
+            )
+        elif kind == "echo":
+            await ws.send_json({"type": "echo", "data": data})
+        elif kind == "whoami":
+            await ws.send_json(
+                {
+                    "type": "whoami",
+                    "data": {"user": connection.user_key, "id": connection.connection_id},
+                }
+            )
+        elif kind == "fail":
+            raise RuntimeError("handler bug on purpose")
+        elif kind == "close":
+            await ws.close(code=int(data.get("code", 1000)))
+            return
+
+
+HandlerType = Callable[[WebSocket, WebSocketConnection, WebSocketHub], Awaitable[None]]
+
+
+def build_app(
+    settings: WebSocketSettings,
+    *,
+    handler: HandlerType = echo_handler,
+    hub: WebSocketHub | None = None,
+) -> tuple[FastAPI, WebSocketHub]:
+    """A FastAPI app with the router at ``/ws`` and a hub built from ``settings``."""
+    hub = hub or WebSocketHub.from_settings(settings)
+    app = FastAPI()
+    app.include_router(
+        make_websocket_router(
+            handler, hub=hub, bearer_resolver=jwt_bearer_resolver(settings), settings=settings
+        )
+    )
+    return app, hub
+
+
+def require_tool(name: str) -> str:
+    """Path of executable ``name``; fail (under the test command or CI) or skip if missing."""
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    message = f"{name} is not installed (scripts/bootstrap.sh installs it as root)"
+    if os.environ.get("TEMPEST_WS_REQUIRE_TOOLS") or os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
