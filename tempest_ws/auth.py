@@ -145,7 +145,8 @@ _ASYMMETRIC = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES256K", "ES384", "ES512"}
     | {"EdDSA"}
 )
-_MIN_HMAC_SECRET_BYTES = 32
+# RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
+_MIN_HMAC_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
 def jwt_bearer_resolver(
@@ -163,7 +164,8 @@ def jwt_bearer_resolver(
     Keyword arguments override the matching ``WS_JWT_*`` settings. The algorithm list is
     pinned (a token's own ``alg`` header never chooses it), ``none`` is refused, and HMAC
     and public-key algorithms cannot be mixed (that is the algorithm-confusion attack).
-    HMAC secrets must be at least 32 bytes. ``exp`` and ``sub`` are required; ``aud`` and
+    HMAC secrets must be at least as long as the hash (32 bytes for HS256, 48 for
+    HS384, 64 for HS512). ``exp`` and ``sub`` are required; ``aud`` and
     ``iss`` are checked when configured.
 
     The returned coroutine never raises: any invalid token (bad signature, expired, wrong
@@ -188,9 +190,10 @@ def jwt_bearer_resolver(
         raw = secret
         if raw is None and settings.WS_JWT_SECRET is not None:
             raw = settings.WS_JWT_SECRET.get_secret_value()
-        if raw is None or len(raw.encode()) < _MIN_HMAC_SECRET_BYTES:
+        minimum = max(_MIN_HMAC_SECRET_BYTES[a] for a in algs)
+        if raw is None or len(raw.encode()) < minimum:
             raise ConfigurationError(
-                f"HMAC JWT secret (WS_JWT_SECRET) must be at least {_MIN_HMAC_SECRET_BYTES} bytes"
+                f"HMAC JWT secret (WS_JWT_SECRET) must be at least {minimum} bytes for {algs}"
             )
         key = raw
     else:

@@ -122,6 +122,14 @@ class WebSocketSettings(BaseSettings):
     def _parse_list(cls, value: Any) -> Any:
         return _split_list(value)
 
+    @field_validator(
+        "WS_JWT_SECRET", "WS_JWT_PUBLIC_KEY", "WS_JWT_AUDIENCE", "WS_JWT_ISSUER", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # "WS_JWT_AUDIENCE=" in a copied .env.example means "not configured".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _check_heartbeat(self) -> Self:
         if self.WS_HEARTBEAT_TIMEOUT_SECONDS <= self.WS_HEARTBEAT_SECONDS:

@@ -5,6 +5,7 @@ Tests build settings explicitly; nothing here reads ``WS_*`` from the environmen
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Awaitable, Callable
@@ -101,3 +102,33 @@ def require_tool(name: str) -> str:
     if os.environ.get("TEMPEST_WS_REQUIRE_TOOLS") or os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+class Peer:
+    """Records what the connection sends; can stall like a client that stopped reading."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.stalled = False
+        self.unblock = asyncio.Event()
+        self.fail_with: BaseException | None = None
+
+    async def send(self, message: Any) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        if self.stalled:
+            await self.unblock.wait()
+        self.sent.append(dict(message))
+
+    def texts(self) -> list[str]:
+        return [m["text"] for m in self.sent if m["type"] == "websocket.send"]
+
+    def close_codes(self) -> list[int]:
+        return [m["code"] for m in self.sent if m["type"] == "websocket.close"]
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)

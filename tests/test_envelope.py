@@ -1,0 +1,70 @@
+"""Envelope encoding and decoding, with and without orjson."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tempest_ws import EnvelopeError, WSEnvelope, decode_envelope, encode_envelope
+from tempest_ws import envelope as envelope_module
+
+
+def test_model_and_mapping_encode_identically() -> None:
+    model = WSEnvelope(type="chat", data={"text": "é"}, request_id="r1")
+    mapping = {"type": "chat", "data": {"text": "é"}, "request_id": "r1"}
+    assert encode_envelope(model) == encode_envelope(mapping)
+    assert json.loads(encode_envelope(model)) == mapping
+
+
+def test_mapping_defaults() -> None:
+    assert json.loads(encode_envelope({"type": "x"})) == {
+        "type": "x",
+        "data": {},
+        "request_id": None,
+    }
+
+
+@pytest.mark.parametrize("bad", [{}, {"type": ""}, {"type": 3}])
+def test_mapping_without_type_is_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(EnvelopeError) as info:
+        encode_envelope(bad)
+    assert info.value.code == "invalid_envelope"
+
+
+def test_unencodable_data_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="cannot encode"):
+        encode_envelope({"type": "x", "data": {"when": object()}})
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "invalid_json"),
+        ("[1, 2]", "invalid_envelope"),
+        ('"text"', "invalid_envelope"),
+        ('{"data": {}}', "invalid_envelope"),
+        ('{"type": 5}', "invalid_envelope"),
+        ('{"type": "x", "request_id": 5}', "invalid_envelope"),
+        ('{"type": "' + "t" * 200 + '"}', "invalid_envelope"),
+        ("[" * 100_000, "invalid_json"),
+    ],
+)
+def test_decode_rejects(frame: str, code: str) -> None:
+    with pytest.raises(EnvelopeError) as info:
+        decode_envelope(frame)
+    assert info.value.code == code
+
+
+def test_decode_ignores_unknown_fields() -> None:
+    envelope = decode_envelope('{"type": "x", "data": [1], "extra": true}')
+    assert envelope == WSEnvelope(type="x", data=[1])
+
+
+def test_stdlib_json_fallback_gives_the_same_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = {"type": "t", "data": {"a": [1, 2.5, None, "ü"]}, "request_id": None}
+    fast = encode_envelope(body)
+    monkeypatch.setattr(envelope_module, "_dumps", envelope_module._json_dumps)
+    monkeypatch.setattr(envelope_module, "_loads", json.loads)
+    assert encode_envelope(body) == fast
+    assert decode_envelope(fast).data == body["data"]
