@@ -455,3 +455,15 @@ async def test_stalled_reader_never_delays_a_healthy_client() -> None:
             assert hub.stats().connections == 1
         raw.close()
         await until(lambda: hub.stats().connections == 0)
+
+
+async def test_server_shutdown_closes_sockets_and_empties_the_hub() -> None:
+    settings = make_settings()
+    app, hub = build_app(settings)
+    async with serve(app, settings=settings) as base:
+        ws = await connect(ws_url(base), subprotocols=["bearer", token()])  # type: ignore[list-item]
+        await next_of_type(ws, "hello")
+    # Leaving serve() shut uvicorn down and ran the router's lifespan (hub.stop()).
+    _, code = await frames_until_close(ws)
+    assert code in (CloseCode.SERVICE_RESTART, CloseCode.GOING_AWAY)
+    assert hub.stats().connections == 0
