@@ -1,0 +1,94 @@
+"""Each WS_* setting changes behaviour where the settings are given to the SDK."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tempest_ws import WebSocketHub, jwt_bearer_resolver, uvicorn_options
+from tempest_ws.testing import serve
+from tests.support import build_app, make_settings, token, ws_url
+
+
+def test_hub_from_settings_takes_every_hub_knob() -> None:
+    hub = WebSocketHub.from_settings(
+        make_settings(
+            WS_MAX_CONNECTIONS_PER_USER=3,
+            WS_MAX_CONNECTIONS=9,
+            WS_SEND_QUEUE_SIZE=11,
+            WS_CLOSE_TIMEOUT_SECONDS=0.7,
+        )
+    )
+    assert (hub.max_per_user, hub.max_connections, hub.send_queue_size, hub.close_timeout) == (
+        3,
+        9,
+        11,
+        0.7,
+    )
+
+
+def test_uvicorn_options_follow_the_message_limit() -> None:
+    assert uvicorn_options(make_settings(WS_MAX_MESSAGE_BYTES=4096)) == {
+        "ws_max_size": 4096,
+        "ws_per_message_deflate": False,
+    }
+
+
+async def test_public_key_from_settings() -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    resolve = jwt_bearer_resolver(make_settings(WS_JWT_PUBLIC_KEY=pem, WS_JWT_ALGORITHMS="ES256"))
+    signed = jwt.encode({"sub": "k", "exp": int(time.time()) + 60}, private, algorithm="ES256")
+    assert await resolve(signed) == "k"
+
+
+@pytest.mark.parametrize("required", [False, True])
+async def test_require_origin(required: bool) -> None:
+    settings = make_settings(WS_ALLOWED_ORIGINS="https://example.com", WS_REQUIRE_ORIGIN=required)
+    app, _ = build_app(settings)
+    async with serve(app, settings=settings) as base:
+        if required:
+            with pytest.raises(InvalidStatus) as info:
+                await connect(ws_url(base), subprotocols=["bearer", token()])  # type: ignore[list-item]
+            assert info.value.response.status_code == 403
+        else:
+            async with connect(ws_url(base), subprotocols=["bearer", token()]) as ws:  # type: ignore[list-item]
+                assert json.loads(await ws.recv())["type"] == "hello"
+
+
+@pytest.mark.parametrize("accept", [False, True])
+async def test_accept_binary(accept: bool) -> None:
+    from fastapi import WebSocket
+
+    from tempest_ws import WebSocketConnection
+
+    async def binary_echo(
+        ws: WebSocket, connection: WebSocketConnection, hub: WebSocketHub
+    ) -> None:
+        while True:
+            await ws.send_bytes(await ws.receive_bytes())
+
+    settings = make_settings(WS_ACCEPT_BINARY=accept)
+    app, _ = build_app(settings, handler=binary_echo)
+    async with (
+        serve(app, settings=settings) as base,
+        connect(ws_url(base), subprotocols=["bearer", token()]) as ws,  # type: ignore[list-item]
+    ):
+        assert json.loads(await ws.recv())["type"] == "hello"
+        await ws.send(b"\x01\x02")
+        reply = await ws.recv()
+    if accept:
+        assert reply == b"\x01\x02"
+    else:
+        assert json.loads(reply)["data"]["code"] == "binary_not_supported"
