@@ -1,6 +1,6 @@
 .PHONY: demo test bench lint docs
 
-demo:  ## run the chat demo on http://127.0.0.1:8000
+demo:  ## the chat demo on http://127.0.0.1:8000 (same as ./scripts/demo.sh)
 	scripts/demo.sh
 
 test:  ## the whole suite: ruff, mypy --strict, mkdocs --strict, pytest (installs what it needs)

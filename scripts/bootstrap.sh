@@ -22,6 +22,16 @@ fi
 
 python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
+  if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "bootstrap: installing python3-venv from Debian" >&2
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    else
+      echo "bootstrap: Python's venv module is missing: apt-get install python3-venv" >&2
+      exit 1
+    fi
+  fi
   "$python" -m venv .venv
 fi
 stamp=.venv/.tempest-ws-deps

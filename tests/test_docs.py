@@ -209,7 +209,7 @@ def test_readme_quick_start_is_the_two_commands() -> None:
     assert block is not None, "README needs a '## Quick start' section"
     commands = re.findall(r"```(?:bash|sh)\n(.*?)```", block.group(1), re.S)
     lines = [line.split("#")[0].strip() for c in commands for line in c.splitlines()]
-    assert [line for line in lines if line] == ["make demo", "make test"]
+    assert [line for line in lines if line] == ["./scripts/demo.sh", "./scripts/test.sh"]
     assert "http://127.0.0.1:8000" in block.group(1)
 
 
