@@ -65,7 +65,17 @@ class MissingDependencyError(TempestWSError, ImportError):
 
 
 class EnvelopeError(TempestWSError, ValueError):
-    """A frame that is not a valid envelope; ``code`` is the error envelope's code."""
+    """A frame that is not a valid envelope; ``code`` is the error envelope's code.
+
+    ``request_id`` is the frame's own ``request_id`` when one could be read from it, so
+    the error envelope answers the request that caused it.
+    """
+
+    def __init__(
+        self, reason: str, *, code: str | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(reason, code=code)
+        self.request_id = request_id
 
 
 class CapacityError(TempestWSError):

@@ -68,3 +68,12 @@ def test_stdlib_json_fallback_gives_the_same_frame(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(envelope_module, "_loads", json.loads)
     assert encode_envelope(body) == fast
     assert decode_envelope(fast).data == body["data"]
+
+
+def test_decode_error_keeps_a_readable_request_id() -> None:
+    with pytest.raises(EnvelopeError) as info:
+        decode_envelope('{"type": "' + "t" * 200 + '", "request_id": "r-1"}')
+    assert info.value.request_id == "r-1"
+    with pytest.raises(EnvelopeError) as info:
+        decode_envelope('{"type": 1, "request_id": 5}')
+    assert info.value.request_id is None
