@@ -132,8 +132,11 @@ def decode_envelope(frame: str | bytes) -> WSEnvelope:
         return WSEnvelope.model_validate(value)
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
+        request_id = value.get("request_id")
+        if not isinstance(request_id, str) or len(request_id) > MAX_REQUEST_ID_LENGTH:
+            request_id = None
         raise EnvelopeError(
-            f"invalid envelope field(s): {fields}", code="invalid_envelope"
+            f"invalid envelope field(s): {fields}", code="invalid_envelope", request_id=request_id
         ) from None
 
 
