@@ -1,1 +1,716 @@
-// placeholder: replaced by the browser client
+/**
+ * tempest-ws.js: the browser client for tempest_ws servers.
+ *
+ * One dependency-free ES module, served by the router at `GET {path}/client.js`:
+ *
+ *     import { TempestWS } from "/ws/client.js";
+ *     const client = new TempestWS("/ws", { tokenProvider: async () => getToken() });
+ *     client.addEventListener("message", (event) => console.log(event.detail));
+ *     client.subscribe("room:lobby");
+ *
+ * What it does for you:
+ * - sends the token as the subprotocols ["bearer", token] (the server echoes "bearer");
+ *   `tokenProvider` is called again before every (re)connect;
+ * - counts the connection as open when the server's `hello` envelope arrives (a socket
+ *   the server accepts and then closes 4401 never fires `open`);
+ * - answers `ping` envelopes with `pong` and closes and reconnects by itself when the
+ *   server has been silent for longer than the heartbeat timeout its `hello` promised;
+ * - reconnects by close code (see `closePolicy`), with exponential backoff and full
+ *   jitter, a long backoff for 4429/1013 and a limit on consecutive 4401s (a connection
+ *   that reaches `hello` ends the streak);
+ * - restores its topic subscriptions after every reconnect, then flushes the bounded
+ *   queue of messages sent while offline;
+ * - `request(type, data)` returns a Promise settled by the reply carrying the same
+ *   `request_id`.
+ *
+ * Option names follow `reconnecting-websocket` where they overlap. Nothing is logged to
+ * the console: problems are reported as `warning` and `error` events.
+ */
+
+/** Close codes, mirrored from `tempest_ws/codes.py` (a test keeps the two equal). */
+export const CloseCode = Object.freeze({
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  PROTOCOL_ERROR: 1002,
+  UNSUPPORTED_DATA: 1003,
+  NO_STATUS: 1005,
+  ABNORMAL: 1006,
+  INVALID_PAYLOAD: 1007,
+  POLICY_VIOLATION: 1008,
+  MESSAGE_TOO_BIG: 1009,
+  INTERNAL_ERROR: 1011,
+  SERVICE_RESTART: 1012,
+  TRY_AGAIN_LATER: 1013,
+  UNAUTHORIZED: 4401,
+  FORBIDDEN: 4403,
+  HEARTBEAT_TIMEOUT: 4408,
+  TOO_MANY_CONNECTIONS: 4429,
+  RATE_LIMITED: 4429, // an alias: 4429 with the reason "rate_limited"
+});
+
+/** `readyState` values, as on `WebSocket`. */
+export const ReadyState = Object.freeze({ CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+
+/** Defaults: safer than reconnecting-websocket's (bounded queue, longer waits). */
+export const DEFAULT_OPTIONS = Object.freeze({
+  token: null,
+  tokenProvider: null,
+  protocols: [],
+  minReconnectionDelay: 1000,
+  maxReconnectionDelay: 30000,
+  reconnectionDelayGrowFactor: 2,
+  longReconnectionDelay: 5000,
+  maxLongReconnectionDelay: 120000,
+  minUptime: 5000,
+  connectionTimeout: 10000,
+  maxRetries: Infinity,
+  maxAuthFailures: 3,
+  maxEnqueuedMessages: 100,
+  queueOverflow: "drop-oldest",
+  requestTimeout: 10000,
+  silenceTimeout: null,
+  reconnectOnOnline: true,
+  startClosed: false,
+  WebSocket: null,
+});
+
+const BEARER = "bearer";
+const MAX_TOPIC_LENGTH = 256;
+
+/** The error type of every rejection and `error` event of this module. */
+export class TempestWSError extends Error {
+  /**
+   * @param {string} message human-readable explanation (never contains a token)
+   * @param {{code?: string, closeCode?: number, envelope?: object, cause?: unknown}} [info]
+   */
+  constructor(message, { code = "error", closeCode, envelope, cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = "TempestWSError";
+    this.code = code;
+    this.closeCode = closeCode;
+    this.envelope = envelope;
+  }
+}
+
+/**
+ * What the client does after the socket closed with `code`.
+ *
+ * @param {number} code the close code
+ * @param {boolean} [userInitiated] the application called `close()`
+ * @returns {"stop" | "auth" | "long" | "reconnect"}
+ *   "stop": do not reconnect; "auth": get a new token and reconnect (up to
+ *   maxAuthFailures in a row); "long": reconnect after a long backoff; "reconnect":
+ *   reconnect with exponential backoff and full jitter.
+ */
+export function closePolicy(code, userInitiated = false) {
+  if (userInitiated) return "stop";
+  switch (code) {
+    case CloseCode.UNAUTHORIZED:
+      return "auth";
+    case CloseCode.TRY_AGAIN_LATER:
+    case CloseCode.TOO_MANY_CONNECTIONS:
+      return "long";
+    case CloseCode.PROTOCOL_ERROR:
+    case CloseCode.UNSUPPORTED_DATA:
+    case CloseCode.INVALID_PAYLOAD:
+    case CloseCode.POLICY_VIOLATION:
+    case CloseCode.FORBIDDEN:
+      return "stop";
+    default:
+      return "reconnect";
+  }
+}
+
+/**
+ * Delay in milliseconds before reconnect attempt `attempt` (0 for the first).
+ *
+ * Exponential backoff with full jitter between a floor and a growing ceiling (the same
+ * rule as the Python client): uniform in [floor, min(cap, floor * factor ** (attempt + 1))].
+ * For "reconnect" and "auth" the floor is minReconnectionDelay and the cap
+ * maxReconnectionDelay; for "long" (after 4429 or 1013) longReconnectionDelay and
+ * maxLongReconnectionDelay. Even the first delay is random, so clients dropped together
+ * by one server restart do not come back together.
+ *
+ * @param {number} attempt
+ * @param {"reconnect" | "auth" | "long"} [kind]
+ * @param {object} [options] client options (defaults for those omitted)
+ * @param {() => number} [random] a uniform [0, 1) source
+ */
+export function reconnectDelay(attempt, kind = "reconnect", options = {}, random = Math.random) {
+  options = { ...DEFAULT_OPTIONS, ...options };
+  const long = kind === "long";
+  const floor = long ? options.longReconnectionDelay : options.minReconnectionDelay;
+  const cap = long ? options.maxLongReconnectionDelay : options.maxReconnectionDelay;
+  const growth = options.reconnectionDelayGrowFactor ** (Math.max(0, attempt) + 1);
+  const ceiling = Math.max(floor, Math.min(cap, floor * growth));
+  return Math.round(floor + random() * (ceiling - floor));
+}
+
+function checkOptions(given) {
+  const unknown = Object.keys(given).filter((key) => !(key in DEFAULT_OPTIONS));
+  if (unknown.length) {
+    throw new TypeError(`TempestWS: unknown option(s) ${unknown.join(", ")}`);
+  }
+  const options = { ...DEFAULT_OPTIONS, ...given };
+  if (options.token != null && options.tokenProvider != null) {
+    throw new TypeError("TempestWS: give either token or tokenProvider, not both");
+  }
+  if (options.tokenProvider != null && typeof options.tokenProvider !== "function") {
+    throw new TypeError("TempestWS: tokenProvider must be a function returning a token");
+  }
+  if (!["drop-oldest", "throw"].includes(options.queueOverflow)) {
+    throw new TypeError('TempestWS: queueOverflow must be "drop-oldest" or "throw"');
+  }
+  for (const key of [
+    "minReconnectionDelay",
+    "maxReconnectionDelay",
+    "longReconnectionDelay",
+    "maxLongReconnectionDelay",
+    "minUptime",
+    "connectionTimeout",
+    "requestTimeout",
+    "maxEnqueuedMessages",
+    "maxRetries",
+    "maxAuthFailures",
+  ]) {
+    if (typeof options[key] !== "number" || !(options[key] >= 0)) {
+      throw new RangeError(`TempestWS: ${key} must be a number >= 0`);
+    }
+  }
+  if (options.minReconnectionDelay > options.maxReconnectionDelay) {
+    throw new RangeError("TempestWS: minReconnectionDelay must be <= maxReconnectionDelay");
+  }
+  if (options.longReconnectionDelay > options.maxLongReconnectionDelay) {
+    throw new RangeError("TempestWS: longReconnectionDelay must be <= maxLongReconnectionDelay");
+  }
+  if (!(options.reconnectionDelayGrowFactor >= 1)) {
+    throw new RangeError("TempestWS: reconnectionDelayGrowFactor must be >= 1");
+  }
+  if (options.maxAuthFailures < 1) {
+    throw new RangeError("TempestWS: maxAuthFailures must be >= 1");
+  }
+  if (options.silenceTimeout != null && !(options.silenceTimeout > 0)) {
+    throw new RangeError("TempestWS: silenceTimeout must be a positive number of ms or null");
+  }
+  options.protocols = [].concat(options.protocols ?? []);
+  options.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+  if (typeof options.WebSocket !== "function") {
+    throw new TypeError("TempestWS: no WebSocket implementation available");
+  }
+  return options;
+}
+
+function resolveUrl(url) {
+  const base = globalThis.location?.href;
+  const parsed = base ? new URL(url, base) : new URL(url);
+  if (parsed.protocol === "http:") parsed.protocol = "ws:";
+  if (parsed.protocol === "https:") parsed.protocol = "wss:";
+  return parsed.href;
+}
+
+const now = () => (globalThis.performance ? performance.now() : Date.now());
+
+// setTimeout fires at once for delays past 2**31 - 1 ms: treat those (and 0) as "never".
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const startTimer = (callback, ms) => (ms > 0 && ms <= MAX_TIMER_MS ? setTimeout(callback, ms) : null);
+
+function randomId() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID().replaceAll("-", "").slice(0, 12);
+  return Math.random().toString(36).slice(2, 14);
+}
+
+/**
+ * A reconnecting WebSocket that speaks tempest_ws envelopes.
+ *
+ * Events (all `CustomEvent`s, payload in `event.detail`):
+ * - `open`: the server's `hello` arrived; detail {connectionId, hello, reconnected}.
+ * - `message`: an envelope {type, data, request_id} that is not a heartbeat, a hello, a
+ *   resync or the reply to a pending `request()`.
+ * - `resync`: the server may have dropped messages (a backplane outage); reload state.
+ * - `close`: the socket closed; detail {code, reason, wasClean, willReconnect}.
+ * - `reconnecting`: a reconnect is scheduled; detail {attempt, delay, code, reason}.
+ * - `error`: detail {error: TempestWSError, fatal}. Fatal errors (4401 limit, maxRetries,
+ *   a close code that forbids reconnecting) stop the client.
+ * - `warning`: detail {kind, ...}: "queue-overflow" (a queued message was dropped),
+ *   "queue-discarded", "invalid-frame".
+ */
+export class TempestWS extends EventTarget {
+  #url;
+  #options;
+  #ws = null;
+  #state = ReadyState.CONNECTING;
+  #generation = 0;
+  #closedByUser = false;
+  #retryCount = 0;
+  #authFailures = 0;
+  #lastClose = null;
+  #openedAt = 0;
+  #everOpened = false;
+  #hello = null;
+  #lastSeen = 0;
+  #silenceMs = 0;
+  #connectTimer = null;
+  #silenceTimer = null;
+  #reconnectTimer = null;
+  #subscriptions = new Set();
+  #queue = [];
+  #pending = new Map();
+  #idPrefix = randomId();
+  #nextId = 0;
+  #onOnline = () => this.#handleOnline();
+  #listening = false;
+
+  /**
+   * @param {string | (() => string | Promise<string>)} url ws(s)://, http(s):// or a
+   *   path such as "/ws" (resolved against the page); or a function returning one,
+   *   called before every connect.
+   * @param {object} [options] see DEFAULT_OPTIONS and the .d.ts for each option.
+   */
+  constructor(url, options = {}) {
+    super();
+    this.#url = url;
+    this.#options = checkOptions(options);
+    if (this.#options.startClosed) {
+      this.#state = ReadyState.CLOSED; // messages queue until reconnect() starts it
+    } else {
+      this.#listen(true);
+      this.#connect("connect");
+    }
+  }
+
+  /** 0 connecting (or waiting to reconnect), 1 open (hello received), 3 closed. */
+  get readyState() {
+    return this.#state;
+  }
+
+  /** The subprotocol the server selected ("bearer" when a token was sent). */
+  get protocol() {
+    return this.#ws?.protocol ?? "";
+  }
+
+  /** The server's id for the current connection (from `hello`), or null. */
+  get connectionId() {
+    return this.#state === ReadyState.OPEN ? (this.#hello?.connection_id ?? null) : null;
+  }
+
+  /** The data of the last `hello` envelope, or null before the first one. */
+  get hello() {
+    return this.#hello;
+  }
+
+  /** Reconnect attempts since the last connection that stayed up minUptime. */
+  get retryCount() {
+    return this.#retryCount;
+  }
+
+  /** Messages waiting for the connection. */
+  get queued() {
+    return this.#queue.length;
+  }
+
+  /** Topics restored on every reconnect. */
+  get subscriptions() {
+    return [...this.#subscriptions];
+  }
+
+  /** `addEventListener` that returns a function removing the listener. */
+  on(type, listener) {
+    this.addEventListener(type, listener);
+    return () => this.removeEventListener(type, listener);
+  }
+
+  /**
+   * Send an envelope now, or queue it until the connection is open.
+   *
+   * @param {string | {type: string, data?: unknown, request_id?: string | null}} type
+   * @param {unknown} [data]
+   * @returns {boolean} true when written to the socket, false when queued (or dropped).
+   * @throws {TempestWSError} code "queue_full" when queueOverflow is "throw".
+   */
+  send(type, data = {}) {
+    const envelope = typeof type === "object" && type !== null ? type : { type, data };
+    if (typeof envelope.type !== "string" || !envelope.type) {
+      throw new TypeError("TempestWS.send: type must be a non-empty string");
+    }
+    const frame = JSON.stringify({
+      type: envelope.type,
+      data: envelope.data === undefined ? {} : envelope.data,
+      request_id: envelope.request_id ?? null,
+    });
+    return this.#sendOrQueue(frame, null);
+  }
+
+  /**
+   * Send `{type, data, request_id}` and resolve with the reply carrying the same
+   * request_id (the whole envelope). A reply of type "error" rejects with its
+   * data.code/data.message. Rejects with code "timeout" after `timeout` ms (default
+   * requestTimeout), "disconnected" when the socket closed after sending it, "closed"
+   * when the client is closed, "aborted" on `signal`, "queue_full" when it cannot queue.
+   */
+  request(type, data = {}, { timeout = this.#options.requestTimeout, signal } = {}) {
+    const requestId = `${this.#idPrefix}-${++this.#nextId}`;
+    const frame = JSON.stringify({ type, data, request_id: requestId });
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(new TempestWSError("request aborted", { code: "aborted" }));
+        return;
+      }
+      const entry = { resolve, reject, sent: false, timer: null, signal, onAbort: null };
+      entry.timer = startTimer(
+        () => this.#settle(requestId, new TempestWSError(`no reply to ${type} within ${timeout} ms`, { code: "timeout" })),
+        timeout,
+      );
+      if (signal) {
+        entry.onAbort = () => this.#settle(requestId, new TempestWSError("request aborted", { code: "aborted" }));
+        signal.addEventListener("abort", entry.onAbort, { once: true });
+      }
+      this.#pending.set(requestId, entry);
+      try {
+        entry.sent = this.#sendOrQueue(frame, requestId);
+      } catch (error) {
+        this.#settle(requestId, error);
+      }
+    });
+  }
+
+  /**
+   * Subscribe to `topic`: sends {"type":"subscribe","data":{"topic":topic}} now if open,
+   * and again after every reconnect until `unsubscribe(topic)`.
+   */
+  subscribe(topic) {
+    if (typeof topic !== "string" || !topic || topic.length > MAX_TOPIC_LENGTH) {
+      throw new TypeError(`TempestWS.subscribe: topic must be a string of 1-${MAX_TOPIC_LENGTH} characters`);
+    }
+    this.#subscriptions.add(topic);
+    if (this.#state === ReadyState.OPEN) this.#write(JSON.stringify({ type: "subscribe", data: { topic }, request_id: null }));
+  }
+
+  /** Forget `topic` and send {"type":"unsubscribe",...} if open. */
+  unsubscribe(topic) {
+    const had = this.#subscriptions.delete(topic);
+    if (had && this.#state === ReadyState.OPEN) {
+      this.#write(JSON.stringify({ type: "unsubscribe", data: { topic }, request_id: null }));
+    }
+    return had;
+  }
+
+  /**
+   * Close for good (no reconnect): pending requests reject with code "closed" and
+   * queued messages are discarded (a "queue-discarded" warning says how many).
+   */
+  close(code = CloseCode.NORMAL, reason = "") {
+    if (this.#closedByUser) return;
+    this.#closedByUser = true;
+    this.#stop(new TempestWSError("client closed", { code: "closed" }));
+    const ws = this.#detach();
+    if (ws) {
+      try {
+        ws.close(code, reason);
+      } catch {
+        ws.close();
+      }
+    }
+    this.#emit("close", { code, reason, wasClean: true, willReconnect: false });
+  }
+
+  /**
+   * Close the current socket (if any) and connect again now with a fresh token and a
+   * reset backoff. Also starts a client built with startClosed or stopped by an error.
+   */
+  reconnect() {
+    this.#closedByUser = false;
+    this.#retryCount = 0;
+    this.#authFailures = 0;
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    const ws = this.#detach();
+    if (ws) {
+      ws.close(CloseCode.NORMAL, "reconnect");
+      this.#emit("close", { code: CloseCode.NORMAL, reason: "reconnect", wasClean: true, willReconnect: true });
+    }
+    this.#listen(true);
+    this.#connect("reconnect");
+  }
+
+  // -- connection ---------------------------------------------------------------------
+
+  async #connect(reason) {
+    const generation = ++this.#generation;
+    this.#state = ReadyState.CONNECTING;
+    this.#hello = null;
+    let url;
+    let protocols;
+    try {
+      const rawUrl = typeof this.#url === "function" ? await this.#url() : this.#url;
+      const token = await this.#token(reason);
+      if (generation !== this.#generation) return;
+      url = resolveUrl(rawUrl);
+      protocols = token ? [BEARER, String(token), ...this.#options.protocols] : [...this.#options.protocols];
+    } catch (cause) {
+      if (generation !== this.#generation) return;
+      this.#emit("error", {
+        error: new TempestWSError("could not get the URL or token", { code: "token_provider_failed", cause }),
+        fatal: false,
+      });
+      this.#afterClose(CloseCode.ABNORMAL, "token provider failed");
+      return;
+    }
+    let ws;
+    try {
+      ws = new this.#options.WebSocket(url, protocols);
+    } catch (cause) {
+      this.#emit("error", { error: new TempestWSError(`cannot open ${url}`, { code: "connect_failed", cause }), fatal: false });
+      this.#afterClose(CloseCode.ABNORMAL, "connect failed");
+      return;
+    }
+    this.#ws = ws;
+    ws.onmessage = (event) => this.#onFrame(event);
+    ws.onclose = (event) => this.#onSocketClose(event.code, event.reason, event.wasClean);
+    ws.onerror = () => {}; // a close event with the details always follows
+    this.#connectTimer = startTimer(() => this.#drop(CloseCode.ABNORMAL, "connection timeout"), this.#options.connectionTimeout);
+  }
+
+  async #token(reason) {
+    const { token, tokenProvider } = this.#options;
+    if (tokenProvider) {
+      return tokenProvider({ reason, attempt: this.#retryCount, closeCode: this.#lastClose });
+    }
+    return token;
+  }
+
+  #onFrame(event) {
+    this.#lastSeen = now();
+    if (typeof event.data !== "string") {
+      this.#emit("warning", { kind: "invalid-frame", message: "binary frame ignored" });
+      return;
+    }
+    let envelope;
+    try {
+      envelope = JSON.parse(event.data);
+    } catch {
+      envelope = null;
+    }
+    if (!envelope || typeof envelope !== "object" || typeof envelope.type !== "string") {
+      this.#emit("warning", { kind: "invalid-frame", message: "frame is not an envelope" });
+      return;
+    }
+    switch (envelope.type) {
+      case "ping":
+        this.#write(JSON.stringify({ type: "pong", data: {}, request_id: envelope.request_id ?? null }));
+        return;
+      case "pong":
+        return;
+      case "hello":
+        this.#onHello(envelope.data ?? {});
+        return;
+      case "resync":
+        this.#emit("resync", envelope);
+        return;
+    }
+    const requestId = envelope.request_id;
+    if (requestId != null && this.#pending.has(requestId)) {
+      if (envelope.type === "error") {
+        const info = envelope.data ?? {};
+        const message = typeof info.message === "string" ? info.message : "request failed";
+        this.#settle(requestId, new TempestWSError(message, { code: String(info.code ?? "error"), envelope }));
+      } else {
+        this.#settle(requestId, null, envelope);
+      }
+      return;
+    }
+    this.#emit("message", envelope);
+  }
+
+  #onHello(hello) {
+    clearTimeout(this.#connectTimer);
+    this.#hello = hello;
+    const promised = Number(hello.heartbeat_timeout_seconds) * 1000;
+    this.#silenceMs = this.#options.silenceTimeout ?? (promised > 0 ? promised : 0);
+    this.#armSilence(this.#silenceMs);
+    this.#state = ReadyState.OPEN;
+    this.#openedAt = now();
+    this.#authFailures = 0;
+    const reconnected = this.#everOpened;
+    this.#everOpened = true;
+    // Subscriptions first, so queued messages that depend on them arrive after them.
+    for (const topic of this.#subscriptions) {
+      this.#write(JSON.stringify({ type: "subscribe", data: { topic }, request_id: null }));
+    }
+    while (this.#queue.length && this.#state === ReadyState.OPEN) {
+      const item = this.#queue.shift();
+      this.#write(item.frame);
+      const entry = item.requestId && this.#pending.get(item.requestId);
+      if (entry) entry.sent = true;
+    }
+    this.#emit("open", { connectionId: hello.connection_id ?? null, hello, reconnected });
+  }
+
+  #armSilence(delay) {
+    clearTimeout(this.#silenceTimer);
+    if (!this.#silenceMs) return;
+    this.#silenceTimer = startTimer(() => {
+      const idle = now() - this.#lastSeen;
+      if (idle >= this.#silenceMs) this.#drop(CloseCode.HEARTBEAT_TIMEOUT, "server silent");
+      else this.#armSilence(Math.max(1, this.#silenceMs - idle));
+    }, delay);
+  }
+
+  /** Give up on the current socket now (without waiting for a close handshake). */
+  #drop(code, reason) {
+    const ws = this.#detach();
+    if (!ws) return;
+    try {
+      ws.close(code, reason);
+    } catch {
+      ws.close();
+    }
+    this.#onSocketClose(code, reason, false, true);
+  }
+
+  #detach() {
+    clearTimeout(this.#connectTimer);
+    clearTimeout(this.#silenceTimer);
+    const ws = this.#ws;
+    this.#ws = null;
+    if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    return ws;
+  }
+
+  #onSocketClose(code, reason, wasClean, alreadyDetached = false) {
+    if (!alreadyDetached) this.#detach();
+    this.#afterClose(code, reason, wasClean);
+  }
+
+  #afterClose(code, reason, wasClean = false) {
+    if (this.#openedAt && now() - this.#openedAt >= this.#options.minUptime) this.#retryCount = 0;
+    this.#openedAt = 0;
+    this.#lastClose = code;
+    if (this.#state === ReadyState.OPEN) this.#state = ReadyState.CONNECTING;
+    for (const [requestId, entry] of this.#pending) {
+      if (entry.sent) {
+        this.#settle(requestId, new TempestWSError("connection closed before the reply", { code: "disconnected", closeCode: code }));
+      }
+    }
+    const policy = closePolicy(code, this.#closedByUser);
+    let fatal = null;
+    if (policy === "stop" && !this.#closedByUser) {
+      fatal = new TempestWSError(`server closed the connection with ${code} (${reason || "no reason"}); not reconnecting`, {
+        code: "closed_by_server",
+        closeCode: code,
+      });
+    } else if (policy === "auth" && ++this.#authFailures >= this.#options.maxAuthFailures) {
+      fatal = new TempestWSError(`authentication failed: ${this.#authFailures} consecutive 4401 closes; giving up`, {
+        code: "auth_failed",
+        closeCode: code,
+      });
+    }
+    if (!fatal && policy !== "stop" && this.#retryCount >= this.#options.maxRetries) {
+      fatal = new TempestWSError(`gave up after ${this.#retryCount} reconnect attempts`, { code: "max_retries", closeCode: code });
+    }
+    const willReconnect = policy !== "stop" && !fatal;
+    this.#emit("close", { code, reason, wasClean, willReconnect });
+    if (fatal) {
+      this.#state = ReadyState.CLOSED;
+      this.#stop(fatal);
+      this.#emit("error", { error: fatal, fatal: true });
+      return;
+    }
+    if (!willReconnect) {
+      this.#state = ReadyState.CLOSED;
+      return;
+    }
+    const delay = reconnectDelay(this.#retryCount, policy, this.#options);
+    const attempt = ++this.#retryCount;
+    const generation = ++this.#generation;
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = null;
+      if (generation === this.#generation) this.#connect(policy === "auth" ? "unauthorized" : "reconnect");
+    }, Math.min(delay, MAX_TIMER_MS));
+    this.#emit("reconnecting", { attempt, delay, code, reason });
+  }
+
+  #handleOnline() {
+    // Back online while waiting out a backoff: try now instead of after the delay.
+    if (this.#reconnectTimer === null || this.#closedByUser) return;
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    this.#connect("reconnect");
+  }
+
+  /** Stop timers and listeners, reject every pending request, discard the queue. */
+  #stop(error) {
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    this.#generation++;
+    this.#state = ReadyState.CLOSED;
+    this.#listen(false);
+    for (const requestId of [...this.#pending.keys()]) this.#settle(requestId, error);
+    if (this.#queue.length) {
+      const count = this.#queue.length;
+      this.#queue = [];
+      this.#emit("warning", { kind: "queue-discarded", count });
+    }
+  }
+
+  #listen(on) {
+    const target = globalThis;
+    if (!this.#options.reconnectOnOnline || typeof target.addEventListener !== "function") return;
+    if (on && !this.#listening) target.addEventListener("online", this.#onOnline);
+    if (!on && this.#listening) target.removeEventListener("online", this.#onOnline);
+    this.#listening = on;
+  }
+
+  // -- sending ------------------------------------------------------------------------
+
+  #write(frame) {
+    this.#ws.send(frame);
+  }
+
+  #sendOrQueue(frame, requestId) {
+    if (this.#closedByUser) throw new TempestWSError("client is closed", { code: "closed" });
+    // A socket the server is already closing drops what we write: queue it instead.
+    if (this.#state === ReadyState.OPEN && this.#ws?.readyState === ReadyState.OPEN) {
+      this.#write(frame);
+      return true;
+    }
+    const limit = this.#options.maxEnqueuedMessages;
+    if (this.#queue.length >= limit) {
+      if (this.#options.queueOverflow === "throw") {
+        throw new TempestWSError(`send queue full (${limit} messages)`, { code: "queue_full" });
+      }
+      if (limit === 0) {
+        this.#emit("warning", { kind: "queue-overflow", dropped: frame, limit });
+        if (requestId) this.#settle(requestId, new TempestWSError("send queue full", { code: "queue_full" }));
+        return false;
+      }
+      const dropped = this.#queue.shift();
+      this.#emit("warning", { kind: "queue-overflow", dropped: dropped.frame, limit });
+      if (dropped.requestId) {
+        this.#settle(dropped.requestId, new TempestWSError("dropped from a full send queue", { code: "queue_full" }));
+      }
+    }
+    this.#queue.push({ frame, requestId });
+    return false;
+  }
+
+  #settle(requestId, error, envelope) {
+    const entry = this.#pending.get(requestId);
+    if (!entry) return;
+    this.#pending.delete(requestId);
+    clearTimeout(entry.timer);
+    if (entry.onAbort) entry.signal.removeEventListener("abort", entry.onAbort);
+    if (error) {
+      const index = this.#queue.findIndex((item) => item.requestId === requestId);
+      if (index !== -1) this.#queue.splice(index, 1);
+      entry.reject(error);
+    } else {
+      entry.resolve(envelope);
+    }
+  }
+
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+export default TempestWS;

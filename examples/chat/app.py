@@ -1,0 +1,337 @@
+"""The chat demo's FastAPI app: rooms as topics, presence, and pushes from HTTP handlers.
+
+Everything runs in one process with the embedded in-memory :class:`WebSocketHub`; no
+other server is needed. Endpoints:
+
+- ``GET /``: the chat page (``static/index.html``), which imports the browser client
+  from ``/ws/client.js``; ``GET /minimal``: the smallest complete client page
+  (``static/minimal.html``).
+- ``POST /api/login`` ``{"name": ...}``: **development only**. Signs a JWT for any name
+  with ``WS_JWT_SECRET`` (a random secret is generated at startup when none is set, so
+  the demo runs with zero configuration and tokens die with the process).
+- ``POST /api/announce`` ``{"text": ..., "room": optional}``: an HTTP handler pushing
+  through the hub to every socket, or to one room's members.
+- ``GET /api/online``: the users with at least one open socket.
+- ``WS /ws``: the tempest_ws endpoint (bearer subprotocol, heartbeats, close codes).
+
+Wire protocol on the socket (every frame is an envelope ``{type, data, request_id}``):
+
+- client ``subscribe {"topic": "room:<name>"}`` joins a room and gets ``room.joined``;
+  ``unsubscribe`` leaves it (``room.left``). Members of the room get ``room.members``.
+- client ``chat.send {"room", "text"}`` broadcasts ``chat.message {"room", "from",
+  "text", "at"}`` to the room and replies ``ack {"delivered": n}`` with its request_id.
+- client ``users`` replies ``users {"users": [...]}``.
+- the server pushes ``presence {"users": [...]}`` to everyone when someone comes or
+  goes, and ``announcement {"text", "room"}`` from ``POST /api/announce``.
+- a bad request gets ``error {"code", "message"}`` with the request's request_id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field, SecretStr
+
+from tempest_ws import (
+    ConfigurationError,
+    ConnectionClosedError,
+    WebSocketConnection,
+    WebSocketHub,
+    WebSocketSettings,
+    WSEnvelope,
+    jwt_bearer_resolver,
+    make_websocket_router,
+)
+from tempest_ws.testing import make_token
+
+__all__ = ["ROOM_PREFIX", "TOKEN_LIFETIME_SECONDS", "app", "create_app"]
+
+logger = logging.getLogger("examples.chat")
+
+STATIC_DIR = Path(__file__).parent / "static"
+ROOM_PREFIX = "room:"
+TOKEN_LIFETIME_SECONDS = 3600
+MAX_TEXT_LENGTH = 1000
+_ROOM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_GENERATED_SECRET_BYTES = 64  # enough for HS256, HS384 and HS512
+
+
+class LoginRequest(BaseModel):
+    """The dev login form: any name is accepted."""
+
+    name: str = Field(min_length=1, max_length=24, pattern=r"^[\w.-]+( [\w.-]+)*$")
+
+
+class LoginResponse(BaseModel):
+    """A token for the ``bearer`` subprotocol, valid ``expires_in`` seconds."""
+
+    token: str
+    user: str
+    expires_in: int
+
+
+class AnnounceRequest(BaseModel):
+    """A message pushed from HTTP: to everyone, or to one room when ``room`` is set."""
+
+    text: str = Field(min_length=1, max_length=500)
+    room: str | None = Field(default=None, pattern=_ROOM_NAME.pattern)
+
+
+class AnnounceResponse(BaseModel):
+    """How many sockets the announcement was queued for (in this process)."""
+
+    delivered: int
+
+
+def _with_secret(settings: WebSocketSettings) -> WebSocketSettings:
+    """Return settings that carry an HMAC secret, generating one when none is set."""
+    algorithm = settings.WS_JWT_ALGORITHMS[0]
+    if not algorithm.startswith("HS"):
+        raise ConfigurationError(
+            f"the chat demo signs its own tokens with an HMAC algorithm, not {algorithm}"
+        )
+    if settings.WS_JWT_SECRET is not None:
+        return settings
+    logger.warning(
+        "WS_JWT_SECRET is not set: generated a random secret for this process "
+        "(tokens stop working when it exits)"
+    )
+    secret = SecretStr(secrets.token_urlsafe(_GENERATED_SECRET_BYTES))
+    return settings.model_copy(update={"WS_JWT_SECRET": secret})
+
+
+def _room_topic(room: object) -> str | None:
+    if isinstance(room, str) and _ROOM_NAME.match(room):
+        return ROOM_PREFIX + room
+    return None
+
+
+def _members(hub: WebSocketHub, topic: str, *, leaving: str | None = None) -> list[str]:
+    return sorted(
+        {c.user_key for c in hub.subscribers(topic) if c.connection_id != leaving},
+    )
+
+
+async def _online(hub: WebSocketHub, *, leaving: WebSocketConnection | None = None) -> list[str]:
+    users = await hub.online_users()
+    if leaving is not None:
+        mine = hub.connections_of(leaving.user_key)
+        if all(c.connection_id == leaving.connection_id for c in mine):
+            users.discard(leaving.user_key)
+    return sorted(users)
+
+
+class ChatHandler:
+    """The per-connection loop: one instance serves every connection of the app."""
+
+    async def __call__(
+        self, ws: WebSocket, connection: WebSocketConnection, hub: WebSocketHub
+    ) -> None:
+        logger.info("connection %s: %s joined", connection.connection_id, connection.user_key)
+        await hub.broadcast({"type": "presence", "data": {"users": await _online(hub)}})
+        try:
+            while True:
+                raw = await ws.receive_json()
+                try:
+                    envelope = WSEnvelope.model_validate(raw)
+                except ValueError:
+                    continue  # the router already answered malformed frames
+                await self._dispatch(envelope, connection, hub)
+        except ConnectionClosedError:
+            pass
+        finally:
+            await self._left(connection, hub)
+
+    async def _dispatch(
+        self, envelope: WSEnvelope, connection: WebSocketConnection, hub: WebSocketHub
+    ) -> None:
+        data: dict[str, Any] = envelope.data if isinstance(envelope.data, dict) else {}
+        rid = envelope.request_id
+        if envelope.type in ("subscribe", "unsubscribe"):
+            await self._join_or_leave(envelope.type, data, connection, hub, rid)
+        elif envelope.type == "chat.send":
+            await self._send(data, connection, hub, rid)
+        elif envelope.type == "users":
+            users = await _online(hub)
+            await connection.send({"type": "users", "data": {"users": users}, "request_id": rid})
+        else:
+            await self._error(connection, "unknown_type", f"unknown type {envelope.type!r}", rid)
+
+    # --8<-- [start:subscribe]
+    async def _join_or_leave(
+        self,
+        kind: str,
+        data: dict[str, Any],
+        connection: WebSocketConnection,
+        hub: WebSocketHub,
+        rid: str | None,
+    ) -> None:
+        """``subscribe``/``unsubscribe {"topic": "room:<name>"}``, as tempest-ws.js sends them."""
+        topic = data.get("topic")
+        if not isinstance(topic, str) or _room_topic(topic.removeprefix(ROOM_PREFIX)) != topic:
+            await self._error(connection, "bad_room", "topic must be room:<name>", rid)
+            return
+        room = topic.removeprefix(ROOM_PREFIX)
+        if kind == "subscribe":
+            await hub.subscribe(connection.connection_id, topic)
+        else:
+            await hub.unsubscribe(connection.connection_id, topic)
+        members = _members(hub, topic)
+        reply = "room.joined" if kind == "subscribe" else "room.left"
+        await connection.send(
+            {"type": reply, "data": {"room": room, "users": members}, "request_id": rid}
+        )
+        await hub.broadcast(
+            {"type": "room.members", "data": {"room": room, "users": members}},
+            topic=topic,
+            exclude=connection.connection_id,
+        )
+
+    # --8<-- [end:subscribe]
+    # --8<-- [start:send]
+    async def _send(
+        self,
+        data: dict[str, Any],
+        connection: WebSocketConnection,
+        hub: WebSocketHub,
+        rid: str | None,
+    ) -> None:
+        """``chat.send {"room", "text"}``: broadcast to the room, ack with the request_id."""
+        topic = _room_topic(data.get("room"))
+        text = data.get("text")
+        if topic is None or topic not in connection.topics:
+            await self._error(connection, "not_in_room", "join the room first", rid)
+            return
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT_LENGTH:
+            await self._error(
+                connection, "bad_text", f"text must be 1-{MAX_TEXT_LENGTH} characters", rid
+            )
+            return
+        message = {
+            "room": data["room"],
+            "from": connection.user_key,
+            "text": text,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        delivered = await hub.broadcast({"type": "chat.message", "data": message}, topic=topic)
+        await connection.send({"type": "ack", "data": {"delivered": delivered}, "request_id": rid})
+
+    # --8<-- [end:send]
+    @staticmethod
+    async def _error(
+        connection: WebSocketConnection, code: str, message: str, rid: str | None
+    ) -> None:
+        await connection.send(
+            {"type": "error", "data": {"code": code, "message": message}, "request_id": rid}
+        )
+
+    @staticmethod
+    async def _left(connection: WebSocketConnection, hub: WebSocketHub) -> None:
+        logger.info("connection %s: %s left", connection.connection_id, connection.user_key)
+        cid = connection.connection_id
+        for topic in sorted(connection.topics):
+            await hub.broadcast(
+                {
+                    "type": "room.members",
+                    "data": {
+                        "room": topic.removeprefix(ROOM_PREFIX),
+                        "users": _members(hub, topic, leaving=cid),
+                    },
+                },
+                topic=topic,
+                exclude=cid,
+            )
+        users = await _online(hub, leaving=connection)
+        await hub.broadcast({"type": "presence", "data": {"users": users}}, exclude=cid)
+
+
+def create_app(settings: WebSocketSettings | None = None) -> FastAPI:
+    """Build the chat app with its own in-memory hub.
+
+    ``settings`` default to ``WebSocketSettings()`` (the ``WS_*`` environment and
+    ``.env``). Without ``WS_JWT_SECRET`` a random secret is generated, so the app runs
+    with zero configuration. The hub and the effective settings are on ``app.state``.
+
+    Raises:
+        ConfigurationError: ``WS_JWT_ALGORITHMS`` starts with a non-HMAC algorithm (the
+            demo signs its own tokens).
+    """
+    if settings is None:
+        settings = WebSocketSettings()
+    settings = _with_secret(settings)
+    secret = settings.WS_JWT_SECRET
+    if secret is None:  # _with_secret always sets one; this keeps the types honest
+        raise ConfigurationError("WS_JWT_SECRET missing")
+    algorithm = settings.WS_JWT_ALGORITHMS[0]
+    hub = WebSocketHub.from_settings(settings)
+    app = FastAPI(title="tempest_ws chat demo")
+    app.state.hub = hub
+    app.state.settings = settings
+    app.include_router(
+        make_websocket_router(
+            ChatHandler(),
+            hub=hub,
+            bearer_resolver=jwt_bearer_resolver(settings),
+            settings=settings,
+            path="/ws",
+        )
+    )
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/minimal", include_in_schema=False)
+    async def minimal() -> FileResponse:
+        return FileResponse(STATIC_DIR / "minimal.html", headers={"Cache-Control": "no-cache"})
+
+    @app.post("/api/login")
+    async def login(body: LoginRequest) -> LoginResponse:
+        """Dev-only login: a signed token for any name (never use this in production)."""
+        token = make_token(
+            body.name,
+            secret=secret.get_secret_value(),
+            algorithm=algorithm,
+            expires_in=TOKEN_LIFETIME_SECONDS,
+            claims=_claims(settings),
+        )
+        return LoginResponse(token=token, user=body.name, expires_in=TOKEN_LIFETIME_SECONDS)
+
+    # --8<-- [start:announce]
+    @app.post("/api/announce")
+    async def announce(body: AnnounceRequest) -> AnnounceResponse:
+        """Push from an HTTP handler: to everyone, or to one room's members."""
+        envelope = {"type": "announcement", "data": {"text": body.text, "room": body.room}}
+        topic = ROOM_PREFIX + body.room if body.room else None
+        delivered = await hub.broadcast(envelope, topic=topic)
+        logger.info("announcement queued for %d socket(s)", delivered)
+        return AnnounceResponse(delivered=delivered)
+
+    # --8<-- [end:announce]
+
+    @app.get("/api/online")
+    async def online() -> dict[str, list[str]]:
+        """Users with at least one open socket in this process."""
+        return {"users": await _online(hub)}
+
+    return app
+
+
+def _claims(settings: WebSocketSettings) -> dict[str, str]:
+    claims: dict[str, str] = {}
+    if settings.WS_JWT_AUDIENCE:
+        claims["aud"] = settings.WS_JWT_AUDIENCE
+    if settings.WS_JWT_ISSUER:
+        claims["iss"] = settings.WS_JWT_ISSUER
+    return claims
+
+
+app = create_app()
+"""The app with settings from the environment, for ``uvicorn examples.chat.app:app``."""

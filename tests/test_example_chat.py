@@ -1,0 +1,284 @@
+"""The chat demo (``examples/chat``): its HTTP API, its socket protocol, HTTP pushes
+reaching sockets, the page in real Chromium, and ``python -m examples.chat`` itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from examples.chat.__main__ import parse_args
+from examples.chat.app import create_app
+from tempest_ws import ConfigurationError, jwt_bearer_resolver
+from tempest_ws.testing import serve
+from tests.browser import Chromium, launch_chromium
+from tests.support import make_settings, until, ws_url
+
+pytestmark = pytest.mark.e2e
+
+WAIT = 30.0
+"""Bound, in seconds, of every wait."""
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
+    async with launch_chromium(tmp_path) as browser:
+        yield browser
+
+
+async def login(base: str, name: str) -> str:
+    async with httpx.AsyncClient(base_url=base) as http:
+        response = await http.post("/api/login", json={"name": name})
+    response.raise_for_status()
+    token: str = response.json()["token"]
+    return token
+
+
+async def next_of(ws: Any, kind: str) -> dict[str, Any]:
+    """The next envelope of type ``kind`` on a ``websockets`` connection (others skipped)."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            envelope: dict[str, Any] = json.loads(await ws.recv())
+            if envelope["type"] == kind:
+                return envelope
+
+
+async def test_login_signs_tokens_with_a_generated_secret_when_none_is_set() -> None:
+    app = create_app(make_settings(WS_JWT_SECRET=None))
+    secret = app.state.settings.WS_JWT_SECRET
+    assert secret is not None
+    assert len(secret.get_secret_value()) >= 64
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://chat.test") as http:
+        response = await http.post("/api/login", json={"name": "ann"})
+        assert response.status_code == 200
+        body = response.json()
+        assert body["user"] == "ann"
+        assert await jwt_bearer_resolver(app.state.settings)(body["token"]) == "ann"
+        for bad in ("", "<script>", "x" * 25, " padded"):
+            response = await http.post("/api/login", json={"name": bad})
+            assert response.status_code == 422, bad
+        page = await http.get("/")
+        assert page.status_code == 200
+        assert 'from "/ws/client.js"' in page.text
+        script = await http.get("/ws/client.js")
+        assert "export class TempestWS" in script.text
+    # Two apps without a configured secret do not share one.
+    other = create_app(make_settings(WS_JWT_SECRET=None)).state.settings.WS_JWT_SECRET
+    assert other is not None
+    assert other.get_secret_value() != secret.get_secret_value()
+
+
+def test_a_configured_secret_is_used_and_public_key_algorithms_are_refused() -> None:
+    settings = make_settings()
+    assert create_app(settings).state.settings.WS_JWT_SECRET == settings.WS_JWT_SECRET
+    with pytest.raises(ConfigurationError):
+        create_app(make_settings(WS_JWT_ALGORITHMS=["RS256"]))
+
+
+async def test_http_announce_reaches_sockets_and_rooms_scope_messages() -> None:
+    websockets = pytest.importorskip("websockets")
+    app = create_app(make_settings(WS_ALLOW_QUERY_TOKEN=False))
+    async with serve(app, settings=app.state.settings) as base:
+        alice_token, bob_token = await login(base, "alice"), await login(base, "bob")
+        async with (
+            websockets.connect(ws_url(base), subprotocols=["bearer", alice_token]) as alice,
+            websockets.connect(ws_url(base), subprotocols=["bearer", bob_token]) as bob,
+        ):
+            assert alice.subprotocol == bob.subprotocol == "bearer"
+            await next_of(alice, "hello")
+            presence = await next_of(alice, "presence")
+            while presence["data"]["users"] != ["alice", "bob"]:
+                presence = await next_of(alice, "presence")
+
+            await alice.send(json.dumps({"type": "subscribe", "data": {"topic": "room:lobby"}}))
+            joined = await next_of(alice, "room.joined")
+            assert joined["data"] == {"room": "lobby", "users": ["alice"]}
+
+            await alice.send(
+                json.dumps({"type": "subscribe", "data": {"topic": "lobby"}, "request_id": "r0"})
+            )
+            refused = await next_of(alice, "error")
+            assert refused["request_id"] == "r0"
+            assert refused["data"]["code"] == "bad_room"
+
+            async with httpx.AsyncClient(base_url=base) as http:
+                everyone = await http.post("/api/announce", json={"text": "maintenance at 5"})
+                lobby = await http.post(
+                    "/api/announce", json={"text": "lobby only", "room": "lobby"}
+                )
+                bad = await http.post("/api/announce", json={"text": "x", "room": "Not A Room"})
+                online = await http.get("/api/online")
+            assert everyone.json() == {"delivered": 2}
+            assert lobby.json() == {"delivered": 1}
+            assert bad.status_code == 422
+            assert online.json() == {"users": ["alice", "bob"]}
+            expected = {"text": "maintenance at 5", "room": None}
+            assert (await next_of(alice, "announcement"))["data"] == expected
+            assert (await next_of(bob, "announcement"))["data"] == expected
+            assert (await next_of(alice, "announcement"))["data"]["text"] == "lobby only"
+
+            # chat.send: acknowledged by request_id, delivered to the room only.
+            send = {"type": "chat.send", "data": {"room": "lobby", "text": "hi"}}
+            await alice.send(json.dumps({**send, "request_id": "r1"}))
+            message = await next_of(alice, "chat.message")
+            assert message["data"]["from"] == "alice"
+            assert message["data"]["text"] == "hi"
+            ack = await next_of(alice, "ack")
+            assert ack == {"type": "ack", "data": {"delivered": 1}, "request_id": "r1"}
+            await bob.send(json.dumps({**send, "request_id": "r2"}))
+            refused = await next_of(bob, "error")
+            assert refused["request_id"] == "r2"
+            assert refused["data"]["code"] == "not_in_room"
+            # Bob never got the lobby message (his next frame is the answer to "users").
+            await bob.send(json.dumps({"type": "users", "data": {}, "request_id": "r3"}))
+            users = json.loads(await asyncio.wait_for(bob.recv(), WAIT))
+            assert users == {
+                "type": "users",
+                "data": {"users": ["alice", "bob"]},
+                "request_id": "r3",
+            }
+
+            await alice.send(json.dumps({"type": "unsubscribe", "data": {"topic": "room:lobby"}}))
+            left = await next_of(alice, "room.left")
+            assert left["data"] == {"room": "lobby", "users": []}
+            assert app.state.hub.subscribers("room:lobby") == []
+
+        await until(lambda: app.state.hub.stats().connections == 0, WAIT)
+
+
+@pytest.mark.browser
+async def test_demo_page_two_users_chat_in_chromium(chromium: Chromium) -> None:
+    # Query tokens are refused: the page can only authenticate with the bearer subprotocol.
+    app = create_app(make_settings(WS_ALLOW_QUERY_TOKEN=False))
+    async with serve(app, settings=app.state.settings) as base:
+        alice = await chromium.new_page(base + "/")
+        handshakes = await chromium.handshakes(alice)
+        bob = await chromium.new_page(base + "/")
+        for page, name in ((alice, "alice"), (bob, "bob")):
+            await page.get_by_test_id("name").fill(name)
+            await page.get_by_test_id("login-form").locator("button").click()
+            await page.wait_for_function(
+                "() => document.querySelector('#status').dataset.state === 'open'", polling=50
+            )
+        await until(lambda: len(handshakes) == 1, WAIT)
+        assert handshakes[0]["request"]["sec-websocket-protocol"].startswith("bearer, ey")
+        assert handshakes[0]["response"]["sec-websocket-protocol"] == "bearer"
+        assert await alice.evaluate("() => window.chat.client.protocol") == "bearer"
+
+        online = alice.get_by_test_id("online")
+        await online.get_by_text("bob").wait_for()
+        await alice.get_by_test_id("members").get_by_text("bob").wait_for()
+
+        async def say(page: Any, text: str) -> None:
+            await page.get_by_test_id("text").fill(text)
+            await page.get_by_test_id("send-form").locator("button").click()
+
+        await say(alice, "hi bob")
+        await bob.get_by_test_id("log").get_by_text("hi bob").wait_for()
+        assert "alice: hi bob" in await bob.get_by_test_id("log").inner_text()
+        await say(bob, "hello alice")
+        await alice.get_by_test_id("log").get_by_text("hello alice").wait_for()
+        assert "bob: hello alice" in await alice.get_by_test_id("log").inner_text()
+
+        # A room only bob is in: alice never sees its messages.
+        await bob.get_by_test_id("room-name").fill("games")
+        await bob.get_by_test_id("join-form").locator("button").click()
+        await bob.get_by_test_id("room-title").get_by_text("# games").wait_for()
+        await until(lambda: len(app.state.hub.subscribers("room:games")) == 1, WAIT)
+        await say(bob, "secret move")
+        await bob.get_by_test_id("log").get_by_text("secret move").wait_for()
+        await bob.get_by_role("button", name="# lobby").click()
+        await say(bob, "back in the lobby")
+        await alice.get_by_test_id("log").get_by_text("back in the lobby").wait_for()
+        texts = await alice.evaluate("() => window.chat.entries.map((e) => e.p.textContent)")
+        assert "bob: secret move" not in texts
+
+        # A push from an HTTP handler shows up in both pages.
+        async with httpx.AsyncClient(base_url=base) as http:
+            response = await http.post("/api/announce", json={"text": "pizza in 5"})
+        assert response.json() == {"delivered": 2}
+        for page in (alice, bob):
+            await page.get_by_test_id("log").get_by_text("pizza in 5").wait_for()
+
+        # Bob leaves: alice's online list follows.
+        await bob.close()
+        await online.get_by_text("bob").wait_for(state="detached")
+
+
+@pytest.mark.browser
+async def test_minimal_client_page_connects_subscribes_and_requests(chromium: Chromium) -> None:
+    app = create_app(make_settings(WS_ALLOW_QUERY_TOKEN=False))
+    async with serve(app, settings=app.state.settings) as base:
+        page = await chromium.new_page(base + "/minimal")
+        out = page.get_by_test_id("out")
+        await out.get_by_text('ack: {"delivered":1}').wait_for()
+        text = await out.inner_text()
+        assert "protocol bearer" in text
+        assert 'message chat.message: {"room":"lobby","from":"minimal"' in text
+        assert app.state.hub.subscribers("room:lobby")[0].user_key == "minimal"
+
+
+def test_cli_reads_host_and_port_from_env_and_args(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHAT_HOST", raising=False)
+    monkeypatch.delenv("CHAT_PORT", raising=False)
+    args = parse_args([])
+    assert (args.host, args.port) == ("127.0.0.1", 8000)
+    monkeypatch.setenv("CHAT_PORT", "8123")
+    assert parse_args([]).port == 8123
+    assert parse_args(["--port", "9000", "--host", "::1"]).port == 9000
+    with pytest.raises(SystemExit):
+        parse_args(["--port", "0"])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_python_m_examples_chat_serves_the_demo_with_zero_config() -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WS_", "CHAT_"))}
+    env["CHAT_PORT"] = str(port)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "examples.chat", "--log-level", "warning"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + WAIT
+        response = None
+        while response is None and time.monotonic() < deadline and process.poll() is None:
+            try:
+                response = httpx.post(f"{base}/api/login", json={"name": "cli"}, timeout=5)
+            except httpx.TransportError:
+                time.sleep(0.1)  # polling for the port, bounded by the deadline
+        assert response is not None, "the demo did not start listening"
+        assert response.status_code == 200
+        assert httpx.get(base + "/", timeout=5).status_code == 200
+    finally:
+        process.terminate()
+        try:
+            output, _ = process.communicate(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    text = output.decode(errors="replace")
+    assert "generated a random secret" in text
+    assert "Traceback" not in text
