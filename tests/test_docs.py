@@ -79,10 +79,23 @@ def test_every_setting_is_documented() -> None:
     assert documented - fields == set(), "docs/settings.md documents settings that do not exist"
 
 
+# Variables of the systems a migration guide maps from, quoted as theirs, not ours.
+FOREIGN_SETTINGS = {
+    "migrate-from-svc-infra.md": {
+        "WS_PING_INTERVAL",
+        "WS_PING_TIMEOUT",
+        "WS_MAX_MESSAGE_SIZE",
+        "WS_CLOSE_TIMEOUT",
+        "WS_OPEN_TIMEOUT",
+    },
+}
+
+
 def test_every_ws_variable_named_in_the_docs_exists() -> None:
     fields = set(WebSocketSettings.model_fields)
     for page in sorted(DOCS.glob("*.md")):
         named = set(re.findall(r"\bWS_[A-Z0-9_]*[A-Z0-9]\b", page.read_text(encoding="utf-8")))
+        named -= FOREIGN_SETTINGS.get(page.name, set())
         assert named <= fields, f"{page.name} names unknown settings: {sorted(named - fields)}"
 
 
