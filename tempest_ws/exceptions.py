@@ -8,7 +8,10 @@ Hierarchy (every class derives from :class:`TempestWSError`)::
     ├── EnvelopeError (ValueError)            an inbound frame is not a valid envelope
     ├── CapacityError                         the hub is full (WS_MAX_CONNECTIONS)
     ├── ConnectionClosedError (ConnectionError) sending on a closed connection
-    └── BackplaneError (ConnectionError)      the backplane could not publish
+    ├── BackplaneError (ConnectionError)      the backplane could not publish
+    ├── ClientGaveUpError (ConnectionError)   the client stopped reconnecting
+    │   └── UnauthorizedError                 the server refused the token too often
+    └── RequestTimeoutError (TimeoutError)    a client request got no reply in time
 
 Each carries ``code`` (a :class:`~tempest_ws.codes.CloseCode` or short string) and
 ``reason``.
@@ -16,16 +19,25 @@ Each carries ``code`` (a :class:`~tempest_ws.codes.CloseCode` or short string) a
 
 from __future__ import annotations
 
+import contextlib
+from typing import TYPE_CHECKING
+
 from .codes import CloseCode
+
+if TYPE_CHECKING:
+    from ._backoff import Disconnect
 
 __all__ = [
     "BackplaneError",
     "CapacityError",
+    "ClientGaveUpError",
     "ConfigurationError",
     "ConnectionClosedError",
     "EnvelopeError",
     "MissingDependencyError",
+    "RequestTimeoutError",
     "TempestWSError",
+    "UnauthorizedError",
 ]
 
 
@@ -94,3 +106,26 @@ class BackplaneError(TempestWSError, ConnectionError):
 
     Local delivery has already happened when this is raised from a hub publish.
     """
+
+
+class ClientGaveUpError(TempestWSError, ConnectionError):
+    """The client stopped reconnecting; ``disconnect`` says what happened last."""
+
+    def __init__(self, reason: str, *, disconnect: Disconnect | None = None) -> None:
+        code: CloseCode | None = None
+        if disconnect is not None and disconnect.code is not None:
+            with contextlib.suppress(ValueError):
+                code = CloseCode(disconnect.code)
+        super().__init__(reason, code=code)
+        self.disconnect = disconnect
+
+    def __str__(self) -> str:
+        return self.reason  # it already names the close code
+
+
+class UnauthorizedError(ClientGaveUpError):
+    """The server refused the token ``max_unauthorized`` times in a row (4401 or HTTP 401)."""
+
+
+class RequestTimeoutError(TempestWSError, TimeoutError):
+    """No envelope with the request's ``request_id`` arrived within the timeout."""

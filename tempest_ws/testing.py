@@ -1,27 +1,71 @@
 """Helpers for testing applications built on tempest_ws against a real server.
 
-``serve`` runs any ASGI app under a real uvicorn server on a free loopback port inside
-the current event loop, so a test drives it with a real WebSocket client and sees the
-real handshake, close codes and timing. ``make_token`` signs a JWT the
-:func:`~tempest_ws.auth.jwt_bearer_resolver` accepts.
+- :func:`serve` runs any ASGI app under a real uvicorn server on a free loopback port
+  inside the current event loop; :func:`live_server` wraps it in a :class:`LiveServer`
+  that opens clients, and :func:`live_client` does both for the one-client case. A
+  :class:`LiveClient` has already read the ``hello`` frame.
+- :func:`expect_envelope` and :func:`expect_close` await the next envelope of a type, or
+  the close code, with a bound so a regression fails instead of hanging.
+- :class:`FakeTokens` is a token/resolver pair without cryptography; :func:`make_token`
+  signs a JWT the :func:`~tempest_ws.auth.jwt_bearer_resolver` accepts.
+- :class:`HubProbe` records what a :class:`~tempest_ws.hub.WebSocketHub` delivered to
+  whom, without changing what it does.
+
+The client side needs the ``websockets`` package and the server side uvicorn (both in
+the ``server`` extra). Waits here are bounds, never synchronisation: nothing sleeps to
+let something happen.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import inspect
+import json
+import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from urllib.parse import urlencode
 
 import jwt
 
-from .exceptions import MissingDependencyError
+from ._types import UserId
+from .envelope import HELLO, PING, PONG, WSEnvelope, decode_envelope, encode_envelope
+from .exceptions import EnvelopeError, MissingDependencyError
 from .server import uvicorn_options
 from .settings import WebSocketSettings
 
-__all__ = ["make_token", "serve"]
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
+
+    from .connection import WebSocketConnection
+    from .hub import WebSocketHub
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "FakeTokens",
+    "HubProbe",
+    "LiveClient",
+    "LiveServer",
+    "ProbedDelivery",
+    "ProbedFrame",
+    "TokenCarrier",
+    "expect_close",
+    "expect_envelope",
+    "live_client",
+    "live_server",
+    "make_token",
+    "serve",
+]
+
+DEFAULT_TIMEOUT: Final = 10.0
+"""Seconds any helper waits before failing; only reached when something is broken."""
+
+_MAX_FRAMES: Final = 10_000
 
 
 def make_token(
@@ -58,11 +102,14 @@ async def serve(
     settings: WebSocketSettings | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    start_timeout: float = 30.0,
     **uvicorn_kwargs: Any,
 ) -> AsyncIterator[str]:
     """Run ``app`` under uvicorn on ``host``; yield ``"http://host:port"``.
 
     ``port=0`` picks a free port; give the previous port to restart a server in place.
+    ``start_timeout`` bounds the wait for uvicorn to start (lifespan startup included):
+    past it ``TimeoutError`` is raised.
 
     The app's lifespan runs. On exit the server shuts down gracefully and the task is
     awaited, so no socket or task outlives the block.
@@ -82,14 +129,541 @@ async def serve(
     server = _quiet_server_class()(uvicorn.Config(app, **options))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("uvicorn exited before starting")
-            await asyncio.sleep(0.01)
+        try:
+            async with asyncio.timeout(start_timeout):
+                while not server.started:
+                    if task.done():
+                        task.result()
+                        raise RuntimeError("uvicorn exited before starting")
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            task.cancel()  # a hung startup never reads should_exit: the finally would hang
+            raise
         yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await task
         sock.close()
+
+
+# -- tokens -----------------------------------------------------------------------------
+
+
+class FakeTokens:
+    """A token/resolver pair for tests: opaque random tokens, no secret, no JWT.
+
+    ``tokens.issue("alice")`` returns a token; give ``tokens.resolver`` to
+    ``make_websocket_router(bearer_resolver=...)``. Unknown and revoked tokens resolve to
+    ``None``, which the router closes 4401. To test the real JWT path instead, sign with
+    :func:`make_token` and your test secret.
+    """
+
+    def __init__(self) -> None:
+        self._users: dict[str, UserId] = {}
+
+    def issue(self, user_id: UserId) -> str:
+        """A new token that resolves to ``user_id`` (valid in a subprotocol header)."""
+        token = "test-" + secrets.token_urlsafe(18)
+        self._users[token] = user_id
+        return token
+
+    def revoke(self, token: str) -> None:
+        """Make ``token`` resolve to ``None`` from now on (connections stay open)."""
+        self._users.pop(token, None)
+
+    async def resolver(self, token: str) -> UserId | None:
+        """The bearer resolver: the user the token was issued for, or ``None``."""
+        return self._users.get(token)
+
+
+# -- waiting for frames -----------------------------------------------------------------
+
+
+class _Socket(Protocol):
+    async def recv(self) -> str | bytes: ...
+
+    async def send(self, message: str) -> None: ...
+
+
+def _closed_types() -> tuple[type[BaseException], ...]:
+    from websockets.exceptions import ConnectionClosed
+
+    return (ConnectionClosed,)
+
+
+def _close_of(exc: BaseException) -> str:
+    received = getattr(exc, "rcvd", None)
+    if received is None:
+        return "without a close frame"
+    return f"with {received.code} {received.reason!r}"
+
+
+async def expect_envelope(
+    ws: _Socket,
+    message_type: str,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+    skip_others: bool = False,
+    answer_pings: bool = True,
+) -> WSEnvelope:
+    """Read from ``ws`` until a ``message_type`` envelope arrives; return it.
+
+    Heartbeat ``ping`` envelopes are skipped (and answered with a ``pong`` echoing their
+    ``request_id`` unless ``answer_pings`` is false) unless ``message_type`` is ``ping``.
+    Any other type fails the test, unless ``skip_others``. ``ws`` is a
+    :class:`LiveClient` or a ``websockets`` client connection.
+
+    Raises:
+        AssertionError: nothing matching within ``timeout`` seconds, the connection
+            closed first (the message gives its close code), or an unexpected type came.
+    """
+    closed = _closed_types()
+    try:
+        async with asyncio.timeout(timeout):
+            for _ in range(_MAX_FRAMES):
+                envelope = decode_envelope(await ws.recv())
+                if envelope.type == message_type:
+                    return envelope
+                if envelope.type == PING:
+                    if answer_pings:
+                        pong: dict[str, Any] = {
+                            "type": PONG,
+                            "data": {},
+                            "request_id": envelope.request_id,
+                        }
+                        await ws.send(encode_envelope(pong))
+                    continue
+                if not skip_others:
+                    raise AssertionError(
+                        f"expected a {message_type!r} envelope, got {envelope.type!r}: "
+                        f"{json.dumps(envelope.data)[:200]}"
+                    )
+    except TimeoutError:
+        raise AssertionError(f"no {message_type!r} envelope within {timeout} s") from None
+    except EnvelopeError as exc:
+        raise AssertionError(f"the server sent a frame that is not an envelope: {exc}") from None
+    except closed as exc:
+        raise AssertionError(
+            f"connection closed {_close_of(exc)} before a {message_type!r} envelope"
+        ) from None
+    raise AssertionError(f"no {message_type!r} envelope in {_MAX_FRAMES} frames")
+
+
+async def expect_close(ws: _Socket, *, timeout: float = DEFAULT_TIMEOUT) -> int:  # noqa: ASYNC109
+    """Read (and drop) frames until the server closes; return the close code it sent.
+
+    Raises:
+        AssertionError: still open after ``timeout`` seconds, or the TCP connection
+            dropped without a close frame.
+    """
+    closed = _closed_types()
+    try:
+        async with asyncio.timeout(timeout):
+            for _ in range(_MAX_FRAMES):
+                await ws.recv()
+    except TimeoutError:
+        raise AssertionError(f"connection still open after {timeout} s") from None
+    except closed as exc:
+        received = getattr(exc, "rcvd", None)
+        if received is None:
+            raise AssertionError("connection dropped without a close frame") from None
+        return int(received.code)
+    raise AssertionError(f"connection still open after {_MAX_FRAMES} frames")
+
+
+# -- a real server and its clients ------------------------------------------------------
+
+
+class LiveClient:
+    """A ``websockets`` client connected to a :class:`LiveServer`.
+
+    Attributes:
+        ws: the underlying ``websockets`` ``ClientConnection``.
+        hello: the ``hello`` envelope, already read (``None`` if the client was opened
+            with ``wait_hello=False``).
+    """
+
+    def __init__(self, ws: ClientConnection, hello: WSEnvelope | None) -> None:
+        self.ws = ws
+        self.hello = hello
+
+    @property
+    def connection_id(self) -> str:
+        """The server's id for this connection, from ``hello``."""
+        if self.hello is None:
+            raise AssertionError("no hello was read (wait_hello=False)")
+        return str(self.hello.data["connection_id"])
+
+    async def recv(self) -> str | bytes:
+        """The next raw frame (``ws.recv()``)."""
+        return await self.ws.recv()
+
+    async def send(self, message: str) -> None:
+        """Send one raw text frame."""
+        await self.ws.send(message)
+
+    async def send_envelope(
+        self, message_type: str, data: Any = None, *, request_id: str | None = None
+    ) -> None:
+        """Send ``{"type": message_type, "data": data or {}, "request_id": request_id}``."""
+        body = {"type": message_type, "data": {} if data is None else data}
+        await self.ws.send(encode_envelope({**body, "request_id": request_id}))
+
+    async def expect(
+        self,
+        message_type: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+        skip_others: bool = False,
+    ) -> WSEnvelope:
+        """:func:`expect_envelope` on this client."""
+        return await expect_envelope(self, message_type, timeout=timeout, skip_others=skip_others)
+
+    async def expect_close(self, *, timeout: float = DEFAULT_TIMEOUT) -> int:  # noqa: ASYNC109
+        """:func:`expect_close` on this client."""
+        return await expect_close(self, timeout=timeout)
+
+
+TokenCarrier = Literal["subprotocol", "header", "query"]
+"""How :meth:`LiveServer.connect` sends the token: ``bearer`` subprotocol, header or query."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiveServer:
+    """A running server (from :func:`live_server`) that opens clients.
+
+    Attributes:
+        base_url: ``http://127.0.0.1:<port>``, for ``httpx`` calls to the same app.
+    """
+
+    base_url: str
+
+    def ws_url(self, path: str = "/ws", **query: str) -> str:
+        """``ws://127.0.0.1:<port><path>``, with ``query`` as the query string."""
+        url = self.base_url.replace("http://", "ws://", 1) + path
+        return f"{url}?{urlencode(query)}" if query else url
+
+    @contextlib.asynccontextmanager
+    async def connect(
+        self,
+        token: str | None = None,
+        *,
+        path: str = "/ws",
+        via: TokenCarrier = "subprotocol",
+        origin: str | None = None,
+        wait_hello: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+    ) -> AsyncIterator[LiveClient]:
+        """Open a client; yield it once ``hello`` was read (unless ``wait_hello=False``).
+
+        The token travels the way ``via`` says: the ``bearer`` subprotocol (as a browser
+        sends it), an ``Authorization`` header or ``?token=``. Use ``wait_hello=False``
+        to test a refusal, then ``await client.expect_close()``. The client is closed on
+        exit.
+
+        Raises:
+            AssertionError: ``wait_hello`` and the server closed instead of saying hello.
+        """
+        try:
+            from websockets.asyncio.client import connect
+            from websockets.typing import Subprotocol
+        except ImportError:
+            raise MissingDependencyError("websockets", "server") from None
+        options: dict[str, Any] = {"proxy": None, "open_timeout": timeout}
+        query: dict[str, str] = {}
+        if token is not None and via == "subprotocol":
+            options["subprotocols"] = [Subprotocol("bearer"), Subprotocol(token)]
+        elif token is not None and via == "header":
+            options["additional_headers"] = {"Authorization": f"Bearer {token}"}
+        elif token is not None:
+            query["token"] = token
+        if origin is not None:
+            options["origin"] = origin
+        async with connect(self.ws_url(path, **query), **options) as ws:
+            client = LiveClient(ws, None)
+            if wait_hello:
+                client.hello = await expect_envelope(client, HELLO, timeout=timeout)
+            yield client
+
+
+@contextlib.asynccontextmanager
+async def live_server(
+    app: Any, *, settings: WebSocketSettings | None = None, **uvicorn_kwargs: Any
+) -> AsyncIterator[LiveServer]:
+    """Run ``app`` on a real uvicorn on a free loopback port (see :func:`serve`)."""
+    async with serve(app, settings=settings, **uvicorn_kwargs) as base_url:
+        yield LiveServer(base_url)
+
+
+@contextlib.asynccontextmanager
+async def live_client(
+    app: Any,
+    token: str | None = None,
+    *,
+    settings: WebSocketSettings | None = None,
+    path: str = "/ws",
+    via: TokenCarrier = "subprotocol",
+    wait_hello: bool = True,
+) -> AsyncIterator[LiveClient]:
+    """Run ``app`` on a real uvicorn and yield one connected :class:`LiveClient`.
+
+    The server stops when the block ends (after the client closes). For several clients
+    use :func:`live_server` and :meth:`LiveServer.connect`.
+    """
+    async with (
+        live_server(app, settings=settings) as server,
+        server.connect(token, path=path, via=via, wait_hello=wait_hello) as client,
+    ):
+        yield client
+
+
+# -- what the hub delivered -------------------------------------------------------------
+
+_DELIVERY_METHODS: Final = ("broadcast", "send_to", "send_to_connection")
+
+
+@dataclass(frozen=True, slots=True)
+class ProbedFrame:
+    """One frame offered to one connection's send queue.
+
+    Attributes:
+        connection_id: the connection.
+        user_id: its user, as ``str``.
+        envelope: the frame, decoded.
+        queued: ``False`` when the queue refused it (closing, or full: a slow consumer).
+        via: the hub method that sent it, or ``None`` (the router's ``hello`` and pings,
+            ``connection.send``, deliveries arriving from other processes).
+    """
+
+    connection_id: str
+    user_id: str
+    envelope: WSEnvelope
+    queued: bool
+    via: str | None
+
+
+@dataclass(slots=True)
+class ProbedDelivery:
+    """One call of a hub delivery method and the frames it queued in this process.
+
+    Attributes:
+        method: ``broadcast``, ``send_to`` or ``send_to_connection``.
+        envelope: what was sent.
+        arguments: the call's other arguments by name (``topic``, ``user_id``, ...).
+        frames: the frames it offered to local connections, in order.
+        result: what the call returned (``None`` while running or if it raised).
+        error: the exception it raised, if any.
+    """
+
+    method: str
+    envelope: WSEnvelope
+    arguments: dict[str, Any]
+    frames: list[ProbedFrame] = field(default_factory=list)
+    result: Any = None
+    error: BaseException | None = None
+
+    @property
+    def users(self) -> set[str]:
+        """Users this delivery was queued for in this process."""
+        return {f.user_id for f in self.frames if f.queued}
+
+    @property
+    def connections(self) -> set[str]:
+        """Connections this delivery was queued for in this process."""
+        return {f.connection_id for f in self.frames if f.queued}
+
+
+def _decoded(frame: str) -> WSEnvelope:
+    try:
+        return decode_envelope(frame)
+    except EnvelopeError:  # valid JSON the hub accepts but WSEnvelope would not (a long type)
+        body = json.loads(frame)
+        return WSEnvelope.model_construct(
+            type=str(body["type"]), data=body.get("data"), request_id=body.get("request_id")
+        )
+
+
+class HubProbe:
+    """Records what a hub delivers and to whom, without changing what it does.
+
+    ``with HubProbe(hub) as probe:`` wraps the hub's ``broadcast``, ``send_to`` and
+    ``send_to_connection`` and the send queue of every connection the hub creates or
+    registers from then on; leaving the block restores them. Install it before clients
+    connect (connections opened earlier are seen only through the delivery calls).
+
+    ``probe.deliveries`` lists the calls, ``probe.frames`` every frame offered to a
+    queue (the router's ``hello`` and pings included), :meth:`received` what one user or
+    connection was sent, and :meth:`wait_for` waits for a delivery the server makes in
+    reaction to a client frame.
+    """
+
+    def __init__(self, hub: WebSocketHub) -> None:
+        self.hub = hub
+        self.deliveries: list[ProbedDelivery] = []
+        self.frames: list[ProbedFrame] = []
+        self._current: contextvars.ContextVar[ProbedDelivery | None] = contextvars.ContextVar(
+            "tempest_ws_probe", default=None
+        )
+        self._wrapped: dict[str, WebSocketConnection] = {}
+        self._changed = asyncio.Event()
+        self._installed = False
+
+    def __enter__(self) -> HubProbe:
+        self.install()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.uninstall()
+
+    def install(self) -> None:
+        """Start recording. Idempotent.
+
+        Raises:
+            RuntimeError: another probe (or a patch) already replaced the hub's methods;
+                one probe per hub at a time.
+        """
+        if self._installed:
+            return
+        hub = self.hub
+        patched = [
+            n for n in (*_DELIVERY_METHODS, "create_connection", "register") if n in vars(hub)
+        ]
+        if patched:
+            raise RuntimeError(f"hub methods already replaced: {patched}")
+        for name in _DELIVERY_METHODS:
+            setattr(hub, name, self._delivery_wrapper(name, getattr(hub, name)))
+        create, register = hub.create_connection, hub.register
+
+        def create_connection(*args: Any, **kwargs: Any) -> WebSocketConnection:
+            return self._watch(create(*args, **kwargs))
+
+        async def register_connection(connection: WebSocketConnection) -> None:
+            await register(self._watch(connection))
+
+        hub.create_connection = create_connection  # type: ignore[method-assign]
+        hub.register = register_connection  # type: ignore[method-assign]
+        self._installed = True
+
+    def uninstall(self) -> None:
+        """Stop recording and restore the hub and the connections. Idempotent."""
+        if not self._installed:
+            return
+        for name in (*_DELIVERY_METHODS, "create_connection", "register"):
+            vars(self.hub).pop(name, None)
+        for connection in self._wrapped.values():
+            vars(connection).pop("enqueue", None)
+        self._wrapped.clear()
+        self._installed = False
+
+    def _delivery_wrapper(
+        self, method: str, original: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        signature = inspect.signature(original)
+
+        async def deliver(*args: Any, **kwargs: Any) -> Any:
+            try:
+                arguments = dict(signature.bind(*args, **kwargs).arguments)
+                frame = encode_envelope(arguments.pop("envelope"))
+            except (TypeError, EnvelopeError):
+                return await original(*args, **kwargs)  # let the hub raise its own error
+            record = ProbedDelivery(method, _decoded(frame), arguments)
+            self.deliveries.append(record)
+            token = self._current.set(record)
+            try:
+                record.result = await original(*args, **kwargs)
+            except BaseException as exc:
+                record.error = exc
+                raise
+            finally:
+                self._current.reset(token)
+                self._changed.set()
+            return record.result
+
+        return deliver
+
+    def _watch(self, connection: WebSocketConnection) -> WebSocketConnection:
+        if connection.connection_id in self._wrapped:
+            return connection
+        enqueue = connection.enqueue
+
+        def recording_enqueue(frame: str) -> bool:
+            queued = enqueue(frame)
+            delivery = self._current.get()
+            record = ProbedFrame(
+                connection.connection_id,
+                connection.user_key,
+                _decoded(frame),
+                queued,
+                delivery.method if delivery is not None else None,
+            )
+            self.frames.append(record)
+            if delivery is not None:
+                delivery.frames.append(record)
+            self._changed.set()
+            return queued
+
+        connection.enqueue = recording_enqueue  # type: ignore[method-assign]
+        self._wrapped[connection.connection_id] = connection
+        return connection
+
+    def received(
+        self,
+        *,
+        user_id: UserId | None = None,
+        connection_id: str | None = None,
+        message_type: str | None = None,
+    ) -> list[WSEnvelope]:
+        """Envelopes queued for a user and/or connection, oldest first.
+
+        The router's ``hello`` and ``ping`` frames are left out unless ``message_type``
+        asks for them. Refused frames (a closing or full queue) are not counted.
+        """
+        wanted_user = None if user_id is None else str(user_id)
+        return [
+            f.envelope
+            for f in self.frames
+            if f.queued
+            and (wanted_user is None or f.user_id == wanted_user)
+            and (connection_id is None or f.connection_id == connection_id)
+            and (
+                f.envelope.type == message_type
+                if message_type is not None
+                else f.envelope.type not in (HELLO, PING)
+            )
+        ]
+
+    def recipients(self, message_type: str) -> set[str]:
+        """Users that were queued at least one ``message_type`` envelope."""
+        return {f.user_id for f in self.frames if f.queued and f.envelope.type == message_type}
+
+    async def wait_for(
+        self,
+        message_type: str,
+        *,
+        count: int = 1,
+        timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+    ) -> list[ProbedDelivery]:
+        """Wait until ``count`` finished deliveries of ``message_type`` were made.
+
+        Raises:
+            AssertionError: fewer than ``count`` within ``timeout`` seconds.
+        """
+
+        def done() -> list[ProbedDelivery]:
+            return [
+                d
+                for d in self.deliveries
+                if d.envelope.type == message_type and (d.result is not None or d.error)
+            ]
+
+        try:
+            async with asyncio.timeout(timeout):
+                while len(done()) < count:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(
+                f"{len(done())} of {count} {message_type!r} deliveries within {timeout} s"
+            ) from None
+        return done()[:count]

@@ -472,11 +472,14 @@ async def test_server_shutdown_closes_sockets_and_empties_the_hub() -> None:
 async def test_size_limit_counts_utf8_bytes_not_characters() -> None:
     settings = make_settings(WS_MAX_MESSAGE_BYTES=1024)
     app, _ = build_app(settings)
-    async with serve(app) as base:  # no uvicorn ws_max_size: the router's guard decides
-        async with connect(ws_url(base), subprotocols=["bearer", token()]) as ws:  # type: ignore[list-item]
-            await next_of_type(ws, "hello")
-            # 600 characters, 1,200 bytes of UTF-8: over the limit.
-            await ws.send(json.dumps({"type": "echo", "data": "é" * 600}, ensure_ascii=False))
-            frames, code = await frames_until_close(ws)
+    # No uvicorn ws_max_size here: the router's own guard decides.
+    async with (
+        serve(app) as base,
+        connect(ws_url(base), subprotocols=["bearer", token()]) as ws,  # type: ignore[list-item]
+    ):
+        await next_of_type(ws, "hello")
+        # 600 characters, 1,200 bytes of UTF-8: over the limit.
+        await ws.send(json.dumps({"type": "echo", "data": "é" * 600}, ensure_ascii=False))
+        frames, code = await frames_until_close(ws)
     assert code == CloseCode.MESSAGE_TOO_BIG
     assert all(f["type"] != "echo" for f in frames)
