@@ -5,12 +5,20 @@ as proof of life, enforces the size limit, answers and swallows heartbeat envelo
 rejects malformed frames with an error envelope, and hands the rest to the handler
 through a bounded inbox. Because reading never depends on the handler, a handler that
 only pushes still has its client's pongs seen, and a peer that vanishes is noticed at once.
+
+Every inbound frame first spends a token from the connection's bucket (ping and pong
+envelopes included): a client past ``WS_RATE_LIMIT_*`` is closed 4429 ``rate_limited``.
+``auth.refresh`` envelopes are answered here too (see :mod:`tempest_ws._expiry`). Closes
+the server's WebSocket layer makes on its own (1002 protocol error, 1007 invalid UTF-8,
+1009 a message over ``ws_max_size``) reach the loop as a disconnect and are logged as
+security events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -18,16 +26,41 @@ from typing import Any
 
 from starlette.websockets import WebSocketDisconnect
 
+from ._audit import security_event
+from ._expiry import AUTH_REFRESH, TokenLifetime, refresh_token_of
+from ._ratelimit import TokenBucket
 from ._types import Message, Receive, Send
 from .codes import CloseCode
 from .connection import WebSocketConnection
-from .envelope import PING, PONG, decode_envelope, encode_envelope, error_envelope
+from .envelope import (
+    ACK,
+    PING,
+    PONG,
+    WSEnvelope,
+    decode_envelope,
+    encode_envelope,
+    error_envelope,
+)
 from .exceptions import EnvelopeError
 from .heartbeat import HeartbeatTimer
 
 logger = logging.getLogger("tempest_ws.session")
 
 INBOX_SIZE = 64
+
+_LAYER_CLOSES: dict[int, str] = {
+    CloseCode.PROTOCOL_ERROR: "protocol_error",
+    CloseCode.INVALID_PAYLOAD: "invalid_utf8",
+    CloseCode.MESSAGE_TOO_BIG: "message_too_big",
+}
+"""Codes the server's WebSocket layer (not tempest_ws) closes with, as security events."""
+
+
+class _Verdict(enum.Enum):
+    DELIVER = "deliver"
+    HANDLED = "handled"
+    INVALID = "invalid"
+    REFRESH = "refresh"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +78,12 @@ def _disconnect(code: int) -> Message:
     return {"type": "websocket.disconnect", "code": code}
 
 
-def _frame_size(message: Message) -> int:
+def _frame_size(message: Message, limit: int) -> int:
+    """The frame's size in bytes, exact whenever it could exceed ``limit``."""
     text = message.get("text")
     if text is not None:
         # len(text) <= UTF-8 length <= 4 * len(text): encode only when it could matter.
-        return len(text) if len(text) * 4 <= 1 << 16 else len(text.encode())
+        return len(text) if len(text) * 4 <= limit else len(text.encode())
     data = message.get("bytes")
     return len(data) if data is not None else 0
 
@@ -123,10 +157,17 @@ class HandlerChannel:
         self._has_mail.set()
 
     async def read_loop(
-        self, connection: WebSocketConnection, heartbeat: HeartbeatTimer, limits: SessionLimits
+        self,
+        connection: WebSocketConnection,
+        heartbeat: HeartbeatTimer,
+        limits: SessionLimits,
+        *,
+        bucket: TokenBucket | None = None,
+        lifetime: TokenLifetime | None = None,
     ) -> None:
         """Read until the peer leaves or the connection closes; guard every frame."""
         closing = connection.closing_future()
+        cid = connection.connection_id
         invalid = 0
         while True:
             receiving = asyncio.ensure_future(self._raw_receive())
@@ -140,60 +181,113 @@ class HandlerChannel:
             message = receiving.result()
             kind = message["type"]
             if kind == "websocket.disconnect":
-                connection.peer_closed(int(message.get("code", CloseCode.NO_STATUS)))
+                code = int(message.get("code", CloseCode.NO_STATUS))
+                layer_event = _LAYER_CLOSES.get(code)
+                if layer_event is not None:
+                    security_event(layer_event, cid, "closed by the WebSocket layer")
+                connection.peer_closed(code)
                 return
             if kind != "websocket.receive":
                 continue
             heartbeat.touch()
-            size = _frame_size(message)
+            if bucket is not None and not bucket.take():
+                security_event(
+                    "rate_limited", cid, "inbound frames over the budget", budget=bucket.capacity
+                )
+                connection.close_soon(CloseCode.RATE_LIMITED, "rate_limited")
+                return
+            size = _frame_size(message, limits.max_message_bytes)
             if size > limits.max_message_bytes:
-                logger.warning(
-                    "connection %s sent %d bytes (limit %d); closing",
-                    connection.connection_id,
-                    size,
-                    limits.max_message_bytes,
+                security_event(
+                    "message_too_big",
+                    cid,
+                    "frame over the size limit",
+                    size=size,
+                    limit=limits.max_message_bytes,
                 )
                 connection.close_soon(CloseCode.MESSAGE_TOO_BIG, "message too big")
                 return
-            problem = self._inspect(connection, message, limits)
-            if problem is None:
+            verdict, envelope = self._inspect(connection, message, limits)
+            if verdict is _Verdict.DELIVER:
                 await self.deliver(message)
                 continue
-            if problem == "":
-                continue  # a heartbeat envelope, answered here
+            if verdict is _Verdict.REFRESH and envelope is not None:
+                verdict = await self._refresh(connection, envelope, lifetime)
+                if connection.closing:
+                    return
+            if verdict is not _Verdict.INVALID:
+                continue
             invalid += 1
             if invalid >= limits.max_invalid_frames:
-                logger.warning(
-                    "connection %s sent %d invalid frames; closing",
-                    connection.connection_id,
-                    invalid,
-                )
+                security_event("policy_violation", cid, "too many invalid frames", count=invalid)
                 connection.close_soon(CloseCode.POLICY_VIOLATION, "too many invalid frames")
                 return
 
     def _inspect(
         self, connection: WebSocketConnection, message: Message, limits: SessionLimits
-    ) -> str | None:
-        """``None``: hand to the handler; ``""``: swallowed; else the error code sent back."""
+    ) -> tuple[_Verdict, WSEnvelope | None]:
+        """What to do with one frame; an invalid one has been answered with an error."""
         text = message.get("text")
         if text is None:
             if limits.accept_binary:
-                return None
+                return _Verdict.DELIVER, None
             return self._reject(connection, "binary_not_supported", "send JSON text frames")
         try:
             envelope = decode_envelope(text)
         except EnvelopeError as exc:
             return self._reject(connection, str(exc.code), exc.reason)
         if envelope.type == PONG:
-            return ""
+            return _Verdict.HANDLED, None
         if envelope.type == PING:
             reply: dict[str, object] = {"type": PONG, "data": {}, "request_id": envelope.request_id}
             connection.enqueue(encode_envelope(reply))
-            return ""
-        return None
+            return _Verdict.HANDLED, None
+        if envelope.type == AUTH_REFRESH:
+            return _Verdict.REFRESH, envelope
+        return _Verdict.DELIVER, None
+
+    async def _refresh(
+        self,
+        connection: WebSocketConnection,
+        envelope: WSEnvelope,
+        lifetime: TokenLifetime | None,
+    ) -> _Verdict:
+        """Answer an ``auth.refresh``: ack with the new expiry, or close 4401."""
+        token = refresh_token_of(envelope.data)
+        if token is None or lifetime is None:
+            verdict, _ = self._reject(
+                connection, "invalid_refresh", "auth.refresh needs data.token", envelope
+            )
+            return verdict
+        outcome = await lifetime.refresh(token)
+        if connection.closing:
+            return _Verdict.HANDLED
+        if not outcome.ok:
+            security_event("auth_refresh_rejected", connection.connection_id, outcome.reason)
+            connection.close_soon(CloseCode.UNAUTHORIZED, outcome.reason)
+            return _Verdict.HANDLED
+        logger.debug("connection %s refreshed its token", connection.connection_id)
+        ack: dict[str, object] = {
+            "type": ACK,
+            "data": {"type": AUTH_REFRESH, "expires_at": outcome.expires_at},
+            "request_id": envelope.request_id,
+        }
+        connection.enqueue(encode_envelope(ack))
+        return _Verdict.HANDLED
 
     @staticmethod
-    def _reject(connection: WebSocketConnection, code: str, reason: str) -> str:
-        logger.warning("connection %s sent an invalid frame: %s", connection.connection_id, code)
-        connection.enqueue(error_envelope(code, reason))
-        return code
+    def _reject(
+        connection: WebSocketConnection,
+        code: str,
+        reason: str,
+        envelope: WSEnvelope | None = None,
+    ) -> tuple[_Verdict, None]:
+        security_event(
+            "invalid_frame",
+            connection.connection_id,
+            "invalid frame",
+            code=code,
+        )
+        request_id = envelope.request_id if envelope is not None else None
+        connection.enqueue(error_envelope(code, reason, request_id=request_id))
+        return _Verdict.INVALID, None

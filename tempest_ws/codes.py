@@ -22,9 +22,11 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
     UNSUPPORTED_DATA = 1003
     NO_STATUS = 1005
     ABNORMAL = 1006
+    INVALID_PAYLOAD = 1007
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
@@ -34,6 +36,7 @@ class CloseCode(IntEnum):
     FORBIDDEN = 4403
     HEARTBEAT_TIMEOUT = 4408
     TOO_MANY_CONNECTIONS = 4429
+    RATE_LIMITED = 4429  # an alias: the same code, closed with the reason "rate_limited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,12 @@ CLOSE_CODE_INFO: dict[CloseCode, CloseCodeInfo] = {
         "Reconnect with backoff (another worker will take the connection).",
         reconnect=True,
     ),
+    CloseCode.PROTOCOL_ERROR: CloseCodeInfo(
+        "The peer broke the WebSocket protocol (sent by the server's WebSocket layer, "
+        "e.g. an unmasked or malformed frame).",
+        "Fix the client; do not reconnect in a loop.",
+        reconnect=False,
+    ),
     CloseCode.UNSUPPORTED_DATA: CloseCodeInfo(
         "A frame type the endpoint does not accept (binary on a text-only endpoint).",
         "Fix the client: send JSON text frames.",
@@ -70,6 +79,11 @@ CLOSE_CODE_INFO: dict[CloseCode, CloseCodeInfo] = {
         "The TCP connection dropped without a close frame (never sent, only observed).",
         "Reconnect with backoff.",
         reconnect=True,
+    ),
+    CloseCode.INVALID_PAYLOAD: CloseCodeInfo(
+        "A text frame was not valid UTF-8 (sent by the server's WebSocket layer).",
+        "Fix the client: text frames must be valid UTF-8.",
+        reconnect=False,
     ),
     CloseCode.POLICY_VIOLATION: CloseCodeInfo(
         "Repeated malformed or forbidden messages.",
@@ -113,9 +127,10 @@ CLOSE_CODE_INFO: dict[CloseCode, CloseCodeInfo] = {
         reconnect=True,
     ),
     CloseCode.TOO_MANY_CONNECTIONS: CloseCodeInfo(
-        "The user opened more than WS_MAX_CONNECTIONS_PER_USER connections; this was the "
-        "oldest one and was evicted.",
-        "Reconnect only after a long backoff (another tab holds the slot).",
+        "The user opened more than WS_MAX_CONNECTIONS_PER_USER connections and this, the "
+        "oldest, was evicted; or, with the reason rate_limited, the client sent more "
+        "frames than WS_RATE_LIMIT_MESSAGES per WS_RATE_LIMIT_WINDOW_SECONDS.",
+        "Reconnect only after a long backoff (another tab holds the slot, or send less).",
         reconnect=True,
     ),
 }

@@ -8,6 +8,7 @@ sync with this class.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Annotated, Any, Self
 
@@ -116,6 +117,101 @@ class WebSocketSettings(BaseSettings):
     WS_JWT_LEEWAY_SECONDS: float = Field(
         default=0.0, ge=0, le=300, description="Clock skew allowed on 'exp', 'nbf' and 'iat'."
     )
+    WS_REDIS_URL: SecretStr | None = Field(
+        default=None,
+        description="Redis URL (redis://, rediss://, unix://) of the backplane that connects "
+        "the hubs of several processes. Empty: one process, in-memory backplane.",
+    )
+    WS_REDIS_CLUSTER: bool = Field(
+        default=False,
+        description="WS_REDIS_URL names a node of a Redis Cluster: use sharded pub/sub "
+        "(SSUBSCRIBE/SPUBLISH) and cluster routing.",
+    )
+    WS_REDIS_CHANNEL_PREFIX: str = Field(
+        default="tempest_ws",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^\s{}]+$",
+        description="Prefix of every Redis channel and key the backplane uses; deployments "
+        "sharing one Redis need different prefixes.",
+    )
+    WS_REDIS_TIMEOUT_SECONDS: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Bound on connecting to Redis and on each command; a publish that "
+        "takes longer raises BackplaneError.",
+    )
+    WS_REDIS_HEALTH_CHECK_SECONDS: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Silence on the pub/sub link after which it is probed with PING; no "
+        "answer within WS_REDIS_TIMEOUT_SECONDS means a half-open link: reconnect.",
+    )
+    WS_REDIS_RECONNECT_MAX_SECONDS: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Cap of the exponential backoff (with jitter) between reconnection "
+        "attempts to Redis.",
+    )
+    WS_REDIS_PRESENCE_TTL_SECONDS: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="A node that has not refreshed its presence for this long is dead: its "
+        "connections stop counting as online and toward the per-user cap.",
+    )
+    WS_REDIS_MAX_PENDING_PUBLISHES: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="Publishes waiting for Redis before a new one raises BackplaneError "
+        "at once instead of queueing.",
+    )
+
+    WS_RATE_LIMIT_MESSAGES: int = Field(
+        default=1200,
+        ge=0,
+        le=10_000_000,
+        description="Inbound frames (ping and pong envelopes included) one connection may "
+        "send per WS_RATE_LIMIT_WINDOW_SECONDS, as a token bucket that refills "
+        "continuously; past it the connection is closed 4429 'rate_limited'. 0: no limit.",
+    )
+    WS_RATE_LIMIT_WINDOW_SECONDS: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="The window of WS_RATE_LIMIT_MESSAGES: the bucket holds that many "
+        "frames and refills them over this many seconds.",
+    )
+    WS_MAX_CONNECTIONS_PER_IP: int = Field(
+        default=0,
+        ge=0,
+        le=10_000_000,
+        description="Open connections one client address may hold in this process; past "
+        "it the handshake gets HTTP 429 before accept. 0: no cap.",
+    )
+    WS_TRUSTED_PROXIES: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or CIDR networks of reverse proxies whose X-Forwarded-For "
+        "header names the client (JSON list or comma separated; '*' trusts every peer). "
+        "Empty: the header is ignored and the TCP peer is the client.",
+    )
+    WS_ENFORCE_TOKEN_EXPIRY: bool = Field(
+        default=True,
+        description="Close a connection 4401 when the 'exp' of its JWT (plus "
+        "WS_JWT_LEEWAY_SECONDS) passes, unless the client sent an 'auth.refresh' envelope "
+        "with a new token for the same subject first. Tokens that are not JWTs never expire.",
+    )
+    WS_DRAIN_TIMEOUT_SECONDS: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="At shutdown with tempest_ws.shutdown, time allowed to close every "
+        "connection 1001 and flush its queued frames before the rest are aborted.",
+    )
 
     @field_validator("WS_ALLOWED_ORIGINS", "WS_JWT_ALGORITHMS", mode="before")
     @classmethod
@@ -123,12 +219,28 @@ class WebSocketSettings(BaseSettings):
         return _split_list(value)
 
     @field_validator(
-        "WS_JWT_SECRET", "WS_JWT_PUBLIC_KEY", "WS_JWT_AUDIENCE", "WS_JWT_ISSUER", mode="before"
+        "WS_JWT_SECRET",
+        "WS_JWT_PUBLIC_KEY",
+        "WS_JWT_AUDIENCE",
+        "WS_JWT_ISSUER",
+        "WS_REDIS_URL",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # "WS_JWT_AUDIENCE=" in a copied .env.example means "not configured".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("WS_TRUSTED_PROXIES", mode="before")
+    @classmethod
+    def _parse_trusted_proxies(cls, value: Any) -> Any:
+        value = _split_list(value)
+        if isinstance(value, list):
+            for entry in value:
+                text = str(entry).strip()
+                if text != "*":
+                    ipaddress.ip_network(text, strict=False)  # ValueError names the entry
+        return value
 
     @model_validator(mode="after")
     def _check_heartbeat(self) -> Self:

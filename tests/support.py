@@ -21,6 +21,7 @@ from tempest_ws import (
     jwt_bearer_resolver,
     make_websocket_router,
 )
+from tempest_ws._types import BearerResolver
 from tempest_ws.testing import make_token
 
 SECRET = "test-secret-0123456789abcdef0123456789"
@@ -81,13 +82,17 @@ def build_app(
     *,
     handler: HandlerType = echo_handler,
     hub: WebSocketHub | None = None,
+    resolver: BearerResolver | None = None,
 ) -> tuple[FastAPI, WebSocketHub]:
     """A FastAPI app with the router at ``/ws`` and a hub built from ``settings``."""
     hub = hub or WebSocketHub.from_settings(settings)
     app = FastAPI()
     app.include_router(
         make_websocket_router(
-            handler, hub=hub, bearer_resolver=jwt_bearer_resolver(settings), settings=settings
+            handler,
+            hub=hub,
+            bearer_resolver=resolver or jwt_bearer_resolver(settings),
+            settings=settings,
         )
     )
     return app, hub
