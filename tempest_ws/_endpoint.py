@@ -39,7 +39,7 @@ from .auth import BEARER_SUBPROTOCOL, extract_token, origin_allowed
 from .codes import CloseCode
 from .connection import WebSocketConnection
 from .envelope import HELLO, PING_FRAME, encode_envelope
-from .exceptions import CapacityError
+from .exceptions import CapacityError, ConnectionClosedError
 from .heartbeat import HeartbeatTimer
 from .hub import WebSocketHub
 from .settings import WebSocketSettings
@@ -289,6 +289,13 @@ class Endpoint:
             await self.handler(ws, connection, self.hub)
         except WebSocketDisconnect:
             pass
+        except ConnectionClosedError:
+            # Sending on its own closed connection is how a push-only handler learns
+            # that the client left: a normal end, unless the connection is still open.
+            if not connection.closing:
+                logger.exception("handler failed on connection %s", connection.connection_id)
+                await connection.close(CloseCode.INTERNAL_ERROR, "internal error")
+                return
         except Exception:
             logger.exception("handler failed on connection %s", connection.connection_id)
             await connection.close(CloseCode.INTERNAL_ERROR, "internal error")

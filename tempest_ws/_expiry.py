@@ -26,6 +26,7 @@ from typing import Any, Final
 import jwt
 
 from ._types import BearerResolver
+from .envelope import AUTH_REFRESH
 
 __all__ = [
     "AUTH_REFRESH",
@@ -38,7 +39,6 @@ __all__ = [
 
 logger = logging.getLogger("tempest_ws.auth")
 
-AUTH_REFRESH: Final = "auth.refresh"
 """Envelope type of an in-band token refresh; the router answers it and never passes it on."""
 
 MAX_TOKEN_LENGTH: Final = 16_384

@@ -13,19 +13,25 @@ import re
 __all__ = ["QueryTokenRedactor", "install_query_token_redaction"]
 
 _TOKEN_PARAM = re.compile(r"([?&](?:access_)?token=)[^&\s\"']*", re.IGNORECASE)
+# uvicorn's WebSocket layer logs raw handshake headers at DEBUG level.
+_BEARER_HEADER = re.compile(
+    r"((?:sec-websocket-protocol|authorization)[\"']?\s*[:,]\s*[\"']?bearer[\s,]+)[^\s\"',\]\)]+",
+    re.IGNORECASE,
+)
 REDACTED = "[redacted]"
 
 
 def redact(text: str) -> str:
-    """Replace the value of every ``token=``/``access_token=`` query parameter in ``text``."""
-    return _TOKEN_PARAM.sub(rf"\1{REDACTED}", text)
+    """Replace query-token values and bearer header values in ``text``."""
+    text = _TOKEN_PARAM.sub(rf"\1{REDACTED}", text)
+    return _BEARER_HEADER.sub(rf"\1{REDACTED}", text)
 
 
 class QueryTokenRedactor(logging.Filter):
     """A logging filter that redacts query tokens from a record's message and arguments."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and "token=" in record.msg.lower():
+        if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         if isinstance(record.args, tuple) and record.args:
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)

@@ -235,7 +235,7 @@ class HandlerChannel:
         try:
             envelope = decode_envelope(text)
         except EnvelopeError as exc:
-            return self._reject(connection, str(exc.code), exc.reason)
+            return self._reject(connection, str(exc.code), exc.reason, request_id=exc.request_id)
         if envelope.type == PONG:
             return _Verdict.HANDLED, None
         if envelope.type == PING:
@@ -281,6 +281,8 @@ class HandlerChannel:
         code: str,
         reason: str,
         envelope: WSEnvelope | None = None,
+        *,
+        request_id: str | None = None,
     ) -> tuple[_Verdict, None]:
         security_event(
             "invalid_frame",
@@ -288,6 +290,7 @@ class HandlerChannel:
             "invalid frame",
             code=code,
         )
-        request_id = envelope.request_id if envelope is not None else None
+        if envelope is not None:
+            request_id = envelope.request_id
         connection.enqueue(error_envelope(code, reason, request_id=request_id))
         return _Verdict.INVALID, None

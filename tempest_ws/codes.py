@@ -66,7 +66,9 @@ CLOSE_CODE_INFO: dict[CloseCode, CloseCodeInfo] = {
         reconnect=False,
     ),
     CloseCode.UNSUPPORTED_DATA: CloseCodeInfo(
-        "A frame type the endpoint does not accept (binary on a text-only endpoint).",
+        "The peer does not accept this frame type (never sent by tempest_ws, whose "
+        "text-only endpoints answer binary frames with an error envelope; observed from "
+        "other servers).",
         "Fix the client: send JSON text frames.",
         reconnect=False,
     ),

@@ -20,6 +20,7 @@ from .exceptions import EnvelopeError
 
 __all__ = [
     "ACK",
+    "AUTH_REFRESH",
     "ERROR",
     "HELLO",
     "PING",
@@ -44,7 +45,8 @@ ACK: Final = "ack"
 RESYNC: Final = "resync"
 SUBSCRIBE: Final = "subscribe"
 UNSUBSCRIBE: Final = "unsubscribe"
-RESERVED_TYPES: Final = frozenset({HELLO, PING, PONG, ERROR, ACK, RESYNC})
+AUTH_REFRESH: Final = "auth.refresh"
+RESERVED_TYPES: Final = frozenset({HELLO, PING, PONG, ERROR, ACK, RESYNC, AUTH_REFRESH})
 """Types the router and clients use themselves."""
 
 MAX_TYPE_LENGTH: Final = 128

@@ -17,8 +17,17 @@ __all__ = ["run", "uvicorn_options"]
 
 
 def uvicorn_options(settings: WebSocketSettings) -> dict[str, Any]:
-    """Keyword arguments for ``uvicorn.run``/``uvicorn.Config`` matching ``settings``."""
-    return {"ws_max_size": settings.WS_MAX_MESSAGE_BYTES, "ws_per_message_deflate": False}
+    """Keyword arguments for ``uvicorn.run``/``uvicorn.Config`` matching ``settings``.
+
+    uvicorn's own protocol-level keepalive is turned off: the envelope heartbeat decides
+    liveness, so a silent peer is closed 4408 on its deadline instead of 1011 after
+    uvicorn's 20 s + 20 s.
+    """
+    return {
+        "ws_max_size": settings.WS_MAX_MESSAGE_BYTES,
+        "ws_per_message_deflate": False,
+        "ws_ping_interval": None,
+    }
 
 
 def run(

@@ -33,3 +33,11 @@ def test_install_is_idempotent() -> None:
     install_query_token_redaction(("tempest_ws.test.redaction",))
     target = logging.getLogger("tempest_ws.test.redaction")
     assert sum(isinstance(f, QueryTokenRedactor) for f in target.filters) == 1
+
+
+def test_bearer_headers_are_redacted() -> None:
+    line = "< sec-websocket-protocol: bearer, eyJhbGciOi.abc.def"
+    assert "eyJ" not in redact(line)
+    assert "eyJ" not in redact("Authorization: Bearer eyJhbGciOi.abc.def")
+    assert "eyJ" not in redact("('Sec-WebSocket-Protocol', 'bearer, eyJhbGciOi.abc.def')")
+    assert redact("sec-websocket-protocol: chat") == "sec-websocket-protocol: chat"

@@ -483,3 +483,34 @@ async def test_size_limit_counts_utf8_bytes_not_characters() -> None:
         frames, code = await frames_until_close(ws)
     assert code == CloseCode.MESSAGE_TOO_BIG
     assert all(f["type"] != "echo" for f in frames)
+
+
+async def test_push_only_handler_ends_quietly_when_the_client_leaves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sending = asyncio.Event()
+
+    async def pusher(ws: WebSocket, connection: WebSocketConnection, hub: WebSocketHub) -> None:
+        for i in range(100_000):
+            await connection.send({"type": "tick", "data": i})
+            sending.set()
+            await asyncio.sleep(0.001)
+
+    settings = make_settings()
+    app, hub = build_app(settings, handler=pusher)
+    async with serve(app, settings=settings) as base:
+        async with connect(ws_url(base), subprotocols=["bearer", token()]) as ws:  # type: ignore[list-item]
+            await next_of_type(ws, "tick")
+        await until(lambda: hub.stats().connections == 0)
+    assert sending.is_set()
+    assert "handler failed" not in caplog.text
+
+
+async def test_error_envelope_answers_the_request_that_caused_it(server: Any) -> None:
+    url, _, _ = server
+    async with connect(url, subprotocols=["bearer", token()]) as ws:  # type: ignore[list-item]
+        await next_of_type(ws, "hello")
+        await ws.send(json.dumps({"type": "t" * 300, "request_id": "req-9"}))
+        error = await next_of_type(ws, "error")
+    assert error["request_id"] == "req-9"
+    assert error["data"]["code"] == "invalid_envelope"

@@ -38,6 +38,7 @@ def test_uvicorn_options_follow_the_message_limit() -> None:
     assert uvicorn_options(make_settings(WS_MAX_MESSAGE_BYTES=4096)) == {
         "ws_max_size": 4096,
         "ws_per_message_deflate": False,
+        "ws_ping_interval": None,
     }
 
 
