@@ -29,4 +29,6 @@ async def test_publish_reaches_only_the_room() -> None:
             assert (await bob.expect("published")).data == "hi"
             [delivery] = await probe.wait_for("published")
             assert delivery.users == {"ann", "bob"}  # never cid: not in the room
+
+
 # --8<-- [end:recipe]
