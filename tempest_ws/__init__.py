@@ -5,7 +5,10 @@ Importing this package is cheap: it does not import redis, uvicorn or websockets
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .auth import extract_token, jwt_bearer_resolver, origin_allowed
+from .backplane import Backplane, InMemoryBackplane
 from .codes import CLOSE_CODE_INFO, CloseCode, describe_close_code
 from .connection import WebSocketConnection
 from .envelope import WSEnvelope, decode_envelope, encode_envelope
@@ -18,23 +21,30 @@ from .exceptions import (
     MissingDependencyError,
     TempestWSError,
 )
-from .hub import HubStats, WebSocketHub
+from .hub import ClusterStats, HubStats, WebSocketHub
 from .router import make_websocket_router
 from .server import uvicorn_options
 from .settings import WebSocketSettings
+
+if TYPE_CHECKING:
+    from .backplane.redis import RedisBackplane
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CLOSE_CODE_INFO",
+    "Backplane",
     "BackplaneError",
     "CapacityError",
     "CloseCode",
+    "ClusterStats",
     "ConfigurationError",
     "ConnectionClosedError",
     "EnvelopeError",
     "HubStats",
+    "InMemoryBackplane",
     "MissingDependencyError",
+    "RedisBackplane",
     "TempestWSError",
     "WSEnvelope",
     "WebSocketConnection",
@@ -50,3 +60,12 @@ __all__ = [
     "origin_allowed",
     "uvicorn_options",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisBackplane is imported on first use: ``import tempest_ws`` never imports redis.
+    if name == "RedisBackplane":
+        from .backplane.redis import RedisBackplane
+
+        return RedisBackplane
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,24 +4,49 @@ The hub is callable from any coroutine in the process (HTTP handlers included). 
 delivery serializes the envelope once and appends the same string to every recipient's
 bounded queue; it never awaits a socket and holds no lock, so one slow or dead client
 cannot delay anyone else. A recipient whose queue is full is closed 1013 on the spot.
+
+Across processes every operation keeps its meaning through the backplane: the hub
+delivers to its own connections first, then publishes one packet (the frame already
+serialized) that every other node fans out to its own. A node drops its own packets when
+they come back, so each socket gets a frame once. See ``docs/scaling.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 
+from ._node import ClusterStats, Node
+from ._registry import Registry
 from ._types import Send, Topic, UserId
+from .backplane.base import Backplane
+from .backplane.memory import InMemoryBackplane
+from .backplane.packet import (
+    ALL_CHANNEL,
+    OP_ALL,
+    OP_CONN,
+    OP_KICK,
+    OP_TOPIC,
+    OP_USER,
+    connection_node,
+    encode_packet,
+    is_node_id,
+    new_node_id,
+    node_channel,
+    topic_channel,
+    user_channel,
+)
 from .codes import CloseCode
 from .connection import WebSocketConnection
 from .envelope import EnvelopeLike, encode_envelope
 from .exceptions import CapacityError, ConfigurationError
 from .settings import WebSocketSettings
 
-__all__ = ["HubStats", "WebSocketHub"]
+__all__ = ["ClusterStats", "HubStats", "WebSocketHub"]
 
 logger = logging.getLogger("tempest_ws.hub")
 
@@ -54,16 +79,25 @@ class WebSocketHub:
     """Registry of connections by id, user and topic, with broadcast and targeted sends.
 
     Args:
-        max_per_user: connections one user may hold; registering one more closes that
-            user's oldest connection with 4429.
+        max_per_user: connections one user may hold (across every node sharing the
+            backplane); registering one more closes that user's oldest connection, wherever
+            it lives, with 4429.
         max_connections: connections in this process; past it ``register`` raises
             :class:`CapacityError` and the router closes the newcomer 1013.
         send_queue_size: frames queued per connection before it is a slow consumer.
         close_timeout: seconds a close may take before the transport is aborted.
+        backplane: how this hub reaches the others; an :class:`InMemoryBackplane` of its
+            own by default (one process).
+        node_id: this process's id in the deployment (12 hex digits); random by default.
 
     Deliveries accept a :class:`~tempest_ws.envelope.WSEnvelope` or a plain mapping and
-    return how many connections the frame was queued for. They never raise for a closed
-    or slow recipient: it is closed and unregistered, and the others still get the frame.
+    return how many connections *of this process* the frame was queued for. They never
+    raise for a closed or slow recipient: it is closed and unregistered, and the others
+    still get the frame. When the backplane cannot carry a delivery to the other nodes,
+    the local recipients have it already and the call raises
+    :class:`~tempest_ws.exceptions.BackplaneError`.
+
+    The hub starts with the router's lifespan; used before that, it starts itself.
     """
 
     def __init__(
@@ -73,42 +107,69 @@ class WebSocketHub:
         max_connections: int = 10_000,
         send_queue_size: int = 1024,
         close_timeout: float = 2.0,
+        backplane: Backplane | None = None,
+        node_id: str | None = None,
     ) -> None:
         if max_per_user < 1 or max_connections < 1 or send_queue_size < 1:
             raise ConfigurationError("hub limits must be at least 1")
         if close_timeout <= 0:
             raise ConfigurationError("close_timeout must be positive")
+        if node_id is not None and not is_node_id(node_id):
+            raise ConfigurationError("node_id must be 12 lowercase hex digits")
         self.max_per_user = max_per_user
         self.max_connections = max_connections
         self.send_queue_size = send_queue_size
         self.close_timeout = close_timeout
-        self._connections: dict[str, WebSocketConnection] = {}
-        self._users: dict[str, dict[str, WebSocketConnection]] = {}
-        self._topics: dict[str, dict[str, WebSocketConnection]] = {}
-        self._frames_queued = 0
-        self._slow_closed = 0
+        self.backplane: Backplane = backplane if backplane is not None else InMemoryBackplane()
+        self.node_id = node_id or new_node_id()
+        self._registry = Registry()
+        self._connections = self._registry.connections
+        self._users = self._registry.users
+        self._topics = self._registry.topics
+        self._node = Node(self.node_id, self.backplane, self._registry)
         self._evicted = 0
         self._rejected = 0
 
     @classmethod
-    def from_settings(cls, settings: WebSocketSettings) -> Self:
-        """Build the hub the settings describe (caps, queue size, close timeout)."""
+    def from_settings(
+        cls, settings: WebSocketSettings, *, backplane: Backplane | None = None
+    ) -> Self:
+        """Build the hub the settings describe (caps, queue size, close timeout).
+
+        With ``WS_REDIS_URL`` set (and no ``backplane`` given) the hub uses a
+        :class:`~tempest_ws.backplane.RedisBackplane` configured from the ``WS_REDIS_*``
+        settings; the redis package is imported only then.
+        """
+        if backplane is None and settings.WS_REDIS_URL:
+            from .backplane.redis import RedisBackplane
+
+            backplane = RedisBackplane.from_settings(settings)
         return cls(
             max_per_user=settings.WS_MAX_CONNECTIONS_PER_USER,
             max_connections=settings.WS_MAX_CONNECTIONS,
             send_queue_size=settings.WS_SEND_QUEUE_SIZE,
             close_timeout=settings.WS_CLOSE_TIMEOUT_SECONDS,
+            backplane=backplane,
         )
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Prepare the hub for use; the router's lifespan calls it. Idempotent."""
+        """Join the deployment through the backplane. Idempotent; the router's lifespan
+        calls it, and every other coroutine method calls it first if needed.
+
+        An unreachable Redis is not an error here: the backplane keeps trying in the
+        background, this process's connections work meanwhile, and clients get a
+        ``resync`` envelope once it gets through.
+        """
+        await self._node.start()
 
     async def stop(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutdown") -> None:
-        """Close every connection with ``code`` (concurrently) and empty the registry."""
+        """Close every connection with ``code`` (concurrently), empty the registry and
+        leave the deployment (this node's presence is removed). Idempotent."""
         connections = list(self._connections.values())
         await asyncio.gather(*(c.close(code, reason) for c in connections), return_exceptions=True)
+        await self._node.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -127,7 +188,11 @@ class WebSocketHub:
         transport: asyncio.WriteTransport | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> WebSocketConnection:
-        """Build a connection with this hub's queue size and close timeout (not registered)."""
+        """Build a connection with this hub's queue size and close timeout (not registered).
+
+        Its id, ``<node id>.<uuid4 hex>``, names this node, so
+        :meth:`send_to_connection` reaches it from any node.
+        """
         return WebSocketConnection(
             user_id,
             send=send,
@@ -135,16 +200,23 @@ class WebSocketHub:
             close_timeout=self.close_timeout,
             transport=transport,
             metadata=metadata,
+            connection_id=f"{self.node_id}.{uuid.uuid4().hex}",
         )
 
     async def register(self, connection: WebSocketConnection) -> None:
         """Add ``connection``; evict the user's oldest connections (4429) past the cap.
 
+        The cap counts the user's connections on every node; the oldest are closed
+        wherever they live. While the backplane is unreachable the cap holds per process.
+
         Raises:
             CapacityError: the process already holds ``max_connections`` (after counting
-                the evictions this registration would make). Nothing is evicted then.
+                the evictions this registration would make here). Nothing is evicted then.
         """
-        siblings = self._users.get(connection.user_key, {})
+        if not self._node.running:
+            await self._node.start()
+        user = connection.user_key
+        siblings = self._users.get(user, {})
         overflow = max(0, len(siblings) + 1 - self.max_per_user)
         if len(self._connections) - overflow >= self.max_connections:
             self._rejected += 1
@@ -154,37 +226,26 @@ class WebSocketHub:
                 len(self._connections),
             )
             raise CapacityError()
-        for oldest in list(siblings.values())[:overflow]:
-            self._evicted += 1
-            logger.info(
-                "connection %s evicted: user over %d connections",
-                oldest.connection_id,
-                self.max_per_user,
-            )
-            oldest.close_soon(CloseCode.TOO_MANY_CONNECTIONS, "too many connections for user")
-        self._connections[connection.connection_id] = connection
-        self._users.setdefault(connection.user_key, {})[connection.connection_id] = connection
+        first_of_user = self._registry.add(connection)
         connection.add_close_callback(self._discard)
+        if first_of_user:
+            await self._node.want(user_channel(user))
+        self._evicted += await self._node.enforce_user_cap(connection, self.max_per_user)
+        if connection.connection_id not in self._connections:  # it left meanwhile
+            self.backplane.presence.leave(user, connection.connection_id)
 
     def unregister(self, connection: WebSocketConnection) -> None:
         """Remove ``connection`` and its subscriptions. Idempotent."""
         self._discard(connection)
 
     def _discard(self, connection: WebSocketConnection) -> None:
-        cid = connection.connection_id
-        if self._connections.pop(cid, None) is None:
+        idle = self._registry.remove(connection)
+        if idle is None:
             return
-        user = self._users.get(connection.user_key)
-        if user is not None:
-            user.pop(cid, None)
-            if not user:
-                del self._users[connection.user_key]
-        for topic in connection.topics:
-            members = self._topics.get(topic)
-            if members is not None:
-                members.pop(cid, None)
-                if not members:
-                    del self._topics[topic]
+        if self._node.running:
+            self.backplane.presence.leave(connection.user_key, connection.connection_id)
+        for channel in idle:
+            self._node.unwant(channel)
 
     def get(self, connection_id: str) -> WebSocketConnection | None:
         """The live connection with this id in this process, or ``None``."""
@@ -195,30 +256,53 @@ class WebSocketHub:
         return list(self._users.get(str(user_id), {}).values())
 
     async def online_users(self) -> set[str]:
-        """Ids (as ``str``) of users with at least one live connection."""
-        return set(self._users)
+        """Ids (as ``str``) of users with at least one live connection on any node.
+
+        Raises:
+            BackplaneError: the presence registry is unreachable (Redis down).
+        """
+        if not self._node.running:
+            await self._node.start()
+        return set(self._users) | await self.backplane.presence.online_users()
 
     async def is_online(self, user_id: UserId) -> bool:
-        """Whether the user has at least one live connection."""
-        return str(user_id) in self._users
+        """Whether the user has at least one live connection on any node.
+
+        Raises:
+            BackplaneError: the user has no connection here and the presence registry is
+                unreachable.
+        """
+        if str(user_id) in self._users:
+            return True
+        if not self._node.running:
+            await self._node.start()
+        return await self.backplane.presence.is_online(str(user_id))
 
     def stats(self) -> HubStats:
-        """Counts of connections, users, topics and the delivery counters."""
+        """Counts of connections, users, topics and the delivery counters (this process)."""
         return HubStats(
             connections=len(self._connections),
             users=len(self._users),
             topics=len(self._topics),
             subscriptions=sum(len(m) for m in self._topics.values()),
-            frames_queued=self._frames_queued,
-            slow_consumers_closed=self._slow_closed,
+            frames_queued=self._registry.frames_queued,
+            slow_consumers_closed=self._registry.slow_closed,
             evicted_over_user_cap=self._evicted,
             rejected_at_capacity=self._rejected,
         )
+
+    def cluster_stats(self) -> ClusterStats:
+        """This node's id, backplane state and cross-process counters."""
+        return self._node.stats()
 
     # -- subscriptions -----------------------------------------------------------------
 
     async def subscribe(self, connection_id: str, topic: Topic) -> bool:
         """Subscribe a connection to ``topic``; ``False`` if the connection is gone.
+
+        The first subscriber of a topic in this process subscribes the node to the
+        topic's channel (and waits for the backplane to confirm it, unless the backplane
+        is down: then it is subscribed on reconnection).
 
         Raises:
             ValueError: ``topic`` is empty or longer than 256 characters.
@@ -228,21 +312,17 @@ class WebSocketHub:
         connection = self._connections.get(connection_id)
         if connection is None:
             return False
-        connection.topics.add(topic)
-        self._topics.setdefault(topic, {})[connection_id] = connection
+        if self._registry.subscribe(connection, topic):
+            await self._node.want(topic_channel(topic))
         return True
 
     async def unsubscribe(self, connection_id: str, topic: Topic) -> bool:
         """Remove a subscription; ``False`` if it did not exist."""
         connection = self._connections.get(connection_id)
-        members = self._topics.get(topic)
-        if connection is None or members is None or connection_id not in members:
-            return False
-        connection.topics.discard(topic)
-        del members[connection_id]
-        if not members:
-            del self._topics[topic]
-        return True
+        last = None if connection is None else self._registry.unsubscribe(connection, topic)
+        if last:
+            self._node.unwant(topic_channel(topic))
+        return last is not None
 
     def subscribers(self, topic: Topic) -> list[WebSocketConnection]:
         """Connections subscribed to ``topic`` in this process."""
@@ -258,68 +338,88 @@ class WebSocketHub:
         exclude: str | Iterable[str] | None = None,
         exclude_users: UserId | Iterable[UserId] | None = None,
     ) -> int:
-        """Send to everyone, or to ``topic``'s subscribers, minus the exclusions.
+        """Send to everyone, or to ``topic``'s subscribers, on every node, minus the
+        exclusions.
 
         ``exclude`` takes connection ids, ``exclude_users`` user ids (a single id or an
-        iterable of them). Returns the number of connections the frame was queued for.
+        iterable of them); both apply on every node. Returns the number of connections
+        of this process the frame was queued for.
+
+        Raises:
+            BackplaneError: the other nodes may not get it (local delivery happened).
         """
+        if not self._node.running:
+            await self._node.start()
         frame = encode_envelope(envelope)
-        pool = self._connections if topic is None else self._topics.get(topic, {})
         skip_ids = _ids(exclude)
         skip_users = _ids(
             exclude_users if not isinstance(exclude_users, UserId) else [exclude_users]
         )
-        if not skip_ids and not skip_users:
-            return self._fan_out(pool.values(), frame)
-        return self._fan_out(
-            (
-                c
-                for c in pool.values()
-                if c.connection_id not in skip_ids and c.user_key not in skip_users
-            ),
-            frame,
+        op, target = (OP_ALL, "") if topic is None else (OP_TOPIC, topic)
+        fan_out = self._registry.fan_out
+        delivered = fan_out(self._registry.select(op, target, skip_ids, skip_users), frame)
+        packet = encode_packet(
+            self.node_id, op, target, frame, exclude=skip_ids, exclude_users=skip_users
         )
+        channel = ALL_CHANNEL if topic is None else topic_channel(topic)
+        await self._node.publish(channel, packet)
+        return delivered
 
     async def send_to(self, user_id: UserId, envelope: EnvelopeLike) -> int:
-        """Send to every connection (every tab) of ``user_id``; returns how many."""
+        """Send to every connection (every tab, every node) of ``user_id``.
+
+        Returns how many of this process's connections got it.
+
+        Raises:
+            BackplaneError: the other nodes may not get it (local delivery happened).
+        """
+        if not self._node.running:
+            await self._node.start()
+        user = str(user_id)
         frame = encode_envelope(envelope)
-        return self._fan_out(self._users.get(str(user_id), {}).values(), frame)
+        delivered = self._registry.fan_out(self._registry.select(OP_USER, user), frame)
+        await self._node.publish(
+            user_channel(user), encode_packet(self.node_id, OP_USER, user, frame)
+        )
+        return delivered
 
     async def send_to_connection(self, connection_id: str, envelope: EnvelopeLike) -> bool:
-        """Send to one connection; ``False`` if it is gone or was just closed as slow."""
+        """Send to one connection, on whichever node holds it.
+
+        Returns ``False`` if it is gone or was just closed as slow (known here), or its
+        node is not listening; ``True`` once queued here or handed to its node.
+
+        Raises:
+            BackplaneError: the connection lives on another node that cannot be reached.
+        """
         connection = self._connections.get(connection_id)
-        if connection is None:
+        if connection is not None:
+            return self._registry.fan_out((connection,), encode_envelope(envelope)) == 1
+        node = connection_node(connection_id)
+        if node is None or node == self.node_id:
             return False
-        return self._fan_out((connection,), encode_envelope(envelope)) == 1
+        if not self._node.running:
+            await self._node.start()
+        packet = encode_packet(self.node_id, OP_CONN, connection_id, encode_envelope(envelope))
+        return await self._node.publish(node_channel(node), packet) > 0
 
     async def disconnect_user(
         self, user_id: UserId, code: int = CloseCode.UNAUTHORIZED, reason: str = "revoked"
     ) -> int:
-        """Close every connection of ``user_id`` with ``code``; returns how many.
+        """Close every connection of ``user_id`` on every node with ``code``.
 
-        The default 4401 tells clients to fetch a new token, which a revoked user cannot.
+        Returns how many were closed in this process. The default 4401 tells clients to
+        fetch a new token, which a revoked user cannot.
+
+        Raises:
+            BackplaneError: the other nodes may not get the order (local ones are closed).
         """
-        connections = self.connections_of(user_id)
+        if not self._node.running:
+            await self._node.start()
+        user = str(user_id)
+        connections = self.connections_of(user)
         for connection in connections:
             connection.close_soon(code, reason)
+        packet = encode_packet(self.node_id, OP_KICK, user, code=int(code), reason=reason)
+        await self._node.publish(user_channel(user), packet)
         return len(connections)
-
-    def _fan_out(self, recipients: Iterable[WebSocketConnection], frame: str) -> int:
-        delivered = 0
-        slow: list[WebSocketConnection] = []
-        for connection in recipients:
-            if connection.enqueue(frame):
-                delivered += 1
-            elif not connection.closing:
-                slow.append(connection)
-        # Closing mutates the registry being iterated, so it happens after the loop.
-        for connection in slow:
-            self._slow_closed += 1
-            logger.warning(
-                "connection %s is a slow consumer (%d frames queued); closing",
-                connection.connection_id,
-                connection.pending,
-            )
-            connection.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
-        self._frames_queued += delivered
-        return delivered

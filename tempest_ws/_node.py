@@ -1,0 +1,268 @@
+"""This process as one node of a deployment: the hub's side of the backplane.
+
+``Node`` owns the backplane's lifecycle (started once, lazily if need be), keeps the
+node subscribed to exactly the channels its local connections need (``all``, its own
+``node:<id>``, and a ``topic:``/``user:`` channel while a local connection needs it),
+publishes packets, routes per-user-cap evictions to the node holding the victim, and runs
+the packets other nodes publish on the local registry. Its own packets coming back are
+dropped: the hub delivered them locally before publishing, so each socket gets a frame
+once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ._registry import Registry
+from .backplane.base import Backplane, Member
+from .backplane.packet import (
+    ALL_CHANNEL,
+    OP_CLOSE,
+    OP_KICK,
+    Packet,
+    decode_packet,
+    encode_packet,
+    node_channel,
+)
+from .codes import CloseCode
+from .connection import WebSocketConnection
+from .envelope import RESYNC, encode_envelope
+from .exceptions import BackplaneError
+
+__all__ = ["ClusterStats", "Node"]
+
+logger = logging.getLogger("tempest_ws.hub")
+
+_EVICTION_REASON = "too many connections for user"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStats:
+    """This node's view of the deployment (see ``WebSocketHub.cluster_stats``).
+
+    Attributes:
+        node_id: this process's id in the deployment.
+        backplane: the backplane's class name.
+        connected: whether packets flow to and from the other nodes right now.
+        channels: backplane channels this node is subscribed to.
+        packets_received: packets from other nodes run here.
+        publish_errors: publishes that raised :class:`BackplaneError`.
+        epoch: the last ``resync`` epoch sent to clients (0: no outage seen).
+    """
+
+    node_id: str
+    backplane: str
+    connected: bool
+    channels: int
+    packets_received: int
+    publish_errors: int
+    epoch: int
+
+
+class Node:
+    """The backplane side of one hub (see the module docstring)."""
+
+    def __init__(self, node_id: str, backplane: Backplane, registry: Registry) -> None:
+        self.node_id = node_id
+        self.backplane = backplane
+        self.registry = registry
+        self.channels: set[str] = set()
+        self.running = False
+        self.epoch = 0
+        self.packets_in = 0
+        self.publish_errors = 0
+        self._starting: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the backplane and subscribe ``all`` and ``node:<id>``; concurrent
+        callers share one attempt, and a failed attempt can be retried."""
+        if self.running:
+            return
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        starting = self._starting
+        try:
+            await asyncio.shield(starting)
+        finally:
+            if starting.done() and self._starting is starting:
+                self._starting = None
+
+    async def _start(self) -> None:
+        await self.backplane.start(self.node_id, self)
+        try:
+            for channel in (ALL_CHANNEL, node_channel(self.node_id)):
+                self.channels.add(channel)
+                await self.backplane.subscribe(channel)
+        except BaseException:
+            self.channels.clear()
+            await self.backplane.stop()
+            raise
+        self.running = True
+        logger.info("hub node %s started (%s)", self.node_id, type(self.backplane).__name__)
+
+    async def stop(self) -> None:
+        """Stop the backplane (it removes this node's presence). Idempotent."""
+        if self._starting is not None:
+            await asyncio.gather(self._starting, return_exceptions=True)
+        if self.running:
+            self.running = False
+            self.channels.clear()
+            await self.backplane.stop()
+            logger.info("hub node %s stopped", self.node_id)
+
+    def stats(self) -> ClusterStats:
+        """A snapshot of this node's link and counters."""
+        return ClusterStats(
+            node_id=self.node_id,
+            backplane=type(self.backplane).__name__,
+            connected=self.running and self.backplane.connected,
+            channels=len(self.channels),
+            packets_received=self.packets_in,
+            publish_errors=self.publish_errors,
+            epoch=self.epoch,
+        )
+
+    # -- channel interest --------------------------------------------------------------
+
+    async def want(self, channel: str) -> None:
+        """Make sure this node receives ``channel``."""
+        if not self.running:
+            await self.start()
+        if channel in self.channels:
+            return
+        self.channels.add(channel)
+        await self.backplane.subscribe(channel)
+        if not self.registry.wants(channel):  # the last local interest left meanwhile
+            self.unwant(channel)
+
+    def unwant(self, channel: str) -> None:
+        """Stop receiving ``channel`` (no local connection needs it any more)."""
+        if channel in self.channels:
+            self.channels.discard(channel)
+            if self.running:
+                self.backplane.unsubscribe(channel)
+
+    # -- out ---------------------------------------------------------------------------
+
+    async def publish(self, channel: str, packet: bytes) -> int:
+        """Publish; count and re-raise :class:`BackplaneError`."""
+        try:
+            return await self.backplane.publish(channel, packet)
+        except BackplaneError:
+            self.publish_errors += 1
+            raise
+
+    async def enforce_user_cap(self, newcomer: WebSocketConnection, limit: int) -> int:
+        """Record ``newcomer`` in presence and close the user's oldest connections past
+        ``limit`` (4429), on any node; return how many. With the presence registry
+        unreachable, the cap holds over this process's connections."""
+        user = newcomer.user_key
+        try:
+            evicted = await self.backplane.presence.join(
+                user,
+                newcomer.connection_id,
+                connected_at=newcomer.connected_at.timestamp(),
+                limit=limit,
+            )
+        except BackplaneError as exc:
+            logger.warning(
+                "per-user cap for connection %s enforced in this process only: %s",
+                newcomer.connection_id,
+                exc,
+            )
+            local = [c for c in self.registry.users.get(user, {}).values() if c is not newcomer]
+            past = max(0, len(local) + 1 - limit)
+            evicted = [Member(self.node_id, c.connection_id) for c in local[:past]]
+        for member in evicted:
+            logger.info(
+                "connection %s evicted: user over %d connections", member.connection_id, limit
+            )
+        await self._evict(evicted, newcomer)
+        return len(evicted)
+
+    async def _evict(self, members: Iterable[Member], newcomer: WebSocketConnection) -> None:
+        """Close evicted connections with 4429: here directly, elsewhere through their
+        node's channel (an unreachable node is logged, not raised)."""
+        for member in members:
+            if member.node == self.node_id:
+                oldest = self.registry.connections.get(member.connection_id)
+                if oldest is not None and oldest is not newcomer:
+                    oldest.close_soon(CloseCode.TOO_MANY_CONNECTIONS, _EVICTION_REASON)
+                continue
+            packet = encode_packet(
+                self.node_id,
+                OP_CLOSE,
+                member.connection_id,
+                code=CloseCode.TOO_MANY_CONNECTIONS,
+                reason=_EVICTION_REASON,
+            )
+            try:
+                await self.publish(node_channel(member.node), packet)
+            except BackplaneError as exc:
+                logger.warning("eviction of %s not sent: %s", member.connection_id, exc)
+
+    # -- in (BackplaneListener) --------------------------------------------------------
+
+    def on_packet(self, channel: str, packet: bytes) -> None:
+        """Run a packet published by another node on this node's connections.
+
+        This node's own packets are dropped (it delivered them before publishing), as
+        are malformed ones (logged).
+        """
+        try:
+            decoded = decode_packet(packet)
+        except (ValueError, UnicodeDecodeError):
+            logger.warning("dropped a malformed packet on channel %s", channel)
+            return
+        if decoded.node == self.node_id:
+            return
+        self.packets_in += 1
+        if decoded.op in (OP_CLOSE, OP_KICK):
+            self._close(decoded)
+        elif decoded.frame is not None:
+            recipients = self.registry.select(
+                decoded.op, decoded.target, decoded.exclude, decoded.exclude_users
+            )
+            self.registry.fan_out(recipients, decoded.frame)
+
+    def _close(self, packet: Packet) -> None:
+        if not 1000 <= packet.code <= 4999:
+            logger.warning("dropped a %s packet with close code %r", packet.op, packet.code)
+            return
+        if packet.op == OP_CLOSE:
+            connection = self.registry.connections.get(packet.target)
+            victims = [] if connection is None else [connection]
+        else:
+            victims = list(self.registry.users.get(packet.target, {}).values())
+        for connection in victims:
+            logger.info(
+                "connection %s closed %d by node %s",
+                connection.connection_id,
+                packet.code,
+                packet.node,
+            )
+            connection.close_soon(packet.code, packet.reason)
+
+    def on_resync(self) -> None:
+        """The backplane recovered from an outage: tell every local client, with a new
+        epoch, that it may have missed messages (``{"type": "resync"}``)."""
+        self.epoch = max(self.epoch + 1, int(time.time() * 1000))
+        connections = list(self.registry.connections.values())
+        logger.warning(
+            "backplane recovered: resync epoch %d sent to %d connections",
+            self.epoch,
+            len(connections),
+        )
+        frame = encode_envelope(
+            {
+                "type": RESYNC,
+                "data": {"epoch": self.epoch, "node": self.node_id, "reason": "backplane"},
+            }
+        )
+        self.registry.fan_out(connections, frame)

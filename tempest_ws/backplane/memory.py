@@ -1,0 +1,151 @@
+"""``InMemoryBackplane``: the default backplane, for one process and no server.
+
+Each hub gets its own private :class:`InMemoryBus` unless given a shared one. Several
+hubs of one process (one event loop) sharing a bus behave like the nodes of a Redis
+deployment — packets are delivered asynchronously (on the next loop iteration), presence
+is shared — which makes the cross-process semantics testable in milliseconds. Unlike
+Redis, the bus does not hand a publisher its own packets back (the hub would drop them),
+so a lone hub pays next to nothing for its backplane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..exceptions import BackplaneError
+from .base import BackplaneListener, Member
+
+__all__ = ["InMemoryBackplane", "InMemoryBus"]
+
+logger = logging.getLogger("tempest_ws.backplane")
+
+
+def _deliver(listener: BackplaneListener, channel: str, packet: bytes) -> None:
+    try:
+        listener.on_packet(channel, packet)
+    except Exception:  # a listener's bug must not stop delivery to the others
+        logger.exception("backplane listener failed on channel %s", channel)
+
+
+class InMemoryBus:
+    """The shared medium of the in-memory backplanes of one process."""
+
+    def __init__(self) -> None:
+        self.subscribers: dict[str, dict[str, BackplaneListener]] = {}
+        self.members: dict[str, dict[Member, float]] = {}
+
+    def publish(self, sender: str, channel: str, packet: bytes) -> int:
+        """Schedule delivery to every subscriber of ``channel`` but ``sender`` (whose hub
+        drops its own packets anyway); return how many subscribers there are, as Redis
+        counts them (``sender`` included)."""
+        listeners = self.subscribers.get(channel)
+        if not listeners:
+            return 0
+        loop = asyncio.get_running_loop()
+        for node, listener in listeners.items():
+            if node != sender:
+                loop.call_soon(_deliver, listener, channel, packet)
+        return len(listeners)
+
+
+class _InMemoryPresence:
+    def __init__(self, backplane: InMemoryBackplane) -> None:
+        self._backplane = backplane
+
+    async def join(
+        self, user: str, connection_id: str, *, connected_at: float, limit: int
+    ) -> list[Member]:
+        members = self._backplane.bus.members.setdefault(user, {})
+        member = Member(self._backplane.node_id, connection_id)
+        members[member] = connected_at
+        overflow = len(members) - limit
+        if overflow <= 0:
+            return []
+        others = sorted((m for m in members if m != member), key=members.__getitem__)
+        evicted = others[:overflow]
+        for old in evicted:
+            del members[old]
+        return evicted
+
+    def leave(self, user: str, connection_id: str) -> None:
+        members = self._backplane.bus.members.get(user)
+        if members is None:
+            return
+        members.pop(Member(self._backplane.node_id, connection_id), None)
+        if not members:
+            del self._backplane.bus.members[user]
+
+    async def online_users(self) -> set[str]:
+        return set(self._backplane.bus.members)
+
+    async def is_online(self, user: str) -> bool:
+        return user in self._backplane.bus.members
+
+
+class InMemoryBackplane:
+    """A backplane inside one process.
+
+    Args:
+        bus: share one :class:`InMemoryBus` between the hubs that should see each
+            other; by default the backplane has a bus of its own (a single hub).
+    """
+
+    def __init__(self, bus: InMemoryBus | None = None) -> None:
+        self.bus = bus if bus is not None else InMemoryBus()
+        self.node_id = ""
+        self._listener: BackplaneListener | None = None
+        self._channels: set[str] = set()
+        self._presence = _InMemoryPresence(self)
+
+    @property
+    def presence(self) -> _InMemoryPresence:
+        """Presence shared by every backplane on the bus."""
+        return self._presence
+
+    @property
+    def connected(self) -> bool:
+        """True between ``start`` and ``stop``."""
+        return self._listener is not None
+
+    async def start(self, node_id: str, listener: BackplaneListener) -> None:
+        """Attach to the bus as ``node_id``."""
+        self.node_id = node_id
+        self._listener = listener
+
+    async def stop(self) -> None:
+        """Detach: drop subscriptions and this node's presence."""
+        for channel in list(self._channels):
+            self.unsubscribe(channel)
+        for user, members in list(self.bus.members.items()):
+            for member in [m for m in members if m.node == self.node_id]:
+                del members[member]
+            if not members:
+                del self.bus.members[user]
+        self._listener = None
+
+    async def publish(self, channel: str, packet: bytes) -> int:
+        """Deliver on the next loop iteration to every other subscribed node.
+
+        Raises:
+            BackplaneError: the backplane is not started.
+        """
+        if self._listener is None:
+            raise BackplaneError("in-memory backplane is not started")
+        return self.bus.publish(self.node_id, channel, packet)
+
+    async def subscribe(self, channel: str) -> None:
+        """Receive ``channel`` from now on."""
+        if self._listener is None:
+            raise BackplaneError("in-memory backplane is not started")
+        self._channels.add(channel)
+        self.bus.subscribers.setdefault(channel, {})[self.node_id] = self._listener
+
+    def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel``."""
+        self._channels.discard(channel)
+        listeners = self.bus.subscribers.get(channel)
+        if listeners is not None:
+            listeners.pop(self.node_id, None)
+            if not listeners:
+                del self.bus.subscribers[channel]

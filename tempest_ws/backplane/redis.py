@@ -1,0 +1,290 @@
+"""``RedisBackplane``: the hubs of many processes and machines, joined by Redis pub/sub.
+
+Needs the ``redis`` extra (``pip install 'tempest-ws[redis]'``); importing this module
+without it raises :class:`~tempest_ws.exceptions.MissingDependencyError`.
+
+Three parts, each with one job:
+
+* publishing (here): one task sends the packets queued by ``publish`` in call order,
+  pipelining whatever accumulated while the previous batch was in flight. Each packet
+  is one ``PUBLISH`` (``SPUBLISH`` on a cluster) and is never retried, so a failure is an
+  error to the caller (:class:`~tempest_ws.exceptions.BackplaneError`), never a duplicate;
+* subscribing (``_redis_link``): a link that reconnects with capped exponential backoff
+  and jitter, resubscribes everything and reports each recovery (the hub sends
+  ``resync``);
+* presence (``_redis_presence``): the cluster-wide registry behind ``online_users`` and
+  the per-user cap.
+
+Every operation is bounded by ``timeout``; none of them waits for Redis to come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Any, Self
+
+from ..exceptions import BackplaneError, ConfigurationError, MissingDependencyError
+
+try:
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.connection import parse_url
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import RedisError
+except ImportError:  # pragma: no cover - exercised without the extra
+    raise MissingDependencyError("redis", "redis") from None
+
+from .._backoff import Backoff
+from ..settings import WebSocketSettings
+from ._redis_link import PubSubLink, describe
+from ._redis_presence import RedisPresence
+from .base import BackplaneListener
+
+__all__ = ["RedisBackplane"]
+
+logger = logging.getLogger("tempest_ws.backplane")
+
+_MAX_BATCH = 512
+_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+class RedisBackplane:
+    """A :class:`~tempest_ws.backplane.base.Backplane` on Redis pub/sub.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db``, ``rediss://`` or ``unix://``; with
+            ``cluster=True``, any node of the cluster.
+        cluster: use Redis Cluster routing and sharded pub/sub (``SSUBSCRIBE`` /
+            ``SPUBLISH``): each channel lives on the shard owning its hash slot.
+        channel_prefix: prefix of every channel and key (``<prefix>:topic:<name>``...).
+        timeout: bound on connecting and on each command, in seconds.
+        health_check_interval: silence on a pub/sub connection after which it is probed
+            with ``PING``; a ``PONG`` missing for ``timeout`` means a half-open link.
+            Pooled command connections idle that long are checked before use.
+        reconnect_max: cap of the reconnection backoff, in seconds.
+        presence_ttl: a node silent this long is dead (its connections stop counting).
+        max_pending: publishes queued before ``publish`` raises at once.
+
+    Raises:
+        ConfigurationError: a bound is not positive or the URL scheme is unknown.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        cluster: bool = False,
+        channel_prefix: str = "tempest_ws",
+        timeout: float = 2.0,
+        health_check_interval: float = 5.0,
+        reconnect_max: float = 5.0,
+        presence_ttl: float = 30.0,
+        max_pending: int = 10_000,
+    ) -> None:
+        if min(timeout, health_check_interval, reconnect_max, presence_ttl) <= 0:
+            raise ConfigurationError("RedisBackplane durations must be positive")
+        if max_pending < 1 or not channel_prefix:
+            raise ConfigurationError("max_pending must be >= 1 and channel_prefix non-empty")
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigurationError("the Redis URL must start with redis://, rediss:// or unix://")
+        self.url = url
+        self.cluster = cluster
+        self.channel_prefix = channel_prefix
+        self.timeout = timeout
+        self.health_check_interval = health_check_interval
+        self.reconnect_max = reconnect_max
+        self.max_pending = max_pending
+        self._presence = RedisPresence(prefix=channel_prefix, ttl=presence_ttl, timeout=timeout)
+        self._client: Redis | RedisCluster | None = None
+        self._link: PubSubLink | None = None
+        self._listener: BackplaneListener | None = None
+        self._queue: deque[tuple[str, bytes, asyncio.Future[int]]] = deque()
+        self._has_packets = asyncio.Event()
+        self._publisher: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: WebSocketSettings) -> Self:
+        """The backplane ``WS_REDIS_*`` describe (``WS_REDIS_URL`` must be set)."""
+        if settings.WS_REDIS_URL is None:
+            raise ConfigurationError("WS_REDIS_URL is not set")
+        return cls(
+            settings.WS_REDIS_URL.get_secret_value(),
+            cluster=settings.WS_REDIS_CLUSTER,
+            channel_prefix=settings.WS_REDIS_CHANNEL_PREFIX,
+            timeout=settings.WS_REDIS_TIMEOUT_SECONDS,
+            health_check_interval=settings.WS_REDIS_HEALTH_CHECK_SECONDS,
+            reconnect_max=settings.WS_REDIS_RECONNECT_MAX_SECONDS,
+            presence_ttl=settings.WS_REDIS_PRESENCE_TTL_SECONDS,
+            max_pending=settings.WS_REDIS_MAX_PENDING_PUBLISHES,
+        )
+
+    def __repr__(self) -> str:  # never shows the URL: it may hold a password
+        mode = "cluster" if self.cluster else "standalone"
+        return f"<RedisBackplane {mode} prefix={self.channel_prefix!r}>"
+
+    # -- clients -----------------------------------------------------------------------
+
+    def _options(self, *, pubsub: bool) -> dict[str, Any]:
+        return {
+            "socket_connect_timeout": self.timeout,
+            "socket_timeout": self.timeout,
+            "socket_keepalive": True,
+            # Never retried: a retried PUBLISH could be a duplicate, and a silently
+            # reconnected subscriber would hide the outage from the clients.
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0 if pubsub else self.health_check_interval,
+            "protocol": 2,
+        }
+
+    def _open_client(self, host: str | None = None, port: int | None = None) -> Redis:
+        if host is None:
+            return Redis.from_url(self.url, **self._options(pubsub=True))
+        options: dict[str, Any] = {**parse_url(self.url), **self._options(pubsub=True)}
+        for taken in ("host", "port", "path", "connection_class"):
+            options.pop(taken, None)
+        return Redis(host=host, port=port or 6379, **options)
+
+    def _open_cluster(self) -> RedisCluster:
+        return RedisCluster.from_url(self.url, **self._options(pubsub=False))
+
+    # -- Backplane ---------------------------------------------------------------------
+
+    @property
+    def presence(self) -> RedisPresence:
+        """Cluster-wide presence kept in Redis."""
+        return self._presence
+
+    @property
+    def connected(self) -> bool:
+        """Whether the pub/sub link is up (every wanted channel subscribed)."""
+        return self._link is not None and self._link.connected
+
+    async def start(self, node_id: str, listener: BackplaneListener) -> None:
+        """Connect and subscribe; wait at most ``2 * timeout`` for Redis.
+
+        An unreachable Redis is logged, not raised: the link keeps trying in the
+        background and the listener's ``on_resync`` runs once it gets through.
+        """
+        if self._link is not None:
+            return
+        self._listener = listener
+        if self.cluster:
+            self._client = self._open_cluster()
+        else:
+            self._client = Redis.from_url(self.url, **self._options(pubsub=False))
+        self._link = PubSubLink(
+            open_client=self._open_client,
+            open_cluster=self._open_cluster if self.cluster else None,
+            prefix=self.channel_prefix,
+            timeout=self.timeout,
+            health_check_interval=self.health_check_interval,
+            backoff=Backoff(min_delay=min(0.05, self.reconnect_max), max_delay=self.reconnect_max),
+            on_message=listener.on_packet,
+            on_up=self._on_up,
+        )
+        self._presence.start(self._client, node_id, lambda: self.connected)
+        self._publisher = asyncio.create_task(self._publish_loop(), name="tempest_ws publisher")
+        self._link.start()
+        if not await self._link.wait_up(self.timeout * 2):
+            logger.warning("redis not reachable yet; node %s keeps trying", node_id)
+
+    async def _on_up(self, recovered: bool) -> None:
+        self._presence.recovered()
+        if recovered and self._listener is not None:
+            try:
+                self._listener.on_resync()
+            except Exception:  # the listener's bug must not take the link down again
+                logger.exception("backplane listener failed on resync")
+
+    async def stop(self) -> None:
+        """Remove this node's presence, stop every task, close every connection."""
+        if self._link is None:
+            return
+        await self._presence.stop()
+        link, self._link = self._link, None
+        await link.stop()
+        if self._publisher is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+            self._publisher = None
+        self._fail_queued(BackplaneError("redis backplane stopped"))
+        if self._client is not None:
+            with contextlib.suppress(*_ERRORS):
+                await self._client.aclose()
+            self._client = None
+        self._listener = None
+
+    async def publish(self, channel: str, packet: bytes) -> int:
+        """Queue ``packet`` for the publisher task; return the subscriber count.
+
+        Raises:
+            BackplaneError: not started, ``max_pending`` packets already waiting, or Redis
+                failed or did not answer within ``timeout`` (the packet may be lost, it is
+                never sent twice).
+        """
+        if self._publisher is None:
+            raise BackplaneError("redis backplane is not started")
+        if len(self._queue) >= self.max_pending:
+            raise BackplaneError(f"{len(self._queue)} publishes already waiting for redis")
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append((f"{self.channel_prefix}:{channel}", packet, done))
+        self._has_packets.set()
+        return await done
+
+    async def subscribe(self, channel: str) -> None:
+        """Subscribe (confirmed by Redis, or recorded for the next connection)."""
+        if self._link is None:
+            raise BackplaneError("redis backplane is not started")
+        await self._link.subscribe(channel)
+
+    def unsubscribe(self, channel: str) -> None:
+        """Unsubscribe (sent in order with subscriptions)."""
+        if self._link is not None:
+            self._link.unsubscribe(channel)
+
+    # -- publishing --------------------------------------------------------------------
+
+    async def _publish_loop(self) -> None:
+        queue = self._queue
+        while True:
+            await self._has_packets.wait()
+            self._has_packets.clear()
+            while queue:
+                batch = [queue.popleft() for _ in range(min(len(queue), _MAX_BATCH))]
+                try:
+                    async with asyncio.timeout(self.timeout * 2):
+                        counts = await self._send(batch)
+                except _ERRORS as exc:
+                    logger.warning("publish of %d packets failed (%s)", len(batch), describe(exc))
+                    error = BackplaneError(f"redis publish failed ({describe(exc)})")
+                    for _, _, done in batch:
+                        if not done.done():
+                            done.set_exception(error)
+                    continue
+                for (_, _, done), count in zip(batch, counts, strict=True):
+                    if not done.done():
+                        done.set_result(int(count))
+
+    async def _send(self, batch: list[tuple[str, bytes, asyncio.Future[int]]]) -> list[Any]:
+        client = self._client
+        if client is None:
+            raise ConnectionError("redis backplane stopped")
+        command = "SPUBLISH" if self.cluster else "PUBLISH"
+        if len(batch) == 1:
+            channel, packet, _ = batch[0]
+            return [await client.execute_command(command, channel, packet)]
+        pipe = client.pipeline(transaction=False)
+        for channel, packet, _ in batch:
+            pipe.execute_command(command, channel, packet)
+        return list(await pipe.execute())
+
+    def _fail_queued(self, error: BackplaneError) -> None:
+        while self._queue:
+            _, _, done = self._queue.popleft()
+            if not done.done():
+                done.set_exception(error)
