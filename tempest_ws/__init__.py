@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .asyncapi import add_asyncapi_route, asyncapi_document
 from .auth import extract_token, jwt_bearer_resolver, origin_allowed
 from .backplane import Backplane, InMemoryBackplane
 from .codes import CLOSE_CODE_INFO, CloseCode, describe_close_code
@@ -22,7 +23,8 @@ from .exceptions import (
     TempestWSError,
 )
 from .hub import ClusterStats, HubStats, WebSocketHub
-from .router import make_websocket_router
+from .messages import MessageRegistry
+from .router import WebSocketRouter, make_websocket_router
 from .server import uvicorn_options
 from .settings import WebSocketSettings
 
@@ -43,14 +45,18 @@ __all__ = [
     "EnvelopeError",
     "HubStats",
     "InMemoryBackplane",
+    "MessageRegistry",
     "MissingDependencyError",
     "RedisBackplane",
     "TempestWSError",
     "WSEnvelope",
     "WebSocketConnection",
     "WebSocketHub",
+    "WebSocketRouter",
     "WebSocketSettings",
     "__version__",
+    "add_asyncapi_route",
+    "asyncapi_document",
     "decode_envelope",
     "describe_close_code",
     "encode_envelope",
