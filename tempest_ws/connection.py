@@ -1,9 +1,13 @@
 """``WebSocketConnection``: one socket's identity, its topics and its ordered send queue.
 
-Every outbound frame goes through a bounded queue drained by one writer task, so hub
-fan-out never awaits a socket: it appends and moves on. A full queue means the peer reads
-slower than we publish; the hub then closes it 1013. Closing is idempotent and bounded in
-time: a close frame that cannot be written within the close timeout aborts the transport.
+Hub fan-out never awaits a socket. Under uvicorn's default ``websockets-sansio`` protocol
+a frame for a connection with nothing queued and room in its transport buffer is written
+to the transport at once, built once per broadcast and shared by every recipient (see
+:mod:`tempest_ws._transport`). Otherwise -- a full transport buffer, another server --
+it goes into a bounded queue that one writer task drains in order, everything queued in
+one write where the transport allows it. A full queue means the peer reads slower than
+we publish; the hub then closes it 1013. Closing is idempotent and bounded in time: a
+close frame that cannot be written within the close timeout aborts the transport.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from ._transport import direct_writer
 from ._types import Send, UserId
 from .codes import CloseCode
 from .envelope import EnvelopeLike, encode_envelope
@@ -64,15 +69,21 @@ class WebSocketConnection:
         self.frames_sent = 0
         self._send = send
         self._transport = transport
-        self._queue: deque[str] = deque()
+        self._direct = direct_writer(transport) if transport is not None else None
+        self._started = False
+        # The queue, the writer and the futures below are made when first needed: most
+        # connections never need them, and thousands of idle sockets add up.
+        self._queue: deque[str] | None = None
         self._queue_size = queue_size
         self._close_timeout = close_timeout
-        self._has_frames = asyncio.Event()
         self._flushing = False
+        self._sending = False  # the writer holds a frame it is sending through ASGI
         self._closing = asyncio.get_running_loop().create_future()
         self._writer: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
-        self._done = asyncio.Event()
+        self._finished = False
+        self._finished_future: asyncio.Future[None] | None = None
         self._on_close: list[Callable[[WebSocketConnection], None]] = []
 
     def __repr__(self) -> str:
@@ -87,7 +98,7 @@ class WebSocketConnection:
     @property
     def pending(self) -> int:
         """Frames queued and not yet written to the socket."""
-        return len(self._queue)
+        return len(self._queue) if self._queue is not None else 0
 
     def closing_future(self) -> asyncio.Future[int]:
         """A future resolved with the close code as soon as the close starts."""
@@ -98,23 +109,61 @@ class WebSocketConnection:
         self._on_close.append(callback)
 
     def start(self) -> None:
-        """Start the writer task that drains the queue in order."""
-        if self._writer is None and not self.closing:
-            self._writer = asyncio.get_running_loop().create_task(
-                self._write_loop(), name=f"tempest_ws writer {self.connection_id}"
-            )
+        """Start delivering: frames queued so far, then every frame as it comes, in order.
+
+        The writer task exists only while frames wait in the queue (and, where the server
+        offers no direct write path, for the life of the connection).
+        """
+        if self._started or self.closing:
+            return
+        self._started = True
+        queue = self._queue
+        if queue and self._direct is not None and self._direct.write_many(queue):
+            self.frames_sent += len(queue)
+            self._queue = None
+        elif self._direct is None or queue:
+            self._wake_writer()
 
     def enqueue(self, frame: str) -> bool:
-        """Queue one serialized frame without waiting.
+        """Deliver one serialized frame without waiting: write it now, or queue it.
 
         Returns ``False`` when the connection is closing or its queue is full (the caller
         treats a full queue as a slow consumer). Never blocks, never raises.
         """
-        if self._closing.done() or len(self._queue) >= self._queue_size:
+        if self._closing.done():
             return False
-        self._queue.append(frame)
-        self._has_frames.set()
+        queue = self._queue
+        if queue:
+            if len(queue) >= self._queue_size:
+                return False
+        elif (
+            self._started
+            and not self._sending
+            and self._direct is not None
+            and self._direct.write(frame)
+        ):
+            self.frames_sent += 1
+            return True
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(frame)
+        if self._started:
+            self._wake_writer()
         return True
+
+    def _wake_writer(self) -> None:
+        writer = self._writer
+        if writer is None or writer.done():
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_loop(), name=f"tempest_ws writer {self.connection_id}"
+            )
+        else:
+            self._notify_writer()
+
+    def _notify_writer(self) -> None:
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def send(self, envelope: EnvelopeLike) -> None:
         """Queue ``envelope`` for this connection, in order with hub deliveries.
@@ -153,17 +202,28 @@ class WebSocketConnection:
             self._close_task = asyncio.current_task()
             await self._finish_close(code, reason)
         else:
-            await self._done.wait()
+            await self.wait_closed()
 
     def peer_closed(self, code: int) -> None:
         """Record that the peer closed or vanished: nothing more will be written."""
         if self._begin_close(code, "peer closed"):
             self._stop_writer()
-            self._done.set()
+            self._set_finished()
 
     async def wait_closed(self) -> None:
         """Wait until the close (started by anyone) has finished."""
-        await self._done.wait()
+        if self._finished:
+            return
+        if self._finished_future is None:
+            self._finished_future = asyncio.get_running_loop().create_future()
+        # Shielded: one waiter being cancelled must not cancel the others' wait.
+        await asyncio.shield(self._finished_future)
+
+    def _set_finished(self) -> None:
+        self._finished = True
+        future = self._finished_future
+        if future is not None and not future.done():
+            future.set_result(None)
 
     def _begin_close(self, code: int, reason: str) -> bool:
         if self._closing.done():
@@ -180,10 +240,12 @@ class WebSocketConnection:
 
     async def _finish_close(self, code: int, reason: str) -> None:
         try:
+            if code in _FLUSH_ON_CLOSE and self._started and self._queue:
+                self._wake_writer()
             writer = self._writer
             if code in _FLUSH_ON_CLOSE and writer is not None and not writer.done():
                 self._flushing = True
-                self._has_frames.set()
+                self._notify_writer()
                 await asyncio.wait({writer}, timeout=self._close_timeout)
             self._stop_writer()
             if self._writer is not None:
@@ -205,8 +267,8 @@ class WebSocketConnection:
             except (OSError, RuntimeError):
                 pass  # already gone: the server reports the socket closed
         finally:
-            self._queue.clear()
-            self._done.set()
+            self._queue = None
+            self._set_finished()
 
     def abort(self) -> None:
         """Drop the TCP connection at once, where the server exposes its transport."""
@@ -219,17 +281,33 @@ class WebSocketConnection:
 
     async def _write_loop(self) -> None:
         send = self._send
+        direct = self._direct
+        if self._queue is None:
+            self._queue = deque()
         queue = self._queue
         try:
             while True:
                 if not queue:
-                    if self._flushing:
+                    if self._flushing or direct is not None:
+                        # With a direct path, enqueue() writes until a backlog forms again.
+                        self._queue = None
                         return
-                    self._has_frames.clear()
-                    await self._has_frames.wait()
+                    self._wakeup = asyncio.get_running_loop().create_future()
+                    await self._wakeup
+                    self._wakeup = None
                     continue
+                if direct is not None and direct.write_many(queue):
+                    self.frames_sent += len(queue)
+                    queue.clear()
+                    continue
+                # While this send waits, ``_sending`` keeps enqueue() from overtaking the
+                # frame with a direct write.
                 frame = queue.popleft()
-                await send({"type": "websocket.send", "text": frame})
+                self._sending = True
+                try:
+                    await send({"type": "websocket.send", "text": frame})
+                finally:
+                    self._sending = False
                 self.frames_sent += 1
         except (OSError, RuntimeError) as exc:
             # The socket is gone (uvicorn raises ClientDisconnected, an OSError, or a

@@ -1,0 +1,352 @@
+"""History benchmark: what keeping history costs a publish, in memory and in Redis.
+
+Run ``.venv/bin/python -m bench.history`` (``--quick`` for a short run). Everything runs
+in this process plus one ``redis-server`` child (loopback, no persistence) started and
+stopped here by its PID. Every loop is bounded by a count and a deadline.
+
+The hub does not append to history yet (see ``docs/history.md``), so the "with history"
+path is driven here as the integration will run it: ``encode_envelope`` once,
+``store.append`` (the offset), ``stamp_frame`` (the position spliced in), then the hub's
+publish. Because the hub API takes an envelope, not a frame, that path encodes the
+envelope twice; the extra encode is measured on its own and reported, and
+``estimated_ratio`` removes it (what the integrated hub will pay).
+
+Cases, each against the same hub without history in the same run, alternating runs:
+
+``memory``            in-process hub (in-memory backplane), ``MemoryHistory``;
+``redis_sequential``  hub on a ``RedisBackplane``, ``RedisHistory`` on the same Redis,
+                      one publisher awaiting each publish (latency bound);
+``redis_concurrent``  the same with 16 concurrent publishers (throughput bound).
+
+Each hub has ``SUBSCRIBERS`` local connections on the topic, writing to counting sinks;
+a run ends when every sink got every message. Also measured: the append alone, the
+stamp alone, Redis CPU per append and Redis memory per retained message. Writes
+``bench/results/history.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "history.json"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAD = "x" * 160  # a ~230-byte envelope, a typical chat or notification message
+TOPIC = "chat:bench"
+SUBSCRIBERS = 50
+DEADLINE = 60.0  # seconds, per run
+
+
+class RedisChild:
+    """A throwaway ``redis-server`` on a free loopback port, stopped by its PID."""
+
+    def __init__(self) -> None:
+        binary = subprocess.run(
+            ["sh", "-c", "command -v redis-server"], capture_output=True, text=True
+        ).stdout.strip()
+        if not binary:
+            raise SystemExit("redis-server is not installed")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+            + ["--appendonly", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+class Audience:
+    """``SUBSCRIBERS`` connections of one hub on ``TOPIC``, counting what they get."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.done = asyncio.Event()
+        self.expected = 0
+
+    async def send(self, message: Any) -> None:
+        self.received += 1
+        if self.received >= self.expected:
+            self.done.set()
+
+    async def attach(self, hub: Any) -> None:
+        for n in range(SUBSCRIBERS):
+            connection = hub.create_connection(f"user{n}", send=self.send)
+            await hub.register(connection)
+            connection.start()
+            await hub.subscribe(connection.connection_id, TOPIC)
+
+    def expect(self, messages: int) -> None:
+        self.received = 0
+        self.expected = messages * SUBSCRIBERS
+        self.done.clear()
+
+
+Publish = Callable[[int], Awaitable[None]]
+
+
+async def timed_run(
+    audience: Audience, publish: Publish, messages: int, workers: int
+) -> dict[str, Any]:
+    """Publish ``messages`` from ``workers`` tasks; wait until every sink has them all."""
+    audience.expect(messages)
+    counter = iter(range(messages))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE
+    sent = 0
+
+    async def worker() -> None:
+        nonlocal sent
+        for n in counter:  # shared: each message published once, across the workers
+            if loop.time() > deadline:
+                return
+            await publish(n)
+            sent += 1
+            if n % 64 == 0:
+                await asyncio.sleep(0)  # let the connection writers drain
+
+    cpu, start = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    audience.expected = sent * SUBSCRIBERS
+    if audience.received < audience.expected:
+        async with asyncio.timeout(max(1.0, deadline - loop.time())):
+            await audience.done.wait()
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {
+        "messages": sent,
+        "seconds": round(elapsed, 4),
+        "publishes_per_s": round(sent / elapsed),
+        "cpu_us_per_publish": round(cpu / sent * 1e6, 2),
+    }
+
+
+def envelope(n: int) -> dict[str, Any]:
+    return {"type": "chat.message", "data": {"n": n, "text": PAD}}
+
+
+async def compare(
+    name: str, hub: Any, store: Any, messages: int, workers: int, rounds: int
+) -> dict[str, Any]:
+    from tempest_ws.envelope import encode_envelope
+    from tempest_ws.history import stamp_frame
+
+    audience = Audience()
+    await audience.attach(hub)
+
+    async def plain(n: int) -> None:
+        await hub.broadcast(envelope(n), topic=TOPIC)
+
+    async def with_history(n: int) -> None:
+        body = envelope(n)
+        frame = encode_envelope(body)
+        position = await store.append(TOPIC, frame)
+        stamp_frame(frame, TOPIC, position)
+        await hub.broadcast(body, topic=TOPIC)
+
+    await timed_run(audience, plain, min(messages, 200), workers)  # warm-up
+    await timed_run(audience, with_history, min(messages, 200), workers)
+    runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+    for _ in range(rounds):
+        runs["without"].append(await timed_run(audience, plain, messages, workers))
+        runs["with"].append(await timed_run(audience, with_history, messages, workers))
+    median = {k: statistics.median(r["publishes_per_s"] for r in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(r["cpu_us_per_publish"] for r in v) for k, v in runs.items()}
+    return {
+        "case": name,
+        "subscribers": SUBSCRIBERS,
+        "publishers": workers,
+        "runs": runs,
+        "publishes_per_s": median,
+        "cpu_us_per_publish": cpu,
+        "measured_ratio": round(median["with"] / median["without"], 3),
+    }
+
+
+async def per_call(call: Callable[[int], Awaitable[Any]], count: int) -> float:
+    """Median over 3 batches of the wall time per awaited call, in µs."""
+    samples = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for n in range(count):
+            await call(n)
+        samples.append((time.perf_counter() - start) / count * 1e6)
+    return round(statistics.median(samples), 2)
+
+
+def per_op(op: Callable[[int], Any], count: int) -> float:
+    samples = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for n in range(count):
+            op(n)
+        samples.append((time.perf_counter() - start) / count * 1e6)
+    return round(statistics.median(samples), 3)
+
+
+async def measure(quick: bool) -> dict[str, Any]:
+    from tempest_ws import WebSocketHub
+    from tempest_ws.backplane.redis import RedisBackplane
+    from tempest_ws.envelope import encode_envelope
+    from tempest_ws.history import HistoryPolicy, MemoryHistory, Position, stamp_frame
+    from tempest_ws.history.redis import RedisHistory
+
+    scale = 1 if quick else 4
+    rounds = 3
+    policy = HistoryPolicy(topics=("chat:*",), max_messages=1000, max_age=300)
+    frame = encode_envelope(envelope(0))
+    results: dict[str, Any] = {
+        "plan": {"quick": quick, "subscribers": SUBSCRIBERS, "rounds": rounds}
+    }
+
+    encode_us = per_op(lambda n: encode_envelope(envelope(n)), 20_000 * scale)
+    stamp_us = per_op(
+        lambda n: stamp_frame(frame, TOPIC, Position(n, "0197a3c4f2b1e5d09c7a")), 50_000 * scale
+    )
+    results["micro"] = {
+        "encode_envelope_us": encode_us,
+        "stamp_frame_us": stamp_us,
+        "frame_bytes": len(frame),
+    }
+
+    memory = MemoryHistory(policy)
+    results["micro"]["memory_append_us"] = await per_call(
+        lambda n: memory.append(TOPIC, frame), 20_000 * scale
+    )
+
+    hub = WebSocketHub(send_queue_size=1_000_000)
+    try:
+        results["memory"] = await compare(
+            "memory", hub, MemoryHistory(policy), 1500 * scale, 1, rounds
+        )
+    finally:
+        await hub.stop()
+
+    redis = RedisChild()
+    try:
+        store = RedisHistory(redis.url, policy=policy, timeout=5)
+        cpu0 = redis.cpu()
+        count = 1000 * scale
+        results["micro"]["redis_append_us"] = await per_call(
+            lambda n: store.append("chat:micro", frame), count
+        )
+        results["micro"]["redis_cpu_us_per_append"] = round(
+            (redis.cpu() - cpu0) / (3 * count) * 1e6, 2
+        )
+        import redis as redis_py
+
+        with redis_py.Redis(port=redis.port) as client:
+            meta, stream = store.keys("chat:micro")
+            retained = int(client.xlen(stream))
+            used = int(client.memory_usage(stream, samples=0) or 0) + int(
+                client.memory_usage(meta) or 0
+            )
+        results["micro"]["redis_bytes_per_retained_message"] = round(used / retained)
+        results["micro"]["redis_retained_messages"] = retained
+
+        for name, workers, messages in (
+            ("redis_sequential", 1, 500),
+            ("redis_concurrent", 16, 1500),
+        ):
+            backplane = RedisBackplane(redis.url, timeout=5)
+            hub = WebSocketHub(send_queue_size=1_000_000, backplane=backplane)
+            await hub.start()
+            try:
+                results[name] = await compare(name, hub, store, messages * scale, workers, rounds)
+            finally:
+                await hub.stop()
+        await store.aclose()
+    finally:
+        redis.stop()
+
+    for case in ("memory", "redis_sequential", "redis_concurrent"):
+        r = results[case]
+        without = 1e6 / r["publishes_per_s"]["without"]
+        with_ = 1e6 / r["publishes_per_s"]["with"]
+        r["added_us_per_publish"] = round(with_ - without, 2)
+        r["estimated_ratio"] = round(without / max(without, with_ - encode_us), 3)
+    return results
+
+
+def report(r: dict[str, Any]) -> None:
+    m = r["micro"]
+    print(
+        f"frame {m['frame_bytes']} B · encode {m['encode_envelope_us']} µs · stamp {m['stamp_frame_us']} µs"
+    )
+    print(
+        f"append: memory {m['memory_append_us']} µs · redis {m['redis_append_us']} µs "
+        f"(redis CPU {m['redis_cpu_us_per_append']} µs, "
+        f"{m['redis_bytes_per_retained_message']} B per retained message)"
+    )
+    print(f"{'case':18} {'without/s':>10} {'with/s':>10} {'ratio':>6} {'est.':>6} {'+µs':>8}")
+    for case in ("memory", "redis_sequential", "redis_concurrent"):
+        c = r[case]
+        p = c["publishes_per_s"]
+        print(
+            f"{case:18} {p['without']:>10.0f} {p['with']:>10.0f} {c['measured_ratio']:>6.2f} "
+            f"{c['estimated_ratio']:>6.2f} {c['added_us_per_publish']:>8.1f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.history", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a quarter of the messages")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    started = time.time()
+    results = asyncio.run(measure(args.quick))
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "seconds": round(time.time() - started, 1),
+        "command": " ".join([".venv/bin/python -m bench.history", *sys.argv[1:]]),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    report(results)
+    print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+
+
+if __name__ == "__main__":
+    main()

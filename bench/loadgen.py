@@ -1,0 +1,384 @@
+"""The load generator: many raw WebSocket clients in one process, driven over stdin/stdout.
+
+Run as ``python -m bench.loadgen``; the driver sends one JSON command per line and reads
+one JSON reply per line. Clients are bare ``asyncio.Protocol`` objects on uvloop that parse
+just enough RFC 6455 to count frames, check their order, read the embedded timestamp and
+answer pings (protocol pings and tempest_ws ``ping`` envelopes), so one process can take
+the traffic of thousands of sockets. Its own CPU is read by the driver from ``/proc``: when
+it nears one full core, the figures describe the load generator, not the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import resource
+import socket
+import sys
+import time
+from array import array
+from typing import Any
+
+from ._wire import PREFIX, SEQ_AT, SEQ_DIGITS, TIME_AT, TIME_DIGITS, client_frame, handshake
+
+PING_ENVELOPE = b'{"type":"ping"'
+PONG_FRAME = client_frame(b'{"type":"pong","data":{},"request_id":null}')
+MAX_DRAIN_BYTES = 64 << 20
+
+
+class Phase:
+    """What the clients count right now (shared by every client of the process)."""
+
+    def __init__(self) -> None:
+        self.seq0 = 0
+        self.expected = 0
+        self.record_latency = False
+        self.record_pings = False
+        self.latencies = array("q")
+        self.complete = 0
+        self.total = 0
+        self.order_errors = 0
+        self.last_ns = 0
+
+
+class Client(asyncio.Protocol):
+    """One WebSocket client; counts bench frames of the current phase."""
+
+    __slots__ = (
+        "buf",
+        "close_code",
+        "count",
+        "expect",
+        "handshaken",
+        "lost",
+        "phase",
+        "ping_times",
+        "ready",
+        "request",
+        "transport",
+    )
+
+    def __init__(self, phase: Phase, request: bytes, ready: asyncio.Future[bool]) -> None:
+        self.phase = phase
+        self.request = request
+        self.ready = ready
+        self.buf = b""
+        self.handshaken = False
+        self.transport: asyncio.Transport | None = None
+        self.count = 0
+        self.expect = 0
+        self.close_code: int | None = None
+        self.lost = False
+        self.ping_times: list[float] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is duck-typed
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if not self.ready.done():
+            self.ready.set_result(False)
+
+    def arm(self) -> None:
+        self.count = 0
+        self.expect = self.phase.seq0
+
+    def data_received(self, data: bytes) -> None:
+        if not self.handshaken:
+            self.buf += data
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            ok = self.buf.startswith(b"HTTP/1.1 101")
+            data = self.buf[end + 4 :]
+            self.buf = b""
+            self.handshaken = ok
+            if not self.ready.done():
+                self.ready.set_result(ok)
+            if not ok or not data:
+                return
+        buf = self.buf + data if self.buf else data
+        self.buf = self._parse(buf)
+
+    def _parse(self, buf: bytes) -> bytes:
+        phase = self.phase
+        now = 0
+        pos = 0
+        size = len(buf)
+        while size - pos >= 2:
+            length = buf[pos + 1] & 0x7F
+            if length < 126:
+                start = pos + 2
+            elif length == 126:
+                if size - pos < 4:
+                    break
+                length = (buf[pos + 2] << 8) | buf[pos + 3]
+                start = pos + 4
+            else:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                start = pos + 10
+            end = start + length
+            if end > size:
+                break
+            opcode = buf[pos] & 0x0F
+            if opcode == 0x1:
+                if buf.startswith(PREFIX, start):
+                    seq = int(buf[start + SEQ_AT : start + SEQ_AT + SEQ_DIGITS])
+                    if seq >= phase.seq0:
+                        if seq != self.expect:
+                            phase.order_errors += 1
+                        self.expect = seq + 1
+                        self.count += 1
+                        phase.total += 1
+                        if now == 0:
+                            now = time.time_ns()
+                        phase.last_ns = now
+                        if phase.record_latency:
+                            sent = int(buf[start + TIME_AT : start + TIME_AT + TIME_DIGITS])
+                            phase.latencies.append(now - sent)
+                        if self.count == phase.expected:
+                            phase.complete += 1
+                elif buf.startswith(PING_ENVELOPE, start):
+                    if phase.record_pings:
+                        self.ping_times.append(time.monotonic())
+                    self._write(PONG_FRAME)
+            elif opcode == 0x9:
+                self._write(client_frame(buf[start:end], 0xA))
+            elif opcode == 0x8:
+                self.close_code = (buf[start] << 8) | buf[start + 1] if length >= 2 else 1005
+                if self.transport is not None:
+                    self.transport.close()
+            pos = end
+        return buf[pos:]
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+
+class Generator:
+    """The process: its clients, the stalled socket, and the command handlers."""
+
+    def __init__(self) -> None:
+        self.phase = Phase()
+        self.clients: list[Client] = []
+        self.stalled: socket.socket | None = None
+
+    async def connect(
+        self, port: int, path: str, n: int, prefix: str, concurrency: int
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        gate = asyncio.Semaphore(concurrency)
+        started = time.monotonic()
+        failed = 0
+
+        async def one(i: int) -> None:
+            nonlocal failed
+            async with gate:
+                ready: asyncio.Future[bool] = loop.create_future()
+                client = Client(self.phase, handshake(port, path, f"{prefix}{i}"), ready)
+                try:
+                    await asyncio.wait_for(
+                        loop.create_connection(lambda: client, "127.0.0.1", port), 10
+                    )
+                    ok = await asyncio.wait_for(ready, 10)
+                except (OSError, TimeoutError):
+                    ok = False
+                if ok:
+                    self.clients.append(client)
+                else:
+                    failed += 1
+                    if client.transport is not None:
+                        client.transport.abort()
+
+        base = len(self.clients)
+        await asyncio.gather(*(one(base + i) for i in range(n)))
+        return {
+            "connected": len(self.clients),
+            "failed": failed,
+            "seconds": time.monotonic() - started,
+        }
+
+    def arm(self, seq0: int, rounds: int, latency: bool, pings: bool = False) -> dict[str, Any]:
+        phase = self.phase
+        phase.seq0 = seq0
+        phase.expected = rounds
+        phase.record_latency = latency
+        phase.record_pings = pings
+        phase.latencies = array("q")
+        phase.complete = 0
+        phase.total = 0
+        phase.order_errors = 0
+        phase.last_ns = 0
+        for client in self.clients:
+            client.arm()
+            client.ping_times.clear()
+        return {"armed": len(self.clients)}
+
+    async def wait(self, seconds: float) -> dict[str, Any]:
+        phase = self.phase
+        live = [c for c in self.clients if not c.lost]
+        deadline = time.monotonic() + seconds
+        while phase.complete < len(live) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # polled: a per-frame event would cost the hot path
+        counts = sorted(c.count for c in live)
+        lat = sorted(phase.latencies)
+        report: dict[str, Any] = {
+            "clients": len(live),
+            "lost": len(self.clients) - len(live),
+            "complete": phase.complete,
+            "delivered": phase.total,
+            "expected_each": phase.expected,
+            "min_count": counts[0] if counts else 0,
+            "median_count": counts[len(counts) // 2] if counts else 0,
+            "order_errors": phase.order_errors,
+            "last_ns": phase.last_ns,
+            "timed_out": phase.complete < len(live),
+        }
+        if lat:
+            report["latency_ms"] = {
+                "p50": lat[len(lat) // 2] / 1e6,
+                "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1e6,
+                "max": lat[-1] / 1e6,
+                "samples": len(lat),
+            }
+        return report
+
+    def pings(self, interval: float) -> dict[str, Any]:
+        gaps: list[float] = []
+        counts: list[int] = []
+        for client in self.clients:
+            times = client.ping_times
+            counts.append(len(times))
+            gaps.extend(b - a for a, b in itertools.pairwise(times))
+        gaps.sort()
+        late = sum(1 for g in gaps if g > interval * 1.1 + 0.05)
+        return {
+            "pings": sum(counts),
+            "min_pings_per_client": min(counts) if counts else 0,
+            "gap_p50_s": gaps[len(gaps) // 2] if gaps else None,
+            "gap_p99_s": gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))] if gaps else None,
+            "gap_max_s": gaps[-1] if gaps else None,
+            "late": late,
+            "lost": sum(1 for c in self.clients if c.lost),
+            "close_codes": sorted({c.close_code for c in self.clients if c.close_code}),
+        }
+
+    async def stall_open(self, port: int, path: str, token: str) -> dict[str, Any]:
+        """A raw socket that completes the handshake and then never reads again."""
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, handshake(port, path, token))
+        head = b""
+        deadline = time.monotonic() + 10
+        while b"\r\n\r\n" not in head and time.monotonic() < deadline:
+            head += await asyncio.wait_for(loop.sock_recv(sock, 1024), 10)
+        self.stalled = sock
+        return {"ok": head.startswith(b"HTTP/1.1 101")}
+
+    def stall_check(self) -> dict[str, Any]:
+        """Drain the stalled socket now: did the server close it (code) or drop it?"""
+        sock = self.stalled
+        if sock is None:
+            return {"state": "none"}
+        data = bytearray()
+        state = "open"
+        while len(data) < MAX_DRAIN_BYTES:
+            try:
+                chunk = sock.recv(1 << 20)
+            except BlockingIOError:
+                break
+            except ConnectionResetError:
+                state = "reset"
+                break
+            if not chunk:
+                state = "eof"
+                break
+            data += chunk
+        code = None
+        end = bytes(data).rfind(b"\x88")
+        if end >= 0 and len(data) >= end + 4 and data[end + 1] & 0x7F >= 2:
+            code = (data[end + 2] << 8) | data[end + 3]
+        sock.close()
+        self.stalled = None
+        return {"state": state, "drained_bytes": len(data), "close_code": code}
+
+    def close_all(self) -> dict[str, Any]:
+        for client in self.clients:
+            if client.transport is not None:
+                client.transport.abort()
+        n = len(self.clients)
+        self.clients.clear()
+        return {"closed": n}
+
+
+async def serve_commands() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    gen = Generator()
+    reply({"event": "ready"})
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        cmd = json.loads(line)
+        op = cmd.pop("op")
+        if op == "quit":
+            gen.close_all()
+            reply({"ok": True})
+            break
+        try:
+            if op == "connect":
+                result = await gen.connect(**cmd)
+            elif op == "arm":
+                result = gen.arm(**cmd)
+            elif op == "wait":
+                result = await gen.wait(**cmd)
+            elif op == "pings":
+                result = gen.pings(**cmd)
+            elif op == "stall_open":
+                result = await gen.stall_open(**cmd)
+            elif op == "stall_check":
+                result = gen.stall_check()
+            elif op == "close_all":
+                result = gen.close_all()
+            else:
+                result = {"error": f"unknown op {op}"}
+        except Exception as exc:
+            result = {"error": repr(exc)}
+        reply(result)
+
+
+def reply(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main() -> None:
+    raise_fd_limit()
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve_commands())
+    else:
+        uvloop.run(serve_commands())
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

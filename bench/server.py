@@ -1,0 +1,448 @@
+"""The servers under test, each run alone in its own process: ``python -m bench.server KIND``.
+
+KIND is one of:
+
+* ``bare``: a FastAPI route under uvicorn that keeps its sockets in a dict; a broadcast is
+  ``for ws in sockets: await ws.send_text(pre_serialized)``.
+* ``native``: the ``websockets`` library's own asyncio server (no ASGI), broadcasting with
+  ``websockets.broadcast()``.
+* ``tempest``: tempest_ws's router and hub under the same uvicorn; a broadcast is
+  ``await hub.broadcast(envelope)`` and a per-user send ``await hub.send_to(user, ...)``.
+
+The process listens on a free loopback port, prints ``{"event": "ready", "port": ...}``
+and then takes one JSON command per line on stdin (the publishing loops below run inside
+the server's own event loop, as an application's would), answering one JSON line each.
+Every loop is bounded by a count and a deadline.
+
+Development aids, off by default: ``BENCH_PROFILE=<op>`` writes a cProfile of that
+publishing op to ``/tmp/bench-<kind>-<op>.prof``; the ``tracemalloc`` command reports the
+top allocation sites; ``internals`` counts tempest_ws connections on the direct write
+path; ``BENCH_GC=off`` disables the cyclic garbage collector (to tell its pauses apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import os
+import socket
+import sys
+import time
+import weakref
+from typing import Any
+
+from fastapi import FastAPI, WebSocket
+
+from ._wire import SEQ_BASE, body, frame_text
+from .loadgen import raise_fd_limit, reply
+
+STALLED = "stalled"
+SEND_TIMEOUT = 0.25  # a send blocked this long means the peer's buffers are full
+
+
+class Target:
+    """What the command loop needs from a server kind."""
+
+    kind = ""
+
+    async def start(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    async def broadcast(self, seq: int, t_ns: int) -> None:
+        raise NotImplementedError
+
+    async def send_each(self, seq: int, t_ns: int, users: int) -> None:
+        raise NotImplementedError
+
+    async def prefill_stalled(self, overflow_after: int, deadline: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def stalled_status(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class _Uvicorn(Target):
+    """Shared by the two ASGI servers: uvicorn in this process's event loop."""
+
+    app: Any
+
+    async def start(self, sock: socket.socket) -> None:
+        import uvicorn
+
+        from tempest_ws import uvicorn_options
+
+        from .run import bench_settings
+
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            backlog=4096,
+            **uvicorn_options(bench_settings()),
+        )
+        self.server = uvicorn.Server(config)
+        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(self.task, 10)
+
+
+class Bare(_Uvicorn):
+    kind = "bare"
+
+    def __init__(self) -> None:
+        self.sockets: dict[Any, str] = {}
+        self.stalled_ws: Any = None
+        app = FastAPI()
+
+        @app.websocket("/ws")
+        async def endpoint(ws: WebSocket) -> None:
+            await ws.accept()
+            user = ws.query_params.get("token", "")
+            self.sockets[ws] = user
+            if user == STALLED:
+                self.stalled_ws = ws
+            try:
+                while (await ws.receive())["type"] != "websocket.disconnect":
+                    pass
+            finally:
+                self.sockets.pop(ws, None)
+
+        self.app = app
+
+    def count(self) -> int:
+        return len(self.sockets)
+
+    async def broadcast(self, seq: int, t_ns: int) -> None:
+        frame = frame_text(seq, t_ns)
+        for ws in list(self.sockets):
+            try:
+                await ws.send_text(frame)
+            except Exception:
+                self.sockets.pop(ws, None)
+
+    async def send_each(self, seq: int, t_ns: int, users: int) -> None:
+        for ws, user in list(self.sockets.items())[:users]:
+            try:
+                await ws.send_text(frame_text(seq, t_ns, f"{user}:"))
+            except Exception:
+                self.sockets.pop(ws, None)
+
+    async def prefill_stalled(self, overflow_after: int, deadline: float) -> dict[str, Any]:
+        ws, sent = self.stalled_ws, 0
+        frame = frame_text(SEQ_BASE - 1, time.time_ns())
+        while ws is not None and sent < 100_000 and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(ws.send_text(frame), SEND_TIMEOUT)
+            except TimeoutError:
+                return {"sent": sent, "blocked": True}
+            sent += 1
+        return {"sent": sent, "blocked": False}
+
+    async def stalled_status(self) -> dict[str, Any]:
+        return {"still_registered": self.stalled_ws in self.sockets, "closed_code": None}
+
+
+class Native(Target):
+    kind = "native"
+
+    def __init__(self) -> None:
+        self.conns: dict[Any, str] = {}
+        self.stalled_conn: Any = None
+
+    async def start(self, sock: socket.socket) -> None:
+        from websockets.asyncio.server import serve
+
+        async def handler(conn: Any) -> None:
+            query = conn.request.path.partition("?token=")[2]
+            self.conns[conn] = query
+            if query == STALLED:
+                self.stalled_conn = conn
+            try:
+                async for _ in conn:
+                    pass
+            except Exception:
+                pass
+            finally:
+                self.conns.pop(conn, None)
+
+        self.server = await serve(handler, sock=sock, compression=None, max_queue=16)
+
+    async def stop(self) -> None:
+        self.server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.server.wait_closed(), 10)
+
+    def count(self) -> int:
+        return len(self.conns)
+
+    async def broadcast(self, seq: int, t_ns: int) -> None:
+        from websockets.asyncio.server import broadcast
+
+        broadcast(self.conns, frame_text(seq, t_ns))
+
+    async def send_each(self, seq: int, t_ns: int, users: int) -> None:
+        for conn, user in list(self.conns.items())[:users]:
+            try:
+                await conn.send(frame_text(seq, t_ns, f"{user}:"))
+            except Exception:
+                self.conns.pop(conn, None)
+
+    async def prefill_stalled(self, overflow_after: int, deadline: float) -> dict[str, Any]:
+        conn, sent = self.stalled_conn, 0
+        frame = frame_text(SEQ_BASE - 1, time.time_ns())
+        while conn is not None and sent < 100_000 and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(conn.send(frame), SEND_TIMEOUT)
+            except TimeoutError:
+                return {"sent": sent, "blocked": True}
+            sent += 1
+        return {"sent": sent, "blocked": False}
+
+    async def stalled_status(self) -> dict[str, Any]:
+        conn = self.stalled_conn
+        return {
+            "still_registered": conn in self.conns,
+            "closed_code": getattr(conn, "close_code", None),
+            "write_buffer": conn.transport.get_write_buffer_size() if conn else None,
+        }
+
+
+class Tempest(_Uvicorn):
+    kind = "tempest"
+
+    def __init__(
+        self, heartbeat: float | None, queue_size: int | None, redis_url: str | None = None
+    ) -> None:
+        from tempest_ws import WebSocketConnection, WebSocketHub, make_websocket_router
+
+        from .run import bench_settings
+
+        settings = bench_settings(heartbeat=heartbeat, queue_size=queue_size, redis_url=redis_url)
+        self.hub = hub = WebSocketHub.from_settings(settings)
+        self.stalled_ref: weakref.ref[WebSocketConnection] | None = None
+        self.stalled_code: int | None = None
+
+        async def resolver(token: str) -> str:
+            return token
+
+        async def handler(ws: WebSocket, connection: WebSocketConnection, hub: Any) -> None:
+            while True:
+                await ws.receive_text()
+
+        app = FastAPI()
+        app.include_router(
+            make_websocket_router(handler, hub=hub, bearer_resolver=resolver, settings=settings)
+        )
+        self.app = app
+
+    def count(self) -> int:
+        return self.hub.stats().connections
+
+    def internals(self) -> dict[str, int]:
+        """How many connections use the direct path, hold a writer, hold a queue."""
+        conns = [c for user in list(self.hub._users.values()) for c in user.values()]
+        return {
+            "connections": len(conns),
+            "direct": sum(1 for c in conns if getattr(c, "_direct", None) is not None),
+            "writer_alive": sum(1 for c in conns if c._writer is not None and not c._writer.done()),
+            "queue_allocated": sum(1 for c in conns if getattr(c, "_queue", None) is not None),
+        }
+
+    async def broadcast(self, seq: int, t_ns: int) -> None:
+        await self.hub.broadcast(body(seq, t_ns))
+
+    async def send_each(self, seq: int, t_ns: int, users: int) -> None:
+        for i in range(users):
+            user = f"u{i}"
+            await self.hub.send_to(user, body(seq, t_ns, f"{user}:"))
+
+    async def prefill_stalled(self, overflow_after: int, deadline: float) -> dict[str, Any]:
+        """Fill the stalled socket until its queue is ``overflow_after`` frames from full."""
+        found = self.hub.connections_of(STALLED)
+        if not found:
+            return {"sent": 0, "error": "no stalled connection"}
+        conn = found[0]
+        self.stalled_ref = weakref.ref(conn)
+        conn.add_close_callback(self._stalled_closed)
+        target = max(0, self.hub.send_queue_size - overflow_after)
+        sent = 0
+        while conn.pending < target and sent < 200_000 and time.monotonic() < deadline:
+            await self.hub.send_to(STALLED, body(SEQ_BASE - 1, time.time_ns()))
+            sent += 1
+            await asyncio.sleep(0)
+        return {"sent": sent, "pending": conn.pending, "queue_size": self.hub.send_queue_size}
+
+    def _stalled_closed(self, connection: Any) -> None:
+        self.stalled_code = connection.close_code
+
+    async def stalled_status(self) -> dict[str, Any]:
+        conn = self.stalled_ref() if self.stalled_ref else None
+        if conn is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.wait_closed(), 10)
+            transport = conn._transport
+            aborted = transport.is_closing() if transport is not None else None
+            del conn, transport
+        else:
+            aborted = None
+        gc.collect()
+        await asyncio.sleep(0.2)
+        gc.collect()
+        stats = self.hub.stats()
+        return {
+            "closed_code": self.stalled_code,
+            "transport_closed": aborted,
+            "connection_object_freed": self.stalled_ref is not None and self.stalled_ref() is None,
+            "still_registered": bool(self.hub.connections_of(STALLED)),
+            "slow_consumers_closed": stats.slow_consumers_closed,
+        }
+
+
+async def rounds(target: Target, op: str, cmd: dict[str, Any]) -> dict[str, Any]:
+    """Publish ``rounds`` messages; ``burst`` back to back, ``paced`` one per ``interval``."""
+    n, seq0 = int(cmd["rounds"]), int(cmd["seq0"])
+    interval = float(cmd.get("interval", 0.0))
+    deadline = time.monotonic() + float(cmd.get("timeout_s", 60))
+    t0 = time.time_ns()
+    tick = time.monotonic()
+    done = 0
+    for i in range(n):
+        if time.monotonic() > deadline:
+            break
+        if op == "per_user":
+            await target.send_each(seq0 + i, time.time_ns(), int(cmd["users"]))
+        else:
+            await target.broadcast(seq0 + i, time.time_ns())
+        done += 1
+        if op == "paced":
+            tick = max(tick + interval, time.monotonic())
+            await asyncio.sleep(tick - time.monotonic())
+        else:
+            await asyncio.sleep(0)
+    return {"t0_ns": t0, "t1_ns": time.time_ns(), "rounds": done}
+
+
+def trace_memory(action: str) -> dict[str, Any]:
+    """``start`` tracing allocations, or ``report`` the top sites since (a development aid)."""
+    import tracemalloc
+
+    if action == "start":
+        tracemalloc.start()
+        return {"ok": True}
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot()
+    top = snapshot.statistics("lineno")[:40]
+    return {
+        "top": [f"{stat.size / 1024:9.1f} KiB {stat.count:7d} {stat.traceback}" for stat in top]
+    }
+
+
+async def profiled(work: Any, path: str) -> Any:
+    """Run ``work`` under cProfile (``BENCH_PROFILE=<op>``, a development aid)."""
+    import cProfile
+
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        return await work
+    finally:
+        profile.disable()
+        profile.dump_stats(path)
+
+
+async def command_loop(target: Target) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
+    await target.start(sock)
+    reply({"event": "ready", "port": sock.getsockname()[1], "kind": target.kind})
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        cmd = json.loads(line)
+        op = cmd.pop("op")
+        if op == "quit":
+            reply({"ok": True})
+            break
+        try:
+            if op == "count":
+                result: dict[str, Any] = {"connections": target.count()}
+            elif op in ("burst", "paced", "per_user") and os.environ.get("BENCH_PROFILE") == op:
+                result = await profiled(
+                    rounds(target, op, cmd), f"/tmp/bench-{target.kind}-{op}.prof"
+                )
+            elif op in ("burst", "paced", "per_user"):
+                result = await rounds(target, op, cmd)
+            elif op == "prefill_stalled":
+                result = await target.prefill_stalled(
+                    int(cmd["overflow_after"]), time.monotonic() + float(cmd.get("timeout_s", 10))
+                )
+            elif op == "stalled_status":
+                result = await target.stalled_status()
+            elif op == "internals" and isinstance(target, Tempest):
+                result = target.internals()
+            elif op == "tracemalloc":
+                result = trace_memory(cmd.get("action", "start"))
+            elif op == "gc":
+                gc.collect()
+                result = {"ok": True}
+            else:
+                result = {"error": f"unknown op {op}"}
+        except Exception as exc:
+            result = {"error": repr(exc)}
+        reply(result)
+    await target.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.server")
+    parser.add_argument("kind", choices=["bare", "native", "tempest"])
+    parser.add_argument("--heartbeat", type=float, default=None)
+    parser.add_argument("--queue-size", type=int, default=None)
+    parser.add_argument("--redis-url", default=None)
+    args = parser.parse_args()
+    raise_fd_limit()
+    logging.getLogger("tempest_ws").setLevel(logging.ERROR)  # slow-consumer notices are expected
+    if os.environ.get("BENCH_GC") == "off":  # a diagnosis aid: are pauses the collector's?
+        gc.disable()
+    target: Target
+    if args.kind == "bare":
+        target = Bare()
+    elif args.kind == "native":
+        target = Native()
+    else:
+        target = Tempest(args.heartbeat, args.queue_size, args.redis_url)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(command_loop(target))
+    else:
+        uvloop.run(command_loop(target))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
