@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from ._audit import frame_out
 from ._transport import direct_writer
 from ._types import Send, UserId
 from .codes import CloseCode
@@ -143,12 +144,14 @@ class WebSocketConnection:
             and self._direct.write(frame)
         ):
             self.frames_sent += 1
+            frame_out(frame)
             return True
         if queue is None:
             queue = self._queue = deque()
         queue.append(frame)
         if self._started:
             self._wake_writer()
+        frame_out(frame)
         return True
 
     def _wake_writer(self) -> None:
