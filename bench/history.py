@@ -1,8 +1,9 @@
 """History benchmark: what keeping history costs a publish, in memory and in Redis.
 
-Run ``.venv/bin/python -m bench.history`` (``--quick`` for a short run). Everything runs
-in this process plus one ``redis-server`` child (loopback, no persistence) started and
-stopped here by its PID. Every loop is bounded by a count and a deadline.
+Run ``.venv/bin/python -m bench.history`` (``--quick`` or ``--tiny`` for shorter runs).
+Everything runs in this process plus one ``redis-server`` child (loopback, no
+persistence) started and stopped here by its PID. Every loop is bounded by a count and a
+deadline.
 
 The hub does not append to history yet (see ``docs/history.md``), so the "with history"
 path is driven here as the integration will run it: ``encode_envelope`` once,
@@ -61,9 +62,18 @@ class RedisChild:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = int(probe.getsockname()[1])
+        options = [
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no", "--loglevel", "warning"],
+            [binary, "--port", str(self.port), *options],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -224,25 +234,24 @@ def per_op(op: Callable[[int], Any], count: int) -> float:
     return round(statistics.median(samples), 3)
 
 
-async def measure(quick: bool) -> dict[str, Any]:
+MODES = {"tiny": (0.1, 1), "quick": (1.0, 3), "full": (4.0, 5)}  # (scale, rounds)
+
+
+async def measure(mode: str) -> dict[str, Any]:
     from tempest_ws import WebSocketHub
     from tempest_ws.backplane.redis import RedisBackplane
     from tempest_ws.envelope import encode_envelope
     from tempest_ws.history import HistoryPolicy, MemoryHistory, Position, stamp_frame
     from tempest_ws.history.redis import RedisHistory
 
-    scale = 1 if quick else 4
-    rounds = 3
+    scale, rounds = MODES[mode]
     policy = HistoryPolicy(topics=("chat:*",), max_messages=1000, max_age=300)
     frame = encode_envelope(envelope(0))
-    results: dict[str, Any] = {
-        "plan": {"quick": quick, "subscribers": SUBSCRIBERS, "rounds": rounds}
-    }
+    results: dict[str, Any] = {"plan": {"mode": mode, "subscribers": SUBSCRIBERS, "rounds": rounds}}
 
-    encode_us = per_op(lambda n: encode_envelope(envelope(n)), 20_000 * scale)
-    stamp_us = per_op(
-        lambda n: stamp_frame(frame, TOPIC, Position(n, "0197a3c4f2b1e5d09c7a")), 50_000 * scale
-    )
+    encode_us = per_op(lambda n: encode_envelope(envelope(n)), int(20_000 * scale))
+    position = Position(123_456, "065a1f3c2b9d1e5d09c7a")
+    stamp_us = per_op(lambda n: stamp_frame(frame, TOPIC, position), int(50_000 * scale))
     results["micro"] = {
         "encode_envelope_us": encode_us,
         "stamp_frame_us": stamp_us,
@@ -251,13 +260,13 @@ async def measure(quick: bool) -> dict[str, Any]:
 
     memory = MemoryHistory(policy)
     results["micro"]["memory_append_us"] = await per_call(
-        lambda n: memory.append(TOPIC, frame), 20_000 * scale
+        lambda n: memory.append(TOPIC, frame), int(20_000 * scale)
     )
 
     hub = WebSocketHub(send_queue_size=1_000_000)
     try:
         results["memory"] = await compare(
-            "memory", hub, MemoryHistory(policy), 1500 * scale, 1, rounds
+            "memory", hub, MemoryHistory(policy), int(1500 * scale), 1, rounds
         )
     finally:
         await hub.stop()
@@ -266,12 +275,20 @@ async def measure(quick: bool) -> dict[str, Any]:
     try:
         store = RedisHistory(redis.url, policy=policy, timeout=5)
         cpu0 = redis.cpu()
-        count = 1000 * scale
+        count = int(1000 * scale)
         results["micro"]["redis_append_us"] = await per_call(
             lambda n: store.append("chat:micro", frame), count
         )
         results["micro"]["redis_cpu_us_per_append"] = round(
             (redis.cpu() - cpu0) / (3 * count) * 1e6, 2
+        )
+        cpu0, start, batches = redis.cpu(), time.perf_counter(), int(50 * scale)
+        for _ in range(batches):  # 64 concurrent appends: pipelined in batches
+            await asyncio.gather(*(store.append(f"chat:b{i % 8}", frame) for i in range(64)))
+        elapsed = time.perf_counter() - start
+        results["micro"]["redis_batched_appends_per_s"] = round(64 * batches / elapsed)
+        results["micro"]["redis_cpu_us_per_batched_append"] = round(
+            (redis.cpu() - cpu0) / (64 * batches) * 1e6, 2
         )
         import redis as redis_py
 
@@ -292,7 +309,9 @@ async def measure(quick: bool) -> dict[str, Any]:
             hub = WebSocketHub(send_queue_size=1_000_000, backplane=backplane)
             await hub.start()
             try:
-                results[name] = await compare(name, hub, store, messages * scale, workers, rounds)
+                results[name] = await compare(
+                    name, hub, store, int(messages * scale), workers, rounds
+                )
             finally:
                 await hub.stop()
         await store.aclose()
@@ -310,13 +329,16 @@ async def measure(quick: bool) -> dict[str, Any]:
 
 def report(r: dict[str, Any]) -> None:
     m = r["micro"]
-    print(
-        f"frame {m['frame_bytes']} B · encode {m['encode_envelope_us']} µs · stamp {m['stamp_frame_us']} µs"
-    )
+    print(f"frame {m['frame_bytes']} B", end=" · ")
+    print(f"encode {m['encode_envelope_us']} µs · stamp {m['stamp_frame_us']} µs")
     print(
         f"append: memory {m['memory_append_us']} µs · redis {m['redis_append_us']} µs "
         f"(redis CPU {m['redis_cpu_us_per_append']} µs, "
         f"{m['redis_bytes_per_retained_message']} B per retained message)"
+    )
+    print(
+        f"batched (64 concurrent): {m['redis_batched_appends_per_s']} appends/s, "
+        f"redis CPU {m['redis_cpu_us_per_batched_append']} µs each"
     )
     print(f"{'case':18} {'without/s':>10} {'with/s':>10} {'ratio':>6} {'est.':>6} {'+µs':>8}")
     for case in ("memory", "redis_sequential", "redis_concurrent"):
@@ -330,11 +352,13 @@ def report(r: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.history", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a quarter of the messages")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_const", dest="mode", const="quick", help="1/4 size")
+    mode.add_argument("--tiny", action="store_const", dest="mode", const="tiny", help="smoke test")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     started = time.time()
-    results = asyncio.run(measure(args.quick))
+    results = asyncio.run(measure(args.mode or "full"))
     results["machine"] = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),

@@ -12,7 +12,7 @@ import ipaddress
 import json
 from typing import Annotated, Any, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["WebSocketSettings"]
@@ -211,6 +211,40 @@ class WebSocketSettings(BaseSettings):
         le=600,
         description="At shutdown with tempest_ws.shutdown, time allowed to close every "
         "connection 1001 and flush its queued frames before the rest are aborted.",
+    )
+
+    WS_HISTORY_TOPICS: Annotated[list[str], NoDecode, BeforeValidator(_split_list)] = Field(
+        default_factory=list,
+        description="Topic patterns that keep message history for recovery (JSON list or "
+        "comma separated; '*' matches any run of characters, e.g. 'chat:*'). Empty: no "
+        "topic keeps history.",
+    )
+    WS_HISTORY_MAX_MESSAGES: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Messages kept per history topic (Redis trims approximately: a few "
+        "more may stay).",
+    )
+    WS_HISTORY_MAX_AGE_SECONDS: float = Field(
+        default=300.0,
+        gt=0,
+        le=30 * 86_400,
+        description="Seconds a history message is kept; older ones are never replayed.",
+    )
+    WS_HISTORY_META_TTL_SECONDS: float = Field(
+        default=86_400.0,
+        gt=0,
+        le=365 * 86_400,
+        description="Seconds a topic's offset and epoch outlive its last message (at least "
+        "WS_HISTORY_MAX_AGE_SECONDS); a topic quiet for longer starts a new epoch.",
+    )
+    WS_HISTORY_RECOVERY_LIMIT: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Most messages replayed to one resubscribing client; a client that "
+        "missed more is answered recovered=false and reloads its state.",
     )
 
     @field_validator("WS_ALLOWED_ORIGINS", "WS_JWT_ALGORITHMS", mode="before")

@@ -1,0 +1,70 @@
+"""The two Lua scripts of :class:`~tempest_ws.history.redis.RedisHistory`.
+
+Each runs atomically on the shard owning the topic's two keys (``KEYS[1]`` the meta hash,
+``KEYS[2]`` the stream). A missing hash means the topic's sequence was lost (or never
+started): the script drops any stream left over and starts a new epoch, the Redis clock
+in µs (13 hex digits) followed by the random suffix the caller drew, so epochs of a topic
+compare in creation order. Entries are ``o`` = offset, ``f`` = frame; stream ids are
+Redis's clock, which the age bound uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+__all__ = ["APPEND", "READ", "SHA"]
+
+# KEYS: meta, stream. ARGV: frame, epoch suffix, max messages, max age ms, meta ttl ms.
+APPEND: Final = """
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  local now = redis.call('TIME')
+  epoch = string.format('%013x', tonumber(now[1]) * 1000000 + tonumber(now[2])) .. ARGV[2]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'o', offset, 'f', ARGV[1])
+local ms = tonumber(string.match(id, '^(%d+)'))
+redis.call('XTRIM', KEYS[2], 'MINID', '~', string.format('%.0f', ms - tonumber(ARGV[4])))
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return {epoch, offset}
+"""
+
+# KEYS: meta, stream. ARGV: epoch suffix, meta ttl ms, max age ms, after offset (-1:
+# the newest), limit (0: none), '1' all-or-nothing, expected epoch ('' any).
+# Returns {epoch, latest, offset1, frame1, offset2, frame2, ...}, oldest first.
+READ: Final = """
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  local now = redis.call('TIME')
+  epoch = string.format('%013x', tonumber(now[1]) * 1000000 + tonumber(now[2])) .. ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local latest = tonumber(redis.call('HGET', KEYS[1], 'o') or '0')
+local after, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local out = {epoch, latest}
+if ARGV[7] ~= '' and ARGV[7] ~= epoch then return out end
+local want = limit
+if after >= 0 then want = latest - after end
+if want <= 0 or limit <= 0 or (ARGV[6] == '1' and want > limit) then return out end
+local now = redis.call('TIME')
+local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[3])
+local rows = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', want)
+local n = 0
+for i = 1, #rows do
+  if tonumber(string.match(rows[i][1], '^(%d+)')) < cutoff then break end
+  n = i
+end
+for i = n, math.max(1, n - limit + 1), -1 do
+  out[#out + 1] = rows[i][2][2]
+  out[#out + 1] = rows[i][2][4]
+end
+return out
+"""
+
+SHA: Final = {script: hashlib.sha1(script.encode()).hexdigest() for script in (APPEND, READ)}

@@ -1,0 +1,375 @@
+"""``RedisHistory``: topic history in Redis Streams, shared by every node of a deployment.
+
+Needs the ``redis`` extra (``pip install 'tempest-ws[redis]'``); importing this module
+without it raises :class:`~tempest_ws.exceptions.MissingDependencyError`. Needs Redis 6.2
+or later (``XTRIM MINID``).
+
+Two keys per topic (``P`` is the key prefix; the ``{t:...}`` hash tag puts both in one
+slot, so the scripts below run unchanged on Redis Cluster):
+
+``P:history:{t:<topic>}:m``  HASH ``e`` = epoch, ``o`` = last offset; expires after
+                             ``meta_ttl`` without use
+``P:history:{t:<topic>}:s``  STREAM of ``o`` = offset, ``f`` = frame; ``MAXLEN ~``
+                             ``max_messages``, ``MINID ~`` now - ``max_age``, expires
+                             after ``max_age`` without appends
+
+Each operation is one Lua script, so it is atomic across nodes: an append increments the
+offset and adds the stream entry together (offsets and stream order agree, and the
+entries after offset ``n`` are the last ``latest - n`` of the stream); a read sees one
+consistent state. **Data loss is detected, not guessed**: when the hash is missing (a
+restart without persistence, ``FLUSHALL``, failover to a replica that had not got it,
+eviction, expiry), the next script to touch the topic drops the stream and starts a new
+epoch (Redis's clock in µs, then random digits drawn by the caller), so every position
+handed out before is answered ``recovered=False``. Stream ids are Redis's clock, so age
+trimming and the age check on reads never depend on a node's clock.
+
+Appends are pipelined: one task (started on demand, gone when idle) sends whatever
+accumulated while the previous batch was in flight, in call order, so one node's appends
+take offsets in the order they were called and cost one round trip per batch. (On Redis
+Cluster each append is sent on its own: cluster pipelines may retry a whole batch.)
+
+Every batch and read is bounded by ``timeout`` and raises
+:class:`~tempest_ws.exceptions.BackplaneError` on failure (a failed batch fails every
+append waiting, at once). Appends are never retried (a retried append could store the
+message twice); reads are retried once after a dropped connection (the first command
+after a Redis restart meets a dead pooled connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Self
+
+from ..exceptions import BackplaneError, ConfigurationError, MissingDependencyError
+
+try:
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import NoScriptError, RedisError, ResponseError
+except ImportError:  # pragma: no cover - exercised without the extra
+    raise MissingDependencyError("redis", "redis") from None
+
+from ..settings import WebSocketSettings
+from ._redis_scripts import APPEND, READ, SHA
+from .base import (
+    Entry,
+    HistoryPage,
+    Position,
+    Recovery,
+    check_limit,
+    check_offset,
+    check_topic,
+)
+from .policy import HistoryPolicy
+
+__all__ = ["RedisHistory"]
+
+logger = logging.getLogger("tempest_ws.history")
+
+_ERRORS = (RedisError, OSError, TimeoutError)
+_MAX_BATCH = 256
+
+_Append = tuple[tuple[str, str], list[str | bytes], "asyncio.Future[Position]"]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+class RedisHistory:
+    """A :class:`~tempest_ws.history.HistoryStore` on Redis Streams.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db``, ``rediss://`` or ``unix://``;
+            with ``cluster=True``, any node of the cluster.
+        policy: the bounds (``max_messages``, ``max_age``, ``meta_ttl``).
+        cluster: use Redis Cluster routing (each topic's keys live on one shard).
+        prefix: prefix of every key (the backplane's channel prefix, normally).
+        timeout: bound on connecting and on each operation, in seconds.
+        health_check_interval: pooled connections idle that long are checked first.
+        max_pending: appends waiting for Redis before another raises at once.
+
+    Raises:
+        ConfigurationError: a bound is not positive, the prefix is empty or holds
+            whitespace or braces, or the URL scheme is unknown.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        policy: HistoryPolicy | None = None,
+        cluster: bool = False,
+        prefix: str = "tempest_ws",
+        timeout: float = 2.0,
+        health_check_interval: float = 5.0,
+        max_pending: int = 10_000,
+    ) -> None:
+        if not timeout > 0 or not health_check_interval > 0 or max_pending < 1:
+            raise ConfigurationError("RedisHistory bounds must be positive")
+        if not prefix or any(c.isspace() or c in "{}" for c in prefix):
+            raise ConfigurationError("prefix must be non-empty, without whitespace or braces")
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigurationError("the Redis URL must start with redis://, rediss:// or unix://")
+        self.url = url
+        self.policy = policy or HistoryPolicy()
+        self.cluster = cluster
+        self.prefix = prefix
+        self.timeout = timeout
+        self.health_check_interval = health_check_interval
+        self._client: Redis | RedisCluster | None = None
+        self._initializing = asyncio.Lock()
+        self._initialized = False
+        self.max_pending = max_pending
+        self._pending: deque[_Append] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+        self._batch: list[_Append] = []  # in flight: failed too if closed meanwhile
+        self._max_messages = str(self.policy.max_messages)
+        self._max_age_ms = str(_ms(self.policy.max_age))
+        self._meta_ttl_ms = str(_ms(self.policy.meta_ttl))
+
+    @classmethod
+    def from_settings(cls, settings: WebSocketSettings) -> Self:
+        """The store ``WS_REDIS_*`` and ``WS_HISTORY_*`` describe (``WS_REDIS_URL`` set)."""
+        if settings.WS_REDIS_URL is None:
+            raise ConfigurationError("WS_REDIS_URL is not set")
+        return cls(
+            settings.WS_REDIS_URL.get_secret_value(),
+            policy=HistoryPolicy.from_settings(settings),
+            cluster=settings.WS_REDIS_CLUSTER,
+            prefix=settings.WS_REDIS_CHANNEL_PREFIX,
+            timeout=settings.WS_REDIS_TIMEOUT_SECONDS,
+            health_check_interval=settings.WS_REDIS_HEALTH_CHECK_SECONDS,
+            max_pending=settings.WS_REDIS_MAX_PENDING_PUBLISHES,
+        )
+
+    def __repr__(self) -> str:  # never shows the URL: it may hold a password
+        mode = "cluster" if self.cluster else "standalone"
+        return f"<RedisHistory {mode} prefix={self.prefix!r}>"
+
+    def keys(self, topic: str) -> tuple[str, str]:
+        """The Redis keys of ``topic``: (meta hash, stream)."""
+        base = f"{self.prefix}:history:{{t:{topic}}}"
+        return f"{base}:m", f"{base}:s"
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _require(self) -> Redis | RedisCluster:
+        if self._client is None:
+            options: dict[str, Any] = {
+                "socket_connect_timeout": self.timeout,
+                "socket_timeout": self.timeout,
+                "socket_keepalive": True,
+                "retry": Retry(NoBackoff(), 0),  # an append retried could be stored twice
+                "health_check_interval": self.health_check_interval,
+                "protocol": 2,
+            }
+            factory = RedisCluster.from_url if self.cluster else Redis.from_url
+            self._client = factory(self.url, **options)
+        return self._client
+
+    async def _script(self, script: str, keys: tuple[str, str], args: Sequence[str | bytes]) -> Any:
+        client = self._require()
+        if isinstance(client, RedisCluster) and not self._initialized:
+            # Commands racing a fresh cluster client's lazy start can fail with
+            # "Connection closed by server" when retries are off: start it once first.
+            async with self._initializing:
+                if not self._initialized:
+                    await client.initialize()
+                    self._initialized = True
+        try:
+            return await client.evalsha(SHA[script], 2, *keys, *args)
+        except NoScriptError:  # first use on this server, or it restarted
+            return await client.eval(script, 2, *keys, *args)
+
+    async def _run(
+        self, what: str, script: str, topic: str, args: Sequence[str | bytes], *, retry: bool
+    ) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout):
+                try:
+                    return await self._script(script, self.keys(topic), args)
+                except RedisConnectionError:
+                    if not retry:
+                        raise
+                return await self._script(script, self.keys(topic), args)
+        except _ERRORS as exc:
+            raise BackplaneError(f"redis history {what} failed ({_describe(exc)})") from exc
+
+    async def _read(
+        self, topic: str, *, after: int, limit: int, strict: bool, epoch: str = ""
+    ) -> tuple[Position, list[Entry]]:
+        args = [
+            secrets.token_hex(4),
+            self._meta_ttl_ms,
+            self._max_age_ms,
+            str(after),
+            str(limit),
+            "1" if strict else "0",
+            epoch,
+        ]
+        raw = await self._run("read", READ, topic, args, retry=True)
+        position = Position(int(raw[1]), _text(raw[0]))
+        entries = [
+            Entry(int(raw[i]), raw[i + 1].decode("utf-8")) for i in range(2, len(raw) - 1, 2)
+        ]
+        return position, entries
+
+    # -- HistoryStore ------------------------------------------------------------------
+
+    async def append(self, topic: str, frame: str) -> Position:
+        """Queue ``frame`` for the next pipelined batch; return its position.
+
+        One script per append increments the offset, adds the stream entry and trims.
+
+        Raises:
+            BackplaneError: ``max_pending`` appends already waiting, or Redis failed or did
+                not answer within ``timeout``; the frame may have been stored (never
+                twice). A caller cancelled before its batch is sent is never stored.
+        """
+        check_topic(topic)
+        if not isinstance(frame, str):
+            raise TypeError("frame must be a str")
+        args: list[str | bytes] = [frame.encode(), secrets.token_hex(4)]
+        args += (self._max_messages, self._max_age_ms, self._meta_ttl_ms)
+        if self.cluster:
+            raw = await self._run("append", APPEND, topic, args, retry=False)
+            return Position(int(raw[1]), _text(raw[0]))
+        if len(self._pending) >= self.max_pending:
+            raise BackplaneError(f"{len(self._pending)} history appends already waiting for redis")
+        done: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
+        self._pending.append((self.keys(topic), args, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="tempest_ws history appends")
+        return await done
+
+    async def _flush(self) -> None:
+        pending = self._pending
+        try:
+            while pending:
+                count = min(len(pending), _MAX_BATCH)
+                batch = [
+                    item for item in (pending.popleft() for _ in range(count)) if not item[2].done()
+                ]
+                if not batch:
+                    continue
+                self._batch = batch
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        replies = await self._send(batch)
+                except _ERRORS as exc:  # Redis is unreachable: fail everyone waiting now
+                    logger.warning("history append of %d failed (%s)", len(batch), _describe(exc))
+                    self._fail(
+                        batch, BackplaneError(f"redis history append failed ({_describe(exc)})")
+                    )
+                    continue
+                for (_, _, done), raw in zip(batch, replies, strict=True):
+                    if done.done():
+                        continue
+                    if isinstance(raw, Exception):
+                        done.set_exception(
+                            BackplaneError(f"redis history append failed ({_describe(raw)})")
+                        )
+                    else:
+                        done.set_result(Position(int(raw[1]), _text(raw[0])))
+                self._batch = []
+        except Exception:  # the task boundary: no caller may wait forever on a bug
+            logger.exception("history append task failed")
+            self._fail([], BackplaneError("redis history append failed (internal error)"))
+
+    def _fail(self, batch: list[_Append], error: BackplaneError) -> None:
+        for _, _, done in [*batch, *self._batch, *self._pending]:
+            if not done.done():
+                done.set_exception(error)
+        self._pending.clear()
+        self._batch = []
+
+    async def _send(self, batch: list[_Append]) -> list[Any]:
+        client = self._require()
+        sha = SHA[APPEND]
+        if len(batch) == 1:
+            keys, args, _ = batch[0]
+            try:
+                return [await self._script(APPEND, keys, args)]
+            except ResponseError as exc:  # the script failed on Redis: this append only
+                return [exc]
+        pipe = client.pipeline(transaction=False)
+        for keys, args, _ in batch:
+            pipe.evalsha(sha, 2, *keys, *args)
+        replies = list(await pipe.execute(raise_on_error=False))
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:  # not executed: safe to send again, in the same order
+            await client.script_load(APPEND)
+            pipe = client.pipeline(transaction=False)
+            for i in missing:
+                pipe.evalsha(sha, 2, *batch[i][0], *batch[i][1])
+            for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        return replies
+
+    async def since(self, topic: str, offset: int, epoch: str, *, limit: int) -> Recovery:
+        """One ``XREVRANGE`` of the last ``latest - offset`` entries, all or nothing."""
+        check_topic(topic)
+        check_offset(offset)
+        check_limit(limit)
+        position, entries = await self._read(
+            topic, after=offset, limit=limit, strict=True, epoch=epoch
+        )
+        missed = position.offset - offset
+        complete = (
+            position.epoch == epoch
+            and 0 <= missed <= limit
+            and len(entries) == missed
+            and (missed == 0 or entries[0].offset == offset + 1)
+        )
+        if not complete:
+            return Recovery((), False, position)
+        return Recovery(tuple(entries), True, position)
+
+    async def latest(self, topic: str) -> Position:
+        """The topic's latest position; starts its epoch if it has none."""
+        check_topic(topic)
+        position, _ = await self._read(topic, after=-1, limit=0, strict=False)
+        return position
+
+    async def history(self, topic: str, *, since: int | None = None, limit: int) -> HistoryPage:
+        """The newest ``limit`` entries, or the oldest ``limit`` held after ``since``."""
+        check_topic(topic)
+        check_limit(limit)
+        if since is not None:
+            check_offset(since)
+        after = -1 if since is None else since
+        position, entries = await self._read(topic, after=after, limit=limit, strict=False)
+        return HistoryPage(tuple(entries), position)
+
+    async def aclose(self) -> None:
+        """Fail waiting appends, close the connection pool. Idempotent; a later call
+        opens a new one."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None and not flusher.done():
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+        self._fail([], BackplaneError("redis history closed"))
+        client, self._client = self._client, None
+        self._initialized = False
+        if client is not None:
+            with contextlib.suppress(*_ERRORS):
+                await client.aclose()

@@ -1,0 +1,140 @@
+"""How positions travel: in outbound envelopes, in ``subscribe``, in the ``recovery`` answer.
+
+**A message of a history topic** carries its topic and position as top-level keys after
+the usual three (older clients ignore them; :class:`~tempest_ws.envelope.WSEnvelope`
+ignores unknown keys)::
+
+    {"type":"chat.message","data":{...},"request_id":null,"topic":"chat:1","offset":42,"epoch":"065a1f3c2b9d1e5d09c7a"}
+
+:func:`stamp_frame` adds them to an already serialized frame by splicing strings: the
+payload is never parsed or serialized again, and the result is what ``json.dumps`` of
+the whole object would give.
+
+**A client resuming** sends its last position in its ``subscribe``::
+
+    {"type":"subscribe","data":{"topic":"chat:1","offset":42,"epoch":"065a1f3c2b9d1e5d09c7a"},"request_id":null}
+
+(:func:`requested_position` reads it), gets the missed messages (each stamped as above),
+then one ``recovery`` envelope (:func:`recovery_envelope`), then live messages::
+
+    {"type":"recovery","data":{"topic":"chat:1","recovered":true,"replayed":3,"offset":45,"epoch":"065a1f3c2b9d1e5d09c7a"},"request_id":null}
+
+``recovered: false`` means "reload this topic's state from your source of truth, then
+continue from ``offset``/``epoch``" (a first subscribe, without a position, is answered
+that way too: the client has nothing yet).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from .base import MAX_EPOCH_LENGTH, MAX_TOPIC_LENGTH, Position, Recovery
+
+__all__ = [
+    "EPOCH_KEY",
+    "OFFSET_KEY",
+    "RECOVERY",
+    "TOPIC_KEY",
+    "position_of",
+    "recovery_envelope",
+    "requested_position",
+    "stamp_frame",
+]
+
+TOPIC_KEY: Final = "topic"
+"""Top-level key of the topic in a stamped frame."""
+OFFSET_KEY: Final = "offset"
+"""Top-level key of the offset in a stamped frame (also in ``subscribe`` data)."""
+EPOCH_KEY: Final = "epoch"
+"""Top-level key of the epoch in a stamped frame (also in ``subscribe`` data)."""
+RECOVERY: Final = "recovery"
+"""Type of the envelope answering a ``subscribe`` on a history topic."""
+
+
+def _json_string(text: str) -> str:
+    # Most topics and every epoch we make are plain ASCII: no escaping needed.
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return json.dumps(text, ensure_ascii=False)
+
+
+def stamp_frame(frame: str, topic: str, position: Position) -> str:
+    """``frame`` with ``"topic"``, ``"offset"`` and ``"epoch"`` added as its last keys.
+
+    ``frame`` is a serialized JSON object without those keys (as
+    :func:`~tempest_ws.envelope.encode_envelope` makes them); only its closing brace is
+    looked at. Costs one string concatenation the size of the frame.
+
+    Raises:
+        ValueError: ``frame`` does not end with ``}`` or start with ``{``.
+    """
+    if not frame or frame[0] != "{" or frame[-1] != "}":
+        raise ValueError("frame must be a serialized JSON object")
+    before = frame[-2:-1]
+    if before == "{" or before.isspace():  # an empty or pretty-printed object (never ours)
+        head = frame[:-1].rstrip()
+        separator = "" if head == "{" else ","
+    else:
+        head, separator = frame[:-1], ","
+    return (
+        f'{head}{separator}"{TOPIC_KEY}":{_json_string(topic)},"{OFFSET_KEY}":'
+        f'{position[0]:d},"{EPOCH_KEY}":{_json_string(position[1])}}}'
+    )
+
+
+def _position(offset: Any, epoch: Any) -> Position | None:
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        return None
+    if not isinstance(epoch, str) or not 0 < len(epoch) <= MAX_EPOCH_LENGTH:
+        return None
+    return Position(offset, epoch)
+
+
+def position_of(message: Mapping[str, Any]) -> tuple[str, Position] | None:
+    """The topic and position a decoded message carries, or ``None`` (not a history
+    message, or malformed). What a client stores to resume."""
+    topic = message.get(TOPIC_KEY)
+    offset, epoch = message.get(OFFSET_KEY), message.get(EPOCH_KEY)
+    if not isinstance(topic, str) or not 0 < len(topic) <= MAX_TOPIC_LENGTH:
+        return None
+    position = _position(offset, epoch)
+    return None if position is None else (topic, position)
+
+
+def requested_position(data: Any) -> Position | None:
+    """The position a ``subscribe`` envelope's ``data`` resumes from, or ``None`` when it
+    carries none (a first subscribe).
+
+    Raises:
+        ValueError: ``offset`` or ``epoch`` is present but not an int >= 0 and a string
+            of 1 to 64 characters, or only one of them is present.
+    """
+    if not isinstance(data, Mapping):
+        return None
+    offset, epoch = data.get(OFFSET_KEY), data.get(EPOCH_KEY)
+    if offset is None and epoch is None:
+        return None
+    position = _position(offset, epoch)
+    if position is None:
+        raise ValueError("offset must be an int >= 0 and epoch a string of 1 to 64 characters")
+    return position
+
+
+def recovery_envelope(
+    topic: str, recovery: Recovery, *, replayed: int, request_id: str | None = None
+) -> str:
+    """The serialized ``recovery`` envelope sent after ``replayed`` replayed messages.
+
+    ``offset``/``epoch`` are where the client continues from: ``recovery.position``.
+    """
+    data = {
+        "topic": topic,
+        "recovered": recovery.recovered,
+        "replayed": replayed,
+        OFFSET_KEY: recovery.position.offset,
+        EPOCH_KEY: recovery.position.epoch,
+    }
+    envelope = {"type": RECOVERY, "data": data, "request_id": request_id}
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
