@@ -6,14 +6,16 @@
 4. Accept, echoing ``bearer`` when offered (never the token). While the router drains
    for shutdown, the connection is closed 1001 right here.
 5. Resolve the token; ``None`` or an exception closes 4401 (after accept, so browsers
-   can read the code).
+   can read the code). Then the router's ``on_connect`` hook, which may refuse with a
+   close code (4403 for ``False``).
 6. Register with the hub: the user's oldest connection past the cap is closed 4429; a
    full process closes the newcomer 1013.
 7. ``hello`` frame with the heartbeat cadence; then pings, silence deadline (4408), the
    inbound guard (rate limit 4429, 1009, error envelopes, 1008), the token's expiry
-   (4401 unless refreshed in band) and the handler.
+   (4401 unless refreshed in band), the built-in operations and, once the ``?topics=`` of
+   the URL are subscribed (with the ``subscribe`` built-in), the handler.
 8. Whatever happens: unregister, stop the timers, close (1000, or 1011 after a handler
-   error) and cancel what is left. Nothing leaks.
+   error), cancel what is left, then run the ``on_disconnect`` hooks. Nothing leaks.
 
 Every refusal and forced close is logged on ``tempest_ws.security`` with the connection
 id (for a handshake refused before a connection exists, the id of that attempt).
@@ -30,7 +32,9 @@ from fastapi import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ._audit import security_event
+from ._builtins import Inbound
 from ._expiry import TokenLifetime
+from ._hooks import Hooks
 from ._ratelimit import AddressLimiter, TokenBucket, client_address, parse_trusted_proxies
 from ._session import HandlerChannel, SessionLimits
 from ._transport import find_transport
@@ -38,7 +42,7 @@ from ._types import BearerResolver, Handler, Receive, Scope, Send, UserId
 from .auth import BEARER_SUBPROTOCOL, extract_token, origin_allowed
 from .codes import CloseCode
 from .connection import WebSocketConnection
-from .envelope import HELLO, PING_FRAME, encode_envelope
+from .envelope import HELLO, PING_FRAME, SUBSCRIBE, encode_envelope
 from .exceptions import CapacityError, ConnectionClosedError
 from .heartbeat import HeartbeatTimer
 from .hub import WebSocketHub
@@ -76,9 +80,13 @@ class Endpoint:
         bearer_resolver: BearerResolver,
         settings: WebSocketSettings,
         max_invalid_frames: int,
+        inbound: Inbound | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.handler = handler
         self.hub = hub
+        self.inbound = inbound
+        self.hooks = hooks
         self.resolver = bearer_resolver
         self.settings = settings
         self.limits = SessionLimits(
@@ -169,6 +177,17 @@ class Endpoint:
             return
         connection = self.hub.create_connection(user_id, send=send, transport=transport)
         logger.debug("%s is connection %s", attempt, connection.connection_id)
+        if self.hooks is not None:
+            refused = await self.hooks.connect(connection, ws)
+            if refused is not None:
+                security_event(
+                    "connect_refused", connection.connection_id, "on_connect refused", code=refused
+                )
+                await ws.close(refused, "forbidden" if refused == CloseCode.FORBIDDEN else "")
+                return
+            if self._refusing():
+                await ws.close(CloseCode.GOING_AWAY, self.drain_reason)
+                return
         await self._run(ws, channel, connection, found.token or "")
 
     async def _resolve(
@@ -244,7 +263,14 @@ class Endpoint:
                 self._call_handler(ws, connection),
                 name=f"tempest_ws handler {connection.connection_id}",
             )
-            await channel.read_loop(connection, heartbeat, limits, bucket=bucket, lifetime=lifetime)
+            await channel.read_loop(
+                connection,
+                heartbeat,
+                limits,
+                bucket=bucket,
+                lifetime=lifetime,
+                inbound=self.inbound,
+            )
             # The connection is closing: the handler's next receive reports it. Give the
             # handler the close timeout to notice, then cancel it.
             done, _ = await asyncio.wait({handler_task}, timeout=hub.close_timeout)
@@ -261,7 +287,11 @@ class Endpoint:
                     await handler_task
             hub.unregister(connection)
             try:
-                await connection.close(CloseCode.NORMAL)
+                try:
+                    await connection.close(CloseCode.NORMAL)
+                finally:
+                    if self.hooks is not None:
+                        await self.hooks.disconnected(connection)
             finally:
                 self.live.discard(connection)
                 if not self.live and self._emptied is not None:
@@ -286,6 +316,8 @@ class Endpoint:
 
     async def _call_handler(self, ws: WebSocket, connection: WebSocketConnection) -> None:
         try:
+            if self.inbound is not None and SUBSCRIBE in self.inbound.operations:
+                await self.inbound.connect_topics(connection, ws.query_params.getlist("topics"))
             await self.handler(ws, connection, self.hub)
         except WebSocketDisconnect:
             pass

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ._registry import Registry
@@ -66,10 +66,17 @@ class ClusterStats:
 class Node:
     """The backplane side of one hub (see the module docstring)."""
 
-    def __init__(self, node_id: str, backplane: Backplane, registry: Registry) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        backplane: Backplane,
+        registry: Registry,
+        presence_expired: Callable[[str, str], None] = lambda topic, user: None,
+    ) -> None:
         self.node_id = node_id
         self.backplane = backplane
         self.registry = registry
+        self.presence_expired = presence_expired
         self.channels: set[str] = set()
         self.running = False
         self.epoch = 0
@@ -248,6 +255,11 @@ class Node:
                 packet.node,
             )
             connection.close_soon(packet.code, packet.reason)
+
+    def on_presence_expired(self, topic: str, user: str) -> None:
+        """A dead node held the last connection of ``user`` in ``topic``: the hub
+        announces the leave."""
+        self.presence_expired(topic, user)
 
     def on_resync(self) -> None:
         """The backplane recovered from an outage: tell every local client, with a new

@@ -10,14 +10,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 
 from .backplane.packet import OP_ALL, OP_CONN, OP_USER, topic_channel, user_channel
 from .codes import CloseCode
 from .connection import WebSocketConnection
 
-__all__ = ["Registry"]
+__all__ = ["HubStats", "Registry"]
 
 logger = logging.getLogger("tempest_ws.hub")
+
+
+@dataclass(frozen=True, slots=True)
+class HubStats:
+    """A snapshot of the hub's registry and counters (this process only)."""
+
+    connections: int
+    users: int
+    topics: int
+    subscriptions: int
+    frames_queued: int
+    slow_consumers_closed: int
+    evicted_over_user_cap: int
+    rejected_at_capacity: int
 
 
 class Registry:

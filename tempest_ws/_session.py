@@ -8,7 +8,9 @@ only pushes still has its client's pongs seen, and a peer that vanishes is notic
 
 Every inbound frame first spends a token from the connection's bucket (ping and pong
 envelopes included): a client past ``WS_RATE_LIMIT_*`` is closed 4429 ``rate_limited``.
-``auth.refresh`` envelopes are answered here too (see :mod:`tempest_ws._expiry`). Closes
+``auth.refresh`` envelopes are answered here too (see :mod:`tempest_ws._expiry`), and so
+are the router's built-in operations, with the typed validation of everything else when
+the router has a message registry (see :mod:`tempest_ws._builtins`). Closes
 the server's WebSocket layer makes on its own (1002 protocol error, 1007 invalid UTF-8,
 1009 a message over ``ws_max_size``) reach the loop as a disconnect and are logged as
 security events.
@@ -22,7 +24,7 @@ import enum
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocketDisconnect
 
@@ -43,6 +45,10 @@ from .envelope import (
 )
 from .exceptions import EnvelopeError
 from .heartbeat import HeartbeatTimer
+from .realtime import ENVELOPE_KEY, MODEL_KEY
+
+if TYPE_CHECKING:
+    from ._builtins import Inbound
 
 logger = logging.getLogger("tempest_ws.session")
 
@@ -61,6 +67,7 @@ class _Verdict(enum.Enum):
     HANDLED = "handled"
     INVALID = "invalid"
     REFRESH = "refresh"
+    BUILTIN = "builtin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +171,7 @@ class HandlerChannel:
         *,
         bucket: TokenBucket | None = None,
         lifetime: TokenLifetime | None = None,
+        inbound: Inbound | None = None,
     ) -> None:
         """Read until the peer leaves or the connection closes; guard every frame."""
         closing = connection.closing_future()
@@ -207,10 +215,15 @@ class HandlerChannel:
                 )
                 connection.close_soon(CloseCode.MESSAGE_TOO_BIG, "message too big")
                 return
-            verdict, envelope = self._inspect(connection, message, limits)
+            verdict, envelope = self._inspect(connection, message, limits, inbound)
             if verdict is _Verdict.DELIVER:
                 await self.deliver(message)
                 continue
+            if verdict is _Verdict.BUILTIN and envelope is not None and inbound is not None:
+                valid = await inbound.run(connection, envelope)
+                if connection.closing:
+                    return
+                verdict = _Verdict.HANDLED if valid else _Verdict.INVALID
             if verdict is _Verdict.REFRESH and envelope is not None:
                 verdict = await self._refresh(connection, envelope, lifetime)
                 if connection.closing:
@@ -224,7 +237,11 @@ class HandlerChannel:
                 return
 
     def _inspect(
-        self, connection: WebSocketConnection, message: Message, limits: SessionLimits
+        self,
+        connection: WebSocketConnection,
+        message: Message,
+        limits: SessionLimits,
+        inbound: Inbound | None = None,
     ) -> tuple[_Verdict, WSEnvelope | None]:
         """What to do with one frame; an invalid one has been answered with an error."""
         text = message.get("text")
@@ -244,6 +261,14 @@ class HandlerChannel:
             return _Verdict.HANDLED, None
         if envelope.type == AUTH_REFRESH:
             return _Verdict.REFRESH, envelope
+        if inbound is not None:
+            if inbound.claims(envelope):
+                return _Verdict.BUILTIN, envelope
+            try:
+                message[MODEL_KEY] = inbound.parse(envelope)
+            except EnvelopeError as exc:
+                return self._reject(connection, str(exc.code), exc.reason, envelope)
+        message[ENVELOPE_KEY] = envelope  # the handler's receive_envelope() reuses it
         return _Verdict.DELIVER, None
 
     async def _refresh(

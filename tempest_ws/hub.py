@@ -9,6 +9,10 @@ Across processes every operation keeps its meaning through the backplane: the hu
 delivers to its own connections first, then publishes one packet (the frame already
 serialized) that every other node fans out to its own. A node drops its own packets when
 they come back, so each socket gets a frame once. See ``docs/scaling.md``.
+
+Opt-in, for realtime apps (``docs/realtime.md``): a ``topic_authorizer`` checked before
+every subscription, ``require_topic`` to refuse accidental global broadcasts, and topic
+``presence`` with ``presence.join`` / ``presence.leave`` events for the topic's members.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Self
 
+from ._authz import TopicAuthorizer
+from ._membership import MAX_TOPIC_LENGTH, HubMembership
 from ._node import ClusterStats, Node
-from ._registry import Registry
+from ._presence import PresenceSetting, TopicPresence
+from ._registry import HubStats, Registry
 from ._types import Send, Topic, UserId
 from .backplane.base import Backplane
 from .backplane.memory import InMemoryBackplane
@@ -42,29 +48,14 @@ from .backplane.packet import (
 )
 from .codes import CloseCode
 from .connection import WebSocketConnection
-from .envelope import EnvelopeLike, encode_envelope
+from .envelope import ACK, EnvelopeLike, encode_envelope
 from .exceptions import CapacityError, ConfigurationError
+from .realtime import error_reply, reply_envelope
 from .settings import WebSocketSettings
 
-__all__ = ["ClusterStats", "HubStats", "WebSocketHub"]
+__all__ = ["MAX_TOPIC_LENGTH", "ClusterStats", "HubStats", "WebSocketHub"]
 
 logger = logging.getLogger("tempest_ws.hub")
-
-MAX_TOPIC_LENGTH = 256
-
-
-@dataclass(frozen=True, slots=True)
-class HubStats:
-    """A snapshot of the hub's registry and counters (this process only)."""
-
-    connections: int
-    users: int
-    topics: int
-    subscriptions: int
-    frames_queued: int
-    slow_consumers_closed: int
-    evicted_over_user_cap: int
-    rejected_at_capacity: int
 
 
 def _ids(values: str | Iterable[Any] | None) -> frozenset[str]:
@@ -75,7 +66,7 @@ def _ids(values: str | Iterable[Any] | None) -> frozenset[str]:
     return frozenset(str(v) for v in values)
 
 
-class WebSocketHub:
+class WebSocketHub(HubMembership):
     """Registry of connections by id, user and topic, with broadcast and targeted sends.
 
     Args:
@@ -89,6 +80,13 @@ class WebSocketHub:
         backplane: how this hub reaches the others; an :class:`InMemoryBackplane` of its
             own by default (one process).
         node_id: this process's id in the deployment (12 hex digits); random by default.
+        topic_authorizer: ``(connection, topic) -> bool`` (sync or async) asked before
+            every new subscription; only ``True`` subscribes (see :meth:`subscribe`).
+        authorizer_timeout: seconds the authorizer may take before it counts as a denial.
+        presence: keep topic presence (``presence.join``/``presence.leave`` events,
+            :meth:`presence`) for every topic (``True``) or the topics a predicate accepts.
+        require_topic: refuse :meth:`broadcast` without a topic (unless ``everyone=True``),
+            so a forgotten ``topic=`` cannot reach every tenant.
 
     Deliveries accept a :class:`~tempest_ws.envelope.WSEnvelope` or a plain mapping and
     return how many connections *of this process* the frame was queued for. They never
@@ -109,11 +107,15 @@ class WebSocketHub:
         close_timeout: float = 2.0,
         backplane: Backplane | None = None,
         node_id: str | None = None,
+        topic_authorizer: TopicAuthorizer | None = None,
+        authorizer_timeout: float = 5.0,
+        presence: PresenceSetting = False,
+        require_topic: bool = False,
     ) -> None:
         if max_per_user < 1 or max_connections < 1 or send_queue_size < 1:
             raise ConfigurationError("hub limits must be at least 1")
-        if close_timeout <= 0:
-            raise ConfigurationError("close_timeout must be positive")
+        if close_timeout <= 0 or authorizer_timeout <= 0:
+            raise ConfigurationError("close_timeout and authorizer_timeout must be positive")
         if node_id is not None and not is_node_id(node_id):
             raise ConfigurationError("node_id must be 12 lowercase hex digits")
         self.max_per_user = max_per_user
@@ -122,19 +124,30 @@ class WebSocketHub:
         self.close_timeout = close_timeout
         self.backplane: Backplane = backplane if backplane is not None else InMemoryBackplane()
         self.node_id = node_id or new_node_id()
+        self.topic_authorizer = topic_authorizer
+        self.authorizer_timeout = authorizer_timeout
+        self.require_topic = require_topic
         self._registry = Registry()
         self._connections = self._registry.connections
         self._users = self._registry.users
         self._topics = self._registry.topics
-        self._node = Node(self.node_id, self.backplane, self._registry)
+        self._presence = TopicPresence(self.backplane, self._announce_presence, presence)
+        self._node = Node(self.node_id, self.backplane, self._registry, self._presence.expired)
         self._evicted = 0
         self._rejected = 0
 
     @classmethod
     def from_settings(
-        cls, settings: WebSocketSettings, *, backplane: Backplane | None = None
+        cls,
+        settings: WebSocketSettings,
+        *,
+        backplane: Backplane | None = None,
+        topic_authorizer: TopicAuthorizer | None = None,
+        presence: PresenceSetting = False,
+        require_topic: bool = False,
     ) -> Self:
-        """Build the hub the settings describe (caps, queue size, close timeout).
+        """Build the hub the settings describe (caps, queue size, close timeout), with
+        the realtime options given as keyword arguments.
 
         With ``WS_REDIS_URL`` set (and no ``backplane`` given) the hub uses a
         :class:`~tempest_ws.backplane.RedisBackplane` configured from the ``WS_REDIS_*``
@@ -150,6 +163,9 @@ class WebSocketHub:
             send_queue_size=settings.WS_SEND_QUEUE_SIZE,
             close_timeout=settings.WS_CLOSE_TIMEOUT_SECONDS,
             backplane=backplane,
+            topic_authorizer=topic_authorizer,
+            presence=presence,
+            require_topic=require_topic,
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -166,9 +182,12 @@ class WebSocketHub:
 
     async def stop(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutdown") -> None:
         """Close every connection with ``code`` (concurrently), empty the registry and
-        leave the deployment (this node's presence is removed). Idempotent."""
+        leave the deployment (this node's presence is removed; the ``presence.leave``
+        events its users cause are sent first, within ``close_timeout``). Idempotent."""
         connections = list(self._connections.values())
         await asyncio.gather(*(c.close(code, reason) for c in connections), return_exceptions=True)
+        await self._presence.settle(self.close_timeout)
+        await self._presence.stop()
         await self._node.stop()
 
     async def __aenter__(self) -> Self:
@@ -242,8 +261,11 @@ class WebSocketHub:
         idle = self._registry.remove(connection)
         if idle is None:
             return
-        if self._node.running:
+        running = self._node.running
+        if running:
             self.backplane.presence.leave(connection.user_key, connection.connection_id)
+        for topic in connection.topics:
+            self._presence.removed(topic, connection.user_key, announce=running)
         for channel in idle:
             self._node.unwant(channel)
 
@@ -254,29 +276,6 @@ class WebSocketHub:
     def connections_of(self, user_id: UserId) -> list[WebSocketConnection]:
         """The user's live connections in this process, oldest first."""
         return list(self._users.get(str(user_id), {}).values())
-
-    async def online_users(self) -> set[str]:
-        """Ids (as ``str``) of users with at least one live connection on any node.
-
-        Raises:
-            BackplaneError: the presence registry is unreachable (Redis down).
-        """
-        if not self._node.running:
-            await self._node.start()
-        return set(self._users) | await self.backplane.presence.online_users()
-
-    async def is_online(self, user_id: UserId) -> bool:
-        """Whether the user has at least one live connection on any node.
-
-        Raises:
-            BackplaneError: the user has no connection here and the presence registry is
-                unreachable.
-        """
-        if str(user_id) in self._users:
-            return True
-        if not self._node.running:
-            await self._node.start()
-        return await self.backplane.presence.is_online(str(user_id))
 
     def stats(self) -> HubStats:
         """Counts of connections, users, topics and the delivery counters (this process)."""
@@ -295,39 +294,6 @@ class WebSocketHub:
         """This node's id, backplane state and cross-process counters."""
         return self._node.stats()
 
-    # -- subscriptions -----------------------------------------------------------------
-
-    async def subscribe(self, connection_id: str, topic: Topic) -> bool:
-        """Subscribe a connection to ``topic``; ``False`` if the connection is gone.
-
-        The first subscriber of a topic in this process subscribes the node to the
-        topic's channel (and waits for the backplane to confirm it, unless the backplane
-        is down: then it is subscribed on reconnection).
-
-        Raises:
-            ValueError: ``topic`` is empty or longer than 256 characters.
-        """
-        if not isinstance(topic, str) or not topic or len(topic) > MAX_TOPIC_LENGTH:
-            raise ValueError(f"topic must be a non-empty string of at most {MAX_TOPIC_LENGTH}")
-        connection = self._connections.get(connection_id)
-        if connection is None:
-            return False
-        if self._registry.subscribe(connection, topic):
-            await self._node.want(topic_channel(topic))
-        return True
-
-    async def unsubscribe(self, connection_id: str, topic: Topic) -> bool:
-        """Remove a subscription; ``False`` if it did not exist."""
-        connection = self._connections.get(connection_id)
-        last = None if connection is None else self._registry.unsubscribe(connection, topic)
-        if last:
-            self._node.unwant(topic_channel(topic))
-        return last is not None
-
-    def subscribers(self, topic: Topic) -> list[WebSocketConnection]:
-        """Connections subscribed to ``topic`` in this process."""
-        return list(self._topics.get(topic, {}).values())
-
     # -- delivery ----------------------------------------------------------------------
 
     async def broadcast(
@@ -337,17 +303,22 @@ class WebSocketHub:
         *,
         exclude: str | Iterable[str] | None = None,
         exclude_users: UserId | Iterable[UserId] | None = None,
+        everyone: bool = False,
     ) -> int:
         """Send to everyone, or to ``topic``'s subscribers, on every node, minus the
         exclusions.
 
         ``exclude`` takes connection ids, ``exclude_users`` user ids (a single id or an
         iterable of them); both apply on every node. Returns the number of connections
-        of this process the frame was queued for.
+        of this process the frame was queued for. On a hub built with
+        ``require_topic=True`` a broadcast to everyone needs ``everyone=True``.
 
         Raises:
+            ValueError: no ``topic`` on a ``require_topic`` hub, without ``everyone``.
             BackplaneError: the other nodes may not get it (local delivery happened).
         """
+        if topic is None and self.require_topic and not everyone:
+            raise ValueError("this hub requires a topic (pass everyone=True to reach all)")
         if not self._node.running:
             await self._node.start()
         frame = encode_envelope(envelope)
@@ -402,6 +373,38 @@ class WebSocketHub:
             await self._node.start()
         packet = encode_packet(self.node_id, OP_CONN, connection_id, encode_envelope(envelope))
         return await self._node.publish(node_channel(node), packet) > 0
+
+    async def reply(
+        self,
+        connection_id: str,
+        request: EnvelopeLike,
+        data: Any = None,
+        *,
+        message_type: str = ACK,
+    ) -> bool:
+        """Answer ``request`` on one connection (on any node), keeping its ``request_id``:
+        ``{"type": message_type, "data": data, "request_id": <the request's>}``.
+
+        ``data`` may be a pydantic model. Queued in order with every other delivery;
+        returns what :meth:`send_to_connection` returns.
+
+        Raises:
+            BackplaneError: the connection lives on another node that cannot be reached.
+        """
+        return await self.send_to_connection(
+            connection_id, reply_envelope(request, data, message_type=message_type)
+        )
+
+    async def reply_error(
+        self, connection_id: str, request: EnvelopeLike, code: str, message: str
+    ) -> bool:
+        """Answer ``request`` with ``{"type": "error", "data": {"code", "message"},
+        "request_id": <the request's>}`` (as the router answers a malformed frame).
+
+        Raises:
+            BackplaneError: the connection lives on another node that cannot be reached.
+        """
+        return await self.send_to_connection(connection_id, error_reply(request, code, message))
 
     async def disconnect_user(
         self, user_id: UserId, code: int = CloseCode.UNAUTHORIZED, reason: str = "revoked"

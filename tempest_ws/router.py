@@ -1,26 +1,32 @@
 """``make_websocket_router``: one authenticated, heartbeated WebSocket route.
 
 The route's endpoint (:mod:`tempest_ws._endpoint`) runs every connection through the
-same path: origin check, per-address cap, token, accept, resolve, register, ``hello``,
-then heartbeat, inbound guard, token expiry and the handler, and a cleanup that leaks
-nothing. The router returned here is an ``APIRouter`` that can also
+same path: origin check, per-address cap, token, accept, resolve, ``on_connect``,
+register, ``hello``, then heartbeat, inbound guard (with the opt-in built-in operations
+and typed validation), token expiry and the handler, and a cleanup that leaks nothing.
+The router returned here is an ``APIRouter`` that can also
 :meth:`~WebSocketRouter.drain` that endpoint at shutdown (see :mod:`tempest_ws.shutdown`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response
 
+from ._builtins import Inbound
 from ._endpoint import DRAIN_REASON, Endpoint
+from ._hooks import Hooks
 from ._logging import install_query_token_redaction
 from ._types import BearerResolver, Handler
 from .codes import CloseCode
+from .exceptions import ConfigurationError
 from .hub import WebSocketHub
+from .messages import MessageRegistry
+from .realtime import BUILTIN_OPERATIONS, OnConnect, OnDisconnect, TopicAuthorizer
 from .settings import WebSocketSettings
 
 __all__ = ["DRAIN_REASON", "WebSocketRouter", "make_websocket_router"]
@@ -76,6 +82,12 @@ def make_websocket_router(
     max_invalid_frames: int = 10,
     redact_query_tokens: bool = True,
     serve_client: bool = True,
+    builtins: bool | Iterable[str] = False,
+    messages: MessageRegistry | None = None,
+    topic_authorizer: TopicAuthorizer | None = None,
+    on_connect: OnConnect | None = None,
+    on_disconnect: OnDisconnect | Sequence[OnDisconnect] = (),
+    hook_timeout: float = 10.0,
 ) -> WebSocketRouter:
     """Build an ``APIRouter`` with an authenticated, heartbeated WebSocket at ``path``.
 
@@ -94,11 +106,48 @@ def make_websocket_router(
             tolerated per connection before it is closed 1008.
         redact_query_tokens: hide ``?token=`` values in uvicorn's logs.
         serve_client: also serve the browser client at ``{path}/client.js``.
+        builtins: answer these envelope types in the router, each with an ``ack`` or
+            ``error`` carrying the request's ``request_id`` (``True``: all of
+            ``subscribe``, ``unsubscribe``, ``presence.get``, ``typing``, ``receipt``);
+            the handler never sees them. With ``subscribe``, the URL's ``?topics=a,b``
+            are subscribed before the handler starts. See ``docs/realtime.md``.
+        messages: a registry every other inbound envelope must match: an unregistered
+            type or invalid ``data`` gets an ``unknown_type`` / ``invalid_data`` error
+            (counted toward ``max_invalid_frames``), and the handler gets the validated
+            model through :func:`~tempest_ws.realtime.receive_envelope`.
+        topic_authorizer: installed on ``hub`` (same as ``WebSocketHub(topic_authorizer=)``).
+        on_connect: ``(connection, ws)`` before registration; may refuse with a close
+            code (``False``: 4403). See :data:`~tempest_ws.realtime.OnConnect`.
+        on_disconnect: one or several ``(connection)`` hooks run after the close.
+        hook_timeout: seconds each hook may take (then it counts as failed).
 
     Returns:
         A :class:`WebSocketRouter` (an ``APIRouter``) to pass to ``app.include_router``;
         keep it to :meth:`~WebSocketRouter.drain` at shutdown.
+
+    Raises:
+        ConfigurationError: an unknown built-in name, a built-in type also registered in
+            ``messages``, a hub that already has another topic authorizer, or a
+            ``hook_timeout`` that is not positive.
     """
+    operations = _builtin_operations(builtins)
+    if messages is not None:
+        clash = sorted(t for t in operations if messages.accepts(t))
+        if clash:
+            raise ConfigurationError(f"built-in operations also registered inbound: {clash}")
+    if topic_authorizer is not None:
+        if hub.topic_authorizer not in (None, topic_authorizer):
+            raise ConfigurationError("the hub already has another topic_authorizer")
+        hub.topic_authorizer = topic_authorizer
+    if hook_timeout <= 0:
+        raise ConfigurationError("hook_timeout must be positive")
+    disconnect_hooks = [on_disconnect] if callable(on_disconnect) else list(on_disconnect)
+    hooks = None
+    if on_connect is not None or disconnect_hooks:
+        hooks = Hooks(on_connect, disconnect_hooks, timeout=hook_timeout)
+    inbound = None
+    if operations or messages is not None:
+        inbound = Inbound(hub, operations=operations, messages=messages)
     if redact_query_tokens:
         install_query_token_redaction()
 
@@ -117,6 +166,8 @@ def make_websocket_router(
         bearer_resolver=bearer_resolver,
         settings=settings,
         max_invalid_frames=max_invalid_frames,
+        inbound=inbound,
+        hooks=hooks,
     )
     router._tempest_endpoint = endpoint
     router.add_websocket_route(path, endpoint, name="tempest_ws")  # type: ignore[arg-type]
@@ -129,6 +180,22 @@ def make_websocket_router(
             name="tempest_ws_client_js",
         )
     return router
+
+
+def _builtin_operations(builtins: bool | Iterable[str]) -> frozenset[str]:
+    if builtins is True:
+        return BUILTIN_OPERATIONS
+    if builtins is False:
+        return frozenset()
+    if isinstance(builtins, str):
+        raise ConfigurationError("builtins takes True, False or a collection of names")
+    chosen = frozenset(builtins)
+    unknown = sorted(chosen - BUILTIN_OPERATIONS)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown built-in operations {unknown}; choose from {sorted(BUILTIN_OPERATIONS)}"
+        )
+    return chosen
 
 
 def _client_script_response() -> Response:

@@ -7,15 +7,18 @@ on Redis Cluster):
 ``P:presence:<user>``  ZSET ``<node>/<connection id>`` -> connection time (µs)
 ``P:nodeusers:<node>`` SET of users with a connection on that node
 
+plus the topic presence keys of :mod:`~tempest_ws.backplane._redis_topics`.
+
 ``online_users`` and ``is_online`` read the sets of the live nodes (each node keeps its
 own set from what it actually holds). ``join`` runs one Lua script on the user's key:
 drop members of nodes known dead, add the newcomer, remove and return the oldest past the
 cap (never the newcomer). Joins and leaves are applied by one task, in call order.
 
 Each node refreshes its heartbeat every third of the TTL; a node silent for longer is
-dead: its members stop counting at once and the first live node to notice scrubs them.
-This node's own members are kept in memory and written again after any outage (Redis may
-have restarted empty).
+dead: its members stop counting at once and the first live node to notice scrubs them
+(and reports who left a topic thereby). This node's own members are kept in memory and
+written again after any outage (Redis may have restarted empty), or when it finds itself
+missing from the node list (it was taken for dead during a long pause).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from redis.exceptions import RedisError
 
 from ..exceptions import BackplaneError
 from ._redis_link import describe
+from ._redis_topics import RedisTopicPresence
 from .base import Member
 
 __all__ = ["RedisPresence"]
@@ -66,8 +70,12 @@ return evicted
 _NODES = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-if ARGV[1] ~= '' then redis.call('ZADD', KEYS[1], ms, ARGV[1]) end
-local out = {tostring(ms)}
+local known = 1
+if ARGV[1] ~= '' then
+  if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then known = 0 end
+  redis.call('ZADD', KEYS[1], ms, ARGV[1])
+end
+local out = {tostring(ms), known}
 local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 for i = 1, #entries do out[#out + 1] = entries[i] end
 return out
@@ -107,6 +115,7 @@ class RedisPresence:
         self._has_ops = asyncio.Event()
         self._drained = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._topics = RedisTopicPresence(prefix=prefix, timeout=timeout)
 
     def _key(self, kind: str, name: str) -> str:
         return f"{self._prefix}:{kind}:{name}"
@@ -116,8 +125,22 @@ class RedisPresence:
 
     # -- lifecycle (driven by RedisBackplane) --------------------------------------------
 
-    def start(self, client: Client, node_id: str, link_up: Callable[[], bool]) -> None:
+    def start(
+        self,
+        client: Client,
+        node_id: str,
+        link_up: Callable[[], bool],
+        on_expired: Callable[[str, str], None],
+    ) -> None:
         self._client, self._node, self._link_up = client, node_id, link_up
+        self._topics.start(
+            client,
+            node_id,
+            link_up=link_up,
+            dead=lambda: self._dead,
+            mark_dirty=self._mark_dirty,
+            on_expired=on_expired,
+        )
         self._tasks = [
             asyncio.create_task(self._apply_ops(), name="tempest_ws presence"),
             asyncio.create_task(self._heartbeat(), name="tempest_ws presence heartbeat"),
@@ -125,6 +148,7 @@ class RedisPresence:
 
     async def stop(self) -> None:
         """Apply queued ops (bounded), remove this node, stop the tasks."""
+        await self._topics.stop()
         if self._ops and self._link_up():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._timeout):
@@ -149,6 +173,10 @@ class RedisPresence:
         an outage Redis may have restarted empty)."""
         self._dirty = True
         self._enqueue(("announce",))
+        self._topics.recovered()
+
+    def _mark_dirty(self) -> None:
+        self._dirty = True
 
     # -- Presence ----------------------------------------------------------------------
 
@@ -179,6 +207,18 @@ class RedisPresence:
 
     async def is_online(self, user: str) -> bool:
         return bool(await self._users_on_live_nodes(user))
+
+    def topic_join(self, topic: str, user: str) -> asyncio.Future[bool]:
+        return self._topics.join(topic, user)
+
+    def topic_leave(self, topic: str, user: str) -> asyncio.Future[bool]:
+        return self._topics.leave(topic, user)
+
+    async def topic_members(self, topic: str) -> set[str]:
+        async def live() -> list[str]:
+            return (await self._nodes(refresh=False))[0]
+
+        return await self._topics.members(topic, live)
 
     async def _users_on_live_nodes(self, user: str | None) -> list[str]:
         """Every user (or just ``user``, if online) in the sets of the live nodes."""
@@ -289,9 +329,11 @@ class RedisPresence:
             _NODES, 1, self._key("nodes", "all"), self._node if refresh else ""
         )
         now = int(raw[0])
+        if refresh and not int(raw[1]):
+            self._dirty = True  # taken for dead meanwhile: write everything again
         live: list[str] = []
         dead: list[str] = []
-        for i in range(1, len(raw), 2):
+        for i in range(2, len(raw), 2):
             node, seen = _text(raw[i]), float(raw[i + 1])
             (live if now - seen <= self._ttl * 1000 else dead).append(node)
         self._dead = frozenset(dead)
@@ -319,10 +361,11 @@ class RedisPresence:
         if not claimed:
             return
         logger.info("node %s missed its presence heartbeats; removing its connections", node)
-        await self._remove_node(node)
+        await self._remove_node(node, notify=True)
 
-    async def _remove_node(self, node: str) -> None:
+    async def _remove_node(self, node: str, *, notify: bool = False) -> None:
         client = self._require()
+        await self._topics.remove_node(node, notify=notify)
         nodeusers = self._key("nodeusers", node)
         users = await client.smembers(nodeusers)
         for user in users:

@@ -1,10 +1,11 @@
 """The backplane contract: what a hub needs to span several processes.
 
 A backplane moves already-serialized packets between the hubs of a deployment and keeps
-the cluster-wide presence registry (who is online, whose tab is the oldest). It knows
-nothing of sockets, envelopes or fan-out: the hub of each process does the fan-out to its
-own connections. Two implementations ship: :class:`~tempest_ws.backplane.InMemoryBackplane`
-(one process, the default) and :class:`~tempest_ws.backplane.RedisBackplane`.
+the cluster-wide presence registry (who is online, whose tab is the oldest, who is in
+which topic). It knows nothing of sockets, envelopes or fan-out: the hub of each process
+does the fan-out to its own connections. Two implementations ship:
+:class:`~tempest_ws.backplane.InMemoryBackplane` (one process, the default) and
+:class:`~tempest_ws.backplane.RedisBackplane`.
 
 The same test body (``tests/test_backplane_contract.py``) runs against both; a third
 implementation (NATS, Postgres ``LISTEN``...) passes that test to be a drop-in.
@@ -12,6 +13,7 @@ implementation (NATS, Postgres ``LISTEN``...) passes that test to be a drop-in.
 
 from __future__ import annotations
 
+import asyncio
 from typing import NamedTuple, Protocol
 
 __all__ = ["Backplane", "BackplaneListener", "Member", "Presence"]
@@ -35,10 +37,16 @@ class BackplaneListener(Protocol):
         """The link to the other nodes came back after an outage; every subscription is
         active again. Packets published meanwhile were lost (at-most-once)."""
 
+    def on_presence_expired(self, topic: str, user: str) -> None:
+        """A dead node (one that stopped refreshing its presence) was the last live node
+        holding ``user`` in ``topic``: the user has left the topic. Called on the one
+        live node that cleans up after the dead one."""
+
 
 # --8<-- [start:protocol]
 class Presence(Protocol):
-    """The cluster-wide registry of connections, by user, ordered by connection time."""
+    """The cluster-wide registry of connections, by user, ordered by connection time;
+    and of topic members, by user, ref-counted per node (the hub counts the tabs)."""
 
     async def join(
         self, user: str, connection_id: str, *, connected_at: float, limit: int
@@ -68,6 +76,33 @@ class Presence(Protocol):
 
     async def is_online(self, user: str) -> bool:
         """Whether ``user`` has a connection on a live node.
+
+        Raises:
+            BackplaneError: the registry could not be reached.
+        """
+        ...
+
+    def topic_join(self, topic: str, user: str) -> asyncio.Future[bool]:
+        """This node now holds a subscriber of ``topic`` who is ``user`` (it held none).
+
+        The future resolves ``True`` when no live node held ``user`` in ``topic`` before:
+        a join to announce (exactly one of several concurrent joins gets ``True``). It
+        fails with ``BackplaneError`` when the registry cannot be reached; the entry is
+        written when the link comes back. Never blocks; applied in call order with
+        ``topic_leave``.
+        """
+        ...
+
+    def topic_leave(self, topic: str, user: str) -> asyncio.Future[bool]:
+        """This node no longer holds a subscriber of ``topic`` who is ``user``.
+
+        The future resolves ``True`` when no live node holds ``user`` in ``topic`` any
+        more: a leave to announce. Fails with ``BackplaneError`` as ``topic_join`` does.
+        """
+        ...
+
+    async def topic_members(self, topic: str) -> set[str]:
+        """Users subscribed to ``topic`` on a live node (nodes that keep presence for it).
 
         Raises:
             BackplaneError: the registry could not be reached.

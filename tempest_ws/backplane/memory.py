@@ -34,6 +34,8 @@ class InMemoryBus:
     def __init__(self) -> None:
         self.subscribers: dict[str, dict[str, BackplaneListener]] = {}
         self.members: dict[str, dict[Member, float]] = {}
+        # topic presence: topic -> user -> the nodes holding that user in the topic
+        self.topics: dict[str, dict[str, set[str]]] = {}
 
     def publish(self, sender: str, channel: str, packet: bytes) -> int:
         """Schedule delivery to every subscriber of ``channel`` but ``sender`` (whose hub
@@ -82,6 +84,50 @@ class _InMemoryPresence:
     async def is_online(self, user: str) -> bool:
         return user in self._backplane.bus.members
 
+    def topic_join(self, topic: str, user: str) -> asyncio.Future[bool]:
+        nodes = self._backplane.bus.topics.setdefault(topic, {}).setdefault(user, set())
+        first = not nodes
+        nodes.add(self._backplane.node_id)
+        return _resolved(first)
+
+    def topic_leave(self, topic: str, user: str) -> asyncio.Future[bool]:
+        users = self._backplane.bus.topics.get(topic, {})
+        nodes = users.get(user)
+        if nodes is None or self._backplane.node_id not in nodes:
+            return _resolved(False)
+        nodes.discard(self._backplane.node_id)
+        if nodes:
+            return _resolved(False)
+        del users[user]
+        if not users:
+            del self._backplane.bus.topics[topic]
+        return _resolved(True)
+
+    async def topic_members(self, topic: str) -> set[str]:
+        return set(self._backplane.bus.topics.get(topic, {}))
+
+    def forget_node(self) -> None:
+        """Drop every entry of this node (it stopped)."""
+        bus, node = self._backplane.bus, self._backplane.node_id
+        for user, members in list(bus.members.items()):
+            for member in [m for m in members if m.node == node]:
+                del members[member]
+            if not members:
+                del bus.members[user]
+        for topic, users in list(bus.topics.items()):
+            for user, nodes in list(users.items()):
+                nodes.discard(node)
+                if not nodes:
+                    del users[user]
+            if not users:
+                del bus.topics[topic]
+
+
+def _resolved(value: bool) -> asyncio.Future[bool]:
+    future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
+
 
 class InMemoryBackplane:
     """A backplane inside one process.
@@ -117,11 +163,7 @@ class InMemoryBackplane:
         """Detach: drop subscriptions and this node's presence."""
         for channel in list(self._channels):
             self.unsubscribe(channel)
-        for user, members in list(self.bus.members.items()):
-            for member in [m for m in members if m.node == self.node_id]:
-                del members[member]
-            if not members:
-                del self.bus.members[user]
+        self._presence.forget_node()
         self._listener = None
 
     async def publish(self, channel: str, packet: bytes) -> int:

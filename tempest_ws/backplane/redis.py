@@ -12,8 +12,8 @@ Three parts, each with one job:
 * subscribing (``_redis_link``): a link that reconnects with capped exponential backoff
   and jitter, resubscribes everything and reports each recovery (the hub sends
   ``resync``);
-* presence (``_redis_presence``): the cluster-wide registry behind ``online_users`` and
-  the per-user cap.
+* presence (``_redis_presence``, ``_redis_topics``): the cluster-wide registry behind
+  ``online_users``, the per-user cap and topic presence.
 
 Every operation is bounded by ``timeout``; none of them waits for Redis to come back.
 """
@@ -186,7 +186,14 @@ class RedisBackplane:
             on_message=listener.on_packet,
             on_up=self._on_up,
         )
-        self._presence.start(self._client, node_id, lambda: self.connected)
+        self._presence.start(
+            self._client,
+            node_id,
+            lambda: self.connected,
+            # Looked up when a dead node is reaped, not now: a listener written before
+            # topic presence existed still starts (its reaping failure is logged).
+            lambda topic, user: listener.on_presence_expired(topic, user),
+        )
         self._publisher = asyncio.create_task(self._publish_loop(), name="tempest_ws publisher")
         self._link.start()
         if not await self._link.wait_up(self.timeout * 2):

@@ -1,0 +1,57 @@
+"""Topic authorization: the application's ``topic_authorizer``, called fail-closed.
+
+The hub asks the authorizer before every new subscription (built-in ``subscribe``,
+``?topics=`` at connect time, and ``hub.subscribe`` from handlers alike). Only a verdict
+of exactly ``True`` subscribes. ``False``, any other value, an exception or no answer
+within the timeout is a denial; each denial is a ``topic_denied`` security event
+(``tempest_ws.security``) with the connection id and the topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeAlias, cast
+
+from ._audit import security_event
+
+if TYPE_CHECKING:
+    from .connection import WebSocketConnection
+
+__all__ = ["TopicAuthorizer", "authorize"]
+
+logger = logging.getLogger("tempest_ws.hub")
+
+TopicAuthorizer: TypeAlias = Callable[["WebSocketConnection", str], bool | Awaitable[bool]]
+"""``(connection, topic) -> bool`` (sync or async): whether the connection may subscribe."""
+
+
+async def authorize(
+    authorizer: TopicAuthorizer,
+    connection: WebSocketConnection,
+    topic: str,
+    *,
+    timeout: float,  # noqa: ASYNC109
+) -> bool:
+    """Ask ``authorizer``; ``True`` only for a verdict of exactly ``True`` in time."""
+    cid = connection.connection_id
+    try:
+        async with asyncio.timeout(timeout):
+            # An object, not a bool: the application's callable may return anything.
+            verdict = cast(object, authorizer(connection, topic))
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+    except TimeoutError:
+        logger.warning("topic authorizer gave no answer within %.1fs (%s)", timeout, cid)
+        verdict = False
+    except Exception:
+        logger.exception("topic authorizer raised; subscription denied (%s)", cid)
+        verdict = False
+    if verdict is not True and verdict is not False:
+        logger.error("topic authorizer returned %s, not a bool; denied (%s)", type(verdict), cid)
+    if verdict is True:
+        return True
+    security_event("topic_denied", cid, "topic authorizer refused", topic=topic)
+    return False
