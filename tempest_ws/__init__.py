@@ -24,6 +24,18 @@ from .exceptions import (
 )
 from .hub import ClusterStats, HubStats, WebSocketHub
 from .messages import MessageRegistry
+from .realtime import (
+    BUILTIN_OPERATIONS,
+    PRESENCE_JOIN,
+    PRESENCE_LEAVE,
+    Incoming,
+    OnConnect,
+    OnDisconnect,
+    TopicAuthorizer,
+    error_reply,
+    receive_envelope,
+    reply_envelope,
+)
 from .router import WebSocketRouter, make_websocket_router
 from .server import uvicorn_options
 from .settings import WebSocketSettings
@@ -34,7 +46,10 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BUILTIN_OPERATIONS",
     "CLOSE_CODE_INFO",
+    "PRESENCE_JOIN",
+    "PRESENCE_LEAVE",
     "Backplane",
     "BackplaneError",
     "CapacityError",
@@ -45,10 +60,14 @@ __all__ = [
     "EnvelopeError",
     "HubStats",
     "InMemoryBackplane",
+    "Incoming",
     "MessageRegistry",
     "MissingDependencyError",
+    "OnConnect",
+    "OnDisconnect",
     "RedisBackplane",
     "TempestWSError",
+    "TopicAuthorizer",
     "WSEnvelope",
     "WebSocketConnection",
     "WebSocketHub",
@@ -60,10 +79,13 @@ __all__ = [
     "decode_envelope",
     "describe_close_code",
     "encode_envelope",
+    "error_reply",
     "extract_token",
     "jwt_bearer_resolver",
     "make_websocket_router",
     "origin_allowed",
+    "receive_envelope",
+    "reply_envelope",
     "uvicorn_options",
 ]
 

@@ -31,7 +31,7 @@ import uuid
 from fastapi import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ._audit import security_event
+from ._audit import security_event, traffic_event
 from ._builtins import Inbound
 from ._expiry import TokenLifetime
 from ._hooks import Hooks
@@ -238,6 +238,7 @@ class Endpoint:
             except CapacityError:
                 await connection.close(CloseCode.TRY_AGAIN_LATER, "server at capacity")
                 return
+            traffic_event("connection_opened")
             heartbeat = HeartbeatTimer(
                 interval=limits.heartbeat_seconds,
                 timeout=limits.heartbeat_timeout,
@@ -296,6 +297,7 @@ class Endpoint:
                 self.live.discard(connection)
                 if not self.live and self._emptied is not None:
                     self._emptied.set()
+            traffic_event("connection_closed", code=connection.close_code or CloseCode.ABNORMAL)
             logger.debug(
                 "connection %s closed with %s", connection.connection_id, connection.close_code
             )

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ._audit import traffic_event
 from ._registry import Registry
 from .backplane.base import Backplane, Member
 from .backplane.packet import (
@@ -160,10 +161,12 @@ class Node:
     async def publish(self, channel: str, packet: bytes) -> int:
         """Publish; count and re-raise :class:`BackplaneError`."""
         try:
-            return await self.backplane.publish(channel, packet)
+            count = await self.backplane.publish(channel, packet)
         except BackplaneError:
             self.publish_errors += 1
             raise
+        traffic_event("backplane_published")
+        return count
 
     async def enforce_user_cap(self, newcomer: WebSocketConnection, limit: int) -> int:
         """Record ``newcomer`` in presence and close the user's oldest connections past

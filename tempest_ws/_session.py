@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocketDisconnect
 
-from ._audit import security_event
+from ._audit import frame_in, frame_out, security_event
 from ._expiry import AUTH_REFRESH, TokenLifetime, refresh_token_of
 from ._ratelimit import TokenBucket
 from ._types import Message, Receive, Send
@@ -154,6 +154,9 @@ class HandlerChannel:
         if connection.closing:
             raise WebSocketDisconnect(connection.close_code or CloseCode.ABNORMAL)
         await self._raw_send(message)
+        text = message.get("text")
+        if text is not None:
+            frame_out(text)
 
     async def deliver(self, message: Message) -> None:
         """Put a frame in the inbox, waiting while the handler is ``INBOX_SIZE`` behind."""
@@ -198,6 +201,7 @@ class HandlerChannel:
             if kind != "websocket.receive":
                 continue
             heartbeat.touch()
+            frame_in(message)
             if bucket is not None and not bucket.take():
                 security_event(
                     "rate_limited", cid, "inbound frames over the budget", budget=bucket.capacity

@@ -31,12 +31,16 @@ class Recorder:
 
     packets: list[tuple[str, bytes]] = field(default_factory=list)
     resyncs: int = 0
+    expired: list[tuple[str, str]] = field(default_factory=list)
 
     def on_packet(self, channel: str, packet: bytes) -> None:
         self.packets.append((channel, packet))
 
     def on_resync(self) -> None:
         self.resyncs += 1
+
+    def on_presence_expired(self, topic: str, user: str) -> None:
+        self.expired.append((topic, user))
 
     def on(self, channel: str) -> list[bytes]:
         return [p for c, p in self.packets if c == channel]

@@ -138,11 +138,6 @@ async def test_scripted_session_metrics(metrics_app: tuple[object, WebSocketMetr
             assert not any(secret in label_value for secret in forbidden), (name, label_value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the hooks of docs/metrics.md in _endpoint/_session/connection; "
-    "remove this marker once they are in",
-)
 async def test_per_connection_counters_over_a_session(
     metrics_app: tuple[object, WebSocketMetrics],
 ) -> None:

@@ -32,6 +32,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from .._audit import traffic_event
 from .._backoff import Backoff
 
 __all__ = ["PubSubLink", "describe"]
@@ -235,6 +236,7 @@ class PubSubLink:
         session.up = self.connected = True
         self._up.set()
         if recovered and since is not None:
+            traffic_event("backplane_reconnected")
             logger.warning(
                 "redis pub/sub link recovered after %.1fs; %d channels resubscribed",
                 time.monotonic() - since,
