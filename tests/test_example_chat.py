@@ -87,6 +87,19 @@ def test_a_configured_secret_is_used_and_public_key_algorithms_are_refused() -> 
         create_app(make_settings(WS_JWT_ALGORITHMS=["RS256"]))
 
 
+async def until_reply(ws: Any, request_id: str) -> list[dict[str, Any]]:
+    """Every envelope up to and including the one answering ``request_id``."""
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(WAIT):
+        while not frames or frames[-1].get("request_id") != request_id:
+            frames.append(json.loads(await ws.recv()))
+    return frames
+
+
+def presence_get(topic: str, request_id: str) -> str:
+    return json.dumps({"type": "presence.get", "data": {"topic": topic}, "request_id": request_id})
+
+
 async def test_http_announce_reaches_sockets_and_rooms_scope_messages() -> None:
     websockets = pytest.importorskip("websockets")
     app = create_app(make_settings(WS_ALLOW_QUERY_TOKEN=False))
@@ -98,13 +111,18 @@ async def test_http_announce_reaches_sockets_and_rooms_scope_messages() -> None:
         ):
             assert alice.subprotocol == bob.subprotocol == "bearer"
             await next_of(alice, "hello")
-            presence = await next_of(alice, "presence")
-            while presence["data"]["users"] != ["alice", "bob"]:
-                presence = await next_of(alice, "presence")
+            await next_of(bob, "hello")
 
             await alice.send(json.dumps({"type": "subscribe", "data": {"topic": "room:lobby"}}))
             joined = await next_of(alice, "room.joined")
-            assert joined["data"] == {"room": "lobby", "users": ["alice"]}
+            assert joined["data"] == {"room": "lobby"}
+            await alice.send(presence_get("room:lobby", "p0"))
+            members = await next_of(alice, "ack")
+            assert members == {
+                "type": "ack",
+                "data": {"type": "presence.get", "topic": "room:lobby", "users": ["alice"]},
+                "request_id": "p0",
+            }
 
             await alice.send(
                 json.dumps({"type": "subscribe", "data": {"topic": "lobby"}, "request_id": "r0"})
@@ -123,7 +141,7 @@ async def test_http_announce_reaches_sockets_and_rooms_scope_messages() -> None:
             assert everyone.json() == {"delivered": 2}
             assert lobby.json() == {"delivered": 1}
             assert bad.status_code == 422
-            assert online.json() == {"users": ["alice", "bob"]}
+            assert online.status_code == 404  # no global online list, not even over HTTP
             expected = {"text": "maintenance at 5", "room": None}
             assert (await next_of(alice, "announcement"))["data"] == expected
             assert (await next_of(bob, "announcement"))["data"] == expected
@@ -141,19 +159,47 @@ async def test_http_announce_reaches_sockets_and_rooms_scope_messages() -> None:
             refused = await next_of(bob, "error")
             assert refused["request_id"] == "r2"
             assert refused["data"]["code"] == "not_in_room"
-            # Bob never got the lobby message (his next frame is the answer to "users").
-            await bob.send(json.dumps({"type": "users", "data": {}, "request_id": "r3"}))
-            users = json.loads(await asyncio.wait_for(bob.recv(), WAIT))
-            assert users == {
-                "type": "users",
-                "data": {"users": ["alice", "bob"]},
-                "request_id": "r3",
+            # Outside the room bob cannot ask who is in it, and he never got the lobby's
+            # message or a word about alice (his next frame is the answer to presence.get).
+            await bob.send(presence_get("room:lobby", "r3"))
+            (answer,) = await until_reply(bob, "r3")
+            assert answer["type"] == "error"
+            assert answer["data"]["code"] == "not_subscribed"
+            await bob.send(json.dumps({"type": "users", "data": {}, "request_id": "r4"}))
+            (answer,) = await until_reply(bob, "r4")
+            assert answer["data"]["code"] == "unknown_type"
+
+            # Bob joins: alice (a member) hears presence.join; bob gets the member list.
+            await bob.send(
+                json.dumps(
+                    {"type": "subscribe", "data": {"topic": "room:lobby"}, "request_id": "j1"}
+                )
+            )
+            assert (await next_of(bob, "room.joined"))["request_id"] == "j1"
+            assert (await next_of(alice, "presence.join"))["data"] == {
+                "topic": "room:lobby",
+                "user_id": "bob",
             }
+            await bob.send(presence_get("room:lobby", "p1"))
+            assert (await next_of(bob, "ack"))["data"]["users"] == ["alice", "bob"]
 
             await alice.send(json.dumps({"type": "unsubscribe", "data": {"topic": "room:lobby"}}))
             left = await next_of(alice, "room.left")
-            assert left["data"] == {"room": "lobby", "users": []}
-            assert app.state.hub.subscribers("room:lobby") == []
+            assert left["data"] == {"room": "lobby"}
+            assert (await next_of(bob, "presence.leave"))["data"] == {
+                "topic": "room:lobby",
+                "user_id": "alice",
+            }
+            assert [c.user_key for c in app.state.hub.subscribers("room:lobby")] == ["bob"]
+            # Alice, no longer a member, hears nothing about the room (bob's frames neither
+            # mention himself): her next frame answers her own request.
+            await bob.send(presence_get("room:lobby", "p2"))
+            bob_frames = await until_reply(bob, "p2")
+            assert [f["type"] for f in bob_frames] == ["ack"]
+            assert bob_frames[0]["data"]["users"] == ["bob"]
+            await alice.send(presence_get("room:lobby", "p3"))
+            (answer,) = await until_reply(alice, "p3")
+            assert answer["data"]["code"] == "not_subscribed"
 
         await until(lambda: app.state.hub.stats().connections == 0, WAIT)
 
@@ -177,9 +223,14 @@ async def test_demo_page_two_users_chat_in_chromium(chromium: Chromium) -> None:
         assert handshakes[0]["response"]["sec-websocket-protocol"] == "bearer"
         assert await alice.evaluate("() => window.chat.client.protocol") == "bearer"
 
-        online = alice.get_by_test_id("online")
-        await online.get_by_text("bob").wait_for()
-        await alice.get_by_test_id("members").get_by_text("bob").wait_for()
+        # No global online list: each page shows the members of its current room only,
+        # from presence.get (bob, joining second) and presence.join (alice).
+        assert await alice.get_by_test_id("online").count() == 0
+        members = {page: page.get_by_test_id("members") for page in (alice, bob)}
+        for page, other in ((alice, "bob"), (bob, "alice")):
+            await members[page].get_by_text(other, exact=True).wait_for()
+        assert await members[alice].locator("li").all_inner_texts() == ["alice (you)", "bob"]
+        assert await members[bob].locator("li").all_inner_texts() == ["alice", "bob (you)"]
 
         async def say(page: Any, text: str) -> None:
             await page.get_by_test_id("text").fill(text)
@@ -197,6 +248,8 @@ async def test_demo_page_two_users_chat_in_chromium(chromium: Chromium) -> None:
         await bob.get_by_test_id("join-form").locator("button").click()
         await bob.get_by_test_id("room-title").get_by_text("# games").wait_for()
         await until(lambda: len(app.state.hub.subscribers("room:games")) == 1, WAIT)
+        await members[bob].get_by_text("bob (you)").wait_for()
+        assert await members[bob].locator("li").all_inner_texts() == ["bob (you)"]
         await say(bob, "secret move")
         await bob.get_by_test_id("log").get_by_text("secret move").wait_for()
         await bob.get_by_role("button", name="# lobby").click()
@@ -204,6 +257,10 @@ async def test_demo_page_two_users_chat_in_chromium(chromium: Chromium) -> None:
         await alice.get_by_test_id("log").get_by_text("back in the lobby").wait_for()
         texts = await alice.evaluate("() => window.chat.entries.map((e) => e.p.textContent)")
         assert "bob: secret move" not in texts
+        # ... nor who is in it: alice only knows the lobby's members.
+        known = await alice.evaluate("() => [...window.chat.members.keys()]")
+        assert known == ["lobby"]
+        await members[bob].get_by_text("alice", exact=True).wait_for()
 
         # A push from an HTTP handler shows up in both pages.
         async with httpx.AsyncClient(base_url=base) as http:
@@ -212,9 +269,10 @@ async def test_demo_page_two_users_chat_in_chromium(chromium: Chromium) -> None:
         for page in (alice, bob):
             await page.get_by_test_id("log").get_by_text("pizza in 5").wait_for()
 
-        # Bob leaves: alice's online list follows.
+        # Bob leaves (his last tab closes): alice's member list follows (presence.leave).
         await bob.close()
-        await online.get_by_text("bob").wait_for(state="detached")
+        await members[alice].get_by_text("bob", exact=True).wait_for(state="detached")
+        assert await members[alice].locator("li").all_inner_texts() == ["alice (you)"]
 
 
 @pytest.mark.browser

@@ -11,18 +11,23 @@ other server is needed. Endpoints:
   the demo runs with zero configuration and tokens die with the process).
 - ``POST /api/announce`` ``{"text": ..., "room": optional}``: an HTTP handler pushing
   through the hub to every socket, or to one room's members.
-- ``GET /api/online``: the users with at least one open socket.
 - ``WS /ws``: the tempest_ws endpoint (bearer subprotocol, heartbeats, close codes).
+
+There is no "who is online" list: a user only learns who is in the rooms they joined.
+The hub keeps presence for ``room:*`` topics and sends ``presence.join`` /
+``presence.leave`` to that room's members only; the router answers ``presence.get``.
 
 Wire protocol on the socket (every frame is an envelope ``{type, data, request_id}``):
 
-- client ``subscribe {"topic": "room:<name>"}`` joins a room and gets ``room.joined``;
-  ``unsubscribe`` leaves it (``room.left``). Members of the room get ``room.members``.
+- client ``subscribe {"topic": "room:<name>"}`` joins a room and gets
+  ``room.joined {"room"}``; ``unsubscribe`` leaves it (``room.left {"room"}``).
+- client ``presence.get {"topic": "room:<name>"}`` (a room it is in) replies
+  ``ack {"type": "presence.get", "topic", "users"}``: the room's members.
+- the room's other members get ``presence.join`` / ``presence.leave
+  {"topic", "user_id"}`` when a user's first tab joins or last tab leaves it.
 - client ``chat.send {"room", "text"}`` broadcasts ``chat.message {"room", "from",
   "text", "at"}`` to the room and replies ``ack {"delivered": n}`` with its request_id.
-- client ``users`` replies ``users {"users": [...]}``.
-- the server pushes ``presence {"users": [...]}`` to everyone when someone comes or
-  goes, and ``announcement {"text", "room"}`` from ``POST /api/announce``.
+- the server pushes ``announcement {"text", "room"}`` from ``POST /api/announce``.
 - a bad request gets ``error {"code", "message"}`` with the request's request_id.
 """
 
@@ -51,7 +56,7 @@ from tempest_ws import (
 )
 from tempest_ws.testing import make_token
 
-__all__ = ["ROOM_PREFIX", "TOKEN_LIFETIME_SECONDS", "app", "create_app"]
+__all__ = ["ROOM_PREFIX", "TOKEN_LIFETIME_SECONDS", "app", "create_app", "may_join"]
 
 logger = logging.getLogger("examples.chat")
 
@@ -113,19 +118,18 @@ def _room_topic(room: object) -> str | None:
     return None
 
 
-def _members(hub: WebSocketHub, topic: str, *, leaving: str | None = None) -> list[str]:
-    return sorted(
-        {c.user_key for c in hub.subscribers(topic) if c.connection_id != leaving},
-    )
+# --8<-- [start:policy]
+def may_join(connection: WebSocketConnection, topic: str) -> bool:
+    """The topic authorizer: any user may join a room; no other topic exists."""
+    return _room_topic(topic.removeprefix(ROOM_PREFIX)) == topic
 
 
-async def _online(hub: WebSocketHub, *, leaving: WebSocketConnection | None = None) -> list[str]:
-    users = await hub.online_users()
-    if leaving is not None:
-        mine = hub.connections_of(leaving.user_key)
-        if all(c.connection_id == leaving.connection_id for c in mine):
-            users.discard(leaving.user_key)
-    return sorted(users)
+def room_presence(topic: str) -> bool:
+    """Keep presence (``presence.join``/``presence.leave``, ``presence.get``) for rooms."""
+    return topic.startswith(ROOM_PREFIX)
+
+
+# --8<-- [end:policy]
 
 
 class ChatHandler:
@@ -134,8 +138,7 @@ class ChatHandler:
     async def __call__(
         self, ws: WebSocket, connection: WebSocketConnection, hub: WebSocketHub
     ) -> None:
-        logger.info("connection %s: %s joined", connection.connection_id, connection.user_key)
-        await hub.broadcast({"type": "presence", "data": {"users": await _online(hub)}})
+        logger.info("connection %s: %s connected", connection.connection_id, connection.user_key)
         try:
             while True:
                 raw = await ws.receive_json()
@@ -147,7 +150,8 @@ class ChatHandler:
         except ConnectionClosedError:
             pass
         finally:
-            await self._left(connection, hub)
+            # The hub sends presence.leave to the rooms this user's last tab was in.
+            logger.info("connection %s: %s left", connection.connection_id, connection.user_key)
 
     async def _dispatch(
         self, envelope: WSEnvelope, connection: WebSocketConnection, hub: WebSocketHub
@@ -158,9 +162,6 @@ class ChatHandler:
             await self._join_or_leave(envelope.type, data, connection, hub, rid)
         elif envelope.type == "chat.send":
             await self._send(data, connection, hub, rid)
-        elif envelope.type == "users":
-            users = await _online(hub)
-            await connection.send({"type": "users", "data": {"users": users}, "request_id": rid})
         else:
             await self._error(connection, "unknown_type", f"unknown type {envelope.type!r}", rid)
 
@@ -173,26 +174,24 @@ class ChatHandler:
         hub: WebSocketHub,
         rid: str | None,
     ) -> None:
-        """``subscribe``/``unsubscribe {"topic": "room:<name>"}``, as tempest-ws.js sends them."""
+        """``subscribe``/``unsubscribe {"topic": "room:<name>"}``, as tempest-ws.js sends them.
+
+        The hub tells the room's other members with ``presence.join``/``presence.leave``
+        (only them: nobody else learns who is where); the page then asks ``presence.get``.
+        """
         topic = data.get("topic")
-        if not isinstance(topic, str) or _room_topic(topic.removeprefix(ROOM_PREFIX)) != topic:
+        if not isinstance(topic, str) or not may_join(connection, topic):
             await self._error(connection, "bad_room", "topic must be room:<name>", rid)
             return
         room = topic.removeprefix(ROOM_PREFIX)
         if kind == "subscribe":
-            await hub.subscribe(connection.connection_id, topic)
+            if not await hub.subscribe(connection.connection_id, topic):  # the authorizer
+                await self._error(connection, "bad_room", "topic must be room:<name>", rid)
+                return
         else:
             await hub.unsubscribe(connection.connection_id, topic)
-        members = _members(hub, topic)
         reply = "room.joined" if kind == "subscribe" else "room.left"
-        await connection.send(
-            {"type": reply, "data": {"room": room, "users": members}, "request_id": rid}
-        )
-        await hub.broadcast(
-            {"type": "room.members", "data": {"room": room, "users": members}},
-            topic=topic,
-            exclude=connection.connection_id,
-        )
+        await connection.send({"type": reply, "data": {"room": room}, "request_id": rid})
 
     # --8<-- [end:subscribe]
     # --8<-- [start:send]
@@ -232,25 +231,6 @@ class ChatHandler:
             {"type": "error", "data": {"code": code, "message": message}, "request_id": rid}
         )
 
-    @staticmethod
-    async def _left(connection: WebSocketConnection, hub: WebSocketHub) -> None:
-        logger.info("connection %s: %s left", connection.connection_id, connection.user_key)
-        cid = connection.connection_id
-        for topic in sorted(connection.topics):
-            await hub.broadcast(
-                {
-                    "type": "room.members",
-                    "data": {
-                        "room": topic.removeprefix(ROOM_PREFIX),
-                        "users": _members(hub, topic, leaving=cid),
-                    },
-                },
-                topic=topic,
-                exclude=cid,
-            )
-        users = await _online(hub, leaving=connection)
-        await hub.broadcast({"type": "presence", "data": {"users": users}}, exclude=cid)
-
 
 def create_app(settings: WebSocketSettings | None = None) -> FastAPI:
     """Build the chat app with its own in-memory hub.
@@ -270,7 +250,12 @@ def create_app(settings: WebSocketSettings | None = None) -> FastAPI:
     if secret is None:  # _with_secret always sets one; this keeps the types honest
         raise ConfigurationError("WS_JWT_SECRET missing")
     algorithm = settings.WS_JWT_ALGORITHMS[0]
-    hub = WebSocketHub.from_settings(settings)
+    # --8<-- [start:hub]
+    hub = WebSocketHub.from_settings(
+        settings,
+        presence=room_presence,  # presence.join/leave go to a room's members only
+        require_topic=True,  # a broadcast to everyone must say so (everyone=True)
+    )
     app = FastAPI(title="tempest_ws chat demo")
     app.state.hub = hub
     app.state.settings = settings
@@ -281,8 +266,11 @@ def create_app(settings: WebSocketSettings | None = None) -> FastAPI:
             bearer_resolver=jwt_bearer_resolver(settings),
             settings=settings,
             path="/ws",
+            builtins={"presence.get"},  # the handler keeps subscribe/unsubscribe
+            topic_authorizer=may_join,
         )
     )
+    # --8<-- [end:hub]
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -310,16 +298,11 @@ def create_app(settings: WebSocketSettings | None = None) -> FastAPI:
         """Push from an HTTP handler: to everyone, or to one room's members."""
         envelope = {"type": "announcement", "data": {"text": body.text, "room": body.room}}
         topic = ROOM_PREFIX + body.room if body.room else None
-        delivered = await hub.broadcast(envelope, topic=topic)
+        delivered = await hub.broadcast(envelope, topic=topic, everyone=topic is None)
         logger.info("announcement queued for %d socket(s)", delivered)
         return AnnounceResponse(delivered=delivered)
 
     # --8<-- [end:announce]
-
-    @app.get("/api/online")
-    async def online() -> dict[str, list[str]]:
-        """Users with at least one open socket in this process."""
-        return {"users": await _online(hub)}
 
     return app
 
