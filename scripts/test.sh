@@ -8,5 +8,5 @@ export TEMPEST_WS_REQUIRE_TOOLS=1   # tests needing redis-server/chromium fail, 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy tempest_ws
-.venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 exec .venv/bin/python -m pytest "$@"
