@@ -15,6 +15,7 @@ import asyncio
 import logging
 import math
 import uuid
+from abc import ABC, abstractmethod
 from collections import deque
 from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -87,7 +88,7 @@ class _Connections:
             return outcome
 
 
-class _ReconnectingClient(Generic[M]):
+class _ReconnectingClient(ABC, Generic[M]):
     """The connection engine shared by both clients; ``M`` is the message type."""
 
     def __init__(self, url: str, options: ClientOptions) -> None:
@@ -315,5 +316,6 @@ class _ReconnectingClient(Generic[M]):
     async def _resend_state(self, session: _Session) -> None:
         return None
 
+    @abstractmethod
     async def _on_frame(self, session: _Session, frame: str | bytes) -> None:
-        raise NotImplementedError
+        """Handle one inbound frame of ``session`` (each client kind has its own)."""
