@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from ..exceptions import BackplaneError
 from ._redis_link import describe
 from ._redis_topics import RedisTopicPresence
+from ._serial_ops import SerialOps
 from .base import Member
 
 __all__ = ["RedisPresence"]
@@ -111,10 +112,14 @@ class RedisPresence:
         self._unsent_leaves: set[tuple[str, str]] = set()
         self._dead: frozenset[str] = frozenset()
         self._dirty = False
-        self._ops: deque[tuple[Any, ...]] = deque()
-        self._has_ops = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._ops: SerialOps[tuple[Any, ...]] = SerialOps(
+            name="tempest_ws presence",
+            timeout=timeout,
+            errors=_ERRORS,
+            apply=self._apply,
+            failed=self._failed,
+        )
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._topics = RedisTopicPresence(prefix=prefix, timeout=timeout)
 
     def _key(self, kind: str, name: str) -> str:
@@ -141,38 +146,34 @@ class RedisPresence:
             mark_dirty=self._mark_dirty,
             on_expired=on_expired,
         )
-        self._tasks = [
-            asyncio.create_task(self._apply_ops(), name="tempest_ws presence"),
-            asyncio.create_task(self._heartbeat(), name="tempest_ws presence heartbeat"),
-        ]
+        self._ops.start(link_up)
+        self._heartbeat_task = asyncio.create_task(
+            self._heartbeat(), name="tempest_ws presence heartbeat"
+        )
 
     async def stop(self) -> None:
         """Apply queued ops (bounded), remove this node, stop the tasks."""
         await self._topics.stop()
-        if self._ops and self._link_up():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._timeout):
-                    await self._drained.wait()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        left = await self._ops.stop()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
+            self._heartbeat_task = None
         if self._client is not None and self._link_up():
             with contextlib.suppress(*_ERRORS):
                 async with asyncio.timeout(self._timeout):
                     await self._remove_node(self._node)
         self._local.clear()
         self._per_user.clear()
-        for op in self._ops:
+        for op in left:
             if op[0] == "join" and not op[-1].done():
                 op[-1].set_exception(BackplaneError("redis backplane stopped"))
-        self._ops.clear()
 
     def recovered(self) -> None:
         """The link is up (again): write this node's heartbeat and whole presence (after
         an outage Redis may have restarted empty)."""
         self._dirty = True
-        self._enqueue(("announce",))
+        self._ops.push(("announce",))
         self._topics.recovered()
 
     def _mark_dirty(self) -> None:
@@ -190,7 +191,7 @@ class RedisPresence:
             self._dirty = True
             raise BackplaneError("redis unreachable: presence not updated")
         done: asyncio.Future[list[Member]] = asyncio.get_running_loop().create_future()
-        self._enqueue(("join", user, connection_id, score, limit, done))
+        self._ops.push(("join", user, connection_id, score, limit, done))
         return await done
 
     def leave(self, user: str, connection_id: str) -> None:
@@ -200,7 +201,7 @@ class RedisPresence:
         last = self._per_user[user] <= 0
         if last:
             del self._per_user[user]
-        self._enqueue(("leave", user, connection_id, last))
+        self._ops.push(("leave", user, connection_id, last))
 
     async def online_users(self) -> set[str]:
         return set(await self._users_on_live_nodes(None))
@@ -240,32 +241,10 @@ class RedisPresence:
 
     # -- the worker --------------------------------------------------------------------
 
-    def _enqueue(self, op: tuple[Any, ...]) -> None:
-        self._ops.append(op)
-        self._drained.clear()
-        self._has_ops.set()
-
     def _require(self) -> Client:
         if self._client is None:
             raise BackplaneError("redis backplane is not started")
         return self._client
-
-    async def _apply_ops(self) -> None:
-        while True:
-            if not self._ops:
-                self._drained.set()
-            await self._has_ops.wait()
-            self._has_ops.clear()
-            while self._ops:
-                op = self._ops[0]  # stays queued while applied: stop() waits for it
-                try:
-                    if not self._link_up():
-                        raise ConnectionError("redis pub/sub link is down")
-                    async with asyncio.timeout(self._timeout * 2):
-                        await self._apply(op)
-                except _ERRORS as exc:
-                    self._failed(op, exc)
-                self._ops.popleft()
 
     async def _apply(self, op: tuple[Any, ...]) -> None:
         client = self._require()

@@ -21,10 +21,8 @@ the users that thereby left (``on_expired``): the hub announces their ``presence
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,6 +32,7 @@ from redis.exceptions import RedisError
 
 from ..exceptions import BackplaneError
 from ._redis_link import describe
+from ._serial_ops import SerialOps
 
 __all__ = ["RedisTopicPresence"]
 
@@ -82,6 +81,7 @@ return 0
 _ERRORS = (RedisError, OSError, TimeoutError)
 
 Pair = tuple[str, str]
+_Op = tuple[str, Pair | None, asyncio.Future[bool] | None]
 
 
 def _text(value: Any) -> str:
@@ -114,10 +114,14 @@ class RedisTopicPresence:
         self._on_expired: Callable[[str, str], None] = lambda topic, user: None
         self._local: set[Pair] = set()
         self._unsent_leaves: set[Pair] = set()
-        self._ops: deque[tuple[str, Pair | None, asyncio.Future[bool] | None]] = deque()
-        self._has_ops = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
+        self._ops: SerialOps[_Op] = SerialOps(
+            name="tempest_ws topic presence",
+            timeout=timeout,
+            errors=_ERRORS,
+            apply=self._apply_op,
+            failed=lambda op, exc: self._failed(*op, exc),
+            before=self._track,
+        )
 
     def _key(self, kind: str, name: str) -> str:
         return f"{self._prefix}:{kind}:{name}"
@@ -137,30 +141,19 @@ class RedisTopicPresence:
         self._client, self._node = client, node_id
         self._link_up, self._dead, self._dirty = link_up, dead, mark_dirty
         self._on_expired = on_expired
-        self._worker = asyncio.create_task(self._apply_ops(), name="tempest_ws topic presence")
+        self._ops.start(link_up)
 
     async def stop(self) -> None:
         """Apply queued ops (bounded), stop the worker, fail what is left."""
-        if self._ops and self._link_up():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._timeout):
-                    await self._drained.wait()
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
-        for _, _, done in self._ops:
+        for _, _, done in await self._ops.stop():
             if done is not None and not done.done():
                 done.set_exception(BackplaneError("redis backplane stopped"))
-        self._ops.clear()
         self._local.clear()
         self._unsent_leaves.clear()
 
     def recovered(self) -> None:
         """Write this node's whole topic presence again (queued after pending ops)."""
-        self._ops.append(("announce", None, None))
-        self._wake()
+        self._ops.push(("announce", None, None))
 
     # -- the Presence methods ----------------------------------------------------------
 
@@ -188,45 +181,29 @@ class RedisTopicPresence:
 
     def _enqueue(self, kind: str, pair: Pair) -> asyncio.Future[bool]:
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._ops.append((kind, pair, done))
-        self._wake()
+        self._ops.push((kind, pair, done))
         return done
-
-    def _wake(self) -> None:
-        self._drained.clear()
-        self._has_ops.set()
 
     def _require(self) -> Client:
         if self._client is None:
             raise BackplaneError("redis backplane is not started")
         return self._client
 
-    async def _apply_ops(self) -> None:
-        while True:
-            if not self._ops:
-                self._drained.set()
-            await self._has_ops.wait()
-            self._has_ops.clear()
-            while self._ops:
-                kind, pair, done = self._ops[0]  # stays queued while applied: stop() waits
-                # What this node holds, as of the ops applied so far (whether Redis took
-                # them or not): what an announcement queued after them writes again.
-                if pair is not None and kind == "join":
-                    self._local.add(pair)
-                    self._unsent_leaves.discard(pair)
-                elif pair is not None:
-                    self._local.discard(pair)
-                try:
-                    if not self._link_up():
-                        raise ConnectionError("redis pub/sub link is down")
-                    async with asyncio.timeout(self._timeout * 2):
-                        result = await self._apply(kind, pair)
-                except _ERRORS as exc:
-                    self._failed(kind, pair, done, exc)
-                else:
-                    if done is not None and not done.done():
-                        done.set_result(result)
-                self._ops.popleft()
+    def _track(self, op: _Op) -> None:
+        # What this node holds, as of the ops applied so far (whether Redis took them or
+        # not): what an announcement queued after them writes again.
+        kind, pair, _ = op
+        if pair is not None and kind == "join":
+            self._local.add(pair)
+            self._unsent_leaves.discard(pair)
+        elif pair is not None:
+            self._local.discard(pair)
+
+    async def _apply_op(self, op: _Op) -> None:
+        kind, pair, done = op
+        result = await self._apply(kind, pair)
+        if done is not None and not done.done():
+            done.set_result(result)
 
     async def _apply(self, kind: str, pair: Pair | None) -> bool:
         client = self._require()
