@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pytest
+
+from tests.redis_server import RedisClusterNodes
+from tests.support import require_tool
 
 
 @pytest.fixture(autouse=True)
 def _tempest_logs_visible(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="tempest_ws")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterNodes]:
+    """A 3-node local Redis Cluster for one test module, stopped by PID afterwards."""
+    require_tool("redis-server")
+    nodes = RedisClusterNodes()
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.close()

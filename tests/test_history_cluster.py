@@ -5,25 +5,12 @@ over every shard."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
 from tests.redis_server import RedisClusterNodes
-from tests.support import require_tool
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisClusterNodes]:
-    require_tool("redis-server")
-    nodes = RedisClusterNodes()
-    try:
-        nodes.start()
-        yield nodes
-    finally:
-        nodes.close()
 
 
 async def test_history_spreads_over_shards_and_recovers_from_any_node(

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +21,9 @@ from tempest_ws import CloseCode, WebSocketHub
 from tempest_ws.backplane import Backplane
 from tests.redis_server import RedisClusterNodes
 from tests.scaleout_app import AppProcess, start_all
-from tests.support import SECRET, Peer, require_tool, token, until
+from tests.support import SECRET, Peer, token, until
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisClusterNodes]:
-    require_tool("redis-server")
-    nodes = RedisClusterNodes()
-    try:
-        nodes.start()
-        yield nodes
-    finally:
-        nodes.close()
 
 
 def backplane(cluster: RedisClusterNodes, prefix: str) -> Backplane:
