@@ -4,14 +4,12 @@ one bus) and on RedisBackplane (nodes on a real redis-server)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from tempest_ws import WebSocketHub
-from tempest_ws.backplane import Backplane, InMemoryBackplane, InMemoryBus, Member, Presence
+from tempest_ws.backplane import InMemoryBackplane, InMemoryBus, Member, Presence
 from tempest_ws.backplane.packet import (
     OP_ALL,
     OP_KICK,
@@ -21,76 +19,14 @@ from tempest_ws.backplane.packet import (
     decode_packet,
     encode_packet,
 )
-from tests.redis_server import RedisServer
-from tests.support import Peer, require_tool, until
-
-
-@dataclass
-class Recorder:
-    """A BackplaneListener that records what arrives."""
-
-    packets: list[tuple[str, bytes]] = field(default_factory=list)
-    resyncs: int = 0
-    expired: list[tuple[str, str]] = field(default_factory=list)
-
-    def on_packet(self, channel: str, packet: bytes) -> None:
-        self.packets.append((channel, packet))
-
-    def on_resync(self) -> None:
-        self.resyncs += 1
-
-    def on_presence_expired(self, topic: str, user: str) -> None:
-        self.expired.append((topic, user))
-
-    def on(self, channel: str) -> list[bytes]:
-        return [p for c, p in self.packets if c == channel]
-
-
-@dataclass
-class Node:
-    backplane: Backplane
-    listener: Recorder
-    node_id: str
-
-
-NodeFactory = Callable[[], Awaitable[Node]]
-
-
-@contextlib.contextmanager
-def _medium(kind: str) -> Iterator[Callable[[], Backplane]]:
-    if kind == "memory":
-        bus = InMemoryBus()
-        yield lambda: InMemoryBackplane(bus)
-        return
-    require_tool("redis-server")
-    server = RedisServer()
-    server.start()
-    try:
-        from tempest_ws.backplane import RedisBackplane
-
-        yield lambda: RedisBackplane(
-            server.url, timeout=1.0, health_check_interval=1.0, reconnect_max=0.2, presence_ttl=2
-        )
-    finally:
-        server.close()
+from tests.backplane_nodes import NodeFactory, nodes_on
+from tests.support import Peer, until
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def start_node(request: pytest.FixtureRequest) -> AsyncIterator[NodeFactory]:
-    started: list[Node] = []
-    with _medium(request.param) as make:
-
-        async def start() -> Node:
-            node = Node(make(), Recorder(), f"{len(started) + 1:012x}")
-            await node.backplane.start(node.node_id, node.listener)
-            started.append(node)
-            return node
-
-        try:
-            yield start
-        finally:
-            for node in started:
-                await node.backplane.stop()
+    async with nodes_on(request.param) as start:
+        yield start
 
 
 async def test_packets_reach_subscribers_only_bytes_intact_in_order(

@@ -7,91 +7,29 @@ and a leave exactly once across nodes."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from tempest_ws import WebSocketHub
-from tempest_ws.backplane import Backplane, InMemoryBackplane, InMemoryBus
+from tempest_ws.backplane import Backplane
 from tempest_ws.realtime import PRESENCE_JOIN, PRESENCE_LEAVE
+from tests.backplane_nodes import NodeFactory, Recorder, nodes_on, redis_backplane
 from tests.redis_server import RedisServer
 from tests.support import Peer, require_tool, until
 
 
-@dataclass
-class Listener:
-    """A BackplaneListener that records presence expiries."""
-
-    expired: list[tuple[str, str]] = field(default_factory=list)
-
-    def on_packet(self, channel: str, packet: bytes) -> None:
-        pass
-
-    def on_resync(self) -> None:
-        pass
-
-    def on_presence_expired(self, topic: str, user: str) -> None:
-        self.expired.append((topic, user))
-
-
-@dataclass
-class Node:
-    backplane: Backplane
-    listener: Listener
-    node_id: str
-
-
-NodeFactory = Callable[[], Awaitable[Node]]
-
-
-def _redis_backplane(url: str, **options: Any) -> Backplane:
-    from tempest_ws.backplane import RedisBackplane
-
-    defaults: dict[str, Any] = {
-        "timeout": 1.0,
-        "health_check_interval": 1.0,
-        "reconnect_max": 0.2,
-        "presence_ttl": 1.5,
-    }
-    return RedisBackplane(url, **{**defaults, **options})
-
-
-@contextlib.contextmanager
-def _medium(kind: str) -> Iterator[tuple[Callable[[], Backplane], RedisServer | None]]:
-    if kind == "memory":
-        bus = InMemoryBus()
-        yield (lambda: InMemoryBackplane(bus)), None
-        return
-    require_tool("redis-server")
-    server = RedisServer()
-    server.start()
-    try:
-        yield (lambda: _redis_backplane(server.url)), server
-    finally:
-        server.close()
+def _redis_backplane(url: str) -> Backplane:
+    return redis_backplane(url, presence_ttl=1.5)
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def start_node(request: pytest.FixtureRequest) -> AsyncIterator[NodeFactory]:
-    started: list[Node] = []
-    with _medium(request.param) as (make, _):
-
-        async def start() -> Node:
-            node = Node(make(), Listener(), f"{len(started) + 1:012x}")
-            await node.backplane.start(node.node_id, node.listener)
-            started.append(node)
-            return node
-
-        try:
-            yield start
-        finally:
-            for node in started:
-                await node.backplane.stop()
+    async with nodes_on(request.param, presence_ttl=1.5) as start:
+        yield start
 
 
 async def test_a_user_joins_once_and_leaves_once_across_nodes(start_node: NodeFactory) -> None:
@@ -142,7 +80,7 @@ async def test_a_dead_nodes_users_expire_and_one_live_node_reports_their_leaves(
     server.start()
     prefix = "tempest_ws"
     alive = _redis_backplane(server.url)
-    listener = Listener()
+    listener = Recorder()
     try:
         await alive.start("00000000000a", listener)
         assert await alive.presence.topic_join("room", "ann") is True

@@ -23,22 +23,15 @@ import pytest
 from tempest_ws import BackplaneError, CloseCode, MissingDependencyError, WebSocketHub
 from tempest_ws.backplane import Backplane, InMemoryBackplane, InMemoryBus
 from tempest_ws.connection import WebSocketConnection
+from tests.backplane_nodes import redis_backplane
 from tests.redis_server import RedisServer
 from tests.support import Peer, make_settings, require_tool, until
 
 HubFactory = Callable[..., Awaitable[WebSocketHub]]
 
 
-def _redis_backplane(server: RedisServer, **options: Any) -> Backplane:
-    from tempest_ws.backplane import RedisBackplane
-
-    defaults: dict[str, Any] = {
-        "timeout": 0.5,
-        "health_check_interval": 0.5,
-        "reconnect_max": 0.2,
-        "presence_ttl": 2,
-    }
-    return RedisBackplane(server.url, **{**defaults, **options})
+def _redis_backplane(server: RedisServer) -> Backplane:
+    return redis_backplane(server.url, timeout=0.5, health_check_interval=0.5)
 
 
 @pytest.fixture
