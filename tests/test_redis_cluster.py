@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect
 
 from tempest_ws import CloseCode, WebSocketHub
 from tempest_ws.backplane import Backplane
+from tests.backplane_nodes import Recorder
 from tests.redis_server import RedisClusterNodes
 from tests.scaleout_app import AppProcess, start_all
 from tests.support import SECRET, Peer, token, until
@@ -156,3 +157,25 @@ async def test_two_processes_share_the_cluster(cluster: RedisClusterNodes, tmp_p
     finally:
         for app in apps:
             app.stop()
+
+
+async def test_concurrent_first_commands_on_a_fresh_cluster_client(
+    cluster: RedisClusterNodes,
+) -> None:
+    # redis-py's cluster client, with retries off, used to fail commands that raced its
+    # lazy start ("Connection closed by server"): the backplane loads it in start().
+    for round_ in range(3):
+        fresh = backplane(cluster, f"r{uuid.uuid4().hex[:8]}")
+        await fresh.start(f"{round_ + 1:012x}", Recorder())
+        try:
+            results = await asyncio.gather(
+                *(fresh.publish(f"topic:t{i}", b"x") for i in range(10)),
+                *(fresh.presence.online_users() for _ in range(10)),
+                *(fresh.presence.topic_members(f"t{i}") for i in range(10)),
+                *(fresh.presence.is_online(f"u{i}") for i in range(10)),
+                return_exceptions=True,
+            )
+        finally:
+            await fresh.stop()
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert results[:10] == [0] * 10

@@ -105,6 +105,7 @@ class RedisBackplane:
         self._queue: deque[tuple[str, bytes, asyncio.Future[int]]] = deque()
         self._has_packets = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
+        self._cluster_ready = False
 
     @classmethod
     def from_settings(cls, settings: WebSocketSettings) -> Self:
@@ -174,6 +175,7 @@ class RedisBackplane:
         self._listener = listener
         if self.cluster:
             self._client = self._open_cluster()
+            await self._initialize_cluster()
         else:
             self._client = Redis.from_url(self.url, **self._options(pubsub=False))
         self._link = PubSubLink(
@@ -199,7 +201,27 @@ class RedisBackplane:
         if not await self._link.wait_up(self.timeout * 2):
             logger.warning("redis not reachable yet; node %s keeps trying", node_id)
 
+    async def _initialize_cluster(self) -> None:
+        """Load the slot map of a fresh cluster client once, within ``timeout``.
+
+        With retries off, commands racing a cluster client's lazy start fail with
+        "Connection closed by server"; loading it first, before anything else uses the
+        client, avoids that. An unreachable cluster is logged here and tried again when
+        the pub/sub link comes up.
+        """
+        client = self._client
+        if not isinstance(client, RedisCluster) or self._cluster_ready:
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                await client.initialize()
+        except _ERRORS as exc:
+            logger.warning("redis cluster slot map not loaded yet (%s)", describe(exc))
+            return
+        self._cluster_ready = True
+
     async def _on_up(self, recovered: bool) -> None:
+        await self._initialize_cluster()
         self._presence.recovered()
         if recovered and self._listener is not None:
             try:
@@ -224,6 +246,7 @@ class RedisBackplane:
             with contextlib.suppress(*_ERRORS):
                 await self._client.aclose()
             self._client = None
+        self._cluster_ready = False
         self._listener = None
 
     async def publish(self, channel: str, packet: bytes) -> int:
