@@ -29,6 +29,7 @@ __all__ = [
     "DisconnectHook",
     "EnvelopeHook",
     "Hook",
+    "RecoveryHook",
     "TokenProvider",
     "check_known",
     "default_is_fatal",
@@ -38,6 +39,7 @@ __all__ = [
 Hook = Callable[[], Awaitable[None] | None]
 DisconnectHook = Callable[[Disconnect], Awaitable[None] | None]
 EnvelopeHook = Callable[[WSEnvelope], Awaitable[None] | None]
+RecoveryHook = Callable[[str, bool, WSEnvelope], Awaitable[None] | None]
 TokenProvider = Callable[[], Awaitable[str]]
 
 _RETRY_STATUSES = frozenset({401, 408, 429, 500, 502, 503, 504})

@@ -21,6 +21,7 @@ from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ._backoff import Action, Disconnect, OfflineQueue, ReconnectPolicy
+from ._client_history import Mark
 from ._client_options import ClientOptions, check_known, default_is_fatal, positive
 from ._client_session import _open_connection, _Session
 from .codes import CloseCode
@@ -116,7 +117,7 @@ class _ReconnectingClient(ABC, Generic[M]):
         self._outbox: OfflineQueue[tuple[str | bytes, str | None]] = OfflineQueue(
             options.get("queue_size", 1000), options.get("queue_overflow", "drop_oldest")
         )
-        self._inbox: deque[M] = deque()
+        self._inbox: deque[tuple[M, Mark | None]] = deque()
         self._inbox_size = max(1, options.get("inbox_size", 10_000))
         self._inbox_dropped = 0
         self._requests: dict[str, asyncio.Future[WSEnvelope]] = {}
@@ -204,7 +205,10 @@ class _ReconnectingClient(ABC, Generic[M]):
             if self._runner is None:
                 raise ConnectionClosedError("client not started: use 'async with' or connect()")
             await self._changed.wait()
-        return self._inbox.popleft()
+        message, mark = self._inbox.popleft()
+        if mark is not None:
+            self._hand(mark)  # handed over now: the application's loop body runs next
+        return message
 
     async def receive(self) -> M:
         """The next message; ``ConnectionClosedError`` once the client is closed."""
@@ -227,7 +231,8 @@ class _ReconnectingClient(ABC, Generic[M]):
         if started_only and self._runner is None:
             raise ConnectionClosedError("client not started: use 'async with' or connect()")
 
-    def _deliver(self, message: M) -> None:
+    def _deliver(self, message: M, mark: Mark | None = None) -> None:
+        """Queue ``message`` for the iterator; ``mark`` is its history position, if any."""
         if len(self._inbox) >= self._inbox_size:
             self._inbox.popleft()
             self._inbox_dropped += 1
@@ -237,7 +242,7 @@ class _ReconnectingClient(ABC, Generic[M]):
                     self.id,
                     self._inbox_dropped,
                 )
-        self._inbox.append(message)
+        self._inbox.append((message, mark))
         self._notify()
 
     async def _send_frame(self, frame: str | bytes, request_id: str | None = None) -> None:
@@ -315,6 +320,9 @@ class _ReconnectingClient(ABC, Generic[M]):
 
     async def _resend_state(self, session: _Session) -> None:
         return None
+
+    def _hand(self, mark: Mark) -> None:
+        """A message carrying the history position ``mark`` was handed to the application."""
 
     @abstractmethod
     async def _on_frame(self, session: _Session, frame: str | bytes) -> None:

@@ -25,18 +25,21 @@ import logging
 import math
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any, Literal, Unpack
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._backoff import Backoff, Disconnect, SendQueueFullError
+from ._client_history import ClientPositions, Mark
 from ._client_options import ClientOptions, EnvelopeHook, TokenProvider, default_is_fatal, positive
 from ._client_options import DisconnectHook as DisconnectHook  # hook types, for annotations
 from ._client_options import Hook as Hook
+from ._client_options import RecoveryHook as RecoveryHook
 from ._client_session import _call_hook, _Session
 from ._reconnect import _ReconnectingClient
 from .auth import BEARER_SUBPROTOCOL
 from .codes import CloseCode
-from .envelope import HELLO, PING, PONG, RESYNC, WSEnvelope, decode_envelope, encode_envelope
+from .envelope import HELLO, PING, PONG, RESYNC, WSEnvelope, decode_frame, encode_envelope
 from .exceptions import (
     ClientGaveUpError,
     ConfigurationError,
@@ -45,6 +48,8 @@ from .exceptions import (
     RequestTimeoutError,
     UnauthorizedError,
 )
+from .history.base import Position
+from .history.wire import RECOVERY
 
 try:
     from websockets.exceptions import ConnectionClosed
@@ -56,6 +61,7 @@ __all__ = [
     "ClientGaveUpError",
     "ClientOptions",
     "Disconnect",
+    "Position",
     "RawWebSocketClient",
     "RequestTimeoutError",
     "SendQueueFullError",
@@ -98,16 +104,24 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
             ``pong`` replies feed :attr:`latency` (default: the ``hello``'s
             ``heartbeat_seconds``).
         on_resync: ``(envelope)`` hook for a ``resync`` envelope (which is also yielded).
+        on_recovery: ``(topic, recovered, envelope)`` hook for a ``recovery`` envelope
+            (which is also yielded), called when it arrives, before the application can
+            take it from the iterator, whether or not a ``request()`` claims it.
+            ``recovered`` false means: reload ``topic`` from your source of truth.
+        positions: ``{topic: (offset, epoch)}`` to resume from (say, stored by a
+            previous run from :attr:`positions`); sent with the topic's ``subscribe``.
         **options: the :class:`ClientOptions`.
 
     The iterator never yields ``hello``, ``ping``, ``pong`` or replies claimed by
-    :meth:`request`. A connection counts as ready once the ``hello`` arrived (within
+    :meth:`request`; a ``recovery`` envelope with a malformed ``data`` is dropped with a
+    warning. A connection counts as ready once the ``hello`` arrived (within
     ``open_timeout``, else it is closed 4408 and retried), the subscriptions were sent
     again and the offline queue was flushed, in that order.
 
     Raises:
         ConfigurationError: both ``token`` and ``token_provider``, an unknown ``auth``,
-            a URL that is not ``ws``/``wss`` or an invalid option.
+            a URL that is not ``ws``/``wss``, malformed ``positions`` or an invalid
+            option.
     """
 
     def __init__(
@@ -119,6 +133,8 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
         auth: Literal["subprotocol", "header", "query"] = "subprotocol",
         heartbeat_interval: float | None = None,
         on_resync: EnvelopeHook | None = None,
+        on_recovery: RecoveryHook | None = None,
+        positions: Mapping[str, tuple[int, str]] | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
         if token is not None and token_provider is not None:
@@ -135,6 +151,8 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
             else positive(heartbeat_interval, "heartbeat_interval")
         )
         self._on_resync = on_resync
+        self._on_recovery = on_recovery
+        self._positions = ClientPositions(self.id, positions)
         self._topics: dict[str, None] = {}
         self._pings: dict[str, float] = {}
         self._ping_seq = 0
@@ -144,6 +162,20 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
     def latency(self) -> float | None:
         """Seconds of the last ping round-trip (``None`` before the first ``pong``)."""
         return self._latency
+
+    @property
+    def positions(self) -> Mapping[str, Position]:
+        """Read-only ``{topic: Position}`` of the last history message handed to you.
+
+        A message's position counts once the iterator yields it (or ``request()``
+        returns it): by the time your loop body runs, it is included. A ``recovery``
+        envelope moves its topic to the envelope's ``offset``/``epoch`` the same way.
+        Store it *after* handling a message for at-least-once delivery across a
+        restart, and pass it back as ``positions=``. Resubscriptions resume from the
+        last position *received*, which may be ahead (messages still waiting in the
+        inbox), so nothing is asked for twice. A live view: it changes as you iterate.
+        """
+        return self._positions.view
 
     @property
     def subscriptions(self) -> frozenset[str]:
@@ -199,13 +231,19 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
     async def subscribe(self, topic: str) -> None:
         """Send ``{"type": "subscribe", "data": {"topic": topic}}`` and remember the topic.
 
-        While disconnected nothing is queued: every remembered topic is sent again first
-        thing on each new connection. Subscribing twice sends once.
+        With a known position for ``topic`` (received, or seeded by ``positions=``) the
+        data also carries its ``offset`` and ``epoch``, so the server replays what was
+        missed. While disconnected nothing is queued: every remembered topic is sent
+        again, with its latest received position, first thing on each new connection.
+        Subscribing twice sends once.
         """
         await self._topic_change(topic, add=True)
 
     async def unsubscribe(self, topic: str) -> None:
-        """Forget ``topic`` and, when connected, send ``unsubscribe`` for it."""
+        """Forget ``topic`` and, when connected, send ``unsubscribe`` for it.
+
+        Its position is kept: subscribing again resumes from it.
+        """
         await self._topic_change(topic, add=False)
 
     async def _topic_change(self, topic: str, *, add: bool) -> None:
@@ -219,8 +257,10 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
                 del self._topics[topic]
             session = self._session
             if session is not None and session.ready:
-                kind = "subscribe" if add else "unsubscribe"
-                frame = encode_envelope({"type": kind, "data": {"topic": topic}})
+                kind, data = "unsubscribe", {"topic": topic}
+                if add:
+                    kind, data = "subscribe", self._positions.subscribe_data(topic)
+                frame = encode_envelope({"type": kind, "data": data})
                 with contextlib.suppress(ConnectionClosed):  # the next connection restores it
                     await session.ws.send(frame)
 
@@ -279,11 +319,15 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
 
     async def _resend_state(self, session: _Session) -> None:
         for topic in list(self._topics):
-            await session.ws.send(encode_envelope({"type": "subscribe", "data": {"topic": topic}}))
+            data = self._positions.subscribe_data(topic)
+            await session.ws.send(encode_envelope({"type": "subscribe", "data": data}))
+
+    def _hand(self, mark: Mark) -> None:
+        self._positions.hand(mark)
 
     async def _on_frame(self, session: _Session, frame: str | bytes) -> None:
         try:
-            envelope = decode_envelope(frame)
+            envelope, raw = decode_frame(frame)
         except EnvelopeError as exc:
             logger.warning("client %s: ignored an invalid frame (%s)", self.id, exc.code)
             return
@@ -298,17 +342,33 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
         elif kind == HELLO:
             session.hello_data = envelope.data if isinstance(envelope.data, dict) else {}
             session.hello.set()
-        elif request_id is None or not self._claim_reply(request_id, envelope):
-            if kind == RESYNC:
+        elif kind == RECOVERY:
+            notice = self._positions.recovery(envelope.data)
+            if notice is not None:
+                topic, recovered, position = notice
+                hook = self._on_recovery
+                await _call_hook(self, "on_recovery", hook, topic, recovered, envelope)
+                self._hand_over(envelope, (topic, position))
+        else:
+            mark = self._positions.receive(raw)
+            if kind == RESYNC and not self._claimable(request_id):
                 await _call_hook(self, "on_resync", self._on_resync, envelope)
-            self._deliver(envelope)
+            self._hand_over(envelope, mark)
 
-    def _claim_reply(self, request_id: str, envelope: WSEnvelope) -> bool:
-        waiter = self._requests.get(request_id)
+    def _hand_over(self, envelope: WSEnvelope, mark: Mark | None) -> None:
+        """Give ``envelope`` to the ``request()`` waiting for it, else to the iterator."""
+        request_id = envelope.request_id
+        waiter = None if request_id is None else self._requests.get(request_id)
         if waiter is None or waiter.done():
-            return False
+            self._deliver(envelope, mark)
+            return
         waiter.set_result(envelope)
-        return True
+        if mark is not None:
+            self._positions.hand(mark)
+
+    def _claimable(self, request_id: str | None) -> bool:
+        waiter = None if request_id is None else self._requests.get(request_id)
+        return waiter is not None and not waiter.done()
 
 
 class RawWebSocketClient(_ReconnectingClient[str | bytes]):

@@ -33,6 +33,7 @@ __all__ = [
     "EnvelopeLike",
     "WSEnvelope",
     "decode_envelope",
+    "decode_frame",
     "encode_envelope",
     "error_envelope",
 ]
@@ -124,6 +125,16 @@ def decode_envelope(frame: str | bytes) -> WSEnvelope:
     Raises :class:`EnvelopeError` with ``code`` ``invalid_json`` (not JSON),
     ``invalid_envelope`` (JSON but not an object with a string ``type``).
     """
+    return decode_frame(frame)[0]
+
+
+def decode_frame(frame: str | bytes) -> tuple[WSEnvelope, dict[str, Any]]:
+    """Like :func:`decode_envelope`, with the parsed JSON object as well.
+
+    The object keeps the top-level keys the envelope ignores (a history message's
+    ``topic``/``offset``/``epoch``), so a frame is parsed once. Raises as
+    :func:`decode_envelope` does.
+    """
     try:
         value = _loads(frame)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -131,7 +142,7 @@ def decode_envelope(frame: str | bytes) -> WSEnvelope:
     if not isinstance(value, dict):
         raise EnvelopeError("envelope must be a JSON object", code="invalid_envelope")
     try:
-        return WSEnvelope.model_validate(value)
+        return WSEnvelope.model_validate(value), value
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
         request_id = value.get("request_id")

@@ -107,11 +107,22 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """The client-test app in its own process; ``kill`` is SIGKILL by PID."""
+    """The client-test app in its own process; ``kill`` is SIGKILL by PID.
 
-    def __init__(self, port: int | None = None, *, start_timeout: float = 45.0) -> None:
+    ``module`` is the test module run with ``--port N`` (one built on
+    :func:`serve_forever`); the default serves :func:`build_client_app`.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        start_timeout: float = 45.0,
+        module: str = "tests.server_process",
+    ) -> None:
         self.port = port or free_port()
         self.start_timeout = start_timeout
+        self.module = module
         self._process: subprocess.Popen[str] | None = None
 
     @property
@@ -123,7 +134,7 @@ class ServerProcess:
         if self._process is not None:
             raise RuntimeError("already running")
         process = subprocess.Popen(  # noqa: ASYNC220 - only spawned; waited on in a thread
-            [sys.executable, "-m", "tests.server_process", "--port", str(self.port)],
+            [sys.executable, "-m", self.module, "--port", str(self.port)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
@@ -162,13 +173,14 @@ class ServerProcess:
         await self.kill()
 
 
-async def _serve_forever(port: int) -> None:
+async def serve_forever(port: int, build: Callable[[WebSocketSettings], FastAPI]) -> None:
+    """Serve ``build(settings)`` under uvicorn on 127.0.0.1:``port``; print ``READY <port>``."""
     import uvicorn
 
     from tempest_ws import uvicorn_options
 
     settings = make_settings()
-    app, _ = build_client_app(settings)
+    app = build(settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
@@ -190,7 +202,8 @@ async def _serve_forever(port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
-    asyncio.run(_serve_forever(parser.parse_args().port))
+    port = parser.parse_args().port
+    asyncio.run(serve_forever(port, lambda settings: build_client_app(settings)[0]))
 
 
 if __name__ == "__main__":
