@@ -14,10 +14,8 @@ here (see ``docs/history.md``, "How the hub uses the history").
   by a ``recovery`` envelope with ``recovered: false`` to the topic's local subscribers.
 - **One mending task per hub** (started when a gap appears, gone when none is left)
   fetches what a gap lacks from the store after ``gap_timeout``, or gives it up.
-- **Subscribing** installs a :class:`Seam` for the connection *before* reading the store,
-  so live messages that arrive during the read are buffered, then joined to the replay
-  without a gap or a duplicate; the seam is dropped once the live stream has passed the
-  replay's end.
+- **Subscribing with a position** replays through a seam
+  (:mod:`tempest_ws._history_catchup`); the gap task is :mod:`tempest_ws._history_mend`.
 
 No lock is held and no socket awaited: deliveries append to the connections' bounded
 queues, like every other fan-out of the hub.
@@ -30,86 +28,32 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
 
+from ._history_catchup import Catchups
+from ._history_mend import Mending
+from ._history_topic import Item, TopicState, follows
 from ._node import Node
 from ._registry import Registry
+from ._types import Topic
 from .backplane.packet import OP_TOPIC, Packet, encode_packet, topic_channel
 from .codes import CloseCode
 from .connection import WebSocketConnection
-from .exceptions import BackplaneError
+from .exceptions import BackplaneError, ConfigurationError
 from .history.base import HistoryPage, HistoryStore, Position, Recovery
+from .history.memory import MemoryHistory
 from .history.policy import HistoryPolicy
-from .history.seam import Seam, Sequencer
+from .history.seam import Sequencer
 from .history.wire import recovery_envelope, stamp_frame
+from .settings import WebSocketSettings
 
-__all__ = ["Catchup", "HubHistory", "Item"]
+__all__ = ["HistoryAccess", "HubHistory", "history_from_settings", "make_history"]
 
 logger = logging.getLogger("tempest_ws.history")
 
-_NONE: frozenset[str] = frozenset()
-_UNKNOWN = Position(0, "")  # no position known: every live message is newer
-_MEND_ATTEMPTS = 3  # store failures before a gap is given up
-_QUIESCE_ROUNDS = 8
+_READY_ROUNDS = 8  # a topic re-followed while waiting: wait for the new start
 
 
-class Item(NamedTuple):
-    """One message of a history topic on its way to local connections."""
-
-    position: Position
-    frame: str
-    exclude: frozenset[str]
-    exclude_users: frozenset[str]
-
-
-class Catchup:
-    """One connection joining one topic: its seam, and the discontinuities of the live
-    stream seen while it replays (each notice goes out before the message it precedes)."""
-
-    __slots__ = ("breaks", "connection", "finished", "seam", "topic")
-
-    def __init__(self, connection: WebSocketConnection, topic: _Topic, max_buffer: int) -> None:
-        self.connection = connection
-        self.topic = topic
-        self.seam: Seam[Item] = Seam(max_buffer=max_buffer)
-        self.breaks: set[Position] = set()
-        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-
-class _Topic:
-    """This node following one history topic (while it has local subscribers)."""
-
-    __slots__ = (
-        "catchups",
-        "early",
-        "failures",
-        "following",
-        "gap",
-        "last",
-        "name",
-        "ready",
-        "seq",
-        "suspect",
-    )
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.seq: Sequencer[Item] | None = None
-        self.last: Position | None = None  # the last position released here
-        self.following = False  # the start is known (or known to be unknown)
-        self.early: list[Item] = []  # arrived before the start was known
-        self.ready: asyncio.Task[None] | None = None
-        self.catchups: dict[str, Catchup] = {}
-        self.gap: tuple[int, float] | None = None  # (first missing offset, seen at)
-        self.failures = 0
-        self.suspect: str | None = None  # an epoch the sequencer dropped as stale
-
-
-def _follows(last: Position, position: Position) -> bool:
-    return position.epoch == last.epoch and position.offset == last.offset + 1
-
-
-class HubHistory:
+class HubHistory(Catchups, Mending):
     """The history side of one hub (see the module docstring).
 
     Args:
@@ -142,7 +86,7 @@ class HubHistory:
         self.queue_size = queue_size
         self.replay_limit = min(policy.recovery_limit, max(1, queue_size // 2))
         self._clock = clock
-        self._topics: dict[str, _Topic] = {}
+        self._topics: dict[str, TopicState] = {}
         self._gapped: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._mender: asyncio.Task[None] | None = None
@@ -234,7 +178,7 @@ class HubHistory:
             return self.registry.fan_out(recipients, item.frame)
         return self._release(state, self._push(state, item), item)
 
-    def _push(self, state: _Topic, item: Item) -> list[Item]:
+    def _push(self, state: TopicState, item: Item) -> list[Item]:
         seq = state.seq
         if seq is None:
             if not state.following:
@@ -254,11 +198,11 @@ class HubHistory:
 
     # -- local delivery ----------------------------------------------------------------
 
-    def _release(self, state: _Topic, items: Iterable[Item], mine: Item | None = None) -> int:
+    def _release(self, state: TopicState, items: Iterable[Item], mine: Item | None = None) -> int:
         count = 0
         for item in items:
             last = state.last
-            if last is not None and not _follows(last, item.position):
+            if last is not None and not follows(last, item.position):
                 self._notice(state, item.position)
             state.last = item.position
             delivered = self._deliver(state, item)
@@ -271,7 +215,7 @@ class HubHistory:
                     del state.catchups[cid]
         return count
 
-    def _deliver(self, state: _Topic, item: Item) -> int:
+    def _deliver(self, state: TopicState, item: Item) -> int:
         registry = self.registry
         recipients = registry.select(OP_TOPIC, state.name, item.exclude, item.exclude_users)
         catchups = state.catchups
@@ -297,7 +241,7 @@ class HubHistory:
                 connection.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
         return delivered
 
-    def _notice(self, state: _Topic, position: Position) -> None:
+    def _notice(self, state: TopicState, position: Position) -> None:
         """The live stream skips to ``position``: tell the topic's subscribers to reload
         (connections still replaying get it when their replay reaches ``position``)."""
         self.notices += 1
@@ -328,7 +272,7 @@ class HubHistory:
         """A local subscriber appeared: follow ``topic`` (idempotent, without waiting)."""
         if topic in self._topics:
             return
-        state = self._topics[topic] = _Topic(topic)
+        state = self._topics[topic] = TopicState(topic)
         task = asyncio.get_running_loop().create_task(
             self._follow(state), name=f"tempest_ws history follow {topic[:64]}"
         )
@@ -336,7 +280,7 @@ class HubHistory:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _follow(self, state: _Topic) -> None:
+    async def _follow(self, state: TopicState) -> None:
         start: Position | None = None
         try:
             await self.node.want(topic_channel(state.name))
@@ -359,7 +303,7 @@ class HubHistory:
 
     async def ready(self, topic: str) -> None:
         """Wait until this node follows ``topic`` (its channel confirmed, its start read)."""
-        for _ in range(_QUIESCE_ROUNDS):
+        for _ in range(_READY_ROUNDS):
             state = self._topics.get(topic)
             if state is None or state.ready is None or state.following:
                 return
@@ -380,223 +324,74 @@ class HubHistory:
                 if not other.finished.done():
                     other.finished.set_result(None)
 
-    # -- subscribing with a position ---------------------------------------------------
 
-    async def quiesce(self, connection_id: str, topic: str) -> None:
-        """Wait until a catch-up of this connection on ``topic`` in progress ends."""
-        for _ in range(_QUIESCE_ROUNDS):
-            state = self._topics.get(topic)
-            catchup = None if state is None else state.catchups.get(connection_id)
-            if catchup is None or catchup.finished.done():
-                return
-            await asyncio.shield(catchup.finished)
+def history_from_settings(
+    settings: WebSocketSettings, store: HistoryStore | None
+) -> tuple[HistoryStore | None, HistoryPolicy | None]:
+    """The store and policy ``WS_HISTORY_*`` describe: a ``RedisHistory`` with
+    ``WS_REDIS_URL`` (unless ``store`` is given), none when no topic keeps history."""
+    policy = HistoryPolicy.from_settings(settings)
+    if not policy.enabled:
+        return store, None
+    if store is None and settings.WS_REDIS_URL:
+        from .history.redis import RedisHistory
 
-    def begin(self, connection: WebSocketConnection, topic: str) -> Catchup:
-        """Install a seam for ``connection`` on ``topic`` (subscribed already): from now
-        on its live messages of the topic are buffered until :meth:`catch_up`."""
-        self.follow(topic)
-        state = self._topics[topic]
-        catchup = Catchup(connection, state, self.queue_size)
-        state.catchups[connection.connection_id] = catchup
-        return catchup
+        store = RedisHistory.from_settings(settings)
+    return store, policy
 
-    async def catch_up(
-        self, catchup: Catchup, position: Position | None, request_id: str | None
-    ) -> None:
-        """Read what the connection missed since ``position`` (``None``: nothing, it
-        starts now), queue it, the ``recovery`` envelope, then the live messages
-        buffered meanwhile."""
-        state = catchup.topic
-        topic = state.name
-        await self.ready(topic)
-        try:
-            if position is None:
-                recovery = Recovery((), False, await self.store.latest(topic))
-            else:
-                recovery = await self.store.since(
-                    topic, position.offset, position.epoch, limit=self.replay_limit
-                )
-        except BackplaneError as exc:
-            logger.warning(
-                "history of topic %s unreachable for connection %s: %s",
-                topic,
-                catchup.connection.connection_id,
-                exc,
-            )
-            recovery = Recovery((), False, state.last or _UNKNOWN)
-        if state.catchups.get(catchup.connection.connection_id) is not catchup:
-            return  # it left the topic meanwhile (or closed): end() has nothing to do
-        epoch = recovery.position.epoch
-        replay = [
-            Item(at, stamp_frame(entry.frame, topic, at), _NONE, _NONE)
-            for entry in recovery.entries
-            for at in (Position(entry.offset, epoch),)
-        ]
-        items = catchup.seam.finish(recovery.position, replay)
-        answer = recovery_envelope(topic, recovery, replayed=len(replay), request_id=request_id)
-        frames = [item.frame for item in items[: len(replay)]]
-        frames.append(answer)
-        frames.extend(self._with_notices(catchup, recovery.position, items[len(replay) :]))
-        self._finish(catchup, frames)
 
-    def end(self, catchup: Catchup) -> None:
-        """Make sure ``catchup`` ended (the subscribe failed or was cancelled before the
-        replay): what its seam buffered is delivered in order, without a replay."""
-        if catchup.finished.done():
-            return
-        if not catchup.seam.replaying:
-            catchup.finished.set_result(None)
-            return
-        items = catchup.seam.finish(_UNKNOWN)
-        state = catchup.topic
-        if state.catchups.get(catchup.connection.connection_id) is not catchup:
-            catchup.finished.set_result(None)
-            return
-        self._finish(catchup, self._with_notices(catchup, _UNKNOWN, items))
+def make_history(
+    store: HistoryStore | None,
+    policy: HistoryPolicy | None,
+    node: Node,
+    gap_timeout: float,
+    queue_size: int,
+) -> HubHistory | None:
+    """The hub's history from its ``history``/``history_policy`` arguments (``None``
+    when neither is given), wired to receive the node's positioned packets.
 
-    def _with_notices(self, catchup: Catchup, start: Position, items: list[Item]) -> list[str]:
-        """The frames of ``items`` with a discontinuity notice before each message the
-        live stream skipped to, unless the replay (up to ``start``) covered the skip."""
-        breaks = catchup.breaks
-        frames: list[str] = []
-        for item in items:
-            at = item.position
-            if at in breaks:
-                breaks.discard(at)
-                lost = Recovery((), False, Position(at.offset - 1, at.epoch))
-                frames.append(recovery_envelope(catchup.topic.name, lost, replayed=0))
-            frames.append(item.frame)
-        for at in sorted(breaks):
-            covered = at.epoch == start.epoch and at.offset <= start.offset + 1
-            if not covered and at.epoch >= start.epoch:
-                lost = Recovery((), False, Position(at.offset - 1, at.epoch))
-                frames.append(recovery_envelope(catchup.topic.name, lost, replayed=0))
-                break
-        breaks.clear()
-        return frames
+    Raises:
+        ConfigurationError: a store without a policy (given, or its own ``policy``).
+    """
+    chosen = policy or getattr(store, "policy", None)
+    if store is not None and not isinstance(chosen, HistoryPolicy):
+        raise ConfigurationError("a history store needs a history_policy")
+    if not isinstance(chosen, HistoryPolicy):
+        return None
+    history = HubHistory(
+        store if store is not None else MemoryHistory(chosen),
+        chosen,
+        node.registry,
+        node,
+        gap_timeout=gap_timeout,
+        queue_size=queue_size,
+    )
+    node.sequenced = history.on_packet
+    return history
 
-    def _finish(self, catchup: Catchup, frames: list[str]) -> None:
-        connection = catchup.connection
-        catchup.finished.set_result(None)
-        for frame in frames:
-            if self.registry.fan_out((connection,), frame) == 0:
-                break  # closing (a full queue closed it 1013)
-        state = catchup.topic
-        last = state.last
-        cid = connection.connection_id
-        if state.catchups.get(cid) is catchup and last is not None and catchup.seam.settled(last):
-            del state.catchups[cid]
 
-    # -- mending gaps ------------------------------------------------------------------
+class HistoryAccess:
+    """The hub's public history methods (a base of the hub)."""
 
-    def _watch(self, state: _Topic) -> None:
-        seq = state.seq
-        gap = None if seq is None else seq.gap
-        if gap is None:
-            state.gap = None
-            state.failures = 0
-            if state.suspect is None:
-                self._gapped.discard(state.name)
-            return
-        if state.gap is None or state.gap[0] != gap:
-            state.gap = (gap, self._clock())
-            state.failures = 0
-            self._gapped.add(state.name)
-            self._wake()
+    _history: HubHistory | None
 
-    def _wake(self) -> None:
-        if self._mender is None or self._mender.done():
-            self._mender = asyncio.get_running_loop().create_task(
-                self._mend(), name="tempest_ws history gaps"
-            )
+    def keeps_history(self, topic: Topic) -> bool:
+        """Whether ``topic``'s messages get offsets and can be replayed."""
+        return self._history is not None and self._history.keeps(topic)
 
-    async def _mend(self) -> None:
-        """Fill or give up each gap older than ``gap_timeout``; exit when none is left."""
-        try:
-            while self._gapped:
-                now = self._clock()
-                due: list[_Topic] = []
-                wait = self.gap_timeout
-                for name in list(self._gapped):
-                    state = self._topics.get(name)
-                    if state is None or (state.gap is None and state.suspect is None):
-                        self._gapped.discard(name)
-                    elif state.suspect is not None:
-                        due.append(state)
-                    elif state.gap is not None:
-                        left = state.gap[1] + self.gap_timeout - now
-                        if left <= 0:
-                            due.append(state)
-                        else:
-                            wait = min(wait, left)
-                for state in due:
-                    await self._mend_topic(state)
-                if not due and self._gapped:
-                    await asyncio.sleep(wait)
-        except Exception:  # the task boundary: log, the next gap starts a new task
-            logger.exception("history gap task failed")
+    async def history(
+        self, topic: Topic, *, since: int | None = None, limit: int = 100
+    ) -> HistoryPage:
+        """Up to ``limit`` messages of ``topic`` the history still holds, oldest first:
+        the newest ones, or the oldest ones after offset ``since`` (page forward from a
+        page's last offset). Frames are unstamped; ``page.position`` is the topic's
+        latest position, whose epoch the offsets belong to. For HTTP endpoints:
+        authorize the caller for the topic first, as for a subscription.
 
-    async def _mend_topic(self, state: _Topic) -> None:
-        if state.suspect is not None:
-            await self._check_epoch(state)
-        seq = state.seq
-        if seq is None or seq.gap is None or self._topics.get(state.name) is not state:
-            self._watch(state)
-            return
-        try:
-            recovery = await self.store.since(
-                state.name, seq.next_offset - 1, seq.epoch, limit=self.policy.recovery_limit
-            )
-        except BackplaneError as exc:
-            state.failures += 1
-            logger.warning("gap on history topic %s not filled: %s", state.name, exc)
-            if state.failures < _MEND_ATTEMPTS and state.gap is not None:
-                state.gap = (state.gap[0], self._clock())  # try again after the timeout
-                return
-            released = seq.skip()
-        else:
-            if self._topics.get(state.name) is not state or state.seq is not seq:
-                return
-            released = self._fill(state, seq, recovery) if recovery.recovered else []
-            if seq.gap is not None:
-                released.extend(seq.skip())
-        self._release(state, released)
-        self._watch(state)
-
-    def _fill(self, state: _Topic, seq: Sequencer[Item], recovery: Recovery) -> list[Item]:
-        epoch = recovery.position.epoch
-        entries = [
-            (at, Item(at, stamp_frame(entry.frame, state.name, at), _NONE, _NONE))
-            for entry in recovery.entries
-            for at in (Position(entry.offset, epoch),)
-        ]
-        held = seq.held
-        released = seq.fill(entries)
-        self.filled += len(released) - (held - seq.held)  # those it did not hold already
-        return released
-
-    async def _check_epoch(self, state: _Topic) -> None:
-        """The sequencer dropped messages of an epoch as stale: when the store says that
-        epoch is current after all (clocks apart across a failover), follow it."""
-        epoch, state.suspect = state.suspect, None
-        try:
-            latest = await self.store.latest(state.name)
-        except BackplaneError as exc:
-            logger.warning("epoch check of history topic %s failed: %s", state.name, exc)
-            return
-        seq = state.seq
-        if seq is None or self._topics.get(state.name) is not state:
-            return
-        if latest.epoch != epoch or seq.epoch == epoch:
-            return
-        logger.warning("history topic %s: following epoch %s again", state.name, epoch)
-        released = seq.restart(epoch)
-        try:
-            recovery = await self.store.since(
-                state.name, 0, epoch, limit=self.policy.recovery_limit
-            )
-        except BackplaneError:
-            recovery = Recovery((), False, latest)
-        if state.seq is seq and recovery.recovered:
-            released.extend(self._fill(state, seq, recovery))
-        self._release(state, released)
+        Raises:
+            ValueError: the topic keeps no history, or ``since``/``limit`` out of range.
+            BackplaneError: the history store is unreachable.
+        """
+        if self._history is None:
+            raise ValueError("this hub keeps no history")
+        return await self._history.page(topic, since=since, limit=limit)

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from typing import Any, Self
 
 from ._authz import TopicAuthorizer
-from ._history_hub import HubHistory
+from ._history_hub import HistoryAccess, history_from_settings, make_history
 from ._membership import MAX_TOPIC_LENGTH, HubMembership
 from ._node import ClusterStats, Node
 from ._presence import PresenceSetting, TopicPresence
@@ -53,8 +53,7 @@ from .codes import CloseCode
 from .connection import WebSocketConnection
 from .envelope import ACK, EnvelopeLike, encode_envelope
 from .exceptions import CapacityError, ConfigurationError
-from .history.base import HistoryPage, HistoryStore
-from .history.memory import MemoryHistory
+from .history.base import HistoryStore
 from .history.policy import HistoryPolicy
 from .realtime import error_reply, reply_envelope
 from .settings import WebSocketSettings
@@ -72,7 +71,7 @@ def _ids(values: str | Iterable[Any] | None) -> frozenset[str]:
     return frozenset(str(v) for v in values)
 
 
-class WebSocketHub(HubMembership):
+class WebSocketHub(HubMembership, HistoryAccess):
     """Registry of connections by id, user and topic, with broadcast and targeted sends.
 
     Args:
@@ -148,22 +147,9 @@ class WebSocketHub(HubMembership):
         self._topics = self._registry.topics
         self._presence = TopicPresence(self.backplane, self._announce_presence, presence)
         self._node = Node(self.node_id, self.backplane, self._registry, self._presence.expired)
-        policy = history_policy or getattr(history, "policy", None)
-        if history is not None and not isinstance(policy, HistoryPolicy):
-            raise ConfigurationError("a history store needs a history_policy")
-        if history is None and policy is not None:
-            history = MemoryHistory(policy)
-        self._history = None
-        if history is not None and isinstance(policy, HistoryPolicy):
-            self._history = HubHistory(
-                history,
-                policy,
-                self._registry,
-                self._node,
-                gap_timeout=history_gap_timeout,
-                queue_size=send_queue_size,
-            )
-            self._node.sequenced = self._history.on_packet
+        self._history = make_history(
+            history, history_policy, self._node, history_gap_timeout, send_queue_size
+        )
         self._evicted = 0
         self._rejected = 0
 
@@ -192,11 +178,7 @@ class WebSocketHub(HubMembership):
             from .backplane.redis import RedisBackplane
 
             backplane = RedisBackplane.from_settings(settings)
-        policy = HistoryPolicy.from_settings(settings)
-        if history is None and policy.enabled and settings.WS_REDIS_URL:
-            from .history.redis import RedisHistory
-
-            history = RedisHistory.from_settings(settings)
+        history, policy = history_from_settings(settings, history)
         return cls(
             max_per_user=settings.WS_MAX_CONNECTIONS_PER_USER,
             max_connections=settings.WS_MAX_CONNECTIONS,
@@ -207,7 +189,7 @@ class WebSocketHub(HubMembership):
             presence=presence,
             require_topic=require_topic,
             history=history,
-            history_policy=policy if policy.enabled else None,
+            history_policy=policy,
             history_gap_timeout=settings.WS_HISTORY_GAP_TIMEOUT_SECONDS,
         )
 
@@ -342,27 +324,6 @@ class WebSocketHub(HubMembership):
     def cluster_stats(self) -> ClusterStats:
         """This node's id, backplane state and cross-process counters."""
         return self._node.stats()
-
-    def keeps_history(self, topic: Topic) -> bool:
-        """Whether ``topic``'s messages get offsets and can be replayed."""
-        return self._history is not None and self._history.keeps(topic)
-
-    async def history(
-        self, topic: Topic, *, since: int | None = None, limit: int = 100
-    ) -> HistoryPage:
-        """Up to ``limit`` messages of ``topic`` the history still holds, oldest first:
-        the newest ones, or the oldest ones after offset ``since`` (page forward from a
-        page's last offset). Frames are unstamped; ``page.position`` is the topic's
-        latest position, whose epoch the offsets belong to. For HTTP endpoints:
-        authorize the caller for the topic first, as for a subscription.
-
-        Raises:
-            ValueError: the topic keeps no history, or ``since``/``limit`` out of range.
-            BackplaneError: the history store is unreachable.
-        """
-        if self._history is None:
-            raise ValueError("this hub keeps no history")
-        return await self._history.page(topic, since=since, limit=limit)
 
     # -- delivery ----------------------------------------------------------------------
 
