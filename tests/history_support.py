@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tempest_ws import WebSocketConnection, WebSocketHub
@@ -112,10 +112,23 @@ def jitter(rng: random.Random, late: float = 0.003) -> Callable[[], float]:
     return lambda: rng.choice((0.0, 0.0, 0.0, rng.uniform(0, late)))
 
 
+def slow_reads(rng: random.Random, late: float = 0.004) -> Callable[[], Awaitable[None]]:
+    """A pause for :attr:`ControlledStore.pause`: a few loop iterations, sometimes up
+    to ``late`` seconds, as a read's round trip to Redis would take."""
+
+    async def pause() -> None:
+        for _ in range(rng.randrange(4)):
+            await asyncio.sleep(0)
+        if rng.random() < 0.5:
+            await asyncio.sleep(rng.uniform(0, late))
+
+    return pause
+
+
 class ControlledStore:
     """Wraps a store: ``fail`` makes every call raise :class:`BackplaneError`,
-    ``gate`` (when set) holds ``since``/``latest`` until it is opened, and ``closed``
-    counts ``aclose`` calls."""
+    ``gate`` (when set) holds ``since``/``latest`` until it is opened, ``pause`` runs
+    before and after each read (a round trip), and ``closed`` counts ``aclose`` calls."""
 
     def __init__(self, inner: HistoryStore) -> None:
         self.inner = inner
@@ -123,6 +136,7 @@ class ControlledStore:
         self.fail = False
         self.fail_reads = False
         self.gate: asyncio.Event | None = None
+        self.pause: Callable[[], Awaitable[None]] | None = None
         self.reading = asyncio.Event()
         self.closed = 0
 
@@ -134,6 +148,8 @@ class ControlledStore:
         self.reading.set()
         if self.gate is not None:
             await self.gate.wait()
+        if self.pause is not None:
+            await self.pause()
         self._check()
         if self.fail_reads:
             raise BackplaneError("history reads down (test)")
@@ -144,11 +160,17 @@ class ControlledStore:
 
     async def since(self, topic: str, offset: int, epoch: str, *, limit: int) -> Recovery:
         await self._read_gate()
-        return await self.inner.since(topic, offset, epoch, limit=limit)
+        recovery = await self.inner.since(topic, offset, epoch, limit=limit)
+        if self.pause is not None:  # the answer travels back
+            await self.pause()
+        return recovery
 
     async def latest(self, topic: str) -> Position:
         await self._read_gate()
-        return await self.inner.latest(topic)
+        position = await self.inner.latest(topic)
+        if self.pause is not None:
+            await self.pause()
+        return position
 
     async def history(self, topic: str, *, since: int | None = None, limit: int) -> HistoryPage:
         self._check()
