@@ -118,9 +118,14 @@ class Mending:
         else:
             if self._topics.get(state.name) is not state or state.seq is not seq:
                 return
-            released = self._fill(state, seq, recovery) if recovery.recovered else []
-            if seq.gap is not None:
-                released.extend(seq.skip())
+            if recovery.recovered:
+                released = self._fill(state, seq, recovery)
+                read = recovery.position
+                gap = seq.gap  # a gap past what was read opened meanwhile: its own timer
+                if gap is not None and seq.epoch == read.epoch and gap <= read.offset:
+                    released.extend(seq.skip())
+            else:
+                released = seq.skip()
         self._release(state, released)
         self._watch(state)
 
