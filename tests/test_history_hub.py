@@ -506,3 +506,29 @@ async def test_construction_and_settings() -> None:
     )
     assert redis_built._history is not None
     assert type(redis_built._history.store).__name__ == "RedisHistory"
+
+
+def test_the_asyncapi_document_has_recovery_and_stamped_keys() -> None:
+    from pydantic import BaseModel
+
+    from tempest_ws import MessageRegistry, asyncapi_document
+
+    messages = MessageRegistry()
+
+    @messages.outbound("chat.message")
+    class ChatMessage(BaseModel):
+        text: str
+
+    @messages.inbound("chat.send")
+    class ChatSend(BaseModel):
+        text: str
+
+    document = asyncapi_document(messages, settings=make_settings())
+    components = document["components"]["messages"]
+    assert components["recovery"]["name"] == "recovery"
+    recovery = components["recovery"]["payload"]["properties"]["data"]["$ref"].rsplit("/", 1)[1]
+    fields = document["components"]["schemas"][recovery]["properties"]
+    assert set(fields) == {"topic", "recovered", "replayed", "offset", "epoch"}
+    sent = components["chat.message"]["payload"]["properties"]
+    assert {"topic", "offset", "epoch"} <= set(sent)
+    assert "offset" not in components["chat.send"]["payload"]["properties"]
