@@ -532,3 +532,18 @@ def test_the_asyncapi_document_has_recovery_and_stamped_keys() -> None:
     sent = components["chat.message"]["payload"]["properties"]
     assert {"topic", "offset", "epoch"} <= set(sent)
     assert "offset" not in components["chat.send"]["payload"]["properties"]
+
+
+def test_packets_carry_the_position_and_reject_a_malformed_one() -> None:
+    from tempest_ws.backplane.packet import decode_packet, encode_packet
+
+    fast = encode_packet("aaaaaaaaaaaa", "topic", 'chat:"1', "{}", position=(7, "e1"))
+    assert fast.startswith(b'{"v":1,"n":"aaaaaaaaaaaa","o":"topic","t":"chat:\\"1","p":[7,"e1"]}')
+    assert decode_packet(fast).position == (7, "e1")
+    slow = encode_packet("aaaaaaaaaaaa", "topic", "t", "{}", exclude=["x"], position=(1, "e"))
+    assert decode_packet(slow).position == (1, "e")
+    assert decode_packet(slow).exclude == frozenset({"x"})
+    assert decode_packet(encode_packet("aaaaaaaaaaaa", "topic", "t", "{}")).position is None
+    for bad in ("[1]", '[-1,"e"]', '[true,"e"]', '[1,""]', '"1,e"', "[1,2]"):
+        with pytest.raises(ValueError, match="position"):
+            decode_packet(f'{{"v":1,"n":"a","o":"topic","t":"t","p":{bad}}}\n{{}}'.encode())
