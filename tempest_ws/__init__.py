@@ -22,6 +22,17 @@ from .exceptions import (
     MissingDependencyError,
     TempestWSError,
 )
+from .history import (
+    Entry,
+    HistoryPage,
+    HistoryPolicy,
+    HistoryStore,
+    MemoryHistory,
+    Position,
+    Recovery,
+    position_of,
+    requested_position,
+)
 from .hub import ClusterStats, HubStats, WebSocketHub
 from .messages import MessageRegistry
 from .realtime import (
@@ -42,6 +53,7 @@ from .settings import WebSocketSettings
 
 if TYPE_CHECKING:
     from .backplane.redis import RedisBackplane
+    from .history.redis import RedisHistory
 
 __version__ = "0.1.0"
 
@@ -57,15 +69,23 @@ __all__ = [
     "ClusterStats",
     "ConfigurationError",
     "ConnectionClosedError",
+    "Entry",
     "EnvelopeError",
+    "HistoryPage",
+    "HistoryPolicy",
+    "HistoryStore",
     "HubStats",
     "InMemoryBackplane",
     "Incoming",
+    "MemoryHistory",
     "MessageRegistry",
     "MissingDependencyError",
     "OnConnect",
     "OnDisconnect",
+    "Position",
+    "Recovery",
     "RedisBackplane",
+    "RedisHistory",
     "TempestWSError",
     "TopicAuthorizer",
     "WSEnvelope",
@@ -84,16 +104,22 @@ __all__ = [
     "jwt_bearer_resolver",
     "make_websocket_router",
     "origin_allowed",
+    "position_of",
     "receive_envelope",
     "reply_envelope",
+    "requested_position",
     "uvicorn_options",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    # RedisBackplane is imported on first use: ``import tempest_ws`` never imports redis.
+    # Redis classes are imported on first use: ``import tempest_ws`` never imports redis.
     if name == "RedisBackplane":
         from .backplane.redis import RedisBackplane
 
         return RedisBackplane
+    if name == "RedisHistory":
+        from .history.redis import RedisHistory
+
+        return RedisHistory
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,7 +5,9 @@ session asks it about every decoded envelope that is not a heartbeat or ``auth.r
 
 - a built-in type (``subscribe``, ``unsubscribe``, ``presence.get``, ``typing``,
   ``receipt``) is answered here with an ``ack`` or an ``error`` carrying the request's
-  ``request_id``, and never reaches the handler;
+  ``request_id``, and never reaches the handler. On a topic that keeps history, the
+  ``subscribe`` ack is followed by the replay from the ``offset``/``epoch`` it carries
+  and a ``recovery`` envelope (``docs/history.md``);
 - with a ``messages`` registry, every other type must be registered inbound and its
   ``data`` must validate (else ``unknown_type`` / ``invalid_data``); the validated model
   travels with the frame to the handler (:func:`tempest_ws.realtime.receive_envelope`).
@@ -21,13 +23,14 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._audit import security_event
 from ._membership import MAX_TOPIC_LENGTH
 from .codes import CloseCode
 from .envelope import SUBSCRIBE, UNSUBSCRIBE, WSEnvelope, encode_envelope
 from .exceptions import BackplaneError
+from .history.base import MAX_EPOCH_LENGTH, Position
 from .messages import INVALID_DATA, MessageRegistry, describe_validation_error
 from .realtime import PRESENCE_GET, RECEIPT, TYPING, error_reply, reply_envelope
 
@@ -71,6 +74,27 @@ class TopicData(BaseModel):
     topic: TopicName
 
 
+class SubscribeData(TopicData):
+    """``data`` of ``subscribe``: a topic, and where a client resumes its history from
+    (both ``offset`` and ``epoch``, or neither)."""
+
+    offset: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
+    epoch: Annotated[str, Field(min_length=1, max_length=MAX_EPOCH_LENGTH)] | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> SubscribeData:
+        if (self.offset is None) != (self.epoch is None):
+            raise ValueError("offset and epoch go together")
+        return self
+
+    @property
+    def position(self) -> Position | None:
+        """The position to resume from, ``None`` for a first subscription."""
+        if self.offset is None or self.epoch is None:
+            return None
+        return Position(self.offset, self.epoch)
+
+
 class TypingData(TopicData):
     """``data`` of ``typing``."""
 
@@ -85,7 +109,7 @@ class ReceiptData(TopicData):
 
 
 _MODELS: Final[dict[str, type[TopicData]]] = {
-    SUBSCRIBE: TopicData,
+    SUBSCRIBE: SubscribeData,
     UNSUBSCRIBE: TopicData,
     PRESENCE_GET: TopicData,
     TYPING: TypingData,
@@ -131,8 +155,8 @@ class Inbound:
             reason = describe_validation_error(exc, model)
             self._send(connection, error_reply(envelope, INVALID_DATA, reason))
             return False
-        if envelope.type == SUBSCRIBE:
-            await self._subscribe(connection, envelope, data.topic)
+        if isinstance(data, SubscribeData):
+            await self._subscribe(connection, envelope, data.topic, data.position)
         elif envelope.type == UNSUBSCRIBE:
             await self.hub.unsubscribe(connection.connection_id, data.topic)
             self._ack(connection, envelope, UNSUBSCRIBE, topic=data.topic)
@@ -169,11 +193,18 @@ class Inbound:
     # -- the operations ----------------------------------------------------------------
 
     async def _subscribe(
-        self, connection: WebSocketConnection, request: WSEnvelope | None, topic: str
+        self,
+        connection: WebSocketConnection,
+        request: WSEnvelope | None,
+        topic: str,
+        position: Position | None = None,
     ) -> None:
-        if await self.hub.subscribe(connection.connection_id, topic):
-            self._ack(connection, request, SUBSCRIBE, topic=topic)
-        elif not connection.closing:
+        """Subscribe; the ack is queued by the hub once subscribed, before any replay."""
+        ack = encode_envelope(reply_envelope(request, {"type": SUBSCRIBE, "topic": topic}))
+        request_id = None if request is None else request.request_id
+        if await self.hub._join(connection.connection_id, topic, position, request_id, ack):
+            return
+        if not connection.closing:
             refused = "subscription to this topic is not allowed"
             self._send(connection, error_reply(request, FORBIDDEN, refused, topic=topic))
 

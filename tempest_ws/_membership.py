@@ -3,7 +3,8 @@
 A part of :class:`~tempest_ws.hub.WebSocketHub` (its base class), kept apart because it
 is one job: subscriptions and their authorization (``topic_authorizer``, see
 :mod:`tempest_ws._authz`), topic presence (see :mod:`tempest_ws._presence`) and the
-deployment-wide online users. Delivery stays in ``hub.py``.
+deployment-wide online users. Delivery stays in ``hub.py``; the replay a subscription
+with a position gets is :mod:`tempest_ws._history_hub`'s.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ._authz import TopicAuthorizer, authorize
+from ._history_hub import HubHistory
 from ._node import Node
 from ._presence import TopicPresence
 from ._registry import Registry
@@ -23,6 +25,7 @@ from .backplane.packet import topic_channel
 from .connection import WebSocketConnection
 from .envelope import EnvelopeLike
 from .exceptions import BackplaneError, ConfigurationError
+from .history.base import Position
 
 __all__ = ["MAX_TOPIC_LENGTH", "HubMembership"]
 
@@ -44,6 +47,7 @@ class HubMembership:
     _topics: dict[str, dict[str, WebSocketConnection]]
     _node: Node
     _presence: TopicPresence
+    _history: HubHistory | None
 
     if TYPE_CHECKING:
 
@@ -80,7 +84,14 @@ class HubMembership:
             await self._node.start()
         return await self.backplane.presence.is_online(str(user_id))
 
-    async def subscribe(self, connection_id: str, topic: Topic) -> bool:
+    async def subscribe(
+        self,
+        connection_id: str,
+        topic: Topic,
+        *,
+        position: Position | None = None,
+        request_id: str | None = None,
+    ) -> bool:
         """Subscribe a connection to ``topic``; ``False`` if the connection is gone or the
         hub's ``topic_authorizer`` denied it (a ``topic_denied`` security event is logged
         and nothing is subscribed). Idempotent: an existing subscription returns ``True``
@@ -92,33 +103,66 @@ class HubMembership:
         topic, a user's first subscription anywhere sends ``presence.join`` to the other
         members before this returns.
 
+        On a topic that keeps history (``history_policy``), the connection also gets,
+        before this returns: the messages published after ``position`` (the last one
+        the client got, from :func:`~tempest_ws.history.requested_position`), each
+        stamped with its position, then one ``recovery`` envelope carrying
+        ``request_id`` (``recovered: true`` when nothing is missing; ``false`` when the
+        client must reload, always so without a ``position``), then the live messages,
+        with no gap and no duplicate at the seam. That holds for a connection already
+        subscribed too: it gets the replay from ``position`` again. Elsewhere
+        ``position`` and ``request_id`` are ignored. See ``docs/history.md``.
+
         Raises:
             ValueError: ``topic`` is empty or longer than 256 characters.
         """
+        return await self._join(connection_id, topic, position, request_id, None)
+
+    async def _join(
+        self,
+        connection_id: str,
+        topic: Topic,
+        position: Position | None,
+        request_id: str | None,
+        ack: str | None,
+    ) -> bool:
+        """:meth:`subscribe`; ``ack`` (a serialized frame) is queued once subscribed,
+        before any replay (the built-in ``subscribe`` answers that way)."""
         if not isinstance(topic, str) or not topic or len(topic) > MAX_TOPIC_LENGTH:
             raise ValueError(f"topic must be a non-empty string of at most {MAX_TOPIC_LENGTH}")
         connection = self._connections.get(connection_id)
         if connection is None:
             return False
-        if topic in connection.topics:
-            return True
-        if self.topic_authorizer is not None:
+        if topic not in connection.topics and self.topic_authorizer is not None:
             allowed = await authorize(
                 self.topic_authorizer, connection, topic, timeout=self.authorizer_timeout
             )
             if not allowed or self._connections.get(connection_id) is not connection:
                 return False
-            if topic in connection.topics:  # a concurrent call subscribed it meanwhile
-                return True
-        first_here = self._registry.subscribe(connection, topic)
-        announcing = None
-        if self._presence.tracks(topic):
-            announcing = self._presence.added(topic, connection.user_key)
-        if first_here:
-            await self._node.want(topic_channel(topic))
-        if announcing is not None:
-            # Shielded: a caller cancelled meanwhile must not cancel the announcement.
-            await asyncio.shield(announcing)
+        history = self._history if self._history and self._history.keeps(topic) else None
+        if history is not None and topic in connection.topics:
+            await history.quiesce(connection_id, topic)  # one catch-up at a time
+            if self._connections.get(connection_id) is not connection:
+                return False
+        fresh = topic not in connection.topics
+        first_here = fresh and self._registry.subscribe(connection, topic)
+        catchup = None if history is None else history.begin(connection, topic)
+        try:
+            announcing = None
+            if fresh and self._presence.tracks(topic):
+                announcing = self._presence.added(topic, connection.user_key)
+            if first_here:
+                await self._node.want(topic_channel(topic))
+            if announcing is not None:
+                # Shielded: a caller cancelled meanwhile must not cancel the announcement.
+                await asyncio.shield(announcing)
+            if ack is not None:
+                self._registry.fan_out((connection,), ack)
+            if history is not None and catchup is not None:
+                await history.catch_up(catchup, position, request_id)
+        finally:
+            if history is not None and catchup is not None:
+                history.end(catchup)
         return True
 
     async def unsubscribe(self, connection_id: str, topic: Topic) -> bool:
@@ -130,6 +174,8 @@ class HubMembership:
         if last is None or connection is None:
             return False
         self._presence.removed(topic, connection.user_key)
+        if self._history is not None:
+            self._history.left(topic, connection_id, last=last)
         if last:
             self._node.unwant(topic_channel(topic))
         return True

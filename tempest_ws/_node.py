@@ -6,7 +6,8 @@ node subscribed to exactly the channels its local connections need (``all``, its
 publishes packets, routes per-user-cap evictions to the node holding the victim, and runs
 the packets other nodes publish on the local registry. Its own packets coming back are
 dropped: the hub delivered them locally before publishing, so each socket gets a frame
-once.
+once. A packet carrying a history position (``p``) goes to the ``sequenced`` callback
+(the hub's history, which puts the topic's messages back in offset order) instead.
 """
 
 from __future__ import annotations
@@ -73,12 +74,15 @@ class Node:
         backplane: Backplane,
         registry: Registry,
         presence_expired: Callable[[str, str], None] = lambda topic, user: None,
+        sequenced: Callable[[Packet], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.backplane = backplane
         self.registry = registry
         self.presence_expired = presence_expired
+        self.sequenced = sequenced
         self.channels: set[str] = set()
+        self._confirming: dict[str, asyncio.Future[None]] = {}
         self.running = False
         self.epoch = 0
         self.packets_in = 0
@@ -139,13 +143,25 @@ class Node:
     # -- channel interest --------------------------------------------------------------
 
     async def want(self, channel: str) -> None:
-        """Make sure this node receives ``channel``."""
+        """Make sure this node receives ``channel``; concurrent callers all return once
+        the backplane confirmed the subscription (or gave up: it then subscribes on
+        reconnection)."""
         if not self.running:
             await self.start()
         if channel in self.channels:
+            confirming = self._confirming.get(channel)
+            if confirming is not None:
+                await asyncio.shield(confirming)
             return
         self.channels.add(channel)
-        await self.backplane.subscribe(channel)
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirming[channel] = confirmed
+        try:
+            await self.backplane.subscribe(channel)
+        finally:
+            if self._confirming.get(channel) is confirmed:
+                del self._confirming[channel]
+            confirmed.set_result(None)
         if not self.registry.wants(channel):  # the last local interest left meanwhile
             self.unwant(channel)
 
@@ -235,6 +251,8 @@ class Node:
         self.packets_in += 1
         if decoded.op in (OP_CLOSE, OP_KICK):
             self._close(decoded)
+        elif decoded.position is not None and self.sequenced is not None:
+            self.sequenced(decoded)
         elif decoded.frame is not None:
             recipients = self.registry.select(
                 decoded.op, decoded.target, decoded.exclude, decoded.exclude_users

@@ -5,8 +5,10 @@ endpoint's address, with the WebSockets binding: the ``bearer`` subprotocol and
 ``Authorization`` headers, and the ``token`` query parameter when
 ``WS_ALLOW_QUERY_TOKEN`` is on), a ``receive`` operation for every message clients send
 and a ``send`` operation for every message the server sends, the router's own envelopes
-(``hello``, ``ping``, ``pong``, ``error``, ``resync``), the security schemes, and every
-close code in an ``x-tempest-ws-close-codes`` extension and in the channel description.
+(``hello``, ``ping``, ``pong``, ``error``, ``resync``, ``recovery``), the security
+schemes, and every close code in an ``x-tempest-ws-close-codes`` extension and in the
+channel description. Every message the server sends may carry the optional top-level
+``topic``/``offset``/``epoch`` keys of a topic that keeps history (``docs/history.md``).
 
 Schemas come from pydantic (``model_json_schema``). Every model and nested model lands
 once in ``components/schemas``; ``$defs`` are hoisted and references rewritten, and the
@@ -32,7 +34,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from .auth import BEARER_SUBPROTOCOL
 from .codes import CLOSE_CODE_INFO
-from .envelope import ERROR, HELLO, MAX_REQUEST_ID_LENGTH, PING, PONG, RESYNC
+from .envelope import ERROR, HELLO, MAX_REQUEST_ID_LENGTH, PING, PONG, RECOVERY, RESYNC
 from .exceptions import ConfigurationError
 from .messages import MessageRegistry
 from .settings import WebSocketSettings
@@ -86,6 +88,22 @@ class ResyncData(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class RecoveryData(BaseModel):
+    """Answer to a ``subscribe`` on a topic that keeps history, after the replayed
+    messages; also sent alone (``recovered: false``) when live messages were lost."""
+
+    topic: str = Field(description="The topic.")
+    recovered: bool = Field(
+        description="True: every message after the client's position was replayed. False: "
+        "reload the topic's state from the source of truth, then continue from offset/epoch."
+    )
+    replayed: int = Field(description="How many stamped messages preceded this envelope.")
+    offset: int = Field(description="Offset of the position to continue from.")
+    epoch: str = Field(
+        description="Epoch of that position (empty when the server knew no position)."
+    )
+
+
 _BUILTINS: Final = (
     # (type, model, server sends it, server receives it, summary)
     (HELLO, HelloData, True, False, "First frame of every connection."),
@@ -93,6 +111,7 @@ _BUILTINS: Final = (
     (PONG, HeartbeatData, True, True, "Answer to a ping, echoing its request_id."),
     (ERROR, ErrorData, True, False, "An inbound frame was rejected."),
     (RESYNC, ResyncData, True, False, "Messages may have been lost; reload state."),
+    (RECOVERY, RecoveryData, True, False, "End of a history replay, or a gap: recovered?"),
 )
 
 
@@ -168,20 +187,39 @@ def _channel_key(path: str) -> str:
     return _component_key(path.strip("/") or "root", set())
 
 
-def _envelope_payload(message_type: str, data_schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["type", "data"],
-        "properties": {
-            "type": {"type": "string", "const": message_type},
-            "data": data_schema,
-            "request_id": {
-                "type": ["string", "null"],
-                "maxLength": MAX_REQUEST_ID_LENGTH,
-                "description": "Correlates a reply with its request; null when unused.",
-            },
+_STAMPED: Final = {
+    "topic": {
+        "type": "string",
+        "description": "On messages of a topic that keeps history: the topic.",
+    },
+    "offset": {
+        "type": "integer",
+        "minimum": 1,
+        "description": "On messages of a topic that keeps history: the message's offset "
+        "(store it, with epoch, and send both in the next subscribe to resume).",
+    },
+    "epoch": {
+        "type": "string",
+        "description": "On messages of a topic that keeps history: the offset's epoch.",
+    },
+}
+
+
+def _envelope_payload(
+    message_type: str, data_schema: dict[str, Any], *, stamped: bool = False
+) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "type": {"type": "string", "const": message_type},
+        "data": data_schema,
+        "request_id": {
+            "type": ["string", "null"],
+            "maxLength": MAX_REQUEST_ID_LENGTH,
+            "description": "Correlates a reply with its request; null when unused.",
         },
     }
+    if stamped:
+        properties.update(_STAMPED)
+    return {"type": "object", "required": ["type", "data"], "properties": properties}
 
 
 def _servers(servers: Mapping[str, str], security: list[dict[str, str]]) -> dict[str, Any]:
@@ -354,6 +392,7 @@ def asyncapi_document(
     security_schemes = _security_schemes(settings)
     security = [{"$ref": f"#/components/securitySchemes/{name}"} for name in security_schemes]
 
+    sent_types = {item.message_type for item in registrations if item.direction != "inbound"}
     message_keys: set[str] = set()
     operation_keys: set[str] = set()
     component_messages: dict[str, Any] = {}
@@ -367,7 +406,9 @@ def asyncapi_document(
             "name": message_type,
             "title": model.model_config.get("title") or model.__name__,
             "contentType": "application/json",
-            "payload": _envelope_payload(message_type, data_ref),
+            "payload": _envelope_payload(
+                message_type, data_ref, stamped=message_type in sent_types
+            ),
             "correlationId": {"$ref": "#/components/correlationIds/requestId"},
         }
         if summary:

@@ -26,6 +26,7 @@ __all__ = [
     "PING",
     "PING_FRAME",
     "PONG",
+    "RECOVERY",
     "RESERVED_TYPES",
     "RESYNC",
     "SUBSCRIBE",
@@ -47,7 +48,9 @@ RESYNC: Final = "resync"
 SUBSCRIBE: Final = "subscribe"
 UNSUBSCRIBE: Final = "unsubscribe"
 AUTH_REFRESH: Final = "auth.refresh"
-RESERVED_TYPES: Final = frozenset({HELLO, PING, PONG, ERROR, ACK, RESYNC, AUTH_REFRESH})
+RECOVERY: Final = "recovery"
+"""The answer to a ``subscribe`` on a topic that keeps history (``docs/history.md``)."""
+RESERVED_TYPES: Final = frozenset({HELLO, PING, PONG, ERROR, ACK, RESYNC, AUTH_REFRESH, RECOVERY})
 """Types the router and clients use themselves."""
 
 MAX_TYPE_LENGTH: Final = 128

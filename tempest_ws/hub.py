@@ -13,6 +13,8 @@ they come back, so each socket gets a frame once. See ``docs/scaling.md``.
 Opt-in, for realtime apps (``docs/realtime.md``): a ``topic_authorizer`` checked before
 every subscription, ``require_topic`` to refuse accidental global broadcasts, and topic
 ``presence`` with ``presence.join`` / ``presence.leave`` events for the topic's members.
+Opt-in per topic pattern, message history (``docs/history.md``): each message gets an
+offset, and a client that comes back resumes where it left off (``_history_hub.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Iterable
 from typing import Any, Self
 
 from ._authz import TopicAuthorizer
+from ._history_hub import HistoryAccess, history_from_settings, make_history
 from ._membership import MAX_TOPIC_LENGTH, HubMembership
 from ._node import ClusterStats, Node
 from ._presence import PresenceSetting, TopicPresence
@@ -50,6 +53,8 @@ from .codes import CloseCode
 from .connection import WebSocketConnection
 from .envelope import ACK, EnvelopeLike, encode_envelope
 from .exceptions import CapacityError, ConfigurationError
+from .history.base import HistoryStore
+from .history.policy import HistoryPolicy
 from .realtime import error_reply, reply_envelope
 from .settings import WebSocketSettings
 
@@ -66,7 +71,7 @@ def _ids(values: str | Iterable[Any] | None) -> frozenset[str]:
     return frozenset(str(v) for v in values)
 
 
-class WebSocketHub(HubMembership):
+class WebSocketHub(HubMembership, HistoryAccess):
     """Registry of connections by id, user and topic, with broadcast and targeted sends.
 
     Args:
@@ -87,6 +92,12 @@ class WebSocketHub(HubMembership):
             :meth:`presence`) for every topic (``True``) or the topics a predicate accepts.
         require_topic: refuse :meth:`broadcast` without a topic (unless ``everyone=True``),
             so a forgotten ``topic=`` cannot reach every tenant.
+        history: where the topics ``history_policy`` keeps store their messages; a
+            :class:`~tempest_ws.history.MemoryHistory` by default when a policy is given.
+            The hub closes it on :meth:`stop`.
+        history_policy: which topics keep history; the store's own ``policy`` by default.
+        history_gap_timeout: seconds a node holds messages of a history topic behind a
+            missing one before it fetches it from the store (or gives it up).
 
     Deliveries accept a :class:`~tempest_ws.envelope.WSEnvelope` or a plain mapping and
     return how many connections *of this process* the frame was queued for. They never
@@ -111,11 +122,14 @@ class WebSocketHub(HubMembership):
         authorizer_timeout: float = 5.0,
         presence: PresenceSetting = False,
         require_topic: bool = False,
+        history: HistoryStore | None = None,
+        history_policy: HistoryPolicy | None = None,
+        history_gap_timeout: float = 1.0,
     ) -> None:
         if max_per_user < 1 or max_connections < 1 or send_queue_size < 1:
             raise ConfigurationError("hub limits must be at least 1")
-        if close_timeout <= 0 or authorizer_timeout <= 0:
-            raise ConfigurationError("close_timeout and authorizer_timeout must be positive")
+        if close_timeout <= 0 or authorizer_timeout <= 0 or not history_gap_timeout > 0:
+            raise ConfigurationError("hub timeouts must be positive")
         if node_id is not None and not is_node_id(node_id):
             raise ConfigurationError("node_id must be 12 lowercase hex digits")
         self.max_per_user = max_per_user
@@ -133,6 +147,9 @@ class WebSocketHub(HubMembership):
         self._topics = self._registry.topics
         self._presence = TopicPresence(self.backplane, self._announce_presence, presence)
         self._node = Node(self.node_id, self.backplane, self._registry, self._presence.expired)
+        self._history = make_history(
+            history, history_policy, self._node, history_gap_timeout, send_queue_size
+        )
         self._evicted = 0
         self._rejected = 0
 
@@ -145,18 +162,23 @@ class WebSocketHub(HubMembership):
         topic_authorizer: TopicAuthorizer | None = None,
         presence: PresenceSetting = False,
         require_topic: bool = False,
+        history: HistoryStore | None = None,
     ) -> Self:
-        """Build the hub the settings describe (caps, queue size, close timeout), with
-        the realtime options given as keyword arguments.
+        """Build the hub the settings describe (caps, queue size, close timeout, history),
+        with the realtime options given as keyword arguments.
 
         With ``WS_REDIS_URL`` set (and no ``backplane`` given) the hub uses a
         :class:`~tempest_ws.backplane.RedisBackplane` configured from the ``WS_REDIS_*``
-        settings; the redis package is imported only then.
+        settings; the redis package is imported only then. When ``WS_HISTORY_TOPICS``
+        names topics (and no ``history`` is given), their history is a
+        :class:`~tempest_ws.history.RedisHistory` with ``WS_REDIS_URL``, a
+        :class:`~tempest_ws.history.MemoryHistory` without.
         """
         if backplane is None and settings.WS_REDIS_URL:
             from .backplane.redis import RedisBackplane
 
             backplane = RedisBackplane.from_settings(settings)
+        history, policy = history_from_settings(settings, history)
         return cls(
             max_per_user=settings.WS_MAX_CONNECTIONS_PER_USER,
             max_connections=settings.WS_MAX_CONNECTIONS,
@@ -166,6 +188,9 @@ class WebSocketHub(HubMembership):
             topic_authorizer=topic_authorizer,
             presence=presence,
             require_topic=require_topic,
+            history=history,
+            history_policy=policy,
+            history_gap_timeout=settings.WS_HISTORY_GAP_TIMEOUT_SECONDS,
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -183,12 +208,15 @@ class WebSocketHub(HubMembership):
     async def stop(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutdown") -> None:
         """Close every connection with ``code`` (concurrently), empty the registry and
         leave the deployment (this node's presence is removed; the ``presence.leave``
-        events its users cause are sent first, within ``close_timeout``). Idempotent."""
+        events its users cause are sent first, within ``close_timeout``), then close the
+        history store. Idempotent."""
         connections = list(self._connections.values())
         await asyncio.gather(*(c.close(code, reason) for c in connections), return_exceptions=True)
         await self._presence.settle(self.close_timeout)
         await self._presence.stop()
         await self._node.stop()
+        if self._history is not None:
+            await self._history.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -266,6 +294,9 @@ class WebSocketHub(HubMembership):
             self.backplane.presence.leave(connection.user_key, connection.connection_id)
         for topic in connection.topics:
             self._presence.removed(topic, connection.user_key, announce=running)
+            if self._history is not None:
+                last = topic_channel(topic) in idle
+                self._history.left(topic, connection.connection_id, last=last)
         for channel in idle:
             self._node.unwant(channel)
 
@@ -313,9 +344,14 @@ class WebSocketHub(HubMembership):
         of this process the frame was queued for. On a hub built with
         ``require_topic=True`` a broadcast to everyone needs ``everyone=True``.
 
+        On a topic that keeps history, the message is first appended (it gets its
+        offset) and goes out stamped with its position; when the append fails it goes
+        out unstamped (it cannot be replayed) and the call raises.
+
         Raises:
             ValueError: no ``topic`` on a ``require_topic`` hub, without ``everyone``.
-            BackplaneError: the other nodes may not get it (local delivery happened).
+            BackplaneError: the other nodes may not get it (local delivery happened), or
+                the history store failed (delivery happened without a position).
         """
         if topic is None and self.require_topic and not everyone:
             raise ValueError("this hub requires a topic (pass everyone=True to reach all)")
@@ -326,6 +362,9 @@ class WebSocketHub(HubMembership):
         skip_users = _ids(
             exclude_users if not isinstance(exclude_users, UserId) else [exclude_users]
         )
+        history = self._history
+        if history is not None and topic is not None and history.keeps(topic):
+            return await history.broadcast(topic, frame, skip_ids, skip_users)
         op, target = (OP_ALL, "") if topic is None else (OP_TOPIC, topic)
         fan_out = self._registry.fan_out
         delivered = fan_out(self._registry.select(op, target, skip_ids, skip_users), frame)

@@ -246,6 +246,14 @@ class WebSocketSettings(BaseSettings):
         description="Most messages replayed to one resubscribing client; a client that "
         "missed more is answered recovered=false and reloads its state.",
     )
+    WS_HISTORY_GAP_TIMEOUT_SECONDS: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds a node holds later messages of a history topic behind a "
+        "missing one before it fetches the missing one from the history (or gives it up "
+        "and tells the topic's clients recovered=false).",
+    )
 
     @field_validator("WS_ALLOWED_ORIGINS", "WS_JWT_ALGORITHMS", mode="before")
     @classmethod

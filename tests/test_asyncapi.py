@@ -189,7 +189,16 @@ def test_document_validates_and_lists_every_message(query_token: bool) -> None:
         if op["action"] == "send"
     }
     assert received == {"ping", "pong", "shape.draw", "cursor"}
-    assert sent == {"hello", "ping", "pong", "error", "resync", "shape.drawn", "cursor"}
+    assert sent == {
+        "hello",
+        "ping",
+        "pong",
+        "error",
+        "resync",
+        "recovery",
+        "shape.drawn",
+        "cursor",
+    }
     names = {m["name"] for m in document["components"]["messages"].values()}
     assert names == received | sent
 

@@ -34,6 +34,36 @@ def test_hub_from_settings_takes_every_hub_knob() -> None:
     )
 
 
+async def test_hub_from_settings_takes_every_history_knob() -> None:
+    from tempest_ws.history import MemoryHistory
+
+    hub = WebSocketHub.from_settings(
+        make_settings(
+            WS_HISTORY_TOPICS="chat:*,news",
+            WS_HISTORY_MAX_MESSAGES=7,
+            WS_HISTORY_MAX_AGE_SECONDS=60,
+            WS_HISTORY_META_TTL_SECONDS=120,
+            WS_HISTORY_RECOVERY_LIMIT=9,
+            WS_HISTORY_GAP_TIMEOUT_SECONDS=0.3,
+            WS_SEND_QUEUE_SIZE=100,
+        )
+    )
+    history = hub._history
+    assert history is not None
+    assert isinstance(history.store, MemoryHistory)
+    policy = history.policy
+    assert (policy.topics, policy.max_messages, policy.max_age, policy.meta_ttl) == (
+        ("chat:*", "news"),
+        7,
+        60,
+        120,
+    )
+    assert (history.gap_timeout, history.replay_limit) == (0.3, 9)
+    assert hub.keeps_history("news")
+    assert not hub.keeps_history("news:1")
+    await hub.stop()
+
+
 def test_uvicorn_options_follow_the_message_limit() -> None:
     assert uvicorn_options(make_settings(WS_MAX_MESSAGE_BYTES=4096)) == {
         "ws_max_size": 4096,

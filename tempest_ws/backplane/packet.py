@@ -19,7 +19,10 @@ for each of its recipients. Header keys:
 ``v`` format version (1) · ``n`` the publishing node (a node drops its own packets) ·
 ``o`` the operation (see the ``OP_*`` constants) · ``t`` its target (topic, user or
 connection id) · ``x`` / ``xu`` connection ids / user ids to skip · ``c`` / ``r`` a close
-code and reason for ``close`` and ``kick``.
+code and reason for ``close`` and ``kick`` · ``p`` ``[offset, epoch]``, the position of a
+message of a history topic (its frame is stamped already; receivers sequence by ``p``
+and never parse the frame). Decoders ignore keys they do not know, so a node that keeps
+no history delivers a packet with ``p`` like any other.
 """
 
 from __future__ import annotations
@@ -112,6 +115,8 @@ class Packet:
     exclude_users: frozenset[str] = frozenset()
     code: int = 0
     reason: str = ""
+    position: tuple[int, str] | None = None
+    """``(offset, epoch)`` of a message of a history topic (header ``p``)."""
 
 
 _EMPTY: frozenset[str] = frozenset()
@@ -129,8 +134,12 @@ def encode_packet(
     exclude_users: Collection[str] = (),
     code: int = 0,
     reason: str = "",
+    position: tuple[int, str] | None = None,
 ) -> bytes:
-    """Build the bytes of one packet; ``frame`` is appended as is (never re-encoded)."""
+    """Build the bytes of one packet; ``frame`` is appended as is (never re-encoded).
+
+    ``position`` (``(offset, epoch)``) marks a message of a history topic (header ``p``).
+    """
     if exclude or exclude_users or code:
         header: dict[str, Any] = {"v": VERSION, "n": node, "o": op, "t": target}
         if exclude:
@@ -140,9 +149,14 @@ def encode_packet(
         if code:
             header["c"] = code
             header["r"] = reason
+        if position is not None:
+            header["p"] = [position[0], position[1]]
         head = json.dumps(header, separators=(",", ":"), ensure_ascii=True)
-    else:  # the hot path: node and op are ASCII tokens, only the target needs escaping
+    elif position is None:  # the hot path: node and op are ASCII tokens
         head = f'{{"v":1,"n":"{node}","o":"{op}","t":{_string(target)}}}'
+    else:
+        where = f"[{position[0]:d},{_string(position[1])}]"
+        head = f'{{"v":1,"n":"{node}","o":"{op}","t":{_string(target)},"p":{where}}}'
     if frame is None:
         return head.encode()
     return f"{head}\n{frame}".encode()
@@ -167,6 +181,7 @@ def decode_packet(data: bytes) -> Packet:
         return Packet(node, op, target, frame)
     exclude, exclude_users = header.get("x", ()), header.get("xu", ())
     code, reason = header.get("c", 0), header.get("r", "")
+    position = _position(header.get("p"))
     if (
         not isinstance(code, int)
         or not isinstance(reason, str)
@@ -184,4 +199,26 @@ def decode_packet(data: bytes) -> Packet:
         frozenset(exclude_users) if exclude_users else _EMPTY,
         code,
         reason,
+        position,
     )
+
+
+def _position(value: Any) -> tuple[int, str] | None:
+    """The ``p`` header as ``(offset, epoch)``; ``None`` when absent.
+
+    Raises:
+        ValueError: present but not ``[int >= 0, non-empty str]``.
+    """
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not isinstance(value[0], int)
+        or isinstance(value[0], bool)
+        or value[0] < 0
+        or not isinstance(value[1], str)
+        or not value[1]
+    ):
+        raise ValueError("malformed packet position")
+    return value[0], value[1]

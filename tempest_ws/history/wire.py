@@ -30,6 +30,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+from ..envelope import RECOVERY
 from .base import MAX_EPOCH_LENGTH, MAX_TOPIC_LENGTH, Position, Recovery
 
 __all__ = [
@@ -49,8 +50,6 @@ OFFSET_KEY: Final = "offset"
 """Top-level key of the offset in a stamped frame (also in ``subscribe`` data)."""
 EPOCH_KEY: Final = "epoch"
 """Top-level key of the epoch in a stamped frame (also in ``subscribe`` data)."""
-RECOVERY: Final = "recovery"
-"""Type of the envelope answering a ``subscribe`` on a history topic."""
 
 
 def _json_string(text: str) -> str:

@@ -1,0 +1,397 @@
+"""The hub's message history: stamp, sequence, replay and mend the history topics.
+
+A part of :class:`~tempest_ws.hub.WebSocketHub`, kept apart because it is one job: every
+delivery on a topic the :class:`~tempest_ws.history.HistoryPolicy` keeps goes through
+here (see ``docs/history.md``, "How the hub uses the history").
+
+- **Publishing** appends the frame to the store (its offset), stamps the position into
+  it, releases it locally through the topic's sequencer and publishes one packet whose
+  header carries the position, so receiving nodes never parse the frame.
+- **Receiving**: packets with a position go through the topic's :class:`Sequencer`, one
+  per topic this node has local subscribers of. It starts at the store's ``latest`` once
+  the node listens to the topic's channel (packets arriving before that are held, then
+  pushed). Messages released out of sequence (a gap given up, a new epoch) are preceded
+  by a ``recovery`` envelope with ``recovered: false`` to the topic's local subscribers.
+- **One mending task per hub** (started when a gap appears, gone when none is left)
+  fetches what a gap lacks from the store after ``gap_timeout``, or gives it up.
+- **Subscribing with a position** replays through a seam
+  (:mod:`tempest_ws._history_catchup`); the gap task is :mod:`tempest_ws._history_mend`.
+
+No lock is held and no socket awaited: deliveries append to the connections' bounded
+queues, like every other fan-out of the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from ._history_catchup import Catchups
+from ._history_mend import Mending
+from ._history_topic import Item, TopicState, follows
+from ._node import Node
+from ._registry import Registry
+from ._types import Topic
+from .backplane.packet import OP_TOPIC, Packet, encode_packet, topic_channel
+from .codes import CloseCode
+from .connection import WebSocketConnection
+from .exceptions import BackplaneError, ConfigurationError
+from .history.base import HistoryPage, HistoryStore, Position, Recovery
+from .history.memory import MemoryHistory
+from .history.policy import HistoryPolicy
+from .history.seam import Sequencer
+from .history.wire import recovery_envelope, stamp_frame
+from .settings import WebSocketSettings
+
+__all__ = ["HistoryAccess", "HubHistory", "history_from_settings", "make_history"]
+
+logger = logging.getLogger("tempest_ws.history")
+
+_READY_ROUNDS = 8  # a topic re-followed while waiting: wait for the new start
+
+
+class HubHistory(Catchups, Mending):
+    """The history side of one hub (see the module docstring).
+
+    Args:
+        store: where messages are appended and read back.
+        policy: which topics keep history, and the recovery limit.
+        registry: the hub's local connections.
+        node: the hub's backplane side (publishing, channel interest).
+        gap_timeout: seconds later messages wait behind a missing one before it is
+            fetched from the store (or given up).
+        queue_size: the connections' send queue size: a seam buffers at most that many
+            live messages, and a replay sends at most half of it.
+    """
+
+    def __init__(
+        self,
+        store: HistoryStore,
+        policy: HistoryPolicy,
+        registry: Registry,
+        node: Node,
+        *,
+        gap_timeout: float = 1.0,
+        queue_size: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.registry = registry
+        self.node = node
+        self.gap_timeout = gap_timeout
+        self.queue_size = queue_size
+        self.replay_limit = min(policy.recovery_limit, max(1, queue_size // 2))
+        self._clock = clock
+        self._topics: dict[str, TopicState] = {}
+        self._gapped: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._mender: asyncio.Task[None] | None = None
+        self.filled = 0
+        """Messages fetched from the store to fill gaps."""
+        self.notices = 0
+        """Discontinuity notices (``recovered: false``) sent to a topic's subscribers."""
+
+    def keeps(self, topic: str) -> bool:
+        """Whether ``topic`` keeps history."""
+        return self.policy.keeps(topic)
+
+    async def stop(self) -> None:
+        """Cancel and await the mending and following tasks, forget every topic, close
+        the store."""
+        tasks = [*self._tasks, *([self._mender] if self._mender is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._mender = None
+        for state in self._topics.values():
+            for catchup in state.catchups.values():
+                if not catchup.finished.done():
+                    catchup.finished.set_result(None)
+        self._topics.clear()
+        self._gapped.clear()
+        await self.store.aclose()
+
+    async def page(self, topic: str, *, since: int | None, limit: int) -> HistoryPage:
+        """``store.history`` for a topic that keeps history.
+
+        Raises:
+            ValueError: the topic keeps no history, or an argument is out of range.
+            BackplaneError: the store is unreachable.
+        """
+        if not self.keeps(topic):
+            raise ValueError(f"topic {topic[:64]!r} keeps no history")
+        return await self.store.history(topic, since=since, limit=limit)
+
+    # -- publishing --------------------------------------------------------------------
+
+    async def broadcast(
+        self, topic: str, frame: str, exclude: frozenset[str], exclude_users: frozenset[str]
+    ) -> int:
+        """Append, stamp, deliver here in offset order, publish with the position.
+
+        When the append fails, the unstamped frame is delivered and published as on a
+        topic without history, then the append's :class:`BackplaneError` is raised.
+        """
+        node = self.node
+        try:
+            position = await self.store.append(topic, frame)
+        except BackplaneError:
+            recipients = self.registry.select(OP_TOPIC, topic, exclude, exclude_users)
+            self.registry.fan_out(recipients, frame)
+            packet = encode_packet(
+                node.node_id, OP_TOPIC, topic, frame, exclude=exclude, exclude_users=exclude_users
+            )
+            with contextlib.suppress(BackplaneError):
+                await node.publish(topic_channel(topic), packet)
+            raise
+        item = Item(position, stamp_frame(frame, topic, position), exclude, exclude_users)
+        delivered = self._arrive(topic, item)
+        packet = encode_packet(
+            node.node_id,
+            OP_TOPIC,
+            topic,
+            item.frame,
+            exclude=exclude,
+            exclude_users=exclude_users,
+            position=position,
+        )
+        await node.publish(topic_channel(topic), packet)
+        return delivered
+
+    def on_packet(self, packet: Packet) -> None:
+        """A packet of another node carrying a position (``Node.sequenced``)."""
+        if packet.position is None or packet.frame is None:
+            return
+        item = Item(Position(*packet.position), packet.frame, packet.exclude, packet.exclude_users)
+        self._arrive(packet.target, item)
+
+    def _arrive(self, topic: str, item: Item) -> int:
+        """Push ``item`` through the topic's sequencer and deliver what it releases;
+        return how many local connections got ``item`` itself now."""
+        state = self._topics.get(topic)
+        if state is None:  # no local subscriber (or not a history topic here)
+            recipients = self.registry.select(OP_TOPIC, topic, item.exclude, item.exclude_users)
+            return self.registry.fan_out(recipients, item.frame)
+        return self._release(state, self._push(state, item), item)
+
+    def _push(self, state: TopicState, item: Item) -> list[Item]:
+        seq = state.seq
+        if seq is None:
+            if not state.following:
+                state.early.append(item)
+                return []
+            # The store was unreachable when following began: start from this message.
+            seq = state.seq = Sequencer(Position(item.position.offset - 1, item.position.epoch))
+            state.last = seq.position
+        stale = seq.stale
+        released = seq.push(item.position, item)
+        if seq.stale != stale:
+            state.suspect = item.position.epoch
+            self._gapped.add(state.name)
+            self._wake()
+        self._watch(state)
+        return released
+
+    # -- local delivery ----------------------------------------------------------------
+
+    def _release(self, state: TopicState, items: Iterable[Item], mine: Item | None = None) -> int:
+        count = 0
+        for item in items:
+            last = state.last
+            if last is not None and not follows(last, item.position):
+                self._notice(state, item.position)
+            state.last = item.position
+            delivered = self._deliver(state, item)
+            if item is mine:
+                count = delivered
+        if state.catchups and state.last is not None:
+            last = state.last
+            for cid, catchup in list(state.catchups.items()):
+                if catchup.seam.settled(last):
+                    del state.catchups[cid]
+        return count
+
+    def _deliver(self, state: TopicState, item: Item) -> int:
+        registry = self.registry
+        recipients = registry.select(OP_TOPIC, state.name, item.exclude, item.exclude_users)
+        catchups = state.catchups
+        if not catchups:
+            return registry.fan_out(recipients, item.frame)
+        direct: list[WebSocketConnection] = []
+        overflowed: list[WebSocketConnection] = []
+        for connection in list(recipients):
+            catchup = catchups.get(connection.connection_id)
+            if catchup is None or catchup.seam.live(item.position, item):
+                direct.append(connection)
+            elif catchup.seam.overflowed:
+                overflowed.append(connection)
+        delivered = registry.fan_out(direct, item.frame)
+        for connection in overflowed:  # closing mutates the registry: after the loop
+            catchups.pop(connection.connection_id, None)
+            if not connection.closing:
+                registry.slow_closed += 1
+                logger.warning(
+                    "connection %s is a slow consumer (replay buffer full); closing",
+                    connection.connection_id,
+                )
+                connection.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
+        return delivered
+
+    def _notice(self, state: TopicState, position: Position) -> None:
+        """The live stream skips to ``position``: tell the topic's subscribers to reload
+        (connections still replaying get it when their replay reaches ``position``)."""
+        self.notices += 1
+        logger.warning(
+            "history topic %s: messages before offset %d (epoch %s) are lost here; "
+            "subscribers told to reload",
+            state.name,
+            position.offset,
+            position.epoch,
+        )
+        frame = recovery_envelope(
+            state.name,
+            Recovery((), False, Position(position.offset - 1, position.epoch)),
+            replayed=0,
+        )
+        direct: list[WebSocketConnection] = []
+        for connection in list(self.registry.topics.get(state.name, {}).values()):
+            catchup = state.catchups.get(connection.connection_id)
+            if catchup is not None and catchup.seam.replaying:
+                catchup.breaks.add(position)
+            else:
+                direct.append(connection)
+        self.registry.fan_out(direct, frame)
+
+    # -- following a topic -------------------------------------------------------------
+
+    def follow(self, topic: str) -> None:
+        """A local subscriber appeared: follow ``topic`` (idempotent, without waiting)."""
+        if topic in self._topics:
+            return
+        state = self._topics[topic] = TopicState(topic)
+        task = asyncio.get_running_loop().create_task(
+            self._follow(state), name=f"tempest_ws history follow {topic[:64]}"
+        )
+        state.ready = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow(self, state: TopicState) -> None:
+        start: Position | None = None
+        try:
+            await self.node.want(topic_channel(state.name))
+            start = await self.store.latest(state.name)
+        except BackplaneError as exc:
+            logger.warning(
+                "history of topic %s unreachable (%s); following it from its next message",
+                state.name,
+                exc,
+            )
+        if self._topics.get(state.name) is not state:
+            return  # the last subscriber left meanwhile
+        if start is not None:
+            state.seq = Sequencer(start)
+            state.last = start
+        state.following = True
+        early, state.early = state.early, []
+        for item in early:
+            self._release(state, self._push(state, item))
+
+    async def ready(self, topic: str) -> None:
+        """Wait until this node follows ``topic`` (its channel confirmed, its start read)."""
+        for _ in range(_READY_ROUNDS):
+            state = self._topics.get(topic)
+            if state is None or state.ready is None or state.following:
+                return
+            await asyncio.shield(state.ready)
+
+    def left(self, topic: str, connection_id: str, *, last: bool) -> None:
+        """A connection left ``topic``; ``last``: no local subscriber remains."""
+        state = self._topics.get(topic)
+        if state is None:
+            return
+        catchup = state.catchups.pop(connection_id, None)
+        if catchup is not None and not catchup.finished.done():
+            catchup.finished.set_result(None)
+        if last:
+            del self._topics[topic]
+            self._gapped.discard(topic)
+            for other in state.catchups.values():
+                if not other.finished.done():
+                    other.finished.set_result(None)
+
+
+def history_from_settings(
+    settings: WebSocketSettings, store: HistoryStore | None
+) -> tuple[HistoryStore | None, HistoryPolicy | None]:
+    """The store and policy ``WS_HISTORY_*`` describe: a ``RedisHistory`` with
+    ``WS_REDIS_URL`` (unless ``store`` is given), none when no topic keeps history."""
+    policy = HistoryPolicy.from_settings(settings)
+    if not policy.enabled:
+        return store, None
+    if store is None and settings.WS_REDIS_URL:
+        from .history.redis import RedisHistory
+
+        store = RedisHistory.from_settings(settings)
+    return store, policy
+
+
+def make_history(
+    store: HistoryStore | None,
+    policy: HistoryPolicy | None,
+    node: Node,
+    gap_timeout: float,
+    queue_size: int,
+) -> HubHistory | None:
+    """The hub's history from its ``history``/``history_policy`` arguments (``None``
+    when neither is given), wired to receive the node's positioned packets.
+
+    Raises:
+        ConfigurationError: a store without a policy (given, or its own ``policy``).
+    """
+    chosen = policy or getattr(store, "policy", None)
+    if store is not None and not isinstance(chosen, HistoryPolicy):
+        raise ConfigurationError("a history store needs a history_policy")
+    if not isinstance(chosen, HistoryPolicy):
+        return None
+    history = HubHistory(
+        store if store is not None else MemoryHistory(chosen),
+        chosen,
+        node.registry,
+        node,
+        gap_timeout=gap_timeout,
+        queue_size=queue_size,
+    )
+    node.sequenced = history.on_packet
+    return history
+
+
+class HistoryAccess:
+    """The hub's public history methods (a base of the hub)."""
+
+    _history: HubHistory | None
+
+    def keeps_history(self, topic: Topic) -> bool:
+        """Whether ``topic``'s messages get offsets and can be replayed."""
+        return self._history is not None and self._history.keeps(topic)
+
+    async def history(
+        self, topic: Topic, *, since: int | None = None, limit: int = 100
+    ) -> HistoryPage:
+        """Up to ``limit`` messages of ``topic`` the history still holds, oldest first:
+        the newest ones, or the oldest ones after offset ``since`` (page forward from a
+        page's last offset). Frames are unstamped; ``page.position`` is the topic's
+        latest position, whose epoch the offsets belong to. For HTTP endpoints:
+        authorize the caller for the topic first, as for a subscription.
+
+        Raises:
+            ValueError: the topic keeps no history, or ``since``/``limit`` out of range.
+            BackplaneError: the history store is unreachable.
+        """
+        if self._history is None:
+            raise ValueError("this hub keeps no history")
+        return await self._history.page(topic, since=since, limit=limit)
