@@ -39,6 +39,7 @@ from .realtime import (
 from .router import WebSocketRouter, make_websocket_router
 from .server import uvicorn_options
 from .settings import WebSocketSettings
+from .tracing import Tracing
 
 if TYPE_CHECKING:
     from .backplane.redis import RedisBackplane
@@ -68,6 +69,7 @@ __all__ = [
     "RedisBackplane",
     "TempestWSError",
     "TopicAuthorizer",
+    "Tracing",
     "WSEnvelope",
     "WebSocketConnection",
     "WebSocketHub",

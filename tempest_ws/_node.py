@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ._audit import traffic_event
 from ._registry import Registry
@@ -33,6 +34,9 @@ from .codes import CloseCode
 from .connection import WebSocketConnection
 from .envelope import RESYNC, encode_envelope
 from .exceptions import BackplaneError
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
 
 __all__ = ["ClusterStats", "Node"]
 
@@ -83,6 +87,7 @@ class Node:
         self.epoch = 0
         self.packets_in = 0
         self.publish_errors = 0
+        self.tracing: Tracing | None = None  # set by the hub
         self._starting: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -236,10 +241,13 @@ class Node:
         if decoded.op in (OP_CLOSE, OP_KICK):
             self._close(decoded)
         elif decoded.frame is not None:
+            span = None if self.tracing is None else self.tracing.fan_out(decoded, self.node_id)
             recipients = self.registry.select(
                 decoded.op, decoded.target, decoded.exclude, decoded.exclude_users
             )
-            self.registry.fan_out(recipients, decoded.frame)
+            delivered = self.registry.fan_out(recipients, decoded.frame)
+            if span is not None:
+                span.end(delivered)
 
     def _close(self, packet: Packet) -> None:
         if not 1000 <= packet.code <= 4999:

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from ._authz import TopicAuthorizer
 from ._membership import MAX_TOPIC_LENGTH, HubMembership
@@ -52,6 +52,9 @@ from .envelope import ACK, EnvelopeLike, encode_envelope
 from .exceptions import CapacityError, ConfigurationError
 from .realtime import error_reply, reply_envelope
 from .settings import WebSocketSettings
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
 
 __all__ = ["MAX_TOPIC_LENGTH", "ClusterStats", "HubStats", "WebSocketHub"]
 
@@ -87,6 +90,9 @@ class WebSocketHub(HubMembership):
             :meth:`presence`) for every topic (``True``) or the topics a predicate accepts.
         require_topic: refuse :meth:`broadcast` without a topic (unless ``everyone=True``),
             so a forgotten ``topic=`` cannot reach every tenant.
+        tracing: OpenTelemetry tracing (:class:`~tempest_ws.tracing.Tracing`): deliveries
+            carry the caller's trace context to the other nodes, which trace their
+            fan-out; the router traces inbound messages with it too. Off by default.
 
     Deliveries accept a :class:`~tempest_ws.envelope.WSEnvelope` or a plain mapping and
     return how many connections *of this process* the frame was queued for. They never
@@ -111,6 +117,7 @@ class WebSocketHub(HubMembership):
         authorizer_timeout: float = 5.0,
         presence: PresenceSetting = False,
         require_topic: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         if max_per_user < 1 or max_connections < 1 or send_queue_size < 1:
             raise ConfigurationError("hub limits must be at least 1")
@@ -127,12 +134,14 @@ class WebSocketHub(HubMembership):
         self.topic_authorizer = topic_authorizer
         self.authorizer_timeout = authorizer_timeout
         self.require_topic = require_topic
+        self.tracing = tracing
         self._registry = Registry()
         self._connections = self._registry.connections
         self._users = self._registry.users
         self._topics = self._registry.topics
         self._presence = TopicPresence(self.backplane, self._announce_presence, presence)
         self._node = Node(self.node_id, self.backplane, self._registry, self._presence.expired)
+        self._node.tracing = tracing
         self._evicted = 0
         self._rejected = 0
 
@@ -145,6 +154,7 @@ class WebSocketHub(HubMembership):
         topic_authorizer: TopicAuthorizer | None = None,
         presence: PresenceSetting = False,
         require_topic: bool = False,
+        tracing: Tracing | None = None,
     ) -> Self:
         """Build the hub the settings describe (caps, queue size, close timeout), with
         the realtime options given as keyword arguments.
@@ -166,6 +176,7 @@ class WebSocketHub(HubMembership):
             topic_authorizer=topic_authorizer,
             presence=presence,
             require_topic=require_topic,
+            tracing=tracing,
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -329,8 +340,9 @@ class WebSocketHub(HubMembership):
         op, target = (OP_ALL, "") if topic is None else (OP_TOPIC, topic)
         fan_out = self._registry.fan_out
         delivered = fan_out(self._registry.select(op, target, skip_ids, skip_users), frame)
+        trace = None if self.tracing is None else self.tracing.inject()
         packet = encode_packet(
-            self.node_id, op, target, frame, exclude=skip_ids, exclude_users=skip_users
+            self.node_id, op, target, frame, exclude=skip_ids, exclude_users=skip_users, trace=trace
         )
         channel = ALL_CHANNEL if topic is None else topic_channel(topic)
         await self._node.publish(channel, packet)
@@ -349,8 +361,9 @@ class WebSocketHub(HubMembership):
         user = str(user_id)
         frame = encode_envelope(envelope)
         delivered = self._registry.fan_out(self._registry.select(OP_USER, user), frame)
+        trace = None if self.tracing is None else self.tracing.inject()
         await self._node.publish(
-            user_channel(user), encode_packet(self.node_id, OP_USER, user, frame)
+            user_channel(user), encode_packet(self.node_id, OP_USER, user, frame, trace=trace)
         )
         return delivered
 
@@ -371,7 +384,9 @@ class WebSocketHub(HubMembership):
             return False
         if not self._node.running:
             await self._node.start()
-        packet = encode_packet(self.node_id, OP_CONN, connection_id, encode_envelope(envelope))
+        trace = None if self.tracing is None else self.tracing.inject()
+        frame = encode_envelope(envelope)
+        packet = encode_packet(self.node_id, OP_CONN, connection_id, frame, trace=trace)
         return await self._node.publish(node_channel(node), packet) > 0
 
     async def reply(

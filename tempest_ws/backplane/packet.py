@@ -19,7 +19,8 @@ for each of its recipients. Header keys:
 ``v`` format version (1) · ``n`` the publishing node (a node drops its own packets) ·
 ``o`` the operation (see the ``OP_*`` constants) · ``t`` its target (topic, user or
 connection id) · ``x`` / ``xu`` connection ids / user ids to skip · ``c`` / ``r`` a close
-code and reason for ``close`` and ``kick``.
+code and reason for ``close`` and ``kick`` · ``tp`` the W3C trace context of the delivery
+(``{"traceparent": ..., "tracestate": ...}``, only with tracing on; see ``docs/tracing.md``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -112,6 +113,7 @@ class Packet:
     exclude_users: frozenset[str] = frozenset()
     code: int = 0
     reason: str = ""
+    trace: Mapping[str, str] | None = None
 
 
 _EMPTY: frozenset[str] = frozenset()
@@ -129,9 +131,10 @@ def encode_packet(
     exclude_users: Collection[str] = (),
     code: int = 0,
     reason: str = "",
+    trace: Mapping[str, str] | None = None,
 ) -> bytes:
     """Build the bytes of one packet; ``frame`` is appended as is (never re-encoded)."""
-    if exclude or exclude_users or code:
+    if exclude or exclude_users or code or trace:
         header: dict[str, Any] = {"v": VERSION, "n": node, "o": op, "t": target}
         if exclude:
             header["x"] = list(exclude)
@@ -140,6 +143,8 @@ def encode_packet(
         if code:
             header["c"] = code
             header["r"] = reason
+        if trace:
+            header["tp"] = dict(trace)
         head = json.dumps(header, separators=(",", ":"), ensure_ascii=True)
     else:  # the hot path: node and op are ASCII tokens, only the target needs escaping
         head = f'{{"v":1,"n":"{node}","o":"{op}","t":{_string(target)}}}'
@@ -167,12 +172,14 @@ def decode_packet(data: bytes) -> Packet:
         return Packet(node, op, target, frame)
     exclude, exclude_users = header.get("x", ()), header.get("xu", ())
     code, reason = header.get("c", 0), header.get("r", "")
+    trace = header.get("tp")
     if (
         not isinstance(code, int)
         or not isinstance(reason, str)
         or not isinstance(exclude, list | tuple)
         or not isinstance(exclude_users, list | tuple)
         or not all(isinstance(v, str) for v in (*exclude, *exclude_users))
+        or (trace is not None and not _is_carrier(trace))
     ):
         raise ValueError("malformed packet header")
     return Packet(
@@ -184,4 +191,9 @@ def decode_packet(data: bytes) -> Packet:
         frozenset(exclude_users) if exclude_users else _EMPTY,
         code,
         reason,
+        trace,
     )
+
+
+def _is_carrier(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
