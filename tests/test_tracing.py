@@ -215,6 +215,29 @@ def _never_taken(provider: TracerProvider, exporter: InMemorySpanExporter) -> No
     assert all("tempest_ws.span" not in m for m in inbox[:1])
 
 
+def test_message_spans_link_to_the_span_the_connection_opened_in(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    contextvars.copy_context().run(_linked, provider, exporter)
+
+
+def _linked(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    from tempest_ws.envelope import decode_envelope
+
+    tracing = Tracing(tracer_provider=provider)
+    with provider.get_tracer("tests").start_as_current_span("WS /ws") as connection_span:
+        tracer = tracing.session("node.conn")  # the endpoint's task, in FastAPI's span
+    envelope = decode_envelope('{"type": "subscribe", "data": {"topic": "t"}}')
+    tracer.arrived()
+    tracer.inspected({"type": "websocket.receive", "text": "{}"}, "builtin", envelope)
+    tracer.invalid()  # a built-in whose data failed validation
+    tracer.settle()
+    (span,) = spans(exporter, "tempest_ws.receive")
+    assert span.parent is None
+    assert [link.context for link in span.links] == [connection_span.get_span_context()]
+    assert attrs(span)["error.type"] == "invalid_data"
+
+
 async def test_off_by_default_no_spans(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
