@@ -50,6 +50,7 @@ from .realtime import (
 from .router import WebSocketRouter, make_websocket_router
 from .server import uvicorn_options
 from .settings import WebSocketSettings
+from .tracing import Tracing
 
 if TYPE_CHECKING:
     from .backplane.redis import RedisBackplane
@@ -88,6 +89,7 @@ __all__ = [
     "RedisHistory",
     "TempestWSError",
     "TopicAuthorizer",
+    "Tracing",
     "WSEnvelope",
     "WebSocketConnection",
     "WebSocketHub",

@@ -47,6 +47,7 @@ from .exceptions import CapacityError, ConnectionClosedError
 from .heartbeat import HeartbeatTimer
 from .hub import WebSocketHub
 from .settings import WebSocketSettings
+from .tracing import Tracing, note_handler_error
 
 __all__ = ["DRAIN_REASON", "Endpoint"]
 
@@ -82,8 +83,10 @@ class Endpoint:
         max_invalid_frames: int,
         inbound: Inbound | None = None,
         hooks: Hooks | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.handler = handler
+        self.tracing = tracing
         self.hub = hub
         self.inbound = inbound
         self.hooks = hooks
@@ -254,6 +257,8 @@ class Endpoint:
                     clock=asyncio.get_running_loop().time,
                 )
             channel.attach(connection)
+            if self.tracing is not None:
+                channel.tracer = self.tracing.session(connection.connection_id)
             connection.start()
             heartbeat.start()
             lifetime.start(token)
@@ -286,6 +291,8 @@ class Endpoint:
                     handler_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await handler_task
+            if channel.tracer is not None:
+                channel.tracer.close()
             hub.unregister(connection)
             try:
                 try:
@@ -330,7 +337,8 @@ class Endpoint:
                 logger.exception("handler failed on connection %s", connection.connection_id)
                 await connection.close(CloseCode.INTERNAL_ERROR, "internal error")
                 return
-        except Exception:
+        except Exception as exc:
+            note_handler_error(exc)
             logger.exception("handler failed on connection %s", connection.connection_id)
             await connection.close(CloseCode.INTERNAL_ERROR, "internal error")
             return

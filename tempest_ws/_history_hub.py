@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from ._history_catchup import Catchups
 from ._history_mend import Mending
@@ -129,9 +129,15 @@ class HubHistory(Catchups, Mending):
     # -- publishing --------------------------------------------------------------------
 
     async def broadcast(
-        self, topic: str, frame: str, exclude: frozenset[str], exclude_users: frozenset[str]
+        self,
+        topic: str,
+        frame: str,
+        exclude: frozenset[str],
+        exclude_users: frozenset[str],
+        trace: Mapping[str, str] | None = None,
     ) -> int:
-        """Append, stamp, deliver here in offset order, publish with the position.
+        """Append, stamp, deliver here in offset order, publish with the position (and
+        the caller's trace context, when tracing is on).
 
         When the append fails, the unstamped frame is delivered and published as on a
         topic without history, then the append's :class:`BackplaneError` is raised.
@@ -143,7 +149,13 @@ class HubHistory(Catchups, Mending):
             recipients = self.registry.select(OP_TOPIC, topic, exclude, exclude_users)
             self.registry.fan_out(recipients, frame)
             packet = encode_packet(
-                node.node_id, OP_TOPIC, topic, frame, exclude=exclude, exclude_users=exclude_users
+                node.node_id,
+                OP_TOPIC,
+                topic,
+                frame,
+                exclude=exclude,
+                exclude_users=exclude_users,
+                trace=trace,
             )
             with contextlib.suppress(BackplaneError):
                 await node.publish(topic_channel(topic), packet)
@@ -158,16 +170,18 @@ class HubHistory(Catchups, Mending):
             exclude=exclude,
             exclude_users=exclude_users,
             position=position,
+            trace=trace,
         )
         await node.publish(topic_channel(topic), packet)
         return delivered
 
-    def on_packet(self, packet: Packet) -> None:
-        """A packet of another node carrying a position (``Node.sequenced``)."""
+    def on_packet(self, packet: Packet) -> int:
+        """A packet of another node carrying a position (``Node.sequenced``); return how
+        many local connections got its message now (0 while it is held behind a gap)."""
         if packet.position is None or packet.frame is None:
-            return
+            return 0
         item = Item(Position(*packet.position), packet.frame, packet.exclude, packet.exclude_users)
-        self._arrive(packet.target, item)
+        return self._arrive(packet.target, item)
 
     def _arrive(self, topic: str, item: Item) -> int:
         """Push ``item`` through the topic's sequencer and deliver what it releases;

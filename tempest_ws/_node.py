@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ._audit import traffic_event
 from ._registry import Registry
@@ -34,6 +35,9 @@ from .codes import CloseCode
 from .connection import WebSocketConnection
 from .envelope import RESYNC, encode_envelope
 from .exceptions import BackplaneError
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
 
 __all__ = ["ClusterStats", "Node"]
 
@@ -74,7 +78,7 @@ class Node:
         backplane: Backplane,
         registry: Registry,
         presence_expired: Callable[[str, str], None] = lambda topic, user: None,
-        sequenced: Callable[[Packet], None] | None = None,
+        sequenced: Callable[[Packet], int] | None = None,
     ) -> None:
         self.node_id = node_id
         self.backplane = backplane
@@ -87,6 +91,7 @@ class Node:
         self.epoch = 0
         self.packets_in = 0
         self.publish_errors = 0
+        self.tracing: Tracing | None = None  # set by the hub
         self._starting: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -251,13 +256,17 @@ class Node:
         self.packets_in += 1
         if decoded.op in (OP_CLOSE, OP_KICK):
             self._close(decoded)
-        elif decoded.position is not None and self.sequenced is not None:
-            self.sequenced(decoded)
         elif decoded.frame is not None:
-            recipients = self.registry.select(
-                decoded.op, decoded.target, decoded.exclude, decoded.exclude_users
-            )
-            self.registry.fan_out(recipients, decoded.frame)
+            span = None if self.tracing is None else self.tracing.fan_out(decoded, self.node_id)
+            if decoded.position is not None and self.sequenced is not None:
+                delivered = self.sequenced(decoded)
+            else:
+                recipients = self.registry.select(
+                    decoded.op, decoded.target, decoded.exclude, decoded.exclude_users
+                )
+                delivered = self.registry.fan_out(recipients, decoded.frame)
+            if span is not None:
+                span.end(delivered)
 
     def _close(self, packet: Packet) -> None:
         if not 1000 <= packet.code <= 4999:

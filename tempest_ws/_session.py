@@ -46,9 +46,11 @@ from .envelope import (
 from .exceptions import EnvelopeError
 from .heartbeat import HeartbeatTimer
 from .realtime import ENVELOPE_KEY, MODEL_KEY
+from .tracing import note_rejection
 
 if TYPE_CHECKING:
     from ._builtins import Inbound
+    from .tracing import SessionTracer
 
 logger = logging.getLogger("tempest_ws.session")
 
@@ -112,6 +114,7 @@ class HandlerChannel:
         self._has_mail = asyncio.Event()
         self._has_room = asyncio.Event()
         self._has_room.set()
+        self.tracer: SessionTracer | None = None  # set by the endpoint with tracing on
 
     def attach(self, connection: WebSocketConnection) -> None:
         """Switch from handshake pass-through to the guarded session."""
@@ -127,6 +130,8 @@ class HandlerChannel:
         connection = self._connection
         if connection is None:
             return await self._raw_receive()
+        if self.tracer is not None:
+            self.tracer.handler_done()
         while not self._inbox:
             if connection.closing:
                 return _disconnect(connection.close_code or CloseCode.ABNORMAL)
@@ -138,6 +143,8 @@ class HandlerChannel:
         message = self._inbox.popleft()
         if len(self._inbox) < INBOX_SIZE:
             self._has_room.set()
+        if self.tracer is not None:
+            self.tracer.handler_took(message)
         return message
 
     async def send(self, message: Message) -> None:
@@ -180,7 +187,10 @@ class HandlerChannel:
         closing = connection.closing_future()
         cid = connection.connection_id
         invalid = 0
+        tracer = self.tracer
         while True:
+            if tracer is not None:
+                tracer.settle()
             receiving = asyncio.ensure_future(self._raw_receive())
             watched: set[asyncio.Future[Any]] = {receiving, closing}
             await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
@@ -202,6 +212,8 @@ class HandlerChannel:
                 continue
             heartbeat.touch()
             frame_in(message)
+            if tracer is not None:
+                tracer.arrived()
             if bucket is not None and not bucket.take():
                 security_event(
                     "rate_limited", cid, "inbound frames over the budget", budget=bucket.capacity
@@ -220,6 +232,8 @@ class HandlerChannel:
                 connection.close_soon(CloseCode.MESSAGE_TOO_BIG, "message too big")
                 return
             verdict, envelope = self._inspect(connection, message, limits, inbound)
+            if tracer is not None:
+                tracer.inspected(message, verdict.value, envelope)
             if verdict is _Verdict.DELIVER:
                 await self.deliver(message)
                 continue
@@ -235,6 +249,8 @@ class HandlerChannel:
             if verdict is not _Verdict.INVALID:
                 continue
             invalid += 1
+            if tracer is not None:
+                tracer.invalid()
             if invalid >= limits.max_invalid_frames:
                 security_event("policy_violation", cid, "too many invalid frames", count=invalid)
                 connection.close_soon(CloseCode.POLICY_VIOLATION, "too many invalid frames")
@@ -313,6 +329,7 @@ class HandlerChannel:
         *,
         request_id: str | None = None,
     ) -> tuple[_Verdict, None]:
+        note_rejection(code, envelope)
         security_event(
             "invalid_frame",
             connection.connection_id,

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from ._authz import TopicAuthorizer
 from ._history_hub import HistoryAccess, history_from_settings, make_history
@@ -57,6 +57,9 @@ from .history.base import HistoryStore
 from .history.policy import HistoryPolicy
 from .realtime import error_reply, reply_envelope
 from .settings import WebSocketSettings
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
 
 __all__ = ["MAX_TOPIC_LENGTH", "ClusterStats", "HubStats", "WebSocketHub"]
 
@@ -98,6 +101,9 @@ class WebSocketHub(HubMembership, HistoryAccess):
         history_policy: which topics keep history; the store's own ``policy`` by default.
         history_gap_timeout: seconds a node holds messages of a history topic behind a
             missing one before it fetches it from the store (or gives it up).
+        tracing: OpenTelemetry tracing (:class:`~tempest_ws.tracing.Tracing`): deliveries
+            carry the caller's trace context to the other nodes, which trace their
+            fan-out; the router traces inbound messages with it too. Off by default.
 
     Deliveries accept a :class:`~tempest_ws.envelope.WSEnvelope` or a plain mapping and
     return how many connections *of this process* the frame was queued for. They never
@@ -125,6 +131,7 @@ class WebSocketHub(HubMembership, HistoryAccess):
         history: HistoryStore | None = None,
         history_policy: HistoryPolicy | None = None,
         history_gap_timeout: float = 1.0,
+        tracing: Tracing | None = None,
     ) -> None:
         if max_per_user < 1 or max_connections < 1 or send_queue_size < 1:
             raise ConfigurationError("hub limits must be at least 1")
@@ -141,6 +148,7 @@ class WebSocketHub(HubMembership, HistoryAccess):
         self.topic_authorizer = topic_authorizer
         self.authorizer_timeout = authorizer_timeout
         self.require_topic = require_topic
+        self.tracing = tracing
         self._registry = Registry()
         self._connections = self._registry.connections
         self._users = self._registry.users
@@ -150,6 +158,7 @@ class WebSocketHub(HubMembership, HistoryAccess):
         self._history = make_history(
             history, history_policy, self._node, history_gap_timeout, send_queue_size
         )
+        self._node.tracing = tracing
         self._evicted = 0
         self._rejected = 0
 
@@ -163,6 +172,7 @@ class WebSocketHub(HubMembership, HistoryAccess):
         presence: PresenceSetting = False,
         require_topic: bool = False,
         history: HistoryStore | None = None,
+        tracing: Tracing | None = None,
     ) -> Self:
         """Build the hub the settings describe (caps, queue size, close timeout, history),
         with the realtime options given as keyword arguments.
@@ -191,6 +201,7 @@ class WebSocketHub(HubMembership, HistoryAccess):
             history=history,
             history_policy=policy,
             history_gap_timeout=settings.WS_HISTORY_GAP_TIMEOUT_SECONDS,
+            tracing=tracing,
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -362,14 +373,15 @@ class WebSocketHub(HubMembership, HistoryAccess):
         skip_users = _ids(
             exclude_users if not isinstance(exclude_users, UserId) else [exclude_users]
         )
+        trace = None if self.tracing is None else self.tracing.inject()
         history = self._history
         if history is not None and topic is not None and history.keeps(topic):
-            return await history.broadcast(topic, frame, skip_ids, skip_users)
+            return await history.broadcast(topic, frame, skip_ids, skip_users, trace)
         op, target = (OP_ALL, "") if topic is None else (OP_TOPIC, topic)
         fan_out = self._registry.fan_out
         delivered = fan_out(self._registry.select(op, target, skip_ids, skip_users), frame)
         packet = encode_packet(
-            self.node_id, op, target, frame, exclude=skip_ids, exclude_users=skip_users
+            self.node_id, op, target, frame, exclude=skip_ids, exclude_users=skip_users, trace=trace
         )
         channel = ALL_CHANNEL if topic is None else topic_channel(topic)
         await self._node.publish(channel, packet)
@@ -388,8 +400,9 @@ class WebSocketHub(HubMembership, HistoryAccess):
         user = str(user_id)
         frame = encode_envelope(envelope)
         delivered = self._registry.fan_out(self._registry.select(OP_USER, user), frame)
+        trace = None if self.tracing is None else self.tracing.inject()
         await self._node.publish(
-            user_channel(user), encode_packet(self.node_id, OP_USER, user, frame)
+            user_channel(user), encode_packet(self.node_id, OP_USER, user, frame, trace=trace)
         )
         return delivered
 
@@ -410,7 +423,9 @@ class WebSocketHub(HubMembership, HistoryAccess):
             return False
         if not self._node.running:
             await self._node.start()
-        packet = encode_packet(self.node_id, OP_CONN, connection_id, encode_envelope(envelope))
+        trace = None if self.tracing is None else self.tracing.inject()
+        frame = encode_envelope(envelope)
+        packet = encode_packet(self.node_id, OP_CONN, connection_id, frame, trace=trace)
         return await self._node.publish(node_channel(node), packet) > 0
 
     async def reply(

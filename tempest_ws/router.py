@@ -28,6 +28,7 @@ from .hub import WebSocketHub
 from .messages import MessageRegistry
 from .realtime import BUILTIN_OPERATIONS, OnConnect, OnDisconnect, TopicAuthorizer
 from .settings import WebSocketSettings
+from .tracing import Tracing
 
 __all__ = ["DRAIN_REASON", "WebSocketRouter", "make_websocket_router"]
 
@@ -88,6 +89,7 @@ def make_websocket_router(
     on_connect: OnConnect | None = None,
     on_disconnect: OnDisconnect | Sequence[OnDisconnect] = (),
     hook_timeout: float = 10.0,
+    tracing: Tracing | None = None,
 ) -> WebSocketRouter:
     """Build an ``APIRouter`` with an authenticated, heartbeated WebSocket at ``path``.
 
@@ -120,6 +122,8 @@ def make_websocket_router(
             code (``False``: 4403). See :data:`~tempest_ws.realtime.OnConnect`.
         on_disconnect: one or several ``(connection)`` hooks run after the close.
         hook_timeout: seconds each hook may take (then it counts as failed).
+        tracing: an OpenTelemetry span per inbound message (see ``docs/tracing.md``);
+            the hub's ``tracing`` by default. Off when both are ``None``.
 
     Returns:
         A :class:`WebSocketRouter` (an ``APIRouter``) to pass to ``app.include_router``;
@@ -168,6 +172,7 @@ def make_websocket_router(
         max_invalid_frames=max_invalid_frames,
         inbound=inbound,
         hooks=hooks,
+        tracing=tracing if tracing is not None else hub.tracing,
     )
     router._tempest_endpoint = endpoint
     router.add_websocket_route(path, endpoint, name="tempest_ws")  # type: ignore[arg-type]

@@ -22,7 +22,9 @@ connection id) · ``x`` / ``xu`` connection ids / user ids to skip · ``c`` / ``
 code and reason for ``close`` and ``kick`` · ``p`` ``[offset, epoch]``, the position of a
 message of a history topic (its frame is stamped already; receivers sequence by ``p``
 and never parse the frame). Decoders ignore keys they do not know, so a node that keeps
-no history delivers a packet with ``p`` like any other.
+no history delivers a packet with ``p`` like any other. ``tp`` the W3C trace context of the
+delivery (``{"traceparent": ..., "tracestate": ...}``, only with tracing on; see
+``docs/tracing.md``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -117,6 +119,8 @@ class Packet:
     reason: str = ""
     position: tuple[int, str] | None = None
     """``(offset, epoch)`` of a message of a history topic (header ``p``)."""
+    trace: Mapping[str, str] | None = None
+    """W3C trace context of the delivery (header ``tp``), with tracing on."""
 
 
 _EMPTY: frozenset[str] = frozenset()
@@ -135,12 +139,14 @@ def encode_packet(
     code: int = 0,
     reason: str = "",
     position: tuple[int, str] | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> bytes:
     """Build the bytes of one packet; ``frame`` is appended as is (never re-encoded).
 
-    ``position`` (``(offset, epoch)``) marks a message of a history topic (header ``p``).
+    ``position`` (``(offset, epoch)``) marks a message of a history topic (header ``p``);
+    ``trace`` carries the W3C trace context (header ``tp``).
     """
-    if exclude or exclude_users or code:
+    if exclude or exclude_users or code or trace:
         header: dict[str, Any] = {"v": VERSION, "n": node, "o": op, "t": target}
         if exclude:
             header["x"] = list(exclude)
@@ -151,6 +157,8 @@ def encode_packet(
             header["r"] = reason
         if position is not None:
             header["p"] = [position[0], position[1]]
+        if trace:
+            header["tp"] = dict(trace)
         head = json.dumps(header, separators=(",", ":"), ensure_ascii=True)
     elif position is None:  # the hot path: node and op are ASCII tokens
         head = f'{{"v":1,"n":"{node}","o":"{op}","t":{_string(target)}}}'
@@ -182,12 +190,14 @@ def decode_packet(data: bytes) -> Packet:
     exclude, exclude_users = header.get("x", ()), header.get("xu", ())
     code, reason = header.get("c", 0), header.get("r", "")
     position = _position(header.get("p"))
+    trace = header.get("tp")
     if (
         not isinstance(code, int)
         or not isinstance(reason, str)
         or not isinstance(exclude, list | tuple)
         or not isinstance(exclude_users, list | tuple)
         or not all(isinstance(v, str) for v in (*exclude, *exclude_users))
+        or (trace is not None and not _is_carrier(trace))
     ):
         raise ValueError("malformed packet header")
     return Packet(
@@ -200,6 +210,7 @@ def decode_packet(data: bytes) -> Packet:
         code,
         reason,
         position,
+        trace,
     )
 
 
@@ -222,3 +233,7 @@ def _position(value: Any) -> tuple[int, str] | None:
     ):
         raise ValueError("malformed packet position")
     return value[0], value[1]
+
+
+def _is_carrier(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
