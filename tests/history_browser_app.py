@@ -69,6 +69,7 @@ class CutProxy:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self.refusing = True  # a connection accepted while closing is dropped too
         if self._server is not None:
             self._server.close()
         self.cut()
@@ -95,6 +96,10 @@ class CutProxy:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             writer.transport.abort()
+            return
+        if self.refusing:  # started refusing (or closing) while we connected upstream
+            writer.transport.abort()
+            up_writer.transport.abort()
             return
         self._pairs.append((writer, up_writer))
         for source, sink in ((reader, up_writer), (up_reader, writer)):
