@@ -50,7 +50,7 @@ HARNESS = """
       };
     }
     const client = new TempestWS(url, opts);
-    for (const type of ["open", "close", "message", "resync", "reconnecting", "error", "warning"]) {
+    for (const type of ["open", "close", "message", "resync", "recovery", "reconnecting", "error", "warning"]) {
       client.addEventListener(type, (event) => log.events.push({ type, detail: plain(event.detail) }));
     }
     window.clients[name] = client;

@@ -30,7 +30,26 @@ export interface Envelope<T = unknown> {
   type: string;
   data: T;
   request_id: string | null;
+  /** On a message of a topic with history: its topic (with `offset` and `epoch`). */
+  topic?: string;
+  /** On a message of a topic with history: its offset within `epoch` (1, 2, 3, ...). */
+  offset?: number;
+  /** On a message of a topic with history: the epoch its offset counts in (opaque). */
+  epoch?: string;
 }
+
+/**
+ * Where a message sits in its topic's history: `offset` within `epoch`. `offset` is an
+ * integer >= 0 (0: before the epoch's first message); `epoch` an opaque string of 1 to
+ * 64 characters.
+ */
+export interface Position {
+  offset: number;
+  epoch: string;
+}
+
+/** The last known position of each topic: `{topic: {offset, epoch}}`, JSON-ready. */
+export type Positions = Record<string, Position>;
 
 /** The data of the server's first frame. */
 export interface Hello {
@@ -87,6 +106,12 @@ export interface TempestWSOptions {
   reconnectOnOnline?: boolean;
   /** Do not connect until reconnect() is called (messages queue meanwhile). Default false. */
   startClosed?: boolean;
+  /**
+   * Positions to resume from, such as a `client.positions` saved in localStorage: the
+   * first `subscribe(topic)` sends the topic's position and the server replays what
+   * was published since. Malformed entries are skipped. Default null.
+   */
+  positions?: Positions | null;
   /** WebSocket implementation. Default globalThis.WebSocket. */
   WebSocket?: typeof WebSocket | null;
 }
@@ -159,6 +184,25 @@ export interface ErrorDetail {
   /** True when the client stopped (call reconnect() to start again). */
   fatal: boolean;
 }
+/**
+ * The server's answer to a `subscribe` on a topic with history (after the replayed
+ * messages), or its notice that the topic's messages were interrupted.
+ */
+export interface RecoveryDetail {
+  topic: string;
+  /**
+   * True: every message after the position sent with the subscribe was replayed (as
+   * `message` events, before this one). False: reload the topic's state from your source
+   * of truth, then continue from `offset`/`epoch`; a first subscribe, without a
+   * position, is answered false too.
+   */
+  recovered: boolean;
+  /** How many messages were replayed. */
+  replayed: number;
+  /** The topic's position now; the client continues from it. */
+  offset: number;
+  epoch: string;
+}
 export type WarningDetail =
   | { kind: "queue-overflow"; dropped: string; limit: number }
   | { kind: "queue-discarded"; count: number }
@@ -168,6 +212,7 @@ export interface TempestWSEventMap {
   open: CustomEvent<OpenDetail>;
   message: CustomEvent<Envelope>;
   resync: CustomEvent<Envelope>;
+  recovery: CustomEvent<RecoveryDetail>;
   close: CustomEvent<CloseDetail>;
   reconnecting: CustomEvent<ReconnectingDetail>;
   error: CustomEvent<ErrorDetail>;
@@ -194,6 +239,11 @@ export declare class TempestWS extends EventTarget {
   readonly queued: number;
   /** Topics restored on every reconnect. */
   readonly subscriptions: string[];
+  /**
+   * A copy of the last known position of each subscribed topic with history. It moves
+   * after the listeners of each stamped message ran, and on each `recovery` event.
+   */
+  readonly positions: Positions;
 
   /** Send now (true) or queue until open (false). Throws TempestWSError "queue_full"/"closed". */
   send(type: string, data?: unknown): boolean;
@@ -204,9 +254,12 @@ export declare class TempestWS extends EventTarget {
     data?: unknown,
     options?: { timeout?: number; signal?: AbortSignal },
   ): Promise<Envelope<T>>;
-  /** Remember `topic` and send {"type":"subscribe","data":{"topic":topic}} (again after each reconnect). */
+  /**
+   * Remember `topic` and send {"type":"subscribe","data":{"topic":topic}} (again after
+   * each reconnect), with the topic's `offset` and `epoch` in `data` when known.
+   */
   subscribe(topic: string): void;
-  /** Forget `topic`; returns whether it was subscribed. */
+  /** Forget `topic` and its position; returns whether it was subscribed. */
   unsubscribe(topic: string): boolean;
   /** Close for good; no reconnect. */
   close(code?: number, reason?: string): void;

@@ -20,6 +20,9 @@
  *   that reaches `hello` ends the streak);
  * - restores its topic subscriptions after every reconnect, then flushes the bounded
  *   queue of messages sent while offline;
+ * - remembers the position (`offset`, `epoch`) of the last message it got on each topic
+ *   with history and sends it with every `subscribe`, so the server replays what it
+ *   missed (a `recovery` event says whether that was possible);
  * - `request(type, data)` returns a Promise settled by the reply carrying the same
  *   `request_id`.
  *
@@ -71,11 +74,36 @@ export const DEFAULT_OPTIONS = Object.freeze({
   silenceTimeout: null,
   reconnectOnOnline: true,
   startClosed: false,
+  positions: null,
   WebSocket: null,
 });
 
 const BEARER = "bearer";
 const MAX_TOPIC_LENGTH = 256;
+const MAX_EPOCH_LENGTH = 64; // as tempest_ws.history accepts them back
+
+const isTopic = (topic) => typeof topic === "string" && topic.length > 0 && topic.length <= MAX_TOPIC_LENGTH;
+
+/** `{offset, epoch}` when both are valid (an integer >= 0, a string of 1-64), else null. */
+function positionOf(offset, epoch) {
+  if (!Number.isSafeInteger(offset) || offset < 0) return null;
+  if (typeof epoch !== "string" || !epoch || epoch.length > MAX_EPOCH_LENGTH) return null;
+  return { offset, epoch };
+}
+
+/** The valid entries of a `positions` option as a Map; malformed entries are skipped. */
+function seedPositions(given) {
+  const positions = new Map();
+  if (given == null) return positions;
+  if (typeof given !== "object" || Array.isArray(given)) {
+    throw new TypeError("TempestWS: positions must be an object {topic: {offset, epoch}} or null");
+  }
+  for (const [topic, position] of Object.entries(given)) {
+    const valid = isTopic(topic) && position && typeof position === "object" && positionOf(position.offset, position.epoch);
+    if (valid) positions.set(topic, valid);
+  }
+  return positions;
+}
 
 /** The error type of every rejection and `error` event of this module. */
 export class TempestWSError extends Error {
@@ -192,6 +220,7 @@ function checkOptions(given) {
   if (options.silenceTimeout != null && !(options.silenceTimeout > 0)) {
     throw new RangeError("TempestWS: silenceTimeout must be a positive number of ms or null");
   }
+  options.positions = seedPositions(options.positions);
   options.protocols = [].concat(options.protocols ?? []);
   options.WebSocket = options.WebSocket ?? globalThis.WebSocket;
   if (typeof options.WebSocket !== "function") {
@@ -227,12 +256,21 @@ function randomId() {
  * - `message`: an envelope {type, data, request_id} that is not a heartbeat, a hello, a
  *   resync or the reply to a pending `request()`.
  * - `resync`: the server may have dropped messages (a backplane outage); reload state.
+ * - `recovery`: the server's answer to a `subscribe` on a topic with history, or its
+ *   notice of a discontinuity; detail {topic, recovered, replayed, offset, epoch}.
+ *   `recovered: false`: reload the topic's state, then continue from offset/epoch.
  * - `close`: the socket closed; detail {code, reason, wasClean, willReconnect}.
  * - `reconnecting`: a reconnect is scheduled; detail {attempt, delay, code, reason}.
  * - `error`: detail {error: TempestWSError, fatal}. Fatal errors (4401 limit, maxRetries,
  *   a close code that forbids reconnecting) stop the client.
  * - `warning`: detail {kind, ...}: "queue-overflow" (a queued message was dropped),
  *   "queue-discarded", "invalid-frame".
+ *
+ * Positions: every inbound envelope that carries a valid top-level `topic`, `offset`
+ * and `epoch` moves the position of that topic, if subscribed, after the listeners of
+ * its event ran (a listener reading `client.positions` sees the position of the
+ * previous message); so does every `recovery`. Malformed positions are ignored;
+ * `unsubscribe(topic)` forgets the topic's position.
  */
 export class TempestWS extends EventTarget {
   #url;
@@ -253,6 +291,7 @@ export class TempestWS extends EventTarget {
   #silenceTimer = null;
   #reconnectTimer = null;
   #subscriptions = new Set();
+  #positions;
   #queue = [];
   #pending = new Map();
   #idPrefix = randomId();
@@ -270,6 +309,7 @@ export class TempestWS extends EventTarget {
     super();
     this.#url = url;
     this.#options = checkOptions(options);
+    this.#positions = this.#options.positions;
     if (this.#options.startClosed) {
       this.#state = ReadyState.CLOSED; // messages queue until reconnect() starts it
     } else {
@@ -311,6 +351,14 @@ export class TempestWS extends EventTarget {
   /** Topics restored on every reconnect. */
   get subscriptions() {
     return [...this.#subscriptions];
+  }
+
+  /**
+   * A copy of the last known position of each topic with history, as a plain object
+   * `{topic: {offset, epoch}}` (JSON-ready: give it back as the `positions` option).
+   */
+  get positions() {
+    return Object.fromEntries([...this.#positions].map(([topic, { offset, epoch }]) => [topic, { offset, epoch }]));
   }
 
   /** `addEventListener` that returns a function removing the listener. */
@@ -375,19 +423,22 @@ export class TempestWS extends EventTarget {
 
   /**
    * Subscribe to `topic`: sends {"type":"subscribe","data":{"topic":topic}} now if open,
-   * and again after every reconnect until `unsubscribe(topic)`.
+   * and again after every reconnect until `unsubscribe(topic)`. When the topic's
+   * position is known, `data` also carries its `offset` and `epoch`, and the server
+   * replays the messages after it.
    */
   subscribe(topic) {
-    if (typeof topic !== "string" || !topic || topic.length > MAX_TOPIC_LENGTH) {
+    if (!isTopic(topic)) {
       throw new TypeError(`TempestWS.subscribe: topic must be a string of 1-${MAX_TOPIC_LENGTH} characters`);
     }
     this.#subscriptions.add(topic);
-    if (this.#state === ReadyState.OPEN) this.#write(JSON.stringify({ type: "subscribe", data: { topic }, request_id: null }));
+    if (this.#state === ReadyState.OPEN) this.#sendSubscribe(topic);
   }
 
-  /** Forget `topic` and send {"type":"unsubscribe",...} if open. */
+  /** Forget `topic` and its position; send {"type":"unsubscribe",...} if open. */
   unsubscribe(topic) {
     const had = this.#subscriptions.delete(topic);
+    this.#positions.delete(topic);
     if (had && this.#state === ReadyState.OPEN) {
       this.#write(JSON.stringify({ type: "unsubscribe", data: { topic }, request_id: null }));
     }
@@ -494,6 +545,18 @@ export class TempestWS extends EventTarget {
       this.#emit("warning", { kind: "invalid-frame", message: "frame is not an envelope" });
       return;
     }
+    // Read before any listener can touch the envelope; applied after they ran.
+    const position = isTopic(envelope.topic) ? positionOf(envelope.offset, envelope.epoch) : null;
+    this.#route(envelope);
+    if (position) this.#track(envelope.topic, position);
+  }
+
+  /** Move `topic`'s position, unless the topic is no longer (or was never) subscribed. */
+  #track(topic, position) {
+    if (this.#subscriptions.has(topic)) this.#positions.set(topic, position);
+  }
+
+  #route(envelope) {
     switch (envelope.type) {
       case "ping":
         this.#write(JSON.stringify({ type: "pong", data: {}, request_id: envelope.request_id ?? null }));
@@ -505,6 +568,9 @@ export class TempestWS extends EventTarget {
         return;
       case "resync":
         this.#emit("resync", envelope);
+        return;
+      case "recovery":
+        this.#onRecovery(envelope);
         return;
     }
     const requestId = envelope.request_id;
@@ -521,6 +587,19 @@ export class TempestWS extends EventTarget {
     this.#emit("message", envelope);
   }
 
+  #onRecovery(envelope) {
+    const data = envelope.data ?? {};
+    const position = positionOf(data.offset, data.epoch);
+    const replayed = data.replayed ?? 0;
+    if (!isTopic(data.topic) || typeof data.recovered !== "boolean" || !position || !Number.isSafeInteger(replayed) || replayed < 0) {
+      this.#emit("warning", { kind: "invalid-frame", message: "malformed recovery envelope" });
+      return;
+    }
+    const { topic, recovered } = data;
+    this.#emit("recovery", { topic, recovered, replayed, offset: position.offset, epoch: position.epoch });
+    this.#track(topic, position);
+  }
+
   #onHello(hello) {
     clearTimeout(this.#connectTimer);
     this.#hello = hello;
@@ -533,9 +612,7 @@ export class TempestWS extends EventTarget {
     const reconnected = this.#everOpened;
     this.#everOpened = true;
     // Subscriptions first, so queued messages that depend on them arrive after them.
-    for (const topic of this.#subscriptions) {
-      this.#write(JSON.stringify({ type: "subscribe", data: { topic }, request_id: null }));
-    }
+    for (const topic of this.#subscriptions) this.#sendSubscribe(topic);
     while (this.#queue.length && this.#state === ReadyState.OPEN) {
       const item = this.#queue.shift();
       this.#write(item.frame);
@@ -664,6 +741,12 @@ export class TempestWS extends EventTarget {
 
   #write(frame) {
     this.#ws.send(frame);
+  }
+
+  #sendSubscribe(topic) {
+    const position = this.#positions.get(topic);
+    const data = position ? { topic, offset: position.offset, epoch: position.epoch } : { topic };
+    this.#write(JSON.stringify({ type: "subscribe", data, request_id: null }));
   }
 
   #sendOrQueue(frame, requestId) {
