@@ -23,7 +23,7 @@ import pytest
 
 from tempest_ws import CloseCode, ConfigurationError, WSEnvelope
 from tempest_ws._client_history import ClientPositions
-from tempest_ws.client import Disconnect, Position, WebSocketClient
+from tempest_ws.client import Disconnect, Position, StampedEnvelope, WebSocketClient
 from tempest_ws.testing import serve
 from tests.history_protocol_app import HistoryProtocol, build_history_app
 from tests.server_process import ServerProcess
@@ -107,15 +107,20 @@ async def publish(publisher: WebSocketClient, *numbers: int, topic: str = TOPIC)
         await publisher.request("publish", data, timeout=BOUND)
 
 
-async def take(client: WebSocketClient, count: int) -> list[tuple[str, Any]]:
-    """The next ``count`` envelopes other than ``ack``, as ``(type, data)``."""
-    taken: list[tuple[str, Any]] = []
+async def take_envelopes(client: WebSocketClient, count: int) -> list[WSEnvelope]:
+    """The next ``count`` envelopes other than ``ack``."""
+    taken: list[WSEnvelope] = []
     async with asyncio.timeout(BOUND):
         while len(taken) < count:
             envelope = await client.receive()
             if envelope.type != "ack":
-                taken.append((envelope.type, envelope.data))
+                taken.append(envelope)
     return taken
+
+
+async def take(client: WebSocketClient, count: int) -> list[tuple[str, Any]]:
+    """The next ``count`` envelopes other than ``ack``, as ``(type, data)``."""
+    return [(e.type, e.data) for e in await take_envelopes(client, count)]
 
 
 def recovery(recovered: bool, replayed: int, offset: int, epoch: str) -> tuple[str, Any]:
@@ -151,7 +156,15 @@ async def test_positions_follow_what_the_application_was_handed() -> None:
 
         await publish(client, 1, 2)  # each ack follows the stamped message on our socket
         assert client.positions == {TOPIC: Position(0, epoch)}  # received, not handed yet
-        assert await take(client, 1) == [("published", {"n": 1})]
+        [one] = await take_envelopes(client, 1)
+        assert isinstance(one, StampedEnvelope)
+        assert (one.type, one.data, one.topic, one.offset, one.epoch) == (
+            "published",
+            {"n": 1},
+            TOPIC,
+            1,
+            epoch,
+        )
         assert client.positions == {TOPIC: Position(1, epoch)}
         assert await take(client, 1) == [("published", {"n": 2})]
         assert client.positions == {TOPIC: Position(2, epoch)}
@@ -295,8 +308,12 @@ async def test_malformed_positions_are_ignored_and_logged(
             for frame in [*bad_messages, *bad_recoveries, _stamped(10, topic=TOPIC, offset=9)]:
                 await client.send("raw", {"frame": frame})
             await client.send("raw", {"frame": _stamped(11, topic=TOPIC, offset=9, epoch="e9")})
-            got = await take(client, len(bad_messages) + 2)
-        assert got == [("published", {"n": n}) for n in (*range(1, 11), 11)]
+            got = await take_envelopes(client, len(bad_messages) + 2)
+        assert [(e.type, e.data) for e in got] == [
+            ("published", {"n": n}) for n in (*range(1, 11), 11)
+        ]
+        stamped = [e.data["n"] for e in got if isinstance(e, StampedEnvelope)]
+        assert stamped == [11]  # a malformed stamp leaves a plain WSEnvelope
         assert client.positions == {TOPIC: Position(9, "e9")}
         assert recoveries == []
         assert client.connected
