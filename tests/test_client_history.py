@@ -2,10 +2,17 @@
 
 ``ClientPositions`` is tested on its own; the rest runs the real client against the
 real router under uvicorn, with ``tests.history_protocol_app`` answering the history
-protocol the way the integrated hub will (real ``MemoryHistory``, ``stamp_frame``,
-``recovery_envelope``). A second client publishes. Reconnects are held back by a token
-provider that waits on an event, so "published while the client was away" never
-depends on timing.
+protocol (real ``MemoryHistory``, ``stamp_frame``, ``recovery_envelope``). A second
+client publishes. Reconnects are held back by a token provider that waits on an event,
+so "published while the client was away" never depends on timing.
+
+The client against the real hub (two nodes, real Redis) is
+``tests/test_history_client_e2e.py``, which also runs ``examples/history_client.py``.
+This file keeps what the fake provokes more precisely than the real hub: a stamped
+message that is received but not yet handed when the connection drops (the fake's
+``publish`` ack proves it arrived), an ``ack`` after the ``recovery`` (another server's
+order), malformed positions and ``recovery`` envelopes, a notice on demand, and an
+in-memory history lost with its process.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -322,42 +328,3 @@ async def test_malformed_positions_are_ignored_and_logged(
     assert sum("malformed history position" in w for w in warnings) == len(bad_messages) + 1
     assert sum("malformed recovery" in w for w in warnings) == len(bad_recoveries)
     assert not any('"n"' in w or "e9" in w for w in warnings)  # never a message body
-
-
-@pytest.mark.e2e
-async def test_example_resumes_a_restarted_client_from_stored_positions(tmp_path: Path) -> None:
-    """``examples/history_client.py``: two runs of a process, messages published between."""
-    from examples.history_client import PositionFile, follow
-
-    store = PositionFile(tmp_path / "positions.json")
-    applied: list[Any] = []
-    reloads: list[str] = []
-
-    async def apply(envelope: WSEnvelope) -> None:
-        applied.append(envelope.data["n"])
-
-    async def reload(topic: str) -> None:
-        reloads.append(topic)
-
-    async with history_server() as rig, client_for(rig.url) as publisher:
-        async with client_for(rig.url, positions=store.load()) as first_run:
-            run = asyncio.create_task(
-                follow(first_run, TOPIC, store=store, apply=apply, reload=reload, limit=2)
-            )
-            await until(lambda: len(rig.protocol.subscribes) == 1, "the first subscribe")
-            await publish(publisher, 1, 2)
-            await asyncio.wait_for(run, BOUND)
-        epoch = store.load()[TOPIC].epoch
-        assert store.load() == {TOPIC: Position(2, epoch)}
-        assert (applied, reloads) == ([1, 2], [TOPIC])  # the first run had nothing to resume
-
-        await publish(publisher, 3, 4, 5)  # while no client runs
-        async with client_for(rig.url, positions=store.load()) as second_run:
-            assert second_run.positions == {TOPIC: Position(2, epoch)}
-            await asyncio.wait_for(
-                follow(second_run, TOPIC, store=store, apply=apply, reload=reload, limit=3),
-                BOUND,
-            )
-        assert rig.protocol.subscribes[-1] == {"topic": TOPIC, "offset": 2, "epoch": epoch}
-        assert (applied, reloads) == ([1, 2, 3, 4, 5], [TOPIC])
-        assert store.load() == {TOPIC: Position(5, epoch)}
