@@ -30,6 +30,7 @@ from .history import (
     MemoryHistory,
     Position,
     Recovery,
+    StampedEnvelope,
     position_of,
     requested_position,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "Recovery",
     "RedisBackplane",
     "RedisHistory",
+    "StampedEnvelope",
     "TempestWSError",
     "TopicAuthorizer",
     "Tracing",

@@ -49,7 +49,7 @@ from .exceptions import (
     UnauthorizedError,
 )
 from .history.base import Position
-from .history.wire import RECOVERY
+from .history.wire import RECOVERY, StampedEnvelope
 
 try:
     from websockets.exceptions import ConnectionClosed
@@ -65,6 +65,7 @@ __all__ = [
     "RawWebSocketClient",
     "RequestTimeoutError",
     "SendQueueFullError",
+    "StampedEnvelope",
     "UnauthorizedError",
     "WebSocketClient",
     "default_is_fatal",
@@ -114,9 +115,11 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
 
     The iterator never yields ``hello``, ``ping``, ``pong`` or replies claimed by
     :meth:`request`; a ``recovery`` envelope with a malformed ``data`` is dropped with a
-    warning. A connection counts as ready once the ``hello`` arrived (within
-    ``open_timeout``, else it is closed 4408 and retried), the subscriptions were sent
-    again and the offline queue was flushed, in that order.
+    warning. A message of a history topic is yielded as a :class:`StampedEnvelope`
+    (a ``WSEnvelope`` with ``topic``, ``offset`` and ``epoch``). A connection counts as
+    ready once the ``hello`` arrived (within ``open_timeout``, else it is closed 4408
+    and retried), the subscriptions were sent again and the offline queue was flushed,
+    in that order.
 
     Raises:
         ConfigurationError: both ``token`` and ``token_provider``, an unknown ``auth``,
@@ -351,6 +354,8 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
                 self._hand_over(envelope, (topic, position))
         else:
             mark = self._positions.receive(raw)
+            if mark is not None:
+                envelope = StampedEnvelope.stamp(envelope, *mark)
             if kind == RESYNC and not self._claimable(request_id):
                 await _call_hook(self, "on_resync", self._on_resync, envelope)
             self._hand_over(envelope, mark)

@@ -1,13 +1,14 @@
-"""A server that speaks the history protocol, for the client tests, until the hub does.
+"""A server that speaks the history protocol on demand, for the client's edge cases.
 
 :class:`HistoryProtocol` is a handler for the real router (``make_websocket_router``:
-real ``hello``, heartbeats and bearer auth) that answers the way
-``docs/history.md`` ("On the wire", integration plan step 5) says the integrated hub
-will. It uses the real ``tempest_ws.history`` code: ``MemoryHistory`` keeps the frames,
-``stamp_frame`` stamps them, ``requested_position`` reads a resuming ``subscribe`` and
-``recovery_envelope`` writes the answer. The tests drive it only through envelopes
-(a second client publishes), so an app built on the integrated hub that answers the
-same operations can replace :func:`build_history_app` for an end-to-end test.
+real ``hello``, heartbeats and bearer auth) that answers the way ``docs/history.md``
+("On the wire") says the hub does. It uses the real ``tempest_ws.history`` code:
+``MemoryHistory`` keeps the frames, ``stamp_frame`` stamps them, ``requested_position``
+reads a resuming ``subscribe`` and ``recovery_envelope`` writes the answer. The client
+is tested against the real hub in ``tests/test_history_client_e2e.py``; this fake stays
+for what the hub does not do on request: malformed positions (``raw``), a notice at
+once (``notice``), the ``ack`` after the ``recovery`` (``ack_first=False``), an ack
+proving a stamped message reached the client (``publish`` with a ``request_id``).
 
 Operations (``data`` fields in braces):
 

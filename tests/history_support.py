@@ -1,18 +1,26 @@
-"""Helpers for the hub-level history tests: connections on a hub, what they got, and
-stores and buses that fail, stall or lose packets on purpose.
+"""Helpers for the history tests: connections on a hub, what they got, stores and
+buses that fail, stall or lose packets on purpose, and uvicorn nodes on a real Redis.
 
 Connections write to a :class:`~tests.support.Peer`. Hubs sharing one
 :class:`LossyBus` behave like processes on one Redis; the bus can drop chosen packets
-(a lost pub/sub message) or deliver them out of order.
+(a lost pub/sub message) or deliver them out of order. :func:`history_nodes` runs
+``examples/history.py`` in two uvicorn processes on one ``redis-server`` for the
+end-to-end tests; :func:`post` publishes to a room through a node's HTTP endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 from tempest_ws import WebSocketConnection, WebSocketHub
 from tempest_ws.backplane import InMemoryBus
@@ -20,9 +28,64 @@ from tempest_ws.backplane.memory import _deliver
 from tempest_ws.backplane.packet import decode_packet
 from tempest_ws.exceptions import BackplaneError
 from tempest_ws.history import HistoryPage, HistoryStore, Position, Recovery
-from tests.support import Peer
+from tests.redis_server import RedisServer
+from tests.scaleout_app import AppProcess, start_all
+from tests.support import SECRET, Peer, require_tool, token
 
 TOPIC = "chat:1"
+HISTORY_APP = "examples.history:create_app"
+
+
+@dataclass
+class Nodes:
+    """A ``redis-server`` and the uvicorn processes of :func:`history_nodes`."""
+
+    redis: RedisServer
+    apps: list[AppProcess]
+
+
+@contextlib.contextmanager
+def history_nodes(workdir: Path, *, max_messages: int, count: int = 2) -> Iterator[Nodes]:
+    """``count`` uvicorn nodes of ``examples/history.py`` on one new ``redis-server``,
+    ``room:*`` keeping ``max_messages`` (close to exactly: small stream nodes), stopped
+    by PID on exit. Skips when ``redis-server`` is not installed."""
+    require_tool("redis-server")
+    redis = RedisServer()
+    redis.start()
+    with redis.client() as client:  # small stream nodes: MAXLEN ~ trims close to exact
+        client.config_set("stream-node-max-entries", 4)
+    env = {
+        "WS_JWT_SECRET": SECRET,
+        "WS_REDIS_URL": redis.url,
+        "WS_REDIS_CHANNEL_PREFIX": f"h{uuid.uuid4().hex[:8]}",
+        "WS_REDIS_TIMEOUT_SECONDS": "1",
+        "WS_REDIS_HEALTH_CHECK_SECONDS": "1",
+        "WS_REDIS_RECONNECT_MAX_SECONDS": "0.5",
+        "WS_HISTORY_TOPICS": "room:*",
+        "WS_HISTORY_MAX_MESSAGES": str(max_messages),
+        "WS_HISTORY_GAP_TIMEOUT_SECONDS": "0.2",
+    }
+    apps = [AppProcess(env, app=HISTORY_APP, workdir=workdir) for _ in range(count)]
+    try:
+        start_all(apps)
+        yield Nodes(redis, apps)
+    finally:
+        for app in apps:
+            app.stop()
+        redis.close()
+
+
+async def post(app: AppProcess, room: str, *numbers: int, timeout: float = 15.0) -> None:
+    """Publish ``chat.message`` ``{"text": str(n)}`` to ``room:<room>`` for each number,
+    one after the other, through ``app``'s ``POST /rooms/{room}/messages``."""
+    async with httpx.AsyncClient(base_url=app.base, timeout=timeout) as http:
+        for n in numbers:
+            response = await http.post(
+                f"/rooms/{room}/messages",
+                json={"text": str(n)},
+                headers={"Authorization": f"Bearer {token('pub')}"},
+            )
+            assert response.status_code == 200, response.text
 
 
 async def connect(hub: WebSocketHub, user: str) -> tuple[WebSocketConnection, Peer]:

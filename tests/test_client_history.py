@@ -2,10 +2,17 @@
 
 ``ClientPositions`` is tested on its own; the rest runs the real client against the
 real router under uvicorn, with ``tests.history_protocol_app`` answering the history
-protocol the way the integrated hub will (real ``MemoryHistory``, ``stamp_frame``,
-``recovery_envelope``). A second client publishes. Reconnects are held back by a token
-provider that waits on an event, so "published while the client was away" never
-depends on timing.
+protocol (real ``MemoryHistory``, ``stamp_frame``, ``recovery_envelope``). A second
+client publishes. Reconnects are held back by a token provider that waits on an event,
+so "published while the client was away" never depends on timing.
+
+The client against the real hub (two nodes, real Redis) is
+``tests/test_history_client_e2e.py``, which also runs ``examples/history_client.py``.
+This file keeps what the fake provokes more precisely than the real hub: a stamped
+message that is received but not yet handed when the connection drops (the fake's
+``publish`` ack proves it arrived), an ``ack`` after the ``recovery`` (another server's
+order), malformed positions and ``recovery`` envelopes, a notice on demand, and an
+in-memory history lost with its process.
 """
 
 from __future__ import annotations
@@ -16,14 +23,13 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tempest_ws import CloseCode, ConfigurationError, WSEnvelope
 from tempest_ws._client_history import ClientPositions
-from tempest_ws.client import Disconnect, Position, WebSocketClient
+from tempest_ws.client import Disconnect, Position, StampedEnvelope, WebSocketClient
 from tempest_ws.testing import serve
 from tests.history_protocol_app import HistoryProtocol, build_history_app
 from tests.server_process import ServerProcess
@@ -107,15 +113,20 @@ async def publish(publisher: WebSocketClient, *numbers: int, topic: str = TOPIC)
         await publisher.request("publish", data, timeout=BOUND)
 
 
-async def take(client: WebSocketClient, count: int) -> list[tuple[str, Any]]:
-    """The next ``count`` envelopes other than ``ack``, as ``(type, data)``."""
-    taken: list[tuple[str, Any]] = []
+async def take_envelopes(client: WebSocketClient, count: int) -> list[WSEnvelope]:
+    """The next ``count`` envelopes other than ``ack``."""
+    taken: list[WSEnvelope] = []
     async with asyncio.timeout(BOUND):
         while len(taken) < count:
             envelope = await client.receive()
             if envelope.type != "ack":
-                taken.append((envelope.type, envelope.data))
+                taken.append(envelope)
     return taken
+
+
+async def take(client: WebSocketClient, count: int) -> list[tuple[str, Any]]:
+    """The next ``count`` envelopes other than ``ack``, as ``(type, data)``."""
+    return [(e.type, e.data) for e in await take_envelopes(client, count)]
 
 
 def recovery(recovered: bool, replayed: int, offset: int, epoch: str) -> tuple[str, Any]:
@@ -151,7 +162,15 @@ async def test_positions_follow_what_the_application_was_handed() -> None:
 
         await publish(client, 1, 2)  # each ack follows the stamped message on our socket
         assert client.positions == {TOPIC: Position(0, epoch)}  # received, not handed yet
-        assert await take(client, 1) == [("published", {"n": 1})]
+        [one] = await take_envelopes(client, 1)
+        assert isinstance(one, StampedEnvelope)
+        assert (one.type, one.data, one.topic, one.offset, one.epoch) == (
+            "published",
+            {"n": 1},
+            TOPIC,
+            1,
+            epoch,
+        )
         assert client.positions == {TOPIC: Position(1, epoch)}
         assert await take(client, 1) == [("published", {"n": 2})]
         assert client.positions == {TOPIC: Position(2, epoch)}
@@ -294,53 +313,19 @@ async def test_malformed_positions_are_ignored_and_logged(
         with caplog.at_level(logging.WARNING, logger="tempest_ws.client"):
             for frame in [*bad_messages, *bad_recoveries, _stamped(10, topic=TOPIC, offset=9)]:
                 await client.send("raw", {"frame": frame})
-            await client.send("raw", {"frame": _stamped(11, topic=TOPIC, offset=9, epoch="e9")})
-            got = await take(client, len(bad_messages) + 2)
-        assert got == [("published", {"n": n}) for n in (*range(1, 11), 11)]
-        assert client.positions == {TOPIC: Position(9, "e9")}
+            await client.send("raw", {"frame": _stamped(11, topic=TOPIC, offset=9, epoch="zq9")})
+            got = await take_envelopes(client, len(bad_messages) + 2)
+        assert [(e.type, e.data) for e in got] == [
+            ("published", {"n": n}) for n in (*range(1, 11), 11)
+        ]
+        stamped = [e.data["n"] for e in got if isinstance(e, StampedEnvelope)]
+        assert stamped == [11]  # a malformed stamp leaves a plain WSEnvelope
+        assert client.positions == {TOPIC: Position(9, "zq9")}
         assert recoveries == []
         assert client.connected
         assert len(rig.protocol.subscribes) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert sum("malformed history position" in w for w in warnings) == len(bad_messages) + 1
     assert sum("malformed recovery" in w for w in warnings) == len(bad_recoveries)
-    assert not any('"n"' in w or "e9" in w for w in warnings)  # never a message body
-
-
-@pytest.mark.e2e
-async def test_example_resumes_a_restarted_client_from_stored_positions(tmp_path: Path) -> None:
-    """``examples/history_client.py``: two runs of a process, messages published between."""
-    from examples.history_client import PositionFile, follow
-
-    store = PositionFile(tmp_path / "positions.json")
-    applied: list[Any] = []
-    reloads: list[str] = []
-
-    async def apply(envelope: WSEnvelope) -> None:
-        applied.append(envelope.data["n"])
-
-    async def reload(topic: str) -> None:
-        reloads.append(topic)
-
-    async with history_server() as rig, client_for(rig.url) as publisher:
-        async with client_for(rig.url, positions=store.load()) as first_run:
-            run = asyncio.create_task(
-                follow(first_run, TOPIC, store=store, apply=apply, reload=reload, limit=2)
-            )
-            await until(lambda: len(rig.protocol.subscribes) == 1, "the first subscribe")
-            await publish(publisher, 1, 2)
-            await asyncio.wait_for(run, BOUND)
-        epoch = store.load()[TOPIC].epoch
-        assert store.load() == {TOPIC: Position(2, epoch)}
-        assert (applied, reloads) == ([1, 2], [TOPIC])  # the first run had nothing to resume
-
-        await publish(publisher, 3, 4, 5)  # while no client runs
-        async with client_for(rig.url, positions=store.load()) as second_run:
-            assert second_run.positions == {TOPIC: Position(2, epoch)}
-            await asyncio.wait_for(
-                follow(second_run, TOPIC, store=store, apply=apply, reload=reload, limit=3),
-                BOUND,
-            )
-        assert rig.protocol.subscribes[-1] == {"topic": TOPIC, "offset": 2, "epoch": epoch}
-        assert (applied, reloads) == ([1, 2, 3, 4, 5], [TOPIC])
-        assert store.load() == {TOPIC: Position(5, epoch)}
+    # never a message body; "zq9" is not hex, so no random client id contains it
+    assert not any('"n"' in w or "zq9" in w for w in warnings)

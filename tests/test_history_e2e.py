@@ -18,7 +18,6 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,51 +25,21 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.redis_server import RedisServer
+from tests.history_support import Nodes, history_nodes, post
 from tests.scaleout_app import AppProcess, start_all
-from tests.support import SECRET, require_tool, token
+from tests.support import token
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 
-APP = "examples.history:create_app"
 MAX_MESSAGES = 10
 BOUND = 15.0  # upper bound of any wait; reached only when something is broken
 
 
-class Nodes:
-    def __init__(self, redis: RedisServer, apps: list[AppProcess]) -> None:
-        self.redis = redis
-        self.apps = apps
-
-
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
-    require_tool("redis-server")
-    redis = RedisServer()
-    redis.start()
-    with redis.client() as client:  # small stream nodes: MAXLEN ~ trims close to exact
-        client.config_set("stream-node-max-entries", 4)
-    env = {
-        "WS_JWT_SECRET": SECRET,
-        "WS_REDIS_URL": redis.url,
-        "WS_REDIS_CHANNEL_PREFIX": f"h{uuid.uuid4().hex[:8]}",
-        "WS_REDIS_TIMEOUT_SECONDS": "1",
-        "WS_REDIS_HEALTH_CHECK_SECONDS": "1",
-        "WS_REDIS_RECONNECT_MAX_SECONDS": "0.5",
-        "WS_HISTORY_TOPICS": "room:*",
-        "WS_HISTORY_MAX_MESSAGES": str(MAX_MESSAGES),
-        "WS_HISTORY_GAP_TIMEOUT_SECONDS": "0.2",
-    }
-    workdir = Path(tmp_path_factory.mktemp("history-e2e"))
-    apps = [AppProcess(env, app=APP, workdir=workdir) for _ in range(2)]
-    try:
-        start_all(apps)
-        yield Nodes(redis, apps)
-    finally:
-        for app in apps:
-            app.stop()
-        redis.close()
+    with history_nodes(tmp_path_factory.mktemp("history-e2e"), max_messages=MAX_MESSAGES) as n:
+        yield n
 
 
 class Client:
@@ -154,14 +123,7 @@ class Client:
 
 
 async def publish(app: AppProcess, room: str, *numbers: int) -> None:
-    async with httpx.AsyncClient(base_url=app.base, timeout=BOUND) as http:
-        for n in numbers:
-            response = await http.post(
-                f"/rooms/{room}/messages",
-                json={"text": str(n)},
-                headers={"Authorization": f"Bearer {token('pub')}"},
-            )
-            assert response.status_code == 200, response.text
+    await post(app, room, *numbers, timeout=BOUND)
 
 
 async def reconnect(client: Client, url: str) -> None:

@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from tempest_ws.envelope import decode_envelope, encode_envelope
+from tempest_ws.envelope import WSEnvelope, decode_envelope, decode_frame, encode_envelope
 from tempest_ws.history import (
     RECOVERY,
     Position,
     Recovery,
+    StampedEnvelope,
     new_epoch,
     position_of,
     recovery_envelope,
@@ -74,6 +76,25 @@ def test_stamped_envelopes_parse_and_carry_their_position(
     assert position_of(parsed) == (topic, position)
     envelope = decode_envelope(stamped)  # older peers: the new keys are ignored
     assert (envelope.type, envelope.data) == (kind, json.loads(frame)["data"])
+    typed = StampedEnvelope.stamp(envelope, topic, position)  # what the client yields
+    assert typed == StampedEnvelope.model_validate(parsed)
+    assert (typed.topic, typed.position) == (topic, position)
+    assert encode_envelope(typed) == encode_envelope(envelope)  # the stamp is not re-sent
+
+
+def test_stamped_envelope_is_a_frozen_validated_ws_envelope() -> None:
+    envelope, raw = decode_frame(stamp_frame('{"type":"m","data":{"n":1}}', "t", Position(3, "e")))
+    stamped = StampedEnvelope.stamp(envelope, *position_of(raw) or ("", Position(0, "")))
+    assert isinstance(stamped, WSEnvelope)
+    assert (stamped.type, stamped.data, stamped.request_id) == ("m", {"n": 1}, None)
+    assert (stamped.topic, stamped.offset, stamped.epoch) == ("t", 3, "e")
+    assert stamped.position == Position(3, "e")
+    assert stamped != envelope  # pydantic: equal only within one class
+    with pytest.raises(ValidationError):
+        stamped.offset = 4  # type: ignore[misc]
+    for bad in ({"topic": ""}, {"offset": -1}, {"epoch": ""}, {"epoch": "e" * 65}):
+        with pytest.raises(ValidationError):
+            StampedEnvelope.model_validate({**raw, **bad})
 
 
 def test_stamping_edge_frames() -> None:

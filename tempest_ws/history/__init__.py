@@ -17,6 +17,7 @@ from .policy import HistoryPolicy
 from .seam import Seam, Sequencer
 from .wire import (
     RECOVERY,
+    StampedEnvelope,
     position_of,
     recovery_envelope,
     requested_position,
@@ -38,6 +39,7 @@ __all__ = [
     "RedisHistory",
     "Seam",
     "Sequencer",
+    "StampedEnvelope",
     "new_epoch",
     "position_of",
     "recovery_envelope",

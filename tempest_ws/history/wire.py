@@ -22,6 +22,9 @@ then one ``recovery`` envelope (:func:`recovery_envelope`), then live messages::
 ``recovered: false`` means "reload this topic's state from your source of truth, then
 continue from ``offset``/``epoch``" (a first subscribe, without a position, is answered
 that way too: the client has nothing yet).
+
+:class:`StampedEnvelope` is a stamped message as the Python client yields it: a
+:class:`~tempest_ws.envelope.WSEnvelope` that keeps the three stamp keys.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ..envelope import RECOVERY
+from pydantic import Field
+
+from ..envelope import RECOVERY, WSEnvelope
 from .base import MAX_EPOCH_LENGTH, MAX_TOPIC_LENGTH, Position, Recovery
 
 __all__ = [
@@ -38,6 +43,7 @@ __all__ = [
     "OFFSET_KEY",
     "RECOVERY",
     "TOPIC_KEY",
+    "StampedEnvelope",
     "position_of",
     "recovery_envelope",
     "requested_position",
@@ -50,6 +56,44 @@ OFFSET_KEY: Final = "offset"
 """Top-level key of the offset in a stamped frame (also in ``subscribe`` data)."""
 EPOCH_KEY: Final = "epoch"
 """Top-level key of the epoch in a stamped frame (also in ``subscribe`` data)."""
+
+
+class StampedEnvelope(WSEnvelope):
+    """A message of a history topic, with the topic and position its frame carried.
+
+    The Python client yields one for every inbound message whose ``topic``/``offset``/
+    ``epoch`` make a valid position (a replayed or a live message); a message with a
+    malformed stamp, and a ``recovery`` envelope, stay plain :class:`WSEnvelope`. It is
+    a ``WSEnvelope`` (``isinstance`` holds, fields and immutability are the same), so
+    code that ignores history keeps working. Compare with ``isinstance``, not ``==``:
+    a pydantic model equals only models of its own class.
+
+    ``encode_envelope`` writes the three envelope keys only: publishing one again
+    through the hub gives it a new position on the topic it is published to, never the
+    old one.
+    """
+
+    topic: str = Field(min_length=1, max_length=MAX_TOPIC_LENGTH)
+    offset: int = Field(ge=0)
+    epoch: str = Field(min_length=1, max_length=MAX_EPOCH_LENGTH)
+
+    @property
+    def position(self) -> Position:
+        """``Position(offset, epoch)``, as kept in the client's ``positions``."""
+        return Position(self.offset, self.epoch)
+
+    @classmethod
+    def stamp(cls, envelope: WSEnvelope, topic: str, position: Position) -> StampedEnvelope:
+        """``envelope`` with ``topic`` and ``position``; the values are not checked again
+        (they come from an envelope and a :func:`position_of` that were)."""
+        return cls.model_construct(
+            type=envelope.type,
+            data=envelope.data,
+            request_id=envelope.request_id,
+            topic=topic,
+            offset=position.offset,
+            epoch=position.epoch,
+        )
 
 
 def _json_string(text: str) -> str:
