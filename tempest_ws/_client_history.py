@@ -12,8 +12,10 @@ A message of a history topic carries ``topic``/``offset``/``epoch`` as top-level
   that stores it after handling a message gets at-least-once delivery across a restart.
 
 Both are seeded from ``positions=`` and updated from stamped messages and from
-``recovery`` envelopes. Malformed positions are ignored with a warning, never raised.
-No I/O here; ``tempest_ws.client`` drives it.
+``recovery`` envelopes. ``unsubscribe`` forgets a topic's position (as the browser client
+does): messages of it still in flight record nothing until the topic is subscribed again,
+and that subscription starts fresh (``recovered: false``). Malformed positions are
+ignored with a warning, never raised. No I/O here; ``tempest_ws.client`` drives it.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class ClientPositions:
         self.received: dict[str, Position] = {}
         self.handed: dict[str, Position] = {}
         self.view: Mapping[str, Position] = MappingProxyType(self.handed)
+        self._forgotten: set[str] = set()
         for topic, position in (seed or {}).items():
             found = None
             if isinstance(position, tuple) and len(position) == 2:
@@ -68,7 +71,9 @@ class ClientPositions:
             self.received[topic] = self.handed[topic] = found[1]
 
     def subscribe_data(self, topic: str) -> dict[str, Any]:
-        """``data`` of a ``subscribe``: the topic, plus the received position when known."""
+        """``data`` of a ``subscribe``: the topic, plus the received position when known.
+        The topic's positions are tracked again from now on."""
+        self._forgotten.discard(topic)
         position = self.received.get(topic)
         if position is None:
             return {"topic": topic}
@@ -89,6 +94,8 @@ class ClientPositions:
                     str(message.get("type"))[:64],
                 )
             return None
+        if found[0] in self._forgotten:
+            return None
         self.received[found[0]] = found[1]
         return found
 
@@ -104,9 +111,18 @@ class ClientPositions:
             logger.warning("client %s: ignored a malformed recovery envelope", self._owner)
             return None
         topic, position = found
-        self.received[topic] = position
+        if topic not in self._forgotten:
+            self.received[topic] = position
         return RecoveryNotice(topic, recovered, position)
 
     def hand(self, mark: Mark) -> None:
         """The message at ``mark`` reached the application: it now counts as handled."""
-        self.handed[mark[0]] = mark[1]
+        if mark[0] not in self._forgotten:
+            self.handed[mark[0]] = mark[1]
+
+    def forget(self, topic: str) -> None:
+        """The application unsubscribed ``topic``: drop its positions and record none
+        until it subscribes again."""
+        self._forgotten.add(topic)
+        self.received.pop(topic, None)
+        self.handed.pop(topic, None)

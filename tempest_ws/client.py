@@ -243,9 +243,10 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
         await self._topic_change(topic, add=True)
 
     async def unsubscribe(self, topic: str) -> None:
-        """Forget ``topic`` and, when connected, send ``unsubscribe`` for it.
+        """Forget ``topic`` and its position and, when connected, send ``unsubscribe``.
 
-        Its position is kept: subscribing again resumes from it.
+        Subscribing again later starts fresh: the server answers ``recovered: false``
+        with the topic's current position, and the application reloads the topic.
         """
         await self._topic_change(topic, add=False)
 
@@ -258,6 +259,7 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
                 self._topics[topic] = None
             else:
                 del self._topics[topic]
+                self._positions.forget(topic)
             session = self._session
             if session is not None and session.ready:
                 kind, data = "unsubscribe", {"topic": topic}

@@ -61,6 +61,23 @@ def test_positions_received_then_handed() -> None:
         positions.view["a"] = Position(1, "x")  # type: ignore[index]
 
 
+def test_unsubscribe_forgets_until_subscribed_again() -> None:
+    positions = ClientPositions("t", {"a": (3, "e1")})
+    in_flight = positions.receive({"type": "m", "topic": "a", "offset": 4, "epoch": "e1"})
+    assert in_flight is not None
+    positions.forget("a")
+    assert positions.view == {}
+    assert positions.received == {}
+    positions.hand(in_flight)  # still in the inbox when the application unsubscribed
+    assert positions.receive({"type": "m", "topic": "a", "offset": 5, "epoch": "e1"}) is None
+    assert positions.recovery({"topic": "a", "recovered": True, "offset": 5, "epoch": "e1"})
+    assert positions.view == {}
+    assert positions.received == {}
+    assert positions.subscribe_data("a") == {"topic": "a"}  # starts fresh, tracked again
+    assert positions.receive({"type": "m", "topic": "a", "offset": 6, "epoch": "e1"})
+    assert positions.received == {"a": Position(6, "e1")}
+
+
 @pytest.mark.parametrize(
     "seed",
     [
@@ -175,13 +192,14 @@ async def test_positions_follow_what_the_application_was_handed() -> None:
         assert await take(client, 1) == [("published", {"n": 2})]
         assert client.positions == {TOPIC: Position(2, epoch)}
 
-        await client.unsubscribe(TOPIC)  # the position stays
+        await client.unsubscribe(TOPIC)  # the position is forgotten
+        assert client.positions == {}
         await publish(client, 3)
         await client.subscribe(TOPIC)
-        assert await take(client, 2) == [("published", {"n": 3}), recovery(True, 1, 3, epoch)]
-        assert rig.protocol.subscribes[-1] == {"topic": TOPIC, "offset": 2, "epoch": epoch}
+        assert await take(client, 1) == [recovery(False, 0, 3, epoch)]
+        assert rig.protocol.subscribes[-1] == {"topic": TOPIC}
         assert client.positions == {TOPIC: Position(3, epoch)}
-        assert [r[1] for r in recoveries] == [False, True]
+        assert [r[1] for r in recoveries] == [False, False]
 
 
 @pytest.mark.e2e
