@@ -11,18 +11,27 @@ and the history endpoint asks the same authorizer as a subscription. With
 ``WS_REDIS_URL`` set, every process shares one history (Redis Streams) and a client can
 resume on any of them.
 
-Run it::
+``GET /`` serves ``history_static/index.html``: a page that shows a room, keeps its
+lines and the client's positions in ``localStorage`` and resumes from them on the next
+visit (or reloads the room from ``/rooms/{room}/history`` when it cannot).
 
-    WS_JWT_SECRET=change-me-to-32-bytes-or-more-please WS_HISTORY_TOPICS='room:*' \\
-        uvicorn examples.history:create_app --factory
+Run it, then open ``http://127.0.0.1:8000/#room=lobby&token=<token>`` with a token
+signed by the same secret::
+
+    export WS_JWT_SECRET=change-me-to-32-bytes-or-more-please WS_HISTORY_TOPICS='room:*'
+    uvicorn examples.history:create_app --factory
+    python -c "import os; from tempest_ws.testing import make_token; \\
+        print(make_token('ann', secret=os.environ['WS_JWT_SECRET'], expires_in=3600))"
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, WebSocket
+from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tempest_ws import (
@@ -33,6 +42,8 @@ from tempest_ws import (
     jwt_bearer_resolver,
     make_websocket_router,
 )
+
+STATIC_DIR = Path(__file__).with_name("history_static")
 
 
 async def handler(ws: WebSocket, connection: WebSocketConnection, hub: WebSocketHub) -> None:
@@ -118,6 +129,11 @@ def create_app(settings: WebSocketSettings | None = None) -> FastAPI:
                 {"offset": entry.offset, **json.loads(entry.frame)} for entry in page.entries
             ],
         }
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        """The resuming page (``history_static/index.html``)."""
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
