@@ -349,9 +349,12 @@ def trace_memory(action: str) -> dict[str, Any]:
         return {"ok": True}
     gc.collect()
     snapshot = tracemalloc.take_snapshot()
-    top = snapshot.statistics("lineno")[:40]
+    stats = snapshot.statistics("lineno")
     return {
-        "top": [f"{stat.size / 1024:9.1f} KiB {stat.count:7d} {stat.traceback}" for stat in top]
+        "total_kib": sum(stat.size for stat in stats) / 1024,
+        "top": [
+            f"{stat.size / 1024:9.1f} KiB {stat.count:7d} {stat.traceback}" for stat in stats[:80]
+        ],
     }
 
 

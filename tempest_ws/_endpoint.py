@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 
@@ -44,7 +45,7 @@ from .codes import CloseCode
 from .connection import WebSocketConnection
 from .envelope import HELLO, PING_FRAME, SUBSCRIBE, encode_envelope
 from .exceptions import CapacityError, ConnectionClosedError
-from .heartbeat import HeartbeatTimer
+from .heartbeat import Beat, HeartbeatWheel
 from .hub import WebSocketHub
 from .settings import WebSocketSettings
 
@@ -102,6 +103,8 @@ class Endpoint:
         self.draining = False
         self.drain_reason = DRAIN_REASON
         self._emptied: asyncio.Event | None = None
+        self._wheel: HeartbeatWheel[HandlerChannel] | None = None
+        self._wheel_loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         channel = HandlerChannel(receive, send)
@@ -130,7 +133,12 @@ class Endpoint:
             await self._deny(ws, 429)
             return
         try:
-            await self._open(ws, channel, send, transport, attempt, address)
+            # _open returns once the handshake is through, so only this frame and _run's
+            # stay suspended for the life of the connection.
+            opened = await self._open(ws, send, transport, attempt, address)
+            if opened is not None:
+                connection, token = opened
+                await self._run(ws, channel, connection, token)
         finally:
             self.addresses.release(address)
 
@@ -148,12 +156,13 @@ class Endpoint:
     async def _open(
         self,
         ws: WebSocket,
-        channel: HandlerChannel,
         send: Send,
         transport: asyncio.WriteTransport | None,
         attempt: str,
         address: str,
-    ) -> None:
+    ) -> tuple[WebSocketConnection, str] | None:
+        """Accept, authenticate and run ``on_connect``: the connection and its token, or
+        ``None`` when it was refused and closed."""
         scope = ws.scope
         found = extract_token(
             scope.get("subprotocols", []),
@@ -164,17 +173,17 @@ class Endpoint:
         try:
             await ws.accept(subprotocol=BEARER_SUBPROTOCOL if found.bearer_offered else None)
         except (WebSocketDisconnect, OSError):
-            return  # the peer left during the handshake
+            return None  # the peer left during the handshake
         if self._refusing():
             await ws.close(CloseCode.GOING_AWAY, self.drain_reason)
-            return
+            return None
         user_id = await self._resolve(found.token, found.source, attempt, address)
         if user_id is None:
             await ws.close(CloseCode.UNAUTHORIZED, "unauthorized")
-            return
+            return None
         if self._refusing():  # the drain may have started while the resolver ran
             await ws.close(CloseCode.GOING_AWAY, self.drain_reason)
-            return
+            return None
         connection = self.hub.create_connection(user_id, send=send, transport=transport)
         logger.debug("%s is connection %s", attempt, connection.connection_id)
         if self.hooks is not None:
@@ -184,11 +193,11 @@ class Endpoint:
                     "connect_refused", connection.connection_id, "on_connect refused", code=refused
                 )
                 await ws.close(refused, "forbidden" if refused == CloseCode.FORBIDDEN else "")
-                return
+                return None
             if self._refusing():
                 await ws.close(CloseCode.GOING_AWAY, self.drain_reason)
-                return
-        await self._run(ws, channel, connection, found.token or "")
+                return None
+        return connection, found.token or ""
 
     async def _resolve(
         self, token: str | None, source: str, attempt: str, address: str
@@ -225,11 +234,11 @@ class Endpoint:
             user_key=connection.user_key,
             resolver=self.resolver,
             leeway=settings.WS_JWT_LEEWAY_SECONDS,
-            on_expired=lambda: self._expired(connection),
+            on_expired=functools.partial(self._expired, connection),
             enforce=settings.WS_ENFORCE_TOKEN_EXPIRY,
             refresh_timeout=min(10.0, limits.heartbeat_timeout / 2),
         )
-        heartbeat: HeartbeatTimer | None = None
+        heartbeat: Beat[HandlerChannel] | None = None
         handler_task: asyncio.Task[None] | None = None
         try:
             connection.enqueue(self._hello(connection))
@@ -239,13 +248,6 @@ class Endpoint:
                 await connection.close(CloseCode.TRY_AGAIN_LATER, "server at capacity")
                 return
             traffic_event("connection_opened")
-            heartbeat = HeartbeatTimer(
-                interval=limits.heartbeat_seconds,
-                timeout=limits.heartbeat_timeout,
-                on_ping=lambda: self._ping(connection),
-                on_timeout=lambda: self._timed_out(connection),
-                is_busy=lambda: channel.backlog > 0,
-            )
             bucket = None
             if settings.WS_RATE_LIMIT_MESSAGES > 0:
                 bucket = TokenBucket(
@@ -255,7 +257,7 @@ class Endpoint:
                 )
             channel.attach(connection)
             connection.start()
-            heartbeat.start()
+            heartbeat = self._heartbeats().add(channel)
             lifetime.start(token)
             logger.debug(
                 "connection %s open for user %s", connection.connection_id, connection.user_key
@@ -301,6 +303,21 @@ class Endpoint:
             logger.debug(
                 "connection %s closed with %s", connection.connection_id, connection.close_code
             )
+
+    def _heartbeats(self) -> HeartbeatWheel[HandlerChannel]:
+        """The heartbeat wheel of the running loop (one per endpoint and loop)."""
+        loop = asyncio.get_running_loop()
+        wheel = self._wheel
+        if wheel is None or self._wheel_loop is not loop:
+            self._wheel_loop = loop
+            wheel = self._wheel = HeartbeatWheel(
+                interval=self.limits.heartbeat_seconds,
+                timeout=self.limits.heartbeat_timeout,
+                on_ping=lambda channel: self._ping(channel.connection),
+                on_timeout=lambda channel: self._timed_out(channel.connection),
+                is_busy=lambda channel: channel.backlog > 0,
+            )
+        return wheel
 
     def _hello(self, connection: WebSocketConnection) -> str:
         limits = self.limits

@@ -100,6 +100,20 @@ class TokenLifetime:
         wall_clock: seconds since the epoch (``exp`` is wall-clock time).
     """
 
+    __slots__ = (
+        "_clock",
+        "_enforce",
+        "_handle",
+        "_leeway",
+        "_on_expired",
+        "_refresh_timeout",
+        "_refreshing",
+        "_resolver",
+        "_stopped",
+        "expires_at",
+        "user_key",
+    )
+
     def __init__(
         self,
         *,
