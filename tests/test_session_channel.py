@@ -74,7 +74,7 @@ async def test_a_cancel_from_outside_still_cancels_the_read_loop() -> None:
 
 
 async def test_a_cancelled_receiver_does_not_starve_a_concurrent_one() -> None:
-    _, channel, connection, beat = make_session()
+    _, channel, _conn, beat = make_session()
     first = asyncio.create_task(channel.receive())
     second = asyncio.create_task(channel.receive())
     await asyncio.sleep(0)
