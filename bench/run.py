@@ -325,10 +325,11 @@ def summary_stall(s: dict[str, Any]) -> str:
     return f"{seen}, p99 {p99 if p99 is None else round(p99, 1)} ms, stalled closed {code}"
 
 
-def heartbeat(plan: Plan, n: int, log: Any) -> dict[str, Any]:
-    """tempest_ws with a short heartbeat and N idle clients that answer pings."""
+def heartbeat(plan: Plan, n: int, log: Any, tree: str | None = None) -> dict[str, Any]:
+    """tempest_ws (from ``tree`` if given) with a short heartbeat and N idle clients that
+    answer pings."""
     interval = plan.heartbeat_interval
-    session = Session("tempest", "--heartbeat", str(interval))
+    session = Session("tempest", "--heartbeat", str(interval), tree=tree)
     out: dict[str, Any] = {"n": n, "interval_s": interval, "idle_s": plan.heartbeat_idle}
     try:
         out["connect"] = session.connect(n)
@@ -478,7 +479,7 @@ def run(plan: Plan, log: Any, trees: dict[str, str] | None = None) -> dict[str, 
         "runs": runs,
     }
     try:
-        result["heartbeat"] = heartbeat(plan, plan.heartbeat_n, log)
+        result["heartbeat"] = heartbeat(plan, plan.heartbeat_n, log, trees.get("tempest"))
     except (ChildTimeout, OSError, KeyError) as exc:
         result["heartbeat"] = {"error": repr(exc)}
     from .redis_case import two_workers
