@@ -57,6 +57,12 @@ DRAIN_REASON = "server shutting down"
 """Close reason sent with 1001 by a drain."""
 
 
+def _attempt() -> str:
+    """An id for a handshake that has no connection id yet (made where it is needed, so
+    no frame that lives as long as the connection holds one)."""
+    return f"handshake.{uuid.uuid4().hex}"
+
+
 def _peer_ip(transport: asyncio.WriteTransport | None, scope: Scope) -> str | None:
     """The TCP peer's address: from the transport (never rewritten by proxy-header
     middleware), else from the ASGI scope."""
@@ -109,7 +115,6 @@ class Endpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         channel = HandlerChannel(receive, send)
         ws = WebSocket(scope, channel.receive, channel.send)
-        attempt = f"handshake.{uuid.uuid4().hex}"
         transport = find_transport(receive, send)
         address = client_address(_peer_ip(transport, scope), ws.headers, self.trusted)
         origin = ws.headers.get("origin")
@@ -118,14 +123,14 @@ class Endpoint:
             origin, settings.WS_ALLOWED_ORIGINS, require=settings.WS_REQUIRE_ORIGIN
         ):
             security_event(
-                "origin_rejected", attempt, "origin not allowed", origin=origin, client=address
+                "origin_rejected", _attempt(), "origin not allowed", origin=origin, client=address
             )
             await ws.close()  # before accept: the server answers HTTP 403
             return
         if not self.addresses.acquire(address):
             security_event(
                 "address_limit",
-                attempt,
+                _attempt(),
                 "too many connections from one address",
                 client=address,
                 limit=self.addresses.limit,
@@ -135,7 +140,7 @@ class Endpoint:
         try:
             # _open returns once the handshake is through, so only this frame and _run's
             # stay suspended for the life of the connection.
-            opened = await self._open(ws, send, transport, attempt, address)
+            opened = await self._open(ws, send, transport, address)
             if opened is not None:
                 connection, token = opened
                 await self._run(ws, channel, connection, token)
@@ -158,11 +163,11 @@ class Endpoint:
         ws: WebSocket,
         send: Send,
         transport: asyncio.WriteTransport | None,
-        attempt: str,
         address: str,
     ) -> tuple[WebSocketConnection, str] | None:
         """Accept, authenticate and run ``on_connect``: the connection and its token, or
         ``None`` when it was refused and closed."""
+        attempt = _attempt()
         scope = ws.scope
         found = extract_token(
             scope.get("subprotocols", []),

@@ -51,6 +51,8 @@ def token_expiry(token: str) -> float | None:
     ``None`` for anything that is not a JWT or whose ``exp`` is missing or not a finite
     number.
     """
+    if token.count(".") != 2:
+        return None  # not a compact JWT: skip the library's exception path
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
