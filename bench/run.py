@@ -21,6 +21,7 @@ from ._wire import ENVELOPE_BYTES, SEQ_BASE
 
 KINDS = ("bare", "native", "tempest")
 PACED_INTERVAL = 0.02
+RSS_MIN_N = 1000  # the RSS target is judged from this N up (resolution, see targets())
 LOADGEN_BUSY = 0.9  # a load generator above this share of one core is the bottleneck
 
 
@@ -433,7 +434,16 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         v = bare.get("cpu_per_msg")
         add(f"N={key}: CPU per message <= bare loop", v, None if v is None else v <= 1.0)
         v = bare.get("rss_per_conn_delta_kb")
-        add(f"N={key}: RSS per idle connection <= bare + 2 KB", v, None if v is None else v <= 2.0)
+        if int(key) >= RSS_MIN_N:
+            add(
+                f"N={key}: RSS per idle connection <= bare + 2 KB",
+                v,
+                None if v is None else v <= 2.0,
+            )
+        else:
+            # One 256 KiB allocator arena is 2.6 KB per connection at N=100: the
+            # difference of two RSS readings cannot resolve a 2 KB target there.
+            add(f"N={key}: RSS per idle connection (below resolution, not judged)", v, None)
         v = r.get("stall_p99_vs_no_stall")
         control = r.get("native_control_stall_p99_vs_no_stall")
         note = "" if control is None else f" (websockets control: {control:.2f})"
