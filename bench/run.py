@@ -21,6 +21,7 @@ from ._wire import ENVELOPE_BYTES, SEQ_BASE
 
 KINDS = ("bare", "native", "tempest")
 PACED_INTERVAL = 0.02
+RSS_MIN_N = 1000  # the RSS target is judged from this N up (resolution, see targets())
 LOADGEN_BUSY = 0.9  # a load generator above this share of one core is the bottleneck
 
 
@@ -325,10 +326,11 @@ def summary_stall(s: dict[str, Any]) -> str:
     return f"{seen}, p99 {p99 if p99 is None else round(p99, 1)} ms, stalled closed {code}"
 
 
-def heartbeat(plan: Plan, n: int, log: Any) -> dict[str, Any]:
-    """tempest_ws with a short heartbeat and N idle clients that answer pings."""
+def heartbeat(plan: Plan, n: int, log: Any, tree: str | None = None) -> dict[str, Any]:
+    """tempest_ws (from ``tree`` if given) with a short heartbeat and N idle clients that
+    answer pings."""
     interval = plan.heartbeat_interval
-    session = Session("tempest", "--heartbeat", str(interval))
+    session = Session("tempest", "--heartbeat", str(interval), tree=tree)
     out: dict[str, Any] = {"n": n, "interval_s": interval, "idle_s": plan.heartbeat_idle}
     try:
         out["connect"] = session.connect(n)
@@ -432,7 +434,16 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         v = bare.get("cpu_per_msg")
         add(f"N={key}: CPU per message <= bare loop", v, None if v is None else v <= 1.0)
         v = bare.get("rss_per_conn_delta_kb")
-        add(f"N={key}: RSS per idle connection <= bare + 2 KB", v, None if v is None else v <= 2.0)
+        if int(key) >= RSS_MIN_N:
+            add(
+                f"N={key}: RSS per idle connection <= bare + 2 KB",
+                v,
+                None if v is None else v <= 2.0,
+            )
+        else:
+            # One 256 KiB allocator arena is 2.6 KB per connection at N=100: the
+            # difference of two RSS readings cannot resolve a 2 KB target there.
+            add(f"N={key}: RSS per idle connection (below resolution, not judged)", v, None)
         v = r.get("stall_p99_vs_no_stall")
         control = r.get("native_control_stall_p99_vs_no_stall")
         note = "" if control is None else f" (websockets control: {control:.2f})"
@@ -478,7 +489,7 @@ def run(plan: Plan, log: Any, trees: dict[str, str] | None = None) -> dict[str, 
         "runs": runs,
     }
     try:
-        result["heartbeat"] = heartbeat(plan, plan.heartbeat_n, log)
+        result["heartbeat"] = heartbeat(plan, plan.heartbeat_n, log, trees.get("tempest"))
     except (ChildTimeout, OSError, KeyError) as exc:
         result["heartbeat"] = {"error": repr(exc)}
     from .redis_case import two_workers

@@ -340,18 +340,33 @@ async def rounds(target: Target, op: str, cmd: dict[str, Any]) -> dict[str, Any]
     return {"t0_ns": t0, "t1_ns": time.time_ns(), "rounds": done}
 
 
-def trace_memory(action: str) -> dict[str, Any]:
-    """``start`` tracing allocations, or ``report`` the top sites since (a development aid)."""
+def trace_memory(action: str, frames: int = 1, match: str = "") -> dict[str, Any]:
+    """``start`` tracing allocations (``frames`` deep), or ``report`` the top sites since;
+    with ``match``, the full tracebacks of the sites whose line contains it (a development
+    aid)."""
     import tracemalloc
 
     if action == "start":
-        tracemalloc.start()
+        tracemalloc.start(frames)
         return {"ok": True}
+    if match:
+        found = tracemalloc.take_snapshot().statistics("traceback")
+        return {
+            "top": [
+                f"{stat.size / 1024:9.1f} KiB {stat.count:7d}\n    "
+                + "\n    ".join(stat.traceback.format())
+                for stat in found
+                if match in str(stat.traceback[-1])
+            ][:5]
+        }
     gc.collect()
     snapshot = tracemalloc.take_snapshot()
-    top = snapshot.statistics("lineno")[:40]
+    stats = snapshot.statistics("lineno")
     return {
-        "top": [f"{stat.size / 1024:9.1f} KiB {stat.count:7d} {stat.traceback}" for stat in top]
+        "total_kib": sum(stat.size for stat in stats) / 1024,
+        "top": [
+            f"{stat.size / 1024:9.1f} KiB {stat.count:7d} {stat.traceback}" for stat in stats[:80]
+        ],
     }
 
 
@@ -405,7 +420,9 @@ async def command_loop(target: Target) -> None:
             elif op == "internals" and isinstance(target, Tempest):
                 result = target.internals()
             elif op == "tracemalloc":
-                result = trace_memory(cmd.get("action", "start"))
+                result = trace_memory(
+                    cmd.get("action", "start"), int(cmd.get("frames", 1)), cmd.get("match", "")
+                )
             elif op == "gc":
                 gc.collect()
                 result = {"ok": True}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 
@@ -44,7 +45,7 @@ from .codes import CloseCode
 from .connection import WebSocketConnection
 from .envelope import HELLO, PING_FRAME, SUBSCRIBE, encode_envelope
 from .exceptions import CapacityError, ConnectionClosedError
-from .heartbeat import HeartbeatTimer
+from .heartbeat import Beat, HeartbeatWheel
 from .hub import WebSocketHub
 from .settings import WebSocketSettings
 from .tracing import Tracing, note_handler_error
@@ -55,6 +56,12 @@ logger = logging.getLogger("tempest_ws")
 
 DRAIN_REASON = "server shutting down"
 """Close reason sent with 1001 by a drain."""
+
+
+def _attempt() -> str:
+    """An id for a handshake that has no connection id yet (made where it is needed, so
+    no frame that lives as long as the connection holds one)."""
+    return f"handshake.{uuid.uuid4().hex}"
 
 
 def _peer_ip(transport: asyncio.WriteTransport | None, scope: Scope) -> str | None:
@@ -105,11 +112,12 @@ class Endpoint:
         self.draining = False
         self.drain_reason = DRAIN_REASON
         self._emptied: asyncio.Event | None = None
+        self._wheel: HeartbeatWheel[HandlerChannel] | None = None
+        self._wheel_loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         channel = HandlerChannel(receive, send)
         ws = WebSocket(scope, channel.receive, channel.send)
-        attempt = f"handshake.{uuid.uuid4().hex}"
         transport = find_transport(receive, send)
         address = client_address(_peer_ip(transport, scope), ws.headers, self.trusted)
         origin = ws.headers.get("origin")
@@ -118,14 +126,14 @@ class Endpoint:
             origin, settings.WS_ALLOWED_ORIGINS, require=settings.WS_REQUIRE_ORIGIN
         ):
             security_event(
-                "origin_rejected", attempt, "origin not allowed", origin=origin, client=address
+                "origin_rejected", _attempt(), "origin not allowed", origin=origin, client=address
             )
             await ws.close()  # before accept: the server answers HTTP 403
             return
         if not self.addresses.acquire(address):
             security_event(
                 "address_limit",
-                attempt,
+                _attempt(),
                 "too many connections from one address",
                 client=address,
                 limit=self.addresses.limit,
@@ -133,7 +141,12 @@ class Endpoint:
             await self._deny(ws, 429)
             return
         try:
-            await self._open(ws, channel, send, transport, attempt, address)
+            # _open returns once the handshake is through, so only this frame and _run's
+            # stay suspended for the life of the connection.
+            opened = await self._open(ws, send, transport, address)
+            if opened is not None:
+                connection, token = opened
+                await self._run(ws, channel, connection, token)
         finally:
             self.addresses.release(address)
 
@@ -151,12 +164,13 @@ class Endpoint:
     async def _open(
         self,
         ws: WebSocket,
-        channel: HandlerChannel,
         send: Send,
         transport: asyncio.WriteTransport | None,
-        attempt: str,
         address: str,
-    ) -> None:
+    ) -> tuple[WebSocketConnection, str] | None:
+        """Accept, authenticate and run ``on_connect``: the connection and its token, or
+        ``None`` when it was refused and closed."""
+        attempt = _attempt()
         scope = ws.scope
         found = extract_token(
             scope.get("subprotocols", []),
@@ -167,17 +181,17 @@ class Endpoint:
         try:
             await ws.accept(subprotocol=BEARER_SUBPROTOCOL if found.bearer_offered else None)
         except (WebSocketDisconnect, OSError):
-            return  # the peer left during the handshake
+            return None  # the peer left during the handshake
         if self._refusing():
             await ws.close(CloseCode.GOING_AWAY, self.drain_reason)
-            return
+            return None
         user_id = await self._resolve(found.token, found.source, attempt, address)
         if user_id is None:
             await ws.close(CloseCode.UNAUTHORIZED, "unauthorized")
-            return
+            return None
         if self._refusing():  # the drain may have started while the resolver ran
             await ws.close(CloseCode.GOING_AWAY, self.drain_reason)
-            return
+            return None
         connection = self.hub.create_connection(user_id, send=send, transport=transport)
         logger.debug("%s is connection %s", attempt, connection.connection_id)
         if self.hooks is not None:
@@ -187,11 +201,11 @@ class Endpoint:
                     "connect_refused", connection.connection_id, "on_connect refused", code=refused
                 )
                 await ws.close(refused, "forbidden" if refused == CloseCode.FORBIDDEN else "")
-                return
+                return None
             if self._refusing():
                 await ws.close(CloseCode.GOING_AWAY, self.drain_reason)
-                return
-        await self._run(ws, channel, connection, found.token or "")
+                return None
+        return connection, found.token or ""
 
     async def _resolve(
         self, token: str | None, source: str, attempt: str, address: str
@@ -228,11 +242,11 @@ class Endpoint:
             user_key=connection.user_key,
             resolver=self.resolver,
             leeway=settings.WS_JWT_LEEWAY_SECONDS,
-            on_expired=lambda: self._expired(connection),
+            on_expired=functools.partial(self._expired, connection),
             enforce=settings.WS_ENFORCE_TOKEN_EXPIRY,
             refresh_timeout=min(10.0, limits.heartbeat_timeout / 2),
         )
-        heartbeat: HeartbeatTimer | None = None
+        heartbeat: Beat[HandlerChannel] | None = None
         handler_task: asyncio.Task[None] | None = None
         try:
             connection.enqueue(self._hello(connection))
@@ -242,13 +256,6 @@ class Endpoint:
                 await connection.close(CloseCode.TRY_AGAIN_LATER, "server at capacity")
                 return
             traffic_event("connection_opened")
-            heartbeat = HeartbeatTimer(
-                interval=limits.heartbeat_seconds,
-                timeout=limits.heartbeat_timeout,
-                on_ping=lambda: self._ping(connection),
-                on_timeout=lambda: self._timed_out(connection),
-                is_busy=lambda: channel.backlog > 0,
-            )
             bucket = None
             if settings.WS_RATE_LIMIT_MESSAGES > 0:
                 bucket = TokenBucket(
@@ -260,7 +267,7 @@ class Endpoint:
             if self.tracing is not None:
                 channel.tracer = self.tracing.session(connection.connection_id)
             connection.start()
-            heartbeat.start()
+            heartbeat = self._heartbeats().add(channel)
             lifetime.start(token)
             logger.debug(
                 "connection %s open for user %s", connection.connection_id, connection.user_key
@@ -308,6 +315,21 @@ class Endpoint:
             logger.debug(
                 "connection %s closed with %s", connection.connection_id, connection.close_code
             )
+
+    def _heartbeats(self) -> HeartbeatWheel[HandlerChannel]:
+        """The heartbeat wheel of the running loop (one per endpoint and loop)."""
+        loop = asyncio.get_running_loop()
+        wheel = self._wheel
+        if wheel is None or self._wheel_loop is not loop:
+            self._wheel_loop = loop
+            wheel = self._wheel = HeartbeatWheel(
+                interval=self.limits.heartbeat_seconds,
+                timeout=self.limits.heartbeat_timeout,
+                on_ping=lambda channel: self._ping(channel.connection),
+                on_timeout=lambda channel: self._timed_out(channel.connection),
+                is_busy=lambda channel: channel.backlog > 0,
+            )
+        return wheel
 
     def _hello(self, connection: WebSocketConnection) -> str:
         limits = self.limits

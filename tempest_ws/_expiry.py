@@ -51,6 +51,8 @@ def token_expiry(token: str) -> float | None:
     ``None`` for anything that is not a JWT or whose ``exp`` is missing or not a finite
     number.
     """
+    if token.count(".") != 2:
+        return None  # not a compact JWT: skip the library's exception path
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
@@ -99,6 +101,20 @@ class TokenLifetime:
         refresh_timeout: bound on one resolver call for a refresh.
         wall_clock: seconds since the epoch (``exp`` is wall-clock time).
     """
+
+    __slots__ = (
+        "_clock",
+        "_enforce",
+        "_handle",
+        "_leeway",
+        "_on_expired",
+        "_refresh_timeout",
+        "_refreshing",
+        "_resolver",
+        "_stopped",
+        "expires_at",
+        "user_key",
+    )
 
     def __init__(
         self,

@@ -19,7 +19,6 @@ security events.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 from collections import deque
@@ -44,7 +43,7 @@ from .envelope import (
     error_envelope,
 )
 from .exceptions import EnvelopeError
-from .heartbeat import HeartbeatTimer
+from .heartbeat import Beat
 from .realtime import ENVELOPE_KEY, MODEL_KEY
 from .tracing import note_rejection
 
@@ -55,6 +54,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tempest_ws.session")
 
 INBOX_SIZE = 64
+
+PONG_FRAME = encode_envelope({"type": PONG, "data": {}, "request_id": None})
+"""The pong every tempest_ws client sends, byte for byte: swallowed without decoding."""
 
 _LAYER_CLOSES: dict[int, str] = {
     CloseCode.PROTOCOL_ERROR: "protocol_error",
@@ -87,6 +89,29 @@ def _disconnect(code: int) -> Message:
     return {"type": "websocket.disconnect", "code": code}
 
 
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+async def _wait_beside(shared: asyncio.Future[None]) -> None:
+    """Wait until ``shared`` is done without cancelling it when this waiter is cancelled.
+
+    Only a second concurrent ``receive`` takes this path; a spurious wake-up is harmless
+    (the caller looks at the inbox again).
+    """
+    mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake(_: asyncio.Future[None]) -> None:
+        _wake(mine)
+
+    shared.add_done_callback(wake)
+    try:
+        await mine
+    finally:
+        shared.remove_done_callback(wake)
+
+
 def _frame_size(message: Message, limit: int) -> int:
     """The frame's size in bytes, exact whenever it could exceed ``limit``."""
     text = message.get("text")
@@ -104,26 +129,66 @@ class HandlerChannel:
     ``receive`` reads the session's inbox and ``send`` routes a close through the
     connection, so the handler's ``ws.close(code)`` and a server-side close are the same
     single, idempotent operation.
+
+    Thousands of these sit idle at once, so nothing is made before it is needed: the
+    inbox exists while frames wait in it, and a waiting side parks on one plain future.
+    A close wakes every waiter and cancels the read loop's pending ``receive``.
     """
+
+    __slots__ = (
+        "_cancelled",
+        "_connection",
+        "_inbox",
+        "_mail",
+        "_raw_receive",
+        "_raw_send",
+        "_reader",
+        "_room",
+        "tracer",
+    )
 
     def __init__(self, receive: Receive, send: Send) -> None:
         self._raw_receive = receive
         self._raw_send = send
         self._connection: WebSocketConnection | None = None
-        self._inbox: deque[Message] = deque()
-        self._has_mail = asyncio.Event()
-        self._has_room = asyncio.Event()
-        self._has_room.set()
+        self._inbox: deque[Message] | None = None
+        self._mail: asyncio.Future[None] | None = None  # the handler waits for a frame
+        self._room: asyncio.Future[None] | None = None  # the read loop waits for room
+        self._reader: asyncio.Task[Any] | None = None  # the read loop, parked in receive
+        self._cancelled = False  # the read loop's task was cancelled by the close
         self.tracer: SessionTracer | None = None  # set by the endpoint with tracing on
 
     def attach(self, connection: WebSocketConnection) -> None:
         """Switch from handshake pass-through to the guarded session."""
         self._connection = connection
+        connection.add_close_callback(self._on_close)
+
+    @property
+    def connection(self) -> WebSocketConnection:
+        """The attached connection.
+
+        Raises:
+            RuntimeError: :meth:`attach` has not been called.
+        """
+        if self._connection is None:
+            raise RuntimeError("the channel is not attached to a connection")
+        return self._connection
 
     @property
     def backlog(self) -> int:
         """Frames read from the socket and not yet taken by the handler."""
-        return len(self._inbox)
+        inbox = self._inbox
+        return len(inbox) if inbox is not None else 0
+
+    def _on_close(self, _connection: WebSocketConnection) -> None:
+        """The close started: stop reading and wake whoever waits (runs synchronously)."""
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            self._cancelled = True
+            reader.cancel()
+        _wake(self._mail)
+        _wake(self._room)
 
     async def receive(self) -> Message:
         """Next frame for the handler, or a disconnect message once the connection closed."""
@@ -132,20 +197,28 @@ class HandlerChannel:
             return await self._raw_receive()
         if self.tracer is not None:
             self.tracer.handler_done()
-        while not self._inbox:
+        while True:
+            inbox = self._inbox
+            if inbox:
+                message = inbox.popleft()
+                if not inbox:
+                    self._inbox = None
+                _wake(self._room)
+                if self.tracer is not None:
+                    self.tracer.handler_took(message)
+                return message
             if connection.closing:
                 return _disconnect(connection.close_code or CloseCode.ABNORMAL)
-            self._has_mail.clear()
-            waiter = asyncio.ensure_future(self._has_mail.wait())
-            watched: set[asyncio.Future[Any]] = {waiter, connection.closing_future()}
-            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-        message = self._inbox.popleft()
-        if len(self._inbox) < INBOX_SIZE:
-            self._has_room.set()
-        if self.tracer is not None:
-            self.tracer.handler_took(message)
-        return message
+            mail = self._mail
+            if mail is None or mail.done():
+                mail = self._mail = asyncio.get_running_loop().create_future()
+                try:
+                    await mail
+                finally:
+                    if self._mail is mail:
+                        self._mail = None
+            else:
+                await _wait_beside(mail)
 
     async def send(self, message: Message) -> None:
         """Send for the handler; a close goes through the connection."""
@@ -166,40 +239,64 @@ class HandlerChannel:
             frame_out(text)
 
     async def deliver(self, message: Message) -> None:
-        """Put a frame in the inbox, waiting while the handler is ``INBOX_SIZE`` behind."""
-        while len(self._inbox) >= INBOX_SIZE:
-            self._has_room.clear()
-            await self._has_room.wait()
-        self._inbox.append(message)
-        self._has_mail.set()
+        """Put a frame in the inbox, waiting while the handler is ``INBOX_SIZE`` behind.
+
+        A frame delivered once the connection is closing is dropped.
+        """
+        connection = self._connection
+        inbox = self._inbox
+        while inbox is not None and len(inbox) >= INBOX_SIZE:
+            if connection is not None and connection.closing:
+                return
+            room = self._room = asyncio.get_running_loop().create_future()
+            try:
+                await room
+            finally:
+                self._room = None
+            inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append(message)
+        _wake(self._mail)
 
     async def read_loop(
         self,
         connection: WebSocketConnection,
-        heartbeat: HeartbeatTimer,
+        heartbeat: Beat[Any],
         limits: SessionLimits,
         *,
         bucket: TokenBucket | None = None,
         lifetime: TokenLifetime | None = None,
         inbound: Inbound | None = None,
     ) -> None:
-        """Read until the peer leaves or the connection closes; guard every frame."""
-        closing = connection.closing_future()
+        """Read until the peer leaves or the connection closes; guard every frame.
+
+        The wait for the next frame is the only await a close interrupts: the close
+        callback cancels it (and only it), so no task or waiter exists per frame.
+        """
         cid = connection.connection_id
+        task = asyncio.current_task()
+        receive = self._raw_receive
         invalid = 0
+        closing = connection.closing_future()
         tracer = self.tracer
         while True:
             if tracer is not None:
                 tracer.settle()
-            receiving = asyncio.ensure_future(self._raw_receive())
-            watched: set[asyncio.Future[Any]] = {receiving, closing}
-            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-            if not receiving.done():
-                receiving.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await receiving
+            if closing.done():
                 return
-            message = receiving.result()
+            # Inline rather than a helper coroutine: an idle connection parks right here.
+            self._reader = task
+            try:
+                message = await receive()
+            except asyncio.CancelledError:
+                if self._cancelled and task is not None:
+                    self._cancelled = False
+                    if task.uncancel() == 0:
+                        return  # our own cancel, nobody else's: the connection is closing
+                raise
+            finally:
+                self._reader = None
             kind = message["type"]
             if kind == "websocket.disconnect":
                 code = int(message.get("code", CloseCode.NO_STATUS))
@@ -220,6 +317,8 @@ class HandlerChannel:
                 )
                 connection.close_soon(CloseCode.RATE_LIMITED, "rate_limited")
                 return
+            if message.get("text") == PONG_FRAME:
+                continue  # the common heartbeat answer, known without decoding it
             size = _frame_size(message, limits.max_message_bytes)
             if size > limits.max_message_bytes:
                 security_event(

@@ -1,19 +1,38 @@
 """Liveness: when to send a ping envelope and when a silent peer is dead.
 
 :class:`Liveness` is pure state driven by an injected clock, tested without sleeping.
-:class:`HeartbeatTimer` drives it with one ``loop.call_at`` handle per connection (no
-sleeping task per socket): it fires at the next ping or at the exact moment the silence
-deadline passes, so a dead peer is closed on time rather than up to an interval late.
+:class:`HeartbeatWheel` drives the liveness of every connection of one router on one
+timer: a connection's next check (its next ping, or the moment its silence deadline
+passes) falls in a bucket of ``tick`` seconds, and one ``call_at`` handle fires for the
+earliest bucket. Adding, touching and stopping a connection are O(1); there is no task
+and no timer handle per socket, and the pings of one tick go out in one batch.
+
+Pings keep a fixed cadence: a ping that went out late (a busy loop, the end of its
+bucket) does not push the next one back, so the gap a client sees stays ``interval``
+give or take one tick. A timeout fires at most one tick after the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import heapq
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
-__all__ = ["HeartbeatAction", "HeartbeatTimer", "Liveness"]
+__all__ = ["Beat", "HeartbeatAction", "HeartbeatWheel", "Liveness"]
+
+logger = logging.getLogger("tempest_ws.heartbeat")
+
+MAX_TICK = 0.05
+"""The widest bucket, in seconds: a ping or a timeout is at most this late by design."""
+
+_SLACK = 1e-6  # a bucket's checks run as of its end plus this, absorbing float rounding
+
+T = TypeVar("T")
 
 
 class HeartbeatAction(enum.Enum):
@@ -29,7 +48,7 @@ class Liveness:
     """Ping cadence and silence deadline of one connection.
 
     ``last_seen`` moves with every inbound frame (:meth:`touch`); ``last_ping`` with every
-    ping sent. The peer is dead once ``now - last_seen >= timeout``.
+    ping sent (:meth:`pinged`). The peer is dead once ``now - last_seen >= timeout``.
     """
 
     interval: float
@@ -54,17 +73,71 @@ class Liveness:
             return HeartbeatAction.PING
         return HeartbeatAction.NOTHING
 
+    def pinged(self, now: float) -> None:
+        """Record the ping that :meth:`check` asked for, sent at ``now``.
+
+        The ping is booked at the moment it was due, so one sent late does not delay the
+        next; one more than a whole interval late restarts the cadence at ``now`` instead
+        of sending a burst of catch-up pings.
+        """
+        due = self.last_ping + self.interval
+        self.last_ping = due if now - due < self.interval else now
+
     def next_deadline(self) -> float:
         """The clock value at which :meth:`check` may next return something to do."""
         return min(self.last_ping + self.interval, self.last_seen + self.timeout)
 
 
-class HeartbeatTimer:
-    """Drives a :class:`Liveness` on the running loop's clock.
+class Cancellable(Protocol):
+    """What scheduling a call returns (``asyncio.TimerHandle`` fits)."""
 
-    ``on_ping`` and ``on_timeout`` are plain callables run from a timer callback: they
-    must not block (the connection's ``enqueue`` and ``close_soon`` fit). ``is_busy`` lets
-    the owner report unread inbound frames as proof of life while its handler is slow.
+    def cancel(self) -> None:
+        """Make sure the call does not happen."""
+
+
+Scheduler = Callable[[float, Callable[[], None]], Cancellable]
+"""``call_at(when, callback)`` on some clock (``loop.call_at`` fits)."""
+
+
+class Beat(Liveness, Generic[T]):
+    """One connection's place on a :class:`HeartbeatWheel`; made by :meth:`HeartbeatWheel.add`.
+
+    ``owner`` is what the wheel's callbacks receive; it is ``None`` once stopped.
+    """
+
+    __slots__ = ("owner", "slot", "wheel")
+
+    def __init__(self, wheel: HeartbeatWheel[T], owner: T, now: float) -> None:
+        Liveness.__init__(self, wheel.interval, wheel.timeout, now, now)
+        self.wheel = wheel
+        self.owner: T | None = owner
+        self.slot = -1
+
+    def touch(self, now: float | None = None) -> None:
+        """Record an inbound frame now (or at ``now``); O(1), nothing is rescheduled."""
+        self.last_seen = self.wheel.clock() if now is None else now
+
+    def stop(self) -> None:
+        """Leave the wheel for good; the callbacks never run for this owner again."""
+        self.wheel.discard(self)
+
+
+class HeartbeatWheel(Generic[T]):
+    """Drives the :class:`Liveness` of many owners from one timer.
+
+    ``on_ping(owner)`` and ``on_timeout(owner)`` run from the timer callback: they must
+    not block (the connection's ``enqueue`` and ``close_soon`` fit). ``is_busy(owner)``
+    lets an owner report unread inbound frames as proof of life while its handler is
+    slow. After a timeout the owner is not checked again; it still calls
+    :meth:`Beat.stop`. A callback that raises is logged and does not stop the others.
+    The timer is cancelled whenever no owner is left.
+
+    Args:
+        interval: seconds between pings.
+        timeout: seconds of silence after which ``on_timeout`` runs.
+        tick: bucket width in seconds; default ``min(MAX_TICK, interval / 20)``.
+        clock: current time (default: the running loop's ``time``).
+        call_at: schedules the timer on that clock (default: the running loop's).
     """
 
     def __init__(
@@ -72,45 +145,124 @@ class HeartbeatTimer:
         *,
         interval: float,
         timeout: float,
-        on_ping: Callable[[], None],
-        on_timeout: Callable[[], None],
-        is_busy: Callable[[], bool] = lambda: False,
+        on_ping: Callable[[T], None],
+        on_timeout: Callable[[T], None],
+        is_busy: Callable[[T], bool] = lambda _: False,
+        tick: float | None = None,
+        clock: Callable[[], float] | None = None,
+        call_at: Scheduler | None = None,
     ) -> None:
-        self._loop = asyncio.get_running_loop()
-        self.liveness = Liveness.starting_at(self._loop.time(), interval=interval, timeout=timeout)
+        if clock is None or call_at is None:
+            loop = asyncio.get_running_loop()
+            clock = clock or loop.time
+            call_at = call_at or loop.call_at
+        self.interval = interval
+        self.timeout = timeout
+        self.tick = tick if tick is not None else min(MAX_TICK, interval / 20)
+        self.clock = clock
+        self._call_at = call_at
         self._on_ping = on_ping
         self._on_timeout = on_timeout
         self._is_busy = is_busy
-        self._handle: asyncio.TimerHandle | None = None
+        self._buckets: dict[int, list[Beat[T]]] = {}
+        self._keys: list[int] = []  # heap of the keys of _buckets
+        self._handle: Cancellable | None = None
+        self._armed = -1
+        self._current = -1  # the bucket being processed: nothing is placed at or before it
+        self._live = 0
 
-    def start(self) -> None:
-        """Schedule the first check; calling it twice is harmless."""
-        if self._handle is None:
-            self._schedule()
+    def __len__(self) -> int:
+        """Owners on the wheel (added and not stopped)."""
+        return self._live
 
-    def stop(self) -> None:
-        """Cancel the pending check; the timer never fires again."""
+    def add(self, owner: T) -> Beat[T]:
+        """Start watching ``owner``: its first ping is due ``interval`` from now."""
+        now = self.clock()
+        beat = Beat(self, owner, now)
+        self._live += 1
+        self._place(beat, now)
+        self._arm()
+        return beat
+
+    def discard(self, beat: Beat[T]) -> None:
+        """Stop watching ``beat``'s owner (idempotent)."""
+        if beat.owner is None:
+            return
+        beat.owner = None  # its bucket skips it; nothing keeps the owner alive
+        self._live -= 1
+        if self._live == 0:
+            self._buckets.clear()
+            self._keys.clear()
+            self._disarm()
+
+    def next_wakeup(self) -> float | None:
+        """When the timer fires next, ``None`` when nothing is watched."""
+        return self._keys[0] * self.tick if self._keys else None
+
+    def advance(self, now: float) -> None:
+        """Run every bucket due at ``now`` (the timer calls it; tests call it directly)."""
+        tick = self.tick
+        keys = self._keys
+        buckets = self._buckets
+        while keys and keys[0] * tick <= now + _SLACK:
+            key = heapq.heappop(keys)
+            bucket = buckets.pop(key, ())
+            self._current = key
+            at = max(now, key * tick) + _SLACK
+            for beat in bucket:
+                if beat.owner is not None and beat.slot == key:
+                    self._visit(beat, at)
+        self._current = -1
+        self._arm()
+
+    def _visit(self, beat: Beat[T], at: float) -> None:
+        owner = beat.owner
+        beat.slot = -1
+        if owner is None:
+            return
+        try:
+            if self._is_busy(owner):
+                beat.last_seen = at
+            action = beat.check(at)
+            if action is HeartbeatAction.TIMEOUT:
+                self._on_timeout(owner)
+                return
+            if action is HeartbeatAction.PING:
+                beat.pinged(at)
+                self._on_ping(owner)
+        except Exception:  # one owner's failure must not starve the rest of the bucket
+            logger.exception("heartbeat callback failed")
+        if beat.owner is not None and beat.slot == -1:
+            self._place(beat, at)
+
+    def _place(self, beat: Beat[T], now: float) -> None:
+        key = max(math.ceil(beat.next_deadline() / self.tick), self._current + 1)
+        beat.slot = key
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._buckets[key] = [beat]
+            heapq.heappush(self._keys, key)
+        else:
+            bucket.append(beat)
+
+    def _arm(self) -> None:
+        if not self._keys:
+            self._disarm()
+            return
+        first = self._keys[0]
+        if first == self._armed and self._handle is not None:
+            return
+        self._disarm()
+        self._armed = first
+        self._handle = self._call_at(first * self.tick, self._fire)
+
+    def _disarm(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-
-    def touch(self) -> None:
-        """Record an inbound frame now (no rescheduling: the timer re-reads the state)."""
-        self.liveness.last_seen = self._loop.time()
-
-    def _schedule(self) -> None:
-        self._handle = self._loop.call_at(self.liveness.next_deadline(), self._fire)
+        self._armed = -1
 
     def _fire(self) -> None:
-        now = self._loop.time()
-        if self._is_busy():
-            self.liveness.touch(now)
-        action = self.liveness.check(now)
-        if action is HeartbeatAction.TIMEOUT:
-            self._handle = None
-            self._on_timeout()
-            return
-        if action is HeartbeatAction.PING:
-            self.liveness.last_ping = now
-            self._on_ping()
-        self._schedule()
+        self._handle = None
+        self._armed = -1
+        self.advance(self.clock())
