@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Self
 
 from ._authz import TopicAuthorizer
-from ._history_hub import HistoryAccess, history_from_settings, make_history
+from ._history_access import HistoryAccess, HistoryStats, history_from_settings, make_history
 from ._membership import MAX_TOPIC_LENGTH, HubMembership
 from ._node import ClusterStats, Node
 from ._presence import PresenceSetting, TopicPresence
@@ -61,7 +61,7 @@ from .settings import WebSocketSettings
 if TYPE_CHECKING:
     from .tracing import Tracing
 
-__all__ = ["MAX_TOPIC_LENGTH", "ClusterStats", "HubStats", "WebSocketHub"]
+__all__ = ["MAX_TOPIC_LENGTH", "ClusterStats", "HistoryStats", "HubStats", "WebSocketHub"]
 
 logger = logging.getLogger("tempest_ws.hub")
 
