@@ -34,7 +34,7 @@ from .history import (
     position_of,
     requested_position,
 )
-from .hub import ClusterStats, HubStats, WebSocketHub
+from .hub import ClusterStats, HistoryStats, HubStats, WebSocketHub
 from .messages import MessageRegistry
 from .realtime import (
     BUILTIN_OPERATIONS,
@@ -75,6 +75,7 @@ __all__ = [
     "EnvelopeError",
     "HistoryPage",
     "HistoryPolicy",
+    "HistoryStats",
     "HistoryStore",
     "HubStats",
     "InMemoryBackplane",

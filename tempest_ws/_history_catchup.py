@@ -37,6 +37,9 @@ class Catchups:
     registry: Registry
     queue_size: int
     replay_limit: int
+    recovered: int
+    unrecovered: int
+    replayed: int
     _topics: dict[str, TopicState]
 
     if TYPE_CHECKING:
@@ -95,6 +98,12 @@ class Catchups:
             for entry in recovery.entries
             for at in (Position(entry.offset, epoch),)
         ]
+        if position is not None:
+            if recovery.recovered:
+                self.recovered += 1
+            else:
+                self.unrecovered += 1
+            self.replayed += len(replay)
         items = catchup.seam.finish(recovery.position, replay)
         answer = recovery_envelope(topic, recovery, replayed=len(replay), request_id=request_id)
         frames = [item.frame for item in items[: len(replay)]]

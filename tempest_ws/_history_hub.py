@@ -16,6 +16,9 @@ here (see ``docs/history.md``, "How the hub uses the history").
   fetches what a gap lacks from the store after ``gap_timeout``, or gives it up.
 - **Subscribing with a position** replays through a seam
   (:mod:`tempest_ws._history_catchup`); the gap task is :mod:`tempest_ws._history_mend`.
+- **Counting**: :meth:`HubHistory.stats` reports what it did as plain numbers
+  (``hub.history_stats()``); construction and the hub's public history methods are
+  :mod:`tempest_ws._history_access`.
 
 No lock is held and no socket awaited: deliveries append to the connections' bounded
 queues, like every other fan-out of the hub.
@@ -31,22 +34,19 @@ from collections.abc import Callable, Iterable, Mapping
 
 from ._history_catchup import Catchups
 from ._history_mend import Mending
-from ._history_topic import Item, TopicState, follows
+from ._history_topic import HistoryStats, Item, TopicState, follows
 from ._node import Node
 from ._registry import Registry
-from ._types import Topic
 from .backplane.packet import OP_TOPIC, Packet, encode_packet, topic_channel
 from .codes import CloseCode
 from .connection import WebSocketConnection
-from .exceptions import BackplaneError, ConfigurationError
+from .exceptions import BackplaneError
 from .history.base import HistoryPage, HistoryStore, Position, Recovery
-from .history.memory import MemoryHistory
 from .history.policy import HistoryPolicy
 from .history.seam import Sequencer
 from .history.wire import recovery_envelope, stamp_frame
-from .settings import WebSocketSettings
 
-__all__ = ["HistoryAccess", "HubHistory", "history_from_settings", "make_history"]
+__all__ = ["HubHistory"]
 
 logger = logging.getLogger("tempest_ws.history")
 
@@ -90,10 +90,44 @@ class HubHistory(Catchups, Mending):
         self._gapped: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._mender: asyncio.Task[None] | None = None
+        self.appended = 0
+        self.append_failures = 0
+        self.recovered = 0
+        self.unrecovered = 0
+        self.replayed = 0
         self.filled = 0
         """Messages fetched from the store to fill gaps."""
         self.notices = 0
         """Discontinuity notices (``recovered: false``) sent to a topic's subscribers."""
+        self.overflowed = 0
+        self._forgotten = (0, 0)  # (skipped, stale) of the sequencers of topics left
+
+    def stats(self) -> HistoryStats:
+        """The counters as a :class:`HistoryStats` (no I/O; one step per followed topic)."""
+        skipped, stale = self._forgotten
+        for state in self._topics.values():
+            if state.seq is not None:
+                skipped += state.seq.skipped
+                stale += state.seq.stale
+        return HistoryStats(
+            topics_followed=len(self._topics),
+            appends=self.appended,
+            append_failures=self.append_failures,
+            replays_recovered=self.recovered,
+            replays_unrecovered=self.unrecovered,
+            messages_replayed=self.replayed,
+            gap_messages_filled=self.filled,
+            gap_messages_skipped=skipped,
+            discontinuity_notices=self.notices,
+            stale_messages_dropped=stale,
+            seams_overflowed=self.overflowed,
+        )
+
+    def _forget(self, state: TopicState) -> None:
+        """Keep the counts of a topic's sequencer this node stops following."""
+        if state.seq is not None:
+            skipped, stale = self._forgotten
+            self._forgotten = (skipped + state.seq.skipped, stale + state.seq.stale)
 
     def keeps(self, topic: str) -> bool:
         """Whether ``topic`` keeps history."""
@@ -108,6 +142,7 @@ class HubHistory(Catchups, Mending):
         await asyncio.gather(*tasks, return_exceptions=True)
         self._mender = None
         for state in self._topics.values():
+            self._forget(state)
             for catchup in state.catchups.values():
                 if not catchup.finished.done():
                     catchup.finished.set_result(None)
@@ -146,6 +181,7 @@ class HubHistory(Catchups, Mending):
         try:
             position = await self.store.append(topic, frame)
         except BackplaneError:
+            self.append_failures += 1
             recipients = self.registry.select(OP_TOPIC, topic, exclude, exclude_users)
             self.registry.fan_out(recipients, frame)
             packet = encode_packet(
@@ -160,6 +196,7 @@ class HubHistory(Catchups, Mending):
             with contextlib.suppress(BackplaneError):
                 await node.publish(topic_channel(topic), packet)
             raise
+        self.appended += 1
         item = Item(position, stamp_frame(frame, topic, position), exclude, exclude_users)
         delivered = self._arrive(topic, item)
         packet = encode_packet(
@@ -248,6 +285,7 @@ class HubHistory(Catchups, Mending):
             catchups.pop(connection.connection_id, None)
             if not connection.closing:
                 registry.slow_closed += 1
+                self.overflowed += 1
                 logger.warning(
                     "connection %s is a slow consumer (replay buffer full); closing",
                     connection.connection_id,
@@ -333,79 +371,8 @@ class HubHistory(Catchups, Mending):
             catchup.finished.set_result(None)
         if last:
             del self._topics[topic]
+            self._forget(state)
             self._gapped.discard(topic)
             for other in state.catchups.values():
                 if not other.finished.done():
                     other.finished.set_result(None)
-
-
-def history_from_settings(
-    settings: WebSocketSettings, store: HistoryStore | None
-) -> tuple[HistoryStore | None, HistoryPolicy | None]:
-    """The store and policy ``WS_HISTORY_*`` describe: a ``RedisHistory`` with
-    ``WS_REDIS_URL`` (unless ``store`` is given), none when no topic keeps history."""
-    policy = HistoryPolicy.from_settings(settings)
-    if not policy.enabled:
-        return store, None
-    if store is None and settings.WS_REDIS_URL:
-        from .history.redis import RedisHistory
-
-        store = RedisHistory.from_settings(settings)
-    return store, policy
-
-
-def make_history(
-    store: HistoryStore | None,
-    policy: HistoryPolicy | None,
-    node: Node,
-    gap_timeout: float,
-    queue_size: int,
-) -> HubHistory | None:
-    """The hub's history from its ``history``/``history_policy`` arguments (``None``
-    when neither is given), wired to receive the node's positioned packets.
-
-    Raises:
-        ConfigurationError: a store without a policy (given, or its own ``policy``).
-    """
-    chosen = policy or getattr(store, "policy", None)
-    if store is not None and not isinstance(chosen, HistoryPolicy):
-        raise ConfigurationError("a history store needs a history_policy")
-    if not isinstance(chosen, HistoryPolicy):
-        return None
-    history = HubHistory(
-        store if store is not None else MemoryHistory(chosen),
-        chosen,
-        node.registry,
-        node,
-        gap_timeout=gap_timeout,
-        queue_size=queue_size,
-    )
-    node.sequenced = history.on_packet
-    return history
-
-
-class HistoryAccess:
-    """The hub's public history methods (a base of the hub)."""
-
-    _history: HubHistory | None
-
-    def keeps_history(self, topic: Topic) -> bool:
-        """Whether ``topic``'s messages get offsets and can be replayed."""
-        return self._history is not None and self._history.keeps(topic)
-
-    async def history(
-        self, topic: Topic, *, since: int | None = None, limit: int = 100
-    ) -> HistoryPage:
-        """Up to ``limit`` messages of ``topic`` the history still holds, oldest first:
-        the newest ones, or the oldest ones after offset ``since`` (page forward from a
-        page's last offset). Frames are unstamped; ``page.position`` is the topic's
-        latest position, whose epoch the offsets belong to. For HTTP endpoints:
-        authorize the caller for the topic first, as for a subscription.
-
-        Raises:
-            ValueError: the topic keeps no history, or ``since``/``limit`` out of range.
-            BackplaneError: the history store is unreachable.
-        """
-        if self._history is None:
-            raise ValueError("this hub keeps no history")
-        return await self._history.page(topic, since=since, limit=limit)

@@ -2,25 +2,74 @@
 
 :class:`Item` is one message of a history topic on its way to local connections,
 :class:`TopicState` this node following one topic, :class:`Catchup` one connection
-joining one topic. The logic lives in :mod:`tempest_ws._history_hub` (publishing,
-receiving, local delivery), :mod:`tempest_ws._history_catchup` (subscribing with a
-position) and :mod:`tempest_ws._history_mend` (the gap task).
+joining one topic, :class:`HistoryStats` the counters the hub reports. The logic lives
+in :mod:`tempest_ws._history_hub` (publishing, receiving, local delivery),
+:mod:`tempest_ws._history_catchup` (subscribing with a position) and
+:mod:`tempest_ws._history_mend` (the gap task).
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from .connection import WebSocketConnection
 from .history.base import Position
 from .history.seam import Seam, Sequencer
 
-__all__ = ["NO_EXCLUSIONS", "UNKNOWN", "Catchup", "Item", "TopicState", "follows"]
+__all__ = [
+    "NO_EXCLUSIONS",
+    "UNKNOWN",
+    "Catchup",
+    "HistoryStats",
+    "Item",
+    "TopicState",
+    "follows",
+]
 
 NO_EXCLUSIONS: frozenset[str] = frozenset()
 UNKNOWN = Position(0, "")
 """No position known: every live message is newer (a seam finished at it lets all pass)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryStats:
+    """A snapshot of the hub's message history (this process only; all zero on a hub
+    that keeps no history). Every field but ``topics_followed`` counts since the hub
+    was created; none is per topic.
+
+    Attributes:
+        topics_followed: history topics this node follows now (those with a local
+            subscriber).
+        appends: messages appended to the store (each got its offset).
+        append_failures: appends the store refused; the message went out unstamped.
+        replays_recovered: subscribes with a position answered ``recovered: true``.
+        replays_unrecovered: subscribes with a position answered ``recovered: false``
+            (too far behind, another epoch, or the store unreachable).
+        messages_replayed: messages sent in those replays (one per connection).
+        gap_messages_filled: messages fetched from the store to fill a gap in the live
+            stream.
+        gap_messages_skipped: offsets given up for good (the store no longer had them,
+            or stayed unreachable).
+        discontinuity_notices: ``recovered: false`` notices sent to a topic's
+            subscribers for a skip in the live stream (one per topic and skip here).
+        stale_messages_dropped: live messages dropped as from an older epoch.
+        seams_overflowed: connections closed 1013 because their live messages
+            overflowed the buffer while their replay was read.
+    """
+
+    topics_followed: int = 0
+    appends: int = 0
+    append_failures: int = 0
+    replays_recovered: int = 0
+    replays_unrecovered: int = 0
+    messages_replayed: int = 0
+    gap_messages_filled: int = 0
+    gap_messages_skipped: int = 0
+    discontinuity_notices: int = 0
+    stale_messages_dropped: int = 0
+    seams_overflowed: int = 0
 
 
 class Item(NamedTuple):

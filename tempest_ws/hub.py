@@ -15,6 +15,11 @@ every subscription, ``require_topic`` to refuse accidental global broadcasts, an
 ``presence`` with ``presence.join`` / ``presence.leave`` events for the topic's members.
 Opt-in per topic pattern, message history (``docs/history.md``): each message gets an
 offset, and a client that comes back resumes where it left off (``_history_hub.py``).
+
+The class is assembled from its bases, one job each: :mod:`tempest_ws._membership`
+(subscriptions, authorization, presence), :mod:`tempest_ws._hub_targets` (one user, one
+connection, replies, kicks) and :mod:`tempest_ws._history_access` (the history methods);
+this module keeps construction, the lifecycle, the registry and broadcasts.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Self
 
 from ._authz import TopicAuthorizer
-from ._history_hub import HistoryAccess, history_from_settings, make_history
+from ._history_access import HistoryAccess, HistoryStats, history_from_settings, make_history
+from ._hub_targets import TargetedSends
 from ._membership import MAX_TOPIC_LENGTH, HubMembership
 from ._node import ClusterStats, Node
 from ._presence import PresenceSetting, TopicPresence
@@ -37,31 +43,25 @@ from .backplane.memory import InMemoryBackplane
 from .backplane.packet import (
     ALL_CHANNEL,
     OP_ALL,
-    OP_CONN,
-    OP_KICK,
     OP_TOPIC,
-    OP_USER,
-    connection_node,
     encode_packet,
     is_node_id,
     new_node_id,
-    node_channel,
     topic_channel,
     user_channel,
 )
 from .codes import CloseCode
 from .connection import WebSocketConnection
-from .envelope import ACK, EnvelopeLike, encode_envelope
+from .envelope import EnvelopeLike, encode_envelope
 from .exceptions import CapacityError, ConfigurationError
 from .history.base import HistoryStore
 from .history.policy import HistoryPolicy
-from .realtime import error_reply, reply_envelope
 from .settings import WebSocketSettings
 
 if TYPE_CHECKING:
     from .tracing import Tracing
 
-__all__ = ["MAX_TOPIC_LENGTH", "ClusterStats", "HubStats", "WebSocketHub"]
+__all__ = ["MAX_TOPIC_LENGTH", "ClusterStats", "HistoryStats", "HubStats", "WebSocketHub"]
 
 logger = logging.getLogger("tempest_ws.hub")
 
@@ -74,7 +74,7 @@ def _ids(values: str | Iterable[Any] | None) -> frozenset[str]:
     return frozenset(str(v) for v in values)
 
 
-class WebSocketHub(HubMembership, HistoryAccess):
+class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
     """Registry of connections by id, user and topic, with broadcast and targeted sends.
 
     Args:
@@ -386,97 +386,3 @@ class WebSocketHub(HubMembership, HistoryAccess):
         channel = ALL_CHANNEL if topic is None else topic_channel(topic)
         await self._node.publish(channel, packet)
         return delivered
-
-    async def send_to(self, user_id: UserId, envelope: EnvelopeLike) -> int:
-        """Send to every connection (every tab, every node) of ``user_id``.
-
-        Returns how many of this process's connections got it.
-
-        Raises:
-            BackplaneError: the other nodes may not get it (local delivery happened).
-        """
-        if not self._node.running:
-            await self._node.start()
-        user = str(user_id)
-        frame = encode_envelope(envelope)
-        delivered = self._registry.fan_out(self._registry.select(OP_USER, user), frame)
-        trace = None if self.tracing is None else self.tracing.inject()
-        await self._node.publish(
-            user_channel(user), encode_packet(self.node_id, OP_USER, user, frame, trace=trace)
-        )
-        return delivered
-
-    async def send_to_connection(self, connection_id: str, envelope: EnvelopeLike) -> bool:
-        """Send to one connection, on whichever node holds it.
-
-        Returns ``False`` if it is gone or was just closed as slow (known here), or its
-        node is not listening; ``True`` once queued here or handed to its node.
-
-        Raises:
-            BackplaneError: the connection lives on another node that cannot be reached.
-        """
-        connection = self._connections.get(connection_id)
-        if connection is not None:
-            return self._registry.fan_out((connection,), encode_envelope(envelope)) == 1
-        node = connection_node(connection_id)
-        if node is None or node == self.node_id:
-            return False
-        if not self._node.running:
-            await self._node.start()
-        trace = None if self.tracing is None else self.tracing.inject()
-        frame = encode_envelope(envelope)
-        packet = encode_packet(self.node_id, OP_CONN, connection_id, frame, trace=trace)
-        return await self._node.publish(node_channel(node), packet) > 0
-
-    async def reply(
-        self,
-        connection_id: str,
-        request: EnvelopeLike,
-        data: Any = None,
-        *,
-        message_type: str = ACK,
-    ) -> bool:
-        """Answer ``request`` on one connection (on any node), keeping its ``request_id``:
-        ``{"type": message_type, "data": data, "request_id": <the request's>}``.
-
-        ``data`` may be a pydantic model. Queued in order with every other delivery;
-        returns what :meth:`send_to_connection` returns.
-
-        Raises:
-            BackplaneError: the connection lives on another node that cannot be reached.
-        """
-        return await self.send_to_connection(
-            connection_id, reply_envelope(request, data, message_type=message_type)
-        )
-
-    async def reply_error(
-        self, connection_id: str, request: EnvelopeLike, code: str, message: str
-    ) -> bool:
-        """Answer ``request`` with ``{"type": "error", "data": {"code", "message"},
-        "request_id": <the request's>}`` (as the router answers a malformed frame).
-
-        Raises:
-            BackplaneError: the connection lives on another node that cannot be reached.
-        """
-        return await self.send_to_connection(connection_id, error_reply(request, code, message))
-
-    async def disconnect_user(
-        self, user_id: UserId, code: int = CloseCode.UNAUTHORIZED, reason: str = "revoked"
-    ) -> int:
-        """Close every connection of ``user_id`` on every node with ``code``.
-
-        Returns how many were closed in this process. The default 4401 tells clients to
-        fetch a new token, which a revoked user cannot.
-
-        Raises:
-            BackplaneError: the other nodes may not get the order (local ones are closed).
-        """
-        if not self._node.running:
-            await self._node.start()
-        user = str(user_id)
-        connections = self.connections_of(user)
-        for connection in connections:
-            connection.close_soon(code, reason)
-        packet = encode_packet(self.node_id, OP_KICK, user, code=int(code), reason=reason)
-        await self._node.publish(user_channel(user), packet)
-        return len(connections)

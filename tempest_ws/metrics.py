@@ -8,8 +8,9 @@ only (a close code, a fixed reason or event name; never a user, topic or connect
   timeouts, rate limits, slow consumers, connections opened and closed, messages and
   bytes in and out, backplane publishes and reconnects;
 - **the hub's own numbers** (:meth:`WebSocketHub.stats
-  <tempest_ws.hub.WebSocketHub.stats>`, :meth:`~tempest_ws.hub.WebSocketHub.cluster_stats`),
-  copied at scrape time by :meth:`WebSocketMetrics.sync`: nothing on the hot path.
+  <tempest_ws.hub.WebSocketHub.stats>`, :meth:`~tempest_ws.hub.WebSocketHub.cluster_stats`,
+  :meth:`~tempest_ws.hub.WebSocketHub.history_stats`), copied at scrape time by
+  :meth:`WebSocketMetrics.sync`: nothing on the hot path.
 
 All of them are ordinary ``prometheus_client`` metrics, so they work in multiprocess
 mode (``PROMETHEUS_MULTIPROC_DIR``, several uvicorn workers): gauges declare how
@@ -74,6 +75,19 @@ _SIMPLE_EVENTS: Final[Mapping[str, str]] = {
     "backplane_published": "published",
     "backplane_reconnected": "reconnects",
 }
+_HISTORY_COUNTERS: Final[Mapping[str, str]] = {
+    "appends": "Messages appended to the history store.",
+    "append_failures": "Appends the history store refused (sent without a position).",
+    "replays_recovered": "Subscribes with a position answered recovered: true.",
+    "replays_unrecovered": "Subscribes with a position answered recovered: false.",
+    "messages_replayed": "Messages replayed to resuming subscribers.",
+    "gap_messages_filled": "Messages fetched from the store to fill live-stream gaps.",
+    "gap_messages_skipped": "Offsets of the live stream given up for good.",
+    "discontinuity_notices": "recovered: false notices sent for a skip in the live stream.",
+    "stale_messages_dropped": "Live messages dropped as from an older epoch.",
+    "seams_overflowed": "Connections closed 1013 as their replay's live buffer overflowed.",
+}
+"""``HistoryStats`` field -> help of its ``tempest_ws_history_<field>_total`` counter."""
 _TRAFFIC_EVENTS: Final = frozenset(
     {"connection_opened", "connection_closed", "frame_in", "frame_out"}
     | {"backplane_published", "backplane_reconnected"}
@@ -86,14 +100,17 @@ def multiprocess_mode() -> bool:
 
 
 def hub_snapshot(hub: WebSocketHub) -> dict[str, Any]:
-    """``hub.stats()`` and ``hub.cluster_stats()`` as plain JSON-ready data.
+    """``hub.stats()``, ``hub.cluster_stats()`` and ``hub.history_stats()`` as plain
+    JSON-ready data.
 
-    ``{"hub": {"connections": ..., ...}, "cluster": {"node_id": ..., "connected": ...}}``
-    for this process only; no I/O, so a health endpoint can return it as is.
+    ``{"hub": {"connections": ..., ...}, "cluster": {"node_id": ..., "connected": ...},
+    "history": {"appends": ..., ...}}`` for this process only; no I/O, so a health
+    endpoint can return it as is.
     """
     return {
         "hub": dataclasses.asdict(hub.stats()),
         "cluster": dataclasses.asdict(hub.cluster_stats()),
+        "history": dataclasses.asdict(hub.history_stats()),
     }
 
 
@@ -184,6 +201,15 @@ class WebSocketMetrics:
         self.reconnects = counter(
             "tempest_ws_backplane_reconnects", "Times the backplane link recovered."
         )
+        self.history_topics_followed = gauge(
+            "tempest_ws_history_topics_followed",
+            "History topics this node follows (with a local subscriber) now.",
+            "livesum",
+        )
+        self.history: dict[str, Counter] = {
+            field: counter(f"tempest_ws_history_{field}", doc)
+            for field, doc in _HISTORY_COUNTERS.items()
+        }
         for reason in sorted(set(REJECTION_REASONS.values())):
             self.rejections.labels(reason=reason)  # exposed at 0 before the first one
         self._seen: dict[str, int] = {}
@@ -243,6 +269,7 @@ class WebSocketMetrics:
         connections. A hub counter that went backwards restarts the baseline."""
         stats = self.hub.stats()
         cluster = self.hub.cluster_stats()
+        history = self.hub.history_stats()
         self.connections_open.set(stats.connections)
         self.users_connected.set(stats.users)
         self.subscriptions.set(stats.subscriptions)
@@ -253,6 +280,9 @@ class WebSocketMetrics:
         self._advance("capacity", stats.rejected_at_capacity, self.rejections.labels("limit"))
         self._advance("received", cluster.packets_received, self.received)
         self._advance("publish_errors", cluster.publish_errors, self.publish_errors)
+        self.history_topics_followed.set(history.topics_followed)
+        for field, metric in self.history.items():
+            self._advance(f"history.{field}", getattr(history, field), metric)
 
     def _advance(self, key: str, value: int, metric: Counter) -> None:
         delta = value - self._seen.get(key, 0)

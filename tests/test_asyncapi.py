@@ -188,12 +188,13 @@ def test_document_validates_and_lists_every_message(query_token: bool) -> None:
         for op in document["operations"].values()
         if op["action"] == "send"
     }
-    assert received == {"ping", "pong", "shape.draw", "cursor"}
+    assert received == {"ping", "pong", "auth.refresh", "shape.draw", "cursor"}
     assert sent == {
         "hello",
         "ping",
         "pong",
         "error",
+        "ack",
         "resync",
         "recovery",
         "shape.drawn",
@@ -298,6 +299,104 @@ def test_builtin_envelopes_alone_validate() -> None:
         "heartbeat_timeout_seconds",
         "max_message_bytes",
     }
+
+
+def directions(document: dict[str, Any]) -> dict[str, set[str]]:
+    """Message names by operation action (``send`` / ``receive``)."""
+    found: dict[str, set[str]] = {"send": set(), "receive": set()}
+    for operation in document["operations"].values():
+        for ref in operation["messages"]:
+            message = resolve(document, resolve(document, ref["$ref"])["$ref"])
+            found[operation["action"]].add(message["name"])
+    return found
+
+
+CORE_RECEIVED = {"ping", "pong", "auth.refresh"}
+CORE_SENT = {"hello", "ping", "pong", "error", "ack", "resync", "recovery"}
+BUILTINS_RECEIVED = {"subscribe", "unsubscribe", "presence.get", "typing", "receipt"}
+
+
+@pytest.mark.parametrize(
+    ("builtins", "presence", "received", "sent"),
+    [
+        pytest.param(False, False, set(), set(), id="none"),
+        pytest.param(True, False, BUILTINS_RECEIVED, {"typing", "receipt"}, id="all"),
+        pytest.param({"subscribe"}, False, {"subscribe"}, set(), id="subscribe"),
+        pytest.param(
+            {"typing", "presence.get"},
+            True,
+            {"typing", "presence.get"},
+            {"typing", "presence.join", "presence.leave"},
+            id="typing-presence",
+        ),
+        pytest.param(False, True, set(), {"presence.join", "presence.leave"}, id="presence"),
+    ],
+)
+def test_builtin_operations_are_listed_exactly_when_enabled(
+    builtins: bool | set[str], presence: bool, received: set[str], sent: set[str]
+) -> None:
+    document = asyncapi_document(
+        drawing_registry(), settings=make_settings(), builtins=builtins, presence=presence
+    )
+    assert validation_errors(document) == []
+    assert_consistent(document)
+    assert directions(document) == {
+        "receive": CORE_RECEIVED | received | {"shape.draw", "cursor"},
+        "send": CORE_SENT | sent | {"shape.drawn", "cursor"},
+    }
+
+
+def test_builtin_schemas_are_the_ones_the_router_validates_with() -> None:
+    document = asyncapi_document(settings=make_settings(), builtins=True, presence=True)
+    messages = document["components"]["messages"]
+
+    def data(key: str) -> Any:
+        return resolve(document, messages[key]["payload"]["properties"]["data"]["$ref"])
+
+    subscribe = data("subscribe")
+    assert subscribe["required"] == ["topic"]
+    assert subscribe["properties"]["topic"]["maxLength"] == 256
+    assert {"offset", "epoch"} <= set(subscribe["properties"])  # optional: resume position
+    assert data("auth.refresh")["required"] == ["token"]
+    assert set(data("ack")["properties"]) == {"type", "topic", "users", "expires_at"}
+    assert "topic" in data("error")["properties"]
+    # typing/receipt: one message per direction (the relayed one names the user)
+    typing_names = {k: m["name"] for k, m in messages.items() if m["name"] == "typing"}
+    assert len(typing_names) == 2
+    relayed = [data(k) for k in typing_names if "user_id" in data(k)["properties"]]
+    assert len(relayed) == 1
+    assert set(data("presence.join")["required"]) == {"topic", "user_id"}
+    for key in messages:  # only registry messages carry the history stamp
+        assert "offset" not in messages[key]["payload"]["properties"], key
+    with pytest.raises(ConfigurationError, match="unknown built-in"):
+        asyncapi_document(settings=make_settings(), builtins={"subscribe", "shout"})
+
+
+def test_the_route_reads_builtins_and_presence_from_the_router() -> None:
+    settings = make_settings()
+    documents = {}
+    for name, builtins, presence in (("on", True, True), ("off", False, False)):
+        router = make_websocket_router(
+            echo_handler,
+            hub=WebSocketHub.from_settings(settings, presence=presence),
+            bearer_resolver=FakeTokens().resolver,
+            settings=settings,
+            builtins=builtins,
+        )
+        add_asyncapi_route(router, settings=settings)
+        with TestClient(FastAPI(routes=router.routes)) as client:
+            documents[name] = client.get("/ws/asyncapi.json").json()
+    on, off = directions(documents["on"]), directions(documents["off"])
+    assert on["receive"] == CORE_RECEIVED | BUILTINS_RECEIVED
+    assert on["send"] == CORE_SENT | {"typing", "receipt", "presence.join", "presence.leave"}
+    assert off == {"receive": CORE_RECEIVED, "send": CORE_SENT}
+    assert validation_errors(documents["on"]) == []
+    # explicit options win over the router's
+    router = APIRouter()
+    add_asyncapi_route(router, settings=settings, builtins={"subscribe"}, presence=False)
+    with TestClient(FastAPI(routes=router.routes)) as client:
+        explicit = directions(client.get("/ws/asyncapi.json").json())
+    assert explicit["receive"] == CORE_RECEIVED | {"subscribe"}
 
 
 def test_same_type_with_different_models_per_direction_gets_two_messages() -> None:

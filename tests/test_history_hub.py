@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tempest_ws import BackplaneError, ConfigurationError, WebSocketHub, WSEnvelope
+from tempest_ws import BackplaneError, ConfigurationError, HistoryStats, WebSocketHub, WSEnvelope
 from tempest_ws._builtins import Inbound
 from tempest_ws.backplane import InMemoryBackplane
 from tempest_ws.backplane.packet import Packet
@@ -135,6 +135,13 @@ async def test_a_resubscribe_with_a_position_replays_then_recovers_then_goes_liv
         "epoch": epoch,
         "request_id": None,
     }
+    stats = hub.history_stats()
+    assert (stats.replays_recovered, stats.replays_unrecovered, stats.messages_replayed) == (
+        1,
+        0,
+        3,
+    )
+    assert (stats.appends, other.history_stats().appends, stats.topics_followed) == (0, 6, 1)
 
 
 async def test_the_same_connection_can_resubscribe_with_an_older_position(
@@ -173,6 +180,12 @@ async def test_an_unrecoverable_position_is_answered_recovered_false(
     answer = recoveries(peer)[0]
     assert (answer["recovered"], answer["replayed"]) == (False, 0)
     assert (answer["offset"], answer["epoch"]) == latest
+    stats = hub.history_stats()
+    assert (stats.replays_recovered, stats.replays_unrecovered, stats.messages_replayed) == (
+        0,
+        1,
+        0,
+    )
 
 
 async def test_a_replay_is_bounded_by_half_the_send_queue(hubs: Make) -> None:
@@ -298,6 +311,7 @@ async def test_a_failed_append_delivers_unstamped_then_raises(hubs: Make, store:
         got = [f for f in frames(peer) if f["type"] == "msg"]
         assert got[0] == {"type": "msg", "data": "lost", "request_id": None}
         assert got[1]["offset"] == 1
+    assert (hub.history_stats().appends, hub.history_stats().append_failures) == (1, 1)
 
 
 async def test_a_store_down_at_subscribe_still_delivers_live(hubs: Make, store: Any) -> None:
@@ -310,6 +324,7 @@ async def test_a_store_down_at_subscribe_still_delivers_live(hubs: Make, store: 
     await expect(peer, ["recovery", "1", "2"])
     answer = recoveries(peer)[0]
     assert (answer["recovered"], answer["epoch"]) == (False, "")  # no position known here
+    assert hub.history_stats().replays_unrecovered == 1
 
 
 async def test_a_seam_that_overflows_closes_the_connection_1013(hubs: Make, store: Any) -> None:
@@ -336,6 +351,7 @@ async def test_a_seam_that_overflows_closes_the_connection_1013(hubs: Make, stor
     await until(lambda: peer.close_codes() == [1013])
     await expect(watcher_peer, ["recovery", "2", "3", "4", "5", "6", "7"])
     assert hub.stats().slow_consumers_closed == 1
+    assert hub.history_stats().seams_overflowed == 1
 
 
 async def test_live_messages_during_the_read_join_the_replay_once(hubs: Make, store: Any) -> None:
@@ -390,8 +406,9 @@ async def test_a_lost_packet_is_filled_from_the_history(hubs: Make, bus: LossyBu
     await publish(other, 1, 2, 3, 4)
     await until(lambda: offsets(peer) == [1, 2, 3, 4])
     assert bus.dropped == 1
-    assert hub._history is not None
-    assert hub._history.filled == 1
+    stats = hub.history_stats()
+    assert (stats.gap_messages_filled, stats.gap_messages_skipped) == (1, 0)
+    assert stats.discontinuity_notices == 0
     assert [r["recovered"] for r in recoveries(peer)] == [False]  # only the first subscribe
 
 
@@ -410,8 +427,7 @@ async def test_packets_out_of_order_are_released_in_offset_order(hubs: Make, bus
     bus.publish = publish_late  # type: ignore[method-assign]
     await publish(other, 1, 2, 3)
     await until(lambda: offsets(peer) == [1, 2, 3])
-    assert hub._history is not None
-    assert hub._history.filled == 0
+    assert hub.history_stats().gap_messages_filled == 0
 
 
 async def test_a_gap_the_history_lost_is_skipped_with_a_notice(hubs: Make, bus: LossyBus) -> None:
@@ -425,6 +441,11 @@ async def test_a_gap_the_history_lost_is_skipped_with_a_notice(hubs: Make, bus: 
     await expect(peer, ["recovery", "1", "recovery", "5", "6"])
     notice = recoveries(peer)[1]
     assert (notice["recovered"], notice["offset"], notice["replayed"]) == (False, 4, 0)
+    stats = hub.history_stats()
+    assert (stats.gap_messages_skipped, stats.discontinuity_notices) == (3, 1)
+    connection.close_soon(1000)  # the topic is no longer followed; its counts stay
+    stats = hub.history_stats()
+    assert (stats.topics_followed, stats.gap_messages_skipped) == (0, 3)
 
 
 async def test_a_new_epoch_is_announced_before_its_first_message(
@@ -441,6 +462,7 @@ async def test_a_new_epoch_is_announced_before_its_first_message(
     assert new > old
     await expect(peer, ["recovery", "1", "recovery", "1"])
     assert (recoveries(peer)[1]["offset"], recoveries(peer)[1]["epoch"]) == (0, new)
+    assert hub.history_stats().discontinuity_notices == 1
 
 
 async def test_an_epoch_dropped_as_stale_is_followed_when_the_store_says_so(
@@ -464,6 +486,7 @@ async def test_an_epoch_dropped_as_stale_is_followed_when_the_store_says_so(
     await publish(other, 1, 2)  # the store's epoch: older, so dropped as stale...
     await until(lambda: offsets(peer)[-2:] == [1, 2])  # ...until the store says it is current
     assert kinds(peer)[-3:] == ["recovery", "1", "2"]
+    assert hub.history_stats().stale_messages_dropped >= 1
 
 
 async def test_unsubscribing_the_last_subscriber_stops_following(hubs: Make) -> None:
@@ -472,12 +495,12 @@ async def test_unsubscribing_the_last_subscriber_stops_following(hubs: Make) -> 
     b, _ = await connect(hub, "bob")
     await hub.subscribe(a.connection_id, TOPIC)
     await hub.subscribe(b.connection_id, TOPIC)
-    assert hub._history is not None
-    assert TOPIC in hub._history._topics
+    assert hub.history_stats().topics_followed == 1
     await hub.unsubscribe(a.connection_id, TOPIC)
-    assert TOPIC in hub._history._topics
+    assert hub.history_stats().topics_followed == 1
     b.close_soon(1000)
-    assert TOPIC not in hub._history._topics
+    assert hub.history_stats().topics_followed == 0
+    assert WebSocketHub().history_stats() == HistoryStats()  # no history: all zero
 
 
 # -- construction -----------------------------------------------------------------------

@@ -3,6 +3,7 @@ stay low-cardinality, the event observer, multiprocess mode and the optional ext
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 
-from tempest_ws import _audit
+from tempest_ws import WebSocketHub, _audit, jwt_bearer_resolver, make_websocket_router
 from tempest_ws.metrics import (
     ALLOWED_LABELS,
     WebSocketMetrics,
@@ -26,7 +28,7 @@ from tempest_ws.metrics import (
 )
 from tempest_ws.testing import expect_envelope, live_server
 
-from .support import build_app, make_settings, token
+from .support import build_app, echo_handler, make_settings, token
 
 ROOT = Path(__file__).resolve().parent.parent
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -159,6 +161,77 @@ async def test_per_connection_counters_over_a_session(
     assert value(samples, "tempest_ws_received_bytes_total") > 0
 
 
+async def test_history_metrics_after_a_scripted_session() -> None:
+    settings = make_settings(WS_HISTORY_TOPICS=["chat:*"])
+    hub = WebSocketHub.from_settings(settings)
+    app = FastAPI()
+    app.include_router(
+        make_websocket_router(
+            echo_handler,
+            hub=hub,
+            bearer_resolver=jwt_bearer_resolver(settings),
+            settings=settings,
+            builtins={"subscribe"},
+        )
+    )
+    add_metrics_route(app, hub).close()
+    topic = "chat:metrics-secret-17"
+    async with (
+        live_server(app) as server,
+        httpx.AsyncClient(base_url=server.base_url) as http,
+    ):
+        async with server.connect(token("hist-bob")) as bob:
+            for n in range(3):
+                await bob.send_envelope("publish", {"topic": topic, "payload": {"n": n}})
+            # 1. a first subscribe (no position): the current position, recovered false
+            async with server.connect(token("hist-ann")) as ann:
+                await ann.send_envelope("subscribe", {"topic": topic})
+                await expect_envelope(ann, "ack")
+                start = (await expect_envelope(ann, "recovery")).data
+                assert (start["offset"], start["recovered"]) == (3, False)
+                epoch = start["epoch"]
+                # 2. a resume from offset 1: two replayed, recovered true
+                async with server.connect(token("hist-cy")) as cy:
+                    await cy.send_envelope(
+                        "subscribe", {"topic": topic, "offset": 1, "epoch": epoch}
+                    )
+                    await expect_envelope(cy, "ack")
+                    for _ in range(2):
+                        await expect_envelope(cy, "published")
+                    assert (await expect_envelope(cy, "recovery")).data["recovered"] is True
+                # 3. a resume in an epoch the store never had: recovered false
+                async with server.connect(token("hist-dee")) as dee:
+                    other = "0" * len(epoch)
+                    await dee.send_envelope(
+                        "subscribe", {"topic": topic, "offset": 1, "epoch": other}
+                    )
+                    await expect_envelope(dee, "ack")
+                    assert (await expect_envelope(dee, "recovery")).data["recovered"] is False
+                    live = await scrape(http)
+                    assert value(live, "tempest_ws_history_topics_followed") == 1
+        samples = await scrape_until_open(http, 0)
+
+    assert value(samples, "tempest_ws_history_topics_followed") == 0
+    expected = {
+        "appends": 3,
+        "append_failures": 0,
+        "replays_recovered": 1,
+        "replays_unrecovered": 1,  # the first subscribe is no resume: not counted
+        "messages_replayed": 2,
+        "gap_messages_filled": 0,
+        "gap_messages_skipped": 0,
+        "discontinuity_notices": 0,
+        "stale_messages_dropped": 0,
+        "seams_overflowed": 0,
+    }
+    for field, count in expected.items():
+        assert value(samples, f"tempest_ws_history_{field}_total") == count, field
+    assert dataclasses.asdict(hub.history_stats()) == {"topics_followed": 0, **expected}
+    assert hub_snapshot(hub)["history"]["appends"] == 3
+    for name, labels in samples:  # no topic label, no topic in a label value
+        assert all(topic not in label_value for _, label_value in labels), name
+
+
 # -- the observer side, fed as the hooks will feed it ---------------------------------
 
 
@@ -246,7 +319,7 @@ from tempest_ws.metrics import WebSocketMetrics, multiprocess_mode
 
 assert multiprocess_mode()
 with WebSocketMetrics(WebSocketHub()) as metrics:
-    from tempest_ws import _audit
+    from tempest_ws import WebSocketHub, _audit, jwt_bearer_resolver, make_websocket_router
     _audit.security_event("heartbeat_timeout", "c1", "silent")
     print(metrics.render()[0].decode())
 """

@@ -123,3 +123,36 @@ async def test_accept_binary(accept: bool) -> None:
         assert reply == b"\x01\x02"
     else:
         assert json.loads(reply)["data"]["code"] == "binary_not_supported"
+
+
+async def test_both_redis_classes_read_the_shared_redis_settings_alike() -> None:
+    from tempest_ws.backplane.redis import RedisBackplane
+    from tempest_ws.exceptions import ConfigurationError
+    from tempest_ws.history.redis import RedisHistory
+
+    settings = make_settings(
+        WS_REDIS_URL="redis://127.0.0.1:1/3",
+        WS_REDIS_CLUSTER=True,
+        WS_REDIS_CHANNEL_PREFIX="tenant7",
+        WS_REDIS_TIMEOUT_SECONDS=1.5,
+        WS_REDIS_HEALTH_CHECK_SECONDS=12,
+        WS_REDIS_MAX_PENDING_PUBLISHES=77,
+        WS_HISTORY_TOPICS="chat:*",
+    )
+    backplane = RedisBackplane.from_settings(settings)
+    history = RedisHistory.from_settings(settings)
+    shared = ("redis://127.0.0.1:1/3", True, "tenant7", 1.5, 12, 77)
+    for store, prefix in ((backplane, backplane.channel_prefix), (history, history.prefix)):
+        got = (
+            store.url,
+            store.cluster,
+            prefix,
+            store.timeout,
+            store.health_check_interval,
+            store.max_pending,
+        )
+        assert got == shared, type(store).__name__
+    assert history.policy.topics == ("chat:*",)
+    for cls in (RedisBackplane, RedisHistory):
+        with pytest.raises(ConfigurationError, match="WS_REDIS_URL"):
+            cls.from_settings(make_settings())

@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("redis", "redis") from None
 
 from .._backoff import Backoff
+from .._redis_settings import redis_settings
 from ..settings import WebSocketSettings
 from ._redis_link import PubSubLink, describe
 from ._redis_presence import RedisPresence
@@ -109,18 +110,21 @@ class RedisBackplane:
 
     @classmethod
     def from_settings(cls, settings: WebSocketSettings) -> Self:
-        """The backplane ``WS_REDIS_*`` describe (``WS_REDIS_URL`` must be set)."""
-        if settings.WS_REDIS_URL is None:
-            raise ConfigurationError("WS_REDIS_URL is not set")
+        """The backplane ``WS_REDIS_*`` describe (``WS_REDIS_URL`` must be set).
+
+        Raises:
+            ConfigurationError: ``WS_REDIS_URL`` is not set.
+        """
+        shared = redis_settings(settings)
         return cls(
-            settings.WS_REDIS_URL.get_secret_value(),
-            cluster=settings.WS_REDIS_CLUSTER,
-            channel_prefix=settings.WS_REDIS_CHANNEL_PREFIX,
-            timeout=settings.WS_REDIS_TIMEOUT_SECONDS,
-            health_check_interval=settings.WS_REDIS_HEALTH_CHECK_SECONDS,
+            shared.url,
+            cluster=shared.cluster,
+            channel_prefix=shared.prefix,
+            timeout=shared.timeout,
+            health_check_interval=shared.health_check_interval,
             reconnect_max=settings.WS_REDIS_RECONNECT_MAX_SECONDS,
             presence_ttl=settings.WS_REDIS_PRESENCE_TTL_SECONDS,
-            max_pending=settings.WS_REDIS_MAX_PENDING_PUBLISHES,
+            max_pending=shared.max_pending,
         )
 
     def __repr__(self) -> str:  # never shows the URL: it may hold a password

@@ -58,6 +58,7 @@ try:
 except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("redis", "redis") from None
 
+from .._redis_settings import redis_settings
 from ..settings import WebSocketSettings
 from ._redis_scripts import APPEND, READ, SHA
 from .base import (
@@ -147,17 +148,20 @@ class RedisHistory:
 
     @classmethod
     def from_settings(cls, settings: WebSocketSettings) -> Self:
-        """The store ``WS_REDIS_*`` and ``WS_HISTORY_*`` describe (``WS_REDIS_URL`` set)."""
-        if settings.WS_REDIS_URL is None:
-            raise ConfigurationError("WS_REDIS_URL is not set")
+        """The store ``WS_REDIS_*`` and ``WS_HISTORY_*`` describe (``WS_REDIS_URL`` set).
+
+        Raises:
+            ConfigurationError: ``WS_REDIS_URL`` is not set.
+        """
+        shared = redis_settings(settings)
         return cls(
-            settings.WS_REDIS_URL.get_secret_value(),
+            shared.url,
             policy=HistoryPolicy.from_settings(settings),
-            cluster=settings.WS_REDIS_CLUSTER,
-            prefix=settings.WS_REDIS_CHANNEL_PREFIX,
-            timeout=settings.WS_REDIS_TIMEOUT_SECONDS,
-            health_check_interval=settings.WS_REDIS_HEALTH_CHECK_SECONDS,
-            max_pending=settings.WS_REDIS_MAX_PENDING_PUBLISHES,
+            cluster=shared.cluster,
+            prefix=shared.prefix,
+            timeout=shared.timeout,
+            health_check_interval=shared.health_check_interval,
+            max_pending=shared.max_pending,
         )
 
     def __repr__(self) -> str:  # never shows the URL: it may hold a password
