@@ -156,6 +156,17 @@ async def test_refreshes_in_band_before_exp_and_outlives_the_first_token(
         assert both[0] == both[1] >= third_exp
         assert len(await page.evaluate("() => window.logs.c.tokenRequests")) == 4
         await page.evaluate("() => window.clients.c.close()")
+
+        # A provider that hands out its cached token again: acked, no later expiry, so
+        # the client warns and stops refreshing instead of looping.
+        cached = token("ann", expires_in=120)
+        await make_client(page, "cached", options=FAST, tokens=[cached])
+        await wait_event(page, "cached", "open")
+        same = await page.evaluate("() => window.clients.cached.refreshToken()")
+        assert same == token_expiry(cached) * 1000
+        (warning,) = await wait_event(page, "cached", "warning")
+        assert warning["detail"] == {"kind": "token-not-renewed", "expiresAt": same}
+        await page.evaluate("() => window.clients.cached.close()")
         await no_unhandled_rejections(page)
 
 
@@ -284,6 +295,22 @@ async def test_subscribe_denials_reject_and_surface_as_events(chromium: Chromium
         assert event["detail"]["code"] == "forbidden"
         # The answer still arrives as a message event, as before subscribe() returned it.
         await wait_event(page, "c", "message", "e.detail.type === 'error'")
+
+        # Subscribe, unsubscribe, subscribe again at once: the second Promise is settled by
+        # the answer to the second subscribe, not by the first one's ack arriving earlier.
+        again = await page.evaluate(
+            """async () => { const c = window.clients.c;
+               const first = c.subscribe("room:q").catch((e) => e.code);
+               c.unsubscribe("room:q");
+               const second = await c.subscribe("room:q");
+               return { first: await first, second: second.request_id };
+            }"""
+        )
+        acks = await wait_event(
+            page, "c", "message", "e.detail.type === 'ack' && e.detail.data.type === 'subscribe'", 2
+        )
+        assert again == {"first": "unsubscribed", "second": acks[-1]["detail"]["request_id"]}
+        assert acks[0]["detail"]["request_id"] != acks[-1]["detail"]["request_id"]
 
         # Fire-and-forget on an open client: the denial is an event, not an unhandled rejection.
         await page.evaluate("() => { window.clients.c.subscribe('secret:y'); }")

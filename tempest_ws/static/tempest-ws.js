@@ -913,7 +913,9 @@ export class TempestWS extends EventTarget {
     const requestId = this.#newRequestId();
     this.#subscribeIds.set(topic, requestId);
     const entry = {
-      resolve: (envelope) => this.#settleSubscribe(topic, null, envelope),
+      resolve: (envelope) => {
+        if (this.#subscribeIds.get(topic) === requestId) this.#settleSubscribe(topic, null, envelope);
+      },
       reject: (error) => this.#subscribeFailed(topic, requestId, error),
       sent: true,
       timer: null,
@@ -933,10 +935,10 @@ export class TempestWS extends EventTarget {
   #subscribeFailed(topic, requestId, error) {
     // Lost with its socket: the subscribe is sent again after the next hello.
     if (error.code === "disconnected") return;
+    // Superseded by a newer subscribe (or by unsubscribe): the topic awaits that answer.
+    if (this.#subscribeIds.get(topic) !== requestId) return;
     if (error.envelope) {
-      // The server refused it. A denial of a subscribe since superseded by a newer one
-      // (or by unsubscribe) leaves the topic to that newer answer.
-      if (this.#subscribeIds.get(topic) !== requestId) return;
+      // The server refused it.
       this.#subscribeIds.delete(topic);
       this.#subscriptions.delete(topic);
       this.#positions.delete(topic);
