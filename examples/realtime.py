@@ -203,15 +203,16 @@ $("go").onclick = async () => {
   const { token, user } = await reply.json();
   const client = new TempestWS("/ws", { token });
   // subscribe: sent now and after every reconnect; the router answers it with
-  // {"type":"ack","data":{"type":"subscribe","topic":"room:lobby"},"request_id":null}
+  // {"type":"ack","data":{"type":"subscribe","topic":"room:lobby"},"request_id":"…"},
+  // which settles the Promise it returns (a refusal also fires "subscribeerror")
   client.subscribe("room:lobby");
 
   client.on("open", async () => {
     // presence.get: the members of a room you are in (frames are handled in order,
     // so the subscribe sent on open is done by now)
-    const ack = await client.request("presence.get", { topic: "room:lobby" });
+    const users = await client.presence("room:lobby");  // presence.get's ack: its users
     members.clear();
-    ack.data.users.forEach((u) => members.add(u));
+    users.forEach((u) => members.add(u));
     members.add(user);
     show();
     $("text").disabled = false;

@@ -9,13 +9,14 @@ if [ "$want_system_tools" = yes ]; then
   missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
   if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       echo "bootstrap: installing ${missing[*]} from Debian" >&2
       apt-get update -qq
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
-      echo "bootstrap: ${missing[*]} missing and not root; Redis/browser tests will fail" >&2
+      echo "bootstrap: ${missing[*]} missing and not root; Redis/browser/JS tests will fail" >&2
     fi
   fi
 fi

@@ -32,10 +32,12 @@ HARNESS = """
   window.logs = {};
   window.clients = {};
   window.log = window.logs;  // what wait_js prints on a timeout
+  window.unhandled = [];
+  window.addEventListener("unhandledrejection", (event) => window.unhandled.push(String(event.reason)));
   const plain = (detail) => {
     if (detail && detail.error instanceof Error) {
-      const e = detail.error;
-      return { fatal: detail.fatal, code: e.code, closeCode: e.closeCode ?? null, message: e.message };
+      const { error: e, ...rest } = detail;
+      return { ...rest, code: e.code, closeCode: e.closeCode ?? null, message: e.message };
     }
     return detail;
   };
@@ -44,13 +46,16 @@ HARNESS = """
     const log = (window.logs[name] = { events: [], tokenRequests: [] });
     const opts = { ...options };
     if (tokens) {
+      // Each call takes the next entry; a path ("/token/...") is fetched for a fresh token.
       opts.tokenProvider = async (request) => {
         log.tokenRequests.push(request);
-        return tokens[Math.min(log.tokenRequests.length, tokens.length) - 1];
+        const next = tokens[Math.min(log.tokenRequests.length, tokens.length) - 1];
+        return next.startsWith("/") ? (await fetch(next)).text() : next;
       };
     }
     const client = new TempestWS(url, opts);
-    for (const type of ["open", "close", "message", "resync", "recovery", "reconnecting", "error", "warning"]) {
+    const types = ["open", "close", "message", "resync", "recovery", "reconnecting", "error", "warning", "tokenrefresh", "subscribeerror"];
+    for (const type of types) {
       client.addEventListener(type, (event) => log.events.push({ type, detail: plain(event.detail) }));
     }
     window.clients[name] = client;
@@ -102,7 +107,8 @@ async def make_client(
     tokens: list[str] | None = None,
 ) -> None:
     """Create ``window.clients[name]``: a fixed-token client, or one with a provider
-    returning ``tokens`` in turn (the last one again once they run out)."""
+    returning ``tokens`` in turn (the last one again once they run out); an entry that is
+    a path (``/token/...``) is fetched from the page's origin when its turn comes."""
     await page.evaluate(
         "([n, u, o, t]) => window.makeClient(n, u, o, t)", [name, url, options or {}, tokens]
     )
@@ -118,7 +124,8 @@ def make_handler(received: list[tuple[str, str, Any]]) -> Any:
             received.append((connection.user_key, kind, data))
             if kind == "subscribe":
                 await hub.subscribe(connection.connection_id, data["topic"])
-                await connection.send({"type": "subscribed", "data": data})
+                # With its request_id: it settles the Promise client.subscribe() returns.
+                await connection.send({"type": "subscribed", "data": data, "request_id": rid})
             elif kind == "unsubscribe":
                 await hub.unsubscribe(connection.connection_id, data["topic"])
             elif kind == "echo":

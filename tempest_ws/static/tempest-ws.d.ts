@@ -61,8 +61,12 @@ export interface Hello {
 }
 
 export interface TokenRequest {
-  /** "connect" (first), "reconnect", or "unauthorized" (the last close was 4401). */
-  reason: "connect" | "reconnect" | "unauthorized";
+  /**
+   * "connect" (first), "reconnect", "unauthorized" (the last close was 4401: never
+   * return the refused token again), or "refresh" (the open connection's token nears
+   * its expiry, or refreshToken() was called: return a token that expires later).
+   */
+  reason: "connect" | "reconnect" | "unauthorized" | "refresh";
   /** Reconnect attempts so far (0 for the first connect). */
   attempt: number;
   /** Code of the last close, or null. */
@@ -72,8 +76,19 @@ export interface TokenRequest {
 export interface TempestWSOptions {
   /** A fixed token, sent as the subprotocols ["bearer", token]. */
   token?: string | null;
-  /** Called before every connect and reconnect; its token is sent as ["bearer", token]. */
+  /**
+   * Called before every connect and reconnect; its token is sent as ["bearer", token].
+   * Also called with reason "refresh" before the open connection's JWT expires (see
+   * tokenRefreshMargin); that token is sent in an `auth.refresh` envelope.
+   */
   tokenProvider?: ((request: TokenRequest) => string | null | Promise<string | null>) | null;
+  /**
+   * With a tokenProvider: refresh the token on the open connection this many ms before
+   * it expires (its JWT `exp`, then each refresh ack's `expires_at`), but never before
+   * half its remaining life. Opaque tokens (no `exp`) are never refreshed proactively.
+   * null: no proactive refresh. Between 0 and 86400000. Default 30000.
+   */
+  tokenRefreshMargin?: number | null;
   /** Extra subprotocols offered after ["bearer", token]. Default []. */
   protocols?: string | string[];
   /** Floor (ms) of every reconnect delay. Default 1000. */
@@ -120,6 +135,19 @@ export declare const DEFAULT_OPTIONS: Readonly<Required<TempestWSOptions>>;
 
 export type ClosePolicy = "stop" | "auth" | "long" | "reconnect";
 
+/**
+ * When `token` expires, in ms since the epoch: a JWT's `exp` claim, read from its
+ * base64url JSON payload without verifying anything. null for an opaque token, a JWT
+ * without a numeric `exp`, or anything that does not decode.
+ */
+export declare function tokenExpiry(token: unknown): number | null;
+
+/**
+ * The delay (ms) before refreshing a token that expires in `left` ms:
+ * `left - min(margin, left / 2)`; null when `left <= 0` (already expired).
+ */
+export declare function refreshDelay(left: number, margin?: number): number | null;
+
 /** What the client does after a close with `code`. */
 export declare function closePolicy(code: number, userInitiated?: boolean): ClosePolicy;
 
@@ -145,6 +173,17 @@ export type TempestWSErrorCode =
   | "closed"
   | "aborted"
   | "queue_full"
+  | "unsubscribed"
+  | "not_open"
+  | "no_token_provider"
+  | "invalid_reply"
+  /** Server codes of the built-in operations (see docs/realtime.md). */
+  | "forbidden"
+  | "not_subscribed"
+  | "presence_disabled"
+  | "unavailable"
+  | "invalid_data"
+  | "invalid_refresh"
   | string;
 
 export declare class TempestWSError extends Error {
@@ -203,16 +242,46 @@ export interface RecoveryDetail {
   offset: number;
   epoch: string;
 }
+export interface TokenRefreshDetail {
+  /** The new token's expiry (ms since the epoch), or null for a token without `exp`. */
+  expiresAt: number | null;
+}
+export interface SubscribeErrorDetail {
+  /** The refused topic; the client has forgotten it (and its position). */
+  topic: string;
+  /** Its `code` is the server's ("forbidden" from a topic authorizer); `envelope` the answer. */
+  error: TempestWSError;
+}
 export type WarningDetail =
   | { kind: "queue-overflow"; dropped: string; limit: number }
   | { kind: "queue-discarded"; count: number }
-  | { kind: "invalid-frame"; message: string };
+  | { kind: "invalid-frame"; message: string }
+  /** A refresh brought no later expiry: no further proactive refresh on this connection. */
+  | { kind: "token-not-renewed"; expiresAt: number };
+
+/** `data` of the built-in operations' `ack`. */
+export interface AckData {
+  /** The operation acknowledged: "subscribe", "typing", "receipt", ... */
+  type: string;
+  topic?: string;
+  [key: string]: unknown;
+}
+
+export interface RequestOptions {
+  /** ms; default the requestTimeout option (0 or Infinity: none). */
+  timeout?: number;
+  signal?: AbortSignal;
+}
 
 export interface TempestWSEventMap {
   open: CustomEvent<OpenDetail>;
   message: CustomEvent<Envelope>;
   resync: CustomEvent<Envelope>;
   recovery: CustomEvent<RecoveryDetail>;
+  /** The server accepted a refreshed token on the open connection. */
+  tokenrefresh: CustomEvent<TokenRefreshDetail>;
+  /** The server refused a subscription, awaited or not (also a resubscribe after a reconnect). */
+  subscribeerror: CustomEvent<SubscribeErrorDetail>;
   close: CustomEvent<CloseDetail>;
   reconnecting: CustomEvent<ReconnectingDetail>;
   error: CustomEvent<ErrorDetail>;
@@ -244,23 +313,67 @@ export declare class TempestWS extends EventTarget {
    * after the listeners of each stamped message ran, and on each `recovery` event.
    */
   readonly positions: Positions;
+  /**
+   * When the open connection's token expires (ms since the epoch): its JWT `exp`, then
+   * each refresh's `expires_at`. null when not open or for a token without expiry.
+   */
+  readonly tokenExpiresAt: number | null;
 
   /** Send now (true) or queue until open (false). Throws TempestWSError "queue_full"/"closed". */
   send(type: string, data?: unknown): boolean;
   send(envelope: { type: string; data?: unknown; request_id?: string | null }): boolean;
   /** Resolve with the reply envelope carrying the same request_id. */
-  request<T = unknown>(
-    type: string,
-    data?: unknown,
-    options?: { timeout?: number; signal?: AbortSignal },
-  ): Promise<Envelope<T>>;
+  request<T = unknown>(type: string, data?: unknown, options?: RequestOptions): Promise<Envelope<T>>;
   /**
-   * Remember `topic` and send {"type":"subscribe","data":{"topic":topic}} (again after
-   * each reconnect), with the topic's `offset` and `epoch` in `data` when known.
+   * Remember `topic` and send {"type":"subscribe","data":{"topic":topic},"request_id":id}
+   * now if open, else after the next hello (and again after each reconnect), with the
+   * topic's `offset` and `epoch` in `data` when known.
+   *
+   * Settled by the server's answer to that subscribe: resolves with it (the built-in
+   * `ack`, or whatever envelope your handler answers with that `request_id`); an `error`
+   * answer rejects with its code ("forbidden", ...), forgets the topic and fires
+   * `subscribeerror`. Also rejects with "timeout" (no answer within requestTimeout of
+   * sending; the topic stays), "unsubscribed", "closed" or a fatal error's code. Safe
+   * to ignore: it never causes an unhandled rejection. The answer is also a `message`
+   * event. Throws a TypeError for an invalid topic.
    */
-  subscribe(topic: string): void;
-  /** Forget `topic` and its position; returns whether it was subscribed. */
+  subscribe(topic: string): Promise<Envelope<AckData>>;
+  /**
+   * Forget `topic` and its position; returns whether it was subscribed. A subscribe()
+   * still waiting for its answer rejects with "unsubscribed".
+   */
   unsubscribe(topic: string): boolean;
+  /**
+   * The users in `topic` (built-in `presence.get`; needs a subscription), sorted, each
+   * once. Rejects with "not_subscribed", "presence_disabled", "unavailable", ... or as
+   * request() does.
+   */
+  presence(topic: string, options?: RequestOptions): Promise<string[]>;
+  /**
+   * Built-in `typing`: relayed to the topic's other members (every tab of this user
+   * skipped); `typing = false` when the user stopped. Resolves with the ack; rejects
+   * like request() ("not_subscribed", ...). Unlike subscribe(), catch it.
+   */
+  typing(topic: string, typing?: boolean, options?: RequestOptions): Promise<Envelope<AckData>>;
+  /**
+   * Built-in `receipt`: relays `{message_id, status}` to the topic's members (not this
+   * connection). `messageId`: 1-128 characters or an integer within ±2^53; `status`:
+   * a lowercase word such as "read" (else "invalid_data").
+   */
+  receipt(
+    topic: string,
+    messageId: string | number,
+    status: string,
+    options?: RequestOptions,
+  ): Promise<Envelope<AckData>>;
+  /**
+   * Refresh the token on the open connection now (tokenProvider with reason "refresh",
+   * then an `auth.refresh` envelope). Resolves with the new expiry (ms, or null) after
+   * `tokenrefresh`. Rejects with "not_open", "no_token_provider",
+   * "token_provider_failed", "invalid_refresh", "timeout" or "disconnected" (a refused
+   * token: the server closes 4401 and the client reconnects through the provider).
+   */
+  refreshToken(): Promise<number | null>;
   /** Close for good; no reconnect. */
   close(code?: number, reason?: string): void;
   /** Drop the current socket and connect again now (fresh token, reset backoff). */

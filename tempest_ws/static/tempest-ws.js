@@ -24,7 +24,10 @@
  *   with history and sends it with every `subscribe`, so the server replays what it
  *   missed (a `recovery` event says whether that was possible);
  * - `request(type, data)` returns a Promise settled by the reply carrying the same
- *   `request_id`.
+ *   `request_id`; `subscribe(topic)` returns one settled by the server's answer, and
+ *   `presence`, `typing` and `receipt` wrap the server's built-in operations;
+ * - with a `tokenProvider`, it refreshes a JWT before its `exp` on the open connection
+ *   (an `auth.refresh` envelope: no reconnect, no resubscribe).
  *
  * Option names follow `reconnecting-websocket` where they overlap. Nothing is logged to
  * the console: problems are reported as `warning` and `error` events.
@@ -58,6 +61,7 @@ export const ReadyState = Object.freeze({ CONNECTING: 0, OPEN: 1, CLOSING: 2, CL
 export const DEFAULT_OPTIONS = Object.freeze({
   token: null,
   tokenProvider: null,
+  tokenRefreshMargin: 30000,
   protocols: [],
   minReconnectionDelay: 1000,
   maxReconnectionDelay: 30000,
@@ -79,6 +83,8 @@ export const DEFAULT_OPTIONS = Object.freeze({
 });
 
 const BEARER = "bearer";
+const MAX_REFRESH_MARGIN = 24 * 3600 * 1000;
+const MIN_REFRESH_RETRY = 1000; // a failed refresh is retried at most once a second
 const MAX_TOPIC_LENGTH = 256;
 const MAX_EPOCH_LENGTH = 64; // as tempest_ws.history accepts them back
 
@@ -103,6 +109,45 @@ function seedPositions(given) {
     if (valid) positions.set(topic, valid);
   }
   return positions;
+}
+
+/**
+ * When `token` expires, in milliseconds since the epoch: the `exp` claim of a JWT's
+ * payload (base64url JSON), read without verifying anything. `null` for an opaque token,
+ * a JWT without a numeric `exp`, or anything that does not decode.
+ *
+ * @param {unknown} token
+ * @returns {number | null}
+ */
+export function tokenExpiry(token) {
+  if (typeof token !== "string") return null;
+  const parts = token.split(".");
+  if (parts.length !== 3 || !/^[A-Za-z0-9_-]+$/.test(parts[1])) return null;
+  try {
+    const base64 = parts[1].replaceAll("-", "+").replaceAll("_", "/");
+    const padded = base64 + "=".repeat((4 - (base64.length % 4)) % 4);
+    const bytes = Uint8Array.from(atob(padded), (char) => char.charCodeAt(0));
+    const payload = JSON.parse(new TextDecoder().decode(bytes));
+    const exp = payload && typeof payload === "object" ? payload.exp : undefined;
+    return typeof exp === "number" && Number.isFinite(exp) ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * How long (ms) to wait before refreshing a token that expires in `left` ms: refresh
+ * `margin` ms before expiry, but never earlier than half-way, so a token that lives
+ * shorter than twice the margin is still used for half its life. `null` for a token
+ * already expired (the server closes 4401; the provider runs on the reconnect).
+ *
+ * @param {number} left ms until expiry
+ * @param {number} margin the tokenRefreshMargin option
+ * @returns {number | null}
+ */
+export function refreshDelay(left, margin = DEFAULT_OPTIONS.tokenRefreshMargin) {
+  if (!(left > 0)) return null;
+  return Math.round(left - Math.min(Math.max(0, margin), left / 2));
 }
 
 /** The error type of every rejection and `error` event of this module. */
@@ -186,6 +231,10 @@ function checkOptions(given) {
   if (options.tokenProvider != null && typeof options.tokenProvider !== "function") {
     throw new TypeError("TempestWS: tokenProvider must be a function returning a token");
   }
+  const margin = options.tokenRefreshMargin;
+  if (margin != null && !(typeof margin === "number" && margin >= 0 && margin <= MAX_REFRESH_MARGIN)) {
+    throw new RangeError(`TempestWS: tokenRefreshMargin must be null or a number of ms in [0, ${MAX_REFRESH_MARGIN}]`);
+  }
   if (!["drop-oldest", "throw"].includes(options.queueOverflow)) {
     throw new TypeError('TempestWS: queueOverflow must be "drop-oldest" or "throw"');
   }
@@ -243,6 +292,13 @@ const now = () => (globalThis.performance ? performance.now() : Date.now());
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const startTimer = (callback, ms) => (ms > 0 && ms <= MAX_TIMER_MS ? setTimeout(callback, ms) : null);
 
+function checkTopic(topic, method) {
+  if (!isTopic(topic)) {
+    throw new TypeError(`TempestWS.${method}: topic must be a string of 1-${MAX_TOPIC_LENGTH} characters`);
+  }
+  return topic;
+}
+
 function randomId() {
   if (globalThis.crypto?.randomUUID) return crypto.randomUUID().replaceAll("-", "").slice(0, 12);
   return Math.random().toString(36).slice(2, 14);
@@ -256,6 +312,10 @@ function randomId() {
  * - `message`: an envelope {type, data, request_id} that is not a heartbeat, a hello, a
  *   resync or the reply to a pending `request()`.
  * - `resync`: the server may have dropped messages (a backplane outage); reload state.
+ * - `tokenrefresh`: the server accepted a refreshed token on the open connection; detail
+ *   {expiresAt} (ms since the epoch, or null for a token without `exp`).
+ * - `subscribeerror`: the server refused a subscription (now or at a resubscribe after
+ *   a reconnect); the topic was forgotten. detail {topic, error: TempestWSError}.
  * - `recovery`: the server's answer to a `subscribe` on a topic with history, or its
  *   notice of a discontinuity; detail {topic, recovered, replayed, offset, epoch}.
  *   `recovered: false`: reload the topic's state, then continue from offset/epoch.
@@ -264,7 +324,8 @@ function randomId() {
  * - `error`: detail {error: TempestWSError, fatal}. Fatal errors (4401 limit, maxRetries,
  *   a close code that forbids reconnecting) stop the client.
  * - `warning`: detail {kind, ...}: "queue-overflow" (a queued message was dropped),
- *   "queue-discarded", "invalid-frame".
+ *   "queue-discarded", "invalid-frame", "token-not-renewed" (a refresh brought no later
+ *   expiry: no further proactive refresh on this connection).
  *
  * Positions: every inbound envelope that carries a valid top-level `topic`, `offset`
  * and `epoch` moves the position of that topic, if subscribed, after the listeners of
@@ -290,7 +351,13 @@ export class TempestWS extends EventTarget {
   #connectTimer = null;
   #silenceTimer = null;
   #reconnectTimer = null;
+  #refreshTimer = null;
+  #connectExpiry = null; // expiry (ms) of the token offered to the socket being opened
+  #expiresAt = null; // expiry (ms) of the open connection's token, or null
+  #refreshing = null; // the refresh in flight, shared by concurrent callers
   #subscriptions = new Set();
+  #subscribeWaiters = new Map(); // topic -> [{resolve, reject}] of subscribe() calls
+  #subscribeIds = new Map(); // topic -> request_id of the latest subscribe sent
   #positions;
   #queue = [];
   #pending = new Map();
@@ -336,6 +403,14 @@ export class TempestWS extends EventTarget {
   /** The data of the last `hello` envelope, or null before the first one. */
   get hello() {
     return this.#hello;
+  }
+
+  /**
+   * When the open connection's token expires (ms since the epoch): its JWT `exp`, then
+   * each refresh's `expires_at`. null when not open or for a token without expiry.
+   */
+  get tokenExpiresAt() {
+    return this.#state === ReadyState.OPEN ? this.#expiresAt : null;
   }
 
   /** Reconnect attempts since the last connection that stayed up minUptime. */
@@ -396,7 +471,7 @@ export class TempestWS extends EventTarget {
    * when the client is closed, "aborted" on `signal`, "queue_full" when it cannot queue.
    */
   request(type, data = {}, { timeout = this.#options.requestTimeout, signal } = {}) {
-    const requestId = `${this.#idPrefix}-${++this.#nextId}`;
+    const requestId = this.#newRequestId();
     const frame = JSON.stringify({ type, data, request_id: requestId });
     return new Promise((resolve, reject) => {
       if (signal?.aborted) {
@@ -422,27 +497,104 @@ export class TempestWS extends EventTarget {
   }
 
   /**
-   * Subscribe to `topic`: sends {"type":"subscribe","data":{"topic":topic}} now if open,
-   * and again after every reconnect until `unsubscribe(topic)`. When the topic's
-   * position is known, `data` also carries its `offset` and `epoch`, and the server
-   * replays the messages after it.
+   * Subscribe to `topic`: sends {"type":"subscribe","data":{"topic":topic},"request_id":id}
+   * now if open, and again after every reconnect until `unsubscribe(topic)`. When the
+   * topic's position is known, `data` also carries its `offset` and `epoch`, and the
+   * server replays the messages after it.
+   *
+   * Returns a Promise settled by the server's answer to the subscribe sent now or, when
+   * not open, after the next `hello` (a socket lost before the answer: the one after
+   * that). It resolves with the answer envelope (the built-in `ack`); an `error` answer
+   * rejects with its code (such as "forbidden"), forgets the topic and fires
+   * `subscribeerror`, also for a denial nobody awaits (a resubscribe after a
+   * reconnect). It also rejects with "timeout" (no answer within requestTimeout of
+   * sending; the topic stays), "unsubscribed", "closed", or the fatal error that
+   * stopped the client. Ignoring the Promise is fine: it never causes an unhandled
+   * rejection. The answer is also delivered as a `message` event, as before.
    */
   subscribe(topic) {
     if (!isTopic(topic)) {
       throw new TypeError(`TempestWS.subscribe: topic must be a string of 1-${MAX_TOPIC_LENGTH} characters`);
     }
     this.#subscriptions.add(topic);
+    const answer = new Promise((resolve, reject) => {
+      const waiters = this.#subscribeWaiters.get(topic) ?? [];
+      waiters.push({ resolve, reject });
+      this.#subscribeWaiters.set(topic, waiters);
+    });
+    answer.catch(() => {}); // marks it handled; callers that await it still see the rejection
     if (this.#state === ReadyState.OPEN) this.#sendSubscribe(topic);
+    return answer;
   }
 
-  /** Forget `topic` and its position; send {"type":"unsubscribe",...} if open. */
+  /**
+   * Forget `topic` and its position; send {"type":"unsubscribe",...} if open. A
+   * `subscribe(topic)` still waiting for its answer rejects with "unsubscribed".
+   */
   unsubscribe(topic) {
     const had = this.#subscriptions.delete(topic);
     this.#positions.delete(topic);
+    this.#subscribeIds.delete(topic);
+    this.#settleSubscribe(topic, new TempestWSError(`unsubscribed from ${topic} before the answer`, { code: "unsubscribed" }));
     if (had && this.#state === ReadyState.OPEN) {
       this.#write(JSON.stringify({ type: "unsubscribe", data: { topic }, request_id: null }));
     }
     return had;
+  }
+
+  /**
+   * The users in `topic` (built-in `presence.get`; the connection must be subscribed).
+   * Rejects like `request()`, with the server's code: "not_subscribed",
+   * "presence_disabled", "unavailable", "invalid_data"; "invalid_reply" when the ack
+   * carries no list of users. Throws a TypeError at once for an invalid topic.
+   *
+   * @returns {Promise<string[]>}
+   */
+  presence(topic, options = {}) {
+    return this.request("presence.get", { topic: checkTopic(topic, "presence") }, options).then((reply) => {
+      const users = reply.data?.users;
+      if (!Array.isArray(users) || !users.every((user) => typeof user === "string")) {
+        throw new TempestWSError("presence.get ack carries no list of users", { code: "invalid_reply", envelope: reply });
+      }
+      return users;
+    });
+  }
+
+  /**
+   * Tell the topic's other members (every tab of this user skipped) that this user is
+   * typing, or stopped (`typing = false`): built-in `typing`. Resolves with the ack;
+   * rejects like `request()` ("not_subscribed", "unavailable", "invalid_data", ...).
+   */
+  typing(topic, typing = true, options = {}) {
+    return this.request("typing", { topic: checkTopic(topic, "typing"), typing: Boolean(typing) }, options);
+  }
+
+  /**
+   * Relay a receipt for `messageId` (a string of 1-128 characters or a safe integer)
+   * with `status` (such as "delivered" or "read") to the topic's members: built-in
+   * `receipt`. Resolves with the ack; rejects like `request()`.
+   */
+  receipt(topic, messageId, status, options = {}) {
+    const data = { topic: checkTopic(topic, "receipt"), message_id: messageId, status };
+    return this.request("receipt", data, options);
+  }
+
+  /**
+   * Refresh the token on the open connection now: asks `tokenProvider` ({reason:
+   * "refresh"}) and sends {"type":"auth.refresh","data":{"token":...}}. Resolves with
+   * the new expiry (ms since the epoch, or null) once the server acked it, after the
+   * `tokenrefresh` event. Rejects with "not_open", "no_token_provider",
+   * "token_provider_failed", "invalid_refresh", "timeout" or "disconnected" (a refused
+   * token: the server closes 4401 and the client reconnects through the provider).
+   * Calls made while a refresh is in flight share it.
+   *
+   * @returns {Promise<number | null>}
+   */
+  refreshToken() {
+    this.#refreshing ??= this.#refresh().finally(() => {
+      this.#refreshing = null;
+    });
+    return this.#refreshing;
   }
 
   /**
@@ -495,6 +647,7 @@ export class TempestWS extends EventTarget {
       const rawUrl = typeof this.#url === "function" ? await this.#url() : this.#url;
       const token = await this.#token(reason);
       if (generation !== this.#generation) return;
+      this.#connectExpiry = tokenExpiry(token);
       url = resolveUrl(rawUrl);
       protocols = token ? [BEARER, String(token), ...this.#options.protocols] : [...this.#options.protocols];
     } catch (cause) {
@@ -574,7 +727,8 @@ export class TempestWS extends EventTarget {
         return;
     }
     const requestId = envelope.request_id;
-    if (requestId != null && this.#pending.has(requestId)) {
+    const entry = requestId != null && this.#pending.get(requestId);
+    if (entry) {
       if (envelope.type === "error") {
         const info = envelope.data ?? {};
         const message = typeof info.message === "string" ? info.message : "request failed";
@@ -582,7 +736,7 @@ export class TempestWS extends EventTarget {
       } else {
         this.#settle(requestId, null, envelope);
       }
-      return;
+      if (!entry.alsoMessage) return;
     }
     this.#emit("message", envelope);
   }
@@ -609,6 +763,8 @@ export class TempestWS extends EventTarget {
     this.#state = ReadyState.OPEN;
     this.#openedAt = now();
     this.#authFailures = 0;
+    this.#expiresAt = this.#connectExpiry;
+    this.#armRefresh(false);
     const reconnected = this.#everOpened;
     this.#everOpened = true;
     // Subscriptions first, so queued messages that depend on them arrive after them.
@@ -647,6 +803,9 @@ export class TempestWS extends EventTarget {
   #detach() {
     clearTimeout(this.#connectTimer);
     clearTimeout(this.#silenceTimer);
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
+    this.#expiresAt = null;
     const ws = this.#ws;
     this.#ws = null;
     if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
@@ -722,6 +881,7 @@ export class TempestWS extends EventTarget {
     this.#state = ReadyState.CLOSED;
     this.#listen(false);
     for (const requestId of [...this.#pending.keys()]) this.#settle(requestId, error);
+    for (const topic of [...this.#subscribeWaiters.keys()]) this.#settleSubscribe(topic, error);
     if (this.#queue.length) {
       const count = this.#queue.length;
       this.#queue = [];
@@ -743,10 +903,128 @@ export class TempestWS extends EventTarget {
     this.#ws.send(frame);
   }
 
+  #newRequestId() {
+    return `${this.#idPrefix}-${++this.#nextId}`;
+  }
+
   #sendSubscribe(topic) {
     const position = this.#positions.get(topic);
     const data = position ? { topic, offset: position.offset, epoch: position.epoch } : { topic };
-    this.#write(JSON.stringify({ type: "subscribe", data, request_id: null }));
+    const requestId = this.#newRequestId();
+    this.#subscribeIds.set(topic, requestId);
+    const entry = {
+      resolve: (envelope) => {
+        if (this.#subscribeIds.get(topic) === requestId) this.#settleSubscribe(topic, null, envelope);
+      },
+      reject: (error) => this.#subscribeFailed(topic, requestId, error),
+      sent: true,
+      timer: null,
+      signal: null,
+      onAbort: null,
+      alsoMessage: true, // the answer is a message event too, as it was before subscribe() awaited it
+    };
+    const timeout = this.#options.requestTimeout;
+    entry.timer = startTimer(
+      () => this.#settle(requestId, new TempestWSError(`no answer to subscribe ${topic} within ${timeout} ms`, { code: "timeout" })),
+      timeout,
+    );
+    this.#pending.set(requestId, entry);
+    this.#write(JSON.stringify({ type: "subscribe", data, request_id: requestId }));
+  }
+
+  #subscribeFailed(topic, requestId, error) {
+    // Lost with its socket: the subscribe is sent again after the next hello.
+    if (error.code === "disconnected") return;
+    // Superseded by a newer subscribe (or by unsubscribe): the topic awaits that answer.
+    if (this.#subscribeIds.get(topic) !== requestId) return;
+    if (error.envelope) {
+      // The server refused it.
+      this.#subscribeIds.delete(topic);
+      this.#subscriptions.delete(topic);
+      this.#positions.delete(topic);
+      this.#emit("subscribeerror", { topic, error });
+    }
+    this.#settleSubscribe(topic, error);
+  }
+
+  /** Settle every `subscribe(topic)` Promise still waiting. */
+  #settleSubscribe(topic, error, envelope) {
+    const waiters = this.#subscribeWaiters.get(topic);
+    if (!waiters) return;
+    this.#subscribeWaiters.delete(topic);
+    for (const { resolve, reject } of waiters) {
+      if (error) reject(error);
+      else resolve(envelope);
+    }
+  }
+
+  // -- token refresh ------------------------------------------------------------------
+
+  /**
+   * Schedule the next proactive refresh of the open connection's token: at
+   * refreshDelay() before its expiry, or (`retry`, after a failed refresh) no sooner
+   * than MIN_REFRESH_RETRY and only while the token is still valid by then.
+   */
+  #armRefresh(retry) {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
+    const { tokenProvider, tokenRefreshMargin } = this.#options;
+    if (!tokenProvider || tokenRefreshMargin == null || this.#expiresAt == null) return;
+    const left = this.#expiresAt - Date.now(); // exp is wall-clock time
+    let delay = refreshDelay(left, tokenRefreshMargin);
+    if (delay == null) return;
+    if (retry) {
+      delay = Math.max(delay, MIN_REFRESH_RETRY);
+      if (delay >= left) return; // too late: the server closes 4401, the provider runs on reconnect
+    }
+    const generation = this.#generation;
+    this.#refreshTimer = setTimeout(() => {
+      this.#refreshTimer = null;
+      if (generation !== this.#generation || this.#state !== ReadyState.OPEN) return;
+      if (delay > MAX_TIMER_MS) {
+        this.#armRefresh(retry); // beyond one setTimeout: wait again
+        return;
+      }
+      this.refreshToken().catch((error) => {
+        if (generation !== this.#generation || this.#state !== ReadyState.OPEN) return;
+        this.#emit("error", { error, fatal: false });
+        this.#armRefresh(true);
+      });
+    }, Math.min(delay, MAX_TIMER_MS));
+  }
+
+  async #refresh() {
+    const { tokenProvider } = this.#options;
+    if (!tokenProvider) throw new TempestWSError("refreshToken() needs a tokenProvider", { code: "no_token_provider" });
+    if (this.#state !== ReadyState.OPEN) throw new TempestWSError("no open connection to refresh", { code: "not_open" });
+    const generation = this.#generation;
+    let token;
+    try {
+      token = await tokenProvider({ reason: "refresh", attempt: this.#retryCount, closeCode: this.#lastClose });
+    } catch (cause) {
+      throw new TempestWSError("the token provider failed to refresh the token", { code: "token_provider_failed", cause });
+    }
+    if (!token) throw new TempestWSError("the token provider returned no token to refresh with", { code: "token_provider_failed" });
+    // Never queued: a token meant for this connection is no use to the next one.
+    if (generation !== this.#generation || this.#state !== ReadyState.OPEN || this.#ws?.readyState !== ReadyState.OPEN) {
+      throw new TempestWSError("the connection changed during the refresh", { code: "disconnected" });
+    }
+    const reply = await this.request("auth.refresh", { token: String(token) });
+    const seconds = reply.data?.expires_at;
+    const expiresAt = typeof seconds === "number" && Number.isFinite(seconds) ? seconds * 1000 : null;
+    if (generation !== this.#generation) return expiresAt; // acked, then the socket went
+    const previous = this.#expiresAt;
+    this.#expiresAt = expiresAt;
+    this.#emit("tokenrefresh", { expiresAt });
+    if (expiresAt != null && previous != null && expiresAt <= previous) {
+      // The provider gave a token no newer than the last: refreshing again would loop.
+      clearTimeout(this.#refreshTimer);
+      this.#refreshTimer = null;
+      this.#emit("warning", { kind: "token-not-renewed", expiresAt });
+    } else {
+      this.#armRefresh(false);
+    }
+    return expiresAt;
   }
 
   #sendOrQueue(frame, requestId) {
