@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._backoff import Disconnect
 from .codes import CloseCode
-from .exceptions import ConnectionClosedError, MissingDependencyError
+from .exceptions import ConfigurationError, ConnectionClosedError, MissingDependencyError
 from .heartbeat import HeartbeatAction, Liveness
 
 try:
@@ -49,7 +49,16 @@ _WIRE_LOGGER = _QuietLogger(logging.getLogger("websockets.client"), {})
 
 
 async def _open_connection(client: _ReconnectingClient[Any]) -> ClientConnection | Disconnect:
-    """Fetch a token and connect; a failure comes back as a ``Disconnect``, not raised."""
+    """Resolve the URL, fetch a token and connect; a failure comes back as a
+    ``Disconnect``, not raised."""
+    try:
+        await client._resolve_url()
+    except ConfigurationError as exc:
+        logger.warning("client %s: the URL function returned an invalid URL", client.id)
+        return Disconnect(error=exc, stage="connect")
+    except Exception as exc:  # noqa: BLE001 - the application's URL function: retried
+        logger.warning("client %s: URL function raised %s", client.id, type(exc).__name__)
+        return Disconnect(error=exc, stage="url")
     try:
         token = await client._get_token()
     except Exception as exc:  # noqa: BLE001 - the application's provider: retried
@@ -123,6 +132,9 @@ class _Session:
                 if cadence is not None:
                     self._spawn(self._watch(*cadence), "watchdog")
                 if await self._restore():
+                    work = client._session_work(self)
+                    if work is not None:
+                        self._spawn(work, "session work")
                     logger.info("client %s: connected to %s", client.id, client.safe_url)
                     client._notify()
                     await _call_hook(client, "on_connect", client._options.get("on_connect"))

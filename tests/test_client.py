@@ -506,7 +506,8 @@ async def test_example_refreshing_token_reuses_and_forgets() -> None:
 async def test_token_expiring_mid_connection_is_replaced_by_a_reconnect(
     app_server: AppServer,
 ) -> None:
-    """The server closes 4401 when the token's ``exp`` passes; the provider gives a new one."""
+    """Without in-band refresh (``refresh_margin=None``) the server closes 4401 when the
+    token's ``exp`` passes; the provider gives a new one for the reconnect."""
     handed: list[str] = []
     disconnects: list[Disconnect] = []
 
@@ -515,7 +516,11 @@ async def test_token_expiring_mid_connection_is_replaced_by_a_reconnect(
         return handed[-1]
 
     client = client_for(
-        app_server.url, token=None, token_provider=provider, on_disconnect=disconnects.append
+        app_server.url,
+        token=None,
+        token_provider=provider,
+        refresh_margin=None,
+        on_disconnect=disconnects.append,
     )
     async with client:
         await until(lambda: len(disconnects) == 1, "the close at the token's expiry")
