@@ -3,8 +3,9 @@
 :func:`_open_connection` asks the client for a token and the handshake and connects,
 returning the connection or the :class:`~tempest_ws._backoff.Disconnect` that says why
 not. A :class:`_Session` then serves that connection until it closes: it runs the reader
-and the silence watchdog, waits for the client to call it ready, restores state and
-flushes the offline queue, and finally cancels and awaits its tasks and turns the close
+and the silence watchdog, waits for the client to call it ready, restores state,
+flushes the offline queue and starts the client's session work (the envelope client's
+in-band token refresh), and finally cancels and awaits its tasks and turns the close
 into a ``Disconnect`` for the reconnect loop of ``tempest_ws._reconnect``. What the two
 clients do differently comes from the client's hook methods (``_on_frame``,
 ``_await_ready``...). Requires the ``client`` extra (websockets).

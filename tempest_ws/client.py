@@ -356,12 +356,13 @@ class RawWebSocketClient(_ReconnectingClient[str | bytes]):
     ``async for`` yields ``str`` for text frames and ``bytes`` for binary frames;
     :meth:`send` sends a ``str`` as text and ``bytes`` as binary. Headers,
     subprotocols, ``max_size``, backoff, the close-code policy, the offline queue and the
-    hooks work as for :class:`WebSocketClient` (see :class:`ClientOptions`); there is no
-    token, no ``hello`` and no subscription. Silence detection is off unless
-    ``silence_timeout`` is given (websockets' protocol pings still run, see ``keepalive``).
+    hooks work as for :class:`WebSocketClient` (see :class:`ClientOptions`), and ``url``
+    may be a function as there; there is no token, no ``hello`` and no subscription.
+    Silence detection is off unless ``silence_timeout`` is given (websockets' protocol
+    pings still run, see ``keepalive``).
     """
 
-    def __init__(self, url: str, **options: Unpack[ClientOptions]) -> None:
+    def __init__(self, url: UrlSource, **options: Unpack[ClientOptions]) -> None:
         super().__init__(url, options)
 
     async def send(self, message: str | bytes) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from tempest_ws import CloseCode, WebSocketConnection, WebSocketHub, WSEnvelope
 from tempest_ws._client_subscriptions import Subscriptions
-from tempest_ws.client import Backoff, RequestError, WebSocketClient
+from tempest_ws.client import Backoff, RequestError, RequestTimeoutError, WebSocketClient
 from tempest_ws.envelope import decode_envelope
 from tempest_ws.testing import serve
 from tests.support import make_settings, token, ws_url
@@ -206,3 +206,21 @@ async def test_presence_typing_and_receipts(server: tuple[str, WebSocketHub]) ->
         assert invalid.value.code == "invalid_data"
         assert invalid.value.envelope is not None
         assert invalid.value.envelope.type == "error"
+
+
+@pytest.mark.e2e
+async def test_a_handler_that_never_answers_needs_confirm_false() -> None:
+    """Without the built-in, this handler answers ``seen`` without the ``request_id``."""
+    settings = make_settings()
+    hub = WebSocketHub()
+    async with (
+        serve(realtime_app(settings, hub), settings=settings) as base,
+        client_for(ws_url(base)) as client,
+    ):
+        with pytest.raises(RequestTimeoutError):
+            await client.subscribe("room:a", timeout=0.2)
+        assert client.subscriptions == {"room:a"}  # sent, so kept
+        await client.subscribe("room:b", confirm=False)
+        assert client.subscriptions == {"room:a", "room:b"}
+        seen = [(await next_of(client, "seen")).data["type"] for _ in range(2)]
+        assert seen == ["subscribe", "subscribe"]
