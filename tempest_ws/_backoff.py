@@ -88,8 +88,9 @@ class Disconnect:
         reason: the close reason, if any.
         error: the exception of a failed attempt (token provider or handshake).
         http_status: the HTTP status when the server refused the handshake.
-        stage: ``"token"`` (the token provider raised), ``"connect"`` (TCP or handshake
-            failed) or ``"session"`` (an open connection closed).
+        stage: ``"url"`` (the URL function raised), ``"token"`` (the token provider
+            raised), ``"connect"`` (TCP or handshake failed, or the URL function returned
+            an invalid URL) or ``"session"`` (an open connection closed).
         by_user: the application called ``close()``.
         established: the connection got as far as the server's ``hello`` (raw mode: the
             handshake), that is, the token was accepted.
@@ -100,7 +101,7 @@ class Disconnect:
     reason: str = ""
     error: BaseException | None = None
     http_status: int | None = None
-    stage: Literal["token", "connect", "session"] = "session"
+    stage: Literal["url", "token", "connect", "session"] = "session"
     by_user: bool = False
     established: bool = False
     uptime: float = 0.0

@@ -17,7 +17,7 @@ from typing import Any, TypedDict
 from ._backoff import Backoff, Disconnect, Overflow
 from .codes import CLOSE_CODE_INFO, CloseCode
 from .envelope import WSEnvelope
-from .exceptions import ConfigurationError, MissingDependencyError
+from .exceptions import ConfigurationError, MissingDependencyError, RequestError
 
 try:
     from websockets.exceptions import InvalidMessage
@@ -30,6 +30,7 @@ __all__ = [
     "EnvelopeHook",
     "Hook",
     "RecoveryHook",
+    "SubscribeErrorHook",
     "TokenProvider",
     "check_known",
     "default_is_fatal",
@@ -40,6 +41,7 @@ Hook = Callable[[], Awaitable[None] | None]
 DisconnectHook = Callable[[Disconnect], Awaitable[None] | None]
 EnvelopeHook = Callable[[WSEnvelope], Awaitable[None] | None]
 RecoveryHook = Callable[[str, bool, WSEnvelope], Awaitable[None] | None]
+SubscribeErrorHook = Callable[[str, RequestError], Awaitable[None] | None]
 TokenProvider = Callable[[], Awaitable[str]]
 
 _RETRY_STATUSES = frozenset({401, 408, 429, 500, 502, 503, 504})
@@ -51,7 +53,7 @@ def default_is_fatal(disconnect: Disconnect) -> bool:
     Fatal: close codes :data:`~tempest_ws.codes.CLOSE_CODE_INFO` marks as not worth a
     reconnect (such as 1003, 1008, 4403; 1000 from the server is not), handshake refusals
     other than HTTP 401/408/429/5xx, and errors other than network errors (a bad URL, a
-    token that cannot be sent). A raising token provider is retried.
+    token that cannot be sent). A raising URL function or token provider is retried.
     """
     if disconnect.code is not None:
         try:
@@ -64,7 +66,9 @@ def default_is_fatal(disconnect: Disconnect) -> bool:
     error = disconnect.error
     if isinstance(error, ssl.SSLCertVerificationError):
         return True  # an OSError, but retrying will not make the certificate valid
-    if error is None or disconnect.stage == "token" or isinstance(error, OSError | TimeoutError):
+    if error is None or disconnect.stage in ("url", "token"):
+        return False
+    if isinstance(error, OSError | TimeoutError):
         return False
     return not (isinstance(error, InvalidMessage) and isinstance(error.__cause__, EOFError))
 

@@ -3,8 +3,9 @@
 :func:`_open_connection` asks the client for a token and the handshake and connects,
 returning the connection or the :class:`~tempest_ws._backoff.Disconnect` that says why
 not. A :class:`_Session` then serves that connection until it closes: it runs the reader
-and the silence watchdog, waits for the client to call it ready, restores state and
-flushes the offline queue, and finally cancels and awaits its tasks and turns the close
+and the silence watchdog, waits for the client to call it ready, restores state,
+flushes the offline queue and starts the client's session work (the envelope client's
+in-band token refresh), and finally cancels and awaits its tasks and turns the close
 into a ``Disconnect`` for the reconnect loop of ``tempest_ws._reconnect``. What the two
 clients do differently comes from the client's hook methods (``_on_frame``,
 ``_await_ready``...). Requires the ``client`` extra (websockets).
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._backoff import Disconnect
 from .codes import CloseCode
-from .exceptions import ConnectionClosedError, MissingDependencyError
+from .exceptions import ConfigurationError, ConnectionClosedError, MissingDependencyError
 from .heartbeat import HeartbeatAction, Liveness
 
 try:
@@ -49,7 +50,16 @@ _WIRE_LOGGER = _QuietLogger(logging.getLogger("websockets.client"), {})
 
 
 async def _open_connection(client: _ReconnectingClient[Any]) -> ClientConnection | Disconnect:
-    """Fetch a token and connect; a failure comes back as a ``Disconnect``, not raised."""
+    """Resolve the URL, fetch a token and connect; a failure comes back as a
+    ``Disconnect``, not raised."""
+    try:
+        await client._resolve_url()
+    except ConfigurationError as exc:
+        logger.warning("client %s: the URL function returned an invalid URL", client.id)
+        return Disconnect(error=exc, stage="connect")
+    except Exception as exc:  # noqa: BLE001 - the application's URL function: retried
+        logger.warning("client %s: URL function raised %s", client.id, type(exc).__name__)
+        return Disconnect(error=exc, stage="url")
     try:
         token = await client._get_token()
     except Exception as exc:  # noqa: BLE001 - the application's provider: retried
@@ -123,6 +133,9 @@ class _Session:
                 if cadence is not None:
                     self._spawn(self._watch(*cadence), "watchdog")
                 if await self._restore():
+                    work = client._session_work(self)
+                    if work is not None:
+                        self._spawn(work, "session work")
                     logger.info("client %s: connected to %s", client.id, client.safe_url)
                     client._notify()
                     await _call_hook(client, "on_connect", client._options.get("on_connect"))

@@ -12,11 +12,13 @@ extra (websockets).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,11 +42,27 @@ try:
 except ImportError:  # pragma: no cover - exercised when the extra is absent
     raise MissingDependencyError("websockets", "client") from None
 
-__all__ = ["_Connections", "_ReconnectingClient"]
+__all__ = ["UrlSource", "_Connections", "_ReconnectingClient", "check_url"]
 
 logger = logging.getLogger("tempest_ws.client")
 
 M = TypeVar("M")
+
+UrlSource = str | Callable[[], str | Awaitable[str]]
+"""A fixed URL, or a function (plain or async) called before every connection attempt."""
+
+
+def check_url(url: object) -> tuple[str, str]:
+    """Return ``(url, safe_url)``; ``safe_url`` drops the query (it may hold a token).
+
+    Raises:
+        ConfigurationError: anything but a ``ws://`` or ``wss://`` URL with a host.
+    """
+    if isinstance(url, str):
+        parts = urlsplit(url)
+        if parts.scheme in ("ws", "wss") and parts.netloc:
+            return url, urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    raise ConfigurationError("url must be ws://host[:port]/path or wss://...")
 
 
 class _Connections:
@@ -92,13 +110,13 @@ class _Connections:
 class _ReconnectingClient(ABC, Generic[M]):
     """The connection engine shared by both clients; ``M`` is the message type."""
 
-    def __init__(self, url: str, options: ClientOptions) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("ws", "wss") or not parts.netloc:
-            raise ConfigurationError("url must be ws://host[:port]/path or wss://...")
+    def __init__(self, url: UrlSource, options: ClientOptions) -> None:
         self.id = uuid.uuid4().hex[:8]
-        self._url = url
-        self.safe_url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        self._url_source = url
+        if callable(url):
+            self._url, self.safe_url = "", "<url function>"
+        else:
+            self._url, self.safe_url = check_url(url)
         check_known(options)
         self._options = options
         self._open_timeout = positive(options.get("open_timeout", 10.0), "open_timeout")
@@ -296,6 +314,20 @@ class _ReconnectingClient(ABC, Generic[M]):
                 waiter.set_exception(error)
         self._notify()
 
+    async def _resolve_url(self) -> None:
+        """Call the URL function (if any) and make its answer the URL of the next attempt.
+
+        Raises whatever the function raises, and ``ConfigurationError`` for a URL that
+        is not ``ws``/``wss``.
+        """
+        source = self._url_source
+        if not callable(source):
+            return
+        url = source()
+        if inspect.isawaitable(url):
+            url = await url
+        self._url, self.safe_url = check_url(url)
+
     # -- what the two clients do differently ------------------------------------------
 
     async def _get_token(self) -> str | None:
@@ -319,6 +351,10 @@ class _ReconnectingClient(ABC, Generic[M]):
         return None
 
     async def _resend_state(self, session: _Session) -> None:
+        return None
+
+    def _session_work(self, session: _Session) -> Coroutine[Any, Any, None] | None:
+        """Work to run on ``session`` once it is ready, as one of its tasks (or ``None``)."""
         return None
 
     def _hand(self, mark: Mark) -> None:

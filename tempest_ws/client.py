@@ -3,15 +3,19 @@
 :class:`WebSocketClient` speaks the envelope: it sends the token as the ``bearer``
 subprotocol (asking the token provider again before every reconnect), answers ``ping``
 envelopes, measures latency with its own pings, closes 4408 and reconnects when the
-server stays silent past the deadline its ``hello`` announced, restores topic
-subscriptions, queues what is sent while offline and correlates ``request()`` replies.
+server stays silent past the deadline its ``hello`` announced, refreshes the token in
+band before it expires, restores topic subscriptions, queues what is sent while offline
+and correlates ``request()`` replies.
 :class:`RawWebSocketClient` keeps the reconnection and drops the envelope.
 
 This module holds the two public clients and what is specific to each; the engine they
-share is ``tempest_ws._reconnect`` (lifecycle, inbox, offline queue, reconnect loop),
-one connection's lifetime is ``tempest_ws._client_session``, the options are
-``tempest_ws._client_options`` and the pure logic between connections (jittered
-exponential backoff, policy by close code) is ``tempest_ws._backoff``. Requires the
+share is ``tempest_ws._reconnect`` (lifecycle, inbox, offline queue, reconnect loop, the
+URL or URL function), one connection's lifetime is ``tempest_ws._client_session``, the
+options are ``tempest_ws._client_options`` and the pure logic between connections
+(jittered exponential backoff, policy by close code) is ``tempest_ws._backoff``. The
+envelope client's layers are ``tempest_ws._client_auth`` (the token in the handshake,
+in-band ``auth.refresh`` before it expires) and ``tempest_ws._client_topics``
+(subscriptions, whose refusals ``subscribe()`` raises, and the built-in operations). Requires the
 ``client`` extra (websockets). Every task the client starts is cancelled and awaited by
 :meth:`close`; logs go to the ``tempest_ws.client`` logger and never contain a token or
 a message body.
@@ -20,31 +24,40 @@ a message body.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import re
 import uuid
 from collections.abc import Mapping
-from typing import Any, Literal, Unpack
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, Unpack
 
 from ._backoff import Backoff, Disconnect, SendQueueFullError
+from ._client_auth import AuthMode, TokenAuth, TokenGrant
 from ._client_history import ClientPositions, Mark
 from ._client_options import ClientOptions, EnvelopeHook, TokenProvider, default_is_fatal, positive
 from ._client_options import DisconnectHook as DisconnectHook  # hook types, for annotations
 from ._client_options import Hook as Hook
 from ._client_options import RecoveryHook as RecoveryHook
+from ._client_options import SubscribeErrorHook as SubscribeErrorHook
 from ._client_session import _call_hook, _Session
-from ._reconnect import _ReconnectingClient
-from .auth import BEARER_SUBPROTOCOL
+from ._client_subscriptions import Subscriptions
+from ._client_topics import TopicOperations
+from ._reconnect import UrlSource, _ReconnectingClient
 from .codes import CloseCode
-from .envelope import HELLO, PING, PONG, RESYNC, WSEnvelope, decode_frame, encode_envelope
+from .envelope import (
+    HELLO,
+    PING,
+    PONG,
+    RESYNC,
+    WSEnvelope,
+    decode_frame,
+    encode_envelope,
+)
 from .exceptions import (
     ClientGaveUpError,
     ConfigurationError,
     EnvelopeError,
     MissingDependencyError,
+    RequestError,
     RequestTimeoutError,
     UnauthorizedError,
 )
@@ -52,7 +65,7 @@ from .history.base import Position
 from .history.wire import RECOVERY, StampedEnvelope
 
 try:
-    from websockets.exceptions import ConnectionClosed
+    import websockets as _websockets  # noqa: F401 - fail early, naming the extra
 except ImportError:  # pragma: no cover - exercised when the extra is absent
     raise MissingDependencyError("websockets", "client") from None
 
@@ -63,6 +76,7 @@ __all__ = [
     "Disconnect",
     "Position",
     "RawWebSocketClient",
+    "RequestError",
     "RequestTimeoutError",
     "SendQueueFullError",
     "StampedEnvelope",
@@ -73,7 +87,6 @@ __all__ = [
 
 logger = logging.getLogger("tempest_ws.client")
 
-_TOKEN_CHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 7230 token: subprotocol-safe
 _MAX_CADENCE = 86_400.0
 
 
@@ -83,21 +96,23 @@ def _cadence_value(value: object, default: float) -> float:
     return default
 
 
-def _with_query_token(url: str, token: str) -> str:
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "token"]
-    query.append(("token", token))
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-class WebSocketClient(_ReconnectingClient[WSEnvelope]):
+class WebSocketClient(TokenAuth, TopicOperations):
     """A reconnecting client for a tempest_ws endpoint; ``async for`` yields envelopes.
 
     Args:
-        url: ``ws://`` or ``wss://`` URL of the endpoint (a query token is never logged).
+        url: ``ws://`` or ``wss://`` URL of the endpoint (a query token is never logged),
+            or a function (plain or async) returning one, called before every connection
+            attempt: several nodes without a load balancer. A function that raises is
+            retried with backoff; one that returns an invalid URL stops the client
+            (``ConfigurationError`` as the give-up cause).
         token: a fixed bearer token.
         token_provider: ``async () -> str``, awaited before every connection attempt, so
-            a 4401 (expired token) is followed by a fresh one. Exclusive with ``token``.
+            a 4401 (expired token) is followed by a fresh one, and before the token
+            expires, to refresh it in band. Exclusive with ``token``.
+        refresh_margin: seconds before a provider's token expires (its JWT ``exp``,
+            read without verifying it) to send a fresh one as ``auth.refresh`` on the
+            open connection, but not earlier than half the token's lifetime (default
+            30; ``None``: never refresh in band, reconnect on the 4401 instead).
         auth: how the token travels: ``"subprotocol"`` (``bearer, <token>``, the
             default), ``"header"`` (``Authorization: Bearer``) or ``"query"``
             (``?token=``).
@@ -111,6 +126,9 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
             ``recovered`` false means: reload ``topic`` from your source of truth.
         positions: ``{topic: (offset, epoch)}`` to resume from (say, stored by a
             previous run from :attr:`positions`); sent with the topic's ``subscribe``.
+        on_subscribe_error: ``(topic, error)`` hook for a refused ``subscribe`` that
+            no :meth:`subscribe` call awaits (sent on a new connection); the topic is
+            removed from :attr:`subscriptions` first.
         **options: the :class:`ClientOptions`.
 
     The iterator never yields ``hello``, ``ping``, ``pong`` or replies claimed by
@@ -129,14 +147,16 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
 
     def __init__(
         self,
-        url: str,
+        url: UrlSource,
         *,
         token: str | None = None,
         token_provider: TokenProvider | None = None,
-        auth: Literal["subprotocol", "header", "query"] = "subprotocol",
+        auth: AuthMode = "subprotocol",
+        refresh_margin: float | None = 30.0,
         heartbeat_interval: float | None = None,
         on_resync: EnvelopeHook | None = None,
         on_recovery: RecoveryHook | None = None,
+        on_subscribe_error: SubscribeErrorHook | None = None,
         positions: Mapping[str, tuple[int, str]] | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
@@ -153,10 +173,15 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
             if heartbeat_interval is None
             else positive(heartbeat_interval, "heartbeat_interval")
         )
+        self._refresh_margin = (
+            None if refresh_margin is None else positive(refresh_margin, "refresh_margin")
+        )
+        self._grant = TokenGrant(None, 0.0)
         self._on_resync = on_resync
         self._on_recovery = on_recovery
+        self._on_subscribe_error = on_subscribe_error
         self._positions = ClientPositions(self.id, positions)
-        self._topics: dict[str, None] = {}
+        self._subs = Subscriptions(self.id)
         self._pings: dict[str, float] = {}
         self._ping_seq = 0
         self._latency: float | None = None
@@ -181,9 +206,14 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
         return self._positions.view
 
     @property
-    def subscriptions(self) -> frozenset[str]:
-        """Topics subscribed with :meth:`subscribe`, sent again after every reconnect."""
-        return frozenset(self._topics)
+    def connection_id(self) -> str | None:
+        """The server's id of the current connection (its ``hello``'s ``connection_id``).
+
+        ``None`` while disconnected or when the server sent none.
+        """
+        session = self._session
+        value = None if session is None else session.hello_data.get("connection_id")
+        return value if isinstance(value, str) else None
 
     async def send(self, type: str, data: Any = None) -> None:
         """Send ``{"type": type, "data": data}`` (``data`` defaults to ``{}``).
@@ -231,65 +261,6 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
             if self._session is not None:
                 self._session.inflight.discard(request_id)
 
-    async def subscribe(self, topic: str) -> None:
-        """Send ``{"type": "subscribe", "data": {"topic": topic}}`` and remember the topic.
-
-        With a known position for ``topic`` (received, or seeded by ``positions=``) the
-        data also carries its ``offset`` and ``epoch``, so the server replays what was
-        missed. While disconnected nothing is queued: every remembered topic is sent
-        again, with its latest received position, first thing on each new connection.
-        Subscribing twice sends once.
-        """
-        await self._topic_change(topic, add=True)
-
-    async def unsubscribe(self, topic: str) -> None:
-        """Forget ``topic`` and its position and, when connected, send ``unsubscribe``.
-
-        Subscribing again later starts fresh: the server answers ``recovered: false``
-        with the topic's current position, and the application reloads the topic.
-        """
-        await self._topic_change(topic, add=False)
-
-    async def _topic_change(self, topic: str, *, add: bool) -> None:
-        self._raise_if_stopped(started_only=False)
-        async with self._send_lock:
-            if (topic in self._topics) == add:
-                return
-            if add:
-                self._topics[topic] = None
-            else:
-                del self._topics[topic]
-                self._positions.forget(topic)
-            session = self._session
-            if session is not None and session.ready:
-                kind, data = "unsubscribe", {"topic": topic}
-                if add:
-                    kind, data = "subscribe", self._positions.subscribe_data(topic)
-                frame = encode_envelope({"type": kind, "data": data})
-                with contextlib.suppress(ConnectionClosed):  # the next connection restores it
-                    await session.ws.send(frame)
-
-    async def _get_token(self) -> str | None:
-        if self._token_provider is not None:
-            return await self._token_provider()
-        return self._token
-
-    def _handshake(self, token: str | None) -> tuple[str, list[str], dict[str, str]]:
-        url, protocols, headers = super()._handshake(token)
-        if token is None:
-            return url, protocols, headers
-        if not isinstance(token, str) or not token:
-            raise ConfigurationError("the token provider must return a non-empty str")
-        if self._auth == "subprotocol":
-            if not _TOKEN_CHARS.fullmatch(token):
-                raise ConfigurationError("token has characters a subprotocol cannot carry")
-            protocols = [BEARER_SUBPROTOCOL, token, *protocols]
-        elif self._auth == "header":
-            headers["Authorization"] = f"Bearer {token}"
-        else:
-            url = _with_query_token(url, token)
-        return url, protocols, headers
-
     async def _await_ready(self, session: _Session, reader: asyncio.Task[None]) -> bool:
         hello = asyncio.ensure_future(session.hello.wait())
         try:
@@ -322,11 +293,6 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
             del self._pings[next(iter(self._pings))]
         await session.ws.send(encode_envelope({"type": PING, "data": {}, "request_id": request_id}))
 
-    async def _resend_state(self, session: _Session) -> None:
-        for topic in list(self._topics):
-            data = self._positions.subscribe_data(topic)
-            await session.ws.send(encode_envelope({"type": "subscribe", "data": data}))
-
     def _hand(self, mark: Mark) -> None:
         self._positions.hand(mark)
 
@@ -340,14 +306,20 @@ class WebSocketClient(_ReconnectingClient[WSEnvelope]):
         if kind == PING:
             pong: dict[str, Any] = {"type": PONG, "data": {}, "request_id": request_id}
             await session.ws.send(encode_envelope(pong))
-        elif kind == PONG:
+            return
+        if kind == PONG:
             sent = self._pings.pop(request_id or "", None)
             if sent is not None:
                 self._latency = asyncio.get_running_loop().time() - sent
-        elif kind == HELLO:
+            return
+        if kind == HELLO:
             session.hello_data = envelope.data if isinstance(envelope.data, dict) else {}
             session.hello.set()
-        elif kind == RECOVERY:
+            return
+        answer = self._subs.answer(envelope)
+        if answer is not None:
+            await self._answered(answer, envelope)
+        if kind == RECOVERY:
             notice = self._positions.recovery(envelope.data)
             if notice is not None:
                 topic, recovered, position = notice
@@ -384,12 +356,13 @@ class RawWebSocketClient(_ReconnectingClient[str | bytes]):
     ``async for`` yields ``str`` for text frames and ``bytes`` for binary frames;
     :meth:`send` sends a ``str`` as text and ``bytes`` as binary. Headers,
     subprotocols, ``max_size``, backoff, the close-code policy, the offline queue and the
-    hooks work as for :class:`WebSocketClient` (see :class:`ClientOptions`); there is no
-    token, no ``hello`` and no subscription. Silence detection is off unless
-    ``silence_timeout`` is given (websockets' protocol pings still run, see ``keepalive``).
+    hooks work as for :class:`WebSocketClient` (see :class:`ClientOptions`), and ``url``
+    may be a function as there; there is no token, no ``hello`` and no subscription.
+    Silence detection is off unless ``silence_timeout`` is given (websockets' protocol
+    pings still run, see ``keepalive``).
     """
 
-    def __init__(self, url: str, **options: Unpack[ClientOptions]) -> None:
+    def __init__(self, url: UrlSource, **options: Unpack[ClientOptions]) -> None:
         super().__init__(url, options)
 
     async def send(self, message: str | bytes) -> None:

@@ -11,7 +11,8 @@ Hierarchy (every class derives from :class:`TempestWSError`)::
     ├── BackplaneError (ConnectionError)      the backplane could not publish
     ├── ClientGaveUpError (ConnectionError)   the client stopped reconnecting
     │   └── UnauthorizedError                 the server refused the token too often
-    └── RequestTimeoutError (TimeoutError)    a client request got no reply in time
+    ├── RequestTimeoutError (TimeoutError)    a client request got no reply in time
+    └── RequestError                          the server answered a client request with an error
 
 Each carries ``code`` (a :class:`~tempest_ws.codes.CloseCode` or short string) and
 ``reason``.
@@ -26,6 +27,7 @@ from .codes import CloseCode
 
 if TYPE_CHECKING:
     from ._backoff import Disconnect
+    from .envelope import WSEnvelope
 
 __all__ = [
     "BackplaneError",
@@ -35,6 +37,7 @@ __all__ = [
     "ConnectionClosedError",
     "EnvelopeError",
     "MissingDependencyError",
+    "RequestError",
     "RequestTimeoutError",
     "TempestWSError",
     "UnauthorizedError",
@@ -129,3 +132,25 @@ class UnauthorizedError(ClientGaveUpError):
 
 class RequestTimeoutError(TempestWSError, TimeoutError):
     """No envelope with the request's ``request_id`` arrived within the timeout."""
+
+
+class RequestError(TempestWSError):
+    """The server answered a client request with an ``error`` envelope.
+
+    ``code`` is the envelope's ``data.code`` (such as ``"forbidden"``, ``"not_subscribed"``
+    or ``"invalid_data"``; ``"error"`` when it has none), ``reason`` its
+    ``data.message``, ``topic`` its ``data.topic`` (or ``None``) and ``envelope`` the whole
+    answer.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        code: str = "error",
+        topic: str | None = None,
+        envelope: WSEnvelope | None = None,
+    ) -> None:
+        super().__init__(reason, code=code)
+        self.topic = topic
+        self.envelope = envelope

@@ -37,7 +37,8 @@ Handler = Callable[[WebSocket, WebSocketConnection, WebSocketHub], Awaitable[Non
 def make_handler(received: list[Any] | None = None) -> Handler:
     """A handler for the client tests.
 
-    ``subscribe``/``unsubscribe`` (acknowledged with ``subscribed``), ``publish`` (to a
+    ``subscribe``/``unsubscribe`` (``subscribe`` is answered with ``subscribed``, with
+    the request's ``request_id``), ``publish`` (to a
     topic), ``echo`` (reply with the same ``request_id``), ``hold``/``release`` (replies
     held back, each acknowledged by an uncorrelated ``holding``, then sent in reverse
     order), ``note`` (appends ``data`` to
@@ -53,7 +54,8 @@ def make_handler(received: list[Any] | None = None) -> Handler:
             request_id = message.get("request_id")
             if kind == "subscribe":
                 await hub.subscribe(connection.connection_id, data["topic"])
-                await ws.send_json({"type": "subscribed", "data": {"topic": data["topic"]}})
+                subscribed = {"type": "subscribed", "data": {"topic": data["topic"]}}
+                await ws.send_json({**subscribed, "request_id": request_id})
             elif kind == "unsubscribe":
                 await hub.unsubscribe(connection.connection_id, data["topic"])
             elif kind == "publish":

@@ -264,6 +264,56 @@ async def test_reconnects_after_the_server_process_is_killed_and_restarted() -> 
     assert len(calls) >= 2  # the provider is asked again for every connection
 
 
+async def test_a_url_function_moves_the_client_to_the_next_node() -> None:
+    """Two nodes, no load balancer: an async URL function picks a node per attempt."""
+    first, second = ServerProcess(), ServerProcess()
+    await asyncio.gather(first.start(), second.start())
+    nodes = [first, second]
+    asked: list[str] = []
+
+    async def url() -> str:
+        asked.append(nodes[0].ws_url)  # the first node that is not known to be down
+        return asked[-1]
+
+    try:
+        async with client_for(url) as client:
+            await client.subscribe("room")
+            assert client.safe_url == first.ws_url
+            await first.kill()
+            nodes.pop(0)
+            await until(lambda: client.safe_url == second.ws_url, "an attempt on the second node")
+            await asyncio.wait_for(client.wait_connected(), BOUND)
+            assert client.subscriptions == {"room"}  # resubscribed on the second node
+            await client.send("publish", {"topic": "room", "payload": "on node two"})
+            assert (await next_of_type(client, "published")).data == "on node two"
+        assert asked[0] == first.ws_url
+        assert asked[-1] == second.ws_url
+    finally:
+        await asyncio.gather(first.kill(), second.kill())
+
+
+async def test_a_url_function_that_raises_is_retried_and_a_bad_url_is_fatal(
+    app_server: AppServer,
+) -> None:
+    answers: list[str | Exception] = [OSError("service discovery down"), app_server.url]
+
+    def url() -> str:
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async with client_for(url) as client:  # the OSError was retried with backoff
+        assert (await client.request("echo", {"n": 1}, timeout=BOUND)).data == {"n": 1}
+    assert answers == [app_server.url]
+    bad = client_for(lambda: "http://127.0.0.1:1/ws")
+    with pytest.raises(ClientGaveUpError) as raised:
+        await asyncio.wait_for(bad.connect(), BOUND)
+    assert raised.value.disconnect is not None
+    assert isinstance(raised.value.disconnect.error, ConfigurationError)
+    await bad.close()
+
+
 # -- authentication ----------------------------------------------------------------------
 
 
@@ -506,7 +556,8 @@ async def test_example_refreshing_token_reuses_and_forgets() -> None:
 async def test_token_expiring_mid_connection_is_replaced_by_a_reconnect(
     app_server: AppServer,
 ) -> None:
-    """The server closes 4401 when the token's ``exp`` passes; the provider gives a new one."""
+    """Without in-band refresh (``refresh_margin=None``) the server closes 4401 when the
+    token's ``exp`` passes; the provider gives a new one for the reconnect."""
     handed: list[str] = []
     disconnects: list[Disconnect] = []
 
@@ -515,7 +566,11 @@ async def test_token_expiring_mid_connection_is_replaced_by_a_reconnect(
         return handed[-1]
 
     client = client_for(
-        app_server.url, token=None, token_provider=provider, on_disconnect=disconnects.append
+        app_server.url,
+        token=None,
+        token_provider=provider,
+        refresh_margin=None,
+        on_disconnect=disconnects.append,
     )
     async with client:
         await until(lambda: len(disconnects) == 1, "the close at the token's expiry")
