@@ -60,10 +60,11 @@ class TargetedSends:
         user = str(user_id)
         frame = encode_envelope(envelope)
         delivered = self._registry.fan_out(self._registry.select(OP_USER, user), frame)
-        trace = None if self.tracing is None else self.tracing.inject()
-        await self._node.publish(
-            user_channel(user), encode_packet(self.node_id, OP_USER, user, frame, trace=trace)
-        )
+        channel = user_channel(user)
+        if self._node.reaches_others(channel):
+            trace = None if self.tracing is None else self.tracing.inject()
+            packet = encode_packet(self.node_id, OP_USER, user, frame, trace=trace)
+            await self._node.publish(channel, packet)
         return delivered
 
     async def send_to_connection(self, connection_id: str, envelope: EnvelopeLike) -> bool:

@@ -179,6 +179,12 @@ class Node:
 
     # -- out ---------------------------------------------------------------------------
 
+    def reaches_others(self, channel: str) -> bool:
+        """Whether a packet on ``channel`` may reach another node. Only a backplane that
+        knows its listeners (the in-memory one) says no; the hub then skips the packet."""
+        knows = getattr(self.backplane, "reaches_others", None)
+        return True if knows is None else bool(knows(channel))
+
     async def publish(self, channel: str, packet: bytes) -> int:
         """Publish; count and re-raise :class:`BackplaneError`."""
         try:

@@ -380,9 +380,16 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         op, target = (OP_ALL, "") if topic is None else (OP_TOPIC, topic)
         fan_out = self._registry.fan_out
         delivered = fan_out(self._registry.select(op, target, skip_ids, skip_users), frame)
-        packet = encode_packet(
-            self.node_id, op, target, frame, exclude=skip_ids, exclude_users=skip_users, trace=trace
-        )
         channel = ALL_CHANNEL if topic is None else topic_channel(topic)
-        await self._node.publish(channel, packet)
+        if self._node.reaches_others(channel):
+            packet = encode_packet(
+                self.node_id,
+                op,
+                target,
+                frame,
+                exclude=skip_ids,
+                exclude_users=skip_users,
+                trace=trace,
+            )
+            await self._node.publish(channel, packet)
         return delivered

@@ -203,3 +203,45 @@ async def test_stop_closes_everyone_going_away() -> None:
         pass
     assert all(p.close_codes() == [CloseCode.GOING_AWAY] for p in peers)
     assert hub.stats().connections == 0
+
+
+async def test_a_lone_hub_skips_packets_no_other_node_would_receive() -> None:
+    from tempest_ws.backplane import InMemoryBackplane, InMemoryBus
+
+    bus = InMemoryBus()
+    sent: list[str] = []
+    lone = InMemoryBackplane(bus)
+    publish = lone.publish
+
+    async def recording(channel: str, packet: bytes) -> int:
+        sent.append(channel)
+        return await publish(channel, packet)
+
+    lone.publish = recording  # type: ignore[method-assign]
+    a = WebSocketHub(backplane=lone)
+    b = WebSocketHub(backplane=InMemoryBackplane(bus))
+    await a.start()
+    await b.start()
+    try:
+        local = a.create_connection("ann", send=Peer().send)
+        await a.register(local)
+        await a.subscribe(local.connection_id, "room")
+        await a.broadcast({"type": "n"}, topic="room")
+        await a.send_to("ann", {"type": "n"})
+        assert sent == []  # only this node listens on topic:room and user:ann
+        await a.broadcast({"type": "n"})  # "all": every node listens
+        assert sent == ["all"]
+
+        remote_peer = Peer()
+        remote = b.create_connection("bob", send=remote_peer.send)
+        await b.register(remote)
+        remote.start()
+        await b.subscribe(remote.connection_id, "room")
+        await a.broadcast({"type": "n", "data": 1}, topic="room")
+        await a.send_to("bob", {"type": "n", "data": 2})
+        assert sent == ["all", "topic:room", "user:bob"]
+        await until(lambda: '"data":2' in "".join(remote_peer.texts()))
+        assert [json.loads(t)["data"] for t in remote_peer.texts()][-2:] == [1, 2]
+    finally:
+        await a.stop()
+        await b.stop()

@@ -29,6 +29,7 @@ from tempest_ws import (
 from tempest_ws.backplane import InMemoryBackplane, InMemoryBus
 from tempest_ws.backplane.packet import decode_packet, encode_packet
 from tempest_ws.testing import live_server
+from tests.backplane_nodes import Recorder
 from tests.redis_server import RedisServer
 from tests.support import Peer, make_settings, require_tool, token, until
 
@@ -385,6 +386,11 @@ async def test_packets_carry_trace_context_only_inside_a_span_with_tracing_on(
         await hub.start()
         return hub
 
+    # A third node listens: a hub skips packets no other node would receive.
+    observer = InMemoryBackplane(bus)
+    await observer.start("0000000000ff", Recorder())
+    for channel in ("topic:t", "user:u"):
+        await observer.subscribe(channel)
     plain, traced = await hub_with(None), await hub_with(Tracing(tracer_provider=provider))
     try:
         with provider.get_tracer("tests").start_as_current_span("caller"):
@@ -396,6 +402,7 @@ async def test_packets_carry_trace_context_only_inside_a_span_with_tracing_on(
     finally:
         await plain.stop()
         await traced.stop()
+        await observer.stop()
     headers = [json.loads(p.split(b"\n", 1)[0]) for p in published]
     assert len(headers) == 7
     assert all("tp" not in h for h in headers[:3])  # tracing off: never a header

@@ -166,6 +166,14 @@ class InMemoryBackplane:
         self._presence.forget_node()
         self._listener = None
 
+    def reaches_others(self, channel: str) -> bool:
+        """Whether a node other than this one listens on ``channel`` now: when none does,
+        the hub skips building and publishing the packet (a lone hub's common case)."""
+        listeners = self.bus.subscribers.get(channel)
+        if not listeners:
+            return False
+        return len(listeners) > 1 or self.node_id not in listeners
+
     async def publish(self, channel: str, packet: bytes) -> int:
         """Deliver on the next loop iteration to every other subscribed node.
 
