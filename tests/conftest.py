@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.redis_server import RedisClusterNodes
+from tests.redis_server import RedisClusterNodes, RedisServer
 from tests.support import require_tool
 
 
@@ -26,3 +26,15 @@ def cluster() -> Iterator[RedisClusterNodes]:
         yield nodes
     finally:
         nodes.close()
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port for one test, stopped by PID after."""
+    require_tool("redis-server")
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

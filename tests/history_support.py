@@ -15,7 +15,7 @@ import contextlib
 import json
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,16 @@ class Nodes:
 
 
 @contextlib.contextmanager
-def history_nodes(workdir: Path, *, max_messages: int, count: int = 2) -> Iterator[Nodes]:
+def history_nodes(
+    workdir: Path,
+    *,
+    max_messages: int | None = None,
+    count: int = 2,
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[Nodes]:
     """``count`` uvicorn nodes of ``examples/history.py`` on one new ``redis-server``,
-    ``room:*`` keeping ``max_messages`` (close to exactly: small stream nodes), stopped
+    ``room:*`` keeping ``max_messages`` (close to exactly: small stream nodes; the
+    default bound without it), with ``extra_env`` added to their environment, stopped
     by PID on exit. Skips when ``redis-server`` is not installed."""
     require_tool("redis-server")
     redis = RedisServer()
@@ -62,9 +69,11 @@ def history_nodes(workdir: Path, *, max_messages: int, count: int = 2) -> Iterat
         "WS_REDIS_HEALTH_CHECK_SECONDS": "1",
         "WS_REDIS_RECONNECT_MAX_SECONDS": "0.5",
         "WS_HISTORY_TOPICS": "room:*",
-        "WS_HISTORY_MAX_MESSAGES": str(max_messages),
         "WS_HISTORY_GAP_TIMEOUT_SECONDS": "0.2",
+        **(extra_env or {}),
     }
+    if max_messages is not None:
+        env["WS_HISTORY_MAX_MESSAGES"] = str(max_messages)
     apps = [AppProcess(env, app=HISTORY_APP, workdir=workdir) for _ in range(count)]
     try:
         start_all(apps)

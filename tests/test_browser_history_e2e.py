@@ -23,54 +23,27 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.browser import Chromium, launch_chromium, wait_js
-from tests.redis_server import RedisServer
-from tests.scaleout_app import AppProcess, start_all
-from tests.support import SECRET, require_tool, token
+from tests.history_support import Nodes, history_nodes, post
+from tests.scaleout_app import start_all
+from tests.support import token
 from tests.test_browser_client import FAST, HARNESS, events, wait_event
 
 pytestmark = [pytest.mark.redis, pytest.mark.browser, pytest.mark.e2e]
 
-APP = "examples.history:create_app"
 BOUND = 15.0
 """Upper bound, in seconds, of an HTTP call; reached only when something is broken."""
 
 
-class Nodes:
-    def __init__(self, redis: RedisServer, apps: list[AppProcess]) -> None:
-        self.redis = redis
-        self.apps = apps
-
-
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
-    require_tool("redis-server")
-    redis = RedisServer()
-    redis.start()
-    env = {
-        "WS_JWT_SECRET": SECRET,
-        "WS_REDIS_URL": redis.url,
-        "WS_REDIS_CHANNEL_PREFIX": f"b{uuid.uuid4().hex[:8]}",
-        "WS_REDIS_TIMEOUT_SECONDS": "1",
-        "WS_REDIS_HEALTH_CHECK_SECONDS": "1",
-        "WS_REDIS_RECONNECT_MAX_SECONDS": "0.5",
-        "WS_HISTORY_TOPICS": "room:*",
-        "WS_HISTORY_GAP_TIMEOUT_SECONDS": "0.2",
-        "WS_HEARTBEAT_SECONDS": "0.5",  # hello promises 2.5 s: an offline client notices
-        "WS_HEARTBEAT_TIMEOUT_SECONDS": "2.5",
-    }
+    # hello promises a 2.5 s silence deadline: an offline client notices it quickly.
+    heartbeat = {"WS_HEARTBEAT_SECONDS": "0.5", "WS_HEARTBEAT_TIMEOUT_SECONDS": "2.5"}
     workdir = Path(tmp_path_factory.mktemp("browser-history-e2e"))
-    apps = [AppProcess(env, app=APP, workdir=workdir) for _ in range(2)]
-    try:
-        start_all(apps)
-        yield Nodes(redis, apps)
-    finally:
-        for app in apps:
-            app.stop()
-        redis.close()
+    with history_nodes(workdir, extra_env=heartbeat) as started:
+        yield started
 
 
 @pytest.fixture
@@ -82,18 +55,6 @@ async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
 def room() -> tuple[str, str]:
     name = uuid.uuid4().hex[:8]
     return name, f"room:{name}"
-
-
-async def publish(app: AppProcess, name: str, *numbers: int) -> None:
-    """``POST /rooms/{name}/messages`` on ``app``, one message per number, in order."""
-    async with httpx.AsyncClient(base_url=app.base, timeout=BOUND) as http:
-        for n in numbers:
-            response = await http.post(
-                f"/rooms/{name}/messages",
-                json={"text": str(n)},
-                headers={"Authorization": f"Bearer {token('pub')}"},
-            )
-            assert response.status_code == 200, response.text
 
 
 ROTATING_CLIENT = """
@@ -132,12 +93,12 @@ async def test_offline_while_its_node_dies_resumes_on_the_other_node(
             "offset": 0,
             "epoch": epoch,
         }
-        await publish(b, name, 1, 2)
+        await post(b, name, 1, 2)
         await wait_event(page, "c", "message", "e.detail.type === 'chat.message'", 2)
 
         await chromium.context.set_offline(True)
         await wait_event(page, "c", "close", "e.detail.code === 4408")
-        await publish(b, name, 3, 4, 5, 6, 7)  # missed: held in A's dead socket at most
+        await post(b, name, 3, 4, 5, 6, 7)  # missed: held in A's dead socket at most
         await wait_event(page, "c", "close", "e.detail.code === 1006")  # offline handshake
         assert a.process is not None
         a.process.kill()  # SIGKILL: node A is gone for good
@@ -153,7 +114,7 @@ async def test_offline_while_its_node_dies_resumes_on_the_other_node(
             "epoch": epoch,
         }
         assert await page.evaluate("() => window.connects.at(-1)") == b.ws
-        await publish(b, name, 8)
+        await post(b, name, 8)
         await wait_event(page, "c", "message", "e.detail.type === 'chat.message'", 8)
         story = [
             "recovery" if e["type"] == "recovery" else e["detail"]["offset"]
@@ -230,12 +191,12 @@ async def test_the_example_page_resumes_from_local_storage(
     (first,) = await recoveries(page, 1)
     assert (first["recovered"], first["offset"]) == (False, 0)
     await notes(page, [RELOADING, "reloaded: 0 message(s) from the server"])
-    await publish(a, name, 1, 2)
+    await post(a, name, 1, 2)
     await wait_lines(page, [1, 2], [1, 2])
 
     # Leave (the page saves), miss 3 and 4, come back: resumed from the saved position.
     await page.goto("about:blank")
-    await publish(a, name, 3, 4)
+    await post(a, name, 3, 4)
     await page.goto(url)
     saved = json.loads(
         await page.evaluate(f"() => localStorage.getItem('history-example:{topic}')")
@@ -256,7 +217,7 @@ async def test_the_example_page_resumes_from_local_storage(
     await page.goto("about:blank")
     with nodes.redis.client() as redis:
         redis.flushall()
-    await publish(a, name, 5, 6)  # offsets 1 and 2 of a new epoch
+    await post(a, name, 5, 6)  # offsets 1 and 2 of a new epoch
     await page.goto(url)
     (lost,) = await recoveries(page, 1)
     assert lost["epoch"] > first["epoch"]
@@ -269,5 +230,5 @@ async def test_the_example_page_resumes_from_local_storage(
     }
     await notes(page, [RELOADING, "reloaded: 2 message(s) from the server"])
     await wait_lines(page, [5, 6], [1, 2])  # from /rooms/{name}/history
-    await publish(a, name, 7)
+    await post(a, name, 7)
     await wait_lines(page, [5, 6, 7], [1, 2, 3])

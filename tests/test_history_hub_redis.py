@@ -11,7 +11,7 @@ backplane) publishing positioned packets in reverse.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -21,23 +21,11 @@ from tempest_ws.backplane.packet import OP_TOPIC, encode_packet, topic_channel
 from tempest_ws.history import HistoryPolicy, Position, stamp_frame
 from tests.history_support import TOPIC, connect, expect, recoveries
 from tests.redis_server import RedisServer
-from tests.support import require_tool
 
 pytestmark = pytest.mark.redis
 
 POLICY = HistoryPolicy(topics=("chat:*",), max_messages=100)
 Start = Callable[..., Awaitable[WebSocketHub]]
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    require_tool("redis-server")
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -24,14 +23,8 @@ def frame(n: int) -> str:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[RedisServer]:
-    require_tool("redis-server")
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
+def server(redis: RedisServer) -> RedisServer:
+    return redis
 
 
 async def test_one_nodes_appends_are_pipelined_in_call_order(server: RedisServer) -> None:

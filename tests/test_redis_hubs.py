@@ -15,7 +15,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -32,17 +32,6 @@ HubFactory = Callable[..., Awaitable[WebSocketHub]]
 
 def _redis_backplane(server: RedisServer) -> Backplane:
     return redis_backplane(server.url, timeout=0.5, health_check_interval=0.5)
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    require_tool("redis-server")
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

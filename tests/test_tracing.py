@@ -31,7 +31,7 @@ from tempest_ws.backplane.packet import decode_packet, encode_packet
 from tempest_ws.testing import live_server
 from tests.backplane_nodes import Recorder
 from tests.redis_server import RedisServer
-from tests.support import Peer, make_settings, require_tool, token, until
+from tests.support import Peer, make_settings, token, until
 
 SECRET_BODY = "body-7c1e-never-in-a-span"
 
@@ -263,17 +263,6 @@ async def _member(hub: WebSocketHub, user: str, topic: str) -> tuple[WebSocketCo
     connection.start()
     assert await hub.subscribe(connection.connection_id, topic)
     return connection, peer
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    require_tool("redis-server")
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
