@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .auth import BEARER_SUBPROTOCOL
-from .codes import CLOSE_CODE_INFO
+from .codes import CLOSE_CODE_INFO, CloseCode
 from .exceptions import ConfigurationError
 from .settings import WebSocketSettings
 
@@ -89,11 +89,13 @@ def channel_description(settings: WebSocketSettings) -> str:
         "**Authentication.** Offer the subprotocols `bearer, <token>` "
         "(`new WebSocket(url, ['bearer', token])`; the server selects `bearer` and never "
         f"echoes the token), or send `Authorization: Bearer <token>`{query}. A missing or "
-        "rejected token closes 4401 after the handshake.\n\n"
+        f"rejected token closes {CloseCode.UNAUTHORIZED:d} after the handshake.\n\n"
         f"**Heartbeat.** The server sends `ping` every {settings.WS_HEARTBEAT_SECONDS:g} s "
-        f"and closes 4408 after {settings.WS_HEARTBEAT_TIMEOUT_SECONDS:g} s without any "
+        f"and closes {CloseCode.HEARTBEAT_TIMEOUT:d} after "
+        f"{settings.WS_HEARTBEAT_TIMEOUT_SECONDS:g} s without any "
         "inbound frame; answer each `ping` with a `pong`.\n\n"
-        f"**Limits.** Frames over {settings.WS_MAX_MESSAGE_BYTES} bytes close 1009; "
+        f"**Limits.** Frames over {settings.WS_MAX_MESSAGE_BYTES} bytes close "
+        f"{CloseCode.MESSAGE_TOO_BIG:d}; "
         "malformed frames get an `error` envelope.\n\n"
         "**Close codes** (also in the `x-tempest-ws-close-codes` extension):\n\n"
         "| Code | Name | Meaning | Client should |\n|---|---|---|---|\n" + rows
