@@ -42,9 +42,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._proc import cpu_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "backplane.json"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 PAD = "x" * 160  # a ~230-byte envelope, a typical chat or notification message
 
@@ -343,8 +344,7 @@ class Child:
         return self.read(timeout)
 
     def cpu(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return cpu_seconds(self.pid)
 
     def rss_kb(self) -> int:
         return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * PAGE_KB

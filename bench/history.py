@@ -31,80 +31,23 @@ import asyncio
 import json
 import os
 import platform
-import socket
+import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from ._proc import RedisProcess, cpu_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "history.json"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAD = "x" * 160  # a ~230-byte envelope, a typical chat or notification message
 TOPIC = "chat:bench"
 PLAIN = "plain:bench"
 SUBSCRIBERS = 50
 DEADLINE = 60.0  # seconds, per run
-
-
-class RedisChild:
-    """A throwaway ``redis-server`` on a free loopback port, stopped by its PID."""
-
-    def __init__(self) -> None:
-        binary = subprocess.run(
-            ["sh", "-c", "command -v redis-server"], capture_output=True, text=True
-        ).stdout.strip()
-        if not binary:
-            raise SystemExit("redis-server is not installed")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
-        options = [
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--loglevel",
-            "warning",
-        ]
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), *options],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("redis-server did not start")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def cpu(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
 
 
 class Audience:
@@ -261,24 +204,25 @@ async def measure(mode: str) -> dict[str, Any]:
     finally:
         await hub.stop()
 
-    redis = RedisChild()
+    binary = shutil.which("redis-server") or sys.exit("redis-server is not installed")
+    redis = RedisProcess(binary)
     try:
         store = RedisHistory(redis.url, policy=policy, timeout=5)
-        cpu0 = redis.cpu()
+        cpu0 = cpu_seconds(redis.pid)
         count = int(1000 * scale)
         results["micro"]["redis_append_us"] = await per_call(
             lambda n: store.append("chat:micro", frame), count
         )
         results["micro"]["redis_cpu_us_per_append"] = round(
-            (redis.cpu() - cpu0) / (3 * count) * 1e6, 2
+            (cpu_seconds(redis.pid) - cpu0) / (3 * count) * 1e6, 2
         )
-        cpu0, start, batches = redis.cpu(), time.perf_counter(), int(50 * scale)
+        cpu0, start, batches = cpu_seconds(redis.pid), time.perf_counter(), int(50 * scale)
         for _ in range(batches):  # 64 concurrent appends: pipelined in batches
             await asyncio.gather(*(store.append(f"chat:b{i % 8}", frame) for i in range(64)))
         elapsed = time.perf_counter() - start
         results["micro"]["redis_batched_appends_per_s"] = round(64 * batches / elapsed)
         results["micro"]["redis_cpu_us_per_batched_append"] = round(
-            (redis.cpu() - cpu0) / (64 * batches) * 1e6, 2
+            (cpu_seconds(redis.pid) - cpu0) / (64 * batches) * 1e6, 2
         )
         import redis as redis_py
 
