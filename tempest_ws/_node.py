@@ -82,6 +82,10 @@ class Node:
     ) -> None:
         self.node_id = node_id
         self.backplane = backplane
+        # Looked up once: asked on every delivery. None: the backplane cannot tell.
+        self._knows_listeners: Callable[[str], bool] | None = getattr(
+            backplane, "reaches_others", None
+        )
         self.registry = registry
         self.presence_expired = presence_expired
         self.sequenced = sequenced
@@ -182,8 +186,8 @@ class Node:
     def reaches_others(self, channel: str) -> bool:
         """Whether a packet on ``channel`` may reach another node. Only a backplane that
         knows its listeners (the in-memory one) says no; the hub then skips the packet."""
-        knows = getattr(self.backplane, "reaches_others", None)
-        return True if knows is None else bool(knows(channel))
+        knows = self._knows_listeners
+        return True if knows is None else knows(channel)
 
     async def publish(self, channel: str, packet: bytes) -> int:
         """Publish; count and re-raise :class:`BackplaneError`."""
