@@ -22,19 +22,14 @@ def frame(n: int) -> str:
     return f'{{"type":"m","data":{n},"request_id":null}}'
 
 
-@pytest.fixture
-def server(redis: RedisServer) -> RedisServer:
-    return redis
-
-
-async def test_one_nodes_appends_are_pipelined_in_call_order(server: RedisServer) -> None:
+async def test_one_nodes_appends_are_pipelined_in_call_order(redis: RedisServer) -> None:
     from tempest_ws.history import RedisHistory
 
-    store = RedisHistory(server.url)
+    store = RedisHistory(redis.url)
     try:
         positions = await asyncio.gather(*(store.append(TOPIC, frame(n)) for n in range(300)))
         assert [p.offset for p in positions] == list(range(1, 301))
-        with server.client() as client:  # the script cache is lost (as after a restart)
+        with redis.client() as client:  # the script cache is lost (as after a restart)
             client.script_flush()
         again = await asyncio.gather(*(store.append(TOPIC, frame(n)) for n in range(300, 350)))
         assert [p.offset for p in again] == list(range(301, 351))
@@ -44,10 +39,10 @@ async def test_one_nodes_appends_are_pipelined_in_call_order(server: RedisServer
         await store.aclose()
 
 
-async def test_appends_cancelled_before_sending_are_never_stored(server: RedisServer) -> None:
+async def test_appends_cancelled_before_sending_are_never_stored(redis: RedisServer) -> None:
     from tempest_ws.history import RedisHistory
 
-    store = RedisHistory(server.url)
+    store = RedisHistory(redis.url)
     try:
         tasks = [asyncio.create_task(store.append(TOPIC, frame(n))) for n in range(100)]
         await asyncio.sleep(0)  # every task queued its append; the batch is not sent yet
@@ -61,10 +56,10 @@ async def test_appends_cancelled_before_sending_are_never_stored(server: RedisSe
         await store.aclose()
 
 
-async def test_max_pending_and_aclose_fail_waiting_appends(server: RedisServer) -> None:
+async def test_max_pending_and_aclose_fail_waiting_appends(redis: RedisServer) -> None:
     from tempest_ws.history import RedisHistory
 
-    store = RedisHistory(server.url, max_pending=10)
+    store = RedisHistory(redis.url, max_pending=10)
     try:
         tasks = [asyncio.create_task(store.append(TOPIC, frame(n))) for n in range(11)]
         await asyncio.sleep(0)
