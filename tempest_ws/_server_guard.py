@@ -209,8 +209,10 @@ class ServerGuard:
             conn.extensions = [e for e in conn.extensions if e.name != _DEFLATE]
             del response.headers["Sec-WebSocket-Extensions"]
             self._declined += 1
-        if too_big and hasattr(conn, "max_message_size"):
-            conn.max_message_size = max_bytes
+        if too_big:
+            # websockets 14 split max_size into message and fragment limits.
+            attribute = "max_message_size" if hasattr(conn, "max_message_size") else "max_size"
+            setattr(conn, attribute, max_bytes)
             self._lowered += 1
         return True
 
