@@ -21,6 +21,7 @@ from .exceptions import (
     EnvelopeError,
     MissingDependencyError,
     TempestWSError,
+    UnencodableMessageError,
 )
 from .history import (
     Entry,
@@ -93,6 +94,7 @@ __all__ = [
     "TempestWSError",
     "TopicAuthorizer",
     "Tracing",
+    "UnencodableMessageError",
     "WSEnvelope",
     "WebSocketConnection",
     "WebSocketHub",

@@ -35,6 +35,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ._audit import security_event, traffic_event
 from ._builtins import Inbound
 from ._expiry import TokenLifetime
+from ._handler_socket import HandlerWebSocket
 from ._hooks import Hooks
 from ._ratelimit import AddressLimiter, TokenBucket, client_address, parse_trusted_proxies
 from ._server_guard import find_protocol
@@ -79,7 +80,8 @@ def _peer_ip(transport: asyncio.WriteTransport | None, scope: Scope) -> str | No
 
 
 class Endpoint:
-    """The ASGI app behind the route (an instance, so Starlette hands it raw ASGI)."""
+    """The ASGI app behind the route, called with the server's own ``receive`` and
+    ``send`` once FastAPI solved the route's dependencies (see :mod:`tempest_ws._route`)."""
 
     def __init__(
         self,
@@ -106,6 +108,7 @@ class Endpoint:
             max_invalid_frames=max_invalid_frames,
             heartbeat_seconds=settings.WS_HEARTBEAT_SECONDS,
             heartbeat_timeout=settings.WS_HEARTBEAT_TIMEOUT_SECONDS,
+            max_json_depth=settings.WS_MAX_JSON_DEPTH,
         )
         self.addresses = AddressLimiter(settings.WS_MAX_CONNECTIONS_PER_IP)
         self.trusted = parse_trusted_proxies(settings.WS_TRUSTED_PROXIES)
@@ -118,7 +121,9 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         channel = HandlerChannel(receive, send)
-        ws = WebSocket(scope, channel.receive, channel.send)
+        ws = HandlerWebSocket(
+            scope, channel.receive, channel.send, max_json_depth=self.limits.max_json_depth
+        )
         transport = find_transport(receive, send)
         address = client_address(_peer_ip(transport, scope), ws.headers, self.trusted)
         origin = ws.headers.get("origin")

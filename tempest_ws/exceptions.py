@@ -6,6 +6,7 @@ Hierarchy (every class derives from :class:`TempestWSError`)::
     ├── ConfigurationError (ValueError)      bad settings or arguments, raised at build time
     ├── MissingDependencyError (ImportError)  an optional extra is not installed
     ├── EnvelopeError (ValueError)            an inbound frame is not a valid envelope
+    ├── UnencodableMessageError (TypeError)   an outbound envelope JSON cannot encode
     ├── CapacityError                         the hub is full (WS_MAX_CONNECTIONS)
     ├── ConnectionClosedError (ConnectionError) sending on a closed connection
     ├── BackplaneError (ConnectionError)      the backplane could not publish
@@ -41,6 +42,7 @@ __all__ = [
     "RequestTimeoutError",
     "TempestWSError",
     "UnauthorizedError",
+    "UnencodableMessageError",
 ]
 
 
@@ -91,6 +93,23 @@ class EnvelopeError(TempestWSError, ValueError):
     ) -> None:
         super().__init__(reason, code=code)
         self.request_id = request_id
+
+
+class UnencodableMessageError(TempestWSError, TypeError):
+    """An outbound envelope whose ``data`` JSON cannot encode.
+
+    Raised to whoever tried to send it (``hub.broadcast``, ``hub.send_to``,
+    ``hub.reply``, ``connection.send``, :func:`~tempest_ws.envelope.encode_envelope`)
+    before anything is queued: no recipient receives a partial message or is closed for
+    it. Causes: a value of a type JSON has no form for (a ``set``, a ``datetime`` without
+    the orjson extra, an object), a ``dict`` key that is not a string, or nesting deeper
+    than the encoder allows (orjson stops at 255 levels). ``message_type`` is the
+    envelope's ``type``; ``code`` is ``"unencodable"``.
+    """
+
+    def __init__(self, reason: str, *, message_type: str) -> None:
+        super().__init__(reason, code="unencodable")
+        self.message_type = message_type
 
 
 class CapacityError(TempestWSError):

@@ -62,8 +62,10 @@ BUILTIN_OPERATIONS: Final = frozenset({SUBSCRIBE, UNSUBSCRIBE, PRESENCE_GET, TYP
 
 ENVELOPE_KEY: Final = "tempest_ws.envelope"
 MODEL_KEY: Final = "tempest_ws.message"
-# Keys the session adds to the ASGI message it hands the handler: the decoded envelope
-# and the validated model, so receive_envelope() never parses a frame twice.
+JSON_KEY: Final = "tempest_ws.json"
+# Keys the session adds to the ASGI message it hands the handler: the decoded envelope,
+# the validated model and the parsed JSON object, so neither receive_envelope() nor
+# ws.receive_json() parses a frame twice.
 
 OnConnect: TypeAlias = Callable[
     ["WebSocketConnection", WebSocket], "int | bool | Awaitable[int | bool | None] | None"

@@ -15,12 +15,13 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Response, params
 
 from ._builtins import Inbound
 from ._endpoint import DRAIN_REASON, Endpoint
 from ._hooks import Hooks
 from ._logging import install_query_token_redaction
+from ._route import add_endpoint_route
 from ._types import BearerResolver, Handler
 from .codes import CloseCode
 from .exceptions import ConfigurationError
@@ -90,6 +91,7 @@ def make_websocket_router(
     on_disconnect: OnDisconnect | Sequence[OnDisconnect] = (),
     hook_timeout: float = 10.0,
     tracing: Tracing | None = None,
+    dependencies: Sequence[params.Depends] | None = None,
 ) -> WebSocketRouter:
     """Build an ``APIRouter`` with an authenticated, heartbeated WebSocket at ``path``.
 
@@ -124,6 +126,12 @@ def make_websocket_router(
         hook_timeout: seconds each hook may take (then it counts as failed).
         tracing: an OpenTelemetry span per inbound message (see ``docs/tracing.md``);
             the hub's ``tracing`` by default. Off when both are ``None``.
+        dependencies: FastAPI ``Depends(...)`` for the WebSocket route only, solved
+            after the app's (``FastAPI(dependencies=)``) and those of
+            ``app.include_router(router, dependencies=)``, which apply as well. All of
+            them run before the handshake is accepted; one that raises refuses it
+            (``WebSocketException``: HTTP 403; ``HTTPException``: its status) and the
+            endpoint never runs. See ``docs/authentication.md``.
 
     Returns:
         A :class:`WebSocketRouter` (an ``APIRouter``) to pass to ``app.include_router``;
@@ -175,7 +183,7 @@ def make_websocket_router(
         tracing=tracing if tracing is not None else hub.tracing,
     )
     router._tempest_endpoint = endpoint
-    router.add_websocket_route(path, endpoint, name="tempest_ws")  # type: ignore[arg-type]
+    add_endpoint_route(router, path, endpoint, dependencies=dependencies)
     if serve_client:
         router.add_api_route(
             f"{path.rstrip('/')}/client.js",

@@ -106,6 +106,13 @@ class WebSocketSettings(BaseSettings):
         description="Time allowed to write a close frame (and to flush a normal close) "
         "before the transport is aborted.",
     )
+    WS_MAX_JSON_DEPTH: int = Field(
+        default=32,
+        ge=2,
+        le=200,
+        description="Deepest nesting of objects and arrays in an inbound frame (the envelope "
+        "is level 1); deeper frames get a json_too_deep error envelope.",
+    )
     WS_ACCEPT_BINARY: bool = Field(
         default=False,
         description="Pass binary frames to the handler; when false they get an error envelope.",
