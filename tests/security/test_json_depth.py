@@ -156,7 +156,7 @@ def push_app() -> tuple[FastAPI, WebSocketHub]:
 @pytest.fixture
 async def pushing() -> AsyncIterator[tuple[str, WebSocketHub]]:
     app, hub = push_app()
-    async with serve(app) as base:
+    async with serve(app, settings=make_settings()) as base:
         yield base, hub
 
 
