@@ -101,6 +101,8 @@ async def handler(
                     ),
                     topic=f"room:{room}",
                 )
+            continue
+        await hub.reply_error(cid, envelope, "unknown_type", "no such message type")
 
 
 app = FastAPI()

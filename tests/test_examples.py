@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
-import os
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from types import ModuleType
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -29,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from examples import custom_resolver
 from tempest_ws import CloseCode
 from tempest_ws.envelope import PING_FRAME
+from tests.quickstart import quickstart_loader
 from tests.support import make_settings, token, until, ws_url
 
 # isort: split
@@ -95,25 +92,8 @@ async def refused_with(url: str, **kwargs: Any) -> int | None:
 
 @pytest.fixture
 def load_minimal(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[Callable[..., Any]]:
-    """Import ``examples.minimal`` afresh with the given ``WS_*`` environment.
-
-    The example reads its settings from the environment, as the seed's recipe does, so
-    the test sets the environment (and runs from an empty directory: no stray ``.env``).
-    """
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("WS_"):
-            monkeypatch.delenv(name)
-
-    def load(**env: Any) -> ModuleType:
-        monkeypatch.setenv("WS_JWT_SECRET", SECRET)
-        for name, value in env.items():
-            monkeypatch.setenv(name, str(value))
-        sys.modules.pop("examples.minimal", None)
-        return importlib.import_module("examples.minimal")
-
-    yield load
-    sys.modules.pop("examples.minimal", None)
+    """``load_minimal(WS_X=value)`` imports ``examples.minimal`` with that environment."""
+    yield from quickstart_loader(monkeypatch, tmp_path)
 
 
 async def test_minimal_setup_runs_the_seed_recipe(load_minimal: Callable[..., Any]) -> None:
