@@ -4,9 +4,9 @@ Three things differ from the reference recipe: the import line (``from tempest_w
 ...``), the JWT helper, which is :func:`tempest_ws.jwt_bearer_resolver` wrapped to return
 a ``UUID`` as the seed's resolver does, and who may subscribe to what. The recipe lets
 anyone subscribe and post to any topic; here a ``topic_authorizer`` admits a user to
-their own inbox (``inbox:<user id>``) and to the rooms they are a member of
-(``room:<name>``), a user posts only to rooms they joined, and malformed ``data`` gets an
-``error`` envelope instead of ending the connection.
+their own inbox (``inbox:<user id>``), to ``room:lobby`` and to the other rooms they are
+a member of (``room:<name>``), a user posts only to rooms they joined, and malformed
+``data`` gets an ``error`` envelope instead of ending the connection.
 
 Run it (``WS_JWT_SECRET`` must be at least 32 bytes; token subjects must be UUIDs)::
 
@@ -49,17 +49,18 @@ async def bearer_resolver(token: str) -> UUID | None:
 
 
 # --8<-- [start:authorizer]
+OPEN_ROOMS = frozenset({"lobby"})  # every signed-in user may join these
 room_members: dict[str, set[UUID]] = {}
-"""Who is in which room. Your database answers this; a dict stands in for it here."""
+"""Who is in which other room. Your database answers this; a dict stands in for it."""
 
 
 def may_subscribe(connection: WebSocketConnection, topic: str) -> bool:
-    """Your own ``inbox:<user id>`` and the ``room:<name>`` topics you are a member of."""
+    """Your own ``inbox:<user id>``, the open rooms and the rooms you are a member of."""
     kind, _, name = topic.partition(":")
     if kind == "inbox":
         return name == connection.user_key
     if kind == "room":
-        return connection.user_id in room_members.get(name, set())
+        return name in OPEN_ROOMS or connection.user_id in room_members.get(name, set())
     return False  # every other topic is closed
 
 

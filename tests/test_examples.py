@@ -118,7 +118,7 @@ async def test_minimal_setup_runs_the_seed_recipe(load_minimal: Callable[..., An
             }
             await recv(b)
             await recv(c)
-            minimal.room_members.update(lobby={alice, bob}, elsewhere={carol})
+            minimal.room_members["elsewhere"] = {carol}  # room:lobby is open to everyone
             # Each client subscribes, then sees its own message: its subscription is live.
             for ws, room in ((b, "lobby"), (a, "lobby"), (c, "elsewhere")):
                 await send(ws, "subscribe", {"topic": f"room:{room}"})
@@ -245,7 +245,6 @@ async def test_minimal_answers_bad_data_with_an_error_envelope(
 ) -> None:
     minimal = load_minimal()
     user = uuid4()
-    minimal.room_members["lobby"] = {user}
     async with serve(minimal.app, settings=minimal.ws_settings) as base:
         async with connect(ws_url(base), subprotocols=bearer(user)) as ws:
             await recv(ws)
@@ -290,7 +289,7 @@ async def test_minimal_topics_are_closed_but_your_inbox_and_rooms(
         ):
             await recv(a)
             await recv(b)
-            for topic in (f"inbox:{alice}", "room:team", "room:lobby", "lobby", "inbox:"):
+            for topic in (f"inbox:{alice}", "room:team", "room:Lobby", "lobby", "inbox:"):
                 await send(b, "subscribe", {"topic": topic}, request_id=topic)
                 reply = await recv(b)
                 assert (reply["data"]["code"], reply["request_id"]) == ("forbidden", topic)
@@ -303,7 +302,10 @@ async def test_minimal_topics_are_closed_but_your_inbox_and_rooms(
             await send(a, "chat.message", {"room": "team", "text": "only me"})
             assert (await recv(a))["data"]["text"] == "only me"
             assert [c.user_id for c in minimal.hub.subscribers("room:team")] == [alice]
-            assert minimal.hub.stats().subscriptions == 2
+            await send(b, "subscribe", {"topic": "room:lobby"})  # open to everyone
+            await send(b, "chat.message", {"room": "lobby", "text": "hello"})
+            assert (await recv(b))["data"]["text"] == "hello"
+            assert minimal.hub.stats().subscriptions == 3
 
 
 async def test_minimal_origin_allow_list(load_minimal: Callable[..., Any]) -> None:
