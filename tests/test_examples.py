@@ -501,10 +501,13 @@ def test_unit_test_with_starlette_testclient() -> None:
 
 async def test_custom_resolver_login_connect_logout() -> None:
     settings = make_settings()
-    app = custom_resolver.create_app(settings)
+    users = custom_resolver.Users()
+    users.add("carol", "correct horse")
+    app = custom_resolver.create_app(settings, users=users)
     async with serve(app, settings=settings) as base, httpx.AsyncClient(base_url=base) as http:
         url = ws_url(base)
-        issued = (await http.post("/login", params={"user_id": "carol"})).json()["token"]
+        form = {"user_id": "carol", "password": "correct horse"}
+        issued = (await http.post("/login", json=form)).json()["token"]
         async with connect(url, subprotocols=["bearer", issued]) as ws:
             await recv(ws)
             await send(ws, "whoami", request_id="w")

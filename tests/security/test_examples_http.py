@@ -18,7 +18,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from examples import http_push
+from examples import custom_resolver, http_push
 from tempest_ws.testing import make_token, serve
 from tests._hardening import next_of_type
 from tests.security._support import forge_jwt
@@ -154,3 +154,26 @@ async def test_user_cannot_subscribe_to_another_users_inbox_or_room() -> None:
                 assert (await next_of_type(ws, "error"))["data"]["code"] == "invalid_data"
             await ws.send(json.dumps({"type": "subscribe", "data": {"topic": "inbox:mallory"}}))
             assert (await next_of_type(ws, "subscribed"))["data"] == {"topic": "inbox:mallory"}
+
+
+async def test_login_without_the_right_password_gets_401() -> None:
+    """``examples/custom_resolver.py`` hands out session tokens only for a password."""
+    users = custom_resolver.Users()
+    users.add("carol", "correct horse")
+    settings = make_settings()
+    app = custom_resolver.create_app(settings, users=users)
+    async with serve(app, settings=settings) as base, httpx.AsyncClient(base_url=base) as http:
+        refused = [
+            {"user_id": "carol", "password": "wrong"},
+            {"user_id": "carol", "password": "correct horse "},
+            {"user_id": "mallory", "password": "correct horse"},  # no such user
+        ]
+        for form in refused:
+            assert (await http.post("/login", json=form)).status_code == 401, form
+        for form in ({"user_id": "carol"}, {"user_id": "carol", "password": ""}):
+            assert (await http.post("/login", json=form)).status_code == 422, form
+        assert (await http.post("/login", params={"user_id": "carol"})).status_code == 422
+        accepted = await http.post("/login", json={"user_id": "carol", "password": "correct horse"})
+        assert accepted.status_code == 200
+        async with connect(ws_url(base), subprotocols=["bearer", accepted.json()["token"]]) as ws:
+            await next_of_type(ws, "hello")
