@@ -19,6 +19,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from examples import custom_resolver, http_push
+from examples.chat import app as chat
+from examples.scaleout import app as scaleout
 from tempest_ws.testing import make_token, serve
 from tests._hardening import next_of_type
 from tests.security._support import forge_jwt
@@ -177,3 +179,22 @@ async def test_login_without_the_right_password_gets_401() -> None:
         assert accepted.status_code == 200
         async with connect(ws_url(base), subprotocols=["bearer", accepted.json()["token"]]) as ws:
             await next_of_type(ws, "hello")
+
+
+@pytest.mark.parametrize("example", [chat, scaleout], ids=["chat", "scaleout"])
+async def test_demo_push_endpoints_need_the_publisher_role(example: Any) -> None:
+    """The demos' HTTP pushes: 401 without a token, 403 with a dev-login token."""
+    settings = make_settings()
+    app = example.create_app(settings)
+    calls = [("POST", "/api/announce", {"text": "hi"})]
+    if example is scaleout:
+        calls.append(("GET", "/api/online", None))
+    async with serve(app, settings=settings) as base, httpx.AsyncClient(base_url=base) as http:
+        dev_login = (await http.post("/api/login", json={"name": "mallory"})).json()["token"]
+        for method, path, body in calls:
+            anonymous = await http.request(method, path, json=body)
+            assert anonymous.status_code == 401, path
+            user = {"Authorization": f"Bearer {dev_login}"}
+            assert (await http.request(method, path, json=body, headers=user)).status_code == 403
+            allowed = await http.request(method, path, json=body, headers=PUBLISHER)
+            assert allowed.status_code == 200, path
