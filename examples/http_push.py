@@ -50,35 +50,30 @@ async def handler(ws: WebSocket, connection: WebSocketConnection, hub: WebSocket
     while True:
         envelope = WSEnvelope.model_validate(await ws.receive_json())
         topic = envelope.data.get("topic") if isinstance(envelope.data, dict) else None
-        if envelope.type in ("subscribe", "unsubscribe") and not isinstance(topic, str):
+        if envelope.type not in ("subscribe", "unsubscribe"):
+            await hub.reply_error(cid, envelope, "unknown_type", f"cannot handle {envelope.type!r}")
+            continue
+        if not isinstance(topic, str):
             await hub.reply_error(cid, envelope, "invalid_data", "data.topic: a topic name")
-        elif envelope.type in ("subscribe", "unsubscribe") and isinstance(topic, str):
-            if envelope.type == "subscribe":
-                try:
-                    allowed = await hub.subscribe(cid, topic)  # asks the topic authorizer
-                except ValueError:  # empty, or longer than the hub allows
-                    allowed = False
-                if not allowed:
-                    await hub.reply_error(cid, envelope, "forbidden", "not your topic")
-                    continue
-            else:
-                await hub.unsubscribe(cid, topic)
-            # connection.send queues the reply behind earlier pushes: order is kept.
-            await connection.send(
-                WSEnvelope(
-                    type=f"{envelope.type}d",  # "subscribed" / "unsubscribed"
-                    data={"topic": topic},
-                    request_id=envelope.request_id,
-                )
-            )
+            continue
+        if envelope.type == "subscribe":
+            try:
+                allowed = await hub.subscribe(cid, topic)  # asks the topic authorizer
+            except ValueError:  # empty, or longer than the hub allows
+                allowed = False
+            if not allowed:
+                await hub.reply_error(cid, envelope, "forbidden", "not your topic")
+                continue
         else:
-            await connection.send(
-                WSEnvelope(
-                    type="error",
-                    data={"code": "unknown_type", "message": f"cannot handle {envelope.type!r}"},
-                    request_id=envelope.request_id,
-                )
+            await hub.unsubscribe(cid, topic)
+        # connection.send queues the reply behind earlier pushes: order is kept.
+        await connection.send(
+            WSEnvelope(
+                type=f"{envelope.type}d",  # "subscribed" / "unsubscribed"
+                data={"topic": topic},
+                request_id=envelope.request_id,
             )
+        )
 
 
 # --8<-- [end:handler]
@@ -111,8 +106,8 @@ async def caller(
     # The resolver has just verified this very token (pinned algorithm, signature, exp,
     # aud, iss), so its other claims are read without verifying it a second time.
     roles = jwt.decode(token, options={"verify_signature": False}).get("roles")
-    names = frozenset(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else None
-    return Caller(str(user), names or frozenset())
+    names = [r for r in roles if isinstance(r, str)] if isinstance(roles, list) else []
+    return Caller(str(user), frozenset(names))
 
 
 async def publisher(who: Annotated[Caller, Depends(caller)]) -> Caller:
