@@ -37,6 +37,7 @@ from ._builtins import Inbound
 from ._expiry import TokenLifetime
 from ._hooks import Hooks
 from ._ratelimit import AddressLimiter, TokenBucket, client_address, parse_trusted_proxies
+from ._server_guard import find_protocol
 from ._session import HandlerChannel, SessionLimits
 from ._transport import find_transport
 from ._types import BearerResolver, Handler, Receive, Scope, Send, UserId
@@ -143,7 +144,7 @@ class Endpoint:
         try:
             # _open returns once the handshake is through, so only this frame and _run's
             # stay suspended for the life of the connection.
-            opened = await self._open(ws, send, transport, address)
+            opened = await self._open(ws, send, transport, address, find_protocol(receive))
             if opened is not None:
                 connection, token = opened
                 await self._run(ws, channel, connection, token)
@@ -167,6 +168,7 @@ class Endpoint:
         send: Send,
         transport: asyncio.WriteTransport | None,
         address: str,
+        protocol: object | None,
     ) -> tuple[WebSocketConnection, str] | None:
         """Accept, authenticate and run ``on_connect``: the connection and its token, or
         ``None`` when it was refused and closed."""
@@ -178,10 +180,13 @@ class Endpoint:
             scope.get("query_string", b""),
             allow_query=self.settings.WS_ALLOW_QUERY_TOKEN,
         )
+        guard, settings = self.hub.server_guard, self.settings
+        guard.before_accept(protocol, ws.headers, settings.WS_MAX_MESSAGE_BYTES)
         try:
             await ws.accept(subprotocol=BEARER_SUBPROTOCOL if found.bearer_offered else None)
         except (WebSocketDisconnect, OSError):
             return None  # the peer left during the handshake
+        guard.after_accept(protocol, settings.WS_MAX_FRAGMENTS_PER_MESSAGE, attempt)
         if self._refusing():
             await ws.close(CloseCode.GOING_AWAY, self.drain_reason)
             return None

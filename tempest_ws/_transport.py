@@ -123,7 +123,8 @@ def direct_writer(transport: object) -> DirectWriter | None:
     """A :class:`DirectWriter` for ``transport`` when it carries uvicorn's sansio protocol.
 
     ``None`` for any other server or protocol, when the handshake is not complete, or when
-    the connection negotiated an extension (its frames would not be plain frames).
+    the connection negotiated an extension that rewrites frames (its frames would not be
+    plain frames; tempest_ws's own fragment counter rewrites nothing).
     """
     get_protocol = getattr(transport, "get_protocol", None)
     module = sys.modules.get(_SANSIO_MODULE)
@@ -140,7 +141,10 @@ def direct_writer(transport: object) -> DirectWriter | None:
         return None
     if protocol.transport is not transport or not protocol.handshake_complete:
         return None
-    if protocol.initial_response is not None or getattr(protocol.conn, "extensions", True):
+    if protocol.initial_response is not None:
+        return None
+    extensions = getattr(protocol.conn, "extensions", None)
+    if extensions is None or not all(getattr(e, "passthrough", False) for e in extensions):
         return None
     from websockets.protocol import State
 

@@ -93,7 +93,8 @@ CLOSE_CODE_INFO: dict[CloseCode, CloseCodeInfo] = {
         reconnect=False,
     ),
     CloseCode.MESSAGE_TOO_BIG: CloseCodeInfo(
-        "An inbound frame was larger than WS_MAX_MESSAGE_BYTES.",
+        "An inbound frame was larger than WS_MAX_MESSAGE_BYTES, or a message was split "
+        "into more than WS_MAX_FRAGMENTS_PER_MESSAGE fragments (reason too many fragments).",
         "Send smaller messages; reconnecting with the same payload fails again.",
         reconnect=True,
     ),

@@ -37,6 +37,7 @@ from ._membership import MAX_TOPIC_LENGTH, HubMembership
 from ._node import ClusterStats, Node
 from ._presence import PresenceSetting, TopicPresence
 from ._registry import HubStats, Registry
+from ._server_guard import ServerGuard
 from ._types import Send, Topic, UserId
 from .backplane.base import Backplane
 from .backplane.memory import InMemoryBackplane
@@ -161,6 +162,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         self._node.tracing = tracing
         self._evicted = 0
         self._rejected = 0
+        self.server_guard = ServerGuard()  # what the server negotiates, per connection
 
     @classmethod
     def from_settings(

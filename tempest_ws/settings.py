@@ -72,6 +72,14 @@ class WebSocketSettings(BaseSettings):
         le=64 * 1024 * 1024,
         description="Largest inbound frame in bytes; larger frames close 1009.",
     )
+    WS_MAX_FRAGMENTS_PER_MESSAGE: int = Field(
+        default=256,
+        ge=1,
+        le=65536,
+        description="Continuation frames one inbound message may be split into; past it "
+        "the connection is closed 1009 'too many fragments' (enforced under uvicorn's "
+        "websockets-sansio protocol, the default).",
+    )
     WS_MAX_CONNECTIONS_PER_USER: int = Field(
         default=5,
         ge=1,

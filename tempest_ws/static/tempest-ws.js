@@ -653,7 +653,10 @@ export class TempestWS extends EventTarget {
     } catch (cause) {
       if (generation !== this.#generation) return;
       this.#emit("error", {
-        error: new TempestWSError("could not get the URL or token", { code: "token_provider_failed", cause }),
+        error: new TempestWSError(`could not get the URL or token: ${cause?.message ?? cause}`, {
+          code: "token_provider_failed",
+          cause,
+        }),
         fatal: false,
       });
       this.#afterClose(CloseCode.ABNORMAL, "token provider failed");
