@@ -20,7 +20,7 @@ import pytest
 from examples.chat.__main__ import parse_args
 from examples.chat.app import create_app
 from tempest_ws import CloseCode, ConfigurationError, jwt_bearer_resolver
-from tempest_ws.testing import serve
+from tempest_ws.testing import make_token, serve
 from tests.browser import Chromium, launch_chromium
 from tests.support import make_settings, until, ws_url
 
@@ -43,6 +43,13 @@ async def login(base: str, name: str) -> str:
     response.raise_for_status()
     token: str = response.json()["token"]
     return token
+
+
+def publisher(app: Any) -> dict[str, str]:
+    """HTTP headers with a token that has the ``publisher`` role for ``app``."""
+    secret = app.state.settings.WS_JWT_SECRET.get_secret_value()
+    signed = make_token("ops", secret=secret, claims={"roles": ["publisher"]})
+    return {"Authorization": f"Bearer {signed}"}
 
 
 async def next_of(ws: Any, kind: str) -> dict[str, Any]:
@@ -132,12 +139,17 @@ async def test_http_announce_reaches_sockets_and_rooms_scope_messages() -> None:
             assert refused["data"]["code"] == "bad_room"
 
             async with httpx.AsyncClient(base_url=base) as http:
+                anonymous = await http.post("/api/announce", json={"text": "x"})
+                user = {"Authorization": f"Bearer {bob_token}"}  # the dev login grants no role
+                not_allowed = await http.post("/api/announce", json={"text": "x"}, headers=user)
+            async with httpx.AsyncClient(base_url=base, headers=publisher(app)) as http:
                 everyone = await http.post("/api/announce", json={"text": "maintenance at 5"})
                 lobby = await http.post(
                     "/api/announce", json={"text": "lobby only", "room": "lobby"}
                 )
                 bad = await http.post("/api/announce", json={"text": "x", "room": "Not A Room"})
                 online = await http.get("/api/online")
+            assert (anonymous.status_code, not_allowed.status_code) == (401, 403)
             assert everyone.json() == {"delivered": 2}
             assert lobby.json() == {"delivered": 1}
             assert bad.status_code == 422
@@ -263,7 +275,7 @@ async def test_demo_page_two_users_chat_in_chromium(chromium: Chromium) -> None:
         await members[bob].get_by_text("alice", exact=True).wait_for()
 
         # A push from an HTTP handler shows up in both pages.
-        async with httpx.AsyncClient(base_url=base) as http:
+        async with httpx.AsyncClient(base_url=base, headers=publisher(app)) as http:
             response = await http.post("/api/announce", json={"text": "pizza in 5"})
         assert response.json() == {"delivered": 2}
         for page in (alice, bob):

@@ -456,7 +456,7 @@ async def test_the_example_traces_its_messages(
 ) -> None:
     from examples.tracing import build_app
 
-    app = build_app(make_settings(), tracer_provider=provider)
+    app = build_app(make_settings(), tracer_provider=provider, rooms={"1": {"ann", "bob"}})
     async with (
         live_server(app) as server,
         server.connect(token("ann")) as ann,
@@ -466,6 +466,13 @@ async def test_the_example_traces_its_messages(
         await ann.expect("ack")
         await bob.send_envelope("chat.send", {"room": "room:1", "text": "hi"})
         assert (await ann.expect("chat.message")).data == {"text": "hi"}
-    await until(lambda: len(spans(exporter, "tempest_ws.receive")) == 2)
+        for topic in ("room:2", "inbox:ann"):  # not a member: neither read nor post
+            await bob.send_envelope("subscribe", {"topic": topic})
+            assert (await bob.expect("error")).data["code"] == "forbidden"
+            await bob.send_envelope("chat.send", {"room": topic, "text": "x"})
+            assert (await bob.expect("error")).data["code"] == "forbidden"
+        await bob.send_envelope("chat.send", {"room": 1})
+        assert (await bob.expect("error")).data["code"] == "invalid_data"
+    await until(lambda: len(spans(exporter, "tempest_ws.receive")) == 7)
     names = sorted(s.name for s in spans(exporter, "tempest_ws.receive"))
-    assert names == ["tempest_ws.receive", "tempest_ws.receive subscribe"]
+    assert names == ["tempest_ws.receive"] * 4 + ["tempest_ws.receive subscribe"] * 3
