@@ -109,9 +109,10 @@ class DirectWriter:
         """Write several text frames in one ``transport.write`` if :meth:`ready`."""
         if not self.ready():
             return False
-        return self._write(encode_text_frames(texts))
+        return self.write_frames(encode_text_frames(texts))
 
-    def _write(self, data: bytes) -> bool:
+    def write_frames(self, data: bytes) -> bool:
+        """Write frames already encoded, without checking :meth:`ready` (the caller did)."""
         try:
             self._transport.write(data)
         except (OSError, RuntimeError):
