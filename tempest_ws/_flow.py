@@ -1,5 +1,4 @@
-"""Flow control: how much a connection may hold, how long it may stall, and how long a
-producer waits for the others.
+"""Flow control: per-connection byte and time budgets, and bounded producer backpressure.
 
 One :class:`SendBudget` per hub, shared by its connections. No I/O here, and nothing on
 the fast path: a frame written straight to an idle socket never touches it. Only a

@@ -159,7 +159,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         self._history = make_history(
             history, history_policy, self._node, history_gap_timeout, send_queue_size
         )
-        self._node.tracing = tracing
+        self._node.tracing, self._node.budget = tracing, self.send_budget
         self._evicted = 0
         self._rejected = 0
 

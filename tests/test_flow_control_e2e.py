@@ -1,7 +1,7 @@
 """Flow control over real sockets: bursts never cost a fast reader its connection, and a
 reader that stops is closed 1013 within its byte budget.
 
-The server runs in its own process (``tests.flow_control_app``) so its memory can be read
+The servers run in their own processes (``tests.flow_control_app``) so its memory can be read
 from ``/proc``; its producers are tight loops inside HTTP handlers. A stalled client is a
 raw socket with a 4 KiB receive buffer that stops reading after the handshake; at the end
 it reads what is left, which ends with the server's close frame.
@@ -19,6 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests._hardening import RawClient
+from tests.redis_server import RedisServer
 from tests.server_process import ServerProcess
 from tests.support import token
 
@@ -182,3 +183,41 @@ async def test_b_stalled_sockets_hold_at_most_their_byte_budget(
         await http.post("/trim")
         after = _status(server.pid, "VmRSS")
         assert after - before <= SLACK, (before, after)
+
+
+@pytest.mark.redis
+async def test_c_a_burst_from_another_node_never_closes_fast_readers(
+    monkeypatch: pytest.MonkeyPatch, redis: RedisServer
+) -> None:
+    """Node A (no subscribers) bursts; node B's readers get it through Redis."""
+    count, readers = 2000, 20
+    _env(monkeypatch, WS_REDIS_URL=redis.url)
+    publisher = ServerProcess(module="tests.flow_control_app", start_timeout=60)
+    receiver = ServerProcess(module="tests.flow_control_app", start_timeout=60)
+    async with publisher, receiver:
+        base = f"http://127.0.0.1:{receiver.port}"
+        async with httpx.AsyncClient(base_url=base) as http:
+            clients = []
+            for i in range(readers):
+                ws = await connect(
+                    receiver.ws_url,
+                    subprotocols=["bearer", token(f"r{i}")],  # type: ignore[list-item]
+                    max_size=None,
+                )
+                clients.append(ws)
+                async with asyncio.timeout(30):
+                    while json.loads(await ws.recv())["type"] != "subscribed":
+                        pass
+            reading = [asyncio.create_task(_reader(ws, count)) for ws in clients]
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{publisher.port}") as a:
+                response = await a.post(
+                    "/burst", params={"count": count, "size": TEXT}, timeout=120
+                )
+            assert response.json() == {"sent": count}
+            async with asyncio.timeout(120):
+                results = await asyncio.gather(*reading)
+            assert all(got == list(range(count)) for got in results)
+            stats = await _stats(http)
+            assert (stats["connections"], stats["slow_consumers_closed"]) == (readers, 0)
+            for ws in clients:
+                await ws.close()
