@@ -108,9 +108,9 @@ class SendBudget:
         loop = asyncio.get_running_loop()
         now = loop.time()
         deadline = now + self.producer_wait
-        while holding and now < deadline:
+        while True:
             expiry = self._expire(now)
-            if expiry is None:
+            if expiry is None or now >= deadline:
                 return
             clear = self._clear
             if clear is None or clear.done():
