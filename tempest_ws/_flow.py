@@ -11,11 +11,12 @@ connection with a backlog (frames in its queue) counts bytes against the budget:
   ``stall_timeout`` seconds is closed 1013 (the connection runs that timer).
 * **producers** -- a queue above half its budget is *deep*. A delivery that queued a frame
   on a deep connection waits (in :meth:`SendBudget.relieve`) until no deep connection is
-  left above a quarter of its budget, so writers run and fast readers catch up instead of
-  being closed in a burst. The wait is bounded: one delivery waits at most
-  ``producer_wait`` seconds, a connection holds producers for at most ``producer_wait``
-  each time it runs deep, and one that has not moved a frame for ``producer_wait`` when
-  it runs deep (a stalled reader) holds nobody.
+  left above three eighths of its budget, so writers run and fast readers catch up
+  instead of being closed in a burst. The wait is bounded: one delivery waits at most
+  ``producer_wait`` seconds; a connection holds producers for at most ``producer_wait``
+  each time it runs deep (so only while it reads an eighth of its budget per
+  ``producer_wait``: 64 KiB/s by default); and one that has not moved a frame for
+  ``producer_wait`` when it runs deep (a stalled reader) holds nobody.
 """
 
 from __future__ import annotations
@@ -61,14 +62,16 @@ class SendBudget:
         max_bytes: int = 1 << 20,
         max_frames: int = 1024,
         stall_timeout: float = 5.0,
-        producer_wait: float = 1.0,
+        producer_wait: float = 2.0,
     ) -> None:
         self.max_bytes = max_bytes
         self.max_frames = max_frames
         self.high_bytes = max_bytes // 2
-        self.low_bytes = max_bytes // 4
+        # Draining from half to three eighths of the budget ends an episode: a reader
+        # holds producers while it reads at least an eighth of it per producer_wait.
+        self.low_bytes = max_bytes * 3 // 8
         self.high_frames = max_frames // 2
-        self.low_frames = max_frames // 4
+        self.low_frames = max_frames * 3 // 8
         self.stall_timeout = stall_timeout
         self.producer_wait = producer_wait
         self.pressure = False

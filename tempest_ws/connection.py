@@ -21,8 +21,8 @@ from typing import Any
 
 from ._audit import frame_out
 from ._flow import SendBudget
-from ._frames import encode_text_frame, frame_size
-from ._transport import DirectWriter, direct_writer
+from ._frames import frame_size
+from ._transport import direct_writer
 from ._types import Send, UserId
 from .codes import CloseCode
 from .envelope import EnvelopeLike, encode_envelope
@@ -145,8 +145,8 @@ class WebSocketConnection:
         if self._closing.done():
             return False
         queue = self._queue
-        budget = self._budget
         if queue:
+            budget = self._budget
             queued = self._queued + frame_size(frame)
             if queued > budget.max_bytes or len(queue) >= budget.max_frames:
                 return False
@@ -162,8 +162,10 @@ class WebSocketConnection:
         else:
             if queue is None:
                 queue = self._queue = deque()
+            budget = self._budget
             queued = frame_size(frame)
-            self._moved_at = self._loop.time()  # a backlog forms: its clock starts
+            if not self._sending:  # a backlog forms: its clock starts (unless one is stuck)
+                self._moved_at = self._loop.time()
         self._queued = queued
         queue.append(frame)
         if queued > budget.high_bytes or len(queue) > budget.high_frames:
@@ -184,11 +186,11 @@ class WebSocketConnection:
                 self._write_loop(), name=f"tempest_ws writer {self.connection_id}"
             )
             self._moved_at = self._loop.time()
-            if self._watchdog is None:
-                due = self._moved_at + self._budget.stall_timeout
-                self._watchdog = self._loop.call_at(due, self._check_stall)
         else:
             self._notify_writer()
+        if self._watchdog is None:  # the stall timer runs while a backlog exists
+            due = self._moved_at + self._budget.stall_timeout
+            self._watchdog = self._loop.call_at(due, self._check_stall)
 
     def _moved(self, size: int, frames: int) -> None:
         """``frames`` frames of ``size`` bytes left the queue for the socket."""
@@ -203,7 +205,7 @@ class WebSocketConnection:
     def _check_stall(self) -> None:
         """The stall timer: close 1013 when queued frames have not moved for too long."""
         self._watchdog = None
-        if self._closing.done() or not self._queue:
+        if self._closing.done() or not (self._queue or self._sending):
             return
         budget = self._budget
         due = self._moved_at + budget.stall_timeout
@@ -367,10 +369,12 @@ class WebSocketConnection:
                     await self._wakeup
                     self._wakeup = None
                     continue
-                if direct is not None and direct.ready() and self._write_batch(direct, queue):
-                    continue
-                # While this send waits, ``_sending`` keeps enqueue() from overtaking the
-                # frame with a direct write.
+                if direct is not None and direct.ready():
+                    written = direct.write_batch(queue, _BATCH_BYTES)
+                    if written is not None:
+                        self._moved(*written)
+                        continue
+                # ``_sending``: enqueue() must not overtake this frame with a direct write.
                 frame = queue.popleft()
                 self._sending = True
                 try:
@@ -383,18 +387,3 @@ class WebSocketConnection:
             # RuntimeError once closed): remove it now rather than on the next heartbeat.
             logger.debug("send failed on %s: %r", self.connection_id, exc)
             self.peer_closed(CloseCode.ABNORMAL)
-
-    def _write_batch(self, direct: DirectWriter, queue: deque[str]) -> bool:
-        """Write up to ``_BATCH_BYTES`` of queued frames; ``False``: none (refused)."""
-        texts: list[str] = []
-        frames: list[bytes] = []
-        size = 0
-        while queue and size < _BATCH_BYTES:
-            texts.append(text := queue.popleft())
-            frames.append(frame := encode_text_frame(text))
-            size += len(frame)
-        if direct.write_frames(b"".join(frames)):
-            self._moved(size, len(frames))
-            return True
-        queue.extendleft(reversed(texts))
-        return False

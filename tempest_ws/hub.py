@@ -116,7 +116,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         send_queue_size: int = 1024,
         send_queue_bytes: int = 1 << 20,
         slow_consumer_timeout: float = 5.0,
-        producer_wait: float = 1.0,
+        producer_wait: float = 2.0,
         close_timeout: float = 2.0,
         backplane: Backplane | None = None,
         node_id: str | None = None,

@@ -107,11 +107,11 @@ class WebSocketSettings(BaseSettings):
         "to the socket; then it is a slow consumer (closed 1013).",
     )
     WS_PRODUCER_WAIT_SECONDS: float = Field(
-        default=1.0,
+        default=2.0,
         ge=0,
         le=60,
         description="Longest one hub delivery waits for queues above half their budget to "
-        "drain to a quarter, so fast readers keep up with a burst; a connection holds "
+        "drain to three eighths, so fast readers keep up with a burst; a connection holds "
         "deliveries at most this long each time its queue runs deep, a stalled one not at "
         "all. 0: deliveries never wait.",
     )

@@ -85,8 +85,9 @@ async def test_a_queue_that_does_not_move_is_closed_1013() -> None:
     peer.stalled = True  # the first send never completes
     connection = WebSocketConnection("u1", send=peer.send, budget=budget, close_timeout=0.1)
     connection.start()
-    connection.enqueue("a")
-    connection.enqueue("b")
+    connection.enqueue("a")  # in flight for good: the queue itself stays empty
+    await asyncio.sleep(0.01)
+    connection.enqueue("b")  # a trickle does not restart the clock
     await until(lambda: connection.close_code is not None, timeout=10)
     assert connection.close_code == CloseCode.TRY_AGAIN_LATER
     assert budget.stalled == 1
