@@ -2,8 +2,9 @@
 
 No I/O and no awaits: adding, removing and subscribing report which backplane channels
 gained or lost their last local interest, target sets are computed from the indexes, and
-fan-out only appends one shared string to each recipient's bounded queue. A recipient
-whose queue is full is closed 1013 (a slow consumer) after the loop.
+fan-out only hands one shared string to each recipient (written at once, or queued within
+the connection's budget). A recipient past its budget is closed 1013 (a slow consumer)
+after the loop.
 """
 
 from __future__ import annotations
@@ -11,14 +12,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .backplane.packet import OP_ALL, OP_CONN, OP_USER, topic_channel, user_channel
 from .codes import CloseCode
 from .connection import WebSocketConnection
 
-__all__ = ["HubStats", "Registry"]
+__all__ = ["HubStats", "Registry", "id_set"]
 
 logger = logging.getLogger("tempest_ws.hub")
+
+
+def id_set(values: str | Iterable[Any] | None) -> frozenset[str]:
+    """Ids given as one id, an iterable of them, or ``None``, as strings."""
+    if values is None:
+        return frozenset()
+    if isinstance(values, str):
+        return frozenset((values,))
+    return frozenset(str(v) for v in values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +153,10 @@ class Registry:
         for connection in slow:
             self.slow_closed += 1
             logger.warning(
-                "connection %s is a slow consumer (%d frames queued); closing",
+                "connection %s is a slow consumer (%d frames, %d bytes queued); closing",
                 connection.connection_id,
                 connection.pending,
+                connection.pending_bytes,
             )
             connection.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
         self.frames_queued += delivered

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -109,9 +110,27 @@ class DirectWriter:
         """Write several text frames in one ``transport.write`` if :meth:`ready`."""
         if not self.ready():
             return False
-        return self._write(encode_text_frames(texts))
+        return self.write_frames(encode_text_frames(texts))
 
-    def _write(self, data: bytes) -> bool:
+    def write_batch(self, texts: deque[str], limit: int) -> tuple[int, int] | None:
+        """Take frames from the left of ``texts`` until ``limit`` bytes are reached and
+        write them at once, without checking :meth:`ready` (the caller did). Returns their
+        (bytes, count); ``None`` when the transport refused them (then ``texts`` is as it
+        was)."""
+        taken: list[str] = []
+        frames: list[bytes] = []
+        size = 0
+        while texts and size < limit:
+            taken.append(text := texts.popleft())
+            frames.append(frame := encode_text_frame(text))
+            size += len(frame)
+        if self.write_frames(b"".join(frames)):
+            return size, len(frames)
+        texts.extendleft(reversed(taken))
+        return None
+
+    def write_frames(self, data: bytes) -> bool:
+        """Write frames already encoded, without checking :meth:`ready` (the caller did)."""
         try:
             self._transport.write(data)
         except (OSError, RuntimeError):

@@ -109,8 +109,9 @@ CLOSE_CODE_INFO: dict[CloseCode, CloseCodeInfo] = {
         reconnect=True,
     ),
     CloseCode.TRY_AGAIN_LATER: CloseCodeInfo(
-        "Server at capacity (WS_MAX_CONNECTIONS) or this client read too slowly and its "
-        "send queue (WS_SEND_QUEUE_SIZE) overflowed.",
+        "Server at capacity (WS_MAX_CONNECTIONS) or this client read too slowly: its send "
+        "queue passed WS_SEND_QUEUE_BYTES or WS_SEND_QUEUE_SIZE, or did not move for "
+        "WS_SLOW_CONSUMER_TIMEOUT_SECONDS.",
         "Reconnect after a long backoff.",
         reconnect=True,
     ),

@@ -1,25 +1,23 @@
 """``WebSocketHub``: the registry of live connections and every way to deliver to them.
 
-The hub is callable from any coroutine in the process (HTTP handlers included). Each
-delivery serializes the envelope once and appends the same string to every recipient's
-bounded queue; it never awaits a socket and holds no lock, so one slow or dead client
-cannot delay anyone else. A recipient whose queue is full is closed 1013 on the spot.
+Callable from any coroutine in the process (HTTP handlers included). Each delivery
+serializes the envelope once and hands the same string to every recipient; it never
+awaits a socket and holds no lock. Flow control (``tempest_ws._flow``): a recipient past
+its byte or frame budget, or whose queue has not moved for ``slow_consumer_timeout``, is
+closed 1013; a delivery that leaves a queue deep waits, a bounded time, for the writers.
 
 Across processes every operation keeps its meaning through the backplane: the hub
 delivers to its own connections first, then publishes one packet (the frame already
 serialized) that every other node fans out to its own. A node drops its own packets when
 they come back, so each socket gets a frame once. See ``docs/scaling.md``.
 
-Opt-in, for realtime apps (``docs/realtime.md``): a ``topic_authorizer`` checked before
-every subscription, ``require_topic`` to refuse accidental global broadcasts, and topic
-``presence`` with ``presence.join`` / ``presence.leave`` events for the topic's members.
-Opt-in per topic pattern, message history (``docs/history.md``): each message gets an
-offset, and a client that comes back resumes where it left off (``_history_hub.py``).
+Opt-in (``docs/realtime.md``, ``docs/history.md``): a ``topic_authorizer``,
+``require_topic``, topic ``presence``, and per topic pattern message history.
 
-The class is assembled from its bases, one job each: :mod:`tempest_ws._membership`
-(subscriptions, authorization, presence), :mod:`tempest_ws._hub_targets` (one user, one
-connection, replies, kicks) and :mod:`tempest_ws._history_access` (the history methods);
-this module keeps construction, the lifecycle, the registry and broadcasts.
+Bases, one job each: :mod:`tempest_ws._membership` (subscriptions, authorization,
+presence), :mod:`tempest_ws._hub_targets` (one user, one connection, replies, kicks) and
+:mod:`tempest_ws._history_access` (history); here: construction, the lifecycle, the
+registry and broadcasts.
 """
 
 from __future__ import annotations
@@ -31,12 +29,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Self
 
 from ._authz import TopicAuthorizer
+from ._flow import SendBudget
 from ._history_access import HistoryAccess, HistoryStats, history_from_settings, make_history
 from ._hub_targets import TargetedSends
 from ._membership import MAX_TOPIC_LENGTH, HubMembership
 from ._node import ClusterStats, Node
 from ._presence import PresenceSetting, TopicPresence
-from ._registry import HubStats, Registry
+from ._registry import HubStats, Registry, id_set
 from ._server_guard import ServerGuard
 from ._types import Send, Topic, UserId
 from .backplane.base import Backplane
@@ -67,14 +66,6 @@ __all__ = ["MAX_TOPIC_LENGTH", "ClusterStats", "HistoryStats", "HubStats", "WebS
 logger = logging.getLogger("tempest_ws.hub")
 
 
-def _ids(values: str | Iterable[Any] | None) -> frozenset[str]:
-    if values is None:
-        return frozenset()
-    if isinstance(values, str):
-        return frozenset((values,))
-    return frozenset(str(v) for v in values)
-
-
 class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
     """Registry of connections by id, user and topic, with broadcast and targeted sends.
 
@@ -85,6 +76,9 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         max_connections: connections in this process; past it ``register`` raises
             :class:`CapacityError` and the router closes the newcomer 1013.
         send_queue_size: frames queued per connection before it is a slow consumer.
+        send_queue_bytes: bytes of frames queued per connection before it is one.
+        slow_consumer_timeout: seconds queued frames may sit before it is one.
+        producer_wait: longest a delivery waits for deep queues to drain (0: never).
         close_timeout: seconds a close may take before the transport is aborted.
         backplane: how this hub reaches the others; an :class:`InMemoryBackplane` of its
             own by default (one process).
@@ -106,11 +100,10 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             carry the caller's trace context to the other nodes, which trace their
             fan-out; the router traces inbound messages with it too. Off by default.
 
-    Deliveries accept a :class:`~tempest_ws.envelope.WSEnvelope` or a plain mapping and
-    return how many connections *of this process* the frame was queued for. They never
-    raise for a closed or slow recipient: it is closed and unregistered, and the others
-    still get the frame. When the backplane cannot carry a delivery to the other nodes,
-    the local recipients have it already and the call raises
+    Deliveries take a :class:`~tempest_ws.envelope.WSEnvelope` or a mapping and return
+    how many connections *of this process* got the frame. A closed or slow recipient is
+    closed and unregistered, never raised for. When the backplane cannot carry a delivery
+    to the other nodes, the local recipients have it already and the call raises
     :class:`~tempest_ws.exceptions.BackplaneError`.
 
     The hub starts with the router's lifespan; used before that, it starts itself.
@@ -122,6 +115,9 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         max_per_user: int = 5,
         max_connections: int = 10_000,
         send_queue_size: int = 1024,
+        send_queue_bytes: int = 1 << 20,
+        slow_consumer_timeout: float = 5.0,
+        producer_wait: float = 2.0,
         close_timeout: float = 2.0,
         backplane: Backplane | None = None,
         node_id: str | None = None,
@@ -134,15 +130,20 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         history_gap_timeout: float = 1.0,
         tracing: Tracing | None = None,
     ) -> None:
-        if max_per_user < 1 or max_connections < 1 or send_queue_size < 1:
+        if min(max_per_user, max_connections, send_queue_size, send_queue_bytes) < 1:
             raise ConfigurationError("hub limits must be at least 1")
-        if close_timeout <= 0 or authorizer_timeout <= 0 or not history_gap_timeout > 0:
+        timeouts = (close_timeout, authorizer_timeout, slow_consumer_timeout, history_gap_timeout)
+        if not (all(t > 0 for t in timeouts) and producer_wait >= 0):
             raise ConfigurationError("hub timeouts must be positive")
         if node_id is not None and not is_node_id(node_id):
             raise ConfigurationError("node_id must be 12 lowercase hex digits")
         self.max_per_user = max_per_user
         self.max_connections = max_connections
         self.send_queue_size = send_queue_size
+        self.send_budget = SendBudget(  # shared by this hub's connections
+            max_bytes=send_queue_bytes, max_frames=send_queue_size,
+            stall_timeout=slow_consumer_timeout, producer_wait=producer_wait,
+        )  # fmt: skip
         self.close_timeout = close_timeout
         self.backplane: Backplane = backplane if backplane is not None else InMemoryBackplane()
         self.node_id = node_id or new_node_id()
@@ -159,7 +160,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         self._history = make_history(
             history, history_policy, self._node, history_gap_timeout, send_queue_size
         )
-        self._node.tracing = tracing
+        self._node.tracing, self._node.budget = tracing, self.send_budget
         self._evicted = 0
         self._rejected = 0
         self.server_guard = ServerGuard()  # what the server negotiates, per connection
@@ -176,15 +177,14 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         history: HistoryStore | None = None,
         tracing: Tracing | None = None,
     ) -> Self:
-        """Build the hub the settings describe (caps, queue size, close timeout, history),
-        with the realtime options given as keyword arguments.
+        """Build the hub the settings describe (caps, send budget, close timeout,
+        history), with the realtime options given as keyword arguments.
 
         With ``WS_REDIS_URL`` set (and no ``backplane`` given) the hub uses a
-        :class:`~tempest_ws.backplane.RedisBackplane` configured from the ``WS_REDIS_*``
-        settings; the redis package is imported only then. When ``WS_HISTORY_TOPICS``
-        names topics (and no ``history`` is given), their history is a
-        :class:`~tempest_ws.history.RedisHistory` with ``WS_REDIS_URL``, a
-        :class:`~tempest_ws.history.MemoryHistory` without.
+        :class:`~tempest_ws.backplane.RedisBackplane` from the ``WS_REDIS_*`` settings
+        (importing redis only then). Topics ``WS_HISTORY_TOPICS`` names (and no
+        ``history`` given) keep history in a :class:`~tempest_ws.history.RedisHistory`
+        with ``WS_REDIS_URL``, a :class:`~tempest_ws.history.MemoryHistory` without.
         """
         if backplane is None and settings.WS_REDIS_URL:
             from .backplane.redis import RedisBackplane
@@ -195,6 +195,9 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             max_per_user=settings.WS_MAX_CONNECTIONS_PER_USER,
             max_connections=settings.WS_MAX_CONNECTIONS,
             send_queue_size=settings.WS_SEND_QUEUE_SIZE,
+            send_queue_bytes=settings.WS_SEND_QUEUE_BYTES,
+            slow_consumer_timeout=settings.WS_SLOW_CONSUMER_TIMEOUT_SECONDS,
+            producer_wait=settings.WS_PRODUCER_WAIT_SECONDS,
             close_timeout=settings.WS_CLOSE_TIMEOUT_SECONDS,
             backplane=backplane,
             topic_authorizer=topic_authorizer,
@@ -210,12 +213,9 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
 
     async def start(self) -> None:
         """Join the deployment through the backplane. Idempotent; the router's lifespan
-        calls it, and every other coroutine method calls it first if needed.
-
-        An unreachable Redis is not an error here: the backplane keeps trying in the
-        background, this process's connections work meanwhile, and clients get a
-        ``resync`` envelope once it gets through.
-        """
+        calls it, every other coroutine method first if needed. An unreachable Redis is
+        no error: the backplane keeps trying in the background, local connections work
+        meanwhile, and clients get a ``resync`` envelope once it gets through."""
         await self._node.start()
 
     async def stop(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutdown") -> None:
@@ -248,7 +248,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         transport: asyncio.WriteTransport | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> WebSocketConnection:
-        """Build a connection with this hub's queue size and close timeout (not registered).
+        """Build a connection with this hub's send budget and close timeout (not registered).
 
         Its id, ``<node id>.<uuid4 hex>``, names this node, so
         :meth:`send_to_connection` reaches it from any node.
@@ -256,7 +256,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         return WebSocketConnection(
             user_id,
             send=send,
-            queue_size=self.send_queue_size,
+            budget=self.send_budget,
             close_timeout=self.close_timeout,
             transport=transport,
             metadata=metadata,
@@ -329,7 +329,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             topics=len(self._topics),
             subscriptions=sum(len(m) for m in self._topics.values()),
             frames_queued=self._registry.frames_queued,
-            slow_consumers_closed=self._registry.slow_closed,
+            slow_consumers_closed=self._registry.slow_closed + self.send_budget.stalled,
             evicted_over_user_cap=self._evicted,
             rejected_at_capacity=self._rejected,
         )
@@ -352,9 +352,8 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         """Send to everyone, or to ``topic``'s subscribers, on every node, minus the
         exclusions.
 
-        ``exclude`` takes connection ids, ``exclude_users`` user ids (a single id or an
-        iterable of them); both apply on every node. Returns the number of connections
-        of this process the frame was queued for. On a hub built with
+        ``exclude`` takes connection ids, ``exclude_users`` user ids (one or an iterable),
+        applied on every node. Returns how many connections of this process got it. With
         ``require_topic=True`` a broadcast to everyone needs ``everyone=True``.
 
         On a topic that keeps history, the message is first appended (it gets its
@@ -371,14 +370,18 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         if not self._node.running:
             await self._node.start()
         frame = encode_envelope(envelope)
-        skip_ids = _ids(exclude)
-        skip_users = _ids(
+        skip_ids = id_set(exclude)
+        skip_users = id_set(
             exclude_users if not isinstance(exclude_users, UserId) else [exclude_users]
         )
         trace = None if self.tracing is None else self.tracing.inject()
         history = self._history
+        budget = self.send_budget
         if history is not None and topic is not None and history.keeps(topic):
-            return await history.broadcast(topic, frame, skip_ids, skip_users, trace)
+            delivered = await history.broadcast(topic, frame, skip_ids, skip_users, trace)
+            if budget.pressure:
+                await budget.relieve()
+            return delivered
         op, target = (OP_ALL, "") if topic is None else (OP_TOPIC, topic)
         fan_out = self._registry.fan_out
         delivered = fan_out(self._registry.select(op, target, skip_ids, skip_users), frame)
@@ -394,4 +397,6 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
                 trace=trace,
             )
             await self._node.publish(channel, packet)
+        if budget.pressure:
+            await budget.relieve()
         return delivered

@@ -97,7 +97,31 @@ class WebSocketSettings(BaseSettings):
         ge=1,
         le=1_000_000,
         description="Frames queued per connection before it counts as a slow consumer "
-        "(closed 1013).",
+        "(closed 1013); WS_SEND_QUEUE_BYTES bounds their bytes.",
+    )
+    WS_SEND_QUEUE_BYTES: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Bytes of frames (as sent on the wire) one connection may have queued; "
+        "one more frame makes it a slow consumer (closed 1013). A single larger frame is "
+        "still sent when nothing is queued before it.",
+    )
+    WS_SLOW_CONSUMER_TIMEOUT_SECONDS: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Seconds a connection's queued frames may go without any of them moving "
+        "to the socket; then it is a slow consumer (closed 1013).",
+    )
+    WS_PRODUCER_WAIT_SECONDS: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="Longest one hub delivery waits for queues above half their budget to "
+        "drain to three eighths, so fast readers keep up with a burst; a connection holds "
+        "deliveries at most this long each time its queue runs deep, a stalled one not at "
+        "all. 0: deliveries never wait.",
     )
     WS_CLOSE_TIMEOUT_SECONDS: float = Field(
         default=2.0,
