@@ -23,6 +23,7 @@ from tempest_ws import (
     Tracing,
     WebSocketConnection,
     WebSocketHub,
+    jwt_bearer_resolver,
     make_websocket_router,
     receive_envelope,
 )
@@ -96,8 +97,9 @@ def traced_app(provider: TracerProvider, *, tracing: bool = True) -> FastAPI:
     return app
 
 
-async def _resolver(value: str) -> str | None:
-    return "tracy" if value == token("tracy") else None
+_resolver = jwt_bearer_resolver(make_settings())
+"""Verifies the token: comparing with a freshly made one failed when a second passed
+between the two (the ``exp`` claims differed)."""
 
 
 async def test_a_span_per_handled_inbound_message(
