@@ -26,6 +26,15 @@ from tempest_ws import (
 tracer = trace.get_tracer("chat")
 
 
+def may_join(connection: WebSocketConnection, topic: str) -> bool:
+    """The topic authorizer: rooms (``room:<name>``) are open to every signed-in user,
+    ``inbox:<user>`` only to that user; no other topic exists."""
+    kind, _, name = topic.partition(":")
+    if kind == "room":
+        return bool(name)
+    return kind == "inbox" and name == connection.user_key
+
+
 async def handler(ws: WebSocket, connection: WebSocketConnection, hub: WebSocketHub) -> None:
     """Relay ``chat.send`` to its room. Runs inside each message's span."""
     while True:
@@ -52,6 +61,7 @@ def build_app(
             bearer_resolver=jwt_bearer_resolver(settings),
             settings=settings,
             builtins=["subscribe"],
+            topic_authorizer=may_join,
         )
     )
     return app

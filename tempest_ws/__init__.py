@@ -21,6 +21,7 @@ from .exceptions import (
     EnvelopeError,
     MissingDependencyError,
     TempestWSError,
+    TopicLimitError,
 )
 from .history import (
     Entry,
@@ -44,6 +45,7 @@ from .realtime import (
     OnConnect,
     OnDisconnect,
     TopicAuthorizer,
+    allow_any_topic,
     error_reply,
     receive_envelope,
     reply_envelope,
@@ -92,6 +94,7 @@ __all__ = [
     "StampedEnvelope",
     "TempestWSError",
     "TopicAuthorizer",
+    "TopicLimitError",
     "Tracing",
     "WSEnvelope",
     "WebSocketConnection",
@@ -100,6 +103,7 @@ __all__ = [
     "WebSocketSettings",
     "__version__",
     "add_asyncapi_route",
+    "allow_any_topic",
     "asyncapi_document",
     "decode_envelope",
     "describe_close_code",

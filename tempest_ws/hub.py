@@ -89,8 +89,12 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             own by default (one process).
         node_id: this process's id in the deployment (12 hex digits); random by default.
         topic_authorizer: ``(connection, topic) -> bool`` (sync or async) asked before
-            every new subscription; only ``True`` subscribes (see :meth:`subscribe`).
+            every new subscription and every ``presence.get``; only ``True`` admits
+            (see :meth:`subscribe`). Required with ``presence`` or history: such a hub
+            refuses to start without one (``allow_any_topic`` opens every topic).
         authorizer_timeout: seconds the authorizer may take before it counts as a denial.
+        max_topics_per_connection: topics one connection may be subscribed to; past it
+            :meth:`subscribe` raises :class:`~tempest_ws.exceptions.TopicLimitError`.
         presence: keep topic presence (``presence.join``/``presence.leave`` events,
             :meth:`presence`) for every topic (``True``) or the topics a predicate accepts.
         require_topic: refuse :meth:`broadcast` without a topic (unless ``everyone=True``),
@@ -126,6 +130,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         node_id: str | None = None,
         topic_authorizer: TopicAuthorizer | None = None,
         authorizer_timeout: float = 5.0,
+        max_topics_per_connection: int = 256,
         presence: PresenceSetting = False,
         require_topic: bool = False,
         history: HistoryStore | None = None,
@@ -133,7 +138,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         history_gap_timeout: float = 1.0,
         tracing: Tracing | None = None,
     ) -> None:
-        if max_per_user < 1 or max_connections < 1 or send_queue_size < 1:
+        if min(max_per_user, max_connections, send_queue_size, max_topics_per_connection) < 1:
             raise ConfigurationError("hub limits must be at least 1")
         if close_timeout <= 0 or authorizer_timeout <= 0 or not history_gap_timeout > 0:
             raise ConfigurationError("hub timeouts must be positive")
@@ -147,6 +152,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         self.node_id = node_id or new_node_id()
         self.topic_authorizer = topic_authorizer
         self.authorizer_timeout = authorizer_timeout
+        self.max_topics_per_connection = max_topics_per_connection
         self.require_topic = require_topic
         self.tracing = tracing
         self._registry = Registry()
@@ -159,6 +165,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             history, history_policy, self._node, history_gap_timeout, send_queue_size
         )
         self._node.tracing = tracing
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._evicted = 0
         self._rejected = 0
 
@@ -194,6 +201,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             max_connections=settings.WS_MAX_CONNECTIONS,
             send_queue_size=settings.WS_SEND_QUEUE_SIZE,
             close_timeout=settings.WS_CLOSE_TIMEOUT_SECONDS,
+            max_topics_per_connection=settings.WS_MAX_TOPICS_PER_CONNECTION,
             backplane=backplane,
             topic_authorizer=topic_authorizer,
             presence=presence,
@@ -213,7 +221,12 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         An unreachable Redis is not an error here: the backplane keeps trying in the
         background, this process's connections work meanwhile, and clients get a
         ``resync`` envelope once it gets through.
+
+        Raises:
+            ConfigurationError: the hub keeps presence or history but has no
+                ``topic_authorizer`` (topics are closed by default).
         """
+        self._require_authorizer()
         await self._node.start()
 
     async def stop(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutdown") -> None:
@@ -223,6 +236,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         history store. Idempotent."""
         connections = list(self._connections.values())
         await asyncio.gather(*(c.close(code, reason) for c in connections), return_exceptions=True)
+        await self._finish_cleanups()
         await self._presence.settle(self.close_timeout)
         await self._presence.stop()
         await self._node.stop()
@@ -270,7 +284,9 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         Raises:
             CapacityError: the process already holds ``max_connections`` (after counting
                 the evictions this registration would make here). Nothing is evicted then.
+            ConfigurationError: presence or history without a ``topic_authorizer``.
         """
+        self._require_authorizer()
         if not self._node.running:
             await self._node.start()
         user = connection.user_key
@@ -291,25 +307,6 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         self._evicted += await self._node.enforce_user_cap(connection, self.max_per_user)
         if connection.connection_id not in self._connections:  # it left meanwhile
             self.backplane.presence.leave(user, connection.connection_id)
-
-    def unregister(self, connection: WebSocketConnection) -> None:
-        """Remove ``connection`` and its subscriptions. Idempotent."""
-        self._discard(connection)
-
-    def _discard(self, connection: WebSocketConnection) -> None:
-        idle = self._registry.remove(connection)
-        if idle is None:
-            return
-        running = self._node.running
-        if running:
-            self.backplane.presence.leave(connection.user_key, connection.connection_id)
-        for topic in connection.topics:
-            self._presence.removed(topic, connection.user_key, announce=running)
-            if self._history is not None:
-                last = topic_channel(topic) in idle
-                self._history.left(topic, connection.connection_id, last=last)
-        for channel in idle:
-            self._node.unwant(channel)
 
     def get(self, connection_id: str) -> WebSocketConnection | None:
         """The live connection with this id in this process, or ``None``."""
@@ -346,6 +343,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         exclude: str | Iterable[str] | None = None,
         exclude_users: UserId | Iterable[UserId] | None = None,
         everyone: bool = False,
+        ephemeral: bool = False,
     ) -> int:
         """Send to everyone, or to ``topic``'s subscribers, on every node, minus the
         exclusions.
@@ -357,7 +355,9 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
 
         On a topic that keeps history, the message is first appended (it gets its
         offset) and goes out stamped with its position; when the append fails it goes
-        out unstamped (it cannot be replayed) and the call raises.
+        out unstamped (it cannot be replayed) and the call raises. ``ephemeral=True``
+        delivers live only: never stored nor stamped, even there (typing indicators,
+        receipts and presence events go out this way).
 
         Raises:
             ValueError: no ``topic`` on a ``require_topic`` hub, without ``everyone``.
@@ -375,7 +375,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         )
         trace = None if self.tracing is None else self.tracing.inject()
         history = self._history
-        if history is not None and topic is not None and history.keeps(topic):
+        if history is not None and topic is not None and not ephemeral and history.keeps(topic):
             return await history.broadcast(topic, frame, skip_ids, skip_users, trace)
         op, target = (OP_ALL, "") if topic is None else (OP_TOPIC, topic)
         fan_out = self._registry.fan_out
