@@ -8,6 +8,7 @@ Hierarchy (every class derives from :class:`TempestWSError`)::
     ├── EnvelopeError (ValueError)            an inbound frame is not a valid envelope
     ├── UnencodableMessageError (TypeError)   an outbound envelope JSON cannot encode
     ├── CapacityError                         the hub is full (WS_MAX_CONNECTIONS)
+    ├── TopicLimitError                       a connection holds WS_MAX_TOPICS_PER_CONNECTION
     ├── ConnectionClosedError (ConnectionError) sending on a closed connection
     ├── BackplaneError (ConnectionError)      the backplane could not publish
     ├── ClientGaveUpError (ConnectionError)   the client stopped reconnecting
@@ -41,6 +42,7 @@ __all__ = [
     "RequestError",
     "RequestTimeoutError",
     "TempestWSError",
+    "TopicLimitError",
     "UnauthorizedError",
     "UnencodableMessageError",
 ]
@@ -117,6 +119,20 @@ class CapacityError(TempestWSError):
 
     def __init__(self, reason: str = "server at capacity") -> None:
         super().__init__(reason, code=CloseCode.TRY_AGAIN_LATER)
+
+
+class TopicLimitError(TempestWSError):
+    """A subscription past the connection's topic cap (``WS_MAX_TOPICS_PER_CONNECTION``).
+
+    Raised by ``hub.subscribe`` before anything is subscribed or authorized; the
+    connection keeps its other topics and stays open. ``code`` is ``"topic_limit"``
+    (the built-in ``subscribe`` answers with an error envelope of that code),
+    ``limit`` the cap.
+    """
+
+    def __init__(self, reason: str, *, code: str, limit: int) -> None:
+        super().__init__(reason, code=code)
+        self.limit = limit
 
 
 class ConnectionClosedError(TempestWSError, ConnectionError):

@@ -84,8 +84,12 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             own by default (one process).
         node_id: this process's id in the deployment (12 hex digits); random by default.
         topic_authorizer: ``(connection, topic) -> bool`` (sync or async) asked before
-            every new subscription; only ``True`` subscribes (see :meth:`subscribe`).
+            every new subscription and every ``presence.get``; only ``True`` admits
+            (see :meth:`subscribe`). Required with ``presence`` or history: such a hub
+            refuses to start without one (``allow_any_topic`` opens every topic).
         authorizer_timeout: seconds the authorizer may take before it counts as a denial.
+        max_topics_per_connection: topics one connection may be subscribed to; past it
+            :meth:`subscribe` raises :class:`~tempest_ws.exceptions.TopicLimitError`.
         presence: keep topic presence (``presence.join``/``presence.leave`` events,
             :meth:`presence`) for every topic (``True``) or the topics a predicate accepts.
         require_topic: refuse :meth:`broadcast` without a topic (unless ``everyone=True``),
@@ -123,6 +127,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         node_id: str | None = None,
         topic_authorizer: TopicAuthorizer | None = None,
         authorizer_timeout: float = 5.0,
+        max_topics_per_connection: int = 256,
         presence: PresenceSetting = False,
         require_topic: bool = False,
         history: HistoryStore | None = None,
@@ -130,7 +135,16 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         history_gap_timeout: float = 1.0,
         tracing: Tracing | None = None,
     ) -> None:
-        if min(max_per_user, max_connections, send_queue_size, send_queue_bytes) < 1:
+        if (
+            min(
+                max_per_user,
+                max_connections,
+                send_queue_size,
+                send_queue_bytes,
+                max_topics_per_connection,
+            )
+            < 1
+        ):
             raise ConfigurationError("hub limits must be at least 1")
         timeouts = (close_timeout, authorizer_timeout, slow_consumer_timeout, history_gap_timeout)
         if not (all(t > 0 for t in timeouts) and producer_wait >= 0):
@@ -149,6 +163,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         self.node_id = node_id or new_node_id()
         self.topic_authorizer = topic_authorizer
         self.authorizer_timeout = authorizer_timeout
+        self.max_topics_per_connection = max_topics_per_connection
         self.require_topic = require_topic
         self.tracing = tracing
         self._registry = Registry()
@@ -161,6 +176,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             history, history_policy, self._node, history_gap_timeout, send_queue_size
         )
         self._node.tracing, self._node.budget = tracing, self.send_budget
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._evicted = 0
         self._rejected = 0
         self.server_guard = ServerGuard()  # what the server negotiates, per connection
@@ -199,6 +215,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             slow_consumer_timeout=settings.WS_SLOW_CONSUMER_TIMEOUT_SECONDS,
             producer_wait=settings.WS_PRODUCER_WAIT_SECONDS,
             close_timeout=settings.WS_CLOSE_TIMEOUT_SECONDS,
+            max_topics_per_connection=settings.WS_MAX_TOPICS_PER_CONNECTION,
             backplane=backplane,
             topic_authorizer=topic_authorizer,
             presence=presence,
@@ -213,9 +230,17 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
 
     async def start(self) -> None:
         """Join the deployment through the backplane. Idempotent; the router's lifespan
-        calls it, every other coroutine method first if needed. An unreachable Redis is
-        no error: the backplane keeps trying in the background, local connections work
-        meanwhile, and clients get a ``resync`` envelope once it gets through."""
+        calls it, and every other coroutine method calls it first if needed.
+
+        An unreachable Redis is not an error here: the backplane keeps trying in the
+        background, this process's connections work meanwhile, and clients get a
+        ``resync`` envelope once it gets through.
+
+        Raises:
+            ConfigurationError: the hub keeps presence or history but has no
+                ``topic_authorizer`` (topics are closed by default).
+        """
+        self._require_authorizer()
         await self._node.start()
 
     async def stop(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutdown") -> None:
@@ -225,6 +250,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         history store. Idempotent."""
         connections = list(self._connections.values())
         await asyncio.gather(*(c.close(code, reason) for c in connections), return_exceptions=True)
+        await self._finish_cleanups()
         await self._presence.settle(self.close_timeout)
         await self._presence.stop()
         await self._node.stop()
@@ -272,7 +298,9 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         Raises:
             CapacityError: the process already holds ``max_connections`` (after counting
                 the evictions this registration would make here). Nothing is evicted then.
+            ConfigurationError: presence or history without a ``topic_authorizer``.
         """
+        self._require_authorizer()
         if not self._node.running:
             await self._node.start()
         user = connection.user_key
@@ -293,25 +321,6 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         self._evicted += await self._node.enforce_user_cap(connection, self.max_per_user)
         if connection.connection_id not in self._connections:  # it left meanwhile
             self.backplane.presence.leave(user, connection.connection_id)
-
-    def unregister(self, connection: WebSocketConnection) -> None:
-        """Remove ``connection`` and its subscriptions. Idempotent."""
-        self._discard(connection)
-
-    def _discard(self, connection: WebSocketConnection) -> None:
-        idle = self._registry.remove(connection)
-        if idle is None:
-            return
-        running = self._node.running
-        if running:
-            self.backplane.presence.leave(connection.user_key, connection.connection_id)
-        for topic in connection.topics:
-            self._presence.removed(topic, connection.user_key, announce=running)
-            if self._history is not None:
-                last = topic_channel(topic) in idle
-                self._history.left(topic, connection.connection_id, last=last)
-        for channel in idle:
-            self._node.unwant(channel)
 
     def get(self, connection_id: str) -> WebSocketConnection | None:
         """The live connection with this id in this process, or ``None``."""
@@ -348,6 +357,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         exclude: str | Iterable[str] | None = None,
         exclude_users: UserId | Iterable[UserId] | None = None,
         everyone: bool = False,
+        ephemeral: bool = False,
     ) -> int:
         """Send to everyone, or to ``topic``'s subscribers, on every node, minus the
         exclusions.
@@ -358,7 +368,9 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
 
         On a topic that keeps history, the message is first appended (it gets its
         offset) and goes out stamped with its position; when the append fails it goes
-        out unstamped (it cannot be replayed) and the call raises.
+        out unstamped (it cannot be replayed) and the call raises. ``ephemeral=True``
+        delivers live only: never stored nor stamped, even there (typing indicators,
+        receipts and presence events go out this way).
 
         Raises:
             ValueError: no ``topic`` on a ``require_topic`` hub, without ``everyone``.
@@ -377,7 +389,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         trace = None if self.tracing is None else self.tracing.inject()
         history = self._history
         budget = self.send_budget
-        if history is not None and topic is not None and history.keeps(topic):
+        if history is not None and topic is not None and not ephemeral and history.keeps(topic):
             delivered = await history.broadcast(topic, frame, skip_ids, skip_users, trace)
             if budget.pressure:
                 await budget.relieve()

@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response, params
 
+from ._authz import require_authorizer
 from ._builtins import Inbound
 from ._endpoint import DRAIN_REASON, Endpoint
 from ._hooks import Hooks
@@ -24,6 +25,7 @@ from ._logging import install_query_token_redaction
 from ._route import add_endpoint_route
 from ._types import BearerResolver, Handler
 from .codes import CloseCode
+from .envelope import SUBSCRIBE
 from .exceptions import ConfigurationError
 from .hub import WebSocketHub
 from .messages import MessageRegistry
@@ -120,6 +122,9 @@ def make_websocket_router(
             (counted toward ``max_invalid_frames``), and the handler gets the validated
             model through :func:`~tempest_ws.realtime.receive_envelope`.
         topic_authorizer: installed on ``hub`` (same as ``WebSocketHub(topic_authorizer=)``).
+            Topics are closed by default: with the built-in ``subscribe``, or a hub that
+            keeps presence or history, one is required (here or on the hub);
+            :func:`~tempest_ws.realtime.allow_any_topic` is the explicit allow-all.
         on_connect: ``(connection, ws)`` before registration; may refuse with a close
             code (``False``: 4403). See :data:`~tempest_ws.realtime.OnConnect`.
         on_disconnect: one or several ``(connection)`` hooks run after the close.
@@ -139,7 +144,8 @@ def make_websocket_router(
 
     Raises:
         ConfigurationError: an unknown built-in name, a built-in type also registered in
-            ``messages``, a hub that already has another topic authorizer, or a
+            ``messages``, a hub that already has another topic authorizer, no topic
+            authorizer where one is required (see ``topic_authorizer``), or a
             ``hook_timeout`` that is not positive.
     """
     operations = _builtin_operations(builtins)
@@ -151,6 +157,10 @@ def make_websocket_router(
         if hub.topic_authorizer not in (None, topic_authorizer):
             raise ConfigurationError("the hub already has another topic_authorizer")
         hub.topic_authorizer = topic_authorizer
+    if SUBSCRIBE in operations:
+        because = "the built-in subscribe (and ?topics=) lets clients choose topics"
+        require_authorizer(hub.topic_authorizer, because=because)
+    hub._require_authorizer()  # presence or history: refused now rather than at startup
     if hook_timeout <= 0:
         raise ConfigurationError("hook_timeout must be positive")
     disconnect_hooks = [on_disconnect] if callable(on_disconnect) else list(on_disconnect)

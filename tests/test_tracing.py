@@ -23,6 +23,7 @@ from tempest_ws import (
     Tracing,
     WebSocketConnection,
     WebSocketHub,
+    allow_any_topic,
     jwt_bearer_resolver,
     make_websocket_router,
     receive_envelope,
@@ -81,7 +82,9 @@ def traced_app(provider: TracerProvider, *, tracing: bool = True) -> FastAPI:
 
     messages.inbound("fail")(ChatSend)
     hub = WebSocketHub.from_settings(
-        settings, tracing=Tracing(tracer_provider=provider) if tracing else None
+        settings,
+        tracing=Tracing(tracer_provider=provider) if tracing else None,
+        topic_authorizer=allow_any_topic,
     )
     app = FastAPI()
     app.include_router(
@@ -338,6 +341,7 @@ async def test_trace_context_crosses_the_backplane_on_a_history_topic(
             backplane=RedisBackplane(redis.url, timeout=0.5, health_check_interval=0.5),
             history=RedisHistory(redis.url, policy=policy, timeout=0.5),
             tracing=Tracing(tracer_provider=provider),
+            topic_authorizer=allow_any_topic,
         )
         for _ in range(2)
     ]
