@@ -363,7 +363,9 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         exclusions.
 
         ``exclude`` takes connection ids, ``exclude_users`` user ids (one or an iterable),
-        applied on every node. Returns how many connections of this process got it. With
+        applied on every node. Returns how many connections *of this process* it was
+        queued for: other nodes deliver to theirs uncounted, so this is no delivery
+        count (``0`` is normal where the topic's users are on other nodes). With
         ``require_topic=True`` a broadcast to everyone needs ``everyone=True``.
 
         On a topic that keeps history, the message is first appended (it gets its
