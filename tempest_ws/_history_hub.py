@@ -32,16 +32,17 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 
+from ._audit import traffic_event
 from ._history_catchup import Catchups
 from ._history_mend import Mending
 from ._history_topic import HistoryStats, Item, TopicState, follows
 from ._node import Node
 from ._registry import Registry
-from .backplane.packet import OP_TOPIC, Packet, encode_packet, topic_channel
+from .backplane.packet import OP_TOPIC, Packet, encode_packet, positioned_head, topic_channel
 from .codes import CloseCode
 from .connection import WebSocketConnection
 from .exceptions import BackplaneError
-from .history.base import HistoryPage, HistoryStore, Position, Recovery
+from .history.base import AppendPublish, HistoryPage, HistoryStore, Position, Recovery
 from .history.policy import HistoryPolicy
 from .history.seam import Sequencer
 from .history.wire import recovery_envelope, stamp_frame
@@ -65,6 +66,9 @@ class HubHistory(Catchups, Mending):
             fetched from the store (or given up).
         queue_size: the connections' send queue size: a seam buffers at most that many
             live messages, and a replay sends at most half of it.
+        append_publish: the store's one-round-trip append and publish for the node's
+            backplane (:meth:`~tempest_ws.history.RedisHistory.joined_with`), if it
+            offers one; else a publish appends, then publishes.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class HubHistory(Catchups, Mending):
         *,
         gap_timeout: float = 1.0,
         queue_size: int = 1024,
+        append_publish: AppendPublish | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -83,6 +88,7 @@ class HubHistory(Catchups, Mending):
         self.registry = registry
         self.node = node
         self.gap_timeout = gap_timeout
+        self.append_publish = append_publish
         self.queue_size = queue_size
         self.replay_limit = min(policy.recovery_limit, max(1, queue_size // 2))
         self._clock = clock
@@ -178,8 +184,21 @@ class HubHistory(Catchups, Mending):
         topic without history, then the append's :class:`BackplaneError` is raised.
         """
         node = self.node
+        channel = topic_channel(topic)
+        joint = self.append_publish
         try:
-            position = await self.store.append(topic, frame)
+            if joint is not None:
+                head = positioned_head(
+                    node.node_id,
+                    OP_TOPIC,
+                    topic,
+                    exclude=exclude,
+                    exclude_users=exclude_users,
+                    trace=trace,
+                )
+                position = await joint(topic, frame, channel, head)
+            else:
+                position = await self.store.append(topic, frame)
         except BackplaneError:
             self.append_failures += 1
             recipients = self.registry.select(OP_TOPIC, topic, exclude, exclude_users)
@@ -194,22 +213,25 @@ class HubHistory(Catchups, Mending):
                 trace=trace,
             )
             with contextlib.suppress(BackplaneError):
-                await node.publish(topic_channel(topic), packet)
+                await node.publish(channel, packet)
             raise
         self.appended += 1
         item = Item(position, stamp_frame(frame, topic, position), exclude, exclude_users)
         delivered = self._arrive(topic, item)
-        packet = encode_packet(
-            node.node_id,
-            OP_TOPIC,
-            topic,
-            item.frame,
-            exclude=exclude,
-            exclude_users=exclude_users,
-            position=position,
-            trace=trace,
-        )
-        await node.publish(topic_channel(topic), packet)
+        if joint is not None:
+            traffic_event("backplane_published")
+        elif node.reaches_others(channel):
+            packet = encode_packet(
+                node.node_id,
+                OP_TOPIC,
+                topic,
+                item.frame,
+                exclude=exclude,
+                exclude_users=exclude_users,
+                position=position,
+                trace=trace,
+            )
+            await node.publish(channel, packet)
         return delivered
 
     def on_packet(self, packet: Packet) -> int:

@@ -6,6 +6,13 @@ started): the script drops any stream left over and starts a new epoch, the Redi
 in µs (13 hex digits) followed by the random suffix the caller drew, so epochs of a topic
 compare in creation order. Entries are ``o`` = offset, ``f`` = frame; stream ids are
 Redis's clock, which the age bound uses.
+
+An append may also publish the message (``RedisHistory.append_publish``): the packet is
+built here because only here are its offset and epoch known. ``ARGV[7]`` is the packet
+header cut before the position (``packet.positioned_head``); the frame is stamped as
+``wire.stamp_frame`` does (its last ``ARGV[8]`` bytes replaced by ``ARGV[9]``, the
+offset, ``,"epoch":`` and the epoch, which is hex and needs no JSON escaping), and the
+two are joined by a newline. ``string.format('%d')`` keeps large offsets integral.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from typing import Final
 
 __all__ = ["APPEND", "READ", "SHA"]
 
-# KEYS: meta, stream. ARGV: frame, epoch suffix, max messages, max age ms, meta ttl ms.
+# KEYS: meta, stream. ARGV: frame, epoch suffix, max messages, max age ms, meta ttl ms;
+# to publish too: channel, packet head, bytes to drop from the frame, stamp middle.
 APPEND: Final = """
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
@@ -30,6 +38,12 @@ local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'o', offset,
 local ms = tonumber(string.match(id, '^(%d+)'))
 redis.call('XTRIM', KEYS[2], 'MINID', '~', string.format('%.0f', ms - tonumber(ARGV[4])))
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
+if ARGV[6] then
+  local at = string.format('%d', offset)
+  local frame = string.sub(ARGV[1], 1, #ARGV[1] - tonumber(ARGV[8]))
+  local stamped = frame .. ARGV[9] .. at .. ',"epoch":"' .. epoch .. '"}'
+  redis.call('PUBLISH', ARGV[6], ARGV[7] .. at .. ',"' .. epoch .. '"]}\\n' .. stamped)
+end
 return {epoch, offset}
 """
 

@@ -62,6 +62,7 @@ from .._redis_settings import redis_settings
 from ..settings import WebSocketSettings
 from ._redis_scripts import APPEND, READ, SHA
 from .base import (
+    AppendPublish,
     Entry,
     HistoryPage,
     Position,
@@ -71,6 +72,7 @@ from .base import (
     check_topic,
 )
 from .policy import HistoryPolicy
+from .wire import stamp_parts
 
 __all__ = ["RedisHistory"]
 
@@ -248,11 +250,57 @@ class RedisHistory:
                 not answer within ``timeout``; the frame may have been stored (never
                 twice). A caller cancelled before its batch is sent is never stored.
         """
+        return await self._append(topic, frame, ())
+
+    async def append_publish(self, topic: str, frame: str, channel: str, head: str) -> Position:
+        """:meth:`append`, and in the same script ``PUBLISH`` on Redis channel ``channel``
+        the packet ``head`` + position + newline + stamped frame; return the position.
+
+        ``head`` is a packet header cut before its position
+        (:func:`~tempest_ws.backplane.packet.positioned_head`); the packet is then
+        byte for byte what ``encode_packet`` gives with the position and the frame
+        stamped by :func:`~tempest_ws.history.stamp_frame`. One round trip, and
+        subscribers of ``channel`` get the topic's messages in offset order. Standalone
+        Redis only (on a cluster the channel and the keys live on different shards).
+
+        Raises:
+            ConfigurationError: the store is a cluster store.
+            ValueError: ``frame`` is not a serialized JSON object.
+            BackplaneError: as :meth:`append`; the packet is published exactly when the
+                message is stored.
+        """
+        if self.cluster:
+            raise ConfigurationError("append_publish needs standalone Redis")
+        drop, middle = stamp_parts(frame, topic)
+        return await self._append(topic, frame, (channel, head, str(drop), middle))
+
+    def joined_with(self, backplane: object) -> AppendPublish | None:
+        """An :class:`~tempest_ws.history.base.AppendPublish` for ``backplane`` when it is a
+        standalone :class:`~tempest_ws.backplane.RedisBackplane` on this store's URL (the
+        same server), else ``None``; the hub then appends and publishes in one round trip.
+        """
+        from ..backplane.redis import RedisBackplane
+
+        if (
+            not isinstance(backplane, RedisBackplane)
+            or backplane.cluster
+            or self.cluster
+            or backplane.url != self.url
+        ):
+            return None
+        redis_channel = backplane.redis_channel
+
+        async def append_publish(topic: str, frame: str, channel: str, head: str) -> Position:
+            return await self.append_publish(topic, frame, redis_channel(channel), head)
+
+        return append_publish
+
+    async def _append(self, topic: str, frame: str, publish: tuple[str, ...]) -> Position:
         check_topic(topic)
         if not isinstance(frame, str):
             raise TypeError("frame must be a str")
         args: list[str | bytes] = [frame.encode(), secrets.token_hex(4)]
-        args += (self._max_messages, self._max_age_ms, self._meta_ttl_ms)
+        args += (self._max_messages, self._max_age_ms, self._meta_ttl_ms, *publish)
         if self.cluster:
             raw = await self._run("append", APPEND, topic, args, retry=False)
             return Position(int(raw[1]), _text(raw[0]))

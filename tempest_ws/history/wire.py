@@ -48,6 +48,7 @@ __all__ = [
     "recovery_envelope",
     "requested_position",
     "stamp_frame",
+    "stamp_parts",
 ]
 
 TOPIC_KEY: Final = "topic"
@@ -103,6 +104,30 @@ def _json_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+def stamp_parts(frame: str, topic: str) -> tuple[int, str]:
+    """How :func:`stamp_frame` splices ``frame``: ``(drop, middle)``, where ``drop`` is the
+    number of trailing characters cut (the closing brace, and whitespace before it) and
+    ``middle`` the text put before the offset (``,"topic":"<topic>","offset":``).
+
+    ``stamp_frame(frame, topic, position)`` is ``frame[:len(frame) - drop] + middle``,
+    then the offset, ``,"epoch":``, the epoch as a JSON string and ``}``. The dropped
+    characters are ASCII, so ``drop`` counts UTF-8 bytes as well (for a store that
+    stamps on a server).
+
+    Raises:
+        ValueError: ``frame`` does not end with ``}`` or start with ``{``.
+    """
+    if not frame or frame[0] != "{" or frame[-1] != "}":
+        raise ValueError("frame must be a serialized JSON object")
+    before = frame[-2:-1]
+    if before == "{" or before.isspace():  # an empty or pretty-printed object (never ours)
+        head = frame[:-1].rstrip()
+        drop, separator = len(frame) - len(head), "" if head == "{" else ","
+    else:
+        drop, separator = 1, ","
+    return drop, f'{separator}"{TOPIC_KEY}":{_json_string(topic)},"{OFFSET_KEY}":'
+
+
 def stamp_frame(frame: str, topic: str, position: Position) -> str:
     """``frame`` with ``"topic"``, ``"offset"`` and ``"epoch"`` added as its last keys.
 
@@ -113,18 +138,8 @@ def stamp_frame(frame: str, topic: str, position: Position) -> str:
     Raises:
         ValueError: ``frame`` does not end with ``}`` or start with ``{``.
     """
-    if not frame or frame[0] != "{" or frame[-1] != "}":
-        raise ValueError("frame must be a serialized JSON object")
-    before = frame[-2:-1]
-    if before == "{" or before.isspace():  # an empty or pretty-printed object (never ours)
-        head = frame[:-1].rstrip()
-        separator = "" if head == "{" else ","
-    else:
-        head, separator = frame[:-1], ","
-    return (
-        f'{head}{separator}"{TOPIC_KEY}":{_json_string(topic)},"{OFFSET_KEY}":'
-        f'{position[0]:d},"{EPOCH_KEY}":{_json_string(position[1])}}}'
-    )
+    drop, middle = stamp_parts(frame, topic)
+    return f'{frame[:-drop]}{middle}{position[0]:d},"{EPOCH_KEY}":{_json_string(position[1])}}}'
 
 
 def _position(offset: Any, epoch: Any) -> Position | None:
