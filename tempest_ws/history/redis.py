@@ -42,7 +42,6 @@ import contextlib
 import logging
 import math
 import secrets
-from collections import deque
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -60,6 +59,7 @@ except ImportError:  # pragma: no cover - exercised without the extra
 
 from .._redis_settings import redis_settings
 from ..settings import WebSocketSettings
+from ._redis_appends import Append, AppendQueue, describe, position_of
 from ._redis_scripts import APPEND, READ, SHA
 from .base import (
     AppendPublish,
@@ -79,17 +79,6 @@ __all__ = ["RedisHistory"]
 logger = logging.getLogger("tempest_ws.history")
 
 _ERRORS = (RedisError, OSError, TimeoutError)
-_MAX_BATCH = 256
-
-_Append = tuple[tuple[str, str], list[str | bytes], "asyncio.Future[Position]"]
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _ms(seconds: float) -> int:
@@ -141,9 +130,9 @@ class RedisHistory:
         self._initializing = asyncio.Lock()
         self._initialized = False
         self.max_pending = max_pending
-        self._pending: deque[_Append] = deque()
-        self._flusher: asyncio.Task[None] | None = None
-        self._batch: list[_Append] = []  # in flight: failed too if closed meanwhile
+        self._appends = AppendQueue(
+            self._send, timeout=timeout, max_pending=max_pending, errors=_ERRORS
+        )
         self._max_messages = str(self.policy.max_messages)
         self._max_age_ms = str(_ms(self.policy.max_age))
         self._meta_ttl_ms = str(_ms(self.policy.meta_ttl))
@@ -217,7 +206,7 @@ class RedisHistory:
                         raise
                 return await self._script(script, self.keys(topic), args)
         except _ERRORS as exc:
-            raise BackplaneError(f"redis history {what} failed ({_describe(exc)})") from exc
+            raise BackplaneError(f"redis history {what} failed ({describe(exc)})") from exc
 
     async def _read(
         self, topic: str, *, after: int, limit: int, strict: bool, epoch: str = ""
@@ -232,7 +221,7 @@ class RedisHistory:
             epoch,
         ]
         raw = await self._run("read", READ, topic, args, retry=True)
-        position = Position(int(raw[1]), _text(raw[0]))
+        position = position_of(raw)
         entries = [
             Entry(int(raw[i]), raw[i + 1].decode("utf-8")) for i in range(2, len(raw) - 1, 2)
         ]
@@ -303,57 +292,10 @@ class RedisHistory:
         args += (self._max_messages, self._max_age_ms, self._meta_ttl_ms, *publish)
         if self.cluster:
             raw = await self._run("append", APPEND, topic, args, retry=False)
-            return Position(int(raw[1]), _text(raw[0]))
-        if len(self._pending) >= self.max_pending:
-            raise BackplaneError(f"{len(self._pending)} history appends already waiting for redis")
-        done: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
-        self._pending.append((self.keys(topic), args, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="tempest_ws history appends")
-        return await done
+            return position_of(raw)
+        return await self._appends.submit(self.keys(topic), args)
 
-    async def _flush(self) -> None:
-        pending = self._pending
-        try:
-            while pending:
-                count = min(len(pending), _MAX_BATCH)
-                batch = [
-                    item for item in (pending.popleft() for _ in range(count)) if not item[2].done()
-                ]
-                if not batch:
-                    continue
-                self._batch = batch
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        replies = await self._send(batch)
-                except _ERRORS as exc:  # Redis is unreachable: fail everyone waiting now
-                    logger.warning("history append of %d failed (%s)", len(batch), _describe(exc))
-                    self._fail(
-                        batch, BackplaneError(f"redis history append failed ({_describe(exc)})")
-                    )
-                    continue
-                for (_, _, done), raw in zip(batch, replies, strict=True):
-                    if done.done():
-                        continue
-                    if isinstance(raw, Exception):
-                        done.set_exception(
-                            BackplaneError(f"redis history append failed ({_describe(raw)})")
-                        )
-                    else:
-                        done.set_result(Position(int(raw[1]), _text(raw[0])))
-                self._batch = []
-        except Exception:  # the task boundary: no caller may wait forever on a bug
-            logger.exception("history append task failed")
-            self._fail([], BackplaneError("redis history append failed (internal error)"))
-
-    def _fail(self, batch: list[_Append], error: BackplaneError) -> None:
-        for _, _, done in [*batch, *self._batch, *self._pending]:
-            if not done.done():
-                done.set_exception(error)
-        self._pending.clear()
-        self._batch = []
-
-    async def _send(self, batch: list[_Append]) -> list[Any]:
+    async def _send(self, batch: list[Append]) -> list[Any]:
         client = self._require()
         sha = SHA[APPEND]
         if len(batch) == 1:
@@ -414,12 +356,7 @@ class RedisHistory:
     async def aclose(self) -> None:
         """Fail waiting appends, close the connection pool. Idempotent; a later call
         opens a new one."""
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None and not flusher.done():
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-        self._fail([], BackplaneError("redis history closed"))
+        await self._appends.aclose(BackplaneError("redis history closed"))
         client, self._client = self._client, None
         self._initialized = False
         if client is not None:
