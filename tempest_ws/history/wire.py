@@ -44,6 +44,7 @@ __all__ = [
     "RECOVERY",
     "TOPIC_KEY",
     "StampedEnvelope",
+    "Stamper",
     "position_of",
     "recovery_envelope",
     "requested_position",
@@ -140,6 +141,33 @@ def stamp_frame(frame: str, topic: str, position: Position) -> str:
     """
     drop, middle = stamp_parts(frame, topic)
     return f'{frame[:-drop]}{middle}{position[0]:d},"{EPOCH_KEY}":{_json_string(position[1])}}}'
+
+
+class Stamper:
+    """:func:`stamp_frame` for one topic, with the topic's JSON and the last epoch's
+    JSON computed once (the hub keeps one per topic it follows)."""
+
+    __slots__ = ("_epoch", "_epoch_json", "_middle", "topic")
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self._middle = f',"{TOPIC_KEY}":{_json_string(topic)},"{OFFSET_KEY}":'
+        self._epoch = ""
+        self._epoch_json = '""'
+
+    def __call__(self, frame: str, position: Position) -> str:
+        """``stamp_frame(frame, self.topic, position)``.
+
+        Raises:
+            ValueError: ``frame`` does not end with ``}`` or start with ``{``.
+        """
+        last = frame[-2:-1]
+        if frame[:1] != "{" or frame[-1:] != "}" or last == "{" or last.isspace():
+            return stamp_frame(frame, self.topic, position)  # the general case
+        offset, epoch = position
+        if epoch != self._epoch:
+            self._epoch, self._epoch_json = epoch, _json_string(epoch)
+        return f'{frame[:-1]}{self._middle}{offset:d},"{EPOCH_KEY}":{self._epoch_json}}}'
 
 
 def _position(offset: Any, epoch: Any) -> Position | None:
