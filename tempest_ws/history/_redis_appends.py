@@ -23,7 +23,7 @@ from typing import Any
 from ..exceptions import BackplaneError
 from .base import Position
 
-__all__ = ["Append", "AppendQueue", "describe", "position_of"]
+__all__ = ["Append", "AppendQueue", "appended", "describe", "position_of"]
 
 logger = logging.getLogger("tempest_ws.history")
 
@@ -42,6 +42,13 @@ def position_of(raw: Any) -> Position:
     """The position a script returned as ``{epoch, offset, ...}``."""
     epoch = raw[0]
     return Position(int(raw[1]), epoch.decode() if isinstance(epoch, bytes) else str(epoch))
+
+
+def appended(raw: Any) -> Position:
+    """The position the append script returned as ``"<epoch> <offset>"``."""
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    epoch, _, offset = text.rpartition(" ")
+    return Position(int(offset), epoch)
 
 
 class AppendQueue:
@@ -124,7 +131,7 @@ class AppendQueue:
             if isinstance(raw, Exception):
                 done.set_exception(BackplaneError(f"redis history append failed ({describe(raw)})"))
             else:
-                done.set_result(position_of(raw))
+                done.set_result(appended(raw))
         self._batch = []
 
     def fail(self, error: BackplaneError, batch: list[Append] | None = None) -> None:

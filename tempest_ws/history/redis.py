@@ -59,7 +59,7 @@ except ImportError:  # pragma: no cover - exercised without the extra
 
 from .._redis_settings import redis_settings
 from ..settings import WebSocketSettings
-from ._redis_appends import Append, AppendQueue, describe, position_of
+from ._redis_appends import Append, AppendQueue, appended, describe, position_of
 from ._redis_scripts import APPEND, READ, SHA
 from .base import (
     AppendPublish,
@@ -133,9 +133,13 @@ class RedisHistory:
         self._appends = AppendQueue(
             self._send, timeout=timeout, max_pending=max_pending, errors=_ERRORS
         )
-        self._max_messages = str(self.policy.max_messages)
         self._max_age_ms = str(_ms(self.policy.max_age))
         self._meta_ttl_ms = str(_ms(self.policy.meta_ttl))
+        # The epoch suffix is drawn once: epochs of one topic differ by Redis's clock.
+        self._suffix = secrets.token_hex(4)
+        self._constants = (
+            f"{self._suffix} {self.policy.max_messages} {self._max_age_ms} {self._meta_ttl_ms}"
+        ).encode()
 
     @classmethod
     def from_settings(cls, settings: WebSocketSettings) -> Self:
@@ -212,7 +216,7 @@ class RedisHistory:
         self, topic: str, *, after: int, limit: int, strict: bool, epoch: str = ""
     ) -> tuple[Position, list[Entry]]:
         args = [
-            secrets.token_hex(4),
+            self._suffix,
             self._meta_ttl_ms,
             self._max_age_ms,
             str(after),
@@ -261,7 +265,7 @@ class RedisHistory:
         if self.cluster:
             raise ConfigurationError("append_publish needs standalone Redis")
         drop, middle = stamp_parts(frame, topic)
-        return await self._append(topic, frame, (channel, head, str(drop), middle))
+        return await self._append(topic, frame, (channel, head, f"{drop}:{middle}"))
 
     def joined_with(self, backplane: object) -> AppendPublish | None:
         """An :class:`~tempest_ws.history.base.AppendPublish` for ``backplane`` when it is a
@@ -288,11 +292,9 @@ class RedisHistory:
         check_topic(topic)
         if not isinstance(frame, str):
             raise TypeError("frame must be a str")
-        args: list[str | bytes] = [frame.encode(), secrets.token_hex(4)]
-        args += (self._max_messages, self._max_age_ms, self._meta_ttl_ms, *publish)
+        args: list[str | bytes] = [frame.encode(), self._constants, *publish]
         if self.cluster:
-            raw = await self._run("append", APPEND, topic, args, retry=False)
-            return position_of(raw)
+            return appended(await self._run("append", APPEND, topic, args, retry=False))
         return await self._appends.submit(self.keys(topic), args)
 
     async def _send(self, batch: list[Append]) -> list[Any]:
