@@ -14,8 +14,10 @@ without history takes). Runs alternate.
 Cases:
 
 ``memory``            in-process hub (in-memory backplane), ``MemoryHistory``;
-``redis_sequential``  hub on a ``RedisBackplane``, ``RedisHistory`` on the same Redis,
-                      one publisher awaiting each publish (latency bound);
+``redis_sequential``  hub on a ``RedisBackplane``, ``RedisHistory`` on the same Redis
+                      (so one script appends and publishes: one round trip, as a
+                      publish without history), one publisher awaiting each publish
+                      (latency bound);
 ``redis_concurrent``  the same with 16 concurrent publishers (throughput bound).
 
 Each hub has ``SUBSCRIBERS`` local connections on both topics, writing to counting
@@ -280,6 +282,45 @@ def report(r: dict[str, Any]) -> None:
             f"{case:18} {p['without']:>10.0f} {p['with']:>10.0f} {c['measured_ratio']:>6.2f} "
             f"{c['added_us_per_publish']:>8.1f}"
         )
+
+
+def markdown_section(r: dict[str, Any]) -> list[str]:
+    """The history section of ``docs/performance.md`` from a run's results."""
+    m = r["micro"]
+    machine = r.get("machine", {})
+    lines = [
+        "",
+        "## What history costs a publish",
+        "",
+        "Produced by:",
+        "",
+        "```",
+        machine.get("command", ".venv/bin/python -m bench.history"),
+        "```",
+        "",
+        f"{machine.get('cpus', '?')} cores, Python {machine.get('python', '?')}, load average "
+        f"{machine.get('load_average', ['?'])[0]} at the end. `hub.broadcast` of a "
+        f"{m['frame_bytes']}-byte envelope to {r['memory']['subscribers']} local subscribers, "
+        "to a topic that keeps history and to one that does not, on the same hub; runs "
+        "alternate and the median is shown ([Message history](history.md#measured-cost) "
+        "explains the figures).",
+        "",
+        "| Case | Without history | With history | Ratio | CPU per publish (without → with) |",
+        "|---|---|---|---|---|",
+    ]
+    names = {
+        "memory": "in-process hub, `MemoryHistory`",
+        "redis_sequential": "Redis backplane, `RedisHistory`, 1 sequential publisher",
+        "redis_concurrent": "Redis backplane, `RedisHistory`, 16 concurrent publishers",
+    }
+    for case, name in names.items():
+        c = r[case]
+        p, cpu = c["publishes_per_s"], c["cpu_us_per_publish"]
+        lines.append(
+            f"| {name} | {p['without']:,.0f} /s | {p['with']:,.0f} /s | "
+            f"{c['measured_ratio']:.2f} | {cpu['without']:.1f} → {cpu['with']:.1f} µs |"
+        )
+    return lines
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Each runs atomically on the shard owning the topic's two keys (``KEYS[1]`` the meta hash,
 ``KEYS[2]`` the stream). A missing hash means the topic's sequence was lost (or never
 started): the script drops any stream left over and starts a new epoch, the Redis clock
-in µs (13 hex digits) followed by the random suffix the caller drew, so epochs of a topic
+in µs (13 hex digits) followed by the random suffix the store drew, so epochs of a topic
 compare in creation order. Entries are ``o`` = offset, ``f`` = frame; stream ids are
 Redis's clock, which the age bound uses.
 

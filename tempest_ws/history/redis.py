@@ -19,14 +19,17 @@ entries after offset ``n`` are the last ``latest - n`` of the stream); a read se
 consistent state. **Data loss is detected, not guessed**: when the hash is missing (a
 restart without persistence, ``FLUSHALL``, failover to a replica that had not got it,
 eviction, expiry), the next script to touch the topic drops the stream and starts a new
-epoch (Redis's clock in µs, then random digits drawn by the caller), so every position
-handed out before is answered ``recovered=False``. Stream ids are Redis's clock, so age
-trimming and the age check on reads never depend on a node's clock.
+epoch (Redis's clock in µs, then random digits the store drew when it was made), so
+every position handed out before is answered ``recovered=False``. Stream ids are Redis's
+clock, so age trimming and the age check on reads never depend on a node's clock.
 
-Appends are pipelined: one task (started on demand, gone when idle) sends whatever
-accumulated while the previous batch was in flight, in call order, so one node's appends
-take offsets in the order they were called and cost one round trip per batch. (On Redis
-Cluster each append is sent on its own: cluster pipelines may retry a whole batch.)
+Appends are pipelined (:mod:`~tempest_ws.history._redis_appends`): one task sends
+whatever accumulated while the previous batch was in flight, in call order, so one node's
+appends take offsets in the order they were called and cost one round trip per batch.
+(On Redis Cluster each append is sent on its own: cluster pipelines may retry a whole
+batch.) :meth:`RedisHistory.append_publish` also publishes the stamped packet from the
+same script, for a :class:`~tempest_ws.backplane.RedisBackplane` on the same standalone
+server (:meth:`RedisHistory.joined_with`).
 
 Every batch and read is bounded by ``timeout`` and raises
 :class:`~tempest_ws.exceptions.BackplaneError` on failure (a failed batch fails every
