@@ -171,6 +171,52 @@ def per_op(op: Callable[[int], Any], count: int) -> float:
     return round(statistics.median(samples), 3)
 
 
+class _Ignore:
+    """A backplane listener that drops everything (the micro runs have no hub)."""
+
+    def on_packet(self, channel: str, packet: bytes) -> None:
+        pass
+
+    def on_resync(self) -> None:
+        pass
+
+    def on_presence_expired(self, topic: str, user: str) -> None:
+        pass
+
+
+async def redis_cpu_joint(redis: Any, policy: Any, frame: str, batches: int) -> dict[str, float]:
+    """Redis CPU per pipelined ``PUBLISH`` and per pipelined one-script append and publish
+    (64 concurrent calls per batch), as a hub without and with history sends them."""
+    from tempest_ws.backplane.packet import positioned_head
+    from tempest_ws.backplane.redis import RedisBackplane
+    from tempest_ws.history.redis import RedisHistory
+
+    backplane = RedisBackplane(redis.url, timeout=5)
+    store = RedisHistory(redis.url, policy=policy, timeout=5)
+    await backplane.start("0123456789ab", _Ignore())
+    joint = store.joined_with(backplane)
+    assert joint is not None
+    head = positioned_head("0123456789ab", "topic", "chat:joint")
+    packet = f'{{"v":1,"n":"0123456789ab","o":"topic","t":"plain:joint"}}\n{frame}'.encode()
+    out: dict[str, float] = {}
+    try:
+        for name, call in (
+            ("redis_cpu_us_per_batched_publish", lambda: backplane.publish("topic:p", packet)),
+            (
+                "redis_cpu_us_per_batched_append_publish",
+                lambda: joint("chat:joint", frame, "topic:chat:joint", head),
+            ),
+        ):
+            cpu0 = cpu_seconds(redis.pid)
+            for _ in range(batches):
+                await asyncio.gather(*(call() for _ in range(64)))
+            out[name] = round((cpu_seconds(redis.pid) - cpu0) / (64 * batches) * 1e6, 2)
+    finally:
+        await store.aclose()
+        await backplane.stop()
+    return out
+
+
 MODES = {"tiny": (0.1, 1), "quick": (1.0, 3), "full": (4.0, 5)}  # (scale, rounds)
 
 
@@ -226,6 +272,7 @@ async def measure(mode: str) -> dict[str, Any]:
         results["micro"]["redis_cpu_us_per_batched_append"] = round(
             (cpu_seconds(redis.pid) - cpu0) / (64 * batches) * 1e6, 2
         )
+        results["micro"].update(await redis_cpu_joint(redis, policy, frame, batches))
         import redis as redis_py
 
         with redis_py.Redis(port=redis.port) as client:
@@ -272,7 +319,9 @@ def report(r: dict[str, Any]) -> None:
     )
     print(
         f"batched (64 concurrent): {m['redis_batched_appends_per_s']} appends/s, "
-        f"redis CPU {m['redis_cpu_us_per_batched_append']} µs each"
+        f"redis CPU {m['redis_cpu_us_per_batched_append']} µs each; "
+        f"append and publish in one script {m['redis_cpu_us_per_batched_append_publish']} µs, "
+        f"a PUBLISH {m['redis_cpu_us_per_batched_publish']} µs"
     )
     print(f"{'case':18} {'without/s':>10} {'with/s':>10} {'ratio':>6} {'+µs':>8}")
     for case in ("memory", "redis_sequential", "redis_concurrent"):
