@@ -87,11 +87,13 @@ class AppendQueue:
         pending = self._pending
         if len(pending) >= self.max_pending:
             raise BackplaneError(f"{len(pending)} history appends already waiting for redis")
-        done: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Position] = loop.create_future()
         pending.append((keys, args, done))
-        if self._flusher is None or self._flusher.done():
+        flusher = self._flusher
+        if flusher is None or flusher.done() or flusher.get_loop() is not loop:
             self._wake = asyncio.Event()
-            self._flusher = asyncio.create_task(self._flush(), name="tempest_ws history appends")
+            self._flusher = loop.create_task(self._flush(), name="tempest_ws history appends")
         elif self._wake is not None:
             self._wake.set()
         return await done
