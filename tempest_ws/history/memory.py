@@ -39,7 +39,7 @@ class _Ring:
     epoch: str
     touched: float
     offset: int = 0
-    entries: deque[tuple[float, Entry]] = field(default_factory=deque)
+    entries: deque[tuple[float, int, str]] = field(default_factory=deque)  # (at, offset, frame)
 
 
 class MemoryHistory:
@@ -110,7 +110,7 @@ class MemoryHistory:
         ring = self._ring(topic, now)
         ring.offset = offset = ring.offset + 1
         entries = ring.entries
-        entries.append((now, Entry(offset, frame)))
+        entries.append((now, offset, frame))  # an Entry is made only when read
         if len(entries) > self.policy.max_messages:
             entries.popleft()
         return Position(offset, ring.epoch)
@@ -131,7 +131,7 @@ class MemoryHistory:
         entries = ring.entries
         if len(entries) < missed:  # trimmed by count or age past the asked offset
             return Recovery((), False, position)
-        newest_first = [e for _, e in islice(reversed(entries), missed)]
+        newest_first = [Entry(o, f) for _, o, f in islice(reversed(entries), missed)]
         return Recovery(tuple(reversed(newest_first)), True, position)
 
     async def latest(self, topic: str) -> Position:
@@ -153,7 +153,7 @@ class MemoryHistory:
             start = max(0, len(entries) - limit)
         else:
             start = max(0, len(entries) - max(0, ring.offset - since))
-        found = tuple(e for _, e in islice(entries, start, start + limit))
+        found = tuple(Entry(o, f) for _, o, f in islice(entries, start, start + limit))
         return HistoryPage(found, position)
 
     async def aclose(self) -> None:
