@@ -56,13 +56,16 @@ def make_history(
         raise ConfigurationError("a history store needs a history_policy")
     if not isinstance(chosen, HistoryPolicy):
         return None
+    store = store if store is not None else MemoryHistory(chosen)
+    joined_with = getattr(store, "joined_with", None)  # an optional store capability
     history = HubHistory(
-        store if store is not None else MemoryHistory(chosen),
+        store,
         chosen,
         node.registry,
         node,
         gap_timeout=gap_timeout,
         queue_size=queue_size,
+        append_publish=None if joined_with is None else joined_with(node.backplane),
     )
     node.sequenced = history.on_packet
     return history

@@ -4,9 +4,10 @@ A part of :class:`~tempest_ws.hub.WebSocketHub`, kept apart because it is one jo
 delivery on a topic the :class:`~tempest_ws.history.HistoryPolicy` keeps goes through
 here (see ``docs/history.md``, "How the hub uses the history").
 
-- **Publishing** appends the frame to the store (its offset), stamps the position into
-  it, releases it locally through the topic's sequencer and publishes one packet whose
-  header carries the position, so receiving nodes never parse the frame.
+- **Publishing** (:mod:`tempest_ws._history_publish`) appends the frame to the store
+  (its offset), stamps the position into it, releases it locally through the topic's
+  sequencer and publishes one packet whose header carries the position, so receiving
+  nodes never parse the frame; with Redis for both, one script appends and publishes.
 - **Receiving**: packets with a position go through the topic's :class:`Sequencer`, one
   per topic this node has local subscribers of. It starts at the store's ``latest`` once
   the node listens to the topic's channel (packets arriving before that are held, then
@@ -27,24 +28,24 @@ queues, like every other fan-out of the hub.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
 from ._history_catchup import Catchups
 from ._history_mend import Mending
+from ._history_publish import Publishing
 from ._history_topic import HistoryStats, Item, TopicState, follows
 from ._node import Node
 from ._registry import Registry
-from .backplane.packet import OP_TOPIC, Packet, encode_packet, topic_channel
+from .backplane.packet import OP_TOPIC, Packet, topic_channel
 from .codes import CloseCode
 from .connection import WebSocketConnection
 from .exceptions import BackplaneError
-from .history.base import HistoryPage, HistoryStore, Position, Recovery
+from .history.base import AppendPublish, HistoryPage, HistoryStore, Position, Recovery
 from .history.policy import HistoryPolicy
 from .history.seam import Sequencer
-from .history.wire import recovery_envelope, stamp_frame
+from .history.wire import recovery_envelope
 
 __all__ = ["HubHistory"]
 
@@ -53,7 +54,7 @@ logger = logging.getLogger("tempest_ws.history")
 _READY_ROUNDS = 8  # a topic re-followed while waiting: wait for the new start
 
 
-class HubHistory(Catchups, Mending):
+class HubHistory(Publishing, Catchups, Mending):
     """The history side of one hub (see the module docstring).
 
     Args:
@@ -65,6 +66,9 @@ class HubHistory(Catchups, Mending):
             fetched from the store (or given up).
         queue_size: the connections' send queue size: a seam buffers at most that many
             live messages, and a replay sends at most half of it.
+        append_publish: the store's one-round-trip append and publish for the node's
+            backplane (:meth:`~tempest_ws.history.RedisHistory.joined_with`), if it
+            offers one; else a publish appends, then publishes.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class HubHistory(Catchups, Mending):
         *,
         gap_timeout: float = 1.0,
         queue_size: int = 1024,
+        append_publish: AppendPublish | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -83,6 +88,7 @@ class HubHistory(Catchups, Mending):
         self.registry = registry
         self.node = node
         self.gap_timeout = gap_timeout
+        self.append_publish = append_publish
         self.queue_size = queue_size
         self.replay_limit = min(policy.recovery_limit, max(1, queue_size // 2))
         self._clock = clock
@@ -161,72 +167,51 @@ class HubHistory(Catchups, Mending):
             raise ValueError(f"topic {topic[:64]!r} keeps no history")
         return await self.store.history(topic, since=since, limit=limit)
 
-    # -- publishing --------------------------------------------------------------------
-
-    async def broadcast(
-        self,
-        topic: str,
-        frame: str,
-        exclude: frozenset[str],
-        exclude_users: frozenset[str],
-        trace: Mapping[str, str] | None = None,
-    ) -> int:
-        """Append, stamp, deliver here in offset order, publish with the position (and
-        the caller's trace context, when tracing is on).
-
-        When the append fails, the unstamped frame is delivered and published as on a
-        topic without history, then the append's :class:`BackplaneError` is raised.
-        """
-        node = self.node
-        try:
-            position = await self.store.append(topic, frame)
-        except BackplaneError:
-            self.append_failures += 1
-            recipients = self.registry.select(OP_TOPIC, topic, exclude, exclude_users)
-            self.registry.fan_out(recipients, frame)
-            packet = encode_packet(
-                node.node_id,
-                OP_TOPIC,
-                topic,
-                frame,
-                exclude=exclude,
-                exclude_users=exclude_users,
-                trace=trace,
-            )
-            with contextlib.suppress(BackplaneError):
-                await node.publish(topic_channel(topic), packet)
-            raise
-        self.appended += 1
-        item = Item(position, stamp_frame(frame, topic, position), exclude, exclude_users)
-        delivered = self._arrive(topic, item)
-        packet = encode_packet(
-            node.node_id,
-            OP_TOPIC,
-            topic,
-            item.frame,
-            exclude=exclude,
-            exclude_users=exclude_users,
-            position=position,
-            trace=trace,
-        )
-        await node.publish(topic_channel(topic), packet)
-        return delivered
+    # -- receiving ---------------------------------------------------------------------
 
     def on_packet(self, packet: Packet) -> int:
         """A packet of another node carrying a position (``Node.sequenced``); return how
         many local connections got its message now (0 while it is held behind a gap)."""
         if packet.position is None or packet.frame is None:
             return 0
-        item = Item(Position(*packet.position), packet.frame, packet.exclude, packet.exclude_users)
-        return self._arrive(packet.target, item)
+        return self._arrive(
+            packet.target,
+            Position(*packet.position),
+            packet.frame,
+            packet.exclude,
+            packet.exclude_users,
+        )
 
-    def _arrive(self, topic: str, item: Item) -> int:
-        """Push ``item`` through the topic's sequencer and deliver what it releases;
-        return how many local connections got ``item`` itself now."""
+    def _arrive(
+        self,
+        topic: str,
+        position: Position,
+        frame: str,
+        exclude: frozenset[str],
+        exclude_users: frozenset[str],
+    ) -> int:
+        """Push a message through the topic's sequencer and deliver what it releases;
+        return how many local connections got this message now."""
         state = self._topics.get(topic)
+        registry = self.registry
         if state is None:  # no local subscriber (or not a history topic here)
-            recipients = self.registry.select(OP_TOPIC, topic, item.exclude, item.exclude_users)
-            return self.registry.fan_out(recipients, item.frame)
+            return registry.fan_out(registry.select(OP_TOPIC, topic, exclude, exclude_users), frame)
+        seq = state.seq
+        if seq is not None and not state.catchups and seq.next_in_line(position):
+            # The common case, done as _push, _watch and _release would: the next
+            # message, nothing held behind a gap, nobody replaying.
+            state.gap = None
+            state.failures = 0
+            if state.suspect is None:
+                self._gapped.discard(topic)
+            last = state.last
+            if last is not None and (
+                last.offset + 1 != position.offset or last.epoch != position.epoch
+            ):  # as follows(last, position), inlined on the hot path
+                self._notice(state, position)
+            state.last = position
+            return registry.fan_out(registry.select(OP_TOPIC, topic, exclude, exclude_users), frame)
+        item = Item(position, frame, exclude, exclude_users)
         return self._release(state, self._push(state, item), item)
 
     def _push(self, state: TopicState, item: Item) -> list[Item]:

@@ -17,6 +17,7 @@ from typing import NamedTuple
 from .connection import WebSocketConnection
 from .history.base import Position
 from .history.seam import Seam, Sequencer
+from .history.wire import Stamper
 
 __all__ = [
     "NO_EXCLUSIONS",
@@ -108,6 +109,7 @@ class TopicState:
         "name",
         "ready",
         "seq",
+        "stamp",
         "suspect",
     )
 
@@ -122,6 +124,7 @@ class TopicState:
         self.gap: tuple[int, float] | None = None  # (first missing offset, seen at)
         self.failures = 0
         self.suspect: str | None = None  # an epoch the sequencer dropped as stale
+        self.stamp = Stamper(name)
 
 
 def follows(last: Position, position: Position) -> bool:

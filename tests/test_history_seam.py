@@ -278,6 +278,19 @@ def test_sequencer_edges() -> None:
         Sequencer(Position(0, "x"), max_held=0)
 
 
+def test_next_in_line_releases_only_what_push_would_release_alone() -> None:
+    sequencer: Sequencer[int] = Sequencer(Position(10, "b"))
+    assert sequencer.next_in_line(Position(11, "b"))
+    assert sequencer.position == Position(11, "b")
+    for other in (Position(11, "b"), Position(13, "b"), Position(12, "a"), Position(12, "c")):
+        assert not sequencer.next_in_line(other)  # old, ahead, stale, newer epoch
+    assert sequencer.position == Position(11, "b")
+    assert sequencer.push(Position(13, "b"), 13) == []
+    assert not sequencer.next_in_line(Position(12, "b"))  # something is held: push it
+    assert sequencer.push(Position(12, "b"), 12) == [12, 13]
+    assert sequencer.next_in_line(Position(14, "b"))
+
+
 # -- real tasks, real store ----------------------------------------------------------------------
 
 

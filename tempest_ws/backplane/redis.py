@@ -267,9 +267,13 @@ class RedisBackplane:
         if len(self._queue) >= self.max_pending:
             raise BackplaneError(f"{len(self._queue)} publishes already waiting for redis")
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append((f"{self.channel_prefix}:{channel}", packet, done))
+        self._queue.append((self.redis_channel(channel), packet, done))
         self._has_packets.set()
         return await done
+
+    def redis_channel(self, channel: str) -> str:
+        """The Redis channel a logical ``channel`` is published on (the prefix added)."""
+        return f"{self.channel_prefix}:{channel}"
 
     async def subscribe(self, channel: str) -> None:
         """Subscribe (confirmed by Redis, or recorded for the next connection)."""

@@ -29,6 +29,7 @@ from typing import Final, NamedTuple, Protocol
 __all__ = [
     "MAX_EPOCH_LENGTH",
     "MAX_TOPIC_LENGTH",
+    "AppendPublish",
     "Entry",
     "HistoryPage",
     "HistoryStore",
@@ -95,6 +96,23 @@ class HistoryPage:
 
 
 # --8<-- [start:protocol]
+class AppendPublish(Protocol):
+    """Append a message and publish it to the other nodes in one step (one round trip).
+
+    What a store offers for a backplane on the same server
+    (:meth:`~tempest_ws.history.RedisHistory.joined_with`): it appends ``frame`` to
+    ``topic``, then publishes on the backplane channel ``channel`` the packet whose header
+    is ``head`` (cut before the position, as
+    :func:`~tempest_ws.backplane.packet.positioned_head` makes it) completed with the
+    new position, and ``frame`` stamped with it. Returns the position. Raises
+    :class:`~tempest_ws.exceptions.BackplaneError` as ``HistoryStore.append`` does.
+    """
+
+    async def __call__(self, topic: str, frame: str, channel: str, head: str) -> Position:
+        """Append and publish; return the position."""
+        ...
+
+
 class HistoryStore(Protocol):
     """Bounded per-topic history with offsets and epochs. Five async methods.
 

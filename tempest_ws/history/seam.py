@@ -200,6 +200,14 @@ class Sequencer(Generic[T]):
         self.next_offset = expected
         return out
 
+    def next_in_line(self, position: Position) -> bool:
+        """Release ``position`` at once if it is the next one and nothing is held (what
+        :meth:`push` would return as ``[item]``); else change nothing and return False."""
+        if self._held or position.offset != self.next_offset or position.epoch != self.epoch:
+            return False
+        self.next_offset += 1
+        return True
+
     def restart(self, epoch: str) -> list[T]:
         """Follow ``epoch`` from its offset 1 on (the store lost the topic's history and
         began again): release what the old epoch still held, in offset order."""

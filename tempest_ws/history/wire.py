@@ -44,10 +44,12 @@ __all__ = [
     "RECOVERY",
     "TOPIC_KEY",
     "StampedEnvelope",
+    "Stamper",
     "position_of",
     "recovery_envelope",
     "requested_position",
     "stamp_frame",
+    "stamp_parts",
 ]
 
 TOPIC_KEY: Final = "topic"
@@ -103,6 +105,30 @@ def _json_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+def stamp_parts(frame: str, topic: str) -> tuple[int, str]:
+    """How :func:`stamp_frame` splices ``frame``: ``(drop, middle)``, where ``drop`` is the
+    number of trailing characters cut (the closing brace, and whitespace before it) and
+    ``middle`` the text put before the offset (``,"topic":"<topic>","offset":``).
+
+    ``stamp_frame(frame, topic, position)`` is ``frame[:len(frame) - drop] + middle``,
+    then the offset, ``,"epoch":``, the epoch as a JSON string and ``}``. The dropped
+    characters are ASCII, so ``drop`` counts UTF-8 bytes as well (for a store that
+    stamps on a server).
+
+    Raises:
+        ValueError: ``frame`` does not end with ``}`` or start with ``{``.
+    """
+    if not frame or frame[0] != "{" or frame[-1] != "}":
+        raise ValueError("frame must be a serialized JSON object")
+    before = frame[-2:-1]
+    if before == "{" or before.isspace():  # an empty or pretty-printed object (never ours)
+        head = frame[:-1].rstrip()
+        drop, separator = len(frame) - len(head), "" if head == "{" else ","
+    else:
+        drop, separator = 1, ","
+    return drop, f'{separator}"{TOPIC_KEY}":{_json_string(topic)},"{OFFSET_KEY}":'
+
+
 def stamp_frame(frame: str, topic: str, position: Position) -> str:
     """``frame`` with ``"topic"``, ``"offset"`` and ``"epoch"`` added as its last keys.
 
@@ -113,18 +139,35 @@ def stamp_frame(frame: str, topic: str, position: Position) -> str:
     Raises:
         ValueError: ``frame`` does not end with ``}`` or start with ``{``.
     """
-    if not frame or frame[0] != "{" or frame[-1] != "}":
-        raise ValueError("frame must be a serialized JSON object")
-    before = frame[-2:-1]
-    if before == "{" or before.isspace():  # an empty or pretty-printed object (never ours)
-        head = frame[:-1].rstrip()
-        separator = "" if head == "{" else ","
-    else:
-        head, separator = frame[:-1], ","
-    return (
-        f'{head}{separator}"{TOPIC_KEY}":{_json_string(topic)},"{OFFSET_KEY}":'
-        f'{position[0]:d},"{EPOCH_KEY}":{_json_string(position[1])}}}'
-    )
+    drop, middle = stamp_parts(frame, topic)
+    return f'{frame[:-drop]}{middle}{position[0]:d},"{EPOCH_KEY}":{_json_string(position[1])}}}'
+
+
+class Stamper:
+    """:func:`stamp_frame` for one topic, with the topic's JSON and the last epoch's
+    JSON computed once (the hub keeps one per topic it follows)."""
+
+    __slots__ = ("_epoch", "_epoch_json", "_middle", "topic")
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self._middle = f',"{TOPIC_KEY}":{_json_string(topic)},"{OFFSET_KEY}":'
+        self._epoch = ""
+        self._epoch_json = '""'
+
+    def __call__(self, frame: str, position: Position) -> str:
+        """``stamp_frame(frame, self.topic, position)``.
+
+        Raises:
+            ValueError: ``frame`` does not end with ``}`` or start with ``{``.
+        """
+        last = frame[-2:-1]
+        if frame[:1] != "{" or frame[-1:] != "}" or last == "{" or last.isspace():
+            return stamp_frame(frame, self.topic, position)  # the general case
+        offset, epoch = position
+        if epoch != self._epoch:
+            self._epoch, self._epoch_json = epoch, _json_string(epoch)
+        return f'{frame[:-1]}{self._middle}{offset:d},"{EPOCH_KEY}":{self._epoch_json}}}'
 
 
 def _position(offset: Any, epoch: Any) -> Position | None:
