@@ -8,13 +8,10 @@ cannot delay anyone else. A recipient whose queue is full is closed 1013 on the 
 Across processes every operation keeps its meaning through the backplane: the hub
 delivers to its own connections first, then publishes one packet (the frame already
 serialized) that every other node fans out to its own. A node drops its own packets when
-they come back, so each socket gets a frame once. See ``docs/scaling.md``.
+they come back, so each socket gets a frame once (``docs/scaling.md``).
 
-Opt-in, for realtime apps (``docs/realtime.md``): a ``topic_authorizer`` checked before
-every subscription, ``require_topic`` to refuse accidental global broadcasts, and topic
-``presence`` with ``presence.join`` / ``presence.leave`` events for the topic's members.
-Opt-in per topic pattern, message history (``docs/history.md``): each message gets an
-offset, and a client that comes back resumes where it left off (``_history_hub.py``).
+Opt-in: a ``topic_authorizer``, ``require_topic`` and topic ``presence`` for realtime
+apps (``docs/realtime.md``); per topic pattern, message history (``docs/history.md``).
 
 The class is assembled from its bases, one job each: :mod:`tempest_ws._membership`
 (subscriptions, authorization, presence), :mod:`tempest_ws._hub_targets` (one user, one
@@ -31,6 +28,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Self
 
 from ._authz import TopicAuthorizer
+from ._bounded import STOP_TIMEOUT, bounded, check_stop_timeout
 from ._history_access import HistoryAccess, HistoryStats, history_from_settings, make_history
 from ._hub_targets import TargetedSends
 from ._membership import MAX_TOPIC_LENGTH, HubMembership
@@ -104,6 +102,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         tracing: OpenTelemetry tracing (:class:`~tempest_ws.tracing.Tracing`): deliveries
             carry the caller's trace context to the other nodes, which trace their
             fan-out; the router traces inbound messages with it too. Off by default.
+        stop_timeout: bound on each step of :meth:`stop` (see there), in seconds.
 
     Deliveries accept a :class:`~tempest_ws.envelope.WSEnvelope` or a plain mapping and
     return how many connections *of this process* the frame was queued for. They never
@@ -132,6 +131,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         history_policy: HistoryPolicy | None = None,
         history_gap_timeout: float = 1.0,
         tracing: Tracing | None = None,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         if max_per_user < 1 or max_connections < 1 or send_queue_size < 1:
             raise ConfigurationError("hub limits must be at least 1")
@@ -143,6 +143,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         self.max_connections = max_connections
         self.send_queue_size = send_queue_size
         self.close_timeout = close_timeout
+        self.stop_timeout = check_stop_timeout(stop_timeout)
         self.backplane: Backplane = backplane if backplane is not None else InMemoryBackplane()
         self.node_id = node_id or new_node_id()
         self.topic_authorizer = topic_authorizer
@@ -220,14 +221,18 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         """Close every connection with ``code`` (concurrently), empty the registry and
         leave the deployment (this node's presence is removed; the ``presence.leave``
         events its users cause are sent first, within ``close_timeout``), then close the
-        history store. Idempotent."""
-        connections = list(self._connections.values())
-        await asyncio.gather(*(c.close(code, reason) for c in connections), return_exceptions=True)
+        history store. Idempotent. Never hangs: each connection gets ``close_timeout +
+        stop_timeout`` seconds, each other step (backplane, store, presence tasks)
+        ``stop_timeout``; one past its bound is abandoned, logged on ``tempest_ws.shutdown``."""
+        limit = self.close_timeout + self.stop_timeout
+        closes = [bounded(c.close(code, reason), f"connection {c.connection_id}", limit=limit)
+                  for c in list(self._connections.values())]  # fmt: skip
+        await asyncio.gather(*closes, return_exceptions=True)
         await self._presence.settle(self.close_timeout)
-        await self._presence.stop()
-        await self._node.stop()
+        await self._presence.stop(self.stop_timeout)
+        await self._node.stop(self.stop_timeout)
         if self._history is not None:
-            await self._history.stop()
+            await self._history.stop(self.stop_timeout)
 
     async def __aenter__(self) -> Self:
         await self.start()

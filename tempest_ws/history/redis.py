@@ -46,6 +46,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Self
 
+from .._bounded import STOP_TIMEOUT, bounded, cancel_tasks, lost_cancellation
 from ..exceptions import BackplaneError, ConfigurationError, MissingDependencyError
 
 try:
@@ -268,6 +269,7 @@ class RedisHistory:
         pending = self._pending
         try:
             while pending:
+                lost_cancellation()
                 count = min(len(pending), _MAX_BATCH)
                 batch = [
                     item for item in (pending.popleft() for _ in range(count)) if not item[2].done()
@@ -365,15 +367,13 @@ class RedisHistory:
 
     async def aclose(self) -> None:
         """Fail waiting appends, close the connection pool. Idempotent; a later call
-        opens a new one."""
+        opens a new one. Each step gets ``STOP_TIMEOUT`` seconds (then it is abandoned,
+        logged on ``tempest_ws.shutdown``)."""
         flusher, self._flusher = self._flusher, None
-        if flusher is not None and not flusher.done():
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+        await cancel_tasks([flusher], "history append flusher", limit=STOP_TIMEOUT)
         self._fail([], BackplaneError("redis history closed"))
         client, self._client = self._client, None
         self._initialized = False
         if client is not None:
             with contextlib.suppress(*_ERRORS):
-                await client.aclose()
+                await bounded(client.aclose(), "redis history connections", limit=STOP_TIMEOUT)
