@@ -2,13 +2,15 @@
 
 Every stop in the package awaits its tasks and collaborators through :func:`bounded` and
 :func:`cancel_tasks`. A wait that outlasts its bound (``STOP_TIMEOUT`` unless the owner
-was built with another ``stop_timeout``) is abandoned: the work is cancelled once more,
-left to finish on its own, and a WARNING on ``tempest_ws.shutdown`` names what was
-abandoned. Cancelling is not always enough on its own: redis-py shields some teardown
-from cancellation (``PubSub.aclose``), and on Python 3.11 ``asyncio.wait_for``, which
-redis-py uses for every write, can lose a ``cancel()`` that arrives as the write
-completes. A loop that is stopped by cancellation calls :func:`lost_cancellation` at the
-top of each turn so that such a lost ``cancel()`` still ends it.
+was built with another ``stop_timeout``) is abandoned: the caller goes on, the work is
+left to finish on its own (not cancelled: a collaborator's ``stop`` keeps doing its own
+bounded steps, which a cancellation would cut short), and a WARNING on
+``tempest_ws.shutdown`` names what was abandoned. Cancelling a task is not always enough
+to end it: redis-py shields some teardown from cancellation (``PubSub.aclose``), and on
+Python 3.11 ``asyncio.wait_for``, which redis-py uses for every write, can lose a
+``cancel()`` that arrives as the write completes. A loop that is stopped by cancellation
+calls :func:`lost_cancellation` at the top of each turn so that such a lost ``cancel()``
+still ends it.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ async def bounded(work: Awaitable[T], what: str, *, limit: float) -> T | None:
     """Await ``work`` for at most ``limit`` seconds and return its result.
 
     ``work`` runs as a task of its own, so even work that ignores cancellation cannot
-    hold the caller. If it is not done in time it is cancelled and abandoned, a WARNING
-    names ``what``, and ``None`` is returned. An exception ``work`` raised in time is
+    hold the caller. If it is not done in time it is abandoned (left running), a
+    WARNING names ``what``, and ``None`` is returned. An exception ``work`` raised in time is
     raised here. Cancelling the caller cancels ``work`` too.
     """
     task = asyncio.ensure_future(work)
@@ -66,8 +68,8 @@ async def cancel_tasks(
     """Cancel ``tasks`` and wait at most ``limit`` seconds for all of them to end.
 
     Their results and exceptions are consumed (as ``gather(return_exceptions=True)``
-    does). A task still running after ``limit`` is cancelled again and abandoned,
-    with a WARNING naming ``what`` and the task.
+    does). A task still running after ``limit`` is abandoned (its cancellation stays
+    requested), with a WARNING naming ``what`` and the task.
     """
     pending = {task for task in tasks if task is not None}
     for task in pending:
@@ -99,7 +101,6 @@ def _name(task: asyncio.Future[Any]) -> str:
 
 
 def _abandon(task: asyncio.Future[Any], what: str, limit: float) -> None:
-    task.cancel()
     task.add_done_callback(_consume)
     logger.warning("stop: abandoned %s, still running after %.1fs", what, limit)
 
