@@ -13,7 +13,6 @@ close frame that cannot be written within the close timeout aborts the transport
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections import deque
@@ -22,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ._audit import frame_out
+from ._bounded import cancel_tasks
 from ._transport import direct_writer
 from ._types import Send, UserId
 from .codes import CloseCode
@@ -251,9 +251,8 @@ class WebSocketConnection:
                 self._notify_writer()
                 await asyncio.wait({writer}, timeout=self._close_timeout)
             self._stop_writer()
-            if self._writer is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._writer
+            what = f"writer of {self.connection_id}"
+            await cancel_tasks([self._writer], what, limit=self._close_timeout)
             payload = reason.encode()[:_MAX_REASON_BYTES].decode(errors="ignore")
             try:
                 await asyncio.wait_for(
