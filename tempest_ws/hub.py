@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Self
 
 from ._authz import TopicAuthorizer
-from ._bounded import STOP_TIMEOUT, bounded, check_stop_timeout
+from ._bounded import STOP_TIMEOUT, check_stop_timeout
 from ._history_access import HistoryAccess, HistoryStats, history_from_settings, make_history
 from ._hub_targets import TargetedSends
 from ._membership import MAX_TOPIC_LENGTH, HubMembership
@@ -102,7 +102,8 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         tracing: OpenTelemetry tracing (:class:`~tempest_ws.tracing.Tracing`): deliveries
             carry the caller's trace context to the other nodes, which trace their
             fan-out; the router traces inbound messages with it too. Off by default.
-        stop_timeout: bound on each step of :meth:`stop` (see there), in seconds.
+        stop_timeout: seconds each step of :meth:`stop` after the connections' close
+            (itself bounded by ``close_timeout``) may take; past that it is abandoned.
 
     Deliveries accept a :class:`~tempest_ws.envelope.WSEnvelope` or a plain mapping and
     return how many connections *of this process* the frame was queued for. They never
@@ -221,13 +222,9 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         """Close every connection with ``code`` (concurrently), empty the registry and
         leave the deployment (this node's presence is removed; the ``presence.leave``
         events its users cause are sent first, within ``close_timeout``), then close the
-        history store. Idempotent. Never hangs: each connection gets ``close_timeout +
-        stop_timeout`` seconds, each other step (backplane, store, presence tasks)
-        ``stop_timeout``; one past its bound is abandoned, logged on ``tempest_ws.shutdown``."""
-        limit = self.close_timeout + self.stop_timeout
-        closes = [bounded(c.close(code, reason), f"connection {c.connection_id}", limit=limit)
-                  for c in list(self._connections.values())]  # fmt: skip
-        await asyncio.gather(*closes, return_exceptions=True)
+        history store. Idempotent; never hangs (see ``stop_timeout``)."""
+        connections = list(self._connections.values())
+        await asyncio.gather(*(c.close(code, reason) for c in connections), return_exceptions=True)
         await self._presence.settle(self.close_timeout)
         await self._presence.stop(self.stop_timeout)
         await self._node.stop(self.stop_timeout)
