@@ -103,7 +103,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             carry the caller's trace context to the other nodes, which trace their
             fan-out; the router traces inbound messages with it too. Off by default.
         stop_timeout: seconds each step of :meth:`stop` after the connections' close
-            (itself bounded by ``close_timeout``) may take; past that it is abandoned.
+            (bounded through ``close_timeout``) may take; past that it is abandoned.
 
     Deliveries accept a :class:`~tempest_ws.envelope.WSEnvelope` or a plain mapping and
     return how many connections *of this process* the frame was queued for. They never
