@@ -341,6 +341,7 @@ class RedisPresence:
             except _ERRORS as exc:
                 self._dirty = True
                 logger.warning("presence heartbeat failed (%s)", describe(exc))
+            lost_cancellation()  # before the long sleep, not after it
             await asyncio.sleep(self._ttl / 3)
 
     async def _reap(self, node: str) -> None:
