@@ -173,7 +173,7 @@ MODES = {"tiny": (0.1, 1), "quick": (1.0, 3), "full": (4.0, 5)}  # (scale, round
 
 
 async def measure(mode: str) -> dict[str, Any]:
-    from tempest_ws import WebSocketHub
+    from tempest_ws import WebSocketHub, allow_any_topic
     from tempest_ws.backplane.redis import RedisBackplane
     from tempest_ws.envelope import encode_envelope
     from tempest_ws.history import HistoryPolicy, MemoryHistory, Position, stamp_frame
@@ -198,7 +198,9 @@ async def measure(mode: str) -> dict[str, Any]:
         lambda n: memory.append(TOPIC, frame), int(20_000 * scale)
     )
 
-    hub = WebSocketHub(send_queue_size=1_000_000, history=MemoryHistory(policy))
+    hub = WebSocketHub(
+        send_queue_size=1_000_000, history=MemoryHistory(policy), topic_authorizer=allow_any_topic
+    )
     try:
         results["memory"] = await compare("memory", hub, int(1500 * scale), 1, rounds)
     finally:
@@ -241,7 +243,12 @@ async def measure(mode: str) -> dict[str, Any]:
         ):
             backplane = RedisBackplane(redis.url, timeout=5)
             hub_store = RedisHistory(redis.url, policy=policy, timeout=5)
-            hub = WebSocketHub(send_queue_size=1_000_000, backplane=backplane, history=hub_store)
+            hub = WebSocketHub(
+                send_queue_size=1_000_000,
+                backplane=backplane,
+                history=hub_store,
+                topic_authorizer=allow_any_topic,
+            )
             await hub.start()
             try:
                 results[name] = await compare(name, hub, int(messages * scale), workers, rounds)

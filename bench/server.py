@@ -37,8 +37,10 @@ from typing import Any
 
 from fastapi import FastAPI, WebSocket
 
-from ._wire import SEQ_BASE, body, frame_text
+from ._wire import ENVELOPE_BYTES, SEQ_BASE, body, frame_text
 from .loadgen import raise_fd_limit, reply
+
+FRAME = ENVELOPE_BYTES + 4  # one benchmark envelope as a frame on the wire (16-bit length)
 
 STALLED = "stalled"
 SEND_TIMEOUT = 0.25  # a send blocked this long means the peer's buffers are full
@@ -275,7 +277,8 @@ class Tempest(_Uvicorn):
             await self.hub.send_to(user, body(seq, t_ns, f"{user}:"))
 
     async def prefill_stalled(self, overflow_after: int, deadline: float) -> dict[str, Any]:
-        """Fill the stalled socket until its queue is ``overflow_after`` frames from full."""
+        """Fill the stalled socket until its queue is ``overflow_after`` frames from full
+        (in frames, or in bytes where the hub also bounds the queue's bytes)."""
         found = self.hub.connections_of(STALLED)
         if not found:
             return {"sent": 0, "error": "no stalled connection"}
@@ -283,12 +286,21 @@ class Tempest(_Uvicorn):
         self.stalled_ref = weakref.ref(conn)
         conn.add_close_callback(self._stalled_closed)
         target = max(0, self.hub.send_queue_size - overflow_after)
+        budget = getattr(self.hub, "send_budget", None)  # absent in older trees
+        byte_target = None if budget is None else budget.max_bytes - overflow_after * FRAME
         sent = 0
         while conn.pending < target and sent < 200_000 and time.monotonic() < deadline:
+            if byte_target is not None and conn.pending_bytes >= byte_target:
+                break
             await self.hub.send_to(STALLED, body(SEQ_BASE - 1, time.time_ns()))
             sent += 1
             await asyncio.sleep(0)
-        return {"sent": sent, "pending": conn.pending, "queue_size": self.hub.send_queue_size}
+        return {
+            "sent": sent,
+            "pending": conn.pending,
+            "pending_bytes": getattr(conn, "pending_bytes", None),
+            "queue_size": self.hub.send_queue_size,
+        }
 
     def _stalled_closed(self, connection: Any) -> None:
         self.stalled_code = connection.close_code

@@ -4,6 +4,8 @@ Any ``async (token) -> user id | None`` is a resolver. This one plays the part o
 sessions table: tokens are random strings handed out at login, the store keeps only
 their SHA-256 digest (a leaked table does not leak live tokens) with the user and an
 expiry, and logging out deletes the row *and* closes the user's open sockets with 4401.
+``POST /login`` hands a token out only for a user id and password that match the users
+table (a salted PBKDF2 hash per user, compared in constant time).
 
 Tokens come from :func:`secrets.token_urlsafe`, whose alphabet (letters, digits, ``-``
 and ``_``) is valid in the ``Sec-WebSocket-Protocol`` header, so browsers can send them
@@ -16,8 +18,11 @@ Run it::
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
 import logging
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import FastAPI, Header, HTTPException, WebSocket
+from pydantic import BaseModel, Field
 
 from tempest_ws import (
     CloseCode,
@@ -91,6 +97,37 @@ def store_resolver(store: TokenStore) -> Callable[[str], Awaitable[str | None]]:
 # --8<-- [end:store]
 
 
+def _password_hash(password: str, salt: bytes) -> bytes:
+    return hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 600_000)
+
+
+class Users:
+    """A DB-like users table: user id -> (salt, PBKDF2 hash of the password)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[bytes, bytes]] = {}
+        self._decoy = (b"\0" * 16, _password_hash("", b"\0" * 16))
+
+    def add(self, user_id: str, password: str) -> None:
+        """Create or replace ``user_id`` with ``password`` (only its hash is kept)."""
+        salt = os.urandom(16)
+        self._rows[user_id] = (salt, _password_hash(password, salt))
+
+    async def check(self, user_id: str, password: str) -> bool:
+        """Whether ``password`` is ``user_id``'s; as slow for an unknown user as a known one."""
+        salt, expected = self._rows.get(user_id, self._decoy)
+        # PBKDF2 takes a while on purpose: off the event loop, so sockets keep flowing.
+        given = await asyncio.to_thread(_password_hash, password, salt)
+        return hmac.compare_digest(given, expected) and user_id in self._rows
+
+
+class Login(BaseModel):
+    """The login form."""
+
+    user_id: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
 async def handler(ws: WebSocket, connection: WebSocketConnection, hub: WebSocketHub) -> None:
     """Answer ``whoami`` with the user the resolver returned."""
     while True:
@@ -106,9 +143,13 @@ async def handler(ws: WebSocket, connection: WebSocketConnection, hub: WebSocket
 
 
 # --8<-- [start:app]
-def create_app(settings: WebSocketSettings, store: TokenStore | None = None) -> FastAPI:
-    """``/ws`` authenticated by ``store``; ``POST /login`` and ``POST /logout`` manage it."""
+def create_app(
+    settings: WebSocketSettings, store: TokenStore | None = None, users: Users | None = None
+) -> FastAPI:
+    """``/ws`` authenticated by ``store``; ``POST /login`` (checked against ``users``)
+    and ``POST /logout`` manage it."""
     store = store or TokenStore()
+    users = users or Users()
     hub = WebSocketHub.from_settings(settings)
     app = FastAPI()
     app.state.store = store
@@ -120,9 +161,11 @@ def create_app(settings: WebSocketSettings, store: TokenStore | None = None) -> 
     )
 
     @app.post("/login")
-    async def login(user_id: str) -> dict[str, str]:
-        """Stand-in for a real login: issue a session token for ``user_id``."""
-        return {"token": await store.issue(user_id)}
+    async def login(form: Login) -> dict[str, str]:
+        """Issue a session token for a user whose password matches; else 401."""
+        if not await users.check(form.user_id, form.password):
+            raise HTTPException(status_code=401, detail="unknown user or wrong password")
+        return {"token": await store.issue(form.user_id)}
 
     # --8<-- [start:logout]
     @app.post("/logout")

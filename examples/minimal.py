@@ -1,8 +1,12 @@
-"""The seed's "Minimum setup", running on tempest_ws.
+"""The seed's "Minimum setup", running on tempest_ws, with its topics closed.
 
-Only two things differ from the reference recipe: the import line (``from tempest_ws
-import ...``) and the JWT helper, which is :func:`tempest_ws.jwt_bearer_resolver` wrapped
-to return a ``UUID`` as the seed's resolver does. Everything else is the recipe verbatim.
+Three things differ from the reference recipe: the import line (``from tempest_ws import
+...``), the JWT helper, which is :func:`tempest_ws.jwt_bearer_resolver` wrapped to return
+a ``UUID`` as the seed's resolver does, and who may subscribe to what. The recipe lets
+anyone subscribe and post to any topic; here a ``topic_authorizer`` admits a user to
+their own inbox (``inbox:<user id>``), to ``room:lobby`` and to the other rooms they are
+a member of (``room:<name>``), a user posts only to rooms they joined, and malformed
+``data`` gets an ``error`` envelope instead of ending the connection.
 
 Run it (``WS_JWT_SECRET`` must be at least 32 bytes; token subjects must be UUIDs)::
 
@@ -27,6 +31,7 @@ from tempest_ws import (
 
 ws_settings = WebSocketSettings()
 hub = WebSocketHub(max_per_user=ws_settings.WS_MAX_CONNECTIONS_PER_USER)
+MAX_TOPIC = 256  # the hub refuses longer topic names
 # --8<-- [start:resolver]
 verify_jwt = jwt_bearer_resolver(ws_settings)  # WS_JWT_SECRET / WS_JWT_ALGORITHMS / ...
 
@@ -43,32 +48,62 @@ async def bearer_resolver(token: str) -> UUID | None:
         # --8<-- [end:resolver]
 
 
+# --8<-- [start:authorizer]
+OPEN_ROOMS = frozenset({"lobby"})  # every signed-in user may join these
+room_members: dict[str, set[UUID]] = {}
+"""Who is in which other room. Your database answers this; a dict stands in for it."""
+
+
+def may_subscribe(connection: WebSocketConnection, topic: str) -> bool:
+    """Your own ``inbox:<user id>``, the open rooms and the rooms you are a member of."""
+    kind, _, name = topic.partition(":")
+    if kind == "inbox":
+        return name == connection.user_key
+    if kind == "room":
+        return name in OPEN_ROOMS or connection.user_id in room_members.get(name, set())
+    return False  # every other topic is closed
+
+
+# --8<-- [end:authorizer]
+
+
 async def handler(
     ws: WebSocket,
     connection: WebSocketConnection,
     hub: WebSocketHub,
 ) -> None:
     """Bidirectional loop — every connection runs this until disconnect."""
+    cid = connection.connection_id
     while True:
-        message = await ws.receive_json()
+        message = await ws.receive_json()  # the router let only valid envelopes through
         envelope = WSEnvelope.model_validate(message)
+        data = envelope.data if isinstance(envelope.data, dict) else {}
         if envelope.type == "pong":
             continue  # heartbeat — handled by the router
         if envelope.type == "subscribe":
-            await hub.subscribe(connection.connection_id, envelope.data["topic"])
+            topic = data.get("topic")
+            if not isinstance(topic, str) or not 0 < len(topic) <= MAX_TOPIC:
+                await hub.reply_error(cid, envelope, "invalid_data", "data.topic: a topic name")
+            elif not await hub.subscribe(cid, topic):  # may_subscribe said no
+                await hub.reply_error(cid, envelope, "forbidden", "not your topic")
             continue
         if envelope.type == "chat.message":
-            # Broadcast to everyone subscribed to `chat:<room>`
-            await hub.broadcast(
-                WSEnvelope(
-                    type="chat.message",
-                    data={
-                        "from": str(connection.user_id),
-                        "text": envelope.data["text"],
-                    },
-                ),
-                topic=envelope.data["room"],
-            )
+            room, text = data.get("room"), data.get("text")
+            if not isinstance(room, str) or not isinstance(text, str):
+                await hub.reply_error(cid, envelope, "invalid_data", "data.room, data.text: text")
+            elif f"room:{room}" not in connection.topics:
+                await hub.reply_error(cid, envelope, "not_subscribed", "join the room first")
+            else:
+                # Broadcast to everyone subscribed to `room:<room>`
+                await hub.broadcast(
+                    WSEnvelope(
+                        type="chat.message",
+                        data={"from": str(connection.user_id), "text": text},
+                    ),
+                    topic=f"room:{room}",
+                )
+            continue
+        await hub.reply_error(cid, envelope, "unknown_type", "no such message type")
 
 
 app = FastAPI()
@@ -79,6 +114,7 @@ app.include_router(
         bearer_resolver=bearer_resolver,
         settings=ws_settings,
         path="/ws",
+        topic_authorizer=may_subscribe,  # asked before every subscription
     )
 )
 # --8<-- [end:app]

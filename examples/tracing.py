@@ -9,6 +9,8 @@ opentelemetry-sdk``). Run it (spans are printed to the console)::
 from __future__ import annotations
 
 # --8<-- [start:app]
+from collections.abc import Collection, Mapping
+
 from fastapi import FastAPI, WebSocket
 from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
@@ -26,23 +28,46 @@ from tempest_ws import (
 tracer = trace.get_tracer("chat")
 
 
-async def handler(ws: WebSocket, connection: WebSocketConnection, hub: WebSocketHub) -> None:
-    """Relay ``chat.send`` to its room. Runs inside each message's span."""
-    while True:
-        incoming = await receive_envelope(ws)  # its span is current until the next call
-        if incoming.envelope.type == "chat.send":
-            with tracer.start_as_current_span("chat.relay"):  # a child of the message
-                data = incoming.envelope.data
-                await hub.broadcast(  # other nodes trace their fan-out in this trace
-                    {"type": "chat.message", "data": {"text": data["text"]}},
-                    topic=data["room"],
-                )
-
-
 def build_app(
-    settings: WebSocketSettings, tracer_provider: TracerProvider | None = None
+    settings: WebSocketSettings,
+    tracer_provider: TracerProvider | None = None,
+    *,
+    rooms: Mapping[str, Collection[str]] | None = None,
 ) -> FastAPI:
-    """The app, traced with ``tracer_provider`` (the global provider by default)."""
+    """The app, traced with ``tracer_provider`` (the global provider by default).
+
+    ``rooms`` maps a room name to the user ids of its members (your database, in a
+    real app): a user subscribes and posts to ``room:<name>`` only as a member.
+    """
+    members = rooms if rooms is not None else {}
+
+    async def may_join(connection: WebSocketConnection, topic: str) -> bool:
+        kind, _, name = topic.partition(":")
+        return kind == "room" and connection.user_key in members.get(name, ())
+
+    async def handler(ws: WebSocket, connection: WebSocketConnection, hub: WebSocketHub) -> None:
+        """Relay ``chat.send`` to a room the sender may read. Runs inside each message's span."""
+        while True:
+            incoming = await receive_envelope(ws)  # its span is current until the next call
+            envelope = incoming.envelope
+            if envelope.type != "chat.send":
+                continue
+            data = envelope.data if isinstance(envelope.data, dict) else {}
+            room, text = data.get("room"), data.get("text")
+            if not isinstance(room, str) or not isinstance(text, str):
+                await hub.reply_error(
+                    connection.connection_id, envelope, "invalid_data", "room, text"
+                )
+            elif not await may_join(connection, room):  # the subscription rule, for posting
+                await hub.reply_error(
+                    connection.connection_id, envelope, "forbidden", "not a member"
+                )
+            else:
+                with tracer.start_as_current_span("chat.relay"):  # a child of the message
+                    await hub.broadcast(  # other nodes trace their fan-out in this trace
+                        {"type": "chat.message", "data": {"text": text}}, topic=room
+                    )
+
     hub = WebSocketHub.from_settings(settings, tracing=Tracing(tracer_provider))
     app = FastAPI()
     app.include_router(
@@ -52,6 +77,7 @@ def build_app(
             bearer_resolver=jwt_bearer_resolver(settings),
             settings=settings,
             builtins=["subscribe"],
+            topic_authorizer=may_join,
         )
     )
     return app

@@ -1,9 +1,11 @@
 """Typed messages: pydantic models per envelope type, and the AsyncAPI document they make.
 
-Clients join rooms (``room.join``) and post lines (``chat.send``); everyone in the room
-gets a ``chat.message``. Every inbound envelope is validated against its model by
-``messages.parse``: an unknown type or invalid data gets an ``error`` envelope with the
-client's ``request_id`` and the connection stays open. The AsyncAPI 3.0 document of the
+Clients join the rooms they are members of (``room.join``) and post lines to rooms they
+joined (``chat.send``); everyone in the room gets a ``chat.message``. Joining a room you
+are not a member of, or posting to one you did not join, gets an ``error`` envelope.
+Every inbound envelope is validated against its model by ``messages.parse``: an unknown
+type or invalid data gets an ``error`` envelope with the client's ``request_id`` and the
+connection stays open. The AsyncAPI 3.0 document of the
 endpoint is served at ``/ws/asyncapi.json``.
 
 Run it::
@@ -15,6 +17,7 @@ Run it::
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 
 # --8<-- [start:models]
 from typing import Annotated
@@ -91,10 +94,18 @@ async def handler(ws: WebSocket, connection: WebSocketConnection, hub: WebSocket
             continue
         match message:
             case RoomJoin(room=room):
-                await hub.subscribe(connection.connection_id, f"room:{room}")
+                # The topic authorizer decides: False means not a member.
+                if not await hub.subscribe(connection.connection_id, f"room:{room}"):
+                    await hub.reply_error(connection.connection_id, envelope, "forbidden", room)
+                    continue
                 reply = messages.envelope(RoomJoined(room=room), request_id=envelope.request_id)
                 await connection.send(reply)
             case ChatSend(room=room, text=text):
+                if f"room:{room}" not in connection.topics:
+                    await hub.reply_error(
+                        connection.connection_id, envelope, "not_subscribed", "join first"
+                    )
+                    continue
                 line = ChatMessage(room=room, sender=connection.user_key, text=text)
                 await hub.broadcast(messages.envelope(line), topic=f"room:{room}")
 
@@ -103,11 +114,27 @@ async def handler(ws: WebSocket, connection: WebSocketConnection, hub: WebSocket
 
 
 # --8<-- [start:app]
-def create_app(settings: WebSocketSettings) -> FastAPI:
-    """The app: the endpoint at ``/ws`` and its AsyncAPI document next to it."""
+def create_app(
+    settings: WebSocketSettings, *, rooms: Mapping[str, Collection[str]] | None = None
+) -> FastAPI:
+    """The app: the endpoint at ``/ws`` and its AsyncAPI document next to it.
+
+    ``rooms`` maps a room name to the user ids of its members (your database, in a
+    real app); a user joins only the rooms they are a member of.
+    """
+    members = rooms if rooms is not None else {}
+
+    def may_join(connection: WebSocketConnection, topic: str) -> bool:
+        kind, _, name = topic.partition(":")
+        return kind == "room" and connection.user_key in members.get(name, ())
+
     hub = WebSocketHub.from_settings(settings)
     router = make_websocket_router(
-        handler, hub=hub, bearer_resolver=jwt_bearer_resolver(settings), settings=settings
+        handler,
+        hub=hub,
+        bearer_resolver=jwt_bearer_resolver(settings),
+        settings=settings,
+        topic_authorizer=may_join,
     )
     add_asyncapi_route(  # GET /ws/asyncapi.json
         router,

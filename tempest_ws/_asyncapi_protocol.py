@@ -60,7 +60,7 @@ class ErrorData(BaseModel):
     code: str = Field(
         description="Machine-readable: invalid_json, invalid_envelope, binary_not_supported, "
         "unknown_type, invalid_data, invalid_refresh; for built-in operations forbidden, "
-        "not_subscribed, presence_disabled, unavailable, too_many_topics; or an "
+        "not_subscribed, presence_disabled, unavailable, too_many_topics, topic_limit; or an "
         "application code."
     )
     message: str = Field(description="Human-readable; names fields, never repeats the payload.")

@@ -120,9 +120,18 @@ class Disconnect:
                 name = "unknown"
             return f"close {self.code} ({name})"
         if self.http_status is not None:
-            return f"handshake refused with HTTP {self.http_status}"
+            hint = _STATUS_HINTS.get(self.http_status, "")
+            return f"handshake refused with HTTP {self.http_status}{hint}"
         kind = type(self.error).__name__ if self.error is not None else "no error"
         return f"{self.stage} failed: {kind}"
+
+
+_STATUS_HINTS: dict[int, str] = {
+    HTTPStatus.FORBIDDEN: ": no WebSocket route answered at this URL (check the path), "
+    "or the server refused this Origin",
+    HTTPStatus.NOT_FOUND: ": nothing answered at this URL (check the path)",
+    HTTPStatus.UNAUTHORIZED: ": the server refused the credentials",
+}
 
 
 class Action(enum.Enum):

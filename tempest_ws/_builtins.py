@@ -29,9 +29,9 @@ from ._audit import security_event
 from ._membership import MAX_TOPIC_LENGTH
 from .codes import CloseCode
 from .envelope import SUBSCRIBE, UNSUBSCRIBE, WSEnvelope, encode_envelope
-from .exceptions import BackplaneError
+from .exceptions import BackplaneError, TopicLimitError
 from .history.base import MAX_EPOCH_LENGTH, Position
-from .messages import INVALID_DATA, MessageRegistry, describe_validation_error
+from .messages import INVALID_DATA, TOPIC_LIMIT, MessageRegistry, describe_validation_error
 from .realtime import PRESENCE_GET, RECEIPT, TYPING, error_reply, reply_envelope
 
 if TYPE_CHECKING:
@@ -202,7 +202,14 @@ class Inbound:
         """Subscribe; the ack is queued by the hub once subscribed, before any replay."""
         ack = encode_envelope(reply_envelope(request, {"type": SUBSCRIBE, "topic": topic}))
         request_id = None if request is None else request.request_id
-        if await self.hub._join(connection.connection_id, topic, position, request_id, ack):
+        try:
+            joined = await self.hub._join(
+                connection.connection_id, topic, position, request_id, ack
+            )
+        except TopicLimitError as exc:
+            self._send(connection, error_reply(request, TOPIC_LIMIT, exc.reason, topic=topic))
+            return
+        if joined:
             return
         if not connection.closing:
             refused = "subscription to this topic is not allowed"
@@ -233,6 +240,7 @@ class Inbound:
                 topic=topic,
                 exclude=None if exclude_self else connection.connection_id,
                 exclude_users=connection.user_key if exclude_self else None,
+                ephemeral=True,
             )
         except BackplaneError:
             reached = "delivered to this server's members only"
@@ -243,6 +251,10 @@ class Inbound:
     async def _presence(
         self, connection: WebSocketConnection, request: WSEnvelope, topic: str
     ) -> None:
+        if not await self.hub._admits(connection, topic):  # asked again: rights change
+            refused = "presence of this topic is not allowed"
+            self._send(connection, error_reply(request, FORBIDDEN, refused, topic=topic))
+            return
         if not self.hub.keeps_presence(topic):
             refused = "this server keeps no presence for the topic"
             self._send(connection, error_reply(request, PRESENCE_DISABLED, refused, topic=topic))

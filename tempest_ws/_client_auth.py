@@ -7,10 +7,10 @@ reads the ``exp`` claim of a JWT without verifying it (the client cannot, and ne
 it only schedules a refresh), :func:`refresh_time` says when to refresh, and
 :func:`refresh_in_band` is the per-connection loop that asks the token provider for a
 fresh token and sends it as ``auth.refresh`` on the open connection. A token that is not
-a JWT, or has no numeric ``exp``, is never refreshed in band (the server never expires
-it either). :class:`TokenAuth` is the layer of
-:class:`~tempest_ws.client.WebSocketClient` that wires these to a connection. Logs never
-contain a token. Requires the ``client`` extra (websockets).
+a JWT, or has no numeric ``exp`` (a number, or a string of digits as PyJWT and the
+server accept), is never refreshed in band (the server never expires it either).
+:class:`TokenAuth` is the layer of :class:`~tempest_ws.client.WebSocketClient` that wires
+these to a connection. Logs never contain a token. Requires the ``client`` extra (websockets).
 """
 
 from __future__ import annotations
@@ -94,6 +94,8 @@ def unverified_expiry(token: str) -> float | None:
 
     ``None`` for anything that is not three dot-separated parts with a base64url JSON
     object in the middle, or whose ``exp`` is missing, boolean or not a finite number.
+    A string ``exp`` that ``int()`` reads (``"1767225600"``) counts as that number, as
+    it does for PyJWT and for the server's expiry timer.
     """
     parts = token.split(".")
     if len(parts) != 3 or len(parts[1]) > 16_384:
@@ -104,6 +106,11 @@ def unverified_expiry(token: str) -> float | None:
     except (ValueError, binascii.Error):  # UnicodeDecodeError and JSONDecodeError included
         return None
     exp = claims.get("exp") if isinstance(claims, dict) else None
+    if isinstance(exp, str) and len(exp) <= 64:
+        try:
+            exp = int(exp)
+        except ValueError:
+            return None
     if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
         return None
     return float(exp)

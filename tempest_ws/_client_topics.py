@@ -114,7 +114,11 @@ class TopicOperations(_ReconnectingClient[WSEnvelope]):
                 reply = await waiter
         except TimeoutError:
             raise RequestTimeoutError(
-                f"no answer to subscribe within {timeout:.1f}s", code="request_timeout"
+                f"no answer to subscribe within {timeout:.1f}s: the server must answer "
+                "'subscribe' with an envelope carrying its request_id (the router's "
+                "built-ins do: make_websocket_router(builtins=True)); a handler that "
+                "does not answer needs subscribe(topic, confirm=False)",
+                code="request_timeout",
             ) from None
         except ConnectionClosedError:
             if self._failure is not None:

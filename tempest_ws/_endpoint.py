@@ -36,8 +36,10 @@ from ._audit import security_event, traffic_event
 from ._bounded import STOP_TIMEOUT, cancel_tasks
 from ._builtins import Inbound
 from ._expiry import TokenLifetime
+from ._handler_socket import HandlerWebSocket
 from ._hooks import Hooks
 from ._ratelimit import AddressLimiter, TokenBucket, client_address, parse_trusted_proxies
+from ._server_guard import find_protocol
 from ._session import HandlerChannel, SessionLimits
 from ._transport import find_transport
 from ._types import BearerResolver, Handler, Receive, Scope, Send, UserId
@@ -79,7 +81,8 @@ def _peer_ip(transport: asyncio.WriteTransport | None, scope: Scope) -> str | No
 
 
 class Endpoint:
-    """The ASGI app behind the route (an instance, so Starlette hands it raw ASGI)."""
+    """The ASGI app behind the route, called with the server's own ``receive`` and
+    ``send`` once FastAPI solved the route's dependencies (see :mod:`tempest_ws._route`)."""
 
     def __init__(
         self,
@@ -106,6 +109,7 @@ class Endpoint:
             max_invalid_frames=max_invalid_frames,
             heartbeat_seconds=settings.WS_HEARTBEAT_SECONDS,
             heartbeat_timeout=settings.WS_HEARTBEAT_TIMEOUT_SECONDS,
+            max_json_depth=settings.WS_MAX_JSON_DEPTH,
         )
         self.addresses = AddressLimiter(settings.WS_MAX_CONNECTIONS_PER_IP)
         self.trusted = parse_trusted_proxies(settings.WS_TRUSTED_PROXIES)
@@ -118,7 +122,9 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         channel = HandlerChannel(receive, send)
-        ws = WebSocket(scope, channel.receive, channel.send)
+        ws = HandlerWebSocket(
+            scope, channel.receive, channel.send, max_json_depth=self.limits.max_json_depth
+        )
         transport = find_transport(receive, send)
         address = client_address(_peer_ip(transport, scope), ws.headers, self.trusted)
         origin = ws.headers.get("origin")
@@ -144,7 +150,7 @@ class Endpoint:
         try:
             # _open returns once the handshake is through, so only this frame and _run's
             # stay suspended for the life of the connection.
-            opened = await self._open(ws, send, transport, address)
+            opened = await self._open(ws, send, transport, address, find_protocol(receive))
             if opened is not None:
                 connection, token = opened
                 await self._run(ws, channel, connection, token)
@@ -168,6 +174,7 @@ class Endpoint:
         send: Send,
         transport: asyncio.WriteTransport | None,
         address: str,
+        protocol: object | None,
     ) -> tuple[WebSocketConnection, str] | None:
         """Accept, authenticate and run ``on_connect``: the connection and its token, or
         ``None`` when it was refused and closed."""
@@ -179,10 +186,13 @@ class Endpoint:
             scope.get("query_string", b""),
             allow_query=self.settings.WS_ALLOW_QUERY_TOKEN,
         )
+        guard, settings = self.hub.server_guard, self.settings
+        guard.before_accept(protocol, ws.headers, settings.WS_MAX_MESSAGE_BYTES)
         try:
             await ws.accept(subprotocol=BEARER_SUBPROTOCOL if found.bearer_offered else None)
         except (WebSocketDisconnect, OSError):
             return None  # the peer left during the handshake
+        guard.after_accept(protocol, settings.WS_MAX_FRAGMENTS_PER_MESSAGE, attempt)
         if self._refusing():
             await ws.close(CloseCode.GOING_AWAY, self.drain_reason)
             return None

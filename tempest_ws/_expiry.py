@@ -3,8 +3,10 @@
 The bearer resolver returns only a user id, so the expiry is read from the token itself:
 :func:`token_expiry` takes the ``exp`` claim of a JWT *without verifying it again* (the
 resolver already did); anything that is not a JWT, or has no numeric ``exp``, never
-expires. :class:`TokenLifetime` arms one timer per connection at ``exp + leeway`` and
-runs ``on_expired`` when it fires. A client keeps its connection by sending::
+expires. An ``exp`` written as a string of digits (``"1796587942"``) counts as that
+number, because PyJWT accepts it as one. :class:`TokenLifetime` arms one timer per
+connection at ``exp + leeway`` and runs ``on_expired`` when it fires. A client keeps its
+connection by sending::
 
     {"type": "auth.refresh", "data": {"token": "<new token>"}, "request_id": "r1"}
 
@@ -49,7 +51,10 @@ def token_expiry(token: str) -> float | None:
 
     The signature is *not* checked: call this only on a token the resolver accepted.
     ``None`` for anything that is not a JWT or whose ``exp`` is missing or not a finite
-    number.
+    number. A string ``exp`` is read as PyJWT reads it, with ``int()``: PyJWT accepts
+    ``"exp": "1796587942"`` as a valid expiry, so the deadline must honour it too (a
+    string ``int()`` refuses, such as ``"soon"``, gives ``None``; PyJWT refuses such a
+    token before it gets here).
     """
     if token.count(".") != 2:
         return None  # not a compact JWT: skip the library's exception path
@@ -58,10 +63,22 @@ def token_expiry(token: str) -> float | None:
     except jwt.PyJWTError:
         return None
     exp = claims.get("exp")
+    if isinstance(exp, str):
+        exp = _int_of(exp)
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         return None
     value = float(exp)
     return value if math.isfinite(value) else None
+
+
+def _int_of(text: str) -> int | None:
+    """``int(text)`` as PyJWT's ``exp`` check computes it, or ``None`` when it refuses."""
+    if len(text) > 64:
+        return None  # no timestamp is that long; keeps int() off huge digit strings
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def seconds_left(expires_at: float, *, leeway: float, now: float) -> float:

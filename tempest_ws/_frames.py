@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 
-__all__ = ["encode_text_frame", "encode_text_frames"]
+__all__ = ["encode_text_frame", "encode_text_frames", "frame_size"]
 
 _FIN_TEXT = 0x81
 _HEADER_16 = struct.Struct("!BBH")
@@ -51,3 +51,12 @@ def encode_text_frame(text: str) -> bytes:
 def encode_text_frames(texts: Iterable[str]) -> bytes:
     """Several text frames back to back, ready for one ``transport.write``."""
     return b"".join([encode_text_frame(text) for text in texts])
+
+
+def frame_size(text: str) -> int:
+    """The size in bytes of the text frame carrying ``text``, without building it when
+    ``text`` is ASCII (the usual JSON): a constant-time check and a length."""
+    if text.isascii():
+        size = len(text)
+        return size + (2 if size < 126 else 4 if size < 1 << 16 else 10)
+    return len(encode_text_frame(text))

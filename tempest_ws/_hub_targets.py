@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._flow import SendBudget
 from ._node import Node
 from ._registry import Registry
 from ._types import UserId
@@ -39,6 +40,7 @@ class TargetedSends:
 
     node_id: str
     tracing: Tracing | None
+    send_budget: SendBudget
     _registry: Registry
     _connections: dict[str, WebSocketConnection]
     _node: Node
@@ -65,6 +67,8 @@ class TargetedSends:
             trace = None if self.tracing is None else self.tracing.inject()
             packet = encode_packet(self.node_id, OP_USER, user, frame, trace=trace)
             await self._node.publish(channel, packet)
+        if self.send_budget.pressure:
+            await self.send_budget.relieve()
         return delivered
 
     async def send_to_connection(self, connection_id: str, envelope: EnvelopeLike) -> bool:
@@ -78,7 +82,10 @@ class TargetedSends:
         """
         connection = self._connections.get(connection_id)
         if connection is not None:
-            return self._registry.fan_out((connection,), encode_envelope(envelope)) == 1
+            queued = self._registry.fan_out((connection,), encode_envelope(envelope)) == 1
+            if self.send_budget.pressure:
+                await self.send_budget.relieve()
+            return queued
         node = connection_node(connection_id)
         if node is None or node == self.node_id:
             return False

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._audit import traffic_event
 from ._bounded import STOP_TIMEOUT, bounded
+from ._flow import SendBudget
 from ._registry import Registry
 from .backplane.base import Backplane, Member
 from .backplane.packet import (
@@ -97,6 +98,7 @@ class Node:
         self.packets_in = 0
         self.publish_errors = 0
         self.tracing: Tracing | None = None  # set by the hub
+        self.budget: SendBudget | None = None  # set by the hub
         self._starting: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -288,6 +290,12 @@ class Node:
                 delivered = self.registry.fan_out(recipients, decoded.frame)
             if span is not None:
                 span.end(delivered)
+
+    def backpressure(self) -> Awaitable[None] | None:
+        """What a backplane's reader awaits after a packet: the send budget's relief when
+        it queued a frame on a deep connection, else ``None``."""
+        budget = self.budget
+        return budget.relieve() if budget is not None and budget.pressure else None
 
     def _close(self, packet: Packet) -> None:
         if not 1000 <= packet.code <= 4999:

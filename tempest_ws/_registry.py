@@ -2,8 +2,9 @@
 
 No I/O and no awaits: adding, removing and subscribing report which backplane channels
 gained or lost their last local interest, target sets are computed from the indexes, and
-fan-out only appends one shared string to each recipient's bounded queue. A recipient
-whose queue is full is closed 1013 (a slow consumer) after the loop.
+fan-out only hands one shared string to each recipient (written at once, or queued within
+the connection's budget). A recipient past its budget is closed 1013 (a slow consumer)
+after the loop.
 """
 
 from __future__ import annotations
@@ -11,14 +12,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from .backplane.packet import OP_ALL, OP_CONN, OP_USER, topic_channel, user_channel
+from .backplane.packet import OP_ALL, OP_CONN, OP_USER, user_channel
 from .codes import CloseCode
 from .connection import WebSocketConnection
 
-__all__ = ["HubStats", "Registry"]
+__all__ = ["HubStats", "Registry", "id_set"]
 
 logger = logging.getLogger("tempest_ws.hub")
+
+
+def id_set(values: str | Iterable[Any] | None) -> frozenset[str]:
+    """Ids given as one id, an iterable of them, or ``None``, as strings."""
+    if values is None:
+        return frozenset()
+    if isinstance(values, str):
+        return frozenset((values,))
+    return frozenset(str(v) for v in values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +64,8 @@ class Registry:
         return len(tabs) == 1
 
     def remove(self, connection: WebSocketConnection) -> list[str] | None:
-        """Drop ``connection``; return the channels that lost their last local interest
+        """Drop ``connection`` from the connection and user indexes (its topics stay
+        until :meth:`leave`); return the channels that lost their last local interest
         (``None`` when it was not indexed)."""
         cid = connection.connection_id
         if self.connections.pop(cid, None) is None:
@@ -65,14 +77,21 @@ class Registry:
             if not tabs:
                 del self.users[connection.user_key]
                 idle.append(user_channel(connection.user_key))
-        for topic in connection.topics:
+        return idle
+
+    def leave(self, connection: WebSocketConnection, topics: Iterable[str]) -> set[str]:
+        """Drop a removed connection from ``topics``; return the topics it was the last
+        local member of (the connection's own ``topics`` set is left as it is)."""
+        cid = connection.connection_id
+        emptied: set[str] = set()
+        for topic in topics:
             members = self.topics.get(topic)
             if members is not None:
                 members.pop(cid, None)
                 if not members:
                     del self.topics[topic]
-                    idle.append(topic_channel(topic))
-        return idle
+                    emptied.add(topic)
+        return emptied
 
     def subscribe(self, connection: WebSocketConnection, topic: str) -> bool:
         """Add a subscription; ``True`` when it is the topic's first one here."""
@@ -142,9 +161,10 @@ class Registry:
         for connection in slow:
             self.slow_closed += 1
             logger.warning(
-                "connection %s is a slow consumer (%d frames queued); closing",
+                "connection %s is a slow consumer (%d frames, %d bytes queued); closing",
                 connection.connection_id,
                 connection.pending,
+                connection.pending_bytes,
             )
             connection.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
         self.frames_queued += delivered

@@ -38,13 +38,13 @@ from .envelope import (
     PING,
     PONG,
     WSEnvelope,
-    decode_envelope,
+    decode_frame,
     encode_envelope,
     error_envelope,
 )
 from .exceptions import EnvelopeError
 from .heartbeat import Beat
-from .realtime import ENVELOPE_KEY, MODEL_KEY
+from .realtime import ENVELOPE_KEY, JSON_KEY, MODEL_KEY
 from .tracing import note_rejection
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ class SessionLimits:
     max_invalid_frames: int
     heartbeat_seconds: float
     heartbeat_timeout: float
+    max_json_depth: int = 32
 
 
 def _disconnect(code: int) -> Message:
@@ -369,7 +370,7 @@ class HandlerChannel:
                 return _Verdict.DELIVER, None
             return self._reject(connection, "binary_not_supported", "send JSON text frames")
         try:
-            envelope = decode_envelope(text)
+            envelope, value = decode_frame(text, max_depth=limits.max_json_depth)
         except EnvelopeError as exc:
             return self._reject(connection, str(exc.code), exc.reason, request_id=exc.request_id)
         if envelope.type == PONG:
@@ -387,7 +388,9 @@ class HandlerChannel:
                 message[MODEL_KEY] = inbound.parse(envelope)
             except EnvelopeError as exc:
                 return self._reject(connection, str(exc.code), exc.reason, envelope)
-        message[ENVELOPE_KEY] = envelope  # the handler's receive_envelope() reuses it
+        # The handler's receive_envelope() and receive_json() reuse what was parsed here.
+        message[ENVELOPE_KEY] = envelope
+        message[JSON_KEY] = value
         return _Verdict.DELIVER, None
 
     async def _refresh(

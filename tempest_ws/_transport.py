@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -109,9 +110,27 @@ class DirectWriter:
         """Write several text frames in one ``transport.write`` if :meth:`ready`."""
         if not self.ready():
             return False
-        return self._write(encode_text_frames(texts))
+        return self.write_frames(encode_text_frames(texts))
 
-    def _write(self, data: bytes) -> bool:
+    def write_batch(self, texts: deque[str], limit: int) -> tuple[int, int] | None:
+        """Take frames from the left of ``texts`` until ``limit`` bytes are reached and
+        write them at once, without checking :meth:`ready` (the caller did). Returns their
+        (bytes, count); ``None`` when the transport refused them (then ``texts`` is as it
+        was)."""
+        taken: list[str] = []
+        frames: list[bytes] = []
+        size = 0
+        while texts and size < limit:
+            taken.append(text := texts.popleft())
+            frames.append(frame := encode_text_frame(text))
+            size += len(frame)
+        if self.write_frames(b"".join(frames)):
+            return size, len(frames)
+        texts.extendleft(reversed(taken))
+        return None
+
+    def write_frames(self, data: bytes) -> bool:
+        """Write frames already encoded, without checking :meth:`ready` (the caller did)."""
         try:
             self._transport.write(data)
         except (OSError, RuntimeError):
@@ -123,7 +142,8 @@ def direct_writer(transport: object) -> DirectWriter | None:
     """A :class:`DirectWriter` for ``transport`` when it carries uvicorn's sansio protocol.
 
     ``None`` for any other server or protocol, when the handshake is not complete, or when
-    the connection negotiated an extension (its frames would not be plain frames).
+    the connection negotiated an extension that rewrites frames (its frames would not be
+    plain frames; tempest_ws's own fragment counter rewrites nothing).
     """
     get_protocol = getattr(transport, "get_protocol", None)
     module = sys.modules.get(_SANSIO_MODULE)
@@ -140,7 +160,10 @@ def direct_writer(transport: object) -> DirectWriter | None:
         return None
     if protocol.transport is not transport or not protocol.handshake_complete:
         return None
-    if protocol.initial_response is not None or getattr(protocol.conn, "extensions", True):
+    if protocol.initial_response is not None:
+        return None
+    extensions = getattr(protocol.conn, "extensions", None)
+    if extensions is None or not all(getattr(e, "passthrough", False) for e in extensions):
         return None
     from websockets.protocol import State
 

@@ -93,7 +93,8 @@ CLOSE_CODE_INFO: dict[CloseCode, CloseCodeInfo] = {
         reconnect=False,
     ),
     CloseCode.MESSAGE_TOO_BIG: CloseCodeInfo(
-        "An inbound frame was larger than WS_MAX_MESSAGE_BYTES.",
+        "An inbound frame was larger than WS_MAX_MESSAGE_BYTES, or a message was split "
+        "into more than WS_MAX_FRAGMENTS_PER_MESSAGE fragments (reason too many fragments).",
         "Send smaller messages; reconnecting with the same payload fails again.",
         reconnect=True,
     ),
@@ -108,8 +109,9 @@ CLOSE_CODE_INFO: dict[CloseCode, CloseCodeInfo] = {
         reconnect=True,
     ),
     CloseCode.TRY_AGAIN_LATER: CloseCodeInfo(
-        "Server at capacity (WS_MAX_CONNECTIONS) or this client read too slowly and its "
-        "send queue (WS_SEND_QUEUE_SIZE) overflowed.",
+        "Server at capacity (WS_MAX_CONNECTIONS) or this client read too slowly: its send "
+        "queue passed WS_SEND_QUEUE_BYTES or WS_SEND_QUEUE_SIZE, or did not move for "
+        "WS_SLOW_CONSUMER_TIMEOUT_SECONDS.",
         "Reconnect after a long backoff.",
         reconnect=True,
     ),

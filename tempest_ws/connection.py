@@ -1,13 +1,11 @@
 """``WebSocketConnection``: one socket's identity, its topics and its ordered send queue.
 
-Hub fan-out never awaits a socket. Under uvicorn's default ``websockets-sansio`` protocol
-a frame for a connection with nothing queued and room in its transport buffer is written
-to the transport at once, built once per broadcast and shared by every recipient (see
-:mod:`tempest_ws._transport`). Otherwise -- a full transport buffer, another server --
-it goes into a bounded queue that one writer task drains in order, everything queued in
-one write where the transport allows it. A full queue means the peer reads slower than
-we publish; the hub then closes it 1013. Closing is idempotent and bounded in time: a
-close frame that cannot be written within the close timeout aborts the transport.
+Hub fan-out never awaits a socket. Under uvicorn's ``websockets-sansio`` protocol a frame
+for a connection with nothing queued and room in its transport buffer is written at once
+(:mod:`tempest_ws._transport`); otherwise it is queued, and one writer task drains the
+queue in order, in writes of up to 64 KiB where the transport allows. The queue is bounded
+in bytes and frames and must keep moving (:class:`~tempest_ws._flow.SendBudget`), or the
+peer is a slow consumer, closed 1013. Closing is idempotent and bounded in time.
 """
 
 from __future__ import annotations
@@ -22,6 +20,8 @@ from typing import Any
 
 from ._audit import frame_out
 from ._bounded import cancel_tasks
+from ._flow import SendBudget
+from ._frames import frame_size
 from ._transport import direct_writer
 from ._types import Send, UserId
 from .codes import CloseCode
@@ -34,6 +34,7 @@ logger = logging.getLogger("tempest_ws.connection")
 
 _FLUSH_ON_CLOSE = frozenset({CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.SERVICE_RESTART})
 _MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
+_BATCH_BYTES = 64 * 1024  # one direct write: the transport holds at most its mark plus this
 
 
 class WebSocketConnection:
@@ -54,6 +55,7 @@ class WebSocketConnection:
         *,
         send: Send,
         queue_size: int = 1024,
+        budget: SendBudget | None = None,
         close_timeout: float = 2.0,
         transport: asyncio.WriteTransport | None = None,
         metadata: dict[str, Any] | None = None,
@@ -75,11 +77,16 @@ class WebSocketConnection:
         # The queue, the writer and the futures below are made when first needed: most
         # connections never need them, and thousands of idle sockets add up.
         self._queue: deque[str] | None = None
-        self._queue_size = queue_size
+        self._budget = budget if budget is not None else SendBudget(max_frames=queue_size)
+        self._queued = 0  # bytes of the frames in the queue, as they go on the wire
+        self._moved_at = 0.0  # when queued frames last moved to the socket
+        self._deep = False  # the queue is above its high-water mark
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
         self._close_timeout = close_timeout
         self._flushing = False
         self._sending = False  # the writer holds a frame it is sending through ASGI
-        self._closing = asyncio.get_running_loop().create_future()
+        self._closing = self._loop.create_future()
         self._writer: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
@@ -101,6 +108,11 @@ class WebSocketConnection:
         """Frames queued and not yet written to the socket."""
         return len(self._queue) if self._queue is not None else 0
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the frames queued and not yet written to the socket."""
+        return self._queued
+
     def closing_future(self) -> asyncio.Future[int]:
         """A future resolved with the close code as soon as the close starts."""
         return self._closing
@@ -111,31 +123,32 @@ class WebSocketConnection:
 
     def start(self) -> None:
         """Start delivering: frames queued so far, then every frame as it comes, in order.
-
         The writer task exists only while frames wait in the queue (and, where the server
-        offers no direct write path, for the life of the connection).
-        """
+        offers no direct write path, for the life of the connection)."""
         if self._started or self.closing:
             return
         self._started = True
         queue = self._queue
         if queue and self._direct is not None and self._direct.write_many(queue):
-            self.frames_sent += len(queue)
             self._queue = None
+            self._moved(self._queued, len(queue))
         elif self._direct is None or queue:
             self._wake_writer()
 
     def enqueue(self, frame: str) -> bool:
         """Deliver one serialized frame without waiting: write it now, or queue it.
 
-        Returns ``False`` when the connection is closing or its queue is full (the caller
-        treats a full queue as a slow consumer). Never blocks, never raises.
+        Returns ``False`` when the connection is closing or its queue would pass its
+        byte or frame budget (a slow consumer, for the caller). Never blocks or raises.
+        A frame larger than the byte budget is queued when nothing waits before it.
         """
         if self._closing.done():
             return False
         queue = self._queue
         if queue:
-            if len(queue) >= self._queue_size:
+            budget = self._budget
+            queued = self._queued + frame_size(frame)
+            if queued > budget.max_bytes or len(queue) >= budget.max_frames:
                 return False
         elif (
             self._started
@@ -146,9 +159,21 @@ class WebSocketConnection:
             self.frames_sent += 1
             frame_out(frame)
             return True
-        if queue is None:
-            queue = self._queue = deque()
+        else:
+            if queue is None:
+                queue = self._queue = deque()
+            budget = self._budget
+            queued = frame_size(frame)
+            if not self._sending:  # a backlog forms: its clock starts (unless one is stuck)
+                self._moved_at = self._loop.time()
+        self._queued = queued
         queue.append(frame)
+        if queued > budget.high_bytes or len(queue) > budget.high_frames:
+            if not self._deep:
+                self._deep = True
+                budget.deep(self, self._loop.time(), self._moved_at)
+            elif budget.holds(self):
+                budget.pressure = True
         if self._started:
             self._wake_writer()
         frame_out(frame)
@@ -157,11 +182,42 @@ class WebSocketConnection:
     def _wake_writer(self) -> None:
         writer = self._writer
         if writer is None or writer.done():
-            self._writer = asyncio.get_running_loop().create_task(
+            self._writer = self._loop.create_task(
                 self._write_loop(), name=f"tempest_ws writer {self.connection_id}"
             )
+            self._moved_at = self._loop.time()
         else:
             self._notify_writer()
+        if self._watchdog is None:  # the stall timer runs while a backlog exists
+            due = self._moved_at + self._budget.stall_timeout
+            self._watchdog = self._loop.call_at(due, self._check_stall)
+
+    def _moved(self, size: int, frames: int) -> None:
+        """``frames`` frames of ``size`` bytes left the queue for the socket."""
+        self.frames_sent += frames
+        self._queued -= size
+        self._moved_at = self._loop.time()
+        budget = self._budget
+        if self._deep and self._queued <= budget.low_bytes and self.pending <= budget.low_frames:
+            self._deep = False
+            budget.drained(self)
+
+    def _check_stall(self) -> None:
+        """The stall timer: close 1013 when queued frames have not moved for too long."""
+        self._watchdog = None
+        if self._closing.done() or not (self._queue or self._sending):
+            return
+        budget = self._budget
+        due = self._moved_at + budget.stall_timeout
+        if self._loop.time() < due:
+            self._watchdog = self._loop.call_at(due, self._check_stall)
+            return
+        budget.stalled += 1
+        logger.warning(
+            "connection %s is a slow consumer (%d bytes queued, none sent for %.1fs); closing",
+            *(self.connection_id, self._queued, budget.stall_timeout),
+        )
+        self.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
 
     def _notify_writer(self) -> None:
         waiter = self._wakeup
@@ -211,6 +267,7 @@ class WebSocketConnection:
         """Record that the peer closed or vanished: nothing more will be written."""
         if self._begin_close(code, "peer closed"):
             self._stop_writer()
+            self._drop_queue()
             self._set_finished()
 
     async def wait_closed(self) -> None:
@@ -234,6 +291,12 @@ class WebSocketConnection:
         self.close_code = int(code)
         self.close_reason = reason
         self._closing.set_result(int(code))
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
+        if self._deep:
+            self._deep = False
+            self._budget.drained(self)
         for callback in self._on_close:
             try:
                 callback(self)
@@ -243,7 +306,10 @@ class WebSocketConnection:
 
     async def _finish_close(self, code: int, reason: str) -> None:
         try:
-            if code in _FLUSH_ON_CLOSE and self._started and self._queue:
+            if code not in _FLUSH_ON_CLOSE:
+                self._stop_writer()
+                self._drop_queue()  # free the memory now, not after the close frame
+            elif self._started and self._queue:
                 self._wake_writer()
             writer = self._writer
             if code in _FLUSH_ON_CLOSE and writer is not None and not writer.done():
@@ -262,15 +328,19 @@ class WebSocketConnection:
             except TimeoutError:
                 logger.warning(
                     "close frame for %s not written within %.1fs; aborting transport",
-                    self.connection_id,
-                    self._close_timeout,
+                    *(self.connection_id, self._close_timeout),
                 )
                 self.abort()
             except (OSError, RuntimeError):
                 pass  # already gone: the server reports the socket closed
         finally:
-            self._queue = None
+            self._drop_queue()
             self._set_finished()
+
+    def _drop_queue(self) -> None:
+        if self._queue is not None:
+            self._queue.clear()  # the writer, if any, holds it too
+        self._queue, self._queued = None, 0
 
     def abort(self) -> None:
         """Drop the TCP connection at once, where the server exposes its transport."""
@@ -298,19 +368,19 @@ class WebSocketConnection:
                     await self._wakeup
                     self._wakeup = None
                     continue
-                if direct is not None and direct.write_many(queue):
-                    self.frames_sent += len(queue)
-                    queue.clear()
-                    continue
-                # While this send waits, ``_sending`` keeps enqueue() from overtaking the
-                # frame with a direct write.
+                if direct is not None and direct.ready():
+                    written = direct.write_batch(queue, _BATCH_BYTES)
+                    if written is not None:
+                        self._moved(*written)
+                        continue
+                # ``_sending``: enqueue() must not overtake this frame with a direct write.
                 frame = queue.popleft()
                 self._sending = True
                 try:
                     await send({"type": "websocket.send", "text": frame})
                 finally:
                     self._sending = False
-                self.frames_sent += 1
+                self._moved(frame_size(frame), 1)
         except (OSError, RuntimeError) as exc:
             # The socket is gone (uvicorn raises ClientDisconnected, an OSError, or a
             # RuntimeError once closed): remove it now rather than on the next heartbeat.

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .exceptions import EnvelopeError
+from .exceptions import EnvelopeError, UnencodableMessageError
 
 __all__ = [
     "ACK",
@@ -37,6 +37,8 @@ __all__ = [
     "decode_frame",
     "encode_envelope",
     "error_envelope",
+    "json_depth_exceeds",
+    "parse_json",
 ]
 
 HELLO: Final = "hello"
@@ -98,8 +100,13 @@ def encode_envelope(envelope: EnvelopeLike) -> str:
     """Serialize ``envelope`` once into the text frame sent to every recipient.
 
     A mapping must have a non-empty string ``type``; ``data`` defaults to ``{}`` and
-    ``request_id`` to ``None``. Raises :class:`EnvelopeError` (``invalid_envelope``) for a
-    mapping without a valid ``type`` and ``TypeError`` for data JSON cannot represent.
+    ``request_id`` to ``None``.
+
+    Raises:
+        EnvelopeError: a mapping without a non-empty string ``type``
+            (``invalid_envelope``).
+        UnencodableMessageError: ``data`` JSON cannot represent (a ``TypeError``): an
+            unsupported type, a non-string key, or nesting past the encoder's limit.
     """
     if isinstance(envelope, WSEnvelope):
         body: Mapping[str, Any] = {
@@ -118,30 +125,83 @@ def encode_envelope(envelope: EnvelopeLike) -> str:
         }
     try:
         return _dumps(body)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"envelope {body['type']!r} has data JSON cannot encode: {exc}") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        kind = str(body["type"])
+        raise UnencodableMessageError(
+            f"envelope {kind[:64]!r} has data JSON cannot encode: {exc}", message_type=kind
+        ) from None
 
 
-def decode_envelope(frame: str | bytes) -> WSEnvelope:
+def decode_envelope(frame: str | bytes, *, max_depth: int | None = None) -> WSEnvelope:
     """Parse one inbound frame into a :class:`WSEnvelope`.
 
     Raises :class:`EnvelopeError` with ``code`` ``invalid_json`` (not JSON),
+    ``json_too_deep`` (objects and arrays nested deeper than ``max_depth``, when given),
     ``invalid_envelope`` (JSON but not an object with a string ``type``).
     """
-    return decode_frame(frame)[0]
+    return decode_frame(frame, max_depth=max_depth)[0]
 
 
-def decode_frame(frame: str | bytes) -> tuple[WSEnvelope, dict[str, Any]]:
+def json_depth_exceeds(frame: str | bytes, value: Any, limit: int) -> bool:
+    """Whether objects and arrays in ``value`` (parsed from ``frame``) nest deeper than
+    ``limit``; the outermost container is level 1, scalars add no level.
+
+    Cheap for the frames that matter: a frame with no more than ``limit`` opening
+    brackets cannot nest deeper, and counting them is two C-speed scans of the text
+    (brackets inside strings only make the count larger, never a false refusal). Only
+    a frame with more brackets is walked, one level at a time (no recursion, whatever
+    the depth; the cost follows the number of containers, as parsing does).
+    """
+    if isinstance(frame, str):
+        if frame.count("{") + frame.count("[") <= limit:
+            return False
+    elif frame.count(b"{") + frame.count(b"[") <= limit:
+        return False
+    level: list[Any] = [value]
+    depth = 1
+    while level:
+        # Exact types: parsed JSON holds no container other than dict and list.
+        level = [
+            child
+            for node in level
+            for child in (node.values() if type(node) is dict else node)
+            if type(child) is dict or type(child) is list
+        ]
+        if level and depth >= limit:
+            return True
+        depth += 1
+    return False
+
+
+def parse_json(frame: str | bytes, *, max_depth: int | None = None) -> Any:
+    """The JSON value of ``frame``, whatever it is (an envelope is checked elsewhere).
+
+    Raises :class:`EnvelopeError` with ``code`` ``invalid_json`` (not JSON) or
+    ``json_too_deep`` (objects and arrays nested deeper than ``max_depth``, when given).
+    """
+    try:
+        value = _loads(frame)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise EnvelopeError("frame is not valid JSON", code="invalid_json") from None
+    if (
+        max_depth is not None
+        and isinstance(value, dict | list)
+        and json_depth_exceeds(frame, value, max_depth)
+    ):
+        raise EnvelopeError(f"JSON nested deeper than {max_depth} levels", code="json_too_deep")
+    return value
+
+
+def decode_frame(
+    frame: str | bytes, *, max_depth: int | None = None
+) -> tuple[WSEnvelope, dict[str, Any]]:
     """Like :func:`decode_envelope`, with the parsed JSON object as well.
 
     The object keeps the top-level keys the envelope ignores (a history message's
     ``topic``/``offset``/``epoch``), so a frame is parsed once. Raises as
     :func:`decode_envelope` does.
     """
-    try:
-        value = _loads(frame)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise EnvelopeError("frame is not valid JSON", code="invalid_json") from None
+    value = parse_json(frame, max_depth=max_depth)
     if not isinstance(value, dict):
         raise EnvelopeError("envelope must be a JSON object", code="invalid_envelope")
     try:

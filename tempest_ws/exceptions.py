@@ -6,7 +6,9 @@ Hierarchy (every class derives from :class:`TempestWSError`)::
     ├── ConfigurationError (ValueError)      bad settings or arguments, raised at build time
     ├── MissingDependencyError (ImportError)  an optional extra is not installed
     ├── EnvelopeError (ValueError)            an inbound frame is not a valid envelope
+    ├── UnencodableMessageError (TypeError)   an outbound envelope JSON cannot encode
     ├── CapacityError                         the hub is full (WS_MAX_CONNECTIONS)
+    ├── TopicLimitError                       a connection holds WS_MAX_TOPICS_PER_CONNECTION
     ├── ConnectionClosedError (ConnectionError) sending on a closed connection
     ├── BackplaneError (ConnectionError)      the backplane could not publish
     ├── ClientGaveUpError (ConnectionError)   the client stopped reconnecting
@@ -40,7 +42,9 @@ __all__ = [
     "RequestError",
     "RequestTimeoutError",
     "TempestWSError",
+    "TopicLimitError",
     "UnauthorizedError",
+    "UnencodableMessageError",
 ]
 
 
@@ -93,11 +97,42 @@ class EnvelopeError(TempestWSError, ValueError):
         self.request_id = request_id
 
 
+class UnencodableMessageError(TempestWSError, TypeError):
+    """An outbound envelope whose ``data`` JSON cannot encode.
+
+    Raised to whoever tried to send it (``hub.broadcast``, ``hub.send_to``,
+    ``hub.reply``, ``connection.send``, :func:`~tempest_ws.envelope.encode_envelope`)
+    before anything is queued: no recipient receives a partial message or is closed for
+    it. Causes: a value of a type JSON has no form for (a ``set``, a ``datetime`` without
+    the orjson extra, an object), a ``dict`` key that is not a string, or nesting deeper
+    than the encoder allows (orjson stops at 255 levels). ``message_type`` is the
+    envelope's ``type``; ``code`` is ``"unencodable"``.
+    """
+
+    def __init__(self, reason: str, *, message_type: str) -> None:
+        super().__init__(reason, code="unencodable")
+        self.message_type = message_type
+
+
 class CapacityError(TempestWSError):
     """The hub holds ``WS_MAX_CONNECTIONS`` connections already."""
 
     def __init__(self, reason: str = "server at capacity") -> None:
         super().__init__(reason, code=CloseCode.TRY_AGAIN_LATER)
+
+
+class TopicLimitError(TempestWSError):
+    """A subscription past the connection's topic cap (``WS_MAX_TOPICS_PER_CONNECTION``).
+
+    Raised by ``hub.subscribe`` before anything is subscribed or authorized; the
+    connection keeps its other topics and stays open. ``code`` is ``"topic_limit"``
+    (the built-in ``subscribe`` answers with an error envelope of that code),
+    ``limit`` the cap.
+    """
+
+    def __init__(self, reason: str, *, code: str, limit: int) -> None:
+        super().__init__(reason, code=code)
+        self.limit = limit
 
 
 class ConnectionClosedError(TempestWSError, ConnectionError):

@@ -1,22 +1,23 @@
 """``WebSocketHub``: the registry of live connections and every way to deliver to them.
 
-The hub is callable from any coroutine in the process (HTTP handlers included). Each
-delivery serializes the envelope once and appends the same string to every recipient's
-bounded queue; it never awaits a socket and holds no lock, so one slow or dead client
-cannot delay anyone else. A recipient whose queue is full is closed 1013 on the spot.
+Callable from any coroutine in the process (HTTP handlers included). Each delivery
+serializes the envelope once and hands the same string to every recipient; it never
+awaits a socket and holds no lock. Flow control (``tempest_ws._flow``): a recipient past
+its byte or frame budget, or whose queue has not moved for ``slow_consumer_timeout``, is
+closed 1013; a delivery that leaves a queue deep waits, a bounded time, for the writers.
 
 Across processes every operation keeps its meaning through the backplane: the hub
 delivers to its own connections first, then publishes one packet (the frame already
 serialized) that every other node fans out to its own. A node drops its own packets when
 they come back, so each socket gets a frame once (``docs/scaling.md``).
 
-Opt-in: a ``topic_authorizer``, ``require_topic`` and topic ``presence`` for realtime
-apps (``docs/realtime.md``); per topic pattern, message history (``docs/history.md``).
+Opt-in (``docs/realtime.md``, ``docs/history.md``): a ``topic_authorizer``,
+``require_topic``, topic ``presence``, and per topic pattern message history.
 
-The class is assembled from its bases, one job each: :mod:`tempest_ws._membership`
-(subscriptions, authorization, presence), :mod:`tempest_ws._hub_targets` (one user, one
-connection, replies, kicks) and :mod:`tempest_ws._history_access` (the history methods);
-this module keeps construction, the lifecycle, the registry and broadcasts.
+Bases, one job each: :mod:`tempest_ws._membership` (subscriptions, authorization,
+presence), :mod:`tempest_ws._hub_targets` (one user, one connection, replies, kicks) and
+:mod:`tempest_ws._history_access` (history); here: construction, the lifecycle, the
+registry and broadcasts.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from typing import TYPE_CHECKING, Any, Self
 
 from ._authz import TopicAuthorizer
 from ._bounded import STOP_TIMEOUT, check_stop_timeout
+from ._flow import SendBudget
 from ._history_access import HistoryAccess, HistoryStats, history_from_settings, make_history
 from ._hub_targets import TargetedSends
 from ._membership import MAX_TOPIC_LENGTH, HubMembership
 from ._node import ClusterStats, Node
 from ._presence import PresenceSetting, TopicPresence
-from ._registry import HubStats, Registry
+from ._registry import HubStats, Registry, id_set
+from ._server_guard import ServerGuard
 from ._types import Send, Topic, UserId
 from .backplane.base import Backplane
 from .backplane.memory import InMemoryBackplane
@@ -64,14 +67,6 @@ __all__ = ["MAX_TOPIC_LENGTH", "ClusterStats", "HistoryStats", "HubStats", "WebS
 logger = logging.getLogger("tempest_ws.hub")
 
 
-def _ids(values: str | Iterable[Any] | None) -> frozenset[str]:
-    if values is None:
-        return frozenset()
-    if isinstance(values, str):
-        return frozenset((values,))
-    return frozenset(str(v) for v in values)
-
-
 class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
     """Registry of connections by id, user and topic, with broadcast and targeted sends.
 
@@ -82,13 +77,20 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         max_connections: connections in this process; past it ``register`` raises
             :class:`CapacityError` and the router closes the newcomer 1013.
         send_queue_size: frames queued per connection before it is a slow consumer.
+        send_queue_bytes: bytes of frames queued per connection before it is one.
+        slow_consumer_timeout: seconds queued frames may sit before it is one.
+        producer_wait: longest a delivery waits for deep queues to drain (0: never).
         close_timeout: seconds a close may take before the transport is aborted.
         backplane: how this hub reaches the others; an :class:`InMemoryBackplane` of its
             own by default (one process).
         node_id: this process's id in the deployment (12 hex digits); random by default.
         topic_authorizer: ``(connection, topic) -> bool`` (sync or async) asked before
-            every new subscription; only ``True`` subscribes (see :meth:`subscribe`).
+            every new subscription and every ``presence.get``; only ``True`` admits
+            (see :meth:`subscribe`). Required with ``presence`` or history: such a hub
+            refuses to start without one (``allow_any_topic`` opens every topic).
         authorizer_timeout: seconds the authorizer may take before it counts as a denial.
+        max_topics_per_connection: topics one connection may be subscribed to; past it
+            :meth:`subscribe` raises :class:`~tempest_ws.exceptions.TopicLimitError`.
         presence: keep topic presence (``presence.join``/``presence.leave`` events,
             :meth:`presence`) for every topic (``True``) or the topics a predicate accepts.
         require_topic: refuse :meth:`broadcast` without a topic (unless ``everyone=True``),
@@ -105,11 +107,10 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         stop_timeout: seconds each step of :meth:`stop` after the connections' close
             (bounded through ``close_timeout``) may take; past that it is abandoned.
 
-    Deliveries accept a :class:`~tempest_ws.envelope.WSEnvelope` or a plain mapping and
-    return how many connections *of this process* the frame was queued for. They never
-    raise for a closed or slow recipient: it is closed and unregistered, and the others
-    still get the frame. When the backplane cannot carry a delivery to the other nodes,
-    the local recipients have it already and the call raises
+    Deliveries take a :class:`~tempest_ws.envelope.WSEnvelope` or a mapping and return
+    how many connections *of this process* got the frame. A closed or slow recipient is
+    closed and unregistered, never raised for. When the backplane cannot carry a delivery
+    to the other nodes, the local recipients have it already and the call raises
     :class:`~tempest_ws.exceptions.BackplaneError`.
 
     The hub starts with the router's lifespan; used before that, it starts itself.
@@ -121,11 +122,15 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         max_per_user: int = 5,
         max_connections: int = 10_000,
         send_queue_size: int = 1024,
+        send_queue_bytes: int = 1 << 20,
+        slow_consumer_timeout: float = 5.0,
+        producer_wait: float = 2.0,
         close_timeout: float = 2.0,
         backplane: Backplane | None = None,
         node_id: str | None = None,
         topic_authorizer: TopicAuthorizer | None = None,
         authorizer_timeout: float = 5.0,
+        max_topics_per_connection: int = 256,
         presence: PresenceSetting = False,
         require_topic: bool = False,
         history: HistoryStore | None = None,
@@ -134,21 +139,36 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         tracing: Tracing | None = None,
         stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
-        if max_per_user < 1 or max_connections < 1 or send_queue_size < 1:
+        if (
+            min(
+                max_per_user,
+                max_connections,
+                send_queue_size,
+                send_queue_bytes,
+                max_topics_per_connection,
+            )
+            < 1
+        ):
             raise ConfigurationError("hub limits must be at least 1")
-        if close_timeout <= 0 or authorizer_timeout <= 0 or not history_gap_timeout > 0:
+        timeouts = (close_timeout, authorizer_timeout, slow_consumer_timeout, history_gap_timeout)
+        if not (all(t > 0 for t in timeouts) and producer_wait >= 0):
             raise ConfigurationError("hub timeouts must be positive")
         if node_id is not None and not is_node_id(node_id):
             raise ConfigurationError("node_id must be 12 lowercase hex digits")
         self.max_per_user = max_per_user
         self.max_connections = max_connections
         self.send_queue_size = send_queue_size
+        self.send_budget = SendBudget(  # shared by this hub's connections
+            max_bytes=send_queue_bytes, max_frames=send_queue_size,
+            stall_timeout=slow_consumer_timeout, producer_wait=producer_wait,
+        )  # fmt: skip
         self.close_timeout = close_timeout
         self.stop_timeout = check_stop_timeout(stop_timeout)
         self.backplane: Backplane = backplane if backplane is not None else InMemoryBackplane()
         self.node_id = node_id or new_node_id()
         self.topic_authorizer = topic_authorizer
         self.authorizer_timeout = authorizer_timeout
+        self.max_topics_per_connection = max_topics_per_connection
         self.require_topic = require_topic
         self.tracing = tracing
         self._registry = Registry()
@@ -160,9 +180,11 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         self._history = make_history(
             history, history_policy, self._node, history_gap_timeout, send_queue_size
         )
-        self._node.tracing = tracing
+        self._node.tracing, self._node.budget = tracing, self.send_budget
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._evicted = 0
         self._rejected = 0
+        self.server_guard = ServerGuard()  # what the server negotiates, per connection
 
     @classmethod
     def from_settings(
@@ -176,15 +198,14 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         history: HistoryStore | None = None,
         tracing: Tracing | None = None,
     ) -> Self:
-        """Build the hub the settings describe (caps, queue size, close timeout, history),
-        with the realtime options given as keyword arguments.
+        """Build the hub the settings describe (caps, send budget, close timeout,
+        history), with the realtime options given as keyword arguments.
 
         With ``WS_REDIS_URL`` set (and no ``backplane`` given) the hub uses a
-        :class:`~tempest_ws.backplane.RedisBackplane` configured from the ``WS_REDIS_*``
-        settings; the redis package is imported only then. When ``WS_HISTORY_TOPICS``
-        names topics (and no ``history`` is given), their history is a
-        :class:`~tempest_ws.history.RedisHistory` with ``WS_REDIS_URL``, a
-        :class:`~tempest_ws.history.MemoryHistory` without.
+        :class:`~tempest_ws.backplane.RedisBackplane` from the ``WS_REDIS_*`` settings
+        (importing redis only then). Topics ``WS_HISTORY_TOPICS`` names (and no
+        ``history`` given) keep history in a :class:`~tempest_ws.history.RedisHistory`
+        with ``WS_REDIS_URL``, a :class:`~tempest_ws.history.MemoryHistory` without.
         """
         if backplane is None and settings.WS_REDIS_URL:
             from .backplane.redis import RedisBackplane
@@ -195,7 +216,11 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             max_per_user=settings.WS_MAX_CONNECTIONS_PER_USER,
             max_connections=settings.WS_MAX_CONNECTIONS,
             send_queue_size=settings.WS_SEND_QUEUE_SIZE,
+            send_queue_bytes=settings.WS_SEND_QUEUE_BYTES,
+            slow_consumer_timeout=settings.WS_SLOW_CONSUMER_TIMEOUT_SECONDS,
+            producer_wait=settings.WS_PRODUCER_WAIT_SECONDS,
             close_timeout=settings.WS_CLOSE_TIMEOUT_SECONDS,
+            max_topics_per_connection=settings.WS_MAX_TOPICS_PER_CONNECTION,
             backplane=backplane,
             topic_authorizer=topic_authorizer,
             presence=presence,
@@ -215,7 +240,12 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         An unreachable Redis is not an error here: the backplane keeps trying in the
         background, this process's connections work meanwhile, and clients get a
         ``resync`` envelope once it gets through.
+
+        Raises:
+            ConfigurationError: the hub keeps presence or history but has no
+                ``topic_authorizer`` (topics are closed by default).
         """
+        self._require_authorizer()
         await self._node.start()
 
     async def stop(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutdown") -> None:
@@ -225,6 +255,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         history store. Idempotent; never hangs (see ``stop_timeout``)."""
         connections = list(self._connections.values())
         await asyncio.gather(*(c.close(code, reason) for c in connections), return_exceptions=True)
+        await self._finish_cleanups()
         await self._presence.settle(self.close_timeout)
         await self._presence.stop(self.stop_timeout)
         await self._node.stop(self.stop_timeout)
@@ -248,7 +279,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         transport: asyncio.WriteTransport | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> WebSocketConnection:
-        """Build a connection with this hub's queue size and close timeout (not registered).
+        """Build a connection with this hub's send budget and close timeout (not registered).
 
         Its id, ``<node id>.<uuid4 hex>``, names this node, so
         :meth:`send_to_connection` reaches it from any node.
@@ -256,7 +287,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         return WebSocketConnection(
             user_id,
             send=send,
-            queue_size=self.send_queue_size,
+            budget=self.send_budget,
             close_timeout=self.close_timeout,
             transport=transport,
             metadata=metadata,
@@ -272,7 +303,9 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         Raises:
             CapacityError: the process already holds ``max_connections`` (after counting
                 the evictions this registration would make here). Nothing is evicted then.
+            ConfigurationError: presence or history without a ``topic_authorizer``.
         """
+        self._require_authorizer()
         if not self._node.running:
             await self._node.start()
         user = connection.user_key
@@ -294,25 +327,6 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         if connection.connection_id not in self._connections:  # it left meanwhile
             self.backplane.presence.leave(user, connection.connection_id)
 
-    def unregister(self, connection: WebSocketConnection) -> None:
-        """Remove ``connection`` and its subscriptions. Idempotent."""
-        self._discard(connection)
-
-    def _discard(self, connection: WebSocketConnection) -> None:
-        idle = self._registry.remove(connection)
-        if idle is None:
-            return
-        running = self._node.running
-        if running:
-            self.backplane.presence.leave(connection.user_key, connection.connection_id)
-        for topic in connection.topics:
-            self._presence.removed(topic, connection.user_key, announce=running)
-            if self._history is not None:
-                last = topic_channel(topic) in idle
-                self._history.left(topic, connection.connection_id, last=last)
-        for channel in idle:
-            self._node.unwant(channel)
-
     def get(self, connection_id: str) -> WebSocketConnection | None:
         """The live connection with this id in this process, or ``None``."""
         return self._connections.get(connection_id)
@@ -329,7 +343,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             topics=len(self._topics),
             subscriptions=sum(len(m) for m in self._topics.values()),
             frames_queued=self._registry.frames_queued,
-            slow_consumers_closed=self._registry.slow_closed,
+            slow_consumers_closed=self._registry.slow_closed + self.send_budget.stalled,
             evicted_over_user_cap=self._evicted,
             rejected_at_capacity=self._rejected,
         )
@@ -348,18 +362,20 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         exclude: str | Iterable[str] | None = None,
         exclude_users: UserId | Iterable[UserId] | None = None,
         everyone: bool = False,
+        ephemeral: bool = False,
     ) -> int:
         """Send to everyone, or to ``topic``'s subscribers, on every node, minus the
         exclusions.
 
-        ``exclude`` takes connection ids, ``exclude_users`` user ids (a single id or an
-        iterable of them); both apply on every node. Returns the number of connections
-        of this process the frame was queued for. On a hub built with
+        ``exclude`` takes connection ids, ``exclude_users`` user ids (one or an iterable),
+        applied on every node. Returns how many connections of this process got it. With
         ``require_topic=True`` a broadcast to everyone needs ``everyone=True``.
 
         On a topic that keeps history, the message is first appended (it gets its
         offset) and goes out stamped with its position; when the append fails it goes
-        out unstamped (it cannot be replayed) and the call raises.
+        out unstamped (it cannot be replayed) and the call raises. ``ephemeral=True``
+        delivers live only: never stored nor stamped, even there (typing indicators,
+        receipts and presence events go out this way).
 
         Raises:
             ValueError: no ``topic`` on a ``require_topic`` hub, without ``everyone``.
@@ -371,14 +387,18 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         if not self._node.running:
             await self._node.start()
         frame = encode_envelope(envelope)
-        skip_ids = _ids(exclude)
-        skip_users = _ids(
+        skip_ids = id_set(exclude)
+        skip_users = id_set(
             exclude_users if not isinstance(exclude_users, UserId) else [exclude_users]
         )
         trace = None if self.tracing is None else self.tracing.inject()
         history = self._history
-        if history is not None and topic is not None and history.keeps(topic):
-            return await history.broadcast(topic, frame, skip_ids, skip_users, trace)
+        budget = self.send_budget
+        if history is not None and topic is not None and not ephemeral and history.keeps(topic):
+            delivered = await history.broadcast(topic, frame, skip_ids, skip_users, trace)
+            if budget.pressure:
+                await budget.relieve()
+            return delivered
         op, target = (OP_ALL, "") if topic is None else (OP_TOPIC, topic)
         fan_out = self._registry.fan_out
         delivered = fan_out(self._registry.select(op, target, skip_ids, skip_users), frame)
@@ -394,4 +414,6 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
                 trace=trace,
             )
             await self._node.publish(channel, packet)
+        if budget.pressure:
+            await budget.relieve()
         return delivered

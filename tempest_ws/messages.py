@@ -42,6 +42,7 @@ from .exceptions import ConfigurationError, EnvelopeError
 
 __all__ = [
     "INVALID_DATA",
+    "TOPIC_LIMIT",
     "UNKNOWN_TYPE",
     "Direction",
     "MessageRegistry",
@@ -59,6 +60,9 @@ UNKNOWN_TYPE: Final = "unknown_type"
 
 INVALID_DATA: Final = "invalid_data"
 """Error code: the envelope's ``data`` does not validate against its model."""
+
+TOPIC_LIMIT: Final = "topic_limit"
+"""Error code: a ``subscribe`` past ``WS_MAX_TOPICS_PER_CONNECTION`` (nothing subscribed)."""
 
 _MAX_REPORTED_ERRORS = 5
 _MAX_SHOWN_TYPE = 64

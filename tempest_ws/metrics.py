@@ -104,13 +104,18 @@ def hub_snapshot(hub: WebSocketHub) -> dict[str, Any]:
     JSON-ready data.
 
     ``{"hub": {"connections": ..., ...}, "cluster": {"node_id": ..., "connected": ...},
-    "history": {"appends": ..., ...}}`` for this process only; no I/O, so a health
-    endpoint can return it as is.
+    "history": {"appends": ..., ...}, "server": {"unsafe_connections": ..., ...}}`` for
+    this process only; no I/O, so a health endpoint can return it as is. ``server`` is
+    what uvicorn's WebSocket options looked like to the router
+    (:class:`~tempest_ws._server_guard.ServerGuardStats`): a non-zero
+    ``unsafe_connections`` means the server was started without
+    :func:`~tempest_ws.server.uvicorn_options`.
     """
     return {
         "hub": dataclasses.asdict(hub.stats()),
         "cluster": dataclasses.asdict(hub.cluster_stats()),
         "history": dataclasses.asdict(hub.history_stats()),
+        "server": dataclasses.asdict(hub.server_guard.stats()),
     }
 
 
@@ -201,6 +206,15 @@ class WebSocketMetrics:
         self.reconnects = counter(
             "tempest_ws_backplane_reconnects", "Times the backplane link recovered."
         )
+        self.unsafe_server = counter(
+            "tempest_ws_unsafe_server_connections",
+            "Connections accepted while uvicorn offered compression or allowed messages "
+            "over WS_MAX_MESSAGE_BYTES (started without uvicorn_options).",
+        )
+        self.fragment_limit = counter(
+            "tempest_ws_fragment_limit_closes",
+            "Connections closed 1009 for splitting a message into too many fragments.",
+        )
         self.history_topics_followed = gauge(
             "tempest_ws_history_topics_followed",
             "History topics this node follows (with a local subscriber) now.",
@@ -280,6 +294,9 @@ class WebSocketMetrics:
         self._advance("capacity", stats.rejected_at_capacity, self.rejections.labels("limit"))
         self._advance("received", cluster.packets_received, self.received)
         self._advance("publish_errors", cluster.publish_errors, self.publish_errors)
+        server = self.hub.server_guard.stats()
+        self._advance("unsafe_server", server.unsafe_connections, self.unsafe_server)
+        self._advance("fragment_limit", server.fragment_limit_closes, self.fragment_limit)
         self.history_topics_followed.set(history.topics_followed)
         for field, metric in self.history.items():
             self._advance(f"history.{field}", getattr(history, field), metric)

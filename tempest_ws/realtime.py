@@ -8,7 +8,8 @@ operation. The names:
   :data:`TYPING`, :data:`RECEIPT`); :data:`PRESENCE_JOIN` and :data:`PRESENCE_LEAVE` are
   the events a hub with ``presence=`` sends to a topic's members.
 - :data:`TopicAuthorizer`, :data:`OnConnect`, :data:`OnDisconnect`: the callables the
-  hub and the router take.
+  hub and the router take; :func:`allow_any_topic` is the explicit allow-all
+  authorizer (trusted or development use only: topics are closed by default).
 - :func:`reply_envelope` builds the answer to a request (its ``request_id`` kept);
   ``hub.reply`` / ``hub.reply_error`` send it.
 - :func:`receive_envelope` is ``ws.receive_json()`` for handlers that want the decoded
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from pydantic import BaseModel
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ._authz import TopicAuthorizer
+from ._authz import TopicAuthorizer, allow_any_topic
 from ._presence import PRESENCE_JOIN, PRESENCE_LEAVE
 from .codes import CloseCode
 from .envelope import ACK, ERROR, SUBSCRIBE, UNSUBSCRIBE, EnvelopeLike, WSEnvelope, decode_envelope
@@ -46,6 +47,7 @@ __all__ = [
     "OnConnect",
     "OnDisconnect",
     "TopicAuthorizer",
+    "allow_any_topic",
     "error_reply",
     "receive_envelope",
     "reply_envelope",
@@ -62,8 +64,10 @@ BUILTIN_OPERATIONS: Final = frozenset({SUBSCRIBE, UNSUBSCRIBE, PRESENCE_GET, TYP
 
 ENVELOPE_KEY: Final = "tempest_ws.envelope"
 MODEL_KEY: Final = "tempest_ws.message"
-# Keys the session adds to the ASGI message it hands the handler: the decoded envelope
-# and the validated model, so receive_envelope() never parses a frame twice.
+JSON_KEY: Final = "tempest_ws.json"
+# Keys the session adds to the ASGI message it hands the handler: the decoded envelope,
+# the validated model and the parsed JSON object, so neither receive_envelope() nor
+# ws.receive_json() parses a frame twice.
 
 OnConnect: TypeAlias = Callable[
     ["WebSocketConnection", WebSocket], "int | bool | Awaitable[int | bool | None] | None"

@@ -15,14 +15,17 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Response, params
 
+from ._authz import require_authorizer
 from ._builtins import Inbound
 from ._endpoint import DRAIN_REASON, Endpoint
 from ._hooks import Hooks
 from ._logging import install_query_token_redaction
+from ._route import add_endpoint_route
 from ._types import BearerResolver, Handler
 from .codes import CloseCode
+from .envelope import SUBSCRIBE
 from .exceptions import ConfigurationError
 from .hub import WebSocketHub
 from .messages import MessageRegistry
@@ -90,6 +93,7 @@ def make_websocket_router(
     on_disconnect: OnDisconnect | Sequence[OnDisconnect] = (),
     hook_timeout: float = 10.0,
     tracing: Tracing | None = None,
+    dependencies: Sequence[params.Depends] | None = None,
 ) -> WebSocketRouter:
     """Build an ``APIRouter`` with an authenticated, heartbeated WebSocket at ``path``.
 
@@ -118,12 +122,21 @@ def make_websocket_router(
             (counted toward ``max_invalid_frames``), and the handler gets the validated
             model through :func:`~tempest_ws.realtime.receive_envelope`.
         topic_authorizer: installed on ``hub`` (same as ``WebSocketHub(topic_authorizer=)``).
+            Topics are closed by default: with the built-in ``subscribe``, or a hub that
+            keeps presence or history, one is required (here or on the hub);
+            :func:`~tempest_ws.realtime.allow_any_topic` is the explicit allow-all.
         on_connect: ``(connection, ws)`` before registration; may refuse with a close
             code (``False``: 4403). See :data:`~tempest_ws.realtime.OnConnect`.
         on_disconnect: one or several ``(connection)`` hooks run after the close.
         hook_timeout: seconds each hook may take (then it counts as failed).
         tracing: an OpenTelemetry span per inbound message (see ``docs/tracing.md``);
             the hub's ``tracing`` by default. Off when both are ``None``.
+        dependencies: FastAPI ``Depends(...)`` for the WebSocket route only, solved
+            after the app's (``FastAPI(dependencies=)``) and those of
+            ``app.include_router(router, dependencies=)``, which apply as well. All of
+            them run before the handshake is accepted; one that raises refuses it
+            (``WebSocketException``: HTTP 403; ``HTTPException``: its status) and the
+            endpoint never runs. See ``docs/authentication.md``.
 
     Returns:
         A :class:`WebSocketRouter` (an ``APIRouter``) to pass to ``app.include_router``;
@@ -131,7 +144,8 @@ def make_websocket_router(
 
     Raises:
         ConfigurationError: an unknown built-in name, a built-in type also registered in
-            ``messages``, a hub that already has another topic authorizer, or a
+            ``messages``, a hub that already has another topic authorizer, no topic
+            authorizer where one is required (see ``topic_authorizer``), or a
             ``hook_timeout`` that is not positive.
     """
     operations = _builtin_operations(builtins)
@@ -143,6 +157,10 @@ def make_websocket_router(
         if hub.topic_authorizer not in (None, topic_authorizer):
             raise ConfigurationError("the hub already has another topic_authorizer")
         hub.topic_authorizer = topic_authorizer
+    if SUBSCRIBE in operations:
+        because = "the built-in subscribe (and ?topics=) lets clients choose topics"
+        require_authorizer(hub.topic_authorizer, because=because)
+    hub._require_authorizer()  # presence or history: refused now rather than at startup
     if hook_timeout <= 0:
         raise ConfigurationError("hook_timeout must be positive")
     disconnect_hooks = [on_disconnect] if callable(on_disconnect) else list(on_disconnect)
@@ -175,7 +193,7 @@ def make_websocket_router(
         tracing=tracing if tracing is not None else hub.tracing,
     )
     router._tempest_endpoint = endpoint
-    router.add_websocket_route(path, endpoint, name="tempest_ws")  # type: ignore[arg-type]
+    add_endpoint_route(router, path, endpoint, dependencies=dependencies)
     if serve_client:
         router.add_api_route(
             f"{path.rstrip('/')}/client.js",

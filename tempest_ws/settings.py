@@ -72,6 +72,14 @@ class WebSocketSettings(BaseSettings):
         le=64 * 1024 * 1024,
         description="Largest inbound frame in bytes; larger frames close 1009.",
     )
+    WS_MAX_FRAGMENTS_PER_MESSAGE: int = Field(
+        default=256,
+        ge=1,
+        le=65536,
+        description="Continuation frames one inbound message may be split into; past it "
+        "the connection is closed 1009 'too many fragments' (enforced under uvicorn's "
+        "websockets-sansio protocol, the default).",
+    )
     WS_MAX_CONNECTIONS_PER_USER: int = Field(
         default=5,
         ge=1,
@@ -84,12 +92,43 @@ class WebSocketSettings(BaseSettings):
         le=10_000_000,
         description="Connections the hub holds in this process; new ones are closed 1013 past it.",
     )
+    WS_MAX_TOPICS_PER_CONNECTION: int = Field(
+        default=256,
+        ge=1,
+        le=1_000_000,
+        description="Topics one connection may be subscribed to; a subscribe past it is "
+        "refused (error envelope topic_limit, TopicLimitError from hub.subscribe).",
+    )
     WS_SEND_QUEUE_SIZE: int = Field(
         default=1024,
         ge=1,
         le=1_000_000,
         description="Frames queued per connection before it counts as a slow consumer "
-        "(closed 1013).",
+        "(closed 1013); WS_SEND_QUEUE_BYTES bounds their bytes.",
+    )
+    WS_SEND_QUEUE_BYTES: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Bytes of frames (as sent on the wire) one connection may have queued; "
+        "one more frame makes it a slow consumer (closed 1013). A single larger frame is "
+        "still sent when nothing is queued before it.",
+    )
+    WS_SLOW_CONSUMER_TIMEOUT_SECONDS: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Seconds a connection's queued frames may go without any of them moving "
+        "to the socket; then it is a slow consumer (closed 1013).",
+    )
+    WS_PRODUCER_WAIT_SECONDS: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="Longest one hub delivery waits for queues above half their budget to "
+        "drain to three eighths, so fast readers keep up with a burst; a connection holds "
+        "deliveries at most this long each time its queue runs deep, a stalled one not at "
+        "all. 0: deliveries never wait.",
     )
     WS_CLOSE_TIMEOUT_SECONDS: float = Field(
         default=2.0,
@@ -97,6 +136,13 @@ class WebSocketSettings(BaseSettings):
         le=60,
         description="Time allowed to write a close frame (and to flush a normal close) "
         "before the transport is aborted.",
+    )
+    WS_MAX_JSON_DEPTH: int = Field(
+        default=32,
+        ge=2,
+        le=200,
+        description="Deepest nesting of objects and arrays in an inbound frame (the envelope "
+        "is level 1); deeper frames get a json_too_deep error envelope.",
     )
     WS_ACCEPT_BINARY: bool = Field(
         default=False,

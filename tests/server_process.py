@@ -128,6 +128,13 @@ class ServerProcess:
         self._process: subprocess.Popen[str] | None = None
 
     @property
+    def pid(self) -> int:
+        """The PID of the running process."""
+        if self._process is None:
+            raise RuntimeError("not running")
+        return self._process.pid
+
+    @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 

@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from tempest_ws import WebSocketHub
+from tempest_ws import WebSocketHub, allow_any_topic
 from tempest_ws._bounded import bounded, cancel_tasks, lost_cancellation
 from tempest_ws.backplane import InMemoryBackplane
 from tempest_ws.history import HistoryPolicy, MemoryHistory
@@ -178,7 +178,7 @@ async def test_a_hub_whose_history_store_never_closes_still_stops(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = FrozenHistory(HistoryPolicy(topics=("chat:*",)))
-    hub = WebSocketHub(history=store, stop_timeout=0.1)
+    hub = WebSocketHub(history=store, topic_authorizer=allow_any_topic, stop_timeout=0.1)
     await hub.start()
     try:
         async with asyncio.timeout(GUARD):
@@ -197,7 +197,12 @@ async def test_a_hub_on_a_frozen_redis_stops_and_names_the_backplane_it_abandone
 ) -> None:
     # The node's removal from presence waits for Redis's reply up to the command
     # timeout (1 s); the hub gives the backplane 0.1 s.
-    hub = WebSocketHub(backplane=redis_backplane(redis.url), presence=True, stop_timeout=0.1)
+    hub = WebSocketHub(
+        backplane=redis_backplane(redis.url),
+        presence=True,
+        topic_authorizer=allow_any_topic,
+        stop_timeout=0.1,
+    )
     await hub.start()
     connection = hub.create_connection("ann", send=Peer().send)
     await hub.register(connection)

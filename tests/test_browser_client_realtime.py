@@ -92,23 +92,26 @@ async def no_unhandled_rejections(page: Any) -> None:
 async def test_token_helpers_and_option_bounds(chromium: Chromium) -> None:
     server = Server()
     jwt = token("ann", expires_in=120)
+    string_exp = token("ann", claims={"exp": "1796587942"})
     async with serve_app(server) as base:
         page = await open_page(chromium, base)
         result = await page.evaluate(
-            """async (jwt) => {
+            """async ([jwt, stringExp]) => {
               const m = await import("/ws/client.js");
               const bad = (margin) => { try { new m.TempestWS("/ws", { startClosed: true, tokenRefreshMargin: margin }); return null; } catch (e) { return e.name; } };
               return {
                 exp: m.tokenExpiry(jwt),
+                stringExp: m.tokenExpiry(stringExp),
                 opaque: [m.tokenExpiry("opaque-token"), m.tokenExpiry("a.b.c"), m.tokenExpiry("a.eyJzdWIiOiJ4In0.c"), m.tokenExpiry(null)],
                 delays: [m.refreshDelay(120000, 30000), m.refreshDelay(10000, 30000), m.refreshDelay(10000, 0), m.refreshDelay(0, 30000), m.refreshDelay(-5, 30000)],
                 defaultMargin: m.DEFAULT_OPTIONS.tokenRefreshMargin,
                 bounds: [bad(-1), bad(25 * 3600 * 1000), bad("30s"), bad(null), bad(0)],
               };
             }""",
-            jwt,
+            [jwt, string_exp],
         )
     assert result["exp"] == token_expiry(jwt) * 1000
+    assert result["stringExp"] == 1796587942 * 1000
     assert result["opaque"] == [None, None, None, None]  # the third is a JWT without exp
     assert result["delays"] == [90000, 5000, 10000, None, None]
     assert result["defaultMargin"] == 30000

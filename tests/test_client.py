@@ -314,6 +314,13 @@ async def test_a_url_function_that_raises_is_retried_and_a_bad_url_is_fatal(
     await bad.close()
 
 
+async def test_a_wrong_path_says_no_websocket_route_answered(app_server: AppServer) -> None:
+    wrong = client_for(app_server.url.replace("/ws", "/not-the-ws-path"))
+    with pytest.raises(ClientGaveUpError, match="no WebSocket route answered at this URL"):
+        await asyncio.wait_for(wrong.connect(), BOUND)
+    await wrong.close()
+
+
 # -- authentication ----------------------------------------------------------------------
 
 

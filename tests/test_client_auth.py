@@ -56,8 +56,10 @@ def test_expiry_is_read_from_the_payload_without_verification() -> None:
     assert unverified_expiry(_jwt({"exp": 1767225600.5})) == 1767225600.5
     for opaque in ["opaque-token", "a.b", "a.!!!.c", _jwt([1]), "a.bm90IGpzb24.c"]:
         assert unverified_expiry(opaque) is None
-    for exp in [None, True, "1767225600", float("nan"), float("inf")]:
+    for exp in [None, True, "soon", "9" * 65, float("nan"), float("inf")]:
         assert unverified_expiry(_jwt({"exp": exp})) is None
+    # A string of digits is an exp for PyJWT and for the server, so for the client too.
+    assert unverified_expiry(_jwt({"exp": "1767225600"})) == 1767225600.0
     assert unverified_expiry(_jwt({"sub": "alice"})) is None
 
 

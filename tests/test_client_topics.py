@@ -217,7 +217,7 @@ async def test_a_handler_that_never_answers_needs_confirm_false() -> None:
         serve(realtime_app(settings, hub), settings=settings) as base,
         client_for(ws_url(base)) as client,
     ):
-        with pytest.raises(RequestTimeoutError):
+        with pytest.raises(RequestTimeoutError, match=r"builtins=True.*confirm=False"):
             await client.subscribe("room:a", timeout=0.2)
         assert client.subscriptions == {"room:a"}  # sent, so kept
         await client.subscribe("room:b", confirm=False)

@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from tempest_ws import EnvelopeError, WSEnvelope, decode_envelope, encode_envelope
+from tempest_ws import (
+    EnvelopeError,
+    TempestWSError,
+    UnencodableMessageError,
+    WSEnvelope,
+    decode_envelope,
+    encode_envelope,
+)
 from tempest_ws import envelope as envelope_module
 
 
@@ -77,3 +84,42 @@ def test_decode_error_keeps_a_readable_request_id() -> None:
     with pytest.raises(EnvelopeError) as info:
         decode_envelope('{"type": 1, "request_id": 5}')
     assert info.value.request_id is None
+
+
+def _nested(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize(
+    ("frame", "limit", "deeper"),
+    [
+        (_nested(32), 32, False),
+        (_nested(33), 32, True),
+        ('{"a":[{"b":[1,{"c":{}}]}]}', 6, False),
+        ('{"a":[{"b":[1,{"c":{}}]}]}', 5, True),
+        ('{"a":"' + "[" * 50 + '"}', 2, False),  # brackets in a string are not nesting
+        ("[" + ",".join(["[]"] * 500) + "]", 2, False),  # wide, not deep
+    ],
+)
+def test_json_depth_exceeds_counts_container_levels(frame: str, limit: int, deeper: bool) -> None:
+    value = json.loads(frame)
+    assert envelope_module.json_depth_exceeds(frame, value, limit) is deeper
+    assert envelope_module.json_depth_exceeds(frame.encode(), value, limit) is deeper
+
+
+def test_a_frame_past_max_depth_is_json_too_deep_and_unlimited_by_default() -> None:
+    frame = '{"type":"t","data":' + _nested(40) + "}"
+    assert len(decode_envelope(frame).data) == 1
+    with pytest.raises(EnvelopeError) as info:
+        decode_envelope(frame, max_depth=32)
+    assert info.value.code == "json_too_deep"
+    assert str(info.value) == "JSON nested deeper than 32 levels (json_too_deep)"
+
+
+@pytest.mark.parametrize("data", [{1, 2}, object(), {1: "x"}, json.loads(_nested(300))])
+def test_unencodable_data_raises_unencodable_message_error(data: object) -> None:
+    with pytest.raises(UnencodableMessageError) as info:
+        encode_envelope({"type": "t", "data": data})
+    assert isinstance(info.value, TypeError)
+    assert isinstance(info.value, TempestWSError)
+    assert (info.value.code, info.value.message_type) == ("unencodable", "t")

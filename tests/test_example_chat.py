@@ -19,8 +19,8 @@ import pytest
 
 from examples.chat.__main__ import parse_args
 from examples.chat.app import create_app
-from tempest_ws import ConfigurationError, jwt_bearer_resolver
-from tempest_ws.testing import serve
+from tempest_ws import CloseCode, ConfigurationError, jwt_bearer_resolver
+from tempest_ws.testing import make_token, serve
 from tests.browser import Chromium, launch_chromium
 from tests.support import make_settings, until, ws_url
 
@@ -43,6 +43,13 @@ async def login(base: str, name: str) -> str:
     response.raise_for_status()
     token: str = response.json()["token"]
     return token
+
+
+def publisher(app: Any) -> dict[str, str]:
+    """HTTP headers with a token that has the ``publisher`` role for ``app``."""
+    secret = app.state.settings.WS_JWT_SECRET.get_secret_value()
+    signed = make_token("ops", secret=secret, claims={"roles": ["publisher"]})
+    return {"Authorization": f"Bearer {signed}"}
 
 
 async def next_of(ws: Any, kind: str) -> dict[str, Any]:
@@ -132,12 +139,17 @@ async def test_http_announce_reaches_sockets_and_rooms_scope_messages() -> None:
             assert refused["data"]["code"] == "bad_room"
 
             async with httpx.AsyncClient(base_url=base) as http:
+                anonymous = await http.post("/api/announce", json={"text": "x"})
+                user = {"Authorization": f"Bearer {bob_token}"}  # the dev login grants no role
+                not_allowed = await http.post("/api/announce", json={"text": "x"}, headers=user)
+            async with httpx.AsyncClient(base_url=base, headers=publisher(app)) as http:
                 everyone = await http.post("/api/announce", json={"text": "maintenance at 5"})
                 lobby = await http.post(
                     "/api/announce", json={"text": "lobby only", "room": "lobby"}
                 )
                 bad = await http.post("/api/announce", json={"text": "x", "room": "Not A Room"})
                 online = await http.get("/api/online")
+            assert (anonymous.status_code, not_allowed.status_code) == (401, 403)
             assert everyone.json() == {"delivered": 2}
             assert lobby.json() == {"delivered": 1}
             assert bad.status_code == 422
@@ -263,7 +275,7 @@ async def test_demo_page_two_users_chat_in_chromium(chromium: Chromium) -> None:
         await members[bob].get_by_text("alice", exact=True).wait_for()
 
         # A push from an HTTP handler shows up in both pages.
-        async with httpx.AsyncClient(base_url=base) as http:
+        async with httpx.AsyncClient(base_url=base, headers=publisher(app)) as http:
             response = await http.post("/api/announce", json={"text": "pizza in 5"})
         assert response.json() == {"delivered": 2}
         for page in (alice, bob):
@@ -273,6 +285,42 @@ async def test_demo_page_two_users_chat_in_chromium(chromium: Chromium) -> None:
         await bob.close()
         await members[alice].get_by_text("bob", exact=True).wait_for(state="detached")
         assert await members[alice].locator("li").all_inner_texts() == ["alice (you)"]
+
+
+@pytest.mark.browser
+async def test_demo_page_reports_an_unreachable_server_then_reconnected(chromium: Chromium) -> None:
+    app = create_app(make_settings(WS_ALLOW_QUERY_TOKEN=False))
+    async with serve(app, settings=app.state.settings) as base:
+        page = await chromium.new_page()
+        missing: list[str] = []
+        page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+        await page.goto(base + "/")
+        await page.get_by_test_id("name").fill("alice")
+        await page.get_by_test_id("login-form").locator("button").click()
+        await page.wait_for_function(
+            "() => document.querySelector('#status').dataset.state === 'open'", polling=50
+        )
+        log = page.get_by_test_id("log")
+
+        # The server "goes away": the socket is closed 1012 and logins fail at the network.
+        await page.route("**/api/login", lambda route: route.abort())
+        assert await app.state.hub.disconnect_user("alice", code=CloseCode.SERVICE_RESTART) == 1
+        await log.get_by_text("the server is not reachable").first.wait_for()
+        assert "could not get the URL or token" in await log.inner_text()
+
+        # Back: the problem lines go, one "reconnected" line says so.
+        await page.unroute("**/api/login")
+        await log.get_by_text("reconnected", exact=True).wait_for()
+        text = await log.inner_text()
+        assert "connection problem" not in text
+        assert text.count("reconnected") == 1
+        await page.wait_for_function(
+            "() => document.querySelector('#status').dataset.state === 'open'", polling=50
+        )
+        # Switching rooms redraws the log without the removed lines.
+        await page.get_by_role("button", name="# lobby").click()
+        assert "connection problem" not in await log.inner_text()
+        assert missing == []  # no favicon (or other) 404
 
 
 @pytest.mark.browser

@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
-import os
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from types import ModuleType
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -29,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from examples import custom_resolver
 from tempest_ws import CloseCode
 from tempest_ws.envelope import PING_FRAME
+from tests.quickstart import quickstart_loader
 from tests.support import make_settings, token, until, ws_url
 
 # isort: split
@@ -95,25 +92,8 @@ async def refused_with(url: str, **kwargs: Any) -> int | None:
 
 @pytest.fixture
 def load_minimal(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[Callable[..., Any]]:
-    """Import ``examples.minimal`` afresh with the given ``WS_*`` environment.
-
-    The example reads its settings from the environment, as the seed's recipe does, so
-    the test sets the environment (and runs from an empty directory: no stray ``.env``).
-    """
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("WS_"):
-            monkeypatch.delenv(name)
-
-    def load(**env: Any) -> ModuleType:
-        monkeypatch.setenv("WS_JWT_SECRET", SECRET)
-        for name, value in env.items():
-            monkeypatch.setenv(name, str(value))
-        sys.modules.pop("examples.minimal", None)
-        return importlib.import_module("examples.minimal")
-
-    yield load
-    sys.modules.pop("examples.minimal", None)
+    """``load_minimal(WS_X=value)`` imports ``examples.minimal`` with that environment."""
+    yield from quickstart_loader(monkeypatch, tmp_path)
 
 
 async def test_minimal_setup_runs_the_seed_recipe(load_minimal: Callable[..., Any]) -> None:
@@ -138,9 +118,10 @@ async def test_minimal_setup_runs_the_seed_recipe(load_minimal: Callable[..., An
             }
             await recv(b)
             await recv(c)
+            minimal.room_members["elsewhere"] = {carol}  # room:lobby is open to everyone
             # Each client subscribes, then sees its own message: its subscription is live.
             for ws, room in ((b, "lobby"), (a, "lobby"), (c, "elsewhere")):
-                await send(ws, "subscribe", {"topic": room})
+                await send(ws, "subscribe", {"topic": f"room:{room}"})
                 await send(ws, "chat.message", {"room": room, "text": "ready"})
                 assert (await recv(ws))["type"] == "chat.message"
             assert (await recv(b))["data"]["from"] == str(alice)  # alice's "ready"
@@ -244,7 +225,8 @@ async def test_minimal_inbound_guard(load_minimal: Callable[..., Any]) -> None:
             await send(ws, "ping", request_id="r-1")
             assert await recv(ws) == {"type": "pong", "data": {}, "request_id": "r-1"}
             # The connection is still usable, until a frame is over the limit.
-            await send(ws, "subscribe", {"topic": "t"})
+            minimal.room_members["t"] = {user}
+            await send(ws, "subscribe", {"topic": "room:t"})
             await send(ws, "chat.message", {"room": "t", "text": "still here"})
             assert (await recv(ws))["data"]["text"] == "still here"
             await ws.send(json.dumps({"type": "chat.message", "data": {"text": "x" * 2000}}))
@@ -258,19 +240,72 @@ async def test_minimal_inbound_guard(load_minimal: Callable[..., Any]) -> None:
         await until(lambda: minimal.hub.stats().connections == 0)
 
 
-async def test_minimal_handler_error_closes_1011_and_cleans_up(
-    load_minimal: Callable[..., Any], caplog: pytest.LogCaptureFixture
+async def test_minimal_answers_bad_data_with_an_error_envelope(
+    load_minimal: Callable[..., Any],
 ) -> None:
     minimal = load_minimal()
+    user = uuid4()
     async with serve(minimal.app, settings=minimal.ws_settings) as base:
-        async with connect(ws_url(base), subprotocols=bearer(uuid4())) as ws:
-            connection_id = (await recv(ws))["data"]["connection_id"]
-            await send(ws, "subscribe", {"room": "no 'topic' key"})  # KeyError in handler
-            assert await close_code(ws) == CloseCode.INTERNAL_ERROR
+        async with connect(ws_url(base), subprotocols=bearer(user)) as ws:
+            await recv(ws)
+            refused = [
+                ("subscribe", {}, "invalid_data"),
+                ("subscribe", {"topic": 7}, "invalid_data"),
+                ("subscribe", {"topic": ["room:lobby"]}, "invalid_data"),
+                ("subscribe", {"topic": "x" * 257}, "invalid_data"),
+                ("subscribe", {"topic": ""}, "invalid_data"),
+                ("subscribe", [1, 2], "invalid_data"),
+                ("chat.message", {"room": "lobby"}, "invalid_data"),
+                ("chat.message", {"room": {"$ne": 1}, "text": "hi"}, "invalid_data"),
+                ("chat.message", {"room": "lobby", "text": "before joining"}, "not_subscribed"),
+            ]
+            for n, (kind, data, code) in enumerate(refused):
+                await ws.send(json.dumps({"type": kind, "data": data, "request_id": str(n)}))
+                reply = await recv(ws)
+                assert (reply["type"], reply["data"]["code"], reply["request_id"]) == (
+                    "error",
+                    code,
+                    str(n),
+                )
+            # Still open and usable after every refusal.
+            await send(ws, "subscribe", {"topic": "room:lobby"})
+            await send(ws, "chat.message", {"room": "lobby", "text": "still here"})
+            assert (await recv(ws))["data"] == {"from": str(user), "text": "still here"}
         await until(lambda: minimal.hub.stats().connections == 0)
         assert minimal.hub.stats().subscriptions == 0
-    failures = [r for r in caplog.records if r.name == "tempest_ws" and r.exc_info]
-    assert [connection_id in r.getMessage() for r in failures] == [True]
+
+
+async def test_minimal_topics_are_closed_but_your_inbox_and_rooms(
+    load_minimal: Callable[..., Any],
+) -> None:
+    minimal = load_minimal()
+    alice, bob = uuid4(), uuid4()
+    minimal.room_members["team"] = {alice}
+    async with serve(minimal.app, settings=minimal.ws_settings) as base:
+        url = ws_url(base)
+        async with (
+            connect(url, subprotocols=bearer(alice)) as a,
+            connect(url, subprotocols=bearer(bob)) as b,
+        ):
+            await recv(a)
+            await recv(b)
+            for topic in (f"inbox:{alice}", "room:team", "room:Lobby", "lobby", "inbox:"):
+                await send(b, "subscribe", {"topic": topic}, request_id=topic)
+                reply = await recv(b)
+                assert (reply["data"]["code"], reply["request_id"]) == ("forbidden", topic)
+            # bob cannot post into a room he is not in either.
+            await send(b, "chat.message", {"room": "team", "text": "let me in"})
+            assert (await recv(b))["data"]["code"] == "not_subscribed"
+            await send(b, "subscribe", {"topic": f"inbox:{bob}"})  # his own inbox
+            await until(lambda: len(minimal.hub.subscribers(f"inbox:{bob}")) == 1)
+            await send(a, "subscribe", {"topic": "room:team"})
+            await send(a, "chat.message", {"room": "team", "text": "only me"})
+            assert (await recv(a))["data"]["text"] == "only me"
+            assert [c.user_id for c in minimal.hub.subscribers("room:team")] == [alice]
+            await send(b, "subscribe", {"topic": "room:lobby"})  # open to everyone
+            await send(b, "chat.message", {"room": "lobby", "text": "hello"})
+            assert (await recv(b))["data"]["text"] == "hello"
+            assert minimal.hub.stats().subscriptions == 3
 
 
 async def test_minimal_origin_allow_list(load_minimal: Callable[..., Any]) -> None:
@@ -316,11 +351,21 @@ async def test_minimal_heartbeat(load_minimal: Callable[..., Any]) -> None:
 # -- examples/http_push.py: HTTP handlers pushing through the hub ----------------------
 
 
+PUBLISHER = {"Authorization": f"Bearer {token('backend', claims={'roles': ['publisher']})}"}
+"""HTTP headers of a caller with the ``publisher`` role."""
+
+
 @contextlib.asynccontextmanager
-async def http_push_server() -> AsyncIterator[tuple[str, httpx.AsyncClient, Any]]:
+async def http_push_server(
+    rooms: dict[str, set[str]] | None = None,
+) -> AsyncIterator[tuple[str, httpx.AsyncClient, Any]]:
+    """The example on a real server, and an HTTP client that calls it as a publisher."""
     settings = make_settings()
-    app = http_push.create_app(settings)
-    async with serve(app, settings=settings) as base, httpx.AsyncClient(base_url=base) as http:
+    app = http_push.create_app(settings, rooms=rooms)
+    async with (
+        serve(app, settings=settings) as base,
+        httpx.AsyncClient(base_url=base, headers=PUBLISHER) as http,
+    ):
         yield base, http, app.state.hub
 
 
@@ -358,29 +403,32 @@ async def test_http_push_send_to_reaches_every_tab_of_one_user() -> None:
 # --8<-- [start:serve]
 async def test_topic_subscribers_get_http_pushes_in_order() -> None:
     settings = WebSocketSettings(_env_file=None, WS_JWT_SECRET=SECRET)  # ignore any .env
-    app = http_push.create_app(settings)
+    app = http_push.create_app(settings, rooms={"orders": {"alice"}})  # alice is a member
+    backend = make_token("backend", secret=SECRET, claims={"roles": ["publisher"]})
     async with (
         serve(app, settings=settings) as base_url,  # real uvicorn on a free port
-        httpx.AsyncClient(base_url=base_url) as http,
+        httpx.AsyncClient(
+            base_url=base_url, headers={"Authorization": f"Bearer {backend}"}
+        ) as http,
     ):
         url = base_url.replace("http://", "ws://") + "/ws"
         token = make_token("alice", secret=SECRET)
         async with connect(url, subprotocols=["bearer", token]) as ws:
             assert ws.subprotocol == "bearer"
             assert json.loads(await ws.recv())["type"] == "hello"
-            await ws.send(json.dumps({"type": "subscribe", "data": {"topic": "orders"}}))
+            await ws.send(json.dumps({"type": "subscribe", "data": {"topic": "room:orders"}}))
             assert json.loads(await ws.recv())["type"] == "subscribed"
 
             for n in range(20):
-                response = await http.post("/topics/orders/publish", json={"n": n})
+                response = await http.post("/topics/room:orders/publish", json={"n": n})
                 assert response.json() == {"delivered": 1}
             received = [json.loads(await ws.recv())["data"]["payload"]["n"] for _ in range(20)]
             assert received == list(range(20))  # publish order
             # --8<-- [end:serve]
 
-            await ws.send(json.dumps({"type": "unsubscribe", "data": {"topic": "orders"}}))
+            await ws.send(json.dumps({"type": "unsubscribe", "data": {"topic": "room:orders"}}))
             assert json.loads(await ws.recv())["type"] == "unsubscribed"
-            response = await http.post("/topics/orders/publish", json={"n": 20})
+            response = await http.post("/topics/room:orders/publish", json={"n": 20})
             assert response.json() == {"delivered": 0}
             await ws.send(json.dumps({"type": "shout", "request_id": "q"}))
             reply = json.loads(await ws.recv())
@@ -392,20 +440,25 @@ async def test_topic_subscribers_get_http_pushes_in_order() -> None:
 
 
 async def test_http_push_topics_are_scoped() -> None:
-    async with http_push_server() as (base, http, hub):
+    rooms = {"orders": {"alice"}, "billing": {"bob"}}
+    async with http_push_server(rooms) as (base, http, hub):
         url = ws_url(base)
         async with (
             connect(url, subprotocols=bearer("alice")) as alice,
             connect(url, subprotocols=bearer("bob")) as bob,
         ):
-            for ws, topic in ((alice, "orders"), (bob, "billing")):
+            for ws, topic in ((alice, "room:orders"), (bob, "room:billing")):
                 await recv(ws)
                 await send(ws, "subscribe", {"topic": topic})
                 assert (await recv(ws))["type"] == "subscribed"
-            assert (await http.post("/topics/orders/publish", json={})).json()["delivered"] == 1
-            assert (await http.post("/topics/billing/publish", json={})).json()["delivered"] == 1
-            assert (await recv(alice))["data"]["topic"] == "orders"
-            assert (await recv(bob))["data"]["topic"] == "billing"  # never "orders"
+            for ws, topic in ((alice, "room:billing"), (bob, "inbox:alice"), (bob, "orders")):
+                await send(ws, "subscribe", {"topic": topic})  # not a member, not his
+                assert (await recv(ws))["data"]["code"] == "forbidden"
+            for topic in ("room:orders", "room:billing"):
+                response = await http.post(f"/topics/{topic}/publish", json={})
+                assert response.json()["delivered"] == 1
+            assert (await recv(alice))["data"]["topic"] == "room:orders"
+            assert (await recv(bob))["data"]["topic"] == "room:billing"  # never "orders"
             assert hub.stats().subscriptions == 2
         await until(lambda: hub.stats().connections == hub.stats().subscriptions == 0)
 
@@ -418,15 +471,17 @@ def test_unit_test_with_starlette_testclient() -> None:
         from starlette.testclient import TestClient
 
     settings = WebSocketSettings(_env_file=None, WS_JWT_SECRET=SECRET)
-    app = http_push.create_app(settings)
-    with TestClient(app) as client:  # "with" runs the lifespan (hub start/stop)
+    app = http_push.create_app(settings, rooms={"orders": {"alice"}})
+    backend = make_token("backend", secret=SECRET, claims={"roles": ["publisher"]})
+    with TestClient(app, headers={"Authorization": f"Bearer {backend}"}) as client:
         alice = make_token("alice", secret=SECRET)
         with client.websocket_connect("/ws", subprotocols=["bearer", alice]) as ws:
             assert ws.receive_json()["type"] == "hello"
-            ws.send_json({"type": "subscribe", "data": {"topic": "orders"}})
+            ws.send_json({"type": "subscribe", "data": {"topic": "room:orders"}})
             assert ws.receive_json()["type"] == "subscribed"
-            assert client.post("/topics/orders/publish", json={"id": 7}).json() == {"delivered": 1}
-            assert ws.receive_json()["data"] == {"topic": "orders", "payload": {"id": 7}}
+            published = client.post("/topics/room:orders/publish", json={"id": 7})
+            assert published.json() == {"delivered": 1}
+            assert ws.receive_json()["data"] == {"topic": "room:orders", "payload": {"id": 7}}
 
         from starlette.websockets import WebSocketDisconnect
 
@@ -446,10 +501,13 @@ def test_unit_test_with_starlette_testclient() -> None:
 
 async def test_custom_resolver_login_connect_logout() -> None:
     settings = make_settings()
-    app = custom_resolver.create_app(settings)
+    users = custom_resolver.Users()
+    users.add("carol", "correct horse")
+    app = custom_resolver.create_app(settings, users=users)
     async with serve(app, settings=settings) as base, httpx.AsyncClient(base_url=base) as http:
         url = ws_url(base)
-        issued = (await http.post("/login", params={"user_id": "carol"})).json()["token"]
+        form = {"user_id": "carol", "password": "correct horse"}
+        issued = (await http.post("/login", json=form)).json()["token"]
         async with connect(url, subprotocols=["bearer", issued]) as ws:
             await recv(ws)
             await send(ws, "whoami", request_id="w")

@@ -169,6 +169,18 @@ def test_tokens_without_a_numeric_exp_never_expire(claims: dict[str, object]) ->
     assert token_expiry(jwt.encode(claims, "k" * 40)) is None
 
 
+@pytest.mark.parametrize(
+    ("exp", "expected"),
+    [("1796587942", 1796587942.0), (" 42 ", 42.0), ("-5", -5.0), ("1_000", 1000.0)],
+)
+def test_a_numeric_string_exp_is_read_as_pyjwt_reads_it(exp: str, expected: float) -> None:
+    assert token_expiry(jwt.encode({"sub": "a", "exp": exp}, "k" * 40)) == expected
+
+
+def test_an_overlong_digit_string_exp_never_expires() -> None:
+    assert token_expiry(jwt.encode({"sub": "a", "exp": "9" * 65}, "k" * 40)) is None
+
+
 @pytest.mark.parametrize("opaque", ["", "opaque-session-id", "a.b.c", "x" * 5000])
 def test_non_jwt_tokens_never_expire(opaque: str) -> None:
     assert token_expiry(opaque) is None

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tempest_ws import WebSocketHub
+from tempest_ws import WebSocketHub, allow_any_topic
 from tempest_ws.backplane.packet import OP_TOPIC, encode_packet, topic_channel
 from tempest_ws.history import HistoryPolicy, Position, stamp_frame
 from tests.history_support import TOPIC, connect, expect, recoveries
@@ -41,7 +41,7 @@ async def start_hub(redis: RedisServer) -> AsyncIterator[Start]:
         hub = WebSocketHub(
             backplane=RedisBackplane(redis.url, timeout=1, health_check_interval=1),
             history=RedisHistory(redis.url, policy=POLICY, timeout=1),
-            **{"history_gap_timeout": 0.05, **options},
+            **{"history_gap_timeout": 0.05, "topic_authorizer": allow_any_topic, **options},
         )
         await hub.start()
         hubs.append(hub)

@@ -234,7 +234,7 @@ def test_envelope_needs_a_type_when_the_model_serves_several() -> None:
 
 async def test_typed_messages_example_round_trip() -> None:
     settings = make_settings()
-    app = typed_messages.create_app(settings)
+    app = typed_messages.create_app(settings, rooms={"lobby": {"ann", "bob"}})
     with HubProbe(app.state.hub) as probe:
         async with (
             live_server(app, settings=settings) as server,
@@ -265,6 +265,14 @@ async def test_typed_messages_example_round_trip() -> None:
             await bob.send_envelope("chat.message", {}, request_id="c3")
             error = await bob.expect("error")
             assert (error.data["code"], error.request_id) == ("unknown_type", "c3")
+
+            # not a member of "staff", and never joined it: refused, still open
+            await bob.send_envelope("room.join", {"room": "staff"}, request_id="j2")
+            error = await bob.expect("error")
+            assert (error.data["code"], error.request_id) == ("forbidden", "j2")
+            await bob.send_envelope("chat.send", {"room": "staff", "text": "hi"}, request_id="c4")
+            error = await bob.expect("error")
+            assert (error.data["code"], error.request_id) == ("not_subscribed", "c4")
 
             await bob.send_envelope("chat.send", {"room": "lobby", "text": "still here"})
             assert (await ann.expect("chat.message")).data["text"] == "still here"

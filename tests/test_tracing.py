@@ -23,6 +23,8 @@ from tempest_ws import (
     Tracing,
     WebSocketConnection,
     WebSocketHub,
+    allow_any_topic,
+    jwt_bearer_resolver,
     make_websocket_router,
     receive_envelope,
 )
@@ -80,7 +82,9 @@ def traced_app(provider: TracerProvider, *, tracing: bool = True) -> FastAPI:
 
     messages.inbound("fail")(ChatSend)
     hub = WebSocketHub.from_settings(
-        settings, tracing=Tracing(tracer_provider=provider) if tracing else None
+        settings,
+        tracing=Tracing(tracer_provider=provider) if tracing else None,
+        topic_authorizer=allow_any_topic,
     )
     app = FastAPI()
     app.include_router(
@@ -96,8 +100,9 @@ def traced_app(provider: TracerProvider, *, tracing: bool = True) -> FastAPI:
     return app
 
 
-async def _resolver(value: str) -> str | None:
-    return "tracy" if value == token("tracy") else None
+_resolver = jwt_bearer_resolver(make_settings())
+"""Verifies the token: comparing with a freshly made one failed when a second passed
+between the two (the ``exp`` claims differed)."""
 
 
 async def test_a_span_per_handled_inbound_message(
@@ -336,6 +341,7 @@ async def test_trace_context_crosses_the_backplane_on_a_history_topic(
             backplane=RedisBackplane(redis.url, timeout=0.5, health_check_interval=0.5),
             history=RedisHistory(redis.url, policy=policy, timeout=0.5),
             tracing=Tracing(tracer_provider=provider),
+            topic_authorizer=allow_any_topic,
         )
         for _ in range(2)
     ]
@@ -456,7 +462,7 @@ async def test_the_example_traces_its_messages(
 ) -> None:
     from examples.tracing import build_app
 
-    app = build_app(make_settings(), tracer_provider=provider)
+    app = build_app(make_settings(), tracer_provider=provider, rooms={"1": {"ann", "bob"}})
     async with (
         live_server(app) as server,
         server.connect(token("ann")) as ann,
@@ -466,6 +472,13 @@ async def test_the_example_traces_its_messages(
         await ann.expect("ack")
         await bob.send_envelope("chat.send", {"room": "room:1", "text": "hi"})
         assert (await ann.expect("chat.message")).data == {"text": "hi"}
-    await until(lambda: len(spans(exporter, "tempest_ws.receive")) == 2)
+        for topic in ("room:2", "inbox:ann"):  # not a member: neither read nor post
+            await bob.send_envelope("subscribe", {"topic": topic})
+            assert (await bob.expect("error")).data["code"] == "forbidden"
+            await bob.send_envelope("chat.send", {"room": topic, "text": "x"})
+            assert (await bob.expect("error")).data["code"] == "forbidden"
+        await bob.send_envelope("chat.send", {"room": 1})
+        assert (await bob.expect("error")).data["code"] == "invalid_data"
+    await until(lambda: len(spans(exporter, "tempest_ws.receive")) == 7)
     names = sorted(s.name for s in spans(exporter, "tempest_ws.receive"))
-    assert names == ["tempest_ws.receive", "tempest_ws.receive subscribe"]
+    assert names == ["tempest_ws.receive"] * 4 + ["tempest_ws.receive subscribe"] * 3

@@ -10,7 +10,9 @@ other server is needed. Endpoints:
   with ``WS_JWT_SECRET`` (a random secret is generated at startup when none is set, so
   the demo runs with zero configuration and tokens die with the process).
 - ``POST /api/announce`` ``{"text": ..., "room": optional}``: an HTTP handler pushing
-  through the hub to every socket, or to one room's members.
+  through the hub to every socket, or to one room's members. It needs a bearer token
+  with the ``publisher`` role (a ``roles`` claim; the dev login never grants it): 401
+  without a valid token, 403 without the role.
 - ``WS /ws``: the tempest_ws endpoint (bearer subprotocol, heartbeats, close codes).
 
 There is no "who is online" list: a user only learns who is in the rooms they joined.
@@ -38,10 +40,12 @@ import re
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, WebSocket
+import jwt
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import FileResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, SecretStr
 
 from tempest_ws import (
@@ -66,6 +70,8 @@ TOKEN_LIFETIME_SECONDS = 3600
 MAX_TEXT_LENGTH = 1000
 _ROOM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _GENERATED_SECRET_BYTES = 64  # enough for HS256, HS384 and HS512
+PUBLISHER = "publisher"  # the role (``roles`` claim) that may push from HTTP
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
 
 
 class LoginRequest(BaseModel):
@@ -93,6 +99,20 @@ class AnnounceResponse(BaseModel):
     """How many sockets the announcement was queued for (in this process)."""
 
     delivered: int
+
+
+async def publisher(request: Request, credentials: Credentials) -> str:
+    """The caller of a push endpoint: the socket's resolver accepts the token (else 401) and its
+    ``roles`` claim has ``publisher`` (else 403)."""
+    token = credentials.credentials if credentials is not None else None
+    user = await request.app.state.resolve(token) if token else None
+    if token is None or user is None:
+        raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
+    # The resolver has just verified this very token, so its claims are read as is.
+    roles = jwt.decode(token, options={"verify_signature": False}).get("roles")
+    if not isinstance(roles, list) or PUBLISHER not in roles:
+        raise HTTPException(403, f"needs the {PUBLISHER!r} role")
+    return str(user)
 
 
 def _with_secret(settings: WebSocketSettings) -> WebSocketSettings:
@@ -259,11 +279,13 @@ def create_app(settings: WebSocketSettings | None = None) -> FastAPI:
     app = FastAPI(title="tempest_ws chat demo")
     app.state.hub = hub
     app.state.settings = settings
+    resolve = jwt_bearer_resolver(settings)
+    app.state.resolve = resolve  # HTTP endpoints check tokens with it, too
     app.include_router(
         make_websocket_router(
             ChatHandler(),
             hub=hub,
-            bearer_resolver=jwt_bearer_resolver(settings),
+            bearer_resolver=resolve,
             settings=settings,
             path="/ws",
             builtins={"presence.get"},  # the handler keeps subscribe/unsubscribe
@@ -294,8 +316,10 @@ def create_app(settings: WebSocketSettings | None = None) -> FastAPI:
 
     # --8<-- [start:announce]
     @app.post("/api/announce")
-    async def announce(body: AnnounceRequest) -> AnnounceResponse:
-        """Push from an HTTP handler: to everyone, or to one room's members."""
+    async def announce(
+        body: AnnounceRequest, caller: Annotated[str, Depends(publisher)]
+    ) -> AnnounceResponse:
+        """Push from an HTTP handler (a ``publisher`` only): to everyone, or to one room."""
         envelope = {"type": "announcement", "data": {"text": body.text, "room": body.room}}
         topic = ROOM_PREFIX + body.room if body.room else None
         delivered = await hub.broadcast(envelope, topic=topic, everyone=topic is None)
@@ -317,4 +341,5 @@ def _claims(settings: WebSocketSettings) -> dict[str, str]:
 
 
 app = create_app()
-"""The app with settings from the environment, for ``uvicorn examples.chat.app:app``."""
+"""The app with settings from the environment, for ``uvicorn examples.chat.app:app
+--ws-max-size 65536 --ws-per-message-deflate false --ws-ping-interval 0``."""

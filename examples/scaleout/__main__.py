@@ -88,6 +88,7 @@ def start_worker(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
             *(sys.executable, "-m", "uvicorn", "examples.scaleout.app:create_app", "--factory"),
             *("--host", HOST, "--port", str(port), "--log-level", "warning"),
             *("--ws-per-message-deflate", "false", "--ws-max-size", "65536"),
+            *("--ws-ping-interval", "0"),
         ],
         cwd=ROOT,
         env={**os.environ, **env},

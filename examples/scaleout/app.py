@@ -7,17 +7,21 @@ reaches the connections of every worker. Endpoints:
 - ``GET /``: a page that logs in, connects, and shows which worker it talks to;
 - ``POST /api/login`` ``{"name"}``: **development only**, signs a token for any name;
 - ``POST /api/announce`` ``{"text"}``: an HTTP handler broadcasting to every worker;
-- ``GET /api/online``: users online on any worker;
+- ``GET /api/online``: users online on any worker (these two need a bearer token with
+  the ``publisher`` role, a ``roles`` claim the dev login never grants: 401 without a
+  valid token, 403 without the role);
 - ``WS /ws``: ``say {"text"}`` broadcasts ``said {"from", "text", "node"}`` to the
   ``lobby`` topic on every worker, the sender's other tabs included, not the sender.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, WebSocket
+import jwt
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from tempest_ws import (
@@ -30,6 +34,25 @@ from tempest_ws import (
 from tempest_ws.testing import make_token
 
 LOBBY = "lobby"
+PUBLISHER = "publisher"  # the role (``roles`` claim) that may announce and list users
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
+
+
+async def publisher(request: Request, credentials: Credentials) -> str:
+    """The caller of an ops endpoint: the socket's resolver accepts the token (else
+    401) and its ``roles`` claim has ``publisher`` (else 403)."""
+    token = credentials.credentials if credentials is not None else None
+    user = await request.app.state.resolve(token) if token else None
+    if token is None or user is None:
+        raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
+    # The resolver has just verified this very token, so its claims are read as is.
+    roles = jwt.decode(token, options={"verify_signature": False}).get("roles")
+    if not isinstance(roles, list) or PUBLISHER not in roles:
+        raise HTTPException(403, f"needs the {PUBLISHER!r} role")
+    return str(user)
+
+
+Publisher = Annotated[str, Depends(publisher)]
 
 
 class Login(BaseModel):
@@ -66,9 +89,10 @@ def create_app(settings: WebSocketSettings | None = None) -> FastAPI:
 
     # --8<-- [end:hub]
     app = FastAPI(title=f"tempest_ws scale-out node {node}")
+    app.state.resolve = jwt_bearer_resolver(settings)  # the socket's and the HTTP side's
     app.include_router(
         make_websocket_router(
-            handler, hub=hub, bearer_resolver=jwt_bearer_resolver(settings), settings=settings
+            handler, hub=hub, bearer_resolver=app.state.resolve, settings=settings
         )
     )
 
@@ -81,14 +105,14 @@ def create_app(settings: WebSocketSettings | None = None) -> FastAPI:
         return {"token": make_token(body.name, secret=secret, expires_in=3600)}
 
     @app.post("/api/announce")
-    async def announce(body: Announcement) -> dict[str, Any]:
+    async def announce(body: Announcement, caller: Publisher) -> dict[str, Any]:
         delivered_here = await hub.broadcast(
             {"type": "announcement", "data": {"text": body.text, "node": node}}
         )
         return {"node": node, "delivered_here": delivered_here}
 
     @app.get("/api/online")
-    async def online() -> dict[str, Any]:
+    async def online(caller: Publisher) -> dict[str, Any]:
         return {"node": node, "users": sorted(await hub.online_users())}
 
     app.state.hub = hub

@@ -105,6 +105,8 @@ class PubSubLink:
             not in cluster mode (then channels use plain ``SUBSCRIBE``).
         prefix: prepended (with ``:``) to every channel name.
         on_message: ``(channel, data)`` for each message, channel without the prefix.
+        backpressure: called after each message; an awaitable it returns is awaited
+            before the next message is read (the hub's local queues ran deep).
         on_up: awaited after every successful (re)subscription; ``True`` after an outage.
         stop_timeout: bound on each step of :meth:`stop` (abandoned and logged past it).
     """
@@ -121,6 +123,7 @@ class PubSubLink:
         on_message: OnMessage,
         on_up: OnUp,
         stop_timeout: float = STOP_TIMEOUT,
+        backpressure: Callable[[], Awaitable[None] | None] | None = None,
     ) -> None:
         self._open_client = open_client
         self._open_cluster = open_cluster
@@ -130,6 +133,7 @@ class PubSubLink:
         self._interval = health_check_interval
         self._backoff = backoff
         self._on_message = on_message
+        self._backpressure = backpressure
         self._on_up = on_up
         self._stop_timeout = stop_timeout
         self.wanted: set[str] = set()
@@ -327,6 +331,9 @@ class PubSubLink:
                         self._on_message(channel[len(prefix) :], message["data"])
                     except Exception:  # a listener's bug must not stop the link
                         logger.exception("backplane listener failed on %s", channel)
+                    pending = None if self._backpressure is None else self._backpressure()
+                    if pending is not None:
+                        await pending
             elif kind == "pong":
                 shard.ping_sent = None
                 shard.pong.set()

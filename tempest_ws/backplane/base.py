@@ -27,8 +27,13 @@ class Member(NamedTuple):
 
 
 class BackplaneListener(Protocol):
-    """What a backplane calls back (the hub). Both methods run on the event loop and
-    must not block; an exception they raise is logged and the backplane carries on."""
+    """What a backplane calls back (the hub). The methods run on the event loop and
+    must not block; an exception they raise is logged and the backplane carries on.
+
+    A listener may also offer ``backpressure() -> Awaitable[None] | None``: a backplane
+    that reads packets in a loop (Redis) calls it after each packet and awaits what it
+    returns before reading the next, so a burst from other nodes lets local writers run.
+    """
 
     def on_packet(self, channel: str, packet: bytes) -> None:
         """A packet arrived on a subscribed channel (maybe one this node published)."""

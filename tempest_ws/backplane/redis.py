@@ -197,6 +197,7 @@ class RedisBackplane:
             health_check_interval=self.health_check_interval,
             backoff=Backoff(min_delay=min(0.05, self.reconnect_max), max_delay=self.reconnect_max),
             on_message=listener.on_packet,
+            backpressure=getattr(listener, "backpressure", None),  # optional in the protocol
             on_up=self._on_up,
             stop_timeout=self.stop_timeout,
         )

@@ -138,7 +138,7 @@ export type ClosePolicy = "stop" | "auth" | "long" | "reconnect";
 /**
  * When `token` expires, in ms since the epoch: a JWT's `exp` claim, read from its
  * base64url JSON payload without verifying anything. null for an opaque token, a JWT
- * without a numeric `exp`, or anything that does not decode.
+ * without an `exp` that is a number or a string of digits, or anything that does not decode.
  */
 export declare function tokenExpiry(token: unknown): number | null;
 

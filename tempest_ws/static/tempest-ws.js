@@ -114,7 +114,8 @@ function seedPositions(given) {
 /**
  * When `token` expires, in milliseconds since the epoch: the `exp` claim of a JWT's
  * payload (base64url JSON), read without verifying anything. `null` for an opaque token,
- * a JWT without a numeric `exp`, or anything that does not decode.
+ * a JWT without an `exp` that is a number or a string of digits, or anything that does
+ * not decode.
  *
  * @param {unknown} token
  * @returns {number | null}
@@ -128,7 +129,9 @@ export function tokenExpiry(token) {
     const padded = base64 + "=".repeat((4 - (base64.length % 4)) % 4);
     const bytes = Uint8Array.from(atob(padded), (char) => char.charCodeAt(0));
     const payload = JSON.parse(new TextDecoder().decode(bytes));
-    const exp = payload && typeof payload === "object" ? payload.exp : undefined;
+    let exp = payload && typeof payload === "object" ? payload.exp : undefined;
+    // A string of digits is an exp for PyJWT and for the server, so for the client too.
+    if (typeof exp === "string" && /^\s*[+-]?\d{1,20}\s*$/.test(exp)) exp = Number(exp);
     return typeof exp === "number" && Number.isFinite(exp) ? exp * 1000 : null;
   } catch {
     return null;
@@ -653,7 +656,10 @@ export class TempestWS extends EventTarget {
     } catch (cause) {
       if (generation !== this.#generation) return;
       this.#emit("error", {
-        error: new TempestWSError("could not get the URL or token", { code: "token_provider_failed", cause }),
+        error: new TempestWSError(`could not get the URL or token: ${cause?.message ?? cause}`, {
+          code: "token_provider_failed",
+          cause,
+        }),
         fatal: false,
       });
       this.#afterClose(CloseCode.ABNORMAL, "token provider failed");
