@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Self
 
 from ._authz import TopicAuthorizer
-from ._bounded import STOP_TIMEOUT, check_stop_timeout
+from ._bounded import STOP_TIMEOUT, bounded, check_stop_timeout
 from ._flow import SendBudget
 from ._history_access import HistoryAccess, HistoryStats, history_from_settings, make_history
 from ._hub_targets import TargetedSends
@@ -105,7 +105,8 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             carry the caller's trace context to the other nodes, which trace their
             fan-out; the router traces inbound messages with it too. Off by default.
         stop_timeout: seconds each step of :meth:`stop` after the connections' close
-            (bounded through ``close_timeout``) may take; past that it is abandoned.
+            (bounded through ``close_timeout``) may take, the topic cleanups included;
+            past that it is abandoned.
 
     Deliveries take a :class:`~tempest_ws.envelope.WSEnvelope` or a mapping and return
     how many connections *of this process* got the frame. A closed or slow recipient is
@@ -255,7 +256,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         history store. Idempotent; never hangs (see ``stop_timeout``)."""
         connections = list(self._connections.values())
         await asyncio.gather(*(c.close(code, reason) for c in connections), return_exceptions=True)
-        await self._finish_cleanups()
+        await bounded(self._finish_cleanups(), "topic cleanups", limit=self.stop_timeout)
         await self._presence.settle(self.close_timeout)
         await self._presence.stop(self.stop_timeout)
         await self._node.stop(self.stop_timeout)
