@@ -33,6 +33,7 @@ from fastapi import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ._audit import security_event, traffic_event
+from ._bounded import STOP_TIMEOUT, cancel_tasks
 from ._builtins import Inbound
 from ._expiry import TokenLifetime
 from ._handler_socket import HandlerWebSocket
@@ -424,7 +425,5 @@ class Endpoint:
             for connection in stuck:
                 connection.abort()
         finally:
-            for task in closes:
-                task.cancel()
-            await asyncio.gather(*closes, return_exceptions=True)
+            await cancel_tasks(closes, "drain close", limit=STOP_TIMEOUT)
         return len(targets)

@@ -32,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from ._bounded import STOP_TIMEOUT, bounded, cancel_tasks
 from ._history_catchup import Catchups
 from ._history_mend import Mending
 from ._history_publish import Publishing
@@ -139,13 +140,12 @@ class HubHistory(Publishing, Catchups, Mending):
         """Whether ``topic`` keeps history."""
         return self.policy.keeps(topic)
 
-    async def stop(self) -> None:
+    async def stop(self, limit: float = STOP_TIMEOUT) -> None:
         """Cancel and await the mending and following tasks, forget every topic, close
-        the store."""
-        tasks = [*self._tasks, *([self._mender] if self._mender is not None else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        the store. The tasks and the store's ``aclose`` get ``limit`` seconds each; past
+        that they are abandoned (logged on ``tempest_ws.shutdown``)."""
+        tasks = [*self._tasks, self._mender]
+        await cancel_tasks(tasks, "history task", limit=limit)
         self._mender = None
         for state in self._topics.values():
             self._forget(state)
@@ -154,7 +154,11 @@ class HubHistory(Publishing, Catchups, Mending):
                     catchup.finished.set_result(None)
         self._topics.clear()
         self._gapped.clear()
-        await self.store.aclose()
+        name = type(self.store).__name__
+        try:
+            await bounded(self.store.aclose(), f"{name}.aclose", limit=limit)
+        except Exception:  # a collaborator's failure must not break the hub's stop
+            logger.exception("history store %s failed to close", name)
 
     async def page(self, topic: str, *, since: int | None, limit: int) -> HistoryPage:
         """``store.history`` for a topic that keeps history.

@@ -23,6 +23,7 @@ from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ._backoff import Action, Disconnect, OfflineQueue, ReconnectPolicy
+from ._bounded import STOP_TIMEOUT, cancel_tasks
 from ._client_history import Mark
 from ._client_options import ClientOptions, check_known, default_is_fatal, positive
 from ._client_session import _open_connection, _Session
@@ -195,8 +196,7 @@ class _ReconnectingClient(ABC, Generic[M]):
                 runner.cancel()  # connecting or waiting: nothing to lose
             done, _ = await asyncio.wait({runner}, timeout=self._close_timeout + 1.0)
             if not done:
-                runner.cancel()
-                await asyncio.wait({runner})
+                await cancel_tasks([runner], f"client {self.id} connection", limit=STOP_TIMEOUT)
         dropped = self._outbox.clear()
         if dropped:
             logger.warning("client %s: closed with %d unsent messages dropped", self.id, dropped)

@@ -11,7 +11,6 @@ peer is a slow consumer, closed 1013. Closing is idempotent and bounded in time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections import deque
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ._audit import frame_out
+from ._bounded import cancel_tasks
 from ._flow import SendBudget
 from ._frames import frame_size
 from ._transport import direct_writer
@@ -317,9 +317,8 @@ class WebSocketConnection:
                 self._notify_writer()
                 await asyncio.wait({writer}, timeout=self._close_timeout)
             self._stop_writer()
-            if self._writer is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._writer
+            what = f"writer of {self.connection_id}"
+            await cancel_tasks([self._writer], what, limit=self._close_timeout)
             payload = reason.encode()[:_MAX_REASON_BYTES].decode(errors="ignore")
             try:
                 await asyncio.wait_for(

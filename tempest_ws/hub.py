@@ -9,7 +9,7 @@ closed 1013; a delivery that leaves a queue deep waits, a bounded time, for the 
 Across processes every operation keeps its meaning through the backplane: the hub
 delivers to its own connections first, then publishes one packet (the frame already
 serialized) that every other node fans out to its own. A node drops its own packets when
-they come back, so each socket gets a frame once. See ``docs/scaling.md``.
+they come back, so each socket gets a frame once (``docs/scaling.md``).
 
 Opt-in (``docs/realtime.md``, ``docs/history.md``): a ``topic_authorizer``,
 ``require_topic``, topic ``presence``, and per topic pattern message history.
@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Self
 
 from ._authz import TopicAuthorizer
+from ._bounded import STOP_TIMEOUT, bounded, check_stop_timeout
 from ._flow import SendBudget
 from ._history_access import HistoryAccess, HistoryStats, history_from_settings, make_history
 from ._hub_targets import TargetedSends
@@ -103,6 +104,9 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         tracing: OpenTelemetry tracing (:class:`~tempest_ws.tracing.Tracing`): deliveries
             carry the caller's trace context to the other nodes, which trace their
             fan-out; the router traces inbound messages with it too. Off by default.
+        stop_timeout: seconds each step of :meth:`stop` after the connections' close
+            (bounded through ``close_timeout``) may take, the topic cleanups included;
+            past that it is abandoned.
 
     Deliveries take a :class:`~tempest_ws.envelope.WSEnvelope` or a mapping and return
     how many connections *of this process* got the frame. A closed or slow recipient is
@@ -134,6 +138,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         history_policy: HistoryPolicy | None = None,
         history_gap_timeout: float = 1.0,
         tracing: Tracing | None = None,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         if (
             min(
@@ -159,6 +164,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             stall_timeout=slow_consumer_timeout, producer_wait=producer_wait,
         )  # fmt: skip
         self.close_timeout = close_timeout
+        self.stop_timeout = check_stop_timeout(stop_timeout)
         self.backplane: Backplane = backplane if backplane is not None else InMemoryBackplane()
         self.node_id = node_id or new_node_id()
         self.topic_authorizer = topic_authorizer
@@ -247,15 +253,15 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         """Close every connection with ``code`` (concurrently), empty the registry and
         leave the deployment (this node's presence is removed; the ``presence.leave``
         events its users cause are sent first, within ``close_timeout``), then close the
-        history store. Idempotent."""
+        history store. Idempotent; never hangs (see ``stop_timeout``)."""
         connections = list(self._connections.values())
         await asyncio.gather(*(c.close(code, reason) for c in connections), return_exceptions=True)
-        await self._finish_cleanups()
+        await bounded(self._finish_cleanups(), "topic cleanups", limit=self.stop_timeout)
         await self._presence.settle(self.close_timeout)
-        await self._presence.stop()
-        await self._node.stop()
+        await self._presence.stop(self.stop_timeout)
+        await self._node.stop(self.stop_timeout)
         if self._history is not None:
-            await self._history.stop()
+            await self._history.stop(self.stop_timeout)
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -14,12 +14,12 @@ whose caller was cancelled before its batch was sent is dropped, never stored.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .._bounded import STOP_TIMEOUT, cancel_tasks, lost_cancellation
 from ..exceptions import BackplaneError
 from .base import Position
 
@@ -103,6 +103,7 @@ class AppendQueue:
         wake = self._wake
         try:
             while True:
+                lost_cancellation()  # a cancel swallowed by a Redis call still stops us
                 while pending:
                     await self._send_next()
                 if wake is None:  # pragma: no cover - set before the task starts
@@ -148,8 +149,5 @@ class AppendQueue:
         """Stop the task and fail what waits with ``error``. Idempotent; a later
         ``submit`` starts a new task."""
         flusher, self._flusher = self._flusher, None
-        if flusher is not None and not flusher.done():
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+        await cancel_tasks([flusher], "history append flusher", limit=STOP_TIMEOUT)
         self.fail(error)

@@ -48,6 +48,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any, Self
 
+from .._bounded import STOP_TIMEOUT, bounded
 from ..exceptions import BackplaneError, ConfigurationError, MissingDependencyError
 
 try:
@@ -360,10 +361,11 @@ class RedisHistory:
 
     async def aclose(self) -> None:
         """Fail waiting appends, close the connection pool. Idempotent; a later call
-        opens a new one."""
+        opens a new one. Each step gets ``STOP_TIMEOUT`` seconds (then it is abandoned,
+        logged on ``tempest_ws.shutdown``)."""
         await self._appends.aclose(BackplaneError("redis history closed"))
         client, self._client = self._client, None
         self._initialized = False
         if client is not None:
             with contextlib.suppress(*_ERRORS):
-                await client.aclose()
+                await bounded(client.aclose(), "redis history connections", limit=STOP_TIMEOUT)
