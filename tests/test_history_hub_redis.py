@@ -162,6 +162,7 @@ async def test_redis_down_delivers_unstamped_here_then_raises(start_hub: Start) 
     hub = WebSocketHub(
         backplane=RedisBackplane(server.url, timeout=0.5),
         history=RedisHistory(server.url, policy=POLICY, timeout=0.5),
+        topic_authorizer=allow_any_topic,
     )
     try:
         await hub.start()
