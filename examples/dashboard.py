@@ -3,7 +3,7 @@
 Browsers connect to ``/ws`` and subscribe to the ``dashboard`` topic (the router's
 ``subscribe`` built-in answers them). A background task, owned by the app's lifespan,
 broadcasts ``{"type": "metrics", "data": {"seq": n, "hub": {...}, "cluster": {...}}}``
-(:func:`tempest_ws.metrics.hub_snapshot`) to that topic every ``interval`` seconds; it is
+(`tempest_ws.metrics.hub_snapshot()`) to that topic every ``interval`` seconds; it is
 cancelled and awaited on shutdown, before the hub stops. ``GET /`` is the page,
 ``GET /health`` the same snapshot as JSON and ``GET /metrics`` the Prometheus view.
 

@@ -6,7 +6,8 @@ each enabled built-in operation is a message the server receives (``subscribe`` 
 its optional ``offset``/``epoch``, ``unsubscribe``, ``presence.get``, ``typing``,
 ``receipt``); ``typing`` and ``receipt`` are relayed to the topic's members too, with
 another ``data``. A hub with ``presence=`` sends ``presence.join``/``presence.leave``.
-The inbound models are the ones the router validates with (:mod:`tempest_ws._builtins`),
+The inbound models are the ones the router validates with
+([`tempest_ws._builtins`][tempest_ws._builtins]),
 so the document cannot drift from what is accepted.
 """
 

@@ -8,8 +8,8 @@ within the timeout is a denial; each denial is a ``topic_denied`` security event
 
 Topics are closed by default: a router whose built-ins can subscribe and a hub that
 keeps presence or history refuse to start without an authorizer
-(:func:`require_authorizer`). Opening every topic to every authenticated user is the
-explicit choice :func:`allow_any_topic`.
+(`require_authorizer()`). Opening every topic to every authenticated user is the
+explicit choice `allow_any_topic()`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Bounded waits for the stop paths: no ``stop()``, ``close()`` or ``aclose()`` hangs.
 
-Every stop in the package awaits its tasks and collaborators through :func:`bounded` and
-:func:`cancel_tasks`. A wait that outlasts its bound (``STOP_TIMEOUT`` unless the owner
+Every stop in the package awaits its tasks and collaborators through `bounded()` and
+`cancel_tasks()`. A wait that outlasts its bound (``STOP_TIMEOUT`` unless the owner
 was built with another ``stop_timeout``) is abandoned: the caller goes on, the work is
 left to finish on its own (not cancelled: a collaborator's ``stop`` keeps doing its own
 bounded steps, which a cancellation would cut short), and a WARNING on
@@ -9,7 +9,7 @@ bounded steps, which a cancellation would cut short), and a WARNING on
 to end it: redis-py shields some teardown from cancellation (``PubSub.aclose``), and on
 Python 3.11 ``asyncio.wait_for``, which redis-py uses for every write, can lose a
 ``cancel()`` that arrives as the write completes. A loop that is stopped by cancellation
-calls :func:`lost_cancellation` at the top of each turn so that such a lost ``cancel()``
+calls `lost_cancellation()` at the top of each turn so that such a lost ``cancel()``
 still ends it.
 """
 
@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 
 def check_stop_timeout(stop_timeout: float) -> float:
-    """Return ``stop_timeout``; raise :class:`ConfigurationError` unless it is positive."""
+    """Return ``stop_timeout``; raise `ConfigurationError` unless it is positive."""
     if not stop_timeout > 0:
         raise ConfigurationError("stop_timeout must be positive")
     return stop_timeout

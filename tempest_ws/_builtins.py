@@ -1,6 +1,6 @@
 """Built-in operations and typed validation, run by the session before the handler.
 
-``make_websocket_router(builtins=..., messages=...)`` builds one :class:`Inbound`. The
+``make_websocket_router(builtins=..., messages=...)`` builds one `Inbound`. The
 session asks it about every decoded envelope that is not a heartbeat or ``auth.refresh``:
 
 - a built-in type (``subscribe``, ``unsubscribe``, ``presence.get``, ``typing``,
@@ -10,7 +10,8 @@ session asks it about every decoded envelope that is not a heartbeat or ``auth.r
   and a ``recovery`` envelope (``docs/history.md``);
 - with a ``messages`` registry, every other type must be registered inbound and its
   ``data`` must validate (else ``unknown_type`` / ``invalid_data``); the validated model
-  travels with the frame to the handler (:func:`tempest_ws.realtime.receive_envelope`).
+  travels with the frame to the handler
+  ([`tempest_ws.realtime.receive_envelope()`][tempest_ws.realtime.receive_envelope]).
 
 Malformed ``data`` counts toward the connection's invalid frames (1008 past the limit);
 a refused subscription or an operation on a topic the caller is not in does not: those

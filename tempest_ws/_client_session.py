@@ -1,8 +1,8 @@
 """One connection of a reconnecting client: open it, serve it, report how it ended.
 
-:func:`_open_connection` asks the client for a token and the handshake and connects,
-returning the connection or the :class:`~tempest_ws._backoff.Disconnect` that says why
-not. A :class:`_Session` then serves that connection until it closes: it runs the reader
+`_open_connection()` asks the client for a token and the handshake and connects,
+returning the connection or the [`Disconnect`][tempest_ws._backoff.Disconnect] that says why
+not. A `_Session` then serves that connection until it closes: it runs the reader
 and the silence watchdog, waits for the client to call it ready, restores state,
 flushes the offline queue and starts the client's session work (the envelope client's
 in-band token refresh), and finally cancels and awaits its tasks and turns the close

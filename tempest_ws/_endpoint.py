@@ -82,7 +82,8 @@ def _peer_ip(transport: asyncio.WriteTransport | None, scope: Scope) -> str | No
 
 class Endpoint:
     """The ASGI app behind the route, called with the server's own ``receive`` and
-    ``send`` once FastAPI solved the route's dependencies (see :mod:`tempest_ws._route`)."""
+    ``send`` once FastAPI solved the route's dependencies (see
+    [`tempest_ws._route`][tempest_ws._route])."""
 
     def __init__(
         self,

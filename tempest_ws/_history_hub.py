@@ -1,14 +1,15 @@
 """The hub's message history: stamp, sequence, replay and mend the history topics.
 
-A part of :class:`~tempest_ws.hub.WebSocketHub`, kept apart because it is one job: every
-delivery on a topic the :class:`~tempest_ws.history.HistoryPolicy` keeps goes through
+A part of [`WebSocketHub`][tempest_ws.hub.WebSocketHub], kept apart because it is one job: every
+delivery on a topic the [`HistoryPolicy`][tempest_ws.history.HistoryPolicy] keeps goes through
 here (see ``docs/history.md``, "How the hub uses the history").
 
-- **Publishing** (:mod:`tempest_ws._history_publish`) appends the frame to the store
+- **Publishing** ([`tempest_ws._history_publish`][tempest_ws._history_publish]) appends the frame to
+  the store
   (its offset), stamps the position into it, releases it locally through the topic's
   sequencer and publishes one packet whose header carries the position, so receiving
   nodes never parse the frame; with Redis for both, one script appends and publishes.
-- **Receiving**: packets with a position go through the topic's :class:`Sequencer`, one
+- **Receiving**: packets with a position go through the topic's `Sequencer`, one
   per topic this node has local subscribers of. It starts at the store's ``latest`` once
   the node listens to the topic's channel (packets arriving before that are held, then
   pushed). Messages released out of sequence (a gap given up, a new epoch) are preceded
@@ -16,10 +17,11 @@ here (see ``docs/history.md``, "How the hub uses the history").
 - **One mending task per hub** (started when a gap appears, gone when none is left)
   fetches what a gap lacks from the store after ``gap_timeout``, or gives it up.
 - **Subscribing with a position** replays through a seam
-  (:mod:`tempest_ws._history_catchup`); the gap task is :mod:`tempest_ws._history_mend`.
-- **Counting**: :meth:`HubHistory.stats` reports what it did as plain numbers
+  ([`tempest_ws._history_catchup`][tempest_ws._history_catchup]); the gap task is
+  [`tempest_ws._history_mend`][tempest_ws._history_mend].
+- **Counting**: `HubHistory.stats()` reports what it did as plain numbers
   (``hub.history_stats()``); construction and the hub's public history methods are
-  :mod:`tempest_ws._history_access`.
+  [`tempest_ws._history_access`][tempest_ws._history_access].
 
 No lock is held and no socket awaited: deliveries append to the connections' bounded
 queues, like every other fan-out of the hub.
@@ -68,7 +70,7 @@ class HubHistory(Publishing, Catchups, Mending):
         queue_size: the connections' send queue size: a seam buffers at most that many
             live messages, and a replay sends at most half of it.
         append_publish: the store's one-round-trip append and publish for the node's
-            backplane (:meth:`~tempest_ws.history.RedisHistory.joined_with`), if it
+            backplane ([`joined_with()`][tempest_ws.history.RedisHistory.joined_with]), if it
             offers one; else a publish appends, then publishes.
     """
 
@@ -110,7 +112,7 @@ class HubHistory(Publishing, Catchups, Mending):
         self._forgotten = (0, 0)  # (skipped, stale) of the sequencers of topics left
 
     def stats(self) -> HistoryStats:
-        """The counters as a :class:`HistoryStats` (no I/O; one step per followed topic)."""
+        """The counters as a `HistoryStats` (no I/O; one step per followed topic)."""
         skipped, stale = self._forgotten
         for state in self._topics.values():
             if state.seq is not None:

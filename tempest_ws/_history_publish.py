@@ -1,11 +1,11 @@
 """Publishing on a history topic: append, stamp, deliver here, publish with the position.
 
-A part of :class:`~tempest_ws._history_hub.HubHistory` (its base class), kept apart
+A part of [`HubHistory`][tempest_ws._history_hub.HubHistory] (its base class), kept apart
 because it is one job. The store gives the message its offset; the frame is stamped
 with it, released here through the topic's sequencer, and published to the other nodes
 with the position in the packet header.
 
-When the store offers an :class:`~tempest_ws.history.base.AppendPublish` for the node's
+When the store offers an `AppendPublish` for the node's
 backplane (``RedisHistory`` and ``RedisBackplane`` on one standalone server), the append
 and the publish are one script: one round trip, and the channel carries the topic's
 messages in offset order. Otherwise the append is awaited first, then the packet is
@@ -64,7 +64,7 @@ class Publishing:
         the caller's trace context, when tracing is on).
 
         When the append fails, the unstamped frame is delivered and published as on a
-        topic without history, then the append's :class:`BackplaneError` is raised.
+        topic without history, then the append's `BackplaneError` is raised.
         """
         node = self.node
         channel = topic_channel(topic)

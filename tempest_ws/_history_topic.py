@@ -1,11 +1,11 @@
 """What the hub's history keeps per topic and per joining connection (no logic).
 
-:class:`Item` is one message of a history topic on its way to local connections,
-:class:`TopicState` this node following one topic, :class:`Catchup` one connection
-joining one topic, :class:`HistoryStats` the counters the hub reports. The logic lives
-in :mod:`tempest_ws._history_hub` (publishing, receiving, local delivery),
-:mod:`tempest_ws._history_catchup` (subscribing with a position) and
-:mod:`tempest_ws._history_mend` (the gap task).
+`Item` is one message of a history topic on its way to local connections,
+`TopicState` this node following one topic, `Catchup` one connection
+joining one topic, `HistoryStats` the counters the hub reports. The logic lives
+in [`tempest_ws._history_hub`][tempest_ws._history_hub] (publishing, receiving, local delivery),
+[`tempest_ws._history_catchup`][tempest_ws._history_catchup] (subscribing with a position) and
+[`tempest_ws._history_mend`][tempest_ws._history_mend] (the gap task).
 """
 
 from __future__ import annotations

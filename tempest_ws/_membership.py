@@ -1,10 +1,11 @@
 """The hub's membership: who may be in a topic, who is in it, who is online.
 
-A part of :class:`~tempest_ws.hub.WebSocketHub` (its base class), kept apart because it
+A part of [`WebSocketHub`][tempest_ws.hub.WebSocketHub] (its base class), kept apart because it
 is one job: subscriptions and their authorization (``topic_authorizer``, see
-:mod:`tempest_ws._authz`), topic presence (see :mod:`tempest_ws._presence`) and the
+[`tempest_ws._authz`][tempest_ws._authz]), topic presence (see
+[`tempest_ws._presence`][tempest_ws._presence]) and the
 deployment-wide online users. Delivery stays in ``hub.py``; the replay a subscription
-with a position gets is :mod:`tempest_ws._history_hub`'s.
+with a position gets is [`tempest_ws._history_hub`][tempest_ws._history_hub]'s.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ class HubMembership:
 
         On a topic that keeps history (``history_policy``), the connection also gets,
         before this returns: the messages published after ``position`` (the last one
-        the client got, from :func:`~tempest_ws.history.requested_position`), each
+        the client got, from [`requested_position()`][tempest_ws.history.requested_position]), each
         stamped with its position, then one ``recovery`` envelope carrying
         ``request_id`` (``recovered: true`` when nothing is missing; ``false`` when the
         client must reload, always so without a ``position``), then the live messages,
@@ -152,7 +153,7 @@ class HubMembership:
         request_id: str | None,
         ack: str | None,
     ) -> bool:
-        """:meth:`subscribe`; ``ack`` (a serialized frame) is queued once subscribed,
+        """`subscribe()`; ``ack`` (a serialized frame) is queued once subscribed,
         before any replay (the built-in ``subscribe`` answers that way)."""
         if not isinstance(topic, str) or not topic or len(topic) > MAX_TOPIC_LENGTH:
             raise ValueError(f"topic must be a non-empty string of at most {MAX_TOPIC_LENGTH}")
@@ -223,7 +224,7 @@ class HubMembership:
         self._discard(connection)
 
     def _discard(self, connection: WebSocketConnection) -> None:
-        """Unregister at once; leave the topics :data:`CLEANUP_BATCH` at a time.
+        """Unregister at once; leave the topics `CLEANUP_BATCH` at a time.
 
         The connection leaves the connection and user indexes now, so nothing targets
         it any more. Up to a batch of topics is left now too; a connection holding more

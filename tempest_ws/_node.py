@@ -58,7 +58,7 @@ class ClusterStats:
         connected: whether packets flow to and from the other nodes right now.
         channels: backplane channels this node is subscribed to.
         packets_received: packets from other nodes run here.
-        publish_errors: publishes that raised :class:`BackplaneError`.
+        publish_errors: publishes that raised `BackplaneError`.
         epoch: the last ``resync`` epoch sent to clients (0: no outage seen).
     """
 
@@ -203,7 +203,7 @@ class Node:
         return True if knows is None else knows(channel)
 
     async def publish(self, channel: str, packet: bytes) -> int:
-        """Publish; count and re-raise :class:`BackplaneError`."""
+        """Publish; count and re-raise `BackplaneError`."""
         try:
             count = await self.backplane.publish(channel, packet)
         except BackplaneError:

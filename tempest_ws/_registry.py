@@ -65,7 +65,7 @@ class Registry:
 
     def remove(self, connection: WebSocketConnection) -> list[str] | None:
         """Drop ``connection`` from the connection and user indexes (its topics stay
-        until :meth:`leave`); return the channels that lost their last local interest
+        until `leave()`); return the channels that lost their last local interest
         (``None`` when it was not indexed)."""
         cid = connection.connection_id
         if self.connections.pop(cid, None) is None:

@@ -7,10 +7,11 @@ on the object whose bound method is the ASGI ``receive`` callable; when found, t
 connection uses it to abort a stalled peer. uvloop's transports do not subclass
 asyncio's transport classes, so a transport is recognised by its methods.
 
-:class:`DirectWriter` goes one step further for uvicorn's ``websockets-sansio``
+`DirectWriter` goes one step further for uvicorn's ``websockets-sansio``
 protocol (what ``ws="auto"`` picks in current releases, 0.54 included): while the
 connection is open, writable (the transport's buffer under its high-water mark) and
-without extensions, a text frame built once per broadcast (:mod:`tempest_ws._frames`) is
+without extensions, a text frame built once per broadcast
+([`tempest_ws._frames`][tempest_ws._frames]) is
 written to the transport straight away -- the bytes uvicorn's own ``send`` would write,
 without its task switch and per-socket encoding. Every frame is written whole and
 synchronously, so it never interleaves with uvicorn's own control frames (keepalive
@@ -63,7 +64,7 @@ def find_transport(*callables: Any) -> asyncio.WriteTransport | None:
 class DirectWriter:
     """Writes text frames straight to a uvicorn ``websockets-sansio`` connection.
 
-    Build it with :func:`direct_writer`. :meth:`write` and :meth:`write_many` return
+    Build it with `direct_writer()`. `write()` and `write_many()` return
     ``False`` and write nothing unless the connection is open and its transport is
     writable; then the caller queues the frame and sends it through ASGI later.
     """
@@ -88,7 +89,7 @@ class DirectWriter:
         )
 
     def write(self, text: str) -> bool:
-        """Write one text frame now if :meth:`ready`; ``False`` (nothing written) otherwise."""
+        """Write one text frame now if `ready()`; ``False`` (nothing written) otherwise."""
         # ready() inlined: this runs once per recipient of every broadcast.
         protocol = self._protocol
         transport = self._transport
@@ -107,14 +108,14 @@ class DirectWriter:
         return True
 
     def write_many(self, texts: Iterable[str]) -> bool:
-        """Write several text frames in one ``transport.write`` if :meth:`ready`."""
+        """Write several text frames in one ``transport.write`` if `ready()`."""
         if not self.ready():
             return False
         return self.write_frames(encode_text_frames(texts))
 
     def write_batch(self, texts: deque[str], limit: int) -> tuple[int, int] | None:
         """Take frames from the left of ``texts`` until ``limit`` bytes are reached and
-        write them at once, without checking :meth:`ready` (the caller did). Returns their
+        write them at once, without checking `ready()` (the caller did). Returns their
         (bytes, count); ``None`` when the transport refused them (then ``texts`` is as it
         was)."""
         taken: list[str] = []
@@ -130,7 +131,7 @@ class DirectWriter:
         return None
 
     def write_frames(self, data: bytes) -> bool:
-        """Write frames already encoded, without checking :meth:`ready` (the caller did)."""
+        """Write frames already encoded, without checking `ready()` (the caller did)."""
         try:
             self._transport.write(data)
         except (OSError, RuntimeError):
@@ -139,7 +140,7 @@ class DirectWriter:
 
 
 def direct_writer(transport: object) -> DirectWriter | None:
-    """A :class:`DirectWriter` for ``transport`` when it carries uvicorn's sansio protocol.
+    """A `DirectWriter` for ``transport`` when it carries uvicorn's sansio protocol.
 
     ``None`` for any other server or protocol, when the handshake is not complete, or when
     the connection negotiated an extension that rewrites frames (its frames would not be

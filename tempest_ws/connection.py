@@ -2,9 +2,10 @@
 
 Hub fan-out never awaits a socket. Under uvicorn's ``websockets-sansio`` protocol a frame
 for a connection with nothing queued and room in its transport buffer is written at once
-(:mod:`tempest_ws._transport`); otherwise it is queued, and one writer task drains the
+([`tempest_ws._transport`][tempest_ws._transport]); otherwise it is queued, and one writer task
+drains the
 queue in order, in writes of up to 64 KiB where the transport allows. The queue is bounded
-in bytes and frames and must keep moving (:class:`~tempest_ws._flow.SendBudget`), or the
+in bytes and frames and must keep moving ([`SendBudget`][tempest_ws._flow.SendBudget]), or the
 peer is a slow consumer, closed 1013. Closing is idempotent and bounded in time.
 """
 

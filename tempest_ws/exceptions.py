@@ -1,6 +1,6 @@
 """Exceptions raised by tempest_ws.
 
-Hierarchy (every class derives from :class:`TempestWSError`)::
+Hierarchy (every class derives from `TempestWSError`)::
 
     TempestWSError
     ├── ConfigurationError (ValueError)      bad settings or arguments, raised at build time
@@ -16,7 +16,7 @@ Hierarchy (every class derives from :class:`TempestWSError`)::
     ├── RequestTimeoutError (TimeoutError)    a client request got no reply in time
     └── RequestError                          the server answered a client request with an error
 
-Each carries ``code`` (a :class:`~tempest_ws.codes.CloseCode` or short string) and
+Each carries ``code`` (a [`CloseCode`][tempest_ws.codes.CloseCode] or short string) and
 ``reason``.
 """
 
@@ -101,7 +101,7 @@ class UnencodableMessageError(TempestWSError, TypeError):
     """An outbound envelope whose ``data`` JSON cannot encode.
 
     Raised to whoever tried to send it (``hub.broadcast``, ``hub.send_to``,
-    ``hub.reply``, ``connection.send``, :func:`~tempest_ws.envelope.encode_envelope`)
+    ``hub.reply``, ``connection.send``, [`encode_envelope()`][tempest_ws.envelope.encode_envelope])
     before anything is queued: no recipient receives a partial message or is closed for
     it. Causes: a value of a type JSON has no form for (a ``set``, a ``datetime`` without
     the orjson extra, an object), a ``dict`` key that is not a string, or nesting deeper

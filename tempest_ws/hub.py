@@ -14,9 +14,12 @@ they come back, so each socket gets a frame once (``docs/scaling.md``).
 Opt-in (``docs/realtime.md``, ``docs/history.md``): a ``topic_authorizer``,
 ``require_topic``, topic ``presence``, and per topic pattern message history.
 
-Bases, one job each: :mod:`tempest_ws._membership` (subscriptions, authorization,
-presence), :mod:`tempest_ws._hub_targets` (one user, one connection, replies, kicks) and
-:mod:`tempest_ws._history_access` (history); here: construction, the lifecycle, the
+Bases, one job each: [`tempest_ws._membership`][tempest_ws._membership] (subscriptions,
+authorization,
+presence), [`tempest_ws._hub_targets`][tempest_ws._hub_targets] (one user, one connection, replies,
+kicks) and
+[`tempest_ws._history_access`][tempest_ws._history_access] (history); here: construction, the
+lifecycle, the
 registry and broadcasts.
 """
 
@@ -75,44 +78,44 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             backplane); registering one more closes that user's oldest connection, wherever
             it lives, with 4429.
         max_connections: connections in this process; past it ``register`` raises
-            :class:`CapacityError` and the router closes the newcomer 1013.
+            `CapacityError` and the router closes the newcomer 1013.
         send_queue_size: frames queued per connection before it is a slow consumer.
         send_queue_bytes: bytes of frames queued per connection before it is one.
         slow_consumer_timeout: seconds queued frames may sit before it is one.
         producer_wait: longest a delivery waits for deep queues to drain (0: never).
         close_timeout: seconds a close may take before the transport is aborted.
-        backplane: how this hub reaches the others; an :class:`InMemoryBackplane` of its
+        backplane: how this hub reaches the others; an `InMemoryBackplane` of its
             own by default (one process).
         node_id: this process's id in the deployment (12 hex digits); random by default.
         topic_authorizer: ``(connection, topic) -> bool`` (sync or async) asked before
             every new subscription and every ``presence.get``; only ``True`` admits
-            (see :meth:`subscribe`). Required with ``presence`` or history: such a hub
+            (see `subscribe()`). Required with ``presence`` or history: such a hub
             refuses to start without one (``allow_any_topic`` opens every topic).
         authorizer_timeout: seconds the authorizer may take before it counts as a denial.
         max_topics_per_connection: topics one connection may be subscribed to; past it
-            :meth:`subscribe` raises :class:`~tempest_ws.exceptions.TopicLimitError`.
+            `subscribe()` raises [`TopicLimitError`][tempest_ws.exceptions.TopicLimitError].
         presence: keep topic presence (``presence.join``/``presence.leave`` events,
-            :meth:`presence`) for every topic (``True``) or the topics a predicate accepts.
-        require_topic: refuse :meth:`broadcast` without a topic (unless ``everyone=True``),
+            `presence()`) for every topic (``True``) or the topics a predicate accepts.
+        require_topic: refuse `broadcast()` without a topic (unless ``everyone=True``),
             so a forgotten ``topic=`` cannot reach every tenant.
         history: where the topics ``history_policy`` keeps store their messages; a
-            :class:`~tempest_ws.history.MemoryHistory` by default when a policy is given.
-            The hub closes it on :meth:`stop`.
+            [`MemoryHistory`][tempest_ws.history.MemoryHistory] by default when a policy is given.
+            The hub closes it on `stop()`.
         history_policy: which topics keep history; the store's own ``policy`` by default.
         history_gap_timeout: seconds a node holds messages of a history topic behind a
             missing one before it fetches it from the store (or gives it up).
-        tracing: OpenTelemetry tracing (:class:`~tempest_ws.tracing.Tracing`): deliveries
+        tracing: OpenTelemetry tracing ([`Tracing`][tempest_ws.tracing.Tracing]): deliveries
             carry the caller's trace context to the other nodes, which trace their
             fan-out; the router traces inbound messages with it too. Off by default.
-        stop_timeout: seconds each step of :meth:`stop` after the connections' close
+        stop_timeout: seconds each step of `stop()` after the connections' close
             (bounded through ``close_timeout``) may take, the topic cleanups included;
             past that it is abandoned.
 
-    Deliveries take a :class:`~tempest_ws.envelope.WSEnvelope` or a mapping and return
+    Deliveries take a [`WSEnvelope`][tempest_ws.envelope.WSEnvelope] or a mapping and return
     how many connections *of this process* got the frame. A closed or slow recipient is
     closed and unregistered, never raised for. When the backplane cannot carry a delivery
     to the other nodes, the local recipients have it already and the call raises
-    :class:`~tempest_ws.exceptions.BackplaneError`.
+    [`BackplaneError`][tempest_ws.exceptions.BackplaneError].
 
     The hub starts with the router's lifespan; used before that, it starts itself.
     """
@@ -203,10 +206,10 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         history), with the realtime options given as keyword arguments.
 
         With ``WS_REDIS_URL`` set (and no ``backplane`` given) the hub uses a
-        :class:`~tempest_ws.backplane.RedisBackplane` from the ``WS_REDIS_*`` settings
+        [`RedisBackplane`][tempest_ws.backplane.RedisBackplane] from the ``WS_REDIS_*`` settings
         (importing redis only then). Topics ``WS_HISTORY_TOPICS`` names (and no
-        ``history`` given) keep history in a :class:`~tempest_ws.history.RedisHistory`
-        with ``WS_REDIS_URL``, a :class:`~tempest_ws.history.MemoryHistory` without.
+        ``history`` given) keep history in a [`RedisHistory`][tempest_ws.history.RedisHistory]
+        with ``WS_REDIS_URL``, a [`MemoryHistory`][tempest_ws.history.MemoryHistory] without.
         """
         if backplane is None and settings.WS_REDIS_URL:
             from .backplane.redis import RedisBackplane
@@ -283,7 +286,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         """Build a connection with this hub's send budget and close timeout (not registered).
 
         Its id, ``<node id>.<uuid4 hex>``, names this node, so
-        :meth:`send_to_connection` reaches it from any node.
+        `send_to_connection()` reaches it from any node.
         """
         return WebSocketConnection(
             user_id,

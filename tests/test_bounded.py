@@ -24,7 +24,7 @@ GUARD = 30.0  # the test fails, rather than hangs, if a stop is not bounded afte
 
 
 class Stubborn:
-    """Work that ignores ``cancel()`` until :meth:`release` (as redis-py's uncancellable
+    """Work that ignores ``cancel()`` until `release()` (as redis-py's uncancellable
     ``PubSub.aclose`` or a cancellation lost by ``asyncio.wait_for`` do)."""
 
     def __init__(self) -> None:

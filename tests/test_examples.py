@@ -1,7 +1,7 @@
 """The documented examples, imported and driven over a real socket.
 
 Every example under ``examples/`` runs here under a real uvicorn server on a free
-loopback port (:func:`tempest_ws.testing.serve`) and is driven with the ``websockets``
+loopback port (`tempest_ws.testing.serve()`) and is driven with the ``websockets``
 client, asserting what the docs promise about it. Sections between ``--8<--`` markers
 are included verbatim in ``docs/testing.md``.
 

@@ -1,7 +1,7 @@
 """The hub with history, without sockets: stamping, replay and ``recovery``, the
 built-in ``subscribe`` with a position, gaps between hubs, failures of the store.
 
-Hubs share one :class:`~tests.history_support.LossyBus` and one ``MemoryHistory``, so
+Hubs share one `LossyBus` and one ``MemoryHistory``, so
 two hubs behave like two processes on one Redis; the bus can lose packets on purpose.
 """
 

@@ -2,10 +2,10 @@
 
 The model: publishers append to a store (which assigns offsets) and put the message "in
 flight"; in-flight messages reach the node in any order, or never (a failed publish);
-the node's :class:`Sequencer` releases them in offset order, filling gaps from the store
+the node's `Sequencer` releases them in offset order, filling gaps from the store
 when the hub's gap timer fires. Subscriber A follows the topic from the start;
 subscriber B joins at any moment with a stored position: it is registered for live
-delivery (a :class:`Seam` buffers), its replay is read from the store later, and the
+delivery (a `Seam` buffers), its replay is read from the store later, and the
 seam is finished later still, while messages keep flowing. Hypothesis chooses every
 interleaving. With no history trimmed and no data loss, both get every message after
 their position exactly once, in order; otherwise neither ever gets a duplicate or an

@@ -1,7 +1,7 @@
 """The hub's realtime options without sockets: topic authorization, ``require_topic``,
 topic presence (ref-counted per user across tabs and across hubs sharing a bus), replies.
 
-Connections here write to a :class:`~tests.support.Peer`; two hubs on one
+Connections here write to a `Peer`; two hubs on one
 ``InMemoryBus`` behave as two processes. "Never delivered" is proven with a later frame
 from the same hub: per connection, frames arrive in publish order.
 """

@@ -108,7 +108,7 @@ class PubSubLink:
         backpressure: called after each message; an awaitable it returns is awaited
             before the next message is read (the hub's local queues ran deep).
         on_up: awaited after every successful (re)subscription; ``True`` after an outage.
-        stop_timeout: bound on each step of :meth:`stop` (abandoned and logged past it).
+        stop_timeout: bound on each step of `stop()` (abandoned and logged past it).
     """
 
     def __init__(
@@ -151,7 +151,7 @@ class PubSubLink:
     # -- public ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the link task (owned by this object until :meth:`stop`)."""
+        """Start the link task (owned by this object until `stop()`)."""
         if self._task is None:
             self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name="tempest_ws redis link")

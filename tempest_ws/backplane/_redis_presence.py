@@ -7,7 +7,7 @@ on Redis Cluster):
 ``P:presence:<user>``  ZSET ``<node>/<connection id>`` -> connection time (µs)
 ``P:nodeusers:<node>`` SET of users with a connection on that node
 
-plus the topic presence keys of :mod:`~tempest_ws.backplane._redis_topics`.
+plus the topic presence keys of [`_redis_topics`][tempest_ws.backplane._redis_topics].
 
 ``online_users`` and ``is_online`` read the sets of the live nodes (each node keeps its
 own set from what it actually holds). ``join`` runs one Lua script on the user's key:
@@ -99,7 +99,7 @@ def _text(value: Any) -> str:
 
 
 class RedisPresence:
-    """The :class:`~tempest_ws.backplane.base.Presence` of :class:`RedisBackplane`."""
+    """The [`Presence`][tempest_ws.backplane.base.Presence] of `RedisBackplane`."""
 
     def __init__(
         self, *, prefix: str, ttl: float, timeout: float, stop_timeout: float = STOP_TIMEOUT

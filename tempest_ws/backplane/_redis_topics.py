@@ -102,7 +102,7 @@ def _pair_of(member: Any) -> Pair | None:
 
 
 class RedisTopicPresence:
-    """The topic half of :class:`~tempest_ws.backplane._redis_presence.RedisPresence`."""
+    """The topic half of [`RedisPresence`][tempest_ws.backplane._redis_presence.RedisPresence]."""
 
     def __init__(self, *, prefix: str, timeout: float, stop_timeout: float = STOP_TIMEOUT) -> None:
         self._prefix = prefix

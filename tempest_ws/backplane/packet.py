@@ -187,8 +187,8 @@ def positioned_head(
     It ends with ``"p":[``; the header is finished by the offset, a comma, the epoch as a
     JSON string and ``]}``, then a newline and the frame follow. This lets a store that
     assigns the position on its server build the packet there
-    (:meth:`~tempest_ws.history.RedisHistory.append_publish`);
-    :func:`encode_packet` with ``position`` gives the same bytes.
+    ([`append_publish()`][tempest_ws.history.RedisHistory.append_publish]);
+    `encode_packet()` with ``position`` gives the same bytes.
     """
     if exclude or exclude_users or trace:
         header: dict[str, Any] = {"v": VERSION, "n": node, "o": op, "t": target}

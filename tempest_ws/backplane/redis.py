@@ -1,14 +1,14 @@
 """``RedisBackplane``: the hubs of many processes and machines, joined by Redis pub/sub.
 
 Needs the ``redis`` extra (``pip install 'tempest-ws[redis]'``); importing this module
-without it raises :class:`~tempest_ws.exceptions.MissingDependencyError`.
+without it raises [`MissingDependencyError`][tempest_ws.exceptions.MissingDependencyError].
 
 Three parts, each with one job:
 
 * publishing (here): one task sends the packets queued by ``publish`` in call order,
   pipelining whatever accumulated while the previous batch was in flight. Each packet
   is one ``PUBLISH`` (``SPUBLISH`` on a cluster) and is never retried, so a failure is an
-  error to the caller (:class:`~tempest_ws.exceptions.BackplaneError`), never a duplicate;
+  error to the caller ([`BackplaneError`][tempest_ws.exceptions.BackplaneError]), never a duplicate;
 * subscribing (``_redis_link``): a link that reconnects with capped exponential backoff
   and jitter, resubscribes everything and reports each recovery (the hub sends
   ``resync``);
@@ -55,7 +55,7 @@ _ERRORS = (RedisError, OSError, TimeoutError)
 
 
 class RedisBackplane:
-    """A :class:`~tempest_ws.backplane.base.Backplane` on Redis pub/sub.
+    """A [`Backplane`][tempest_ws.backplane.base.Backplane] on Redis pub/sub.
 
     Args:
         url: ``redis://[user:password@]host:port/db``, ``rediss://`` or ``unix://``; with
@@ -70,7 +70,7 @@ class RedisBackplane:
         reconnect_max: cap of the reconnection backoff, in seconds.
         presence_ttl: a node silent this long is dead (its connections stop counting).
         max_pending: publishes queued before ``publish`` raises at once.
-        stop_timeout: bound on each step of :meth:`stop` (a task, a connection); a step
+        stop_timeout: bound on each step of `stop()` (a task, a connection); a step
             that outlasts it is abandoned and logged on ``tempest_ws.shutdown``.
 
     Raises:

@@ -1,4 +1,4 @@
-"""The pipelined append queue of :class:`~tempest_ws.history.redis.RedisHistory`.
+"""The pipelined append queue of [`RedisHistory`][tempest_ws.history.redis.RedisHistory].
 
 One task sends the appends queued by ``submit`` in call order, pipelining whatever
 accumulated while the previous batch was in flight, so one node's appends take offsets in

@@ -1,4 +1,4 @@
-"""The two Lua scripts of :class:`~tempest_ws.history.redis.RedisHistory`.
+"""The two Lua scripts of [`RedisHistory`][tempest_ws.history.redis.RedisHistory].
 
 Each runs atomically on the shard owning the topic's two keys (``KEYS[1]`` the meta hash,
 ``KEYS[2]`` the stream). A missing hash means the topic's sequence was lost (or never

@@ -43,7 +43,7 @@ class _Ring:
 
 
 class MemoryHistory:
-    """A :class:`~tempest_ws.history.HistoryStore` in memory, for one process.
+    """A [`HistoryStore`][tempest_ws.history.HistoryStore] in memory, for one process.
 
     Args:
         policy: the bounds (``max_messages``, ``max_age``, ``meta_ttl``); the topic

@@ -1,7 +1,8 @@
 """``RedisHistory``: topic history in Redis Streams, shared by every node of a deployment.
 
 Needs the ``redis`` extra (``pip install 'tempest-ws[redis]'``); importing this module
-without it raises :class:`~tempest_ws.exceptions.MissingDependencyError`. Needs Redis 6.2
+without it raises [`MissingDependencyError`][tempest_ws.exceptions.MissingDependencyError]. Needs
+Redis 6.2
 or later (``XTRIM MINID``).
 
 Two keys per topic (``P`` is the key prefix; the ``{t:...}`` hash tag puts both in one
@@ -23,16 +24,16 @@ epoch (Redis's clock in µs, then random digits the store drew when it was made)
 every position handed out before is answered ``recovered=False``. Stream ids are Redis's
 clock, so age trimming and the age check on reads never depend on a node's clock.
 
-Appends are pipelined (:mod:`~tempest_ws.history._redis_appends`): one task sends
+Appends are pipelined ([`_redis_appends`][tempest_ws.history._redis_appends]): one task sends
 whatever accumulated while the previous batch was in flight, in call order, so one node's
 appends take offsets in the order they were called and cost one round trip per batch.
 (On Redis Cluster each append is sent on its own: cluster pipelines may retry a whole
-batch.) :meth:`RedisHistory.append_publish` also publishes the stamped packet from the
-same script, for a :class:`~tempest_ws.backplane.RedisBackplane` on the same standalone
-server (:meth:`RedisHistory.joined_with`).
+batch.) `RedisHistory.append_publish()` also publishes the stamped packet from the
+same script, for a [`RedisBackplane`][tempest_ws.backplane.RedisBackplane] on the same standalone
+server (`RedisHistory.joined_with()`).
 
 Every batch and read is bounded by ``timeout`` and raises
-:class:`~tempest_ws.exceptions.BackplaneError` on failure (a failed batch fails every
+[`BackplaneError`][tempest_ws.exceptions.BackplaneError] on failure (a failed batch fails every
 append waiting, at once). Appends are never retried (a retried append could store the
 message twice); reads are retried once after a dropped connection (the first command
 after a Redis restart meets a dead pooled connection).
@@ -90,7 +91,7 @@ def _ms(seconds: float) -> int:
 
 
 class RedisHistory:
-    """A :class:`~tempest_ws.history.HistoryStore` on Redis Streams.
+    """A [`HistoryStore`][tempest_ws.history.HistoryStore] on Redis Streams.
 
     Args:
         url: ``redis://[user:password@]host:port/db``, ``rediss://`` or ``unix://``;
@@ -250,20 +251,20 @@ class RedisHistory:
         return await self._append(topic, frame, ())
 
     async def append_publish(self, topic: str, frame: str, channel: str, head: str) -> Position:
-        """:meth:`append`, and in the same script ``PUBLISH`` on Redis channel ``channel``
+        """`append()`, and in the same script ``PUBLISH`` on Redis channel ``channel``
         the packet ``head`` + position + newline + stamped frame; return the position.
 
         ``head`` is a packet header cut before its position
-        (:func:`~tempest_ws.backplane.packet.positioned_head`); the packet is then
+        (`positioned_head()`); the packet is then
         byte for byte what ``encode_packet`` gives with the position and the frame
-        stamped by :func:`~tempest_ws.history.stamp_frame`. One round trip, and
+        stamped by `stamp_frame()`. One round trip, and
         subscribers of ``channel`` get the topic's messages in offset order. Standalone
         Redis only (on a cluster the channel and the keys live on different shards).
 
         Raises:
             ConfigurationError: the store is a cluster store.
             ValueError: ``frame`` is not a serialized JSON object.
-            BackplaneError: as :meth:`append`; the packet is published exactly when the
+            BackplaneError: as `append()`; the packet is published exactly when the
                 message is stored.
         """
         if self.cluster:
@@ -272,8 +273,8 @@ class RedisHistory:
         return await self._append(topic, frame, (channel, head, f"{drop}:{middle}"))
 
     def joined_with(self, backplane: object) -> AppendPublish | None:
-        """An :class:`~tempest_ws.history.base.AppendPublish` for ``backplane`` when it is a
-        standalone :class:`~tempest_ws.backplane.RedisBackplane` on this store's URL (the
+        """An `AppendPublish` for ``backplane`` when it is a
+        standalone [`RedisBackplane`][tempest_ws.backplane.RedisBackplane] on this store's URL (the
         same server), else ``None``; the hub then appends and publishes in one round trip.
         """
         from ..backplane.redis import RedisBackplane

@@ -4,7 +4,7 @@
 built-in ``subscribe`` (and ``?topics=``) is answered with the error envelope
 ``topic_limit`` carrying the request's ``request_id``, a log line names the connection,
 and nothing is subscribed; the connection stays open with its other topics.
-``hub.subscribe`` raises :class:`~tempest_ws.exceptions.TopicLimitError`. A connection
+``hub.subscribe`` raises `TopicLimitError`. A connection
 at the cap closes and leaves every topic. Real uvicorn, real ``websockets`` clients.
 """
 
