@@ -73,6 +73,11 @@ def all_blocks() -> list[Block]:
     return [block for page in pages() for block in blocks(page)]
 
 
+def doc_blocks(page: str, first: str) -> list[str]:
+    """The texts of every block of ``page`` whose first line is ``first``, in order."""
+    return [b.text for b in blocks(ROOT / page) if b.first == first.strip()]
+
+
 def doc_block(page: str, first: str) -> str:
     """The text of the block of ``page`` (``"docs/x.md"``) whose first line is ``first``.
 
@@ -80,7 +85,7 @@ def doc_block(page: str, first: str) -> str:
         LookupError: no such block (it was edited: check the test still runs what the
             page shows, then update ``first``), or several.
     """
-    matches = [b for b in blocks(ROOT / page) if b.first == first.strip()]
+    matches = doc_blocks(page, first)
     if len(matches) != 1:
         raise LookupError(f"{page}: {len(matches)} blocks start with {first!r}")
-    return matches[0].text
+    return matches[0]
