@@ -100,7 +100,7 @@ def markdown(
         "",
         f"![throughput and p99 latency against N]({image})",
         "",
-        "## Targets (issue 5), judged on this run",
+        "## Targets, judged on this run",
         "",
         "| target | value | met |",
         "|---|---|---|",

@@ -351,8 +351,11 @@ async def test_minimal_heartbeat(load_minimal: Callable[..., Any]) -> None:
 # -- examples/http_push.py: HTTP handlers pushing through the hub ----------------------
 
 
-PUBLISHER = {"Authorization": f"Bearer {token('backend', claims={'roles': ['publisher']})}"}
-"""HTTP headers of a caller with the ``publisher`` role."""
+PUBLISHER = {
+    "Authorization": f"Bearer {token('backend', claims={'roles': ['publisher']}, expires_in=3600)}"
+}
+"""HTTP headers of a caller with the ``publisher`` role. Signed at import, so it lasts an
+hour: the whole suite outlasts the default five minutes."""
 
 
 @contextlib.asynccontextmanager

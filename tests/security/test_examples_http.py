@@ -39,7 +39,7 @@ def auth(subject: str, **kwargs: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(subject, **kwargs)}"}
 
 
-PUBLISHER = auth("backend", claims={"roles": ["publisher"]})
+PUBLISHER = auth("backend", claims={"roles": ["publisher"]}, expires_in=3600)  # outlives the suite
 
 
 @contextlib.asynccontextmanager
