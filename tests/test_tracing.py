@@ -426,6 +426,7 @@ import sys
 import tempest_ws
 for name in [m for m in sys.modules if m == "opentelemetry" or m.startswith("opentelemetry.")]:
     sys.modules[name] = None
+sys.modules["opentelemetry"] = None  # also when FastAPI had not imported it
 from tempest_ws.exceptions import MissingDependencyError
 try:
     tempest_ws.Tracing()
