@@ -74,7 +74,7 @@ class MissingDependencyError(TempestWSError, ImportError):
     """An optional dependency is missing; the message names the extra and a command that works.
 
     The command installs the extra's own requirements as the installed tempest-ws declares
-    them (``pip install 'redis>=8.0'`` for ``redis``), which works however tempest-ws itself
+    them (``pip install 'redis>=8.1'`` for ``redis``), which works however tempest-ws itself
     was installed; without installed metadata it names ``package`` alone.
     """
 

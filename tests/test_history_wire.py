@@ -184,5 +184,5 @@ def test_history_does_not_import_redis_and_redis_history_names_the_extra() -> No
     )
     assert result.stdout.strip() == (
         "MissingDependencyError 'redis' is not installed; tempest-ws's 'redis' extra needs: "
-        "pip install 'redis>=8.0' (redis)"
+        "pip install 'redis>=8.1' (redis)"
     )

@@ -1,6 +1,6 @@
 """``RedisHistory``: topic history in Redis Streams, shared by every node of a deployment.
 
-Needs the ``redis`` extra (``pip install 'redis>=8.0'``); importing this module
+Needs the ``redis`` extra (``pip install 'redis>=8.1'``); importing this module
 without it raises :class:`~tempest_ws.exceptions.MissingDependencyError`. Needs Redis 6.2
 or later (``XTRIM MINID``).
 
