@@ -14,4 +14,7 @@ if ! NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$(mktemp 
   grep -v '^INFO' "$docs_log" >&2
   exit 1
 fi
-exec .venv/bin/python -m pytest "$@"
+# Two pytest-xdist workers, one test file per worker at a time (--dist loadfile), so a
+# module's fixtures (Redis clusters, node processes) start once. Later arguments win:
+# scripts/test.sh -n 0 runs in one process (for --pdb); TEMPEST_WS_WORKERS sets the count.
+exec .venv/bin/python -m pytest -n "${TEMPEST_WS_WORKERS:-2}" --dist loadfile "$@"

@@ -23,6 +23,8 @@ Each carries ``code`` (a [`CloseCode`][tempest_ws.codes.CloseCode] or short stri
 from __future__ import annotations
 
 import contextlib
+import re
+import shlex
 from typing import TYPE_CHECKING
 
 from .codes import CloseCode
@@ -73,14 +75,39 @@ class ConfigurationError(TempestWSError, ValueError):
 
 
 class MissingDependencyError(TempestWSError, ImportError):
-    """An optional dependency is missing; the message names the extra to install."""
+    """An optional dependency is missing; the message names the extra and a command that works.
+
+    The command installs the extra's own requirements as the installed tempest-ws declares
+    them (``pip install 'redis>=8.1'`` for ``redis``), which works however tempest-ws itself
+    was installed; without installed metadata it names ``package`` alone.
+    """
 
     def __init__(self, package: str, extra: str) -> None:
+        command = " ".join(shlex.quote(r) for r in _extra_requirements(extra) or [package])
         super().__init__(
-            f"{package!r} is not installed: pip install 'tempest-ws[{extra}]'", code=extra
+            f"{package!r} is not installed; tempest-ws's {extra!r} extra needs: pip install "
+            f"{command}",
+            code=extra,
         )
         self.package = package
         self.extra = extra
+
+
+def _extra_requirements(extra: str) -> list[str]:
+    """The requirements the installed distribution declares for ``extra``, in order."""
+    from importlib import metadata  # only on this error path: importing tempest_ws stays cheap
+
+    try:
+        declared = metadata.requires("tempest-ws") or []
+    except metadata.PackageNotFoundError:
+        return []
+    marker = re.compile(rf"""\bextra\s*==\s*["']{re.escape(extra)}["']""")
+    found: list[str] = []
+    for line in declared:
+        requirement, _, condition = line.partition(";")
+        if marker.search(condition):
+            found.append(requirement.strip())
+    return found
 
 
 class EnvelopeError(TempestWSError, ValueError):

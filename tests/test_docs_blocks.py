@@ -115,7 +115,7 @@ NOT_YET_RUN: dict[tuple[str, str], str] = {
 SHELL_BLOCKS: list[tuple[str, str]] = [
     ("README.md", "./scripts/demo.sh   # the chat demo on http://127.0.0.1:8000"),
     ("docs/quickstart.md", "./scripts/demo.sh   # the chat demo on http://127.0.0.1:8000"),
-    ("docs/quickstart.md", "pip install -e '.[server]'"),
+    ("docs/quickstart.md", "pip install -e '.[server]'            # from a checkout, editable"),
     ("docs/quickstart.md", "export WS_JWT_SECRET=change-me-to-32-bytes-or-more-please"),
     ("docs/quickstart.md", 'python -c "import uuid; from tempest_ws.testing import make_token; \\'),
     ("docs/quickstart.md", "python -m examples.http_push"),
@@ -130,6 +130,20 @@ SHELL_BLOCKS: list[tuple[str, str]] = [
     ),
     ("docs/cli.md", "tempest-ws run app:app --host 0.0.0.0 --port 8000 --workers 4"),
     ("docs/contributing.md", "scripts/test-under-load.sh 3"),
+    ("docs/contributing.md", "./scripts/test.sh -k wheel                 # still two workers"),
+    (
+        "docs/contributing.md",
+        ".venv/bin/python -m pip install --require-hashes -r requirements/dev.lock",
+    ),
+    (
+        "docs/contributing.md",
+        "scripts/lock.sh                          # every pin to its newest release (also: make lock)",
+    ),
+    ("docs/contributing.md", "scripts/compat.sh                     # floors, then newest"),
+    (
+        "docs/contributing.md",
+        ".venv/bin/python -m build             # dist/tempest_ws-<version>.tar.gz and the wheel",
+    ),
     (
         "docs/contributing.md",
         "scripts/test-under-load.sh 30 tests/test_realtime_presence_contract.py -q -p no:cacheprovider",
@@ -148,19 +162,28 @@ SHELL_BLOCKS: list[tuple[str, str]] = [
     ),
     ("docs/demo.md", "export WS_JWT_SECRET=change-me-to-32-bytes-or-more-please"),
     ("docs/deployment.md", "uvicorn myapp:app --host 0.0.0.0 --port 8000 \\"),
-    ("docs/metrics.md", "pip install 'tempest-ws[metrics]'"),
+    (
+        "docs/metrics.md",
+        "pip install 'prometheus-client>=0.20'   # the metrics extra (or pip install -e '.[metrics]' in a checkout)",
+    ),
     (
         "docs/metrics.md",
         "export PROMETHEUS_MULTIPROC_DIR=/run/tempest-metrics   # empty it before every start",
     ),
     ("docs/performance.md", "python -m bench --full --with-10k"),
-    ("docs/python-client.md", "pip install 'tempest-ws[client]'    # the websockets library"),
-    ("docs/scaling.md", "pip install 'tempest-ws[redis]'"),
+    (
+        "docs/python-client.md",
+        "pip install 'websockets>=15.0'   # the client extra (or pip install -e '.[client]' in a checkout)",
+    ),
+    ("docs/scaling.md", "pip install 'redis>=8.1'                               # the redis extra"),
     (
         "docs/settings.md",
         "uvicorn app:app --ws-max-size 65536 --ws-per-message-deflate false --ws-ping-interval 0",
     ),
-    ("docs/tracing.md", "pip install 'tempest-ws[otel]'      # opentelemetry-api"),
+    (
+        "docs/tracing.md",
+        "pip install 'opentelemetry-api>=1.20'   # the otel extra (or pip install -e '.[otel]' in a checkout)",
+    ),
     ("docs/tracing.md", "git archive 34bf776 | tar -x -C /tmp/tempest-base"),
 ]
 """Shell blocks, run (or checked) by :func:`test_shell_block`."""
@@ -301,6 +324,13 @@ def _extras() -> set[str]:
     return set(re.findall(r"^([a-z]+) = ", section, re.M))
 
 
+def _declared_requirements() -> set[str]:
+    """Every requirement string of every extra in pyproject.toml (``redis>=8.1``, ...)."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    section = text.split("[project.optional-dependencies]")[1].split("\n[")[0]
+    return set(re.findall(r'"([^"]+)"', section))
+
+
 def _check_command(words: list[str], line: str, env: dict[str, str], cwd: Path) -> str:
     """Run or check one simple command; return what was done, for the failure message."""
     bindir = Path(sys.executable).parent
@@ -354,6 +384,8 @@ def _check_command(words: list[str], line: str, env: dict[str, str], cwd: Path) 
             extra = re.fullmatch(r"(?:tempest-ws|\.)\[(\w+)\]", requirement)
             if extra:
                 assert extra[1] in _extras(), requirement
+            elif re.search(r"[<>=]", requirement):  # an extra's own requirement, as declared
+                assert requirement in _declared_requirements(), requirement
             else:
                 assert requirement == "-e" or re.fullmatch(r"[a-z][a-z0-9-]+", requirement)
         return "extras exist"

@@ -35,7 +35,6 @@ import warnings
 
 import httpx
 import pytest
-from starlette.exceptions import StarletteDeprecationWarning
 from websockets.asyncio.client import connect
 
 from examples import http_push
@@ -470,7 +469,7 @@ async def test_http_push_topics_are_scoped() -> None:
 def test_unit_test_with_starlette_testclient() -> None:
     with warnings.catch_warnings():
         # Starlette 1.x warns when its TestClient runs on httpx rather than httpx2.
-        warnings.simplefilter("ignore", StarletteDeprecationWarning)
+        warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
         from starlette.testclient import TestClient
 
     settings = WebSocketSettings(_env_file=None, WS_JWT_SECRET=SECRET)

@@ -199,5 +199,6 @@ def test_history_does_not_import_redis_and_redis_history_names_the_extra() -> No
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == (
-        "MissingDependencyError 'redis' is not installed: pip install 'tempest-ws[redis]' (redis)"
+        "MissingDependencyError 'redis' is not installed; tempest-ws's 'redis' extra needs: "
+        "pip install 'redis>=8.1' (redis)"
     )

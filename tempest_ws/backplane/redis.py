@@ -1,6 +1,6 @@
 """``RedisBackplane``: the hubs of many processes and machines, joined by Redis pub/sub.
 
-Needs the ``redis`` extra (``pip install 'tempest-ws[redis]'``); importing this module
+Needs the ``redis`` extra (``pip install 'redis>=8.1'``); importing this module
 without it raises [`MissingDependencyError`][tempest_ws.exceptions.MissingDependencyError].
 
 Three parts, each with one job:

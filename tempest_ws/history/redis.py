@@ -1,9 +1,8 @@
 """``RedisHistory``: topic history in Redis Streams, shared by every node of a deployment.
 
-Needs the ``redis`` extra (``pip install 'tempest-ws[redis]'``); importing this module
-without it raises [`MissingDependencyError`][tempest_ws.exceptions.MissingDependencyError]. Needs
-Redis 6.2
-or later (``XTRIM MINID``).
+Needs the ``redis`` extra (``pip install 'redis>=8.1'``); importing this module
+without it raises [`MissingDependencyError`][tempest_ws.exceptions.MissingDependencyError].
+Needs Redis 6.2 or later (``XTRIM MINID``).
 
 Two keys per topic (``P`` is the key prefix; the ``{t:...}`` hash tag puts both in one
 slot, so the scripts below run unchanged on Redis Cluster):
