@@ -103,6 +103,13 @@ class Storm:
             await asyncio.sleep(min(decision.delay, max(0.0, self.deadline - time.monotonic())))
             tries += 1
             new = await self.gen.open_client(port, self.path, token, source or None, OPEN_TIMEOUT)
+            if new.handshaken and new.lost:  # closed at once (a cap closes after the accept)
+                code = new.close_code if new.close_code is not None else 1006
+                self.failures[f"closed_at_open_{code}"] += 1
+                if code in CAP_CODES:
+                    self.cap_refusals += 1
+                disconnect = Disconnect(code=code, established=True)
+                continue
             if new.handshaken:
                 now = time.time()
                 self.back += 1
@@ -130,6 +137,9 @@ class Storm:
             "back": self.back,
             "gave_up": self.gave_up,
             "live": sum(1 for c in self.gen.clients if not c.lost),
+            "lost_codes": dict(
+                Counter(str(c.close_code) for c in self.gen.clients if c.lost).most_common()
+            ),
             "first_back": self.first_back,
             "last_back": self.last_back,
             "attempts": {str(k): v for k, v in sorted(self.attempts.items())},

@@ -257,6 +257,7 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
         if total >= n and back >= closed:
             break
     all_back_s = time.time() - t0
+    server_stats = [w.request("stats", timeout=30) for w in workers]
     attempts: dict[str, int] = {}
     for s in statuses:
         for k, v in s["attempts"].items():
@@ -274,11 +275,15 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
         "gave_up": sum(s["gave_up"] for s in statuses),
         "cap_refusals": sum(s["cap_refusals"] for s in statuses),
         "failed_attempts": {
-            k: sum(s["failures"].get(k, 0) for s in statuses) for k in ("http", "tcp_or_timeout")
+            k: sum(s["failures"].get(k, 0) for s in statuses)
+            for k in sorted({k for s in statuses for k in s["failures"]})
         },
         "attempts_histogram": dict(sorted(attempts.items(), key=lambda kv: int(kv[0]))),
         "first_delay_p50_s_worst_loader": max((s["delay_p50_s"] or 0) for s in statuses),
         "limit_s": seconds,
+        "live_clients": sum(s["live"] for s in statuses),
+        "lost_codes": [s["lost_codes"] for s in statuses],
+        "server_stats": server_stats,
     }
     log(
         f"  B storm: {out['back']}/{closed} back, servers hold {total} after {all_back_s:.1f}s, "

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -447,6 +448,8 @@ async def command_loop(target: Target) -> None:
         try:
             if op == "count":
                 result: dict[str, Any] = {"connections": target.count()}
+            elif op == "stats" and isinstance(target, Tempest):
+                result = dataclasses.asdict(target.hub.stats())
             elif op in ("burst", "paced", "per_user") and os.environ.get("BENCH_PROFILE") == op:
                 result = await profiled(
                     rounds(target, op, cmd), f"/tmp/bench-{target.kind}-{op}.prof"
