@@ -343,6 +343,7 @@ def table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     parser.add_argument("--part", choices=["a", "b", "all"], default="all")
+    parser.add_argument("--all", action="store_const", dest="part", const="all", help="both parts")
     parser.add_argument("--n-a", type=int, default=19_000, help="connections on the one worker")
     parser.add_argument("--n-b", type=int, default=50_000, help="connections on the machine")
     parser.add_argument("--loaders-a", type=int, default=2)
