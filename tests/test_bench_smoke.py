@@ -145,4 +145,5 @@ def test_scale_bench_runs_both_parts_at_tiny_n(tmp_path: Path) -> None:
     assert storm["back"] == 210
     assert storm["connections_at_end"] == 210
     assert storm["gave_up"] == 0
-    assert storm["cap_refusals"] == 0
+    assert storm["cap_refusals_seen_by_clients"] == 0
+    assert storm["rejected_at_capacity_by_servers"] == 0
