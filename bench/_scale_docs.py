@@ -1,4 +1,5 @@
-"""The "Connection counts" section of ``docs/performance.md``, from ``scale.json``.
+"""The "Connection counts" section of ``docs/performance.md`` and the console table,
+from a ``bench.scale`` result.
 
 ``python -m bench.scale --docs`` splices it into the page (replacing the section if it
 is there), and ``python -m bench`` keeps it when it renders the page again.
@@ -161,3 +162,63 @@ def splice(page: str, text: str) -> str:
     if at < 0:
         return page.rstrip("\n") + "\n\n" + text
     return page[:at] + text + "\n" + page[at:]
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = ["part  what                                  value"]
+    a = result.get("a")
+    if a:
+        for kind in ("bare", "tempest"):
+            r = a.get(kind, {})
+            lat = r.get("broadcast", {}).get("latency_ms", {})
+            rows.append(
+                f"A     {kind} connections (N={a['n']})".ljust(44) + f"{r.get('connections')}"
+            )
+            rows.append(
+                f"A     {kind} RSS per connection KB".ljust(44)
+                + f"{r.get('rss_per_conn_kb', 0):.2f}"
+            )
+            rows.append(
+                f"A     {kind} broadcast p50/p99 ms".ljust(44)
+                + f"{lat.get('p50', 0):.1f} / {lat.get('p99', 0):.1f}"
+            )
+        hb = a.get("tempest", {}).get("heartbeat", {})
+        rows.append("A     tempest late pings".ljust(44) + f"{hb.get('late')} of {hb.get('pings')}")
+        if not a.get("same_n", True):
+            rows.append("A     vs bare".ljust(44) + "not compared: a server did not hold all N")
+        else:
+            rows.append(
+                "A     RSS/conn over bare KB".ljust(44)
+                + f"{a.get('rss_per_conn_over_bare_kb', 0):.2f}"
+            )
+            rows.append(
+                "A     broadcast p99 vs bare".ljust(44)
+                + f"{a.get('broadcast_p99_vs_bare', 0):.2f}x"
+            )
+    b = result.get("b")
+    if b:
+        rows.append(
+            f"B     connections (N={b['n']}, {b['workers']} workers)".ljust(44)
+            + f"{b.get('connections')}"
+        )
+        for key in ("broadcast", "topics_broadcast"):
+            r = b.get(key, {})
+            lat = r.get("latency_ms", {})
+            rows.append(
+                f"B     {key} p50/p99 ms".ljust(44)
+                + f"{lat.get('p50', 0):.1f} / {lat.get('p99', 0):.1f}  "
+                + f"({r.get('server_cpu_us_per_delivery', 0):.1f} us CPU/delivery)"
+            )
+        s = b.get("storm", {})
+        rows.append(
+            "B     storm: all back after s".ljust(44) + f"{s.get('seconds_until_servers_hold_all')}"
+        )
+        rows.append(
+            "B     storm: clients back".ljust(44)
+            + f"{s.get('back')} of {s.get('dropped_by_servers')}"
+        )
+        rows.append(
+            "B     storm: refused at a cap (servers)".ljust(44)
+            + f"{s.get('rejected_at_capacity_by_servers')}"
+        )
+    return "\n".join(rows)

@@ -37,7 +37,7 @@ from typing import Any
 
 from ._fleet import Fleet
 from ._proc import ROOT, Child, RedisProcess, machine_note, rss_bytes
-from ._scale_docs import section, splice
+from ._scale_docs import section, splice, table
 from ._wire import SEQ_BASE
 
 RESULTS = ROOT / "bench" / "results" / "scale.json"
@@ -306,61 +306,6 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
         f"failed attempts {out['failed_attempts']}"
     )
     return out
-
-
-def table(result: dict[str, Any]) -> str:
-    rows = ["part  what                                  value"]
-    a = result.get("a")
-    if a:
-        for kind in ("bare", "tempest"):
-            r = a.get(kind, {})
-            lat = r.get("broadcast", {}).get("latency_ms", {})
-            rows.append(
-                f"A     {kind} connections (N={a['n']})".ljust(44) + f"{r.get('connections')}"
-            )
-            rows.append(
-                f"A     {kind} RSS per connection KB".ljust(44)
-                + f"{r.get('rss_per_conn_kb', 0):.2f}"
-            )
-            rows.append(
-                f"A     {kind} broadcast p50/p99 ms".ljust(44)
-                + f"{lat.get('p50', 0):.1f} / {lat.get('p99', 0):.1f}"
-            )
-        hb = a.get("tempest", {}).get("heartbeat", {})
-        rows.append("A     tempest late pings".ljust(44) + f"{hb.get('late')} of {hb.get('pings')}")
-        rows.append(
-            "A     RSS/conn over bare KB".ljust(44) + f"{a.get('rss_per_conn_over_bare_kb', 0):.2f}"
-        )
-        rows.append(
-            "A     broadcast p99 vs bare".ljust(44) + f"{a.get('broadcast_p99_vs_bare', 0):.2f}x"
-        )
-    b = result.get("b")
-    if b:
-        rows.append(
-            f"B     connections (N={b['n']}, {b['workers']} workers)".ljust(44)
-            + f"{b.get('connections')}"
-        )
-        for key in ("broadcast", "topics_broadcast"):
-            r = b.get(key, {})
-            lat = r.get("latency_ms", {})
-            rows.append(
-                f"B     {key} p50/p99 ms".ljust(44)
-                + f"{lat.get('p50', 0):.1f} / {lat.get('p99', 0):.1f}  "
-                + f"({r.get('server_cpu_us_per_delivery', 0):.1f} us CPU/delivery)"
-            )
-        s = b.get("storm", {})
-        rows.append(
-            "B     storm: all back after s".ljust(44) + f"{s.get('seconds_until_servers_hold_all')}"
-        )
-        rows.append(
-            "B     storm: clients back".ljust(44)
-            + f"{s.get('back')} of {s.get('dropped_by_servers')}"
-        )
-        rows.append(
-            "B     storm: refused at a cap (servers)".ljust(44)
-            + f"{s.get('rejected_at_capacity_by_servers')}"
-        )
-    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
