@@ -19,8 +19,7 @@ Run it, then open ``http://127.0.0.1:8000/#room=lobby&token=<token>`` with a tok
 signed by the same secret::
 
     export WS_JWT_SECRET=change-me-to-32-bytes-or-more-please WS_HISTORY_TOPICS='room:*'
-    uvicorn examples.history:create_app --factory \\
-        --ws-max-size 65536 --ws-per-message-deflate false --ws-ping-interval 0
+    tempest-ws run examples.history:create_app --factory
     python -c "import os; from tempest_ws.testing import make_token; \\
         print(make_token('ann', secret=os.environ['WS_JWT_SECRET'], expires_in=3600))"
 """

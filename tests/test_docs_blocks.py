@@ -163,6 +163,10 @@ SHELL_BLOCKS: list[tuple[str, str]] = [
     ("docs/demo.md", "export WS_JWT_SECRET=change-me-to-32-bytes-or-more-please"),
     ("docs/deployment.md", "uvicorn myapp:app --host 0.0.0.0 --port 8000 \\"),
     (
+        "docs/deployment.md",
+        "tempest-ws run myapp:app --host 0.0.0.0 --port 8000 --log-level info --timeout-graceful-shutdown 30",
+    ),
+    (
         "docs/metrics.md",
         "pip install 'prometheus-client>=0.20'   # the metrics extra (or pip install -e '.[metrics]' in a checkout)",
     ),
@@ -176,10 +180,7 @@ SHELL_BLOCKS: list[tuple[str, str]] = [
         "pip install 'websockets>=15.0'   # the client extra (or pip install -e '.[client]' in a checkout)",
     ),
     ("docs/scaling.md", "pip install 'redis>=8.1'                               # the redis extra"),
-    (
-        "docs/settings.md",
-        "uvicorn app:app --ws-max-size 65536 --ws-per-message-deflate false --ws-ping-interval 0",
-    ),
+    ("docs/settings.md", "tempest-ws run app:app"),
     (
         "docs/tracing.md",
         "pip install 'opentelemetry-api>=1.20'   # the otel extra (or pip install -e '.[otel]' in a checkout)",

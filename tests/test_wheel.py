@@ -115,6 +115,7 @@ async def test_the_wheel_with_server_serves_examples_minimal_from_a_fresh_venv(
         _run, python, "-c", "import tempest_ws; print(tempest_ws.__file__)", cwd=app_dir, env=env
     )
     assert Path(where.strip()).is_relative_to(venv)
+    await asyncio.to_thread(_console_script_commands, venv / "bin" / "tempest-ws", app_dir, env)
 
     port = free_port()
     async with _Uvicorn(python, app_dir, env, port) as base:
@@ -126,8 +127,10 @@ async def test_the_wheel_with_server_serves_examples_minimal_from_a_fresh_venv(
 
         url = f"ws://127.0.0.1:{port}/ws"
         user = uuid4()
-        async with connect(url, subprotocols=bearer(user)) as ws:
+        async with connect(url, subprotocols=bearer(user), compression="deflate") as ws:
             assert ws.subprotocol == "bearer"
+            assert ws.response is not None
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers  # run's safe options
             assert (await recv(ws))["type"] == "hello"
             await send(ws, "subscribe", {"topic": "room:lobby"})
             await send(ws, "chat.message", {"room": "lobby", "text": "from the wheel"})
@@ -137,12 +140,45 @@ async def test_the_wheel_with_server_serves_examples_minimal_from_a_fresh_venv(
         )
 
 
+ASYNCAPI_APP = """\
+from fastapi import FastAPI
+from tempest_ws import WebSocketHub, WebSocketSettings, jwt_bearer_resolver, make_websocket_router
+from tempest_ws.asyncapi import add_asyncapi_route
+
+settings = WebSocketSettings()
+router = make_websocket_router(
+    lambda ws, connection, hub: ws.receive_json(),
+    hub=WebSocketHub(),
+    bearer_resolver=jwt_bearer_resolver(settings),
+    settings=settings,
+)
+add_asyncapi_route(router, settings=settings, title="from the wheel")
+app = FastAPI()
+app.include_router(router)
+"""
+
+
+def _console_script_commands(script: Path, app_dir: Path, env: dict[str, str]) -> None:
+    """``tempest-ws --help``, ``token``, ``check`` and ``asyncapi`` from the wheel's venv."""
+    assert "tempest-ws run app:app" in _run(script, "--help", cwd=app_dir, env=env)
+    token = _run(script, "token", "--sub", "ann", "--ttl", "5m", cwd=app_dir, env=env).strip()
+    assert token.count(".") == 2
+    checked = _run(script, "check", "--quiet", cwd=app_dir, env=env)
+    assert "0 error(s)" in checked
+    assert SECRET not in checked
+    (app_dir / "documented.py").write_text(ASYNCAPI_APP)
+    document = _run(script, "asyncapi", "documented:app", cwd=app_dir, env=env)
+    assert '"asyncapi": "3.0.0"' in document
+    assert '"title": "from the wheel"' in document
+
+
 class _Uvicorn:
-    """``python -m uvicorn minimal:app`` in ``app_dir`` on a loopback port, killed by PID."""
+    """``tempest-ws run minimal:app`` (the wheel's console script) in ``app_dir`` on a
+    loopback port, killed by PID."""
 
     def __init__(self, python: Path, app_dir: Path, env: dict[str, str], port: int) -> None:
-        self.args = [str(python), "-m", "uvicorn", "minimal:app", "--host", "127.0.0.1"]
-        self.args += ["--port", str(port), "--log-level", "warning"]
+        self.args = [str(python.with_name("tempest-ws")), "run", "minimal:app"]
+        self.args += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
         self.app_dir, self.env, self.base = app_dir, env, f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -341,5 +341,4 @@ def _claims(settings: WebSocketSettings) -> dict[str, str]:
 
 
 app = create_app()
-"""The app with settings from the environment, for ``uvicorn examples.chat.app:app
---ws-max-size 65536 --ws-per-message-deflate false --ws-ping-interval 0``."""
+"""The app with settings from the environment, for ``tempest-ws run examples.chat.app:app``."""

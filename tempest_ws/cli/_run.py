@@ -43,6 +43,17 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--forwarded-allow-ips", default=None, help="proxies to trust")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
+    parser.add_argument(
+        "--timeout-graceful-shutdown",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long shutdown waits for open connections and tasks",
+    )
+    parser.add_argument(
+        "--limit-concurrency", type=int, default=None, help="most connections uvicorn serves"
+    )
+    parser.add_argument("--backlog", type=int, default=None, help="pending accepts (default 2048)")
     add_env_file_option(parser)
     parser.set_defaults(handler=run_command)
 
@@ -62,8 +73,14 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.workers is not None:
         options["workers"] = args.workers
-    if args.forwarded_allow_ips is not None:
-        options["forwarded_allow_ips"] = args.forwarded_allow_ips
+    for name in (
+        "forwarded_allow_ips",
+        "timeout_graceful_shutdown",
+        "limit_concurrency",
+        "backlog",
+    ):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
     return options
 
 
