@@ -101,11 +101,6 @@ ILLUSTRATIONS: dict[tuple[str, str], str] = {
 """Blocks with nothing to run: diagrams, formulas and sample output."""
 
 NOT_YET_RUN: dict[tuple[str, str], str] = {
-    (
-        "docs/quickstart.md",
-        'const ws = new WebSocket("ws://127.0.0.1:8000/ws", ["bearer", token]);',
-    ): "JS: uses a token the page never defines and fails from a blank tab; to run in "
-    "tests/test_docs_js.py once the quickstart shows a page served by the app",
     ("docs/deployment.md", "map $http_upgrade $connection_upgrade {"): (
         "nginx configuration: nginx is not installed here to run nginx -t on it"
     ),
@@ -115,6 +110,11 @@ NOT_YET_RUN: dict[tuple[str, str], str] = {
 SHELL_BLOCKS: list[tuple[str, str]] = [
     ("README.md", "./scripts/demo.sh   # the chat demo on http://127.0.0.1:8000"),
     ("docs/quickstart.md", "./scripts/demo.sh   # the chat demo on http://127.0.0.1:8000"),
+    (
+        "docs/quickstart.md",
+        "export WS_JWT_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe(48))')",
+    ),
+    ("docs/quickstart.md", "tempest-ws token --sub ann      # and: tempest-ws token --sub bob"),
     ("docs/quickstart.md", "pip install -e '.[server]'            # from a checkout, editable"),
     ("docs/quickstart.md", "export WS_JWT_SECRET=change-me-to-32-bytes-or-more-please"),
     ("docs/quickstart.md", 'python -c "import uuid; from tempest_ws.testing import make_token; \\'),
@@ -236,7 +236,8 @@ def _include_is_run(path: str, tests_text: str, docs_src_test: str) -> bool:
     if not file.is_file():
         return False
     if path.startswith("docs_src/"):
-        return Path(path).stem in _docs_src_modules_imported(docs_src_test)
+        stem = Path(path).stem
+        return stem in _docs_src_modules_imported(docs_src_test) or f"docs_src.{stem}" in tests_text
     if path.startswith("examples/"):
         dotted = path.removesuffix(".py").replace("/", ".")
         parent, _, name = dotted.rpartition(".")
