@@ -100,7 +100,8 @@ def build_app(
 
 def require_tool(name: str) -> str:
     """Path of executable ``name``; fail (under the test command or CI) or skip if missing."""
-    path = shutil.which(name)
+    # Debian puts daemons such as nginx in /usr/sbin, which a non-login PATH may lack.
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
     if path is not None:
         return path
     message = f"{name} is not installed (scripts/bootstrap.sh installs it as root)"
