@@ -37,6 +37,7 @@ from ._node import ClusterStats, Node
 from ._presence import PresenceSetting, TopicPresence
 from ._registry import HubStats, Registry, id_set
 from ._server_guard import ServerGuard
+from ._transport import TickFlusher
 from ._types import Send, Topic, UserId
 from .backplane.base import Backplane
 from .backplane.memory import InMemoryBackplane
@@ -144,6 +145,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             max_bytes=send_queue_bytes, max_frames=send_queue_size,
             stall_timeout=slow_consumer_timeout, producer_wait=producer_wait,
         )  # fmt: skip
+        self._flusher = TickFlusher()  # one end-of-tick write callback for all sockets
         self.close_timeout = close_timeout
         self.backplane: Backplane = backplane if backplane is not None else InMemoryBackplane()
         self.node_id = node_id or new_node_id()
@@ -261,6 +263,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             transport=transport,
             metadata=metadata,
             connection_id=f"{self.node_id}.{uuid.uuid4().hex}",
+            flusher=self._flusher,
         )
 
     async def register(self, connection: WebSocketConnection) -> None:
