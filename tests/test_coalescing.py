@@ -26,6 +26,8 @@ from tempest_ws._transport import CORK_BYTES, DirectWriter, TickFlusher
 from tempest_ws.codes import CloseCode
 from tempest_ws.testing import serve
 from tests._hardening import RawClient
+from tests.backplane_nodes import redis_backplane
+from tests.redis_server import RedisServer
 from tests.support import build_app, make_settings, token, until, ws_url
 
 # -- unit: the writer and the tick ----------------------------------------------------
@@ -349,3 +351,30 @@ async def test_a_stalled_reader_is_still_closed_1013_under_coalescing() -> None:
         assert close.close_code == CloseCode.TRY_AGAIN_LATER
         assert not connection.closing
         await reader.close()
+
+
+@pytest.mark.redis
+async def test_a_packet_burst_from_another_node_costs_a_socket_few_writes(
+    redis: RedisServer,
+) -> None:
+    burst = 300
+    settings = make_settings()
+    receiving = WebSocketHub(backplane=redis_backplane(redis.url))
+    app, hub = build_app(settings, handler=_idle, hub=receiving)
+    sender = WebSocketHub(backplane=redis_backplane(redis.url))
+    async with serve(app, settings=settings, ws="websockets-sansio") as base:
+        ws, connection = await _open(base, hub, "alice")
+        await sender.start()
+        try:
+            counting = _count_writes(connection)
+            # Concurrent publishers: the sender pipelines them, so they reach the receiving
+            # node as a burst of packets read in a few ticks.
+            await asyncio.gather(
+                *(sender.broadcast({"type": "n", "data": {"i": i}}) for i in range(burst))
+            )
+            got = await _numbers(ws, burst)
+            assert sorted(got) == list(range(burst))
+            assert len(counting.writes) < burst // 4, len(counting.writes)
+        finally:
+            await sender.stop()
+        await ws.close()
