@@ -354,6 +354,7 @@ def markdown(
                 "yes" if every else "**no**",
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    lines += _syscall_lines(runs)
     lines += [
         "",
         "## How tempest_ws fans out",
@@ -375,6 +376,13 @@ def markdown(
         "  transport aborted if the close frame cannot be written within",
         "  `WS_CLOSE_TIMEOUT_SECONDS`. A delivery that leaves a queue deep waits (at most",
         "  `WS_PRODUCER_WAIT_SECONDS`) for the writers.",
+        "- Writes are coalesced per socket and per event-loop tick: the first frame a socket",
+        "  gets in a tick is written at once; the frames that follow it in the same tick are",
+        "  held and written together, in one `transport.write`, when the tick ends (or as",
+        "  soon as they reach 64 KiB). A socket that gets one frame per tick is written as",
+        "  before. A held frame never waits past the tick, and every other write to the",
+        "  socket (a queued batch, a handler's own `send`, the close frame) writes what is",
+        "  held first, so frames go out in the order they were sent.",
         "- Any other server or protocol uses the ASGI `send` path with the same queue.",
         "",
         "## Method",
@@ -389,9 +397,13 @@ def markdown(
         "  throughput and tail latency move most.",
         "- Every message is a 256-byte JSON envelope with a sequence number and",
         "  `time.time_ns()` at fixed offsets, serialized by `tempest_ws.encode_envelope` for",
-        "  all three servers. Clients check that every socket sees every round in order.",
+        "  every server. Clients check that every socket sees every round in order.",
         "- Burst: the server publishes R rounds back to back (`await asyncio.sleep(0)` between",
         "  rounds); throughput = deliveries ÷ (last client read − first publish).",
+        "- Write system calls: `strace -c` attached to the server counts its `write`,",
+        "  `writev` and `send*` calls during a short burst (one broadcast per tick) and a",
+        "  short *tight* burst (every broadcast in one tick, as a batch job's loop runs);",
+        "  strace slows the server, so nothing is timed meanwhile.",
         "- The load generator is one process of raw-socket clients on uvloop; its CPU share",
         "  is reported so a saturated generator is visible. All servers run on uvloop.",
         "",
@@ -399,6 +411,29 @@ def markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _syscall_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """The write-syscalls-per-frame table, when the run counted them."""
+    rows = [
+        (int(n), kind, counts)
+        for kind in KINDS
+        for n, run in runs.get(kind, {}).items()
+        if isinstance(counts := run.get("syscalls"), dict) and "error" not in counts
+    ]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "### Write system calls per delivered frame",
+        "",
+        "| N | server | one broadcast per tick | all broadcasts in one tick |",
+        "|---|---|---|---|",
+    ]
+    for n, kind, counts in sorted(rows, key=lambda r: (r[0], KINDS.index(r[1]))):
+        burst, tight = (_num(counts.get(op), "{:.3f}") for op in ("burst", "tight"))
+        lines.append(f"| {n:,} | {LABELS[kind]} | {burst} | {tight} |")
+    return lines
 
 
 def _nice_ticks(top: float) -> list[float]:

@@ -88,27 +88,30 @@ class TickFlusher:
     writer's held frames in the order they first held one, and counts the next tick.
     """
 
-    __slots__ = ("_armed", "_held", "tick")
+    __slots__ = ("_held", "armed", "tick")
 
     def __init__(self) -> None:
         self.tick = 0
-        self._armed: asyncio.AbstractEventLoop | None = None
+        self.armed: asyncio.AbstractEventLoop | None = None
+        """The loop whose current tick ends with the flush callback, if any."""
         self._held: list[DirectWriter] = []
 
-    def arm(self) -> None:
-        """Make sure the current tick ends with a call to the flush callback."""
-        loop = asyncio.get_running_loop()
-        if self._armed is not loop:  # a loop closed before its callback ran re-arms here
-            self._armed = loop
+    def arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make sure the current tick of ``loop`` (the running loop) ends with a call to
+        the flush callback. Keyed by the loop: one closed before its callback ran does not
+        leave the flusher waiting for it."""
+        if self.armed is not loop:
+            self.armed = loop
             loop.call_soon(self._end_tick)
 
-    def hold(self, writer: DirectWriter) -> None:
+    def hold(self, writer: DirectWriter, loop: asyncio.AbstractEventLoop) -> None:
         """``writer`` holds frames: write them when the tick ends."""
         self._held.append(writer)
-        self.arm()
+        if self.armed is not loop:
+            self.arm(loop)
 
     def _end_tick(self) -> None:
-        self._armed = None
+        self.armed = None
         self.tick += 1
         held, self._held = self._held, []
         for writer in held:
@@ -131,6 +134,7 @@ class DirectWriter:
         "_cork",
         "_corked",
         "_flusher",
+        "_loop",
         "_open",
         "_protocol",
         "_tick",
@@ -145,6 +149,7 @@ class DirectWriter:
         self._transport = transport
         self._open = open_state
         self._flusher = flusher
+        self._loop = asyncio.get_running_loop()
         self._tick = -1  # the flusher's tick of this socket's last direct write
         self._cork: list[bytes] | None = None  # frames held until the tick ends
         self._corked = 0  # their bytes
@@ -191,10 +196,11 @@ class DirectWriter:
         if self._tick == flusher.tick:  # not the first of the tick: hold it
             self._cork = [frame]
             self._corked = len(frame)
-            flusher.hold(self)
+            flusher.hold(self, self._loop)
             return True
         self._tick = flusher.tick
-        flusher.arm()
+        if flusher.armed is not self._loop:
+            flusher.arm(self._loop)
         try:
             transport.write(frame)
         except (OSError, RuntimeError):

@@ -139,9 +139,10 @@ async def test_held_frames_never_follow_a_close_frame_sent_meanwhile() -> None:
 def test_a_loop_closed_before_its_tick_ended_does_not_leave_the_flusher_stuck() -> None:
     flusher = TickFlusher()
 
-    held = _writer(flusher)[0]
+    writers: list[DirectWriter] = []
 
     def two_frames_then_stop() -> None:
+        writers.append(held := _writer(flusher)[0])
         held.write("a")
         held.write("b")  # schedules the end of the tick, which never runs:
         first.stop()  # the loop stops after this batch of callbacks
@@ -152,7 +153,7 @@ def test_a_loop_closed_before_its_tick_ended_does_not_leave_the_flusher_stuck() 
         first.run_forever()
     finally:
         first.close()
-    assert held.held == 3
+    assert writers[0].held == 3
 
     async def next_loop() -> list[bytes]:
         writer, transport, _ = _writer(flusher)
