@@ -63,6 +63,7 @@ class Plan:
     redis_ns: list[int] = field(default_factory=list)
     kinds: list[str] = field(default_factory=lambda: list(KINDS))
     syscalls: bool = True  # count write syscalls per frame with strace (where installed)
+    tight: bool = True  # also time bursts published all in one event-loop tick
 
 
 PLANS = {
@@ -255,6 +256,17 @@ def measure_n(n: int, plan: Plan, log: Any, trees: dict[str, str]) -> dict[str, 
                 f"  {kind:11} N={n:<6} burst {burst.get('msgs_per_s') or 0:>10,.0f} msg/s, "
                 f"CPU {burst.get('server_cpu_us_per_msg') or 0:.2f} us/msg"
             )
+        if plan.tight:
+            tights: dict[str, list[dict[str, Any]]] = {k: [] for k in sessions}
+            for _ in range(plan.burst_repeats):
+                for kind, session in sessions.items():
+                    tights[kind].append(session.phase("tight", rounds, latency=False))
+            for kind in sessions:
+                tight = outs[kind]["tight"] = _median_run(tights[kind])
+                log(
+                    f"  {kind:11} N={n:<6} tight {tight.get('msgs_per_s') or 0:>10,.0f} msg/s, "
+                    f"CPU {tight.get('server_cpu_us_per_msg') or 0:.2f} us/msg"
+                )
         if plan.syscalls and shutil.which("strace"):
             for kind, session in sessions.items():
                 outs[kind]["syscalls"] = count_syscalls(session, n, plan)
@@ -431,7 +443,7 @@ def ratios(runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     tempest = runs.get("tempest", {})
     for key, mine in tempest.items():
         row: dict[str, Any] = {}
-        for base in ("bare", "native", "picows"):
+        for base in ("bare", "native", "picows", "tempest_ref"):
             other = runs.get(base, {}).get(key)
             if other is None:
                 continue
@@ -445,6 +457,13 @@ def ratios(runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
                 "cpu_per_msg": ratio(
                     _get(mine, "burst.server_cpu_us_per_msg"),
                     _get(other, "burst.server_cpu_us_per_msg"),
+                ),
+                "tight_throughput": ratio(
+                    _get(mine, "tight.msgs_per_s"), _get(other, "tight.msgs_per_s")
+                ),
+                "tight_cpu_per_msg": ratio(
+                    _get(mine, "tight.server_cpu_us_per_msg"),
+                    _get(other, "tight.server_cpu_us_per_msg"),
                 ),
                 "rss_per_conn_delta_kb": _diff(
                     _get(mine, "rss_per_conn_kb"), _get(other, "rss_per_conn_kb")
