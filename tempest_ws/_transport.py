@@ -22,12 +22,14 @@ Writes are coalesced per socket and per event-loop tick (uWebSockets calls it a 
 the first frame a socket gets in a tick is written at once, as before, so a socket that
 gets one frame per tick sees no change; the frames that follow it in the same tick are
 held and written together, with one ``transport.write``, when the tick ends (one
-callback per hub, :class:`TickFlusher`), or at once when they reach ``CORK_BYTES``. A
+callback per hub, :class:`TickFlusher`), or at once when one more would pass
+``CORK_BYTES`` (a frame that large is written at once). A
 held frame is never delayed past the current tick, and every other write this library
 makes to the socket (a queued batch, an ASGI send, the close frame) first writes what is
 held, so the order on the wire is the order of the calls. Held bytes count as written,
-as the transport's own buffer does: at most ``CORK_BYTES`` of them, and the transport
-only sees them when the tick ends, still below its high-water mark when they were held.
+as the transport's own buffer does: at most ``CORK_BYTES`` of them, held only while the
+transport is under its high-water mark, so the transport still holds at most its mark
+plus one write of ``CORK_BYTES`` (or one larger frame), as without coalescing.
 When uvicorn itself sends a close frame (the peer's close, a keepalive timeout) before
 the tick ends, the held frames are dropped rather than written after it.
 """
@@ -49,7 +51,7 @@ __all__ = ["CORK_BYTES", "DirectWriter", "TickFlusher", "direct_writer", "find_t
 logger = logging.getLogger("tempest_ws.connection")
 
 CORK_BYTES = 64 * 1024
-"""Frames held for one socket within a tick are written at once when they reach this."""
+"""At most this many bytes of frames are held for one socket within a tick."""
 
 _TRANSPORT_METHODS = ("write", "abort", "is_closing", "get_write_buffer_size")
 _SANSIO_MODULE = "uvicorn.protocols.websockets.websockets_sansio_impl"
@@ -185,17 +187,20 @@ class DirectWriter:
         ):
             return False
         frame = encode_text_frame(text)
+        size = len(frame)
         cork = self._cork
         if cork is not None:
-            cork.append(frame)
-            self._corked += len(frame)
-            if self._corked >= CORK_BYTES:
-                self.flush()
-            return True
+            if self._corked + size <= CORK_BYTES:
+                cork.append(frame)
+                self._corked += size
+                return True
+            self.flush()  # one write of at most CORK_BYTES; the transport may pause now
+            if not protocol.writable.is_set():
+                return False  # the caller queues it, against the connection's budget
         flusher = self._flusher
-        if self._tick == flusher.tick:  # not the first of the tick: hold it
+        if self._tick == flusher.tick and size < CORK_BYTES:  # not the tick's first: hold
             self._cork = [frame]
-            self._corked = len(frame)
+            self._corked = size
             flusher.hold(self, self._loop)
             return True
         self._tick = flusher.tick

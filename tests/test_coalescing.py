@@ -101,16 +101,49 @@ async def test_one_flusher_ends_the_tick_for_every_socket_in_order() -> None:
         assert transport.writes == [_frame("x"), _frame("y") + _frame("z")]
 
 
-async def test_held_frames_are_written_at_once_when_they_reach_the_threshold() -> None:
+async def test_held_frames_are_written_at_once_before_they_pass_the_threshold() -> None:
     writer, transport, _ = _writer()
     text = "q" * 100
     count = CORK_BYTES // (len(text) + 2) + 2
     for _ in range(count):
-        writer.write(text)
+        assert writer.write(text)
     assert len(transport.writes) == 2  # the first frame, then one threshold write
-    assert len(transport.writes[1]) >= CORK_BYTES
+    assert CORK_BYTES - 102 < len(transport.writes[1]) <= CORK_BYTES
+    assert writer.held <= CORK_BYTES
     await asyncio.sleep(0)
+    assert len(transport.writes) == 3
     assert b"".join(transport.writes) == _frame(text) * count
+
+
+async def test_a_threshold_write_that_pauses_the_transport_sends_the_next_frame_to_the_queue() -> (
+    None
+):
+    protocol = _Protocol()
+
+    class Pausing(_Transport):
+        def write(self, data: bytes) -> None:
+            super().write(data)
+            if len(data) > 50_000:  # past the mark: the transport pauses the protocol
+                protocol.writable.clear()
+
+    transport = Pausing()
+    writer = DirectWriter(protocol, transport, State.OPEN, TickFlusher())
+    writer.write("first")
+    big = "b" * 30_000
+    assert writer.write(big)
+    assert writer.write(big)  # 60 KB held
+    assert not writer.write(big)  # the held 60 KB went out; this one is the caller's
+    assert [len(w) for w in transport.writes] == [7, 2 * 30_004]
+    assert writer.held == 0
+
+
+async def test_a_frame_as_large_as_the_threshold_is_written_at_once() -> None:
+    writer, transport, _ = _writer()
+    writer.write("first")
+    huge = "h" * CORK_BYTES
+    assert writer.write(huge)
+    assert len(transport.writes) == 2
+    assert writer.held == 0
 
 
 async def test_a_batch_or_a_flush_writes_the_held_frames_first() -> None:
