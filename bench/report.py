@@ -400,6 +400,8 @@ def markdown(
         "  every server. Clients check that every socket sees every round in order.",
         "- Burst: the server publishes R rounds back to back (`await asyncio.sleep(0)` between",
         "  rounds); throughput = deliveries ÷ (last client read − first publish).",
+        "- Tight: the same rounds published back to back without yielding (all in one tick),",
+        "  timed like the burst.",
         "- Write system calls: `strace -c` attached to the server counts its `write`,",
         "  `writev` and `send*` calls during a short burst (one broadcast per tick) and a",
         "  short *tight* burst (every broadcast in one tick, as a batch job's loop runs);",
