@@ -1,6 +1,6 @@
 """``python -m bench [--quick | --full | --tiny] [--with-10k] [--out PATH] [--no-docs]``.
 
-Runs every scenario (see :mod:`bench.run`), writes the JSON results (default
+Runs every scenario (see `bench.run`), writes the JSON results (default
 ``bench/results/latest.json``) and renders ``docs/performance.md`` with its plot
 ``docs/img/performance.svg`` from them.
 """

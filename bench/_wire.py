@@ -26,13 +26,13 @@ _EMPTY = len(encode_envelope({"type": "bench", "data": {"s": SEQ_BASE, "t": 10**
 
 
 def body(seq: int, t_ns: int, tag: str = "") -> dict[str, Any]:
-    """The envelope (as a dict) whose encoding is exactly :data:`ENVELOPE_BYTES` long."""
+    """The envelope (as a dict) whose encoding is exactly `ENVELOPE_BYTES` long."""
     pad = ENVELOPE_BYTES - _EMPTY - len(tag)
     return {"type": "bench", "data": {"s": seq, "t": t_ns, "p": tag + "x" * pad}}
 
 
 def frame_text(seq: int, t_ns: int, tag: str = "") -> str:
-    """:func:`body` serialized once, as the baselines send it."""
+    """`body()` serialized once, as the baselines send it."""
     return encode_envelope(body(seq, t_ns, tag))
 
 

@@ -14,8 +14,10 @@ without history takes). Runs alternate.
 Cases:
 
 ``memory``            in-process hub (in-memory backplane), ``MemoryHistory``;
-``redis_sequential``  hub on a ``RedisBackplane``, ``RedisHistory`` on the same Redis,
-                      one publisher awaiting each publish (latency bound);
+``redis_sequential``  hub on a ``RedisBackplane``, ``RedisHistory`` on the same Redis
+                      (so one script appends and publishes: one round trip, as a
+                      publish without history), one publisher awaiting each publish
+                      (latency bound);
 ``redis_concurrent``  the same with 16 concurrent publishers (throughput bound).
 
 Each hub has ``SUBSCRIBERS`` local connections on both topics, writing to counting
@@ -169,11 +171,59 @@ def per_op(op: Callable[[int], Any], count: int) -> float:
     return round(statistics.median(samples), 3)
 
 
+class _Ignore:
+    """A backplane listener that drops everything (the micro runs have no hub)."""
+
+    def on_packet(self, channel: str, packet: bytes) -> None:
+        pass
+
+    def on_resync(self) -> None:
+        pass
+
+    def on_presence_expired(self, topic: str, user: str) -> None:
+        pass
+
+
+async def redis_cpu_joint(redis: Any, policy: Any, frame: str, batches: int) -> dict[str, float]:
+    """Redis CPU per pipelined ``PUBLISH`` and per pipelined one-script append and publish
+    (64 concurrent calls per batch), as a hub without and with history sends them. The
+    publishing connection is the only client: the figures include Redis's own network
+    work, not the delivery to subscribers (there is none)."""
+    from tempest_ws.backplane.packet import positioned_head
+    from tempest_ws.backplane.redis import RedisBackplane
+    from tempest_ws.history.redis import RedisHistory
+
+    backplane = RedisBackplane(redis.url, timeout=5)
+    store = RedisHistory(redis.url, policy=policy, timeout=5)
+    await backplane.start("0123456789ab", _Ignore())
+    joint = store.joined_with(backplane)
+    assert joint is not None
+    head = positioned_head("0123456789ab", "topic", "chat:joint")
+    packet = f'{{"v":1,"n":"0123456789ab","o":"topic","t":"plain:joint"}}\n{frame}'.encode()
+    out: dict[str, float] = {}
+    try:
+        for name, call in (
+            ("redis_cpu_us_per_batched_publish", lambda: backplane.publish("topic:p", packet)),
+            (
+                "redis_cpu_us_per_batched_append_publish",
+                lambda: joint("chat:joint", frame, "topic:chat:joint", head),
+            ),
+        ):
+            cpu0 = cpu_seconds(redis.pid)
+            for _ in range(4 * batches):  # /proc counts CPU in 10 ms ticks
+                await asyncio.gather(*(call() for _ in range(64)))
+            out[name] = round((cpu_seconds(redis.pid) - cpu0) / (256 * batches) * 1e6, 2)
+    finally:
+        await store.aclose()
+        await backplane.stop()
+    return out
+
+
 MODES = {"tiny": (0.1, 1), "quick": (1.0, 3), "full": (4.0, 5)}  # (scale, rounds)
 
 
 async def measure(mode: str) -> dict[str, Any]:
-    from tempest_ws import WebSocketHub
+    from tempest_ws import WebSocketHub, allow_any_topic
     from tempest_ws.backplane.redis import RedisBackplane
     from tempest_ws.envelope import encode_envelope
     from tempest_ws.history import HistoryPolicy, MemoryHistory, Position, stamp_frame
@@ -198,7 +248,9 @@ async def measure(mode: str) -> dict[str, Any]:
         lambda n: memory.append(TOPIC, frame), int(20_000 * scale)
     )
 
-    hub = WebSocketHub(send_queue_size=1_000_000, history=MemoryHistory(policy))
+    hub = WebSocketHub(
+        send_queue_size=1_000_000, history=MemoryHistory(policy), topic_authorizer=allow_any_topic
+    )
     try:
         results["memory"] = await compare("memory", hub, int(1500 * scale), 1, rounds)
     finally:
@@ -224,6 +276,7 @@ async def measure(mode: str) -> dict[str, Any]:
         results["micro"]["redis_cpu_us_per_batched_append"] = round(
             (cpu_seconds(redis.pid) - cpu0) / (64 * batches) * 1e6, 2
         )
+        results["micro"].update(await redis_cpu_joint(redis, policy, frame, batches))
         import redis as redis_py
 
         with redis_py.Redis(port=redis.port) as client:
@@ -241,7 +294,12 @@ async def measure(mode: str) -> dict[str, Any]:
         ):
             backplane = RedisBackplane(redis.url, timeout=5)
             hub_store = RedisHistory(redis.url, policy=policy, timeout=5)
-            hub = WebSocketHub(send_queue_size=1_000_000, backplane=backplane, history=hub_store)
+            hub = WebSocketHub(
+                send_queue_size=1_000_000,
+                backplane=backplane,
+                history=hub_store,
+                topic_authorizer=allow_any_topic,
+            )
             await hub.start()
             try:
                 results[name] = await compare(name, hub, int(messages * scale), workers, rounds)
@@ -270,7 +328,9 @@ def report(r: dict[str, Any]) -> None:
     )
     print(
         f"batched (64 concurrent): {m['redis_batched_appends_per_s']} appends/s, "
-        f"redis CPU {m['redis_cpu_us_per_batched_append']} µs each"
+        f"redis CPU {m['redis_cpu_us_per_batched_append']} µs each; "
+        f"append and publish in one script {m['redis_cpu_us_per_batched_append_publish']} µs, "
+        f"a PUBLISH {m['redis_cpu_us_per_batched_publish']} µs"
     )
     print(f"{'case':18} {'without/s':>10} {'with/s':>10} {'ratio':>6} {'+µs':>8}")
     for case in ("memory", "redis_sequential", "redis_concurrent"):
@@ -280,6 +340,45 @@ def report(r: dict[str, Any]) -> None:
             f"{case:18} {p['without']:>10.0f} {p['with']:>10.0f} {c['measured_ratio']:>6.2f} "
             f"{c['added_us_per_publish']:>8.1f}"
         )
+
+
+def markdown_section(r: dict[str, Any]) -> list[str]:
+    """The history section of ``docs/performance.md`` from a run's results."""
+    m = r["micro"]
+    machine = r.get("machine", {})
+    lines = [
+        "",
+        "## What history costs a publish",
+        "",
+        "Produced by:",
+        "",
+        "```",
+        machine.get("command", ".venv/bin/python -m bench.history"),
+        "```",
+        "",
+        f"{machine.get('cpus', '?')} cores, Python {machine.get('python', '?')}, load average "
+        f"{machine.get('load_average', ['?'])[0]} at the end. `hub.broadcast` of a "
+        f"{m['frame_bytes']}-byte envelope to {r['memory']['subscribers']} local subscribers, "
+        "to a topic that keeps history and to one that does not, on the same hub; runs "
+        "alternate and the median is shown ([Message history](history.md#measured-cost) "
+        "explains the figures).",
+        "",
+        "| Case | Without history | With history | Ratio | CPU per publish (without → with) |",
+        "|---|---|---|---|---|",
+    ]
+    names = {
+        "memory": "in-process hub, `MemoryHistory`",
+        "redis_sequential": "Redis backplane, `RedisHistory`, 1 sequential publisher",
+        "redis_concurrent": "Redis backplane, `RedisHistory`, 16 concurrent publishers",
+    }
+    for case, name in names.items():
+        c = r[case]
+        p, cpu = c["publishes_per_s"], c["cpu_us_per_publish"]
+        lines.append(
+            f"| {name} | {p['without']:,.0f} /s | {p['with']:,.0f} /s | "
+            f"{c['measured_ratio']:.2f} | {cpu['without']:.1f} → {cpu['with']:.1f} µs |"
+        )
+    return lines
 
 
 def main() -> None:

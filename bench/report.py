@@ -6,6 +6,7 @@ server), so the suite needs nothing beyond the project's own dependencies.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def markdown(
         "",
         f"![throughput and p99 latency against N]({image})",
         "",
-        "## Targets (issue 5), judged on this run",
+        "## Targets, judged on this run",
         "",
         "| target | value | met |",
         "|---|---|---|",
@@ -355,6 +356,7 @@ def markdown(
             ]
             lines.append("| " + " | ".join(cells) + " |")
     lines += _syscall_lines(runs)
+    lines += _history_section()
     lines += [
         "",
         "## How tempest_ws fans out",
@@ -544,6 +546,13 @@ def svg(result: dict[str, Any]) -> str:
         x += 40 + 6.5 * len(LABELS[kind])
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def _history_section() -> list[str]:
+    """The last ``python -m bench.history`` run (``bench/results/history.json``), if any."""
+    from .history import RESULTS, markdown_section
+
+    return markdown_section(json.loads(RESULTS.read_text())) if RESULTS.exists() else []
 
 
 def render(

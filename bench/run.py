@@ -501,7 +501,7 @@ def _diff(a: float | None, b: float | None) -> float | None:
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, each judged on this run's ratios (``None``: not measured)."""
+    """The performance targets, each judged on this run's ratios (``None``: not measured)."""
     rows: list[dict[str, Any]] = []
     table = result["ratios"]
 

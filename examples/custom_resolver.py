@@ -7,7 +7,7 @@ expiry, and logging out deletes the row *and* closes the user's open sockets wit
 ``POST /login`` hands a token out only for a user id and password that match the users
 table (a salted PBKDF2 hash per user, compared in constant time).
 
-Tokens come from :func:`secrets.token_urlsafe`, whose alphabet (letters, digits, ``-``
+Tokens come from `secrets.token_urlsafe()`, whose alphabet (letters, digits, ``-``
 and ``_``) is valid in the ``Sec-WebSocket-Protocol`` header, so browsers can send them
 with ``new WebSocket(url, ["bearer", token])``.
 

@@ -3,7 +3,7 @@
 Browsers connect to ``/ws`` and subscribe to the ``dashboard`` topic (the router's
 ``subscribe`` built-in answers them). A background task, owned by the app's lifespan,
 broadcasts ``{"type": "metrics", "data": {"seq": n, "hub": {...}, "cluster": {...}}}``
-(:func:`tempest_ws.metrics.hub_snapshot`) to that topic every ``interval`` seconds; it is
+(`tempest_ws.metrics.hub_snapshot()`) to that topic every ``interval`` seconds; it is
 cancelled and awaited on shutdown, before the hub stops. ``GET /`` is the page,
 ``GET /health`` the same snapshot as JSON and ``GET /metrics`` the Prometheus view.
 
@@ -86,6 +86,11 @@ def pusher(hub: WebSocketHub, *, interval: float, metrics: WebSocketMetrics) -> 
 # --8<-- [end:push]
 
 
+def dashboard_only(connection: WebSocketConnection, topic: str) -> bool:
+    """The topic authorizer: viewers may subscribe to the dashboard, nothing else."""
+    return topic == DASHBOARD_TOPIC
+
+
 async def handler(ws: WebSocket, connection: WebSocketConnection, hub: WebSocketHub) -> None:
     """Push-only: the router answers ``subscribe``; anything else is ignored."""
     async for _ in ws.iter_text():
@@ -110,6 +115,7 @@ def create_app(settings: WebSocketSettings | None = None, *, interval: float = 1
             bearer_resolver=jwt_bearer_resolver(settings),
             settings=settings,
             builtins=("subscribe", "unsubscribe"),
+            topic_authorizer=dashboard_only,
         )
     )
     # --8<-- [start:metrics]

@@ -102,10 +102,11 @@ def create_app(settings: WebSocketSettings | None = None) -> FastAPI:
         """Publish ``chat.message`` to ``room:<room>``; each gets the room's next offset."""
         envelope = {"type": "chat.message", "data": {"from": user, "text": text}}
         try:
-            delivered = await hub.broadcast(envelope, topic=f"room:{room}")
+            local = await hub.broadcast(envelope, topic=f"room:{room}")
         except BackplaneError as exc:  # delivered here, maybe not elsewhere or not stored
             raise HTTPException(503, str(exc)) from None
-        return {"delivered": delivered}
+        # This process's sockets only: the other nodes deliver to theirs, uncounted.
+        return {"local_recipients": local}
 
     @app.get("/rooms/{room}/history")
     async def history(

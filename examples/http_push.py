@@ -173,27 +173,28 @@ def create_app(
         with the ``publisher`` role."""
         if user_id != who.user_id and PUBLISHER not in who.roles:
             raise HTTPException(403, "you may notify only yourself")
-        delivered = await hub.send_to(user_id, WSEnvelope(type="notification", data=payload))
-        return {"delivered": delivered}
+        local = await hub.send_to(user_id, WSEnvelope(type="notification", data=payload))
+        # The hub counts this process's sockets only: other nodes deliver too, uncounted.
+        return {"local_recipients": local}
 
     @app.post("/topics/{topic}/publish")
     async def publish(topic: str, payload: Payload, hub: Hub, who: Publisher) -> dict[str, int]:
         """Every subscriber of ``topic`` gets an ``event``; nobody else does."""
-        delivered = await hub.broadcast(
+        local = await hub.broadcast(
             WSEnvelope(type="event", data={"topic": topic, "payload": payload}), topic=topic
         )
-        return {"delivered": delivered}
+        return {"local_recipients": local}
 
     @app.post("/announce")
     async def announce(
         payload: Payload, hub: Hub, who: Publisher, exclude_user: str | None = None
     ) -> dict[str, int]:
         """Everyone connected gets an ``announcement``, except ``exclude_user``'s tabs."""
-        delivered = await hub.broadcast(
+        local = await hub.broadcast(
             {"type": "announcement", "data": payload},  # a plain dict works too
             exclude_users=exclude_user,
         )
-        return {"delivered": delivered}
+        return {"local_recipients": local}
 
     @app.get("/online")
     async def online(hub: Hub, who: Publisher) -> dict[str, Any]:

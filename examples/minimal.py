@@ -1,7 +1,7 @@
 """The seed's "Minimum setup", running on tempest_ws, with its topics closed.
 
 Three things differ from the reference recipe: the import line (``from tempest_ws import
-...``), the JWT helper, which is :func:`tempest_ws.jwt_bearer_resolver` wrapped to return
+...``), the JWT helper, which is `tempest_ws.jwt_bearer_resolver()` wrapped to return
 a ``UUID`` as the seed's resolver does, and who may subscribe to what. The recipe lets
 anyone subscribe and post to any topic; here a ``topic_authorizer`` admits a user to
 their own inbox (``inbox:<user id>``), to ``room:lobby`` and to the other rooms they are

@@ -32,7 +32,7 @@ class RefreshingToken:
     """A token provider that reuses its token until shortly before it expires.
 
     The client awaits the provider before every connection attempt. ``fetch`` returns
-    ``(token, lifetime_seconds)``; :meth:`forget` (wired to ``on_disconnect`` for 4401)
+    ``(token, lifetime_seconds)``; `forget()` (wired to ``on_disconnect`` for 4401)
     makes the next attempt fetch a new token even if the old one has not expired.
     """
 

@@ -1,6 +1,6 @@
 """Tracing: an OpenTelemetry span per inbound message, and trace context across nodes.
 
-Needs the ``otel`` extra and an SDK (``pip install 'tempest-ws[otel]'
+Needs the ``otel`` extra and an SDK (``pip install 'opentelemetry-api>=1.20'
 opentelemetry-sdk``). Run it (spans are printed to the console)::
 
     WS_JWT_SECRET=change-me-to-32-bytes-or-more-please python -m examples.tracing

@@ -106,8 +106,10 @@ async def handler(ws: WebSocket, connection: WebSocketConnection, hub: WebSocket
                         connection.connection_id, envelope, "not_subscribed", "join first"
                     )
                     continue
+                # --8<-- [start:broadcast]
                 line = ChatMessage(room=room, sender=connection.user_key, text=text)
                 await hub.broadcast(messages.envelope(line), topic=f"room:{room}")
+                # --8<-- [end:broadcast]
 
 
 # --8<-- [end:handler]

@@ -35,9 +35,15 @@ if [ ! -x .venv/bin/python ]; then
   fi
   "$python" -m venv .venv
 fi
+# The development dependencies come from the lock (every version pinned, every file
+# hash-checked); the package itself is installed editable on top, without resolving
+# anything more. Done again whenever the lock or pyproject.toml changes.
+lock=requirements/dev.lock
 stamp=.venv/.tempest-ws-deps
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
-  touch "$stamp"
+want="$(cat "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: installing $lock into .venv" >&2
+  .venv/bin/python -m pip install -q --require-hashes -r "$lock"
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+  echo "$want" >"$stamp"
 fi

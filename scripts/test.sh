@@ -8,5 +8,13 @@ export TEMPEST_WS_REQUIRE_TOOLS=1   # tests needing redis-server/chromium fail, 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy tempest_ws
-NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
-exec .venv/bin/python -m pytest "$@"
+# Not --quiet: it hides the warnings that --strict turns into a failure.
+docs_log="$(mktemp)"
+if ! NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$(mktemp -d)" >"$docs_log" 2>&1; then
+  grep -v '^INFO' "$docs_log" >&2
+  exit 1
+fi
+# Two pytest-xdist workers, one test file per worker at a time (--dist loadfile), so a
+# module's fixtures (Redis clusters, node processes) start once. Later arguments win:
+# scripts/test.sh -n 0 runs in one process (for --pdb); TEMPEST_WS_WORKERS sets the count.
+exec .venv/bin/python -m pytest -n "${TEMPEST_WS_WORKERS:-2}" --dist loadfile "$@"

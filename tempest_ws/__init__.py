@@ -21,6 +21,7 @@ from .exceptions import (
     EnvelopeError,
     MissingDependencyError,
     TempestWSError,
+    TopicLimitError,
     UnencodableMessageError,
 )
 from .history import (
@@ -45,6 +46,7 @@ from .realtime import (
     OnConnect,
     OnDisconnect,
     TopicAuthorizer,
+    allow_any_topic,
     error_reply,
     receive_envelope,
     reply_envelope,
@@ -93,6 +95,7 @@ __all__ = [
     "StampedEnvelope",
     "TempestWSError",
     "TopicAuthorizer",
+    "TopicLimitError",
     "Tracing",
     "UnencodableMessageError",
     "WSEnvelope",
@@ -102,6 +105,7 @@ __all__ = [
     "WebSocketSettings",
     "__version__",
     "add_asyncapi_route",
+    "allow_any_topic",
     "asyncapi_document",
     "decode_envelope",
     "describe_close_code",

@@ -1,6 +1,7 @@
 """The channel part of the AsyncAPI document: handshake binding, security, servers.
 
-What :func:`tempest_ws.asyncapi.asyncapi_document` says about *connecting*, from the
+What [`tempest_ws.asyncapi.asyncapi_document()`][tempest_ws.asyncapi.asyncapi_document] says about
+*connecting*, from the
 endpoint's settings: the WebSockets binding (``bearer`` subprotocol, ``Authorization``
 and ``Origin`` headers, the ``token`` query parameter when ``WS_ALLOW_QUERY_TOKEN`` is
 on), the matching security schemes, the ``servers`` object, and the channel description

@@ -6,7 +6,8 @@ each enabled built-in operation is a message the server receives (``subscribe`` 
 its optional ``offset``/``epoch``, ``unsubscribe``, ``presence.get``, ``typing``,
 ``receipt``); ``typing`` and ``receipt`` are relayed to the topic's members too, with
 another ``data``. A hub with ``presence=`` sends ``presence.join``/``presence.leave``.
-The inbound models are the ones the router validates with (:mod:`tempest_ws._builtins`),
+The inbound models are the ones the router validates with
+([`tempest_ws._builtins`][tempest_ws._builtins]),
 so the document cannot drift from what is accepted.
 """
 
@@ -60,7 +61,7 @@ class ErrorData(BaseModel):
     code: str = Field(
         description="Machine-readable: invalid_json, invalid_envelope, binary_not_supported, "
         "unknown_type, invalid_data, invalid_refresh; for built-in operations forbidden, "
-        "not_subscribed, presence_disabled, unavailable, too_many_topics; or an "
+        "not_subscribed, presence_disabled, unavailable, too_many_topics, topic_limit; or an "
         "application code."
     )
     message: str = Field(description="Human-readable; names fields, never repeats the payload.")

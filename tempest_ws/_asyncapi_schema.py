@@ -1,10 +1,10 @@
 """AsyncAPI schemas from pydantic: draft-07 translation and the envelope payloads.
 
 AsyncAPI 3.0.0's Schema Object is a JSON Schema draft-07 superset; pydantic emits JSON
-Schema 2020-12. :func:`model_schemas` gathers every model once into
+Schema 2020-12. `model_schemas()` gathers every model once into
 ``components/schemas`` (``$defs`` hoisted, references rewritten) and translates the few
 keywords read differently (``prefixItems`` tuples, an object ``discriminator``).
-:func:`envelope_payload` wraps a ``data`` schema in the ``{"type", "data",
+`envelope_payload()` wraps a ``data`` schema in the ``{"type", "data",
 "request_id"}`` envelope, with the optional history stamp (``topic``/``offset``/
 ``epoch``) on messages the server sends.
 """

@@ -7,12 +7,12 @@ Every security event goes to the ``tempest_ws.security`` logger (a child of
 identifiers, sizes, counts, addresses and fixed reasons: never a token, a subprotocol
 header or a message body.
 
-Observers (:func:`add_event_observer`) are called synchronously with ``(event, fields)``
+Observers (`add_event_observer()`) are called synchronously with ``(event, fields)``
 for every security event, whatever the log level, and for the traffic events the
-connection path reports through :func:`frame_in`, :func:`frame_out` and
-:func:`traffic_event` (``connection_opened``, ``connection_closed`` with ``code``,
+connection path reports through `frame_in()`, `frame_out()` and
+`traffic_event()` (``connection_opened``, ``connection_closed`` with ``code``,
 ``backplane_published``, ``backplane_reconnected``). This is how
-:mod:`tempest_ws.metrics` counts without parsing logs. With no observer registered,
+[`tempest_ws.metrics`][tempest_ws.metrics] counts without parsing logs. With no observer registered,
 reporting an event costs one truth test. An observer that raises is logged and the
 others still run: metrics never break a connection.
 """
@@ -47,7 +47,7 @@ def add_event_observer(observer: EventObserver) -> Callable[[], None]:
     """Call ``observer(event, fields)`` for every event from now on (process-wide).
 
     Adding the same observer twice registers it once. Returns a function that removes
-    it (the same as :func:`remove_event_observer`).
+    it (the same as `remove_event_observer()`).
     """
     global _observers
     if observer not in _observers:

@@ -5,6 +5,11 @@ The hub asks the authorizer before every new subscription (built-in ``subscribe`
 of exactly ``True`` subscribes. ``False``, any other value, an exception or no answer
 within the timeout is a denial; each denial is a ``topic_denied`` security event
 (``tempest_ws.security``) with the connection id and the topic.
+
+Topics are closed by default: a router whose built-ins can subscribe and a hub that
+keeps presence or history refuse to start without an authorizer
+(`require_authorizer()`). Opening every topic to every authenticated user is the
+explicit choice `allow_any_topic()`.
 """
 
 from __future__ import annotations
@@ -16,16 +21,43 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeAlias, cast
 
 from ._audit import security_event
+from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from .connection import WebSocketConnection
 
-__all__ = ["TopicAuthorizer", "authorize"]
+__all__ = ["TopicAuthorizer", "allow_any_topic", "authorize", "require_authorizer"]
 
 logger = logging.getLogger("tempest_ws.hub")
 
 TopicAuthorizer: TypeAlias = Callable[["WebSocketConnection", str], bool | Awaitable[bool]]
 """``(connection, topic) -> bool`` (sync or async): whether the connection may subscribe."""
+
+
+def allow_any_topic(connection: WebSocketConnection, topic: str) -> bool:
+    """A ``topic_authorizer`` that admits every authenticated connection to every topic.
+
+    For trusted or development use only: with it, any signed-in user may subscribe to
+    any topic (another user's inbox included), read its history and its presence. Pass
+    it explicitly (``topic_authorizer=allow_any_topic``) so the choice can be found with
+    ``grep``; production apps pass a function that checks the user's rooms.
+    """
+    return True
+
+
+def require_authorizer(authorizer: TopicAuthorizer | None, *, because: str) -> None:
+    """Refuse a configuration that lets clients into topics without an authorizer.
+
+    Raises:
+        ConfigurationError: ``authorizer`` is ``None``; the message names the fix.
+    """
+    if authorizer is None:
+        raise ConfigurationError(
+            f"{because}, so topics need a topic_authorizer: pass "
+            "topic_authorizer=<a function (connection, topic) -> bool> to the hub or the "
+            "router, or topic_authorizer=tempest_ws.allow_any_topic to admit every "
+            "authenticated user to every topic (trusted or development use only)"
+        )
 
 
 async def authorize(

@@ -1,9 +1,9 @@
 """Reconnect logic without I/O: backoff delays, the close-code policy, the offline queue.
 
 Everything the client decides between two connections lives here as plain objects tested
-without sockets or sleeps: how long to wait (:class:`Backoff`, driven by an injectable
-``random.Random``), whether to try again at all (:class:`ReconnectPolicy`, given a
-:class:`Disconnect`) and what to keep meanwhile (:class:`OfflineQueue`). The I/O side is
+without sockets or sleeps: how long to wait (`Backoff`, driven by an injectable
+``random.Random``), whether to try again at all (`ReconnectPolicy`, given a
+`Disconnect`) and what to keep meanwhile (`OfflineQueue`). The I/O side is
 ``tempest_ws.client``.
 """
 
@@ -135,7 +135,7 @@ _STATUS_HINTS: dict[int, str] = {
 
 
 class Action(enum.Enum):
-    """What :meth:`ReconnectPolicy.decide` tells the client to do."""
+    """What `ReconnectPolicy.decide()` tells the client to do."""
 
     RECONNECT = "reconnect"
     STOP = "stop"
@@ -144,7 +144,7 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The outcome of one :meth:`ReconnectPolicy.decide`: ``action``, ``delay`` and why."""
+    """The outcome of one `ReconnectPolicy.decide()`: ``action``, ``delay`` and why."""
 
     action: Action
     delay: float = 0.0
@@ -244,7 +244,7 @@ class OfflineQueue(Generic[T]):
 
     When full, ``"drop_oldest"`` discards the oldest entry with a warning on the
     ``tempest_ws.client`` logger (never the message itself); ``"raise"`` refuses the new
-    one with :class:`SendQueueFullError`. A ``maxsize`` of 0 keeps nothing.
+    one with `SendQueueFullError`. A ``maxsize`` of 0 keeps nothing.
     """
 
     def __init__(self, maxsize: int, overflow: Overflow = "drop_oldest") -> None:
@@ -285,7 +285,7 @@ class OfflineQueue(Generic[T]):
         return self._items.popleft()
 
     def requeue(self, item: T) -> None:
-        """Put back an item taken by :meth:`pop` whose write failed (first in line again)."""
+        """Put back an item taken by `pop()` whose write failed (first in line again)."""
         self._items.appendleft(item)
 
     def discard(self, item: T) -> bool:

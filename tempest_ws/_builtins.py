@@ -1,6 +1,6 @@
 """Built-in operations and typed validation, run by the session before the handler.
 
-``make_websocket_router(builtins=..., messages=...)`` builds one :class:`Inbound`. The
+``make_websocket_router(builtins=..., messages=...)`` builds one `Inbound`. The
 session asks it about every decoded envelope that is not a heartbeat or ``auth.refresh``:
 
 - a built-in type (``subscribe``, ``unsubscribe``, ``presence.get``, ``typing``,
@@ -10,7 +10,8 @@ session asks it about every decoded envelope that is not a heartbeat or ``auth.r
   and a ``recovery`` envelope (``docs/history.md``);
 - with a ``messages`` registry, every other type must be registered inbound and its
   ``data`` must validate (else ``unknown_type`` / ``invalid_data``); the validated model
-  travels with the frame to the handler (:func:`tempest_ws.realtime.receive_envelope`).
+  travels with the frame to the handler
+  ([`tempest_ws.realtime.receive_envelope()`][tempest_ws.realtime.receive_envelope]).
 
 Malformed ``data`` counts toward the connection's invalid frames (1008 past the limit);
 a refused subscription or an operation on a topic the caller is not in does not: those
@@ -29,9 +30,9 @@ from ._audit import security_event
 from ._membership import MAX_TOPIC_LENGTH
 from .codes import CloseCode
 from .envelope import SUBSCRIBE, UNSUBSCRIBE, WSEnvelope, encode_envelope
-from .exceptions import BackplaneError
+from .exceptions import BackplaneError, TopicLimitError
 from .history.base import MAX_EPOCH_LENGTH, Position
-from .messages import INVALID_DATA, MessageRegistry, describe_validation_error
+from .messages import INVALID_DATA, TOPIC_LIMIT, MessageRegistry, describe_validation_error
 from .realtime import PRESENCE_GET, RECEIPT, TYPING, error_reply, reply_envelope
 
 if TYPE_CHECKING:
@@ -202,7 +203,14 @@ class Inbound:
         """Subscribe; the ack is queued by the hub once subscribed, before any replay."""
         ack = encode_envelope(reply_envelope(request, {"type": SUBSCRIBE, "topic": topic}))
         request_id = None if request is None else request.request_id
-        if await self.hub._join(connection.connection_id, topic, position, request_id, ack):
+        try:
+            joined = await self.hub._join(
+                connection.connection_id, topic, position, request_id, ack
+            )
+        except TopicLimitError as exc:
+            self._send(connection, error_reply(request, TOPIC_LIMIT, exc.reason, topic=topic))
+            return
+        if joined:
             return
         if not connection.closing:
             refused = "subscription to this topic is not allowed"
@@ -233,6 +241,7 @@ class Inbound:
                 topic=topic,
                 exclude=None if exclude_self else connection.connection_id,
                 exclude_users=connection.user_key if exclude_self else None,
+                ephemeral=True,
             )
         except BackplaneError:
             reached = "delivered to this server's members only"
@@ -243,6 +252,10 @@ class Inbound:
     async def _presence(
         self, connection: WebSocketConnection, request: WSEnvelope, topic: str
     ) -> None:
+        if not await self.hub._admits(connection, topic):  # asked again: rights change
+            refused = "presence of this topic is not allowed"
+            self._send(connection, error_reply(request, FORBIDDEN, refused, topic=topic))
+            return
         if not self.hub.keeps_presence(topic):
             refused = "this server keeps no presence for the topic"
             self._send(connection, error_reply(request, PRESENCE_DISABLED, refused, topic=topic))

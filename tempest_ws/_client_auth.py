@@ -1,15 +1,15 @@
 """The client's token: how it travels in the handshake and how it is refreshed in band.
 
-:func:`place_token` puts a token where the server looks for it (the ``bearer``
+`place_token()` puts a token where the server looks for it (the ``bearer``
 subprotocol, the ``Authorization`` header or the ``?token=`` query). The rest keeps a
-connection alive past its token's ``exp`` without reconnecting: :func:`unverified_expiry`
+connection alive past its token's ``exp`` without reconnecting: `unverified_expiry()`
 reads the ``exp`` claim of a JWT without verifying it (the client cannot, and need not:
-it only schedules a refresh), :func:`refresh_time` says when to refresh, and
-:func:`refresh_in_band` is the per-connection loop that asks the token provider for a
+it only schedules a refresh), `refresh_time()` says when to refresh, and
+`refresh_in_band()` is the per-connection loop that asks the token provider for a
 fresh token and sends it as ``auth.refresh`` on the open connection. A token that is not
 a JWT, or has no numeric ``exp`` (a number, or a string of digits as PyJWT and the
 server accept), is never refreshed in band (the server never expires it either).
-:class:`TokenAuth` is the layer of :class:`~tempest_ws.client.WebSocketClient` that wires
+`TokenAuth` is the layer of [`WebSocketClient`][tempest_ws.client.WebSocketClient] that wires
 these to a connection. Logs never contain a token. Requires the ``client`` extra (websockets).
 """
 
@@ -155,7 +155,7 @@ async def refresh_in_band(
 ) -> None:
     """Keep one connection's token fresh with ``auth.refresh``; return when it cannot.
 
-    Each turn waits until :func:`refresh_time`, asks ``provider`` for a token and, when
+    Each turn waits until `refresh_time()`, asks ``provider`` for a token and, when
     its ``exp`` is later than the current one (or unreadable), hands it to ``exchange``
     (which sends ``auth.refresh`` on the connection and returns the answer). An ``ack``
     moves the deadline to its ``expires_at`` (``null``: no more refreshes). A provider

@@ -1,8 +1,8 @@
 """History positions on the client's side: what it received, what it handed over, resuming.
 
 A message of a history topic carries ``topic``/``offset``/``epoch`` as top-level keys
-(``tempest_ws.history.wire``). :class:`ClientPositions` keeps two maps from topic to
-:class:`~tempest_ws.history.Position`:
+(``tempest_ws.history.wire``). `ClientPositions` keeps two maps from topic to
+[`Position`][tempest_ws.history.Position]:
 
 - **received**: the last position read from the socket, whether or not the application
   took the message yet. The client resumes from it when it subscribes again, so messages

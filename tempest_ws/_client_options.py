@@ -1,9 +1,10 @@
 """What a reconnecting client can be configured with, and the checks on it.
 
-:class:`ClientOptions` lists the keyword options shared by both clients of
+`ClientOptions` lists the keyword options shared by both clients of
 ``tempest_ws.client``, the hook signatures they accept, the default ``is_fatal`` hook
-(:func:`default_is_fatal`) and the argument checks that raise
-:class:`~tempest_ws.exceptions.ConfigurationError` when a client is built. Requires the
+(`default_is_fatal()`) and the argument checks that raise
+[`ConfigurationError`][tempest_ws.exceptions.ConfigurationError] when a client is built. Requires
+the
 ``client`` extra (websockets).
 """
 
@@ -50,7 +51,7 @@ _RETRY_STATUSES = frozenset({401, 408, 429, 500, 502, 503, 504})
 def default_is_fatal(disconnect: Disconnect) -> bool:
     """The default ``is_fatal`` hook: True when reconnecting cannot help.
 
-    Fatal: close codes :data:`~tempest_ws.codes.CLOSE_CODE_INFO` marks as not worth a
+    Fatal: close codes `CLOSE_CODE_INFO` marks as not worth a
     reconnect (such as 1003, 1008, 4403; 1000 from the server is not), handshake refusals
     other than HTTP 401/408/429/5xx, and errors other than network errors (a bad URL, a
     token that cannot be sent). A raising URL function or token provider is retried.
@@ -74,7 +75,7 @@ def default_is_fatal(disconnect: Disconnect) -> bool:
 
 
 class ClientOptions(TypedDict, total=False):
-    """Options shared by :class:`WebSocketClient` and :class:`RawWebSocketClient`.
+    """Options shared by `WebSocketClient` and `RawWebSocketClient`.
 
     Attributes:
         headers: extra HTTP headers for the handshake.
@@ -89,16 +90,16 @@ class ClientOptions(TypedDict, total=False):
             (``ssl``, ``compression``, ``proxy``...).
         backoff: delays between attempts (default ``Backoff(0.5, 30, 2)``).
         long_backoff: delays after 4429, 1013, HTTP 429/503 (default ``Backoff(5, 120, 2)``).
-        max_unauthorized: consecutive 4401s before :class:`UnauthorizedError` (default 3).
-        max_retries: consecutive failed attempts before :class:`ClientGaveUpError`
+        max_unauthorized: consecutive 4401s before `UnauthorizedError` (default 3).
+        max_retries: consecutive failed attempts before `ClientGaveUpError`
             (default ``None``: never give up).
         min_uptime: seconds a connection must last to reset the backoff (default 5).
         is_fatal: ``(Disconnect) -> bool``; true stops the client (default
-            :func:`default_is_fatal`).
+            `default_is_fatal()`).
         rng: the ``random.Random`` behind the jitter (seed it in tests).
         queue_size: messages kept while disconnected (default 1000).
         queue_overflow: ``"drop_oldest"`` (default; logs a warning) or ``"raise"``
-            (:class:`SendQueueFullError`).
+            (`SendQueueFullError`).
         inbox_size: received messages kept for ``async for``; when the application does
             not keep up the oldest is dropped with a warning (default 10000).
         silence_timeout: seconds without any inbound frame after which the client closes
@@ -132,7 +133,7 @@ class ClientOptions(TypedDict, total=False):
 
 
 def check_known(options: Mapping[str, object]) -> None:
-    """Raise ``ConfigurationError`` naming every key that is not a :class:`ClientOptions`."""
+    """Raise ``ConfigurationError`` naming every key that is not a `ClientOptions`."""
     unknown = sorted(set(options) - set(ClientOptions.__optional_keys__))
     if unknown:
         raise ConfigurationError(f"unknown client option(s): {', '.join(unknown)}")

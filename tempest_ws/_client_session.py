@@ -1,8 +1,8 @@
 """One connection of a reconnecting client: open it, serve it, report how it ended.
 
-:func:`_open_connection` asks the client for a token and the handshake and connects,
-returning the connection or the :class:`~tempest_ws._backoff.Disconnect` that says why
-not. A :class:`_Session` then serves that connection until it closes: it runs the reader
+`_open_connection()` asks the client for a token and the handshake and connects,
+returning the connection or the [`Disconnect`][tempest_ws._backoff.Disconnect] that says why
+not. A `_Session` then serves that connection until it closes: it runs the reader
 and the silence watchdog, waits for the client to call it ready, restores state,
 flushes the offline queue and starts the client's session work (the envelope client's
 in-band token refresh), and finally cancels and awaits its tasks and turns the close
@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._backoff import Disconnect
+from ._bounded import STOP_TIMEOUT, bounded, cancel_tasks
 from .codes import CloseCode
 from .exceptions import ConfigurationError, ConnectionClosedError, MissingDependencyError
 from .heartbeat import HeartbeatAction, Liveness
@@ -142,13 +143,13 @@ class _Session:
             await asyncio.wait({reader})
         finally:
             client._session = None
+            await cancel_tasks(self.tasks, f"client {client.id} task", limit=STOP_TIMEOUT)
             for task in self.tasks:
-                task.cancel()
-            await asyncio.wait(self.tasks)
-            for task in self.tasks:
-                if not task.cancelled() and task.exception() is not None:
+                if task.done() and not task.cancelled() and task.exception() is not None:
                     logger.error("client %s: task died", client.id, exc_info=task.exception())
-            await ws.close()
+            # websockets bounds the closing handshake by close_timeout; this bounds the rest.
+            limit = client._close_timeout + STOP_TIMEOUT
+            await bounded(ws.close(), f"client {client.id} websocket", limit=limit)
         # The peer's close frame; else the one websockets sent itself (1009 for an
         # oversized message, 1011 for a keepalive timeout); else the TCP connection dropped.
         frame = ws.protocol.close_rcvd or ws.protocol.close_sent

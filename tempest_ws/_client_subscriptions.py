@@ -3,9 +3,9 @@
 Every ``subscribe`` the client sends (from ``subscribe()`` or again on a new connection)
 carries a fresh ``request_id``, so the server's answer can be told apart: an ``ack`` (or
 any other reply carrying the id) confirms the topic, an ``error`` (``forbidden``,
-``invalid_data``...) refuses it. :class:`Subscriptions` remembers the topics in the order
+``invalid_data``...) refuses it. `Subscriptions` remembers the topics in the order
 they were subscribed, which ``request_id`` belongs to which topic on the current
-connection, and turns a refusal into a :class:`~tempest_ws.exceptions.RequestError`
+connection, and turns a refusal into a [`RequestError`][tempest_ws.exceptions.RequestError]
 after removing the topic, so it is not sent again on the next connection. A refusal of
 an older ``subscribe`` of a topic that was unsubscribed and subscribed again since then
 removes nothing. No I/O here; ``tempest_ws.client`` sends the frames.
@@ -24,7 +24,7 @@ __all__ = ["Answer", "Subscriptions", "request_error"]
 
 
 def request_error(envelope: WSEnvelope) -> RequestError:
-    """The :class:`RequestError` an ``error`` envelope stands for."""
+    """The `RequestError` an ``error`` envelope stands for."""
     data = envelope.data if isinstance(envelope.data, dict) else {}
     code, message, topic = data.get("code"), data.get("message"), data.get("topic")
     return RequestError(

@@ -1,12 +1,12 @@
 """Topics on the envelope client: subscriptions and the router's built-in operations.
 
-:class:`TopicOperations` is the layer of :class:`~tempest_ws.client.WebSocketClient`
+`TopicOperations` is the layer of [`WebSocketClient`][tempest_ws.client.WebSocketClient]
 that sends ``subscribe``/``unsubscribe`` (remembered in a
-:class:`~tempest_ws._client_subscriptions.Subscriptions` and sent again on every new
+[`Subscriptions`][tempest_ws._client_subscriptions.Subscriptions] and sent again on every new
 connection, each with a ``request_id`` so a refusal is seen) and the typed helpers
 ``presence``, ``typing`` and ``receipt``. Each helper sends the built-in envelope of
 ``docs/realtime.md`` through ``request()``: an ``ack`` is success, an ``error`` raises
-:class:`~tempest_ws.exceptions.RequestError` with the server's code (``not_subscribed``,
+[`RequestError`][tempest_ws.exceptions.RequestError] with the server's code (``not_subscribed``,
 ``presence_disabled``, ``unavailable``, ``invalid_data``...). The server must answer
 them (``make_websocket_router(builtins=...)``), otherwise the request times out.
 Requires the ``client`` extra (websockets).
@@ -63,7 +63,7 @@ class TopicOperations(_ReconnectingClient[WSEnvelope]):
 
     @property
     def subscriptions(self) -> frozenset[str]:
-        """Topics subscribed with :meth:`subscribe`, sent again after every reconnect."""
+        """Topics subscribed with `subscribe()`, sent again after every reconnect."""
         return frozenset(self._subs.topics)
 
     async def subscribe(
@@ -79,10 +79,10 @@ class TopicOperations(_ReconnectingClient[WSEnvelope]):
         position (received, or seeded by ``positions=``) so the server replays what was
         missed; it carries a fresh ``request_id``. When connected (and ``confirm``) it
         returns once the server answered: an ``ack``, or any reply with the id, confirms
-        the topic; an ``error`` removes it and raises :class:`RequestError` with the
+        the topic; an ``error`` removes it and raises `RequestError` with the
         server's code (``forbidden``, ``invalid_data``...). The answer is also yielded by
         the iterator, before the replay and the ``recovery``. No answer within
-        ``timeout``: :class:`RequestTimeoutError`, the topic stays remembered (a handler
+        ``timeout``: `RequestTimeoutError`, the topic stays remembered (a handler
         that answers ``subscribe`` without the ``request_id`` needs ``confirm=False``).
 
         While disconnected, or if the connection drops before the answer, it returns at
@@ -150,10 +150,10 @@ class TopicOperations(_ReconnectingClient[WSEnvelope]):
     async def presence(self, topic: str, *, timeout: float = 10.0) -> set[str]:  # noqa: ASYNC109
         """The user ids present in ``topic`` (``presence.get``), as strings.
 
-        The connection must be subscribed to ``topic``. Raises :class:`RequestError`
+        The connection must be subscribed to ``topic``. Raises `RequestError`
         (``not_subscribed``, ``presence_disabled``, ``unavailable``, ``invalid_data``),
-        :class:`~tempest_ws.exceptions.RequestTimeoutError`, or what ``request()``
-        raises; a malformed ``ack`` raises :class:`RequestError` with code
+        [`RequestTimeoutError`][tempest_ws.exceptions.RequestTimeoutError], or what ``request()``
+        raises; a malformed ``ack`` raises `RequestError` with code
         ``invalid_answer``.
         """
         data = await self._operation(PRESENCE_GET, {"topic": topic}, timeout)
@@ -171,7 +171,7 @@ class TopicOperations(_ReconnectingClient[WSEnvelope]):
     ) -> None:
         """Tell ``topic``'s other members that this user is (or stopped) typing.
 
-        Returns once the server relayed it. Raises as :meth:`presence` does
+        Returns once the server relayed it. Raises as `presence()` does
         (``not_subscribed``, ``unavailable``: relayed to this server's members only).
         """
         await self._operation(TYPING, {"topic": topic, "typing": typing}, timeout)
@@ -187,7 +187,7 @@ class TopicOperations(_ReconnectingClient[WSEnvelope]):
         """Send a receipt (``status`` such as ``"read"``) for ``message_id`` in ``topic``.
 
         Returns once the server relayed it to the topic's members (this user's other
-        connections included). Raises as :meth:`presence` does; a ``status`` outside
+        connections included). Raises as `presence()` does; a ``status`` outside
         ``[a-z][a-z0-9_.-]{0,31}`` is ``invalid_data``.
         """
         data = {"topic": topic, "message_id": message_id, "status": status}
@@ -212,7 +212,7 @@ class TopicOperations(_ReconnectingClient[WSEnvelope]):
             await session.ws.send(frame)
 
     async def _answered(self, answer: Answer, envelope: WSEnvelope) -> None:
-        """The server answered a ``subscribe``: wake :meth:`subscribe`, or report a refusal
+        """The server answered a ``subscribe``: wake `subscribe()`, or report a refusal
         nobody awaits; the envelope itself is then yielded like any other."""
         if answer.removed:
             self._positions.forget(answer.topic)

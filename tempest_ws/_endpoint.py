@@ -33,6 +33,7 @@ from fastapi import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ._audit import security_event, traffic_event
+from ._bounded import STOP_TIMEOUT, cancel_tasks
 from ._builtins import Inbound
 from ._expiry import TokenLifetime
 from ._handler_socket import HandlerWebSocket
@@ -81,7 +82,8 @@ def _peer_ip(transport: asyncio.WriteTransport | None, scope: Scope) -> str | No
 
 class Endpoint:
     """The ASGI app behind the route, called with the server's own ``receive`` and
-    ``send`` once FastAPI solved the route's dependencies (see :mod:`tempest_ws._route`)."""
+    ``send`` once FastAPI solved the route's dependencies (see
+    [`tempest_ws._route`][tempest_ws._route])."""
 
     def __init__(
         self,
@@ -424,7 +426,5 @@ class Endpoint:
             for connection in stuck:
                 connection.abort()
         finally:
-            for task in closes:
-                task.cancel()
-            await asyncio.gather(*closes, return_exceptions=True)
+            await cancel_tasks(closes, "drain close", limit=STOP_TIMEOUT)
         return len(targets)

@@ -1,10 +1,10 @@
 """Token lifetime: a connection lives as long as its token, unless refreshed in band.
 
 The bearer resolver returns only a user id, so the expiry is read from the token itself:
-:func:`token_expiry` takes the ``exp`` claim of a JWT *without verifying it again* (the
+`token_expiry()` takes the ``exp`` claim of a JWT *without verifying it again* (the
 resolver already did); anything that is not a JWT, or has no numeric ``exp``, never
 expires. An ``exp`` written as a string of digits (``"1796587942"``) counts as that
-number, because PyJWT accepts it as one. :class:`TokenLifetime` arms one timer per
+number, because PyJWT accepts it as one. `TokenLifetime` arms one timer per
 connection at ``exp + leeway`` and runs ``on_expired`` when it fires. A client keeps its
 connection by sending::
 

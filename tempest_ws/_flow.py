@@ -1,6 +1,6 @@
 """Flow control: per-connection byte and time budgets, and bounded producer backpressure.
 
-One :class:`SendBudget` per hub, shared by its connections. No I/O here, and nothing on
+One `SendBudget` per hub, shared by its connections. No I/O here, and nothing on
 the fast path: a frame written straight to an idle socket never touches it. Only a
 connection with a backlog (frames in its queue) counts bytes against the budget:
 
@@ -10,7 +10,7 @@ connection with a backlog (frames in its queue) counts bytes against the budget:
 * **time** -- a connection whose queued frames have not moved to the socket for
   ``stall_timeout`` seconds is closed 1013 (the connection runs that timer).
 * **producers** -- a queue above half its budget is *deep*. A delivery that queued a frame
-  on a deep connection waits (in :meth:`SendBudget.relieve`) until no deep connection is
+  on a deep connection waits (in `SendBudget.relieve()`) until no deep connection is
   left above three eighths of its budget, so writers run and fast readers catch up
   instead of being closed in a burst. The wait is bounded: one delivery waits at most
   ``producer_wait`` seconds; a connection holds producers for at most ``producer_wait``

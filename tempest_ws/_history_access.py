@@ -1,8 +1,8 @@
 """Building the hub's history and its public history methods.
 
-:func:`history_from_settings` and :func:`make_history` turn the hub's ``history`` /
+`history_from_settings()` and `make_history()` turn the hub's ``history`` /
 ``history_policy`` arguments (or the ``WS_HISTORY_*`` settings) into a
-:class:`~tempest_ws._history_hub.HubHistory`; :class:`HistoryAccess`, a base of the
+[`HubHistory`][tempest_ws._history_hub.HubHistory]; `HistoryAccess`, a base of the
 hub, holds ``keeps_history``, ``history`` and ``history_stats``.
 """
 
@@ -56,13 +56,16 @@ def make_history(
         raise ConfigurationError("a history store needs a history_policy")
     if not isinstance(chosen, HistoryPolicy):
         return None
+    store = store if store is not None else MemoryHistory(chosen)
+    joined_with = getattr(store, "joined_with", None)  # an optional store capability
     history = HubHistory(
-        store if store is not None else MemoryHistory(chosen),
+        store,
         chosen,
         node.registry,
         node,
         gap_timeout=gap_timeout,
         queue_size=queue_size,
+        append_publish=None if joined_with is None else joined_with(node.backplane),
     )
     node.sequenced = history.on_packet
     return history
@@ -98,5 +101,5 @@ class HistoryAccess:
         """What the message history did in this process, as plain numbers (no I/O):
         appends, replays, gaps filled or given up, notices, stale drops, seam overflows
         and the topics followed now. All zero on a hub that keeps no history.
-        :class:`~tempest_ws.metrics.WebSocketMetrics` exports them."""
+        [`WebSocketMetrics`][tempest_ws.metrics.WebSocketMetrics] exports them."""
         return _NO_HISTORY if self._history is None else self._history.stats()

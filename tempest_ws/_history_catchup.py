@@ -1,9 +1,9 @@
 """Subscribing with a position: the replay, the ``recovery`` envelope and the seam.
 
-A part of :class:`~tempest_ws._history_hub.HubHistory` (its base class), kept apart
-because it is one job. The hub registers the subscription, then :meth:`Catchups.begin`
-installs a :class:`~tempest_ws.history.Seam` for the connection *before* anything is
-read, so live messages that arrive during the read are buffered. :meth:`Catchups.catch_up`
+A part of [`HubHistory`][tempest_ws._history_hub.HubHistory] (its base class), kept apart
+because it is one job. The hub registers the subscription, then `Catchups.begin()`
+installs a [`Seam`][tempest_ws.history.Seam] for the connection *before* anything is
+read, so live messages that arrive during the read are buffered. `Catchups.catch_up()`
 reads the store, queues the replay, the ``recovery`` envelope, then the buffered live
 messages the replay did not contain; the seam stays (dropping duplicates) until the live
 stream has passed the replay's end. A discontinuity of the live stream seen while the
@@ -59,7 +59,7 @@ class Catchups:
 
     def begin(self, connection: WebSocketConnection, topic: str) -> Catchup:
         """Install a seam for ``connection`` on ``topic`` (subscribed already): from now
-        on its live messages of the topic are buffered until :meth:`catch_up`."""
+        on its live messages of the topic are buffered until `catch_up()`."""
         self.follow(topic)
         state = self._topics[topic]
         catchup = Catchup(connection, state, self.queue_size)

@@ -1,13 +1,15 @@
 """The hub's message history: stamp, sequence, replay and mend the history topics.
 
-A part of :class:`~tempest_ws.hub.WebSocketHub`, kept apart because it is one job: every
-delivery on a topic the :class:`~tempest_ws.history.HistoryPolicy` keeps goes through
+A part of [`WebSocketHub`][tempest_ws.hub.WebSocketHub], kept apart because it is one job: every
+delivery on a topic the [`HistoryPolicy`][tempest_ws.history.HistoryPolicy] keeps goes through
 here (see ``docs/history.md``, "How the hub uses the history").
 
-- **Publishing** appends the frame to the store (its offset), stamps the position into
-  it, releases it locally through the topic's sequencer and publishes one packet whose
-  header carries the position, so receiving nodes never parse the frame.
-- **Receiving**: packets with a position go through the topic's :class:`Sequencer`, one
+- **Publishing** ([`tempest_ws._history_publish`][tempest_ws._history_publish]) appends the frame to
+  the store
+  (its offset), stamps the position into it, releases it locally through the topic's
+  sequencer and publishes one packet whose header carries the position, so receiving
+  nodes never parse the frame; with Redis for both, one script appends and publishes.
+- **Receiving**: packets with a position go through the topic's `Sequencer`, one
   per topic this node has local subscribers of. It starts at the store's ``latest`` once
   the node listens to the topic's channel (packets arriving before that are held, then
   pushed). Messages released out of sequence (a gap given up, a new epoch) are preceded
@@ -15,10 +17,11 @@ here (see ``docs/history.md``, "How the hub uses the history").
 - **One mending task per hub** (started when a gap appears, gone when none is left)
   fetches what a gap lacks from the store after ``gap_timeout``, or gives it up.
 - **Subscribing with a position** replays through a seam
-  (:mod:`tempest_ws._history_catchup`); the gap task is :mod:`tempest_ws._history_mend`.
-- **Counting**: :meth:`HubHistory.stats` reports what it did as plain numbers
+  ([`tempest_ws._history_catchup`][tempest_ws._history_catchup]); the gap task is
+  [`tempest_ws._history_mend`][tempest_ws._history_mend].
+- **Counting**: `HubHistory.stats()` reports what it did as plain numbers
   (``hub.history_stats()``); construction and the hub's public history methods are
-  :mod:`tempest_ws._history_access`.
+  [`tempest_ws._history_access`][tempest_ws._history_access].
 
 No lock is held and no socket awaited: deliveries append to the connections' bounded
 queues, like every other fan-out of the hub.
@@ -27,24 +30,25 @@ queues, like every other fan-out of the hub.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
+from ._bounded import STOP_TIMEOUT, bounded, cancel_tasks
 from ._history_catchup import Catchups
 from ._history_mend import Mending
+from ._history_publish import Publishing
 from ._history_topic import HistoryStats, Item, TopicState, follows
 from ._node import Node
 from ._registry import Registry
-from .backplane.packet import OP_TOPIC, Packet, encode_packet, topic_channel
+from .backplane.packet import OP_TOPIC, Packet, topic_channel
 from .codes import CloseCode
 from .connection import WebSocketConnection
 from .exceptions import BackplaneError
-from .history.base import HistoryPage, HistoryStore, Position, Recovery
+from .history.base import AppendPublish, HistoryPage, HistoryStore, Position, Recovery
 from .history.policy import HistoryPolicy
 from .history.seam import Sequencer
-from .history.wire import recovery_envelope, stamp_frame
+from .history.wire import recovery_envelope
 
 __all__ = ["HubHistory"]
 
@@ -53,7 +57,7 @@ logger = logging.getLogger("tempest_ws.history")
 _READY_ROUNDS = 8  # a topic re-followed while waiting: wait for the new start
 
 
-class HubHistory(Catchups, Mending):
+class HubHistory(Publishing, Catchups, Mending):
     """The history side of one hub (see the module docstring).
 
     Args:
@@ -65,6 +69,9 @@ class HubHistory(Catchups, Mending):
             fetched from the store (or given up).
         queue_size: the connections' send queue size: a seam buffers at most that many
             live messages, and a replay sends at most half of it.
+        append_publish: the store's one-round-trip append and publish for the node's
+            backplane ([`joined_with()`][tempest_ws.history.RedisHistory.joined_with]), if it
+            offers one; else a publish appends, then publishes.
     """
 
     def __init__(
@@ -76,6 +83,7 @@ class HubHistory(Catchups, Mending):
         *,
         gap_timeout: float = 1.0,
         queue_size: int = 1024,
+        append_publish: AppendPublish | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -83,6 +91,7 @@ class HubHistory(Catchups, Mending):
         self.registry = registry
         self.node = node
         self.gap_timeout = gap_timeout
+        self.append_publish = append_publish
         self.queue_size = queue_size
         self.replay_limit = min(policy.recovery_limit, max(1, queue_size // 2))
         self._clock = clock
@@ -103,7 +112,7 @@ class HubHistory(Catchups, Mending):
         self._forgotten = (0, 0)  # (skipped, stale) of the sequencers of topics left
 
     def stats(self) -> HistoryStats:
-        """The counters as a :class:`HistoryStats` (no I/O; one step per followed topic)."""
+        """The counters as a `HistoryStats` (no I/O; one step per followed topic)."""
         skipped, stale = self._forgotten
         for state in self._topics.values():
             if state.seq is not None:
@@ -133,13 +142,12 @@ class HubHistory(Catchups, Mending):
         """Whether ``topic`` keeps history."""
         return self.policy.keeps(topic)
 
-    async def stop(self) -> None:
+    async def stop(self, limit: float = STOP_TIMEOUT) -> None:
         """Cancel and await the mending and following tasks, forget every topic, close
-        the store."""
-        tasks = [*self._tasks, *([self._mender] if self._mender is not None else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        the store. The tasks and the store's ``aclose`` get ``limit`` seconds each; past
+        that they are abandoned (logged on ``tempest_ws.shutdown``)."""
+        tasks = [*self._tasks, self._mender]
+        await cancel_tasks(tasks, "history task", limit=limit)
         self._mender = None
         for state in self._topics.values():
             self._forget(state)
@@ -148,7 +156,11 @@ class HubHistory(Catchups, Mending):
                     catchup.finished.set_result(None)
         self._topics.clear()
         self._gapped.clear()
-        await self.store.aclose()
+        name = type(self.store).__name__
+        try:
+            await bounded(self.store.aclose(), f"{name}.aclose", limit=limit)
+        except Exception:  # a collaborator's failure must not break the hub's stop
+            logger.exception("history store %s failed to close", name)
 
     async def page(self, topic: str, *, since: int | None, limit: int) -> HistoryPage:
         """``store.history`` for a topic that keeps history.
@@ -161,72 +173,51 @@ class HubHistory(Catchups, Mending):
             raise ValueError(f"topic {topic[:64]!r} keeps no history")
         return await self.store.history(topic, since=since, limit=limit)
 
-    # -- publishing --------------------------------------------------------------------
-
-    async def broadcast(
-        self,
-        topic: str,
-        frame: str,
-        exclude: frozenset[str],
-        exclude_users: frozenset[str],
-        trace: Mapping[str, str] | None = None,
-    ) -> int:
-        """Append, stamp, deliver here in offset order, publish with the position (and
-        the caller's trace context, when tracing is on).
-
-        When the append fails, the unstamped frame is delivered and published as on a
-        topic without history, then the append's :class:`BackplaneError` is raised.
-        """
-        node = self.node
-        try:
-            position = await self.store.append(topic, frame)
-        except BackplaneError:
-            self.append_failures += 1
-            recipients = self.registry.select(OP_TOPIC, topic, exclude, exclude_users)
-            self.registry.fan_out(recipients, frame)
-            packet = encode_packet(
-                node.node_id,
-                OP_TOPIC,
-                topic,
-                frame,
-                exclude=exclude,
-                exclude_users=exclude_users,
-                trace=trace,
-            )
-            with contextlib.suppress(BackplaneError):
-                await node.publish(topic_channel(topic), packet)
-            raise
-        self.appended += 1
-        item = Item(position, stamp_frame(frame, topic, position), exclude, exclude_users)
-        delivered = self._arrive(topic, item)
-        packet = encode_packet(
-            node.node_id,
-            OP_TOPIC,
-            topic,
-            item.frame,
-            exclude=exclude,
-            exclude_users=exclude_users,
-            position=position,
-            trace=trace,
-        )
-        await node.publish(topic_channel(topic), packet)
-        return delivered
+    # -- receiving ---------------------------------------------------------------------
 
     def on_packet(self, packet: Packet) -> int:
         """A packet of another node carrying a position (``Node.sequenced``); return how
         many local connections got its message now (0 while it is held behind a gap)."""
         if packet.position is None or packet.frame is None:
             return 0
-        item = Item(Position(*packet.position), packet.frame, packet.exclude, packet.exclude_users)
-        return self._arrive(packet.target, item)
+        return self._arrive(
+            packet.target,
+            Position(*packet.position),
+            packet.frame,
+            packet.exclude,
+            packet.exclude_users,
+        )
 
-    def _arrive(self, topic: str, item: Item) -> int:
-        """Push ``item`` through the topic's sequencer and deliver what it releases;
-        return how many local connections got ``item`` itself now."""
+    def _arrive(
+        self,
+        topic: str,
+        position: Position,
+        frame: str,
+        exclude: frozenset[str],
+        exclude_users: frozenset[str],
+    ) -> int:
+        """Push a message through the topic's sequencer and deliver what it releases;
+        return how many local connections got this message now."""
         state = self._topics.get(topic)
+        registry = self.registry
         if state is None:  # no local subscriber (or not a history topic here)
-            recipients = self.registry.select(OP_TOPIC, topic, item.exclude, item.exclude_users)
-            return self.registry.fan_out(recipients, item.frame)
+            return registry.fan_out(registry.select(OP_TOPIC, topic, exclude, exclude_users), frame)
+        seq = state.seq
+        if seq is not None and not state.catchups and seq.next_in_line(position):
+            # The common case, done as _push, _watch and _release would: the next
+            # message, nothing held behind a gap, nobody replaying.
+            state.gap = None
+            state.failures = 0
+            if state.suspect is None:
+                self._gapped.discard(topic)
+            last = state.last
+            if last is not None and (
+                last.offset + 1 != position.offset or last.epoch != position.epoch
+            ):  # as follows(last, position), inlined on the hot path
+                self._notice(state, position)
+            state.last = position
+            return registry.fan_out(registry.select(OP_TOPIC, topic, exclude, exclude_users), frame)
+        item = Item(position, frame, exclude, exclude_users)
         return self._release(state, self._push(state, item), item)
 
     def _push(self, state: TopicState, item: Item) -> list[Item]:

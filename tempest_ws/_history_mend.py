@@ -1,6 +1,6 @@
 """The hub's gap task: fill a history topic's gaps from the store, or give them up.
 
-A part of :class:`~tempest_ws._history_hub.HubHistory` (its base class), kept apart
+A part of [`HubHistory`][tempest_ws._history_hub.HubHistory] (its base class), kept apart
 because it is one job. A topic's sequencer holds messages behind a missing offset; one
 task per hub (started when a gap appears, gone when none is left, cancelled by
 ``HubHistory.stop``) waits ``gap_timeout``, then reads the missing messages from the

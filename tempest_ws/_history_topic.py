@@ -1,11 +1,11 @@
 """What the hub's history keeps per topic and per joining connection (no logic).
 
-:class:`Item` is one message of a history topic on its way to local connections,
-:class:`TopicState` this node following one topic, :class:`Catchup` one connection
-joining one topic, :class:`HistoryStats` the counters the hub reports. The logic lives
-in :mod:`tempest_ws._history_hub` (publishing, receiving, local delivery),
-:mod:`tempest_ws._history_catchup` (subscribing with a position) and
-:mod:`tempest_ws._history_mend` (the gap task).
+`Item` is one message of a history topic on its way to local connections,
+`TopicState` this node following one topic, `Catchup` one connection
+joining one topic, `HistoryStats` the counters the hub reports. The logic lives
+in [`tempest_ws._history_hub`][tempest_ws._history_hub] (publishing, receiving, local delivery),
+[`tempest_ws._history_catchup`][tempest_ws._history_catchup] (subscribing with a position) and
+[`tempest_ws._history_mend`][tempest_ws._history_mend] (the gap task).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import NamedTuple
 from .connection import WebSocketConnection
 from .history.base import Position
 from .history.seam import Seam, Sequencer
+from .history.wire import Stamper
 
 __all__ = [
     "NO_EXCLUSIONS",
@@ -108,6 +109,7 @@ class TopicState:
         "name",
         "ready",
         "seq",
+        "stamp",
         "suspect",
     )
 
@@ -122,6 +124,7 @@ class TopicState:
         self.gap: tuple[int, float] | None = None  # (first missing offset, seen at)
         self.failures = 0
         self.suspect: str | None = None  # an epoch the sequencer dropped as stale
+        self.stamp = Stamper(name)
 
 
 def follows(last: Position, position: Position) -> bool:

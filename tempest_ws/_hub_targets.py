@@ -1,6 +1,6 @@
 """The hub's targeted deliveries: one user, one connection, a reply, a kick.
 
-A part of :class:`~tempest_ws.hub.WebSocketHub` (its base class), kept apart because it
+A part of [`WebSocketHub`][tempest_ws.hub.WebSocketHub] (its base class), kept apart because it
 is one job: reaching named recipients on whichever node holds them. ``send_to`` and
 ``disconnect_user`` go to the user's channel, ``send_to_connection`` (and the replies
 built on it) to the channel of the node its connection id names. Broadcasts, the
@@ -108,7 +108,7 @@ class TargetedSends:
         ``{"type": message_type, "data": data, "request_id": <the request's>}``.
 
         ``data`` may be a pydantic model. Queued in order with every other delivery;
-        returns what :meth:`send_to_connection` returns.
+        returns what `send_to_connection()` returns.
 
         Raises:
             BackplaneError: the connection lives on another node that cannot be reached.

@@ -4,7 +4,7 @@ uvicorn logs every WebSocket handshake with its full path and query string, so a
 ``?token=`` would land in log files. At DEBUG level the websockets library (which
 uvicorn hands its ``uvicorn.error`` logger) also logs every request header, as two
 record arguments (``"< %s: %s", name, value``), and every frame with the start and end
-of its payload. :class:`QueryTokenRedactor` rewrites such records on the
+of its payload. `QueryTokenRedactor` rewrites such records on the
 ``uvicorn.access`` and ``uvicorn.error`` loggers before any handler sees them, whatever
 their level:
 
@@ -91,7 +91,7 @@ class QueryTokenRedactor(logging.Filter):
 def install_query_token_redaction(
     logger_names: tuple[str, ...] = ("uvicorn.access", "uvicorn.error"),
 ) -> None:
-    """Attach one :class:`QueryTokenRedactor` to each named logger (idempotent)."""
+    """Attach one `QueryTokenRedactor` to each named logger (idempotent)."""
     for name in logger_names:
         target = logging.getLogger(name)
         if not any(isinstance(f, QueryTokenRedactor) for f in target.filters):

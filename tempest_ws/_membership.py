@@ -1,10 +1,11 @@
 """The hub's membership: who may be in a topic, who is in it, who is online.
 
-A part of :class:`~tempest_ws.hub.WebSocketHub` (its base class), kept apart because it
+A part of [`WebSocketHub`][tempest_ws.hub.WebSocketHub] (its base class), kept apart because it
 is one job: subscriptions and their authorization (``topic_authorizer``, see
-:mod:`tempest_ws._authz`), topic presence (see :mod:`tempest_ws._presence`) and the
+[`tempest_ws._authz`][tempest_ws._authz]), topic presence (see
+[`tempest_ws._presence`][tempest_ws._presence]) and the
 deployment-wide online users. Delivery stays in ``hub.py``; the replay a subscription
-with a position gets is :mod:`tempest_ws._history_hub`'s.
+with a position gets is [`tempest_ws._history_hub`][tempest_ws._history_hub]'s.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ._authz import TopicAuthorizer, authorize
+from ._authz import TopicAuthorizer, authorize, require_authorizer
 from ._history_hub import HubHistory
 from ._node import Node
 from ._presence import TopicPresence
@@ -24,8 +25,9 @@ from .backplane.base import Backplane
 from .backplane.packet import topic_channel
 from .connection import WebSocketConnection
 from .envelope import EnvelopeLike
-from .exceptions import BackplaneError, ConfigurationError
+from .exceptions import BackplaneError, ConfigurationError, TopicLimitError
 from .history.base import Position
+from .messages import TOPIC_LIMIT
 
 __all__ = ["MAX_TOPIC_LENGTH", "HubMembership"]
 
@@ -34,6 +36,9 @@ logger = logging.getLogger("tempest_ws.hub")
 MAX_TOPIC_LENGTH = 256
 """The longest topic name, in characters."""
 
+CLEANUP_BATCH = 256
+"""Topics a closing connection leaves per event-loop iteration (see ``_discard``)."""
+
 
 class HubMembership:
     """Subscriptions, topic authorization, presence (a base of the hub)."""
@@ -41,6 +46,7 @@ class HubMembership:
     backplane: Backplane
     topic_authorizer: TopicAuthorizer | None
     authorizer_timeout: float
+    max_topics_per_connection: int
     _registry: Registry
     _connections: dict[str, WebSocketConnection]
     _users: dict[str, dict[str, WebSocketConnection]]
@@ -48,6 +54,7 @@ class HubMembership:
     _node: Node
     _presence: TopicPresence
     _history: HubHistory | None
+    _cleanups: set[asyncio.Task[None]]
 
     if TYPE_CHECKING:
 
@@ -59,7 +66,23 @@ class HubMembership:
             exclude: str | Iterable[str] | None = None,
             exclude_users: UserId | Iterable[UserId] | None = None,
             everyone: bool = False,
+            ephemeral: bool = False,
         ) -> int: ...
+
+    def _require_authorizer(self) -> None:
+        """Topics are closed by default: presence and history need an authorizer."""
+        if self._presence.enabled or self._history is not None:
+            kept = "presence" if self._presence.enabled else "history"
+            require_authorizer(self.topic_authorizer, because=f"this hub keeps {kept}")
+
+    async def _admits(self, connection: WebSocketConnection, topic: str) -> bool:
+        """Whether the ``topic_authorizer`` admits ``connection`` to ``topic`` (``True``
+        without one: a hub with neither presence nor history, fed by server code)."""
+        if self.topic_authorizer is None:
+            return True
+        return await authorize(
+            self.topic_authorizer, connection, topic, timeout=self.authorizer_timeout
+        )
 
     async def online_users(self) -> set[str]:
         """Ids (as ``str``) of users with at least one live connection on any node.
@@ -105,7 +128,7 @@ class HubMembership:
 
         On a topic that keeps history (``history_policy``), the connection also gets,
         before this returns: the messages published after ``position`` (the last one
-        the client got, from :func:`~tempest_ws.history.requested_position`), each
+        the client got, from [`requested_position()`][tempest_ws.history.requested_position]), each
         stamped with its position, then one ``recovery`` envelope carrying
         ``request_id`` (``recovered: true`` when nothing is missing; ``false`` when the
         client must reload, always so without a ``position``), then the live messages,
@@ -115,6 +138,10 @@ class HubMembership:
 
         Raises:
             ValueError: ``topic`` is empty or longer than 256 characters.
+            TopicLimitError: the connection is already subscribed to
+                ``max_topics_per_connection`` topics (``WS_MAX_TOPICS_PER_CONNECTION``);
+                nothing is subscribed, the authorizer is not asked, the connection
+                stays open with its other topics.
         """
         return await self._join(connection_id, topic, position, request_id, None)
 
@@ -126,19 +153,19 @@ class HubMembership:
         request_id: str | None,
         ack: str | None,
     ) -> bool:
-        """:meth:`subscribe`; ``ack`` (a serialized frame) is queued once subscribed,
+        """`subscribe()`; ``ack`` (a serialized frame) is queued once subscribed,
         before any replay (the built-in ``subscribe`` answers that way)."""
         if not isinstance(topic, str) or not topic or len(topic) > MAX_TOPIC_LENGTH:
             raise ValueError(f"topic must be a non-empty string of at most {MAX_TOPIC_LENGTH}")
         connection = self._connections.get(connection_id)
         if connection is None:
             return False
-        if topic not in connection.topics and self.topic_authorizer is not None:
-            allowed = await authorize(
-                self.topic_authorizer, connection, topic, timeout=self.authorizer_timeout
-            )
+        if topic not in connection.topics:
+            self._check_topic_cap(connection)
+            allowed = await self._admits(connection, topic)
             if not allowed or self._connections.get(connection_id) is not connection:
                 return False
+            self._check_topic_cap(connection)  # another subscribe ran meanwhile
         history = self._history if self._history and self._history.keeps(topic) else None
         if history is not None and topic in connection.topics:
             await history.quiesce(connection_id, topic)  # one catch-up at a time
@@ -165,6 +192,18 @@ class HubMembership:
                 history.end(catchup)
         return True
 
+    def _check_topic_cap(self, connection: WebSocketConnection) -> None:
+        limit = self.max_topics_per_connection
+        if len(connection.topics) >= limit:
+            logger.warning(
+                "connection %s refused a subscription: %d topics held (limit %d)",
+                connection.connection_id,
+                len(connection.topics),
+                limit,
+            )
+            reason = f"at most {limit} topics per connection"
+            raise TopicLimitError(reason, code=TOPIC_LIMIT, limit=limit)
+
     async def unsubscribe(self, connection_id: str, topic: Topic) -> bool:
         """Remove a subscription; ``False`` if it did not exist. With presence kept for
         the topic, the user's last subscription anywhere sends ``presence.leave``
@@ -179,6 +218,53 @@ class HubMembership:
         if last:
             self._node.unwant(topic_channel(topic))
         return True
+
+    def unregister(self, connection: WebSocketConnection) -> None:
+        """Remove ``connection`` and its subscriptions. Idempotent."""
+        self._discard(connection)
+
+    def _discard(self, connection: WebSocketConnection) -> None:
+        """Unregister at once; leave the topics `CLEANUP_BATCH` at a time.
+
+        The connection leaves the connection and user indexes now, so nothing targets
+        it any more. Up to a batch of topics is left now too; a connection holding more
+        (a raised ``WS_MAX_TOPICS_PER_CONNECTION``) leaves the rest from a task that
+        yields to the event loop between batches, so no other client waits long.
+        """
+        idle = self._registry.remove(connection)
+        if idle is None:
+            return
+        if self._node.running:
+            self.backplane.presence.leave(connection.user_key, connection.connection_id)
+        for channel in idle:
+            self._node.unwant(channel)
+        topics = list(connection.topics)
+        self._leave_topics(connection, topics[:CLEANUP_BATCH])
+        if len(topics) > CLEANUP_BATCH:
+            task = asyncio.ensure_future(self._leave_later(connection, topics[CLEANUP_BATCH:]))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
+
+    async def _leave_later(self, connection: WebSocketConnection, topics: list[str]) -> None:
+        for start in range(0, len(topics), CLEANUP_BATCH):
+            await asyncio.sleep(0)
+            self._leave_topics(connection, topics[start : start + CLEANUP_BATCH])
+
+    def _leave_topics(self, connection: WebSocketConnection, topics: list[str]) -> None:
+        emptied = self._registry.leave(connection, topics)
+        running = self._node.running
+        for topic in topics:
+            self._presence.removed(topic, connection.user_key, announce=running)
+            if self._history is not None:
+                last = topic in emptied
+                self._history.left(topic, connection.connection_id, last=last)
+            if topic in emptied:
+                self._node.unwant(topic_channel(topic))
+
+    async def _finish_cleanups(self) -> None:
+        """Wait for the topic cleanups still running (each is bounded; none blocks)."""
+        while self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
 
     def subscribers(self, topic: Topic) -> list[WebSocketConnection]:
         """Connections subscribed to ``topic`` in this process."""
@@ -209,6 +295,6 @@ class HubMembership:
             return  # stopping: the other nodes learn it when this node's presence expires
         envelope = {"type": kind, "data": {"topic": topic, "user_id": user}}
         try:
-            await self.broadcast(envelope, topic=topic, exclude_users=user)
+            await self.broadcast(envelope, topic=topic, exclude_users=user, ephemeral=True)
         except BackplaneError as exc:
             logger.warning("%s for topic %s reached this process only: %s", kind, topic, exc)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._audit import traffic_event
+from ._bounded import STOP_TIMEOUT, bounded
 from ._flow import SendBudget
 from ._registry import Registry
 from .backplane.base import Backplane, Member
@@ -57,7 +58,7 @@ class ClusterStats:
         connected: whether packets flow to and from the other nodes right now.
         channels: backplane channels this node is subscribed to.
         packets_received: packets from other nodes run here.
-        publish_errors: publishes that raised :class:`BackplaneError`.
+        publish_errors: publishes that raised `BackplaneError`.
         epoch: the last ``resync`` epoch sent to clients (0: no outage seen).
     """
 
@@ -129,14 +130,24 @@ class Node:
         self.running = True
         logger.info("hub node %s started (%s)", self.node_id, type(self.backplane).__name__)
 
-    async def stop(self) -> None:
-        """Stop the backplane (it removes this node's presence). Idempotent."""
-        if self._starting is not None:
-            await asyncio.gather(self._starting, return_exceptions=True)
+    async def stop(self, limit: float = STOP_TIMEOUT) -> None:
+        """Stop the backplane (it removes this node's presence). Idempotent.
+
+        A start still under way and the backplane's ``stop`` get ``limit`` seconds each;
+        past that they are abandoned (logged on ``tempest_ws.shutdown``)."""
+        starting = self._starting
+        if starting is not None:
+            await bounded(
+                asyncio.gather(starting, return_exceptions=True), "backplane start", limit=limit
+            )
         if self.running:
             self.running = False
             self.channels.clear()
-            await self.backplane.stop()
+            name = type(self.backplane).__name__
+            try:
+                await bounded(self.backplane.stop(), f"{name}.stop", limit=limit)
+            except Exception:  # a collaborator's failure must not break the hub's stop
+                logger.exception("backplane %s failed to stop", name)
             logger.info("hub node %s stopped", self.node_id)
 
     def stats(self) -> ClusterStats:
@@ -192,7 +203,7 @@ class Node:
         return True if knows is None else knows(channel)
 
     async def publish(self, channel: str, packet: bytes) -> int:
-        """Publish; count and re-raise :class:`BackplaneError`."""
+        """Publish; count and re-raise `BackplaneError`."""
         try:
             count = await self.backplane.publish(channel, packet)
         except BackplaneError:

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from ._bounded import STOP_TIMEOUT, cancel_tasks
 from .backplane.base import Backplane
 from .exceptions import BackplaneError
 
@@ -111,12 +112,10 @@ class TopicPresence:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
-    async def stop(self) -> None:
-        """Cancel pending announcements and forget every count."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def stop(self, limit: float = STOP_TIMEOUT) -> None:
+        """Cancel pending announcements (waiting ``limit`` seconds at most; the rest are
+        abandoned and logged) and forget every count."""
+        await cancel_tasks(list(self._tasks), "presence announcement", limit=limit)
         self._counts.clear()
 
     # -- announcements -----------------------------------------------------------------

@@ -1,6 +1,6 @@
 """``HubProbe``: record what a hub delivered and to whom, for users' own tests.
 
-Re-exported by :mod:`tempest_ws.testing`; see its docstring for the other helpers.
+Re-exported by [`tempest_ws.testing`][tempest_ws.testing]; see its docstring for the other helpers.
 """
 
 from __future__ import annotations
@@ -101,8 +101,8 @@ class HubProbe:
     connect (connections opened earlier are seen only through the delivery calls).
 
     ``probe.deliveries`` lists the calls, ``probe.frames`` every frame offered to a
-    queue (the router's ``hello`` and pings included), :meth:`received` what one user or
-    connection was sent, and :meth:`wait_for` waits for a delivery the server makes in
+    queue (the router's ``hello`` and pings included), `received()` what one user or
+    connection was sent, and `wait_for()` waits for a delivery the server makes in
     reaction to a client frame.
     """
 

@@ -1,9 +1,9 @@
 """Abuse limits without I/O: the inbound token bucket and the per-address connection cap.
 
-:class:`TokenBucket` meters one connection's inbound frames on an injected clock, so it
-is tested without sleeping. :func:`client_address` decides which address a handshake
+`TokenBucket` meters one connection's inbound frames on an injected clock, so it
+is tested without sleeping. `client_address()` decides which address a handshake
 counts against, believing ``X-Forwarded-For`` only when the direct peer is a configured
-trusted proxy. :class:`AddressLimiter` counts open connections per address.
+trusted proxy. `AddressLimiter` counts open connections per address.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class TokenBucket:
     """``capacity`` tokens, refilled continuously at ``capacity / window`` per second.
 
     A client may send ``capacity`` frames at once and then ``capacity`` per ``window``
-    seconds forever; the first frame past that makes :meth:`take` return ``False``.
+    seconds forever; the first frame past that makes `take()` return ``False``.
     ``clock`` returns seconds (the event loop's ``time`` in the router).
     """
 
@@ -130,7 +130,7 @@ def client_address(
 class AddressLimiter:
     """Open connections per client address, capped at ``limit`` (0: no cap).
 
-    :meth:`acquire` and :meth:`release` pair up around one connection's life; an address
+    `acquire()` and `release()` pair up around one connection's life; an address
     whose count falls to zero is forgotten, so the table holds only live addresses.
     """
 

@@ -1,8 +1,8 @@
 """The reconnecting engine shared by both clients of ``tempest_ws.client``.
 
-:class:`_ReconnectingClient` holds what outlives a single connection: the lifecycle
+`_ReconnectingClient` holds what outlives a single connection: the lifecycle
 (``connect``/``close``), the inbox behind ``async for``, the offline queue behind sends,
-pending requests, and the background task that runs :class:`_Connections`, the loop
+pending requests, and the background task that runs `_Connections`, the loop
 that asks the policy of ``tempest_ws._backoff`` what to do after each disconnect, waits
 out the delay and opens the next connection (served by ``tempest_ws._client_session``).
 Subclasses fill in the hook methods at the end of the class. Requires the ``client``
@@ -23,6 +23,7 @@ from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ._backoff import Action, Disconnect, OfflineQueue, ReconnectPolicy
+from ._bounded import STOP_TIMEOUT, cancel_tasks
 from ._client_history import Mark
 from ._client_options import ClientOptions, check_known, default_is_fatal, positive
 from ._client_session import _open_connection, _Session
@@ -68,9 +69,9 @@ def check_url(url: object) -> tuple[str, str]:
 class _Connections:
     """``async for ws in _Connections(client)``: each new connection, backoff in between.
 
-    The loop body serves a connection and stores how it ended in :attr:`last`; the next
+    The loop body serves a connection and stores how it ended in `last`; the next
     step asks the policy, waits out the delay, fetches a token and connects again. It
-    ends when the application closed the client and raises :class:`ClientGaveUpError`
+    ends when the application closed the client and raises `ClientGaveUpError`
     when the policy gives up.
     """
 
@@ -159,8 +160,8 @@ class _ReconnectingClient(ABC, Generic[M]):
         """Start connecting (and reconnecting) in the background.
 
         With ``wait`` (the default) return once the first connection is ready; raises
-        :class:`ClientGaveUpError` if the client gives up first. Calling it again while
-        running is harmless; after :meth:`close` it raises ``ConnectionClosedError``.
+        `ClientGaveUpError` if the client gives up first. Calling it again while
+        running is harmless; after `close()` it raises ``ConnectionClosedError``.
         """
         if self._stopping:
             raise ConnectionClosedError("client is closed", code=CloseCode.NORMAL)
@@ -195,8 +196,7 @@ class _ReconnectingClient(ABC, Generic[M]):
                 runner.cancel()  # connecting or waiting: nothing to lose
             done, _ = await asyncio.wait({runner}, timeout=self._close_timeout + 1.0)
             if not done:
-                runner.cancel()
-                await asyncio.wait({runner})
+                await cancel_tasks([runner], f"client {self.id} connection", limit=STOP_TIMEOUT)
         dropped = self._outbox.clear()
         if dropped:
             logger.warning("client %s: closed with %d unsent messages dropped", self.id, dropped)

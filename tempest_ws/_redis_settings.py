@@ -1,7 +1,7 @@
 """The ``WS_REDIS_*`` settings both Redis classes share, read in one place.
 
 ``RedisBackplane.from_settings`` and ``RedisHistory.from_settings`` connect to the same
-Redis the same way; :func:`redis_settings` maps those variables once, so a new shared
+Redis the same way; `redis_settings()` maps those variables once, so a new shared
 variable (or a changed default) reaches both. No redis import here.
 """
 

@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .backplane.packet import OP_ALL, OP_CONN, OP_USER, topic_channel, user_channel
+from .backplane.packet import OP_ALL, OP_CONN, OP_USER, user_channel
 from .codes import CloseCode
 from .connection import WebSocketConnection
 
@@ -64,7 +64,8 @@ class Registry:
         return len(tabs) == 1
 
     def remove(self, connection: WebSocketConnection) -> list[str] | None:
-        """Drop ``connection``; return the channels that lost their last local interest
+        """Drop ``connection`` from the connection and user indexes (its topics stay
+        until `leave()`); return the channels that lost their last local interest
         (``None`` when it was not indexed)."""
         cid = connection.connection_id
         if self.connections.pop(cid, None) is None:
@@ -76,14 +77,21 @@ class Registry:
             if not tabs:
                 del self.users[connection.user_key]
                 idle.append(user_channel(connection.user_key))
-        for topic in connection.topics:
+        return idle
+
+    def leave(self, connection: WebSocketConnection, topics: Iterable[str]) -> set[str]:
+        """Drop a removed connection from ``topics``; return the topics it was the last
+        local member of (the connection's own ``topics`` set is left as it is)."""
+        cid = connection.connection_id
+        emptied: set[str] = set()
+        for topic in topics:
             members = self.topics.get(topic)
             if members is not None:
                 members.pop(cid, None)
                 if not members:
                     del self.topics[topic]
-                    idle.append(topic_channel(topic))
-        return idle
+                    emptied.add(topic)
+        return emptied
 
     def subscribe(self, connection: WebSocketConnection, topic: str) -> bool:
         """Add a subscription; ``True`` when it is the topic's first one here."""

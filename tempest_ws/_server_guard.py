@@ -1,23 +1,24 @@
 """Check, and where the server allows it tighten, what uvicorn negotiates per connection.
 
 uvicorn's defaults negotiate permessage-deflate and accept 16 MiB messages: a 15 KB
-compressed frame inflates to megabytes before the application sees it. :func:`run
-<tempest_ws.server.run>` and :func:`uvicorn_options <tempest_ws.server.uvicorn_options>`
+compressed frame inflates to megabytes before the application sees it. `run()` and
+[`uvicorn_options()`][tempest_ws.server.uvicorn_options]
 start uvicorn safely; a plain ``uvicorn app:app`` does not. Reaching uvicorn's protocol
-object (the owner of the ASGI ``receive`` callable, as :mod:`tempest_ws._transport`
+object (the owner of the ASGI ``receive`` callable, as
+[`tempest_ws._transport`][tempest_ws._transport]
 does), the router inspects every connection before accepting it:
 
 - **websockets-sansio** (uvicorn's default) and **websockets** (deprecated): the offered
   permessage-deflate is declined (the handshake answers without it, which RFC 6455
   allows; clients carry on uncompressed) and the message size limit is lowered to
-  ``WS_MAX_MESSAGE_BYTES``. Under websockets-sansio a :class:`FragmentBudget` also caps
+  ``WS_MAX_MESSAGE_BYTES``. Under websockets-sansio a `FragmentBudget` also caps
   the fragments of one message (``WS_MAX_FRAGMENTS_PER_MESSAGE``, close 1009); the
   deprecated websockets protocol caps them itself (4096, close 1009).
 - **any other protocol or server** (wsproto, hypercorn, ...): nothing can be changed;
   the options are read from uvicorn's config when there is one.
 
 Either way a connection accepted on unsafe server options is counted
-(:class:`ServerGuardStats`, in the health snapshot and the metrics) and the first one
+(`ServerGuardStats`, in the health snapshot and the metrics) and the first one
 is logged at ERROR, naming the fix: other routes on that server stay unprotected.
 """
 
@@ -136,7 +137,7 @@ def _offers_deflate(headers: Any) -> bool:
 class ServerGuard:
     """Inspects each connection's server protocol; owned by a hub (one per process).
 
-    :meth:`before_accept` runs for every connection before the handshake answer is
+    `before_accept()` runs for every connection before the handshake answer is
     sent. Logs one ERROR for the first unsafe connection, never one per connection.
     """
 
@@ -155,7 +156,7 @@ class ServerGuard:
         )
 
     def before_accept(self, protocol: object | None, headers: Any, max_bytes: int) -> None:
-        """Check ``protocol`` (see :func:`find_protocol`; ``None``: not uvicorn), and
+        """Check ``protocol`` (see `find_protocol()`; ``None``: not uvicorn), and
         decline compression and lower the size limit where the protocol allows it."""
         if protocol is None:
             return
@@ -179,7 +180,7 @@ class ServerGuard:
             self._report(name, deflate, max_size, max_bytes, fixed)
 
     def after_accept(self, protocol: object | None, limit: int, connection_id: str) -> bool:
-        """Install a :class:`FragmentBudget` of ``limit`` on a websockets-sansio connection
+        """Install a `FragmentBudget` of ``limit`` on a websockets-sansio connection
         whose handshake is through; ``False`` (nothing installed) for anything else."""
         if protocol is None or protocol_name(protocol) != "websockets-sansio":
             return False

@@ -8,9 +8,10 @@ only pushes still has its client's pongs seen, and a peer that vanishes is notic
 
 Every inbound frame first spends a token from the connection's bucket (ping and pong
 envelopes included): a client past ``WS_RATE_LIMIT_*`` is closed 4429 ``rate_limited``.
-``auth.refresh`` envelopes are answered here too (see :mod:`tempest_ws._expiry`), and so
+``auth.refresh`` envelopes are answered here too (see [`tempest_ws._expiry`][tempest_ws._expiry]),
+and so
 are the router's built-in operations, with the typed validation of everything else when
-the router has a message registry (see :mod:`tempest_ws._builtins`). Closes
+the router has a message registry (see [`tempest_ws._builtins`][tempest_ws._builtins]). Closes
 the server's WebSocket layer makes on its own (1002 protocol error, 1007 invalid UTF-8,
 1009 a message over ``ws_max_size``) reach the loop as a disconnect and are logged as
 security events.
@@ -126,7 +127,7 @@ def _frame_size(message: Message, limit: int) -> int:
 class HandlerChannel:
     """The ASGI ``receive``/``send`` pair behind the ``WebSocket`` given to the handler.
 
-    Until :meth:`attach` it passes the handshake through to the server. After it,
+    Until `attach()` it passes the handshake through to the server. After it,
     ``receive`` reads the session's inbox and ``send`` routes a close through the
     connection, so the handler's ``ws.close(code)`` and a server-side close are the same
     single, idempotent operation.
@@ -169,7 +170,7 @@ class HandlerChannel:
         """The attached connection.
 
         Raises:
-            RuntimeError: :meth:`attach` has not been called.
+            RuntimeError: `attach()` has not been called.
         """
         if self._connection is None:
             raise RuntimeError("the channel is not attached to a connection")

@@ -7,10 +7,11 @@ on the object whose bound method is the ASGI ``receive`` callable; when found, t
 connection uses it to abort a stalled peer. uvloop's transports do not subclass
 asyncio's transport classes, so a transport is recognised by its methods.
 
-:class:`DirectWriter` goes one step further for uvicorn's ``websockets-sansio``
+`DirectWriter` goes one step further for uvicorn's ``websockets-sansio``
 protocol (what ``ws="auto"`` picks in current releases, 0.54 included): while the
 connection is open, writable (the transport's buffer under its high-water mark) and
-without extensions, a text frame built once per broadcast (:mod:`tempest_ws._frames`) is
+without extensions, a text frame built once per broadcast
+([`tempest_ws._frames`][tempest_ws._frames]) is
 written to the transport straight away -- the bytes uvicorn's own ``send`` would write,
 without its task switch and per-socket encoding. Every frame is written whole and
 synchronously, so it never interleaves with uvicorn's own control frames (keepalive
@@ -22,7 +23,7 @@ Writes are coalesced per socket and per event-loop tick (uWebSockets calls it a 
 the first frame a socket gets in a tick is written at once, as before, so a socket that
 gets one frame per tick sees no change; the frames that follow it in the same tick are
 held and written together, with one ``transport.write``, when the tick ends (one
-callback per hub, :class:`TickFlusher`), or at once when one more would pass
+callback per hub, `TickFlusher`), or at once when one more would pass
 ``CORK_BYTES`` (a frame that large is written at once). A
 held frame is never delayed past the current tick, and every other write this library
 makes to the socket (a queued batch, an ASGI send, the close frame) first writes what is
@@ -83,10 +84,10 @@ def find_transport(*callables: Any) -> asyncio.WriteTransport | None:
 
 
 class TickFlusher:
-    """Ends a tick for many :class:`DirectWriter` objects with one ``call_soon`` callback.
+    """Ends a tick for many `DirectWriter` objects with one ``call_soon`` callback.
 
     ``tick`` counts the ticks that had a direct write. The callback is scheduled by the
-    first write of a tick (:meth:`arm`); when it runs, the tick is over: it writes every
+    first write of a tick (`arm()`); when it runs, the tick is over: it writes every
     writer's held frames in the order they first held one, and counts the next tick.
     """
 
@@ -126,7 +127,7 @@ class TickFlusher:
 class DirectWriter:
     """Writes text frames straight to a uvicorn ``websockets-sansio`` connection.
 
-    Build it with :func:`direct_writer`. :meth:`write` and :meth:`write_many` return
+    Build it with `direct_writer()`. `write()` and `write_many()` return
     ``False`` and write nothing unless the connection is open and its transport is
     writable; then the caller queues the frame and sends it through ASGI later.
     """
@@ -173,7 +174,7 @@ class DirectWriter:
         )
 
     def write(self, text: str) -> bool:
-        """Write one text frame if :meth:`ready` (``False``, nothing written, otherwise):
+        """Write one text frame if `ready()` (``False``, nothing written, otherwise):
         at once when it is this socket's first of the tick, else when the tick ends."""
         # ready() inlined: this runs once per recipient of every broadcast.
         protocol = self._protocol
@@ -226,14 +227,14 @@ class DirectWriter:
             self._transport.write(cork[0] if len(cork) == 1 else b"".join(cork))
 
     def write_many(self, texts: Iterable[str]) -> bool:
-        """Write several text frames in one ``transport.write`` if :meth:`ready`."""
+        """Write several text frames in one ``transport.write`` if `ready()`."""
         if not self.ready():
             return False
         return self.write_frames(encode_text_frames(texts))
 
     def write_batch(self, texts: deque[str], limit: int) -> tuple[int, int] | None:
         """Take frames from the left of ``texts`` until ``limit`` bytes are reached and
-        write them at once, without checking :meth:`ready` (the caller did). Returns their
+        write them at once, without checking `ready()` (the caller did). Returns their
         (bytes, count); ``None`` when the transport refused them (then ``texts`` is as it
         was)."""
         taken: list[str] = []
@@ -250,7 +251,7 @@ class DirectWriter:
 
     def write_frames(self, data: bytes) -> bool:
         """Write frames already encoded (after the held ones, in the same write), without
-        checking :meth:`ready` (the caller did)."""
+        checking `ready()` (the caller did)."""
         cork = self._cork
         if cork is not None:
             cork.append(data)
@@ -264,7 +265,7 @@ class DirectWriter:
 
 
 def direct_writer(transport: object, flusher: TickFlusher | None = None) -> DirectWriter | None:
-    """A :class:`DirectWriter` for ``transport`` when it carries uvicorn's sansio protocol.
+    """A `DirectWriter` for ``transport`` when it carries uvicorn's sansio protocol.
 
     ``None`` for any other server or protocol, when the handshake is not complete, or when
     the connection negotiated an extension that rewrites frames (its frames would not be

@@ -1,10 +1,12 @@
 """The AsyncAPI 3.0.0 document of one WebSocket endpoint, generated from its registry.
 
-:func:`asyncapi_document` describes the endpoint from the server's side: one channel (the
+`asyncapi_document()` describes the endpoint from the server's side: one channel (the
 endpoint's address, its handshake binding, security schemes and close codes:
-:mod:`tempest_ws._asyncapi_channel`), a ``receive`` operation for every message clients
+[`tempest_ws._asyncapi_channel`][tempest_ws._asyncapi_channel]), a ``receive`` operation for every
+message clients
 send and a ``send`` operation for every message the server sends. Those are the
-registry's messages and the router's own protocol (:mod:`tempest_ws._asyncapi_protocol`):
+registry's messages and the router's own protocol
+([`tempest_ws._asyncapi_protocol`][tempest_ws._asyncapi_protocol]):
 ``hello``, ``ping``, ``pong``, ``error``, ``ack``, ``resync``, ``recovery`` and
 ``auth.refresh`` always, the built-in operations the router enables (``subscribe``,
 ``unsubscribe``, ``presence.get``, ``typing``, ``receipt``) and the ``presence.join`` /
@@ -13,9 +15,10 @@ may carry the optional top-level ``topic``/``offset``/``epoch`` keys of a topic 
 keeps history (``docs/history.md``).
 
 Schemas come from pydantic, translated for AsyncAPI's draft-07 based Schema Object
-(:mod:`tempest_ws._asyncapi_schema`); every model lands once in ``components/schemas``.
+([`tempest_ws._asyncapi_schema`][tempest_ws._asyncapi_schema]); every model lands once in
+``components/schemas``.
 
-:func:`add_asyncapi_route` serves the document next to the endpoint, by default at
+`add_asyncapi_route()` serves the document next to the endpoint, by default at
 ``{path}/asyncapi.json``, with the built-ins and presence read from the router.
 """
 
@@ -235,10 +238,11 @@ def add_asyncapi_route(
     presence: bool | None = None,
     **document_options: Any,
 ) -> None:
-    """Serve :func:`asyncapi_document` on ``router`` (GET ``{path}/asyncapi.json``).
+    """Serve `asyncapi_document()` on ``router`` (GET ``{path}/asyncapi.json``).
 
     Args:
-        router: the router :func:`~tempest_ws.make_websocket_router` returned (any
+        router: the router [`make_websocket_router()`][tempest_ws.make_websocket_router] returned
+            (any
             ``APIRouter`` works).
         messages: the endpoint's registry; registrations made after this call still show
             up (the document is rebuilt when the registry changes).
@@ -250,11 +254,12 @@ def add_asyncapi_route(
             there (a mount point, an ``include_router`` prefix, a proxy's ``root_path``)
             precedes ``path`` too.
         builtins: the built-in operations to list; by default those ``router`` answers
-            when it came from :func:`~tempest_ws.make_websocket_router` (else none).
+            when it came from [`make_websocket_router()`][tempest_ws.make_websocket_router] (else
+            none).
         presence: list the ``presence.join``/``presence.leave`` events; by default
             whether the hub of such a router keeps presence for any topic.
         **document_options: ``title``, ``version``, ``description``, ``servers``,
-            ``channel_id``, passed to :func:`asyncapi_document`.
+            ``channel_id``, passed to `asyncapi_document()`.
 
     The route is left out of the OpenAPI schema. The response is plain JSON with
     ``Cache-Control: no-cache``.

@@ -1,8 +1,8 @@
 """Handshake authentication: token extraction, origin matching and a JWT resolver.
 
 Everything here is a pure function of the handshake's headers and query string, so it is
-tested without sockets. The router calls :func:`extract_token` and :func:`origin_allowed`;
-:func:`jwt_bearer_resolver` builds a ready ``bearer_resolver`` on pyjwt.
+tested without sockets. The router calls `extract_token()` and `origin_allowed()`;
+`jwt_bearer_resolver()` builds a ready ``bearer_resolver`` on pyjwt.
 """
 
 from __future__ import annotations

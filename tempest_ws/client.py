@@ -1,12 +1,12 @@
 """A reconnecting WebSocket client for tempest_ws servers, and a raw mode for any server.
 
-:class:`WebSocketClient` speaks the envelope: it sends the token as the ``bearer``
+`WebSocketClient` speaks the envelope: it sends the token as the ``bearer``
 subprotocol (asking the token provider again before every reconnect), answers ``ping``
 envelopes, measures latency with its own pings, closes 4408 and reconnects when the
 server stays silent past the deadline its ``hello`` announced, refreshes the token in
 band before it expires, restores topic subscriptions, queues what is sent while offline
 and correlates ``request()`` replies.
-:class:`RawWebSocketClient` keeps the reconnection and drops the envelope.
+`RawWebSocketClient` keeps the reconnection and drops the envelope.
 
 This module holds the two public clients and what is specific to each; the engine they
 share is ``tempest_ws._reconnect`` (lifecycle, inbox, offline queue, reconnect loop, the
@@ -17,7 +17,7 @@ envelope client's layers are ``tempest_ws._client_auth`` (the token in the hands
 in-band ``auth.refresh`` before it expires) and ``tempest_ws._client_topics``
 (subscriptions, whose refusals ``subscribe()`` raises, and the built-in operations). Requires the
 ``client`` extra (websockets). Every task the client starts is cancelled and awaited by
-:meth:`close`; logs go to the ``tempest_ws.client`` logger and never contain a token or
+`close()`; logs go to the ``tempest_ws.client`` logger and never contain a token or
 a message body.
 """
 
@@ -117,7 +117,7 @@ class WebSocketClient(TokenAuth, TopicOperations):
             default), ``"header"`` (``Authorization: Bearer``) or ``"query"``
             (``?token=``).
         heartbeat_interval: seconds between the client's own ``ping`` envelopes, whose
-            ``pong`` replies feed :attr:`latency` (default: the ``hello``'s
+            ``pong`` replies feed `latency` (default: the ``hello``'s
             ``heartbeat_seconds``).
         on_resync: ``(envelope)`` hook for a ``resync`` envelope (which is also yielded).
         on_recovery: ``(topic, recovered, envelope)`` hook for a ``recovery`` envelope
@@ -125,15 +125,15 @@ class WebSocketClient(TokenAuth, TopicOperations):
             take it from the iterator, whether or not a ``request()`` claims it.
             ``recovered`` false means: reload ``topic`` from your source of truth.
         positions: ``{topic: (offset, epoch)}`` to resume from (say, stored by a
-            previous run from :attr:`positions`); sent with the topic's ``subscribe``.
+            previous run from `positions`); sent with the topic's ``subscribe``.
         on_subscribe_error: ``(topic, error)`` hook for a refused ``subscribe`` that
-            no :meth:`subscribe` call awaits (sent on a new connection); the topic is
-            removed from :attr:`subscriptions` first.
-        **options: the :class:`ClientOptions`.
+            no `subscribe()` call awaits (sent on a new connection); the topic is
+            removed from `subscriptions` first.
+        **options: the `ClientOptions`.
 
     The iterator never yields ``hello``, ``ping``, ``pong`` or replies claimed by
-    :meth:`request`; a ``recovery`` envelope with a malformed ``data`` is dropped with a
-    warning. A message of a history topic is yielded as a :class:`StampedEnvelope`
+    `request()`; a ``recovery`` envelope with a malformed ``data`` is dropped with a
+    warning. A message of a history topic is yielded as a `StampedEnvelope`
     (a ``WSEnvelope`` with ``topic``, ``offset`` and ``epoch``). A connection counts as
     ready once the ``hello`` arrived (within ``open_timeout``, else it is closed 4408
     and retried), the subscriptions were sent again and the offline queue was flushed,
@@ -219,8 +219,8 @@ class WebSocketClient(TokenAuth, TopicOperations):
         """Send ``{"type": type, "data": data}`` (``data`` defaults to ``{}``).
 
         Written at once when connected; queued (in order) while disconnected or while
-        older messages wait. Raises :class:`SendQueueFullError` in ``"raise"`` overflow
-        mode, ``ConnectionClosedError`` after :meth:`close`, the give-up exception after
+        older messages wait. Raises `SendQueueFullError` in ``"raise"`` overflow
+        mode, ``ConnectionClosedError`` after `close()`, the give-up exception after
         the client gave up, ``TypeError`` for data JSON cannot encode.
         """
         body = {"type": type, "data": {} if data is None else data}
@@ -238,7 +238,7 @@ class WebSocketClient(TokenAuth, TopicOperations):
         The reply is returned whatever its ``type`` (an ``error`` envelope included) and
         is not yielded by the iterator. ``timeout`` covers queueing and waiting: when it
         expires the request is removed from the offline queue if still there and
-        :class:`RequestTimeoutError` is raised. If the connection drops after the
+        `RequestTimeoutError` is raised. If the connection drops after the
         request was written, ``ConnectionClosedError`` is raised at once.
         """
         request_id = uuid.uuid4().hex
@@ -354,9 +354,9 @@ class RawWebSocketClient(_ReconnectingClient[str | bytes]):
     """The reconnecting engine for any WebSocket server, without the envelope.
 
     ``async for`` yields ``str`` for text frames and ``bytes`` for binary frames;
-    :meth:`send` sends a ``str`` as text and ``bytes`` as binary. Headers,
+    `send()` sends a ``str`` as text and ``bytes`` as binary. Headers,
     subprotocols, ``max_size``, backoff, the close-code policy, the offline queue and the
-    hooks work as for :class:`WebSocketClient` (see :class:`ClientOptions`), and ``url``
+    hooks work as for `WebSocketClient` (see `ClientOptions`), and ``url``
     may be a function as there; there is no token, no ``hello`` and no subscription.
     Silence detection is off unless ``silence_timeout`` is given (websockets' protocol
     pings still run, see ``keepalive``).

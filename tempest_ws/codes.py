@@ -1,7 +1,7 @@
 """Every WebSocket close code tempest_ws sends, with what it means and what a client should do.
 
 This module is the only place where close-code numbers appear. The table in
-``docs/close-codes.md`` is checked against :data:`CLOSE_CODE_INFO` by a test, so the docs
+``docs/close-codes.md`` is checked against `CLOSE_CODE_INFO` by a test, so the docs
 and the enum cannot drift apart.
 """
 

@@ -2,17 +2,17 @@
 
 Hub fan-out never awaits a socket. Under uvicorn's ``websockets-sansio`` protocol a frame
 for a connection with nothing queued and room in its transport buffer is written at once
-(:mod:`tempest_ws._transport`); otherwise it is queued, and one writer task drains the
-queue in order, in writes of up to 64 KiB where the transport allows. A tick's direct
-frames after the first are joined into one write at the end of the tick. The queue is bounded
-in bytes and frames and must keep moving (:class:`~tempest_ws._flow.SendBudget`), or the
+([`tempest_ws._transport`][tempest_ws._transport]); otherwise it is queued, and one writer task
+drains the queue in order, in writes of up to 64 KiB where the transport allows. A tick's
+direct frames after the first are joined into one write at the end of the tick. The queue
+is bounded in bytes and frames and must keep moving
+([`SendBudget`][tempest_ws._flow.SendBudget]), or the
 peer is a slow consumer, closed 1013. Closing is idempotent and bounded in time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections import deque
@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ._audit import frame_out
+from ._bounded import cancel_tasks
 from ._flow import SendBudget
 from ._frames import frame_size
 from ._transport import TickFlusher, direct_writer
@@ -324,9 +325,8 @@ class WebSocketConnection:
                 self._notify_writer()
                 await asyncio.wait({writer}, timeout=self._close_timeout)
             self._stop_writer()
-            if self._writer is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._writer
+            what = f"writer of {self.connection_id}"
+            await cancel_tasks([self._writer], what, limit=self._close_timeout)
             payload = reason.encode()[:_MAX_REASON_BYTES].decode(errors="ignore")
             if code in _FLUSH_ON_CLOSE:  # what this tick holds goes before the close frame
                 self.flush()

@@ -3,7 +3,7 @@
 Every frame in either direction is a JSON object ``{"type": str, "data": any,
 "request_id": str | null}``. ``encode_envelope`` turns an envelope (model or plain dict)
 into the one string sent to every recipient; ``decode_envelope`` parses an inbound frame
-and raises :class:`~tempest_ws.exceptions.EnvelopeError` with a machine-readable ``code``
+and raises [`EnvelopeError`][tempest_ws.exceptions.EnvelopeError] with a machine-readable ``code``
 when it is not an envelope. orjson is used when installed (the ``fast`` extra); the
 standard library's json otherwise, with identical output.
 """
@@ -74,7 +74,7 @@ class WSEnvelope(BaseModel):
 
 
 EnvelopeLike = WSEnvelope | Mapping[str, Any]
-"""What the hub accepts: a :class:`WSEnvelope` or a plain mapping with at least ``type``."""
+"""What the hub accepts: a `WSEnvelope` or a plain mapping with at least ``type``."""
 
 
 def _json_dumps(value: Mapping[str, Any]) -> str:
@@ -133,9 +133,9 @@ def encode_envelope(envelope: EnvelopeLike) -> str:
 
 
 def decode_envelope(frame: str | bytes, *, max_depth: int | None = None) -> WSEnvelope:
-    """Parse one inbound frame into a :class:`WSEnvelope`.
+    """Parse one inbound frame into a `WSEnvelope`.
 
-    Raises :class:`EnvelopeError` with ``code`` ``invalid_json`` (not JSON),
+    Raises `EnvelopeError` with ``code`` ``invalid_json`` (not JSON),
     ``json_too_deep`` (objects and arrays nested deeper than ``max_depth``, when given),
     ``invalid_envelope`` (JSON but not an object with a string ``type``).
     """
@@ -176,7 +176,7 @@ def json_depth_exceeds(frame: str | bytes, value: Any, limit: int) -> bool:
 def parse_json(frame: str | bytes, *, max_depth: int | None = None) -> Any:
     """The JSON value of ``frame``, whatever it is (an envelope is checked elsewhere).
 
-    Raises :class:`EnvelopeError` with ``code`` ``invalid_json`` (not JSON) or
+    Raises `EnvelopeError` with ``code`` ``invalid_json`` (not JSON) or
     ``json_too_deep`` (objects and arrays nested deeper than ``max_depth``, when given).
     """
     try:
@@ -195,11 +195,11 @@ def parse_json(frame: str | bytes, *, max_depth: int | None = None) -> Any:
 def decode_frame(
     frame: str | bytes, *, max_depth: int | None = None
 ) -> tuple[WSEnvelope, dict[str, Any]]:
-    """Like :func:`decode_envelope`, with the parsed JSON object as well.
+    """Like `decode_envelope()`, with the parsed JSON object as well.
 
     The object keeps the top-level keys the envelope ignores (a history message's
     ``topic``/``offset``/``epoch``), so a frame is parsed once. Raises as
-    :func:`decode_envelope` does.
+    `decode_envelope()` does.
     """
     value = parse_json(frame, max_depth=max_depth)
     if not isinstance(value, dict):

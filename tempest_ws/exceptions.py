@@ -1,6 +1,6 @@
 """Exceptions raised by tempest_ws.
 
-Hierarchy (every class derives from :class:`TempestWSError`)::
+Hierarchy (every class derives from `TempestWSError`)::
 
     TempestWSError
     ├── ConfigurationError (ValueError)      bad settings or arguments, raised at build time
@@ -8,6 +8,7 @@ Hierarchy (every class derives from :class:`TempestWSError`)::
     ├── EnvelopeError (ValueError)            an inbound frame is not a valid envelope
     ├── UnencodableMessageError (TypeError)   an outbound envelope JSON cannot encode
     ├── CapacityError                         the hub is full (WS_MAX_CONNECTIONS)
+    ├── TopicLimitError                       a connection holds WS_MAX_TOPICS_PER_CONNECTION
     ├── ConnectionClosedError (ConnectionError) sending on a closed connection
     ├── BackplaneError (ConnectionError)      the backplane could not publish
     ├── ClientGaveUpError (ConnectionError)   the client stopped reconnecting
@@ -15,13 +16,15 @@ Hierarchy (every class derives from :class:`TempestWSError`)::
     ├── RequestTimeoutError (TimeoutError)    a client request got no reply in time
     └── RequestError                          the server answered a client request with an error
 
-Each carries ``code`` (a :class:`~tempest_ws.codes.CloseCode` or short string) and
+Each carries ``code`` (a [`CloseCode`][tempest_ws.codes.CloseCode] or short string) and
 ``reason``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
+import shlex
 from typing import TYPE_CHECKING
 
 from .codes import CloseCode
@@ -41,6 +44,7 @@ __all__ = [
     "RequestError",
     "RequestTimeoutError",
     "TempestWSError",
+    "TopicLimitError",
     "UnauthorizedError",
     "UnencodableMessageError",
 ]
@@ -71,14 +75,39 @@ class ConfigurationError(TempestWSError, ValueError):
 
 
 class MissingDependencyError(TempestWSError, ImportError):
-    """An optional dependency is missing; the message names the extra to install."""
+    """An optional dependency is missing; the message names the extra and a command that works.
+
+    The command installs the extra's own requirements as the installed tempest-ws declares
+    them (``pip install 'redis>=8.1'`` for ``redis``), which works however tempest-ws itself
+    was installed; without installed metadata it names ``package`` alone.
+    """
 
     def __init__(self, package: str, extra: str) -> None:
+        command = " ".join(shlex.quote(r) for r in _extra_requirements(extra) or [package])
         super().__init__(
-            f"{package!r} is not installed: pip install 'tempest-ws[{extra}]'", code=extra
+            f"{package!r} is not installed; tempest-ws's {extra!r} extra needs: pip install "
+            f"{command}",
+            code=extra,
         )
         self.package = package
         self.extra = extra
+
+
+def _extra_requirements(extra: str) -> list[str]:
+    """The requirements the installed distribution declares for ``extra``, in order."""
+    from importlib import metadata  # only on this error path: importing tempest_ws stays cheap
+
+    try:
+        declared = metadata.requires("tempest-ws") or []
+    except metadata.PackageNotFoundError:
+        return []
+    marker = re.compile(rf"""\bextra\s*==\s*["']{re.escape(extra)}["']""")
+    found: list[str] = []
+    for line in declared:
+        requirement, _, condition = line.partition(";")
+        if marker.search(condition):
+            found.append(requirement.strip())
+    return found
 
 
 class EnvelopeError(TempestWSError, ValueError):
@@ -99,7 +128,7 @@ class UnencodableMessageError(TempestWSError, TypeError):
     """An outbound envelope whose ``data`` JSON cannot encode.
 
     Raised to whoever tried to send it (``hub.broadcast``, ``hub.send_to``,
-    ``hub.reply``, ``connection.send``, :func:`~tempest_ws.envelope.encode_envelope`)
+    ``hub.reply``, ``connection.send``, [`encode_envelope()`][tempest_ws.envelope.encode_envelope])
     before anything is queued: no recipient receives a partial message or is closed for
     it. Causes: a value of a type JSON has no form for (a ``set``, a ``datetime`` without
     the orjson extra, an object), a ``dict`` key that is not a string, or nesting deeper
@@ -117,6 +146,20 @@ class CapacityError(TempestWSError):
 
     def __init__(self, reason: str = "server at capacity") -> None:
         super().__init__(reason, code=CloseCode.TRY_AGAIN_LATER)
+
+
+class TopicLimitError(TempestWSError):
+    """A subscription past the connection's topic cap (``WS_MAX_TOPICS_PER_CONNECTION``).
+
+    Raised by ``hub.subscribe`` before anything is subscribed or authorized; the
+    connection keeps its other topics and stays open. ``code`` is ``"topic_limit"``
+    (the built-in ``subscribe`` answers with an error envelope of that code),
+    ``limit`` the cap.
+    """
+
+    def __init__(self, reason: str, *, code: str, limit: int) -> None:
+        super().__init__(reason, code=code)
+        self.limit = limit
 
 
 class ConnectionClosedError(TempestWSError, ConnectionError):

@@ -1,7 +1,7 @@
 """Liveness: when to send a ping envelope and when a silent peer is dead.
 
-:class:`Liveness` is pure state driven by an injected clock, tested without sleeping.
-:class:`HeartbeatWheel` drives the liveness of every connection of one router on one
+`Liveness` is pure state driven by an injected clock, tested without sleeping.
+`HeartbeatWheel` drives the liveness of every connection of one router on one
 timer: a connection's next check (its next ping, or the moment its silence deadline
 passes) falls in a bucket of ``tick`` seconds, and one ``call_at`` handle fires for the
 earliest bucket. Adding, touching and stopping a connection are O(1); there is no task
@@ -36,7 +36,7 @@ T = TypeVar("T")
 
 
 class HeartbeatAction(enum.Enum):
-    """What :meth:`Liveness.check` asks the caller to do now."""
+    """What `Liveness.check()` asks the caller to do now."""
 
     NOTHING = "nothing"
     PING = "ping"
@@ -47,8 +47,8 @@ class HeartbeatAction(enum.Enum):
 class Liveness:
     """Ping cadence and silence deadline of one connection.
 
-    ``last_seen`` moves with every inbound frame (:meth:`touch`); ``last_ping`` with every
-    ping sent (:meth:`pinged`). The peer is dead once ``now - last_seen >= timeout``.
+    ``last_seen`` moves with every inbound frame (`touch()`); ``last_ping`` with every
+    ping sent (`pinged()`). The peer is dead once ``now - last_seen >= timeout``.
     """
 
     interval: float
@@ -74,7 +74,7 @@ class Liveness:
         return HeartbeatAction.NOTHING
 
     def pinged(self, now: float) -> None:
-        """Record the ping that :meth:`check` asked for, sent at ``now``.
+        """Record the ping that `check()` asked for, sent at ``now``.
 
         The ping is booked at the moment it was due, so one sent late does not delay the
         next; one more than a whole interval late restarts the cadence at ``now`` instead
@@ -84,7 +84,7 @@ class Liveness:
         self.last_ping = due if now - due < self.interval else now
 
     def next_deadline(self) -> float:
-        """The clock value at which :meth:`check` may next return something to do."""
+        """The clock value at which `check()` may next return something to do."""
         return min(self.last_ping + self.interval, self.last_seen + self.timeout)
 
 
@@ -100,7 +100,7 @@ Scheduler = Callable[[float, Callable[[], None]], Cancellable]
 
 
 class Beat(Liveness, Generic[T]):
-    """One connection's place on a :class:`HeartbeatWheel`; made by :meth:`HeartbeatWheel.add`.
+    """One connection's place on a `HeartbeatWheel`; made by `HeartbeatWheel.add()`.
 
     ``owner`` is what the wheel's callbacks receive; it is ``None`` once stopped.
     """
@@ -123,13 +123,13 @@ class Beat(Liveness, Generic[T]):
 
 
 class HeartbeatWheel(Generic[T]):
-    """Drives the :class:`Liveness` of many owners from one timer.
+    """Drives the `Liveness` of many owners from one timer.
 
     ``on_ping(owner)`` and ``on_timeout(owner)`` run from the timer callback: they must
     not block (the connection's ``enqueue`` and ``close_soon`` fit). ``is_busy(owner)``
     lets an owner report unread inbound frames as proof of life while its handler is
     slow. After a timeout the owner is not checked again; it still calls
-    :meth:`Beat.stop`. A callback that raises is logged and does not stop the others.
+    `Beat.stop()`. A callback that raises is logged and does not stop the others.
     The timer is cancelled whenever no owner is left.
 
     Args:

@@ -9,14 +9,17 @@ closed 1013; a delivery that leaves a queue deep waits, a bounded time, for the 
 Across processes every operation keeps its meaning through the backplane: the hub
 delivers to its own connections first, then publishes one packet (the frame already
 serialized) that every other node fans out to its own. A node drops its own packets when
-they come back, so each socket gets a frame once. See ``docs/scaling.md``.
+they come back, so each socket gets a frame once (``docs/scaling.md``).
 
 Opt-in (``docs/realtime.md``, ``docs/history.md``): a ``topic_authorizer``,
 ``require_topic``, topic ``presence``, and per topic pattern message history.
 
-Bases, one job each: :mod:`tempest_ws._membership` (subscriptions, authorization,
-presence), :mod:`tempest_ws._hub_targets` (one user, one connection, replies, kicks) and
-:mod:`tempest_ws._history_access` (history); here: construction, the lifecycle, the
+Bases, one job each: [`tempest_ws._membership`][tempest_ws._membership] (subscriptions,
+authorization,
+presence), [`tempest_ws._hub_targets`][tempest_ws._hub_targets] (one user, one connection, replies,
+kicks) and
+[`tempest_ws._history_access`][tempest_ws._history_access] (history); here: construction, the
+lifecycle, the
 registry and broadcasts.
 """
 
@@ -29,6 +32,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Self
 
 from ._authz import TopicAuthorizer
+from ._bounded import STOP_TIMEOUT, bounded, check_stop_timeout
 from ._flow import SendBudget
 from ._history_access import HistoryAccess, HistoryStats, history_from_settings, make_history
 from ._hub_targets import TargetedSends
@@ -75,37 +79,44 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             backplane); registering one more closes that user's oldest connection, wherever
             it lives, with 4429.
         max_connections: connections in this process; past it ``register`` raises
-            :class:`CapacityError` and the router closes the newcomer 1013.
+            `CapacityError` and the router closes the newcomer 1013.
         send_queue_size: frames queued per connection before it is a slow consumer.
         send_queue_bytes: bytes of frames queued per connection before it is one.
         slow_consumer_timeout: seconds queued frames may sit before it is one.
         producer_wait: longest a delivery waits for deep queues to drain (0: never).
         close_timeout: seconds a close may take before the transport is aborted.
-        backplane: how this hub reaches the others; an :class:`InMemoryBackplane` of its
+        backplane: how this hub reaches the others; an `InMemoryBackplane` of its
             own by default (one process).
         node_id: this process's id in the deployment (12 hex digits); random by default.
         topic_authorizer: ``(connection, topic) -> bool`` (sync or async) asked before
-            every new subscription; only ``True`` subscribes (see :meth:`subscribe`).
+            every new subscription and every ``presence.get``; only ``True`` admits
+            (see `subscribe()`). Required with ``presence`` or history: such a hub
+            refuses to start without one (``allow_any_topic`` opens every topic).
         authorizer_timeout: seconds the authorizer may take before it counts as a denial.
+        max_topics_per_connection: topics one connection may be subscribed to; past it
+            `subscribe()` raises [`TopicLimitError`][tempest_ws.exceptions.TopicLimitError].
         presence: keep topic presence (``presence.join``/``presence.leave`` events,
-            :meth:`presence`) for every topic (``True``) or the topics a predicate accepts.
-        require_topic: refuse :meth:`broadcast` without a topic (unless ``everyone=True``),
+            `presence()`) for every topic (``True``) or the topics a predicate accepts.
+        require_topic: refuse `broadcast()` without a topic (unless ``everyone=True``),
             so a forgotten ``topic=`` cannot reach every tenant.
         history: where the topics ``history_policy`` keeps store their messages; a
-            :class:`~tempest_ws.history.MemoryHistory` by default when a policy is given.
-            The hub closes it on :meth:`stop`.
+            [`MemoryHistory`][tempest_ws.history.MemoryHistory] by default when a policy is given.
+            The hub closes it on `stop()`.
         history_policy: which topics keep history; the store's own ``policy`` by default.
         history_gap_timeout: seconds a node holds messages of a history topic behind a
             missing one before it fetches it from the store (or gives it up).
-        tracing: OpenTelemetry tracing (:class:`~tempest_ws.tracing.Tracing`): deliveries
+        tracing: OpenTelemetry tracing ([`Tracing`][tempest_ws.tracing.Tracing]): deliveries
             carry the caller's trace context to the other nodes, which trace their
             fan-out; the router traces inbound messages with it too. Off by default.
+        stop_timeout: seconds each step of `stop()` after the connections' close
+            (bounded through ``close_timeout``) may take, the topic cleanups included;
+            past that it is abandoned.
 
-    Deliveries take a :class:`~tempest_ws.envelope.WSEnvelope` or a mapping and return
+    Deliveries take a [`WSEnvelope`][tempest_ws.envelope.WSEnvelope] or a mapping and return
     how many connections *of this process* got the frame. A closed or slow recipient is
     closed and unregistered, never raised for. When the backplane cannot carry a delivery
     to the other nodes, the local recipients have it already and the call raises
-    :class:`~tempest_ws.exceptions.BackplaneError`.
+    [`BackplaneError`][tempest_ws.exceptions.BackplaneError].
 
     The hub starts with the router's lifespan; used before that, it starts itself.
     """
@@ -124,14 +135,25 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         node_id: str | None = None,
         topic_authorizer: TopicAuthorizer | None = None,
         authorizer_timeout: float = 5.0,
+        max_topics_per_connection: int = 256,
         presence: PresenceSetting = False,
         require_topic: bool = False,
         history: HistoryStore | None = None,
         history_policy: HistoryPolicy | None = None,
         history_gap_timeout: float = 1.0,
         tracing: Tracing | None = None,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
-        if min(max_per_user, max_connections, send_queue_size, send_queue_bytes) < 1:
+        if (
+            min(
+                max_per_user,
+                max_connections,
+                send_queue_size,
+                send_queue_bytes,
+                max_topics_per_connection,
+            )
+            < 1
+        ):
             raise ConfigurationError("hub limits must be at least 1")
         timeouts = (close_timeout, authorizer_timeout, slow_consumer_timeout, history_gap_timeout)
         if not (all(t > 0 for t in timeouts) and producer_wait >= 0):
@@ -147,10 +169,12 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         )  # fmt: skip
         self._flusher = TickFlusher()  # one end-of-tick write callback for all sockets
         self.close_timeout = close_timeout
+        self.stop_timeout = check_stop_timeout(stop_timeout)
         self.backplane: Backplane = backplane if backplane is not None else InMemoryBackplane()
         self.node_id = node_id or new_node_id()
         self.topic_authorizer = topic_authorizer
         self.authorizer_timeout = authorizer_timeout
+        self.max_topics_per_connection = max_topics_per_connection
         self.require_topic = require_topic
         self.tracing = tracing
         self._registry = Registry()
@@ -163,6 +187,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             history, history_policy, self._node, history_gap_timeout, send_queue_size
         )
         self._node.tracing, self._node.budget = tracing, self.send_budget
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._evicted = 0
         self._rejected = 0
         self.server_guard = ServerGuard()  # what the server negotiates, per connection
@@ -183,10 +208,10 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         history), with the realtime options given as keyword arguments.
 
         With ``WS_REDIS_URL`` set (and no ``backplane`` given) the hub uses a
-        :class:`~tempest_ws.backplane.RedisBackplane` from the ``WS_REDIS_*`` settings
+        [`RedisBackplane`][tempest_ws.backplane.RedisBackplane] from the ``WS_REDIS_*`` settings
         (importing redis only then). Topics ``WS_HISTORY_TOPICS`` names (and no
-        ``history`` given) keep history in a :class:`~tempest_ws.history.RedisHistory`
-        with ``WS_REDIS_URL``, a :class:`~tempest_ws.history.MemoryHistory` without.
+        ``history`` given) keep history in a [`RedisHistory`][tempest_ws.history.RedisHistory]
+        with ``WS_REDIS_URL``, a [`MemoryHistory`][tempest_ws.history.MemoryHistory] without.
         """
         if backplane is None and settings.WS_REDIS_URL:
             from .backplane.redis import RedisBackplane
@@ -201,6 +226,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             slow_consumer_timeout=settings.WS_SLOW_CONSUMER_TIMEOUT_SECONDS,
             producer_wait=settings.WS_PRODUCER_WAIT_SECONDS,
             close_timeout=settings.WS_CLOSE_TIMEOUT_SECONDS,
+            max_topics_per_connection=settings.WS_MAX_TOPICS_PER_CONNECTION,
             backplane=backplane,
             topic_authorizer=topic_authorizer,
             presence=presence,
@@ -215,23 +241,32 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
 
     async def start(self) -> None:
         """Join the deployment through the backplane. Idempotent; the router's lifespan
-        calls it, every other coroutine method first if needed. An unreachable Redis is
-        no error: the backplane keeps trying in the background, local connections work
-        meanwhile, and clients get a ``resync`` envelope once it gets through."""
+        calls it, and every other coroutine method calls it first if needed.
+
+        An unreachable Redis is not an error here: the backplane keeps trying in the
+        background, this process's connections work meanwhile, and clients get a
+        ``resync`` envelope once it gets through.
+
+        Raises:
+            ConfigurationError: the hub keeps presence or history but has no
+                ``topic_authorizer`` (topics are closed by default).
+        """
+        self._require_authorizer()
         await self._node.start()
 
     async def stop(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutdown") -> None:
         """Close every connection with ``code`` (concurrently), empty the registry and
         leave the deployment (this node's presence is removed; the ``presence.leave``
         events its users cause are sent first, within ``close_timeout``), then close the
-        history store. Idempotent."""
+        history store. Idempotent; never hangs (see ``stop_timeout``)."""
         connections = list(self._connections.values())
         await asyncio.gather(*(c.close(code, reason) for c in connections), return_exceptions=True)
+        await bounded(self._finish_cleanups(), "topic cleanups", limit=self.stop_timeout)
         await self._presence.settle(self.close_timeout)
-        await self._presence.stop()
-        await self._node.stop()
+        await self._presence.stop(self.stop_timeout)
+        await self._node.stop(self.stop_timeout)
         if self._history is not None:
-            await self._history.stop()
+            await self._history.stop(self.stop_timeout)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -253,7 +288,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         """Build a connection with this hub's send budget and close timeout (not registered).
 
         Its id, ``<node id>.<uuid4 hex>``, names this node, so
-        :meth:`send_to_connection` reaches it from any node.
+        `send_to_connection()` reaches it from any node.
         """
         return WebSocketConnection(
             user_id,
@@ -275,7 +310,9 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         Raises:
             CapacityError: the process already holds ``max_connections`` (after counting
                 the evictions this registration would make here). Nothing is evicted then.
+            ConfigurationError: presence or history without a ``topic_authorizer``.
         """
+        self._require_authorizer()
         if not self._node.running:
             await self._node.start()
         user = connection.user_key
@@ -296,25 +333,6 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         self._evicted += await self._node.enforce_user_cap(connection, self.max_per_user)
         if connection.connection_id not in self._connections:  # it left meanwhile
             self.backplane.presence.leave(user, connection.connection_id)
-
-    def unregister(self, connection: WebSocketConnection) -> None:
-        """Remove ``connection`` and its subscriptions. Idempotent."""
-        self._discard(connection)
-
-    def _discard(self, connection: WebSocketConnection) -> None:
-        idle = self._registry.remove(connection)
-        if idle is None:
-            return
-        running = self._node.running
-        if running:
-            self.backplane.presence.leave(connection.user_key, connection.connection_id)
-        for topic in connection.topics:
-            self._presence.removed(topic, connection.user_key, announce=running)
-            if self._history is not None:
-                last = topic_channel(topic) in idle
-                self._history.left(topic, connection.connection_id, last=last)
-        for channel in idle:
-            self._node.unwant(channel)
 
     def get(self, connection_id: str) -> WebSocketConnection | None:
         """The live connection with this id in this process, or ``None``."""
@@ -351,17 +369,22 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         exclude: str | Iterable[str] | None = None,
         exclude_users: UserId | Iterable[UserId] | None = None,
         everyone: bool = False,
+        ephemeral: bool = False,
     ) -> int:
         """Send to everyone, or to ``topic``'s subscribers, on every node, minus the
         exclusions.
 
         ``exclude`` takes connection ids, ``exclude_users`` user ids (one or an iterable),
-        applied on every node. Returns how many connections of this process got it. With
+        applied on every node. Returns how many connections *of this process* it was
+        queued for: other nodes deliver to theirs uncounted, so this is no delivery
+        count (``0`` is normal where the topic's users are on other nodes). With
         ``require_topic=True`` a broadcast to everyone needs ``everyone=True``.
 
         On a topic that keeps history, the message is first appended (it gets its
         offset) and goes out stamped with its position; when the append fails it goes
-        out unstamped (it cannot be replayed) and the call raises.
+        out unstamped (it cannot be replayed) and the call raises. ``ephemeral=True``
+        delivers live only: never stored nor stamped, even there (typing indicators,
+        receipts and presence events go out this way).
 
         Raises:
             ValueError: no ``topic`` on a ``require_topic`` hub, without ``everyone``.
@@ -380,7 +403,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         trace = None if self.tracing is None else self.tracing.inject()
         history = self._history
         budget = self.send_budget
-        if history is not None and topic is not None and history.keeps(topic):
+        if history is not None and topic is not None and not ephemeral and history.keeps(topic):
             delivered = await history.broadcast(topic, frame, skip_ids, skip_users, trace)
             if budget.pressure:
                 await budget.relieve()

@@ -1,6 +1,6 @@
 """Typed messages: one pydantic model per envelope ``type``, for each direction.
 
-A :class:`MessageRegistry` records what clients may send (*inbound*) and what the server
+A `MessageRegistry` records what clients may send (*inbound*) and what the server
 sends (*outbound*)::
 
     messages = MessageRegistry()
@@ -16,12 +16,13 @@ sends (*outbound*)::
         sender: str
         text: str
 
-:meth:`MessageRegistry.parse` turns an inbound envelope into its validated model, or
-raises :class:`~tempest_ws.exceptions.EnvelopeError` with ``code`` ``unknown_type`` or
+`MessageRegistry.parse()` turns an inbound envelope into its validated model, or
+raises [`EnvelopeError`][tempest_ws.exceptions.EnvelopeError] with ``code`` ``unknown_type`` or
 ``invalid_data``; the error's ``reason`` names the offending field paths and never
 repeats the payload, so it can go back to the client in an ``error`` envelope as is.
-:meth:`MessageRegistry.envelope` builds the outbound envelope for a model instance. The
-same registry feeds :func:`tempest_ws.asyncapi.asyncapi_document`.
+`MessageRegistry.envelope()` builds the outbound envelope for a model instance. The
+same registry feeds
+[`tempest_ws.asyncapi.asyncapi_document()`][tempest_ws.asyncapi.asyncapi_document].
 
 Pure code: nothing here touches a socket.
 """
@@ -42,6 +43,7 @@ from .exceptions import ConfigurationError, EnvelopeError
 
 __all__ = [
     "INVALID_DATA",
+    "TOPIC_LIMIT",
     "UNKNOWN_TYPE",
     "Direction",
     "MessageRegistry",
@@ -59,6 +61,9 @@ UNKNOWN_TYPE: Final = "unknown_type"
 
 INVALID_DATA: Final = "invalid_data"
 """Error code: the envelope's ``data`` does not validate against its model."""
+
+TOPIC_LIMIT: Final = "topic_limit"
+"""Error code: a ``subscribe`` past ``WS_MAX_TOPICS_PER_CONNECTION`` (nothing subscribed)."""
 
 _MAX_REPORTED_ERRORS = 5
 _MAX_SHOWN_TYPE = 64
@@ -147,10 +152,10 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel] | Non
 class MessageRegistry:
     """The envelope types an endpoint speaks, each with the pydantic model of its ``data``.
 
-    Register with the decorators :meth:`inbound` and :meth:`outbound` (or call them with
+    Register with the decorators `inbound()` and `outbound()` (or call them with
     the class: ``messages.inbound("x")(Model)``). A ``type`` may be registered once per
     direction; registering the same class again is a no-op, another class raises
-    :class:`~tempest_ws.exceptions.ConfigurationError`. The router's own types
+    [`ConfigurationError`][tempest_ws.exceptions.ConfigurationError]. The router's own types
     (``hello``, ``ping``, ``pong``, ``error``, ``ack``, ``resync``) cannot be registered.
 
     The registry holds no connection state: share one across routers and processes.
@@ -183,11 +188,11 @@ class MessageRegistry:
     ) -> Callable[[type[ModelT]], type[ModelT]]:
         """Decorator: the server sends ``message_type`` envelopes whose ``data`` is this model.
 
-        One model may serve several outbound types; :meth:`envelope` then needs the
+        One model may serve several outbound types; `envelope()` then needs the
         ``message_type`` argument.
 
         Raises:
-            ConfigurationError: as for :meth:`inbound`.
+            ConfigurationError: as for `inbound()`.
         """
         return self._register("outbound", message_type, summary)
 
@@ -258,7 +263,7 @@ class MessageRegistry:
     def parse(self, envelope: WSEnvelope | Mapping[str, Any] | str | bytes) -> BaseModel:
         """Validate an inbound envelope's ``data`` against the model of its ``type``.
 
-        ``envelope`` may be a :class:`~tempest_ws.envelope.WSEnvelope`, the mapping
+        ``envelope`` may be a [`WSEnvelope`][tempest_ws.envelope.WSEnvelope], the mapping
         ``ws.receive_json()`` returns, or a raw frame. Returns the model instance; match
         on its class to dispatch. The envelope's ``request_id`` is not part of the result:
         keep the envelope to reply.

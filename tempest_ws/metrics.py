@@ -1,27 +1,27 @@
 """Prometheus metrics for a hub and its connections (the ``metrics`` extra).
 
-:class:`WebSocketMetrics` keeps two kinds of numbers, all with low-cardinality labels
+`WebSocketMetrics` keeps two kinds of numbers, all with low-cardinality labels
 only (a close code, a fixed reason or event name; never a user, topic or connection):
 
 - **counts of events**, incremented as they happen by an observer of the security
-  events and traffic events (:mod:`tempest_ws._audit`): handshake rejections, heartbeat
+  events and traffic events (`tempest_ws._audit`): handshake rejections, heartbeat
   timeouts, rate limits, slow consumers, connections opened and closed, messages and
   bytes in and out, backplane publishes and reconnects;
-- **the hub's own numbers** (:meth:`WebSocketHub.stats
-  <tempest_ws.hub.WebSocketHub.stats>`, :meth:`~tempest_ws.hub.WebSocketHub.cluster_stats`,
-  :meth:`~tempest_ws.hub.WebSocketHub.history_stats`), copied at scrape time by
-  :meth:`WebSocketMetrics.sync`: nothing on the hot path.
+- **the hub's own numbers** ([`WebSocketHub.stats()`][tempest_ws.hub.WebSocketHub.stats],
+  [`cluster_stats()`][tempest_ws.hub.WebSocketHub.cluster_stats],
+  [`history_stats()`][tempest_ws.hub.WebSocketHub.history_stats]), copied at scrape time by
+  `WebSocketMetrics.sync()`: nothing on the hot path.
 
 All of them are ordinary ``prometheus_client`` metrics, so they work in multiprocess
 mode (``PROMETHEUS_MULTIPROC_DIR``, several uvicorn workers): gauges declare how
-workers combine (``livesum``/``livemin``) and :meth:`WebSocketMetrics.render` merges
-every worker's files. In that mode run :meth:`WebSocketMetrics.sampling` in each
+workers combine (``livesum``/``livemin``) and `WebSocketMetrics.render()` merges
+every worker's files. In that mode run `WebSocketMetrics.sampling()` in each
 worker's lifespan so the hub numbers of workers that do not answer the scrape stay
 fresh. See ``docs/metrics.md``.
 
 Importing this module does not import ``prometheus_client``; building metrics without
-it raises :class:`~tempest_ws.exceptions.MissingDependencyError` naming the extra.
-:func:`hub_snapshot` (plain data for a health endpoint) needs no extra at all.
+it raises [`MissingDependencyError`][tempest_ws.exceptions.MissingDependencyError] naming the extra.
+`hub_snapshot()` (plain data for a health endpoint) needs no extra at all.
 """
 
 from __future__ import annotations
@@ -107,9 +107,9 @@ def hub_snapshot(hub: WebSocketHub) -> dict[str, Any]:
     "history": {"appends": ..., ...}, "server": {"unsafe_connections": ..., ...}}`` for
     this process only; no I/O, so a health endpoint can return it as is. ``server`` is
     what uvicorn's WebSocket options looked like to the router
-    (:class:`~tempest_ws._server_guard.ServerGuardStats`): a non-zero
+    (`ServerGuardStats`): a non-zero
     ``unsafe_connections`` means the server was started without
-    :func:`~tempest_ws.server.uvicorn_options`.
+    [`uvicorn_options()`][tempest_ws.server.uvicorn_options].
     """
     return {
         "hub": dataclasses.asdict(hub.stats()),
@@ -132,12 +132,12 @@ class WebSocketMetrics:
 
     Building it registers the metrics in ``registry`` (a new private
     ``CollectorRegistry`` by default; pass ``prometheus_client.REGISTRY`` to expose them
-    with the application's own) and starts observing events process-wide; :meth:`close`
+    with the application's own) and starts observing events process-wide; `close()`
     (or leaving a ``with`` block) stops observing. Building two on one registry raises
     ``ValueError`` (duplicate metric names).
 
     Args:
-        hub: the hub whose :meth:`~tempest_ws.hub.WebSocketHub.stats` are exported.
+        hub: the hub whose [`stats()`][tempest_ws.hub.WebSocketHub.stats] are exported.
         registry: where the metrics are registered.
 
     Raises:
@@ -308,7 +308,7 @@ class WebSocketMetrics:
             metric.inc(delta)
 
     def render(self) -> tuple[bytes, str]:
-        """:meth:`sync`, then the text exposition and its content type.
+        """`sync()`, then the text exposition and its content type.
 
         In multiprocess mode the output merges every worker's files (and only those,
         so nothing is counted twice); otherwise it is ``registry``'s content.
@@ -325,7 +325,7 @@ class WebSocketMetrics:
 
     @contextlib.asynccontextmanager
     async def sampling(self, interval: float = 5.0) -> AsyncIterator[None]:
-        """Run :meth:`sync` every ``interval`` seconds while the block runs.
+        """Run `sync()` every ``interval`` seconds while the block runs.
 
         Needed in multiprocess mode only, where a scrape reaches one worker: the others
         publish their hub numbers this way. The task is cancelled and awaited on exit.
@@ -365,7 +365,7 @@ def add_metrics_route(
 ) -> WebSocketMetrics:
     """Serve ``GET path`` (``/metrics``) in the Prometheus text format; return the metrics.
 
-    Given a hub, builds its :class:`WebSocketMetrics` (private registry). The route is
+    Given a hub, builds its `WebSocketMetrics` (private registry). The route is
     left out of the OpenAPI schema. Protect it like any internal endpoint: it is not
     authenticated.
 

@@ -3,16 +3,17 @@
 Everything here is opt-in; see ``docs/realtime.md`` for the wire format of each built-in
 operation. The names:
 
-- :data:`BUILTIN_OPERATIONS`: the envelope types ``make_websocket_router(builtins=...)``
-  can answer itself (:data:`SUBSCRIBE`, :data:`UNSUBSCRIBE`, :data:`PRESENCE_GET`,
-  :data:`TYPING`, :data:`RECEIPT`); :data:`PRESENCE_JOIN` and :data:`PRESENCE_LEAVE` are
+- `BUILTIN_OPERATIONS`: the envelope types ``make_websocket_router(builtins=...)``
+  can answer itself (`SUBSCRIBE`, `UNSUBSCRIBE`, `PRESENCE_GET`,
+  `TYPING`, `RECEIPT`); `PRESENCE_JOIN` and `PRESENCE_LEAVE` are
   the events a hub with ``presence=`` sends to a topic's members.
-- :data:`TopicAuthorizer`, :data:`OnConnect`, :data:`OnDisconnect`: the callables the
-  hub and the router take.
-- :func:`reply_envelope` builds the answer to a request (its ``request_id`` kept);
+- `TopicAuthorizer`, `OnConnect`, `OnDisconnect`: the callables the
+  hub and the router take; `allow_any_topic()` is the explicit allow-all
+  authorizer (trusted or development use only: topics are closed by default).
+- `reply_envelope()` builds the answer to a request (its ``request_id`` kept);
   ``hub.reply`` / ``hub.reply_error`` send it.
-- :func:`receive_envelope` is ``ws.receive_json()`` for handlers that want the decoded
-  :class:`~tempest_ws.envelope.WSEnvelope` and, with ``make_websocket_router(messages=)``,
+- `receive_envelope()` is ``ws.receive_json()`` for handlers that want the decoded
+  [`WSEnvelope`][tempest_ws.envelope.WSEnvelope] and, with ``make_websocket_router(messages=)``,
   the validated model of its ``data``.
 """
 
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from pydantic import BaseModel
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ._authz import TopicAuthorizer
+from ._authz import TopicAuthorizer, allow_any_topic
 from ._presence import PRESENCE_JOIN, PRESENCE_LEAVE
 from .codes import CloseCode
 from .envelope import ACK, ERROR, SUBSCRIBE, UNSUBSCRIBE, EnvelopeLike, WSEnvelope, decode_envelope
@@ -46,6 +47,7 @@ __all__ = [
     "OnConnect",
     "OnDisconnect",
     "TopicAuthorizer",
+    "allow_any_topic",
     "error_reply",
     "receive_envelope",
     "reply_envelope",
@@ -73,7 +75,7 @@ OnConnect: TypeAlias = Callable[
 """``on_connect(connection, ws)``, sync or async, before the connection is registered.
 
 Return ``None`` or ``True`` to accept, ``False`` to close 4403 (``CloseCode.FORBIDDEN``),
-or a close code (a :class:`~tempest_ws.codes.CloseCode`, or 3000-4999) to close with it.
+or a close code (a [`CloseCode`][tempest_ws.codes.CloseCode], or 3000-4999) to close with it.
 ``ws`` gives the handshake (headers, query, path parameters); store what later code
 needs in ``connection.metadata``.
 """
@@ -85,10 +87,10 @@ OnDisconnect: TypeAlias = Callable[["WebSocketConnection"], "Awaitable[None] | N
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """One inbound envelope, as :func:`receive_envelope` returns it.
+    """One inbound envelope, as `receive_envelope()` returns it.
 
     Attributes:
-        envelope: the decoded envelope (keep it to :meth:`~WebSocketHub.reply`).
+        envelope: the decoded envelope (keep it to `reply()`).
         message: the validated model of its ``data`` when the router has a
             ``messages`` registry, else ``None``.
     """

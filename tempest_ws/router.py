@@ -1,11 +1,12 @@
 """``make_websocket_router``: one authenticated, heartbeated WebSocket route.
 
-The route's endpoint (:mod:`tempest_ws._endpoint`) runs every connection through the
+The route's endpoint ([`tempest_ws._endpoint`][tempest_ws._endpoint]) runs every connection through
+the
 same path: origin check, per-address cap, token, accept, resolve, ``on_connect``,
 register, ``hello``, then heartbeat, inbound guard (with the opt-in built-in operations
 and typed validation), token expiry and the handler, and a cleanup that leaks nothing.
 The router returned here is an ``APIRouter`` that can also
-:meth:`~WebSocketRouter.drain` that endpoint at shutdown (see :mod:`tempest_ws.shutdown`).
+`drain()` that endpoint at shutdown (see [`tempest_ws.shutdown`][tempest_ws.shutdown]).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response, params
 
+from ._authz import require_authorizer
 from ._builtins import Inbound
 from ._endpoint import DRAIN_REASON, Endpoint
 from ._hooks import Hooks
@@ -24,6 +26,7 @@ from ._logging import install_query_token_redaction
 from ._route import add_endpoint_route
 from ._types import BearerResolver, Handler
 from .codes import CloseCode
+from .envelope import SUBSCRIBE
 from .exceptions import ConfigurationError
 from .hub import WebSocketHub
 from .messages import MessageRegistry
@@ -35,17 +38,17 @@ __all__ = ["DRAIN_REASON", "WebSocketRouter", "make_websocket_router"]
 
 
 class WebSocketRouter(APIRouter):
-    """The ``APIRouter`` :func:`make_websocket_router` returns, able to drain its endpoint.
+    """The ``APIRouter`` `make_websocket_router()` returns, able to drain its endpoint.
 
-    Include it with ``app.include_router`` as any router. Its :meth:`drain` is what
-    :mod:`tempest_ws.shutdown` calls before uvicorn closes every socket with 1012.
+    Include it with ``app.include_router`` as any router. Its `drain()` is what
+    [`tempest_ws.shutdown`][tempest_ws.shutdown] calls before uvicorn closes every socket with 1012.
     """
 
     _tempest_endpoint: Endpoint
 
     @property
     def draining(self) -> bool:
-        """True once :meth:`drain` started: new connections are closed 1001 on accept."""
+        """True once `drain()` started: new connections are closed 1001 on accept."""
         return self._tempest_endpoint.draining
 
     def connection_count(self) -> int:
@@ -118,10 +121,13 @@ def make_websocket_router(
         messages: a registry every other inbound envelope must match: an unregistered
             type or invalid ``data`` gets an ``unknown_type`` / ``invalid_data`` error
             (counted toward ``max_invalid_frames``), and the handler gets the validated
-            model through :func:`~tempest_ws.realtime.receive_envelope`.
+            model through [`receive_envelope()`][tempest_ws.realtime.receive_envelope].
         topic_authorizer: installed on ``hub`` (same as ``WebSocketHub(topic_authorizer=)``).
+            Topics are closed by default: with the built-in ``subscribe``, or a hub that
+            keeps presence or history, one is required (here or on the hub);
+            [`allow_any_topic()`][tempest_ws.realtime.allow_any_topic] is the explicit allow-all.
         on_connect: ``(connection, ws)`` before registration; may refuse with a close
-            code (``False``: 4403). See :data:`~tempest_ws.realtime.OnConnect`.
+            code (``False``: 4403). See [`OnConnect`][tempest_ws.realtime.OnConnect].
         on_disconnect: one or several ``(connection)`` hooks run after the close.
         hook_timeout: seconds each hook may take (then it counts as failed).
         tracing: an OpenTelemetry span per inbound message (see ``docs/tracing.md``);
@@ -134,12 +140,13 @@ def make_websocket_router(
             endpoint never runs. See ``docs/authentication.md``.
 
     Returns:
-        A :class:`WebSocketRouter` (an ``APIRouter``) to pass to ``app.include_router``;
-        keep it to :meth:`~WebSocketRouter.drain` at shutdown.
+        A `WebSocketRouter` (an ``APIRouter``) to pass to ``app.include_router``;
+        keep it to `drain()` at shutdown.
 
     Raises:
         ConfigurationError: an unknown built-in name, a built-in type also registered in
-            ``messages``, a hub that already has another topic authorizer, or a
+            ``messages``, a hub that already has another topic authorizer, no topic
+            authorizer where one is required (see ``topic_authorizer``), or a
             ``hook_timeout`` that is not positive.
     """
     operations = _builtin_operations(builtins)
@@ -151,6 +158,10 @@ def make_websocket_router(
         if hub.topic_authorizer not in (None, topic_authorizer):
             raise ConfigurationError("the hub already has another topic_authorizer")
         hub.topic_authorizer = topic_authorizer
+    if SUBSCRIBE in operations:
+        because = "the built-in subscribe (and ?topics=) lets clients choose topics"
+        require_authorizer(hub.topic_authorizer, because=because)
+    hub._require_authorizer()  # presence or history: refused now rather than at startup
     if hook_timeout <= 0:
         raise ConfigurationError("hook_timeout must be positive")
     disconnect_hooks = [on_disconnect] if callable(on_disconnect) else list(on_disconnect)

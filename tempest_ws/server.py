@@ -38,7 +38,7 @@ def run(
     port: int = 8000,
     **uvicorn_kwargs: Any,
 ) -> None:
-    """``uvicorn.run(app, ...)`` with :func:`uvicorn_options` applied (explicit kwargs win)."""
+    """``uvicorn.run(app, ...)`` with `uvicorn_options()` applied (explicit kwargs win)."""
     try:
         import uvicorn
     except ImportError:

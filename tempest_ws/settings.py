@@ -92,6 +92,13 @@ class WebSocketSettings(BaseSettings):
         le=10_000_000,
         description="Connections the hub holds in this process; new ones are closed 1013 past it.",
     )
+    WS_MAX_TOPICS_PER_CONNECTION: int = Field(
+        default=256,
+        ge=1,
+        le=1_000_000,
+        description="Topics one connection may be subscribed to; a subscribe past it is "
+        "refused (error envelope topic_limit, TopicLimitError from hub.subscribe).",
+    )
     WS_SEND_QUEUE_SIZE: int = Field(
         default=1024,
         ge=1,

@@ -3,7 +3,7 @@
 On SIGTERM uvicorn stops listening, then at once closes every open WebSocket with 1012
 (service restart), and only after that runs the application's lifespan shutdown. So a
 hub stopped from the lifespan finds nothing left to close, and clients never learn more
-than "restarting". :class:`DrainingServer` inserts a drain between the first two steps:
+than "restarting". `DrainingServer` inserts a drain between the first two steps:
 
 1. stop accepting (close the listening sockets; the router also closes any handshake
    that still arrives with 1001 on accept);
@@ -47,7 +47,7 @@ logger = logging.getLogger("tempest_ws.shutdown")
 
 @runtime_checkable
 class Drainable(Protocol):
-    """Anything with the drain of :class:`~tempest_ws.router.WebSocketRouter`."""
+    """Anything with the drain of [`WebSocketRouter`][tempest_ws.router.WebSocketRouter]."""
 
     async def drain(self, *, reason: str = ..., grace: float = ...) -> int:
         """Close every connection 1001 with ``reason`` within ``grace`` seconds."""
@@ -121,9 +121,9 @@ def run(
     port: int = 8000,
     **uvicorn_kwargs: Any,
 ) -> None:
-    """Like :func:`tempest_ws.server.run`, with a drain before shutdown.
+    """Like `tempest_ws.server.run()`, with a drain before shutdown.
 
-    ``grace`` comes from ``WS_DRAIN_TIMEOUT_SECONDS``. Raises :class:`ConfigurationError`
+    ``grace`` comes from ``WS_DRAIN_TIMEOUT_SECONDS``. Raises `ConfigurationError`
     for ``workers`` > 1 or ``reload`` (their supervisors build plain uvicorn servers).
     """
     if uvicorn_kwargs.get("reload") or int(uvicorn_kwargs.get("workers") or 1) > 1:

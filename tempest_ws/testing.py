@@ -1,14 +1,14 @@
 """Helpers for testing applications built on tempest_ws against a real server.
 
-- :func:`serve` runs any ASGI app under a real uvicorn server on a free loopback port
-  inside the current event loop; :func:`live_server` wraps it in a :class:`LiveServer`
-  that opens clients, and :func:`live_client` does both for the one-client case. A
-  :class:`LiveClient` has already read the ``hello`` frame.
-- :func:`expect_envelope` and :func:`expect_close` await the next envelope of a type, or
+- `serve()` runs any ASGI app under a real uvicorn server on a free loopback port
+  inside the current event loop; `live_server()` wraps it in a `LiveServer`
+  that opens clients, and `live_client()` does both for the one-client case. A
+  `LiveClient` has already read the ``hello`` frame.
+- `expect_envelope()` and `expect_close()` await the next envelope of a type, or
   the close code, with a bound so a regression fails instead of hanging.
-- :class:`FakeTokens` is a token/resolver pair without cryptography; :func:`make_token`
-  signs a JWT the :func:`~tempest_ws.auth.jwt_bearer_resolver` accepts.
-- :class:`HubProbe` records what a :class:`~tempest_ws.hub.WebSocketHub` delivered to
+- `FakeTokens` is a token/resolver pair without cryptography; `make_token()`
+  signs a JWT the [`jwt_bearer_resolver()`][tempest_ws.auth.jwt_bearer_resolver] accepts.
+- `HubProbe` records what a [`WebSocketHub`][tempest_ws.hub.WebSocketHub] delivered to
   whom, without changing what it does.
 
 The client side needs the ``websockets`` package and the server side uvicorn (both in
@@ -150,7 +150,7 @@ class FakeTokens:
     ``tokens.issue("alice")`` returns a token; give ``tokens.resolver`` to
     ``make_websocket_router(bearer_resolver=...)``. Unknown and revoked tokens resolve to
     ``None``, which the router closes 4401. To test the real JWT path instead, sign with
-    :func:`make_token` and your test secret.
+    `make_token()` and your test secret.
     """
 
     def __init__(self) -> None:
@@ -206,7 +206,7 @@ async def expect_envelope(
     Heartbeat ``ping`` envelopes are skipped (and answered with a ``pong`` echoing their
     ``request_id`` unless ``answer_pings`` is false) unless ``message_type`` is ``ping``.
     Any other type fails the test, unless ``skip_others``. ``ws`` is a
-    :class:`LiveClient` or a ``websockets`` client connection.
+    `LiveClient` or a ``websockets`` client connection.
 
     Raises:
         AssertionError: nothing matching within ``timeout`` seconds, the connection
@@ -270,7 +270,7 @@ async def expect_close(ws: _Socket, *, timeout: float = DEFAULT_TIMEOUT) -> int:
 
 
 class LiveClient:
-    """A ``websockets`` client connected to a :class:`LiveServer`.
+    """A ``websockets`` client connected to a `LiveServer`.
 
     Attributes:
         ws: the underlying ``websockets`` ``ClientConnection``.
@@ -311,21 +311,21 @@ class LiveClient:
         timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
         skip_others: bool = False,
     ) -> WSEnvelope:
-        """:func:`expect_envelope` on this client."""
+        """`expect_envelope()` on this client."""
         return await expect_envelope(self, message_type, timeout=timeout, skip_others=skip_others)
 
     async def expect_close(self, *, timeout: float = DEFAULT_TIMEOUT) -> int:  # noqa: ASYNC109
-        """:func:`expect_close` on this client."""
+        """`expect_close()` on this client."""
         return await expect_close(self, timeout=timeout)
 
 
 TokenCarrier = Literal["subprotocol", "header", "query"]
-"""How :meth:`LiveServer.connect` sends the token: ``bearer`` subprotocol, header or query."""
+"""How `LiveServer.connect()` sends the token: ``bearer`` subprotocol, header or query."""
 
 
 @dataclass(frozen=True, slots=True)
 class LiveServer:
-    """A running server (from :func:`live_server`) that opens clients.
+    """A running server (from `live_server()`) that opens clients.
 
     Attributes:
         base_url: ``http://127.0.0.1:<port>``, for ``httpx`` calls to the same app.
@@ -385,7 +385,7 @@ class LiveServer:
 async def live_server(
     app: Any, *, settings: WebSocketSettings | None = None, **uvicorn_kwargs: Any
 ) -> AsyncIterator[LiveServer]:
-    """Run ``app`` on a real uvicorn on a free loopback port (see :func:`serve`)."""
+    """Run ``app`` on a real uvicorn on a free loopback port (see `serve()`)."""
     async with serve(app, settings=settings, **uvicorn_kwargs) as base_url:
         yield LiveServer(base_url)
 
@@ -400,10 +400,10 @@ async def live_client(
     via: TokenCarrier = "subprotocol",
     wait_hello: bool = True,
 ) -> AsyncIterator[LiveClient]:
-    """Run ``app`` on a real uvicorn and yield one connected :class:`LiveClient`.
+    """Run ``app`` on a real uvicorn and yield one connected `LiveClient`.
 
     The server stops when the block ends (after the client closes). For several clients
-    use :func:`live_server` and :meth:`LiveServer.connect`.
+    use `live_server()` and `LiveServer.connect()`.
     """
     async with (
         live_server(app, settings=settings) as server,

@@ -1,6 +1,6 @@
 """OpenTelemetry spans per inbound message, and trace context across the backplane.
 
-Off by default. Build one :class:`Tracing` and give it to the hub; the router uses the
+Off by default. Build one `Tracing` and give it to the hub; the router uses the
 hub's unless it is given its own::
 
     hub = WebSocketHub(tracing=Tracing())          # the global tracer provider
@@ -29,8 +29,8 @@ connection id and node ids; never a token, a user id, a topic or a message body 
 exception's message, which may quote one). See ``docs/tracing.md``.
 
 With tracing off the hot paths pay one ``None`` test each. Importing this module does not
-import ``opentelemetry``; building :class:`Tracing` without ``opentelemetry-api`` raises
-:class:`~tempest_ws.exceptions.MissingDependencyError` naming the ``otel`` extra.
+import ``opentelemetry``; building `Tracing` without ``opentelemetry-api`` raises
+[`MissingDependencyError`][tempest_ws.exceptions.MissingDependencyError] naming the ``otel`` extra.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class Tracing:
 
 
 class RemoteSpan:
-    """The open span of one remote fan-out (see :meth:`Tracing.fan_out`)."""
+    """The open span of one remote fan-out (see `Tracing.fan_out()`)."""
 
     __slots__ = ("_span",)
 
@@ -166,10 +166,10 @@ class RemoteSpan:
 class SessionTracer:
     """The spans of one connection's inbound frames, driven by the session's hooks.
 
-    The read loop calls :meth:`arrived` for each frame, :meth:`inspected` once it knows
-    what the frame is, :meth:`invalid` if it counted as invalid and :meth:`settle` before
-    reading the next one; the handler's ``receive`` calls :meth:`handler_done` and
-    :meth:`handler_took`; the endpoint calls :meth:`close` when the session ends.
+    The read loop calls `arrived()` for each frame, `inspected()` once it knows
+    what the frame is, `invalid()` if it counted as invalid and `settle()` before
+    reading the next one; the handler's ``receive`` calls `handler_done()` and
+    `handler_took()`; the endpoint calls `close()` when the session ends.
     """
 
     def __init__(self, tracing: Tracing, connection_id: str, links: tuple[Any, ...]) -> None:
@@ -204,7 +204,7 @@ class SessionTracer:
     ) -> None:
         """Start the frame's span, unless it is a heartbeat. ``verdict``: ``deliver``
         (the span goes with the frame to the handler), ``builtin`` / ``refresh`` (current
-        until :meth:`settle`), ``invalid`` or ``handled`` (a ping or pong: no span)."""
+        until `settle()`), ``invalid`` or ``handled`` (a ping or pong: no span)."""
         rejected, self._rejected = self._rejected, None
         if verdict == "handled":
             return
@@ -263,7 +263,7 @@ class SessionTracer:
         span.set_status(self._tracing._trace.StatusCode.ERROR, error)
 
     def invalid(self) -> None:
-        """The frame counted as invalid: one :meth:`inspected` marked already, or a
+        """The frame counted as invalid: one `inspected()` marked already, or a
         built-in operation whose ``data`` was invalid (the only way built-ins reject)."""
         span = self._span
         if span is not None and not self._span_failed:

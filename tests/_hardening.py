@@ -178,7 +178,7 @@ class RawClient:
 class BlackholeProxy:
     """A loopback TCP proxy that can stop forwarding without closing anything.
 
-    After :meth:`blackhole` both pumps stop reading: no byte moves, no FIN or RST is
+    After `blackhole()` both pumps stop reading: no byte moves, no FIN or RST is
     sent, the sockets stay open. To each side it looks like the network went away.
     """
 
@@ -252,7 +252,7 @@ class LogCapture(logging.Handler):
 
 @contextlib.contextmanager
 def capture_all_logs(*loggers: str, level: int = logging.DEBUG) -> Iterator[LogCapture]:
-    """Capture the root logger and ``loggers`` (set to ``level``) in one :class:`LogCapture`.
+    """Capture the root logger and ``loggers`` (set to ``level``) in one `LogCapture`.
 
     The handler is attached to each named logger that does not propagate (uvicorn's do
     not), so use it *after* uvicorn configured its logging (inside ``serve``).

@@ -1,6 +1,6 @@
 """Backplanes as bare nodes, for the contract tests that run one body on every backplane.
 
-:func:`nodes_on` yields a factory that starts nodes on one medium: an ``InMemoryBus``
+`nodes_on()` yields a factory that starts nodes on one medium: an ``InMemoryBus``
 (``"memory"``) or a real redis-server started for the test and stopped by PID
 (``"redis"``). Each node's listener records every packet, resync and presence expiry.
 """
@@ -68,9 +68,9 @@ def redis_backplane(url: str, **options: Any) -> Backplane:
 
 @contextlib.asynccontextmanager
 async def nodes_on(kind: str, **options: Any) -> AsyncIterator[NodeFactory]:
-    """Start nodes on ``kind`` (see :data:`MEDIUMS`); every node is stopped on exit.
+    """Start nodes on ``kind`` (see `MEDIUMS`); every node is stopped on exit.
 
-    ``options`` go to :func:`redis_backplane` (ignored in memory).
+    ``options`` go to `redis_backplane()` (ignored in memory).
     """
     started: list[Node] = []
     server: RedisServer | None = None

@@ -1,7 +1,7 @@
 """The app of the flow-control tests, served in its own process.
 
 ``python -m tests.flow_control_app --port N`` serves it under uvicorn (see
-:func:`tests.server_process.serve_forever`); its settings come from the ``WS_*``
+`tests.server_process.serve_forever()`); its settings come from the ``WS_*``
 environment variables the test sets. The server's kernel send buffer of a user whose
 name starts with ``s`` (a stalled client) is 16 KiB, as on a slow path, instead of the
 several MB loopback grows it to. Every connection is subscribed to ``firehose``

@@ -1,17 +1,17 @@
 """A protocol-faithful history server for the browser client's tests, and a cuttable proxy.
 
-Until the hub speaks history (docs/history.md, integration plan), :class:`HistoryTestServer`
+Until the hub speaks history (docs/history.md, integration plan), `HistoryTestServer`
 answers the wire format of ``tempest_ws.history.wire`` with the real pieces: a
 ``MemoryHistory`` assigns offsets and epochs, ``stamp_frame`` stamps every message,
 ``requested_position`` reads a resuming ``subscribe`` and ``since`` /
 ``recovery_envelope`` answer it. One lock serializes publishing and subscribing, so a
 replay and live messages never interleave (the hub's ``Seam`` does that job for real).
 
-The browser reaches the WebSocket through a :class:`CutProxy`, so a test can drop every
+The browser reaches the WebSocket through a `CutProxy`, so a test can drop every
 connection abruptly (the client sees 1006, as when a node dies) and refuse new ones for
 as long as it needs. The page and ``/ws/client.js`` are served directly.
 
-The test drives the server only through :class:`HistoryTestServer`'s public methods
+The test drives the server only through `HistoryTestServer`'s public methods
 (``publish``, ``notice``, ``send_raw``, ``subscribers``, ``subscribes``) and the proxy;
 an end-to-end variant against the real hub implements the same few methods.
 """
@@ -43,14 +43,14 @@ from tempest_ws.testing import serve
 from tests.browser import PAGE_HTML
 
 WS_PATH = "/history"
-"""Where :class:`HistoryTestServer` accepts WebSockets (behind the proxy)."""
+"""Where `HistoryTestServer` accepts WebSockets (behind the proxy)."""
 
 
 class CutProxy:
     """A loopback TCP proxy that can drop every connection at once and refuse new ones.
 
-    :meth:`cut` aborts both sockets of every forwarded connection (no close frame, so
-    the browser reports 1006). While :attr:`refusing` is true, new connections are
+    `cut()` aborts both sockets of every forwarded connection (no close frame, so
+    the browser reports 1006). While `refusing` is true, new connections are
     accepted and aborted at once, so a reconnecting client keeps failing.
     """
 
@@ -129,9 +129,9 @@ class HistoryTestServer:
         history: the store; a test may replace it (``MemoryHistory()``) to simulate a
             restart that changed every epoch.
         subscribes: the ``data`` of every ``subscribe`` received, in order.
-        base: ``http://host:port`` of the page (inside :meth:`running`).
-        ws_url: ``ws://`` URL of the endpoint through the proxy (inside :meth:`running`).
-        proxy: the :class:`CutProxy` (inside :meth:`running`).
+        base: ``http://host:port`` of the page (inside `running()`).
+        ws_url: ``ws://`` URL of the endpoint through the proxy (inside `running()`).
+        proxy: the `CutProxy` (inside `running()`).
     """
 
     def __init__(self, *, heartbeat: float | None = None, policy: HistoryPolicy | None = None):
@@ -149,7 +149,7 @@ class HistoryTestServer:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[HistoryTestServer]:
-        """Serve the app under uvicorn, behind a fresh :class:`CutProxy`."""
+        """Serve the app under uvicorn, behind a fresh `CutProxy`."""
         async with serve(self.app) as base:
             port = int(base.rsplit(":", 1)[1])
             async with CutProxy(port) as proxy:

@@ -1,6 +1,6 @@
 """A server that speaks the history protocol on demand, for the client's edge cases.
 
-:class:`HistoryProtocol` is a handler for the real router (``make_websocket_router``:
+`HistoryProtocol` is a handler for the real router (``make_websocket_router``:
 real ``hello``, heartbeats and bearer auth) that answers the way ``docs/history.md``
 ("On the wire") says the hub does. It uses the real ``tempest_ws.history`` code:
 ``MemoryHistory`` keeps the frames, ``stamp_frame`` stamps them, ``requested_position``

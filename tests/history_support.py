@@ -1,11 +1,11 @@
 """Helpers for the history tests: connections on a hub, what they got, stores and
 buses that fail, stall or lose packets on purpose, and uvicorn nodes on a real Redis.
 
-Connections write to a :class:`~tests.support.Peer`. Hubs sharing one
-:class:`LossyBus` behave like processes on one Redis; the bus can drop chosen packets
-(a lost pub/sub message) or deliver them out of order. :func:`history_nodes` runs
+Connections write to a `Peer`. Hubs sharing one
+`LossyBus` behave like processes on one Redis; the bus can drop chosen packets
+(a lost pub/sub message) or deliver them out of order. `history_nodes()` runs
 ``examples/history.py`` in two uvicorn processes on one ``redis-server`` for the
-end-to-end tests; :func:`post` publishes to a room through a node's HTTP endpoint.
+end-to-end tests; `post()` publishes to a room through a node's HTTP endpoint.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ HISTORY_APP = "examples.history:create_app"
 
 @dataclass
 class Nodes:
-    """A ``redis-server`` and the uvicorn processes of :func:`history_nodes`."""
+    """A ``redis-server`` and the uvicorn processes of `history_nodes()`."""
 
     redis: RedisServer
     apps: list[AppProcess]
@@ -138,7 +138,7 @@ def kinds(peer: Peer) -> list[str]:
 
 async def expect(peer: Peer, expected: list[str], *, timeout: float = 5.0) -> None:
     """Wait until the peer got ``len(expected)`` frames (bounded), then compare their
-    :func:`kinds` with ``expected`` (a later frame proves an earlier one never came)."""
+    `kinds()` with ``expected`` (a later frame proves an earlier one never came)."""
     async with asyncio.timeout(timeout):
         while len(peer.texts()) < len(expected):
             await asyncio.sleep(0.002)
@@ -180,12 +180,12 @@ def packet_offset(packet: bytes) -> int | None:
 
 
 def jitter(rng: random.Random, late: float = 0.003) -> Callable[[], float]:
-    """Delays for :class:`LossyBus`: most packets next iteration, some up to ``late``."""
+    """Delays for `LossyBus`: most packets next iteration, some up to ``late``."""
     return lambda: rng.choice((0.0, 0.0, 0.0, rng.uniform(0, late)))
 
 
 def slow_reads(rng: random.Random, late: float = 0.004) -> Callable[[], Awaitable[None]]:
-    """A pause for :attr:`ControlledStore.pause`: a few loop iterations, sometimes up
+    """A pause for `ControlledStore.pause`: a few loop iterations, sometimes up
     to ``late`` seconds, as a read's round trip to Redis would take."""
 
     async def pause() -> None:
@@ -198,7 +198,7 @@ def slow_reads(rng: random.Random, late: float = 0.004) -> Callable[[], Awaitabl
 
 
 class ControlledStore:
-    """Wraps a store: ``fail`` makes every call raise :class:`BackplaneError`,
+    """Wraps a store: ``fail`` makes every call raise `BackplaneError`,
     ``gate`` (when set) holds ``since``/``latest`` until it is opened, ``pause`` runs
     before and after each read (a round trip), and ``closed`` counts ``aclose`` calls."""
 

@@ -2,8 +2,8 @@
 
 Each server listens on a free loopback port with no persistence (``--save ""
 --appendonly no``), is waited for until it answers ``PING``, and is stopped by its PID
-(SIGTERM, then SIGKILL if it lingers). :meth:`RedisServer.restart` brings it back on the
-same port, empty, as after a crash. Callers use :func:`tests.support.require_tool` first
+(SIGTERM, then SIGKILL if it lingers). `RedisServer.restart()` brings it back on the
+same port, empty, as after a crash. Callers use `tests.support.require_tool()` first
 so a missing binary fails loudly under the test command and in CI.
 """
 

@@ -126,9 +126,9 @@ APP = "tests.scaleout_app:create_app"
 class AppProcess:
     """``python -m uvicorn tests.scaleout_app:app`` on a free loopback port.
 
-    ``env`` holds the ``WS_*`` settings. :meth:`start` waits (bounded) until ``/healthz``
-    answers; :meth:`stop` sends SIGTERM to the PID (the lifespan stops the hub), then
-    SIGKILL if the process lingers. uvicorn's output goes to :attr:`logfile`.
+    ``env`` holds the ``WS_*`` settings. `start()` waits (bounded) until ``/healthz``
+    answers; `stop()` sends SIGTERM to the PID (the lifespan stops the hub), then
+    SIGKILL if the process lingers. uvicorn's output goes to `logfile`.
     """
 
     def __init__(self, env: dict[str, str], *, app: str = APP, workdir: Path) -> None:
@@ -170,7 +170,7 @@ class AppProcess:
             )
 
     def start(self, *, limit: float = 45.0) -> None:
-        """:meth:`spawn`, then wait until ready; a port taken meanwhile: try another."""
+        """`spawn()`, then wait until ready; a port taken meanwhile: try another."""
         start_all([self], limit=limit)
 
     def _wait_ready(self, limit: float) -> bool:

@@ -2,7 +2,7 @@
 
 ``build_client_app`` gives the app whose handler the client tests talk to. Run as
 ``python -m tests.server_process --port N`` it serves that app under uvicorn on
-127.0.0.1 and prints ``READY <port>`` once it accepts connections. :class:`ServerProcess`
+127.0.0.1 and prints ``READY <port>`` once it accepts connections. `ServerProcess`
 starts such a process, kills it by PID (SIGKILL: no close frame reaches the client) and
 starts it again on the same port.
 """
@@ -86,7 +86,7 @@ def make_handler(received: list[Any] | None = None) -> Handler:
 def build_client_app(
     settings: WebSocketSettings, *, received: list[Any] | None = None
 ) -> tuple[FastAPI, WebSocketHub]:
-    """The app the client tests talk to: the router at ``/ws`` with :func:`make_handler`."""
+    """The app the client tests talk to: the router at ``/ws`` with `make_handler()`."""
     hub = WebSocketHub.from_settings(settings)
     app = FastAPI()
     app.include_router(
@@ -112,7 +112,7 @@ class ServerProcess:
     """The client-test app in its own process; ``kill`` is SIGKILL by PID.
 
     ``module`` is the test module run with ``--port N`` (one built on
-    :func:`serve_forever`); the default serves :func:`build_client_app`.
+    `serve_forever()`); the default serves `build_client_app()`.
     """
 
     def __init__(
@@ -139,7 +139,7 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     async def start(self) -> None:
-        """Start the process on :attr:`port` and wait for its ``READY`` line."""
+        """Start the process on `port` and wait for its ``READY`` line."""
         if self._process is not None:
             raise RuntimeError("already running")
         process = subprocess.Popen(  # noqa: ASYNC220 - only spawned; waited on in a thread

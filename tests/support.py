@@ -35,7 +35,7 @@ def make_settings(**overrides: Any) -> WebSocketSettings:
 
 
 def token(subject: str = "alice", **kwargs: Any) -> str:
-    """A valid HS256 token for ``subject`` signed with :data:`SECRET`."""
+    """A valid HS256 token for ``subject`` signed with `SECRET`."""
     return make_token(subject, secret=SECRET, **kwargs)
 
 

@@ -1,11 +1,11 @@
 """A loopback TCP proxy for tests that cut the network between a client and a server.
 
-:class:`TcpProxy` listens on a free loopback port and forwards each connection to a
-target port. :meth:`TcpProxy.freeze` makes the link silently drop everything in both
+`TcpProxy` listens on a free loopback port and forwards each connection to a
+target port. `TcpProxy.freeze()` makes the link silently drop everything in both
 directions (a network partition: both ends keep writing into the void);
-:meth:`TcpProxy.cut` then aborts every forwarded connection (RST), as a dead NAT entry
+`TcpProxy.cut()` then aborts every forwarded connection (RST), as a dead NAT entry
 or a pulled cable eventually does. Every task is owned and cancelled by
-:meth:`TcpProxy.close`.
+`TcpProxy.close()`.
 """
 
 from __future__ import annotations

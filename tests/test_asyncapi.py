@@ -28,7 +28,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
 from examples import typed_messages
-from tempest_ws import CLOSE_CODE_INFO, WebSocketHub, make_websocket_router
+from tempest_ws import CLOSE_CODE_INFO, WebSocketHub, allow_any_topic, make_websocket_router
 from tempest_ws.asyncapi import (
     ASYNCAPI_VERSION,
     CLOSE_CODES_EXTENSION,
@@ -378,7 +378,9 @@ def test_the_route_reads_builtins_and_presence_from_the_router() -> None:
     for name, builtins, presence in (("on", True, True), ("off", False, False)):
         router = make_websocket_router(
             echo_handler,
-            hub=WebSocketHub.from_settings(settings, presence=presence),
+            hub=WebSocketHub.from_settings(
+                settings, presence=presence, topic_authorizer=allow_any_topic
+            ),
             bearer_resolver=FakeTokens().resolver,
             settings=settings,
             builtins=builtins,

@@ -1,6 +1,6 @@
 """The browser client's history positions, in real headless Chromium against real uvicorn.
 
-The server is :class:`~tests.history_browser_app.HistoryTestServer`: the history wire
+The server is `HistoryTestServer`: the history wire
 format (docs/history.md, "On the wire") built from ``tempest_ws.history``'s own pieces,
 reached through a proxy that can drop every connection. The tests check what the client
 does with it: it tracks the position of each subscribed topic, sends it back when it

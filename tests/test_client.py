@@ -59,7 +59,7 @@ async def until(predicate: Callable[[], bool], what: str, timeout: float = BOUND
 
 
 async def next_of_type(client: WebSocketClient, kind: str) -> WSEnvelope:
-    """The next envelope of type ``kind`` (others are skipped), within :data:`BOUND`."""
+    """The next envelope of type ``kind`` (others are skipped), within `BOUND`."""
     async with asyncio.timeout(BOUND):
         async for envelope in client:
             if envelope.type == kind:

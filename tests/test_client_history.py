@@ -113,7 +113,7 @@ async def history_server(**kwargs: Any) -> AsyncIterator[Rig]:
 
 
 class Gate:
-    """A token provider that holds every connection attempt while :attr:`open` is clear."""
+    """A token provider that holds every connection attempt while `open` is clear."""
 
     def __init__(self) -> None:
         self.open = asyncio.Event()

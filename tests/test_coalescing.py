@@ -1,6 +1,6 @@
 """Per-socket write coalescing: a tick's frames for one socket go out in one write.
 
-Unit tests drive :class:`DirectWriter` with a small protocol double; the end-to-end tests
+Unit tests drive `DirectWriter` with a small protocol double; the end-to-end tests
 run a real uvicorn (in this process, so the hub's producers can run a whole burst inside
 one event-loop tick) and a real ``websockets`` client, and count the writes with a
 wrapper around the connection's real transport.
@@ -52,7 +52,7 @@ class _Conn:
 
 
 class _Protocol:
-    """What :class:`DirectWriter` reads of uvicorn's sansio protocol."""
+    """What `DirectWriter` reads of uvicorn's sansio protocol."""
 
     def __init__(self) -> None:
         self.conn = _Conn()
@@ -222,7 +222,7 @@ class CountingTransport:
 
 
 def _count_writes(connection: WebSocketConnection) -> CountingTransport:
-    """Put a :class:`CountingTransport` under the connection and under uvicorn's protocol,
+    """Put a `CountingTransport` under the connection and under uvicorn's protocol,
     so the hub's writes and uvicorn's own (the close frame) are both recorded."""
     direct = connection._direct
     assert direct is not None, "uvicorn's websockets-sansio protocol gives a direct path"

@@ -26,6 +26,7 @@ from fastapi import FastAPI
 import tempest_ws
 from tempest_ws import CLOSE_CODE_INFO, CloseCode, WebSocketHub, WebSocketSettings, origin_allowed
 from tempest_ws.envelope import PING_FRAME, error_envelope
+from tests.docs_blocks import doc_block
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -227,15 +228,13 @@ def test_readme_quick_start_is_the_two_commands() -> None:
 
 
 def test_readme_minimum_setup_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    code = re.search(r"## Minimum setup\n.*?```python\n(.*?)```", readme, re.S)
-    assert code is not None
+    code = doc_block("README.md", "from fastapi import FastAPI")
     monkeypatch.chdir(tmp_path)  # no .env
     for name in [n for n in os.environ if n.startswith("WS_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("WS_JWT_SECRET", "readme-secret-0123456789abcdef-0123")
     namespace: dict[str, object] = {}
-    exec(compile(code.group(1), "README.md", "exec"), namespace)
+    exec(compile(code, "README.md", "exec"), namespace)
     app = namespace["app"]
     assert isinstance(app, FastAPI)
     assert app.url_path_for("tempest_ws") == "/ws"

@@ -1,7 +1,7 @@
 """The documented examples, imported and driven over a real socket.
 
 Every example under ``examples/`` runs here under a real uvicorn server on a free
-loopback port (:func:`tempest_ws.testing.serve`) and is driven with the ``websockets``
+loopback port (`tempest_ws.testing.serve()`) and is driven with the ``websockets``
 client, asserting what the docs promise about it. Sections between ``--8<--`` markers
 are included verbatim in ``docs/testing.md``.
 
@@ -35,7 +35,6 @@ import warnings
 
 import httpx
 import pytest
-from starlette.exceptions import StarletteDeprecationWarning
 from websockets.asyncio.client import connect
 
 from examples import http_push
@@ -351,8 +350,11 @@ async def test_minimal_heartbeat(load_minimal: Callable[..., Any]) -> None:
 # -- examples/http_push.py: HTTP handlers pushing through the hub ----------------------
 
 
-PUBLISHER = {"Authorization": f"Bearer {token('backend', claims={'roles': ['publisher']})}"}
-"""HTTP headers of a caller with the ``publisher`` role."""
+PUBLISHER = {
+    "Authorization": f"Bearer {token('backend', claims={'roles': ['publisher']}, expires_in=3600)}"
+}
+"""HTTP headers of a caller with the ``publisher`` role. Signed at import, so it lasts an
+hour: the whole suite outlasts the default five minutes."""
 
 
 @contextlib.asynccontextmanager
@@ -380,7 +382,7 @@ async def test_http_push_send_to_reaches_every_tab_of_one_user() -> None:
             for ws in (tab1, tab2, bob):
                 await recv(ws)
             response = await http.post("/users/alice/notify", json={"text": "hi"})
-            assert response.json() == {"delivered": 2}
+            assert response.json() == {"local_recipients": 2}
             for ws in (tab1, tab2):
                 assert await recv(ws) == {
                     "type": "notification",
@@ -390,10 +392,10 @@ async def test_http_push_send_to_reaches_every_tab_of_one_user() -> None:
             # exclude_users: alice's tabs are skipped; bob's next frame proves he got
             # no notification before it.
             response = await http.post("/announce?exclude_user=alice", json={"n": 1})
-            assert response.json() == {"delivered": 1}
+            assert response.json() == {"local_recipients": 1}
             assert await recv(bob) == {"type": "announcement", "data": {"n": 1}, "request_id": None}
             response = await http.post("/announce", json={"n": 2})
-            assert response.json() == {"delivered": 3}
+            assert response.json() == {"local_recipients": 3}
             for ws in (tab1, tab2, bob):
                 assert (await recv(ws))["data"] == {"n": 2}
             online = (await http.get("/online")).json()
@@ -421,7 +423,7 @@ async def test_topic_subscribers_get_http_pushes_in_order() -> None:
 
             for n in range(20):
                 response = await http.post("/topics/room:orders/publish", json={"n": n})
-                assert response.json() == {"delivered": 1}
+                assert response.json() == {"local_recipients": 1}
             received = [json.loads(await ws.recv())["data"]["payload"]["n"] for _ in range(20)]
             assert received == list(range(20))  # publish order
             # --8<-- [end:serve]
@@ -429,7 +431,7 @@ async def test_topic_subscribers_get_http_pushes_in_order() -> None:
             await ws.send(json.dumps({"type": "unsubscribe", "data": {"topic": "room:orders"}}))
             assert json.loads(await ws.recv())["type"] == "unsubscribed"
             response = await http.post("/topics/room:orders/publish", json={"n": 20})
-            assert response.json() == {"delivered": 0}
+            assert response.json() == {"local_recipients": 0}
             await ws.send(json.dumps({"type": "shout", "request_id": "q"}))
             reply = json.loads(await ws.recv())
             assert (reply["type"], reply["data"]["code"], reply["request_id"]) == (
@@ -456,7 +458,7 @@ async def test_http_push_topics_are_scoped() -> None:
                 assert (await recv(ws))["data"]["code"] == "forbidden"
             for topic in ("room:orders", "room:billing"):
                 response = await http.post(f"/topics/{topic}/publish", json={})
-                assert response.json()["delivered"] == 1
+                assert response.json()["local_recipients"] == 1
             assert (await recv(alice))["data"]["topic"] == "room:orders"
             assert (await recv(bob))["data"]["topic"] == "room:billing"  # never "orders"
             assert hub.stats().subscriptions == 2
@@ -467,7 +469,7 @@ async def test_http_push_topics_are_scoped() -> None:
 def test_unit_test_with_starlette_testclient() -> None:
     with warnings.catch_warnings():
         # Starlette 1.x warns when its TestClient runs on httpx rather than httpx2.
-        warnings.simplefilter("ignore", StarletteDeprecationWarning)
+        warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
         from starlette.testclient import TestClient
 
     settings = WebSocketSettings(_env_file=None, WS_JWT_SECRET=SECRET)
@@ -480,7 +482,7 @@ def test_unit_test_with_starlette_testclient() -> None:
             ws.send_json({"type": "subscribe", "data": {"topic": "room:orders"}})
             assert ws.receive_json()["type"] == "subscribed"
             published = client.post("/topics/room:orders/publish", json={"id": 7})
-            assert published.json() == {"delivered": 1}
+            assert published.json() == {"local_recipients": 1}
             assert ws.receive_json()["data"] == {"topic": "room:orders", "payload": {"id": 7}}
 
         from starlette.websockets import WebSocketDisconnect

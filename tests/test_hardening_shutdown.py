@@ -1,6 +1,6 @@
 """Graceful shutdown: 1012 from plain uvicorn, 1001 with a reason from the drain.
 
-The in-process tests drive :meth:`WebSocketRouter.drain` directly. The SIGTERM tests run
+The in-process tests drive `WebSocketRouter.drain()` directly. The SIGTERM tests run
 this very module as a real uvicorn process (``python -m tests.test_hardening_shutdown``),
 stop it by its PID with SIGTERM and read what clients saw and what the process left
 behind: after the server returns, the process prints the tasks still alive in its loop,

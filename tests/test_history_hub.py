@@ -1,7 +1,7 @@
 """The hub with history, without sockets: stamping, replay and ``recovery``, the
 built-in ``subscribe`` with a position, gaps between hubs, failures of the store.
 
-Hubs share one :class:`~tests.history_support.LossyBus` and one ``MemoryHistory``, so
+Hubs share one `LossyBus` and one ``MemoryHistory``, so
 two hubs behave like two processes on one Redis; the bus can lose packets on purpose.
 """
 
@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from tempest_ws import BackplaneError, ConfigurationError, HistoryStats, WebSocketHub, WSEnvelope
+from tempest_ws import (
+    BackplaneError,
+    ConfigurationError,
+    HistoryStats,
+    WebSocketHub,
+    WSEnvelope,
+    allow_any_topic,
+)
 from tempest_ws._builtins import Inbound
 from tempest_ws.backplane import InMemoryBackplane
 from tempest_ws.backplane.packet import Packet
@@ -54,6 +61,7 @@ async def hubs(bus: LossyBus, store: MemoryHistory) -> AsyncIterator[Make]:
 
     def make(history: Any = None, **options: Any) -> WebSocketHub:
         options.setdefault("history_gap_timeout", 0.05)
+        options.setdefault("topic_authorizer", allow_any_topic)
         hub = WebSocketHub(
             backplane=InMemoryBackplane(bus),
             history=history if history is not None else store,

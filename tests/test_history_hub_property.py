@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tempest_ws import WebSocketHub
+from tempest_ws import WebSocketHub, allow_any_topic
 from tempest_ws.backplane import InMemoryBackplane
 from tempest_ws.history import HistoryPolicy, MemoryHistory, Position
 from tests.history_support import (
@@ -51,6 +51,7 @@ async def scenario(
             history=store,
             history_policy=POLICY,
             history_gap_timeout=0.01,
+            topic_authorizer=allow_any_topic,
         )
         for _ in range(2)
     ]

@@ -10,16 +10,17 @@ backplane) publishing positioned packets in reverse.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from tempest_ws import WebSocketHub
+from tempest_ws import WebSocketHub, allow_any_topic
 from tempest_ws.backplane.packet import OP_TOPIC, encode_packet, topic_channel
 from tempest_ws.history import HistoryPolicy, Position, stamp_frame
-from tests.history_support import TOPIC, connect, expect, recoveries
+from tests.history_support import TOPIC, connect, expect, frames, recoveries
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -41,7 +42,7 @@ async def start_hub(redis: RedisServer) -> AsyncIterator[Start]:
         hub = WebSocketHub(
             backplane=RedisBackplane(redis.url, timeout=1, health_check_interval=1),
             history=RedisHistory(redis.url, policy=POLICY, timeout=1),
-            **{"history_gap_timeout": 0.05, **options},
+            **{"history_gap_timeout": 0.05, "topic_authorizer": allow_any_topic, **options},
         )
         await hub.start()
         hubs.append(hub)
@@ -124,3 +125,56 @@ async def test_flushall_answers_recovered_false_with_a_new_epoch(
         "epoch": notice["epoch"],
         "request_id": "again",
     }
+
+
+async def test_one_script_appends_and_publishes_in_offset_order(start_hub: Start) -> None:
+    """Store and backplane on one standalone server: each message is appended and
+    published by one script, so concurrent publishers on two nodes reach a third node's
+    subscriber in offset order (nothing held, nothing fetched from the store)."""
+    a, b, c = await start_hub(history_gap_timeout=30), await start_hub(), await start_hub()
+    for hub in (a, b, c):
+        assert hub._history is not None
+        assert hub._history.append_publish is not None
+    connection, peer = await connect(a, "ann")
+    await a.subscribe(connection.connection_id, TOPIC)
+    await asyncio.gather(
+        *(
+            hub.broadcast({"type": "msg", "data": n}, topic=TOPIC)
+            for n in range(60)
+            for hub in (b, c)
+        )
+    )
+    await expect(peer, ["recovery", *(str(n) for n in range(1, 121))])
+    assert a.history_stats().gap_messages_filled == 0
+    assert a.history_stats().gap_messages_skipped == 0
+
+
+async def test_redis_down_delivers_unstamped_here_then_raises(start_hub: Start) -> None:
+    from tests.support import require_tool
+
+    require_tool("redis-server")
+    from tempest_ws.backplane import RedisBackplane
+    from tempest_ws.exceptions import BackplaneError
+    from tempest_ws.history import RedisHistory
+
+    server = RedisServer()
+    server.start()
+    hub = WebSocketHub(
+        backplane=RedisBackplane(server.url, timeout=0.5),
+        history=RedisHistory(server.url, policy=POLICY, timeout=0.5),
+        topic_authorizer=allow_any_topic,
+    )
+    try:
+        await hub.start()
+        connection, peer = await connect(hub, "ann")
+        await hub.subscribe(connection.connection_id, TOPIC)
+        await hub.broadcast({"type": "msg", "data": 1}, topic=TOPIC)
+        server.stop()
+        with pytest.raises(BackplaneError):
+            await hub.broadcast({"type": "msg", "data": "lost"}, topic=TOPIC)
+        await expect(peer, ["recovery", "1", "msg"])
+        assert frames(peer)[-1] == {"type": "msg", "data": "lost", "request_id": None}
+        assert hub.history_stats().append_failures == 1
+    finally:
+        await hub.stop()
+        server.close()

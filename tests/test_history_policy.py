@@ -103,3 +103,6 @@ async def test_memory_history_forgets_quiet_topics() -> None:
     assert "topics=2" in repr(store)  # t:0 and t:new; the 49 quiet ones are gone
     assert (await store.latest("t:0")) == kept
     assert (await store.latest("t:1")).offset == 0  # forgotten: a new epoch
+    now[0] = 235.0  # t:0 was last touched at 130, t:1 and t:new at 130 too
+    await store.append("t:2", "{}")
+    assert "topics=1" in repr(store)  # the next lapse is noticed as well

@@ -122,3 +122,75 @@ async def test_redis_keys_have_one_hash_slot_and_expire() -> None:
     finally:
         await store.aclose()
         server.close()
+
+
+FRAMES = (
+    '{"type":"m","data":{"text":"plain"},"request_id":null}',
+    '{"type":"m","data":{"text":"é ünïcode ✓ 🎉 \\"quoted\\""},"request_id":null}',
+    "{}",
+    '{\n  "type": "pretty",\n  "data": 1\n}',
+    '{"type":"m","data":1 \t}',
+    "{ }",
+)
+
+
+async def test_append_publish_sends_the_packet_encode_packet_would(redis: RedisServer) -> None:
+    """The packet built by the script is byte for byte what the hub would build after a
+    separate append (unicode, empty and pretty-printed frames, exclusions, trace)."""
+    import redis.asyncio as aioredis
+
+    from tempest_ws.backplane.packet import OP_TOPIC, encode_packet, positioned_head
+    from tempest_ws.history import RedisHistory, stamp_frame
+
+    store = RedisHistory(redis.url)
+    listener = aioredis.Redis.from_url(redis.url)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe("app:topic:chat:é")
+    await pubsub.get_message(timeout=1)  # the confirmation
+    heads = [
+        {},
+        {"exclude": ["n1.c1"], "exclude_users": ["bob"]},
+        {"trace": {"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}},
+    ]
+    try:
+        for options in heads:
+            for text in FRAMES:
+                head = positioned_head("0123456789ab", OP_TOPIC, "chat:é", **options)
+                position = await store.append_publish("chat:é", text, "app:topic:chat:é", head)
+                message = await pubsub.get_message(timeout=2)
+                while message is not None and message["type"] != "message":
+                    message = await pubsub.get_message(timeout=2)
+                assert message is not None
+                expected = encode_packet(
+                    "0123456789ab",
+                    OP_TOPIC,
+                    "chat:é",
+                    stamp_frame(text, "chat:é", position),
+                    position=tuple(position),
+                    **options,  # type: ignore[arg-type]
+                )
+                assert message["data"] == expected
+        recovery = await store.since("chat:é", 0, position.epoch, limit=100)
+        assert [e.frame for e in recovery.entries] == list(FRAMES) * len(heads)  # unstamped
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+        await store.aclose()
+
+
+async def test_joined_with_only_a_standalone_backplane_on_the_same_server(
+    redis: RedisServer,
+) -> None:
+    from tempest_ws.backplane import InMemoryBackplane, RedisBackplane
+    from tempest_ws.exceptions import ConfigurationError
+    from tempest_ws.history import RedisHistory
+
+    store = RedisHistory(redis.url)
+    assert store.joined_with(RedisBackplane(redis.url)) is not None
+    assert store.joined_with(RedisBackplane(redis.url.replace("/0", "/1"))) is None
+    assert store.joined_with(RedisBackplane(redis.url, cluster=True)) is None
+    assert store.joined_with(InMemoryBackplane()) is None
+    cluster_store = RedisHistory(redis.url, cluster=True)
+    assert cluster_store.joined_with(RedisBackplane(redis.url, cluster=True)) is None
+    with pytest.raises(ConfigurationError, match="standalone"):
+        await cluster_store.append_publish(TOPIC, frame(1), "c", "h")

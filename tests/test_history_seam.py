@@ -2,10 +2,10 @@
 
 The model: publishers append to a store (which assigns offsets) and put the message "in
 flight"; in-flight messages reach the node in any order, or never (a failed publish);
-the node's :class:`Sequencer` releases them in offset order, filling gaps from the store
+the node's `Sequencer` releases them in offset order, filling gaps from the store
 when the hub's gap timer fires. Subscriber A follows the topic from the start;
 subscriber B joins at any moment with a stored position: it is registered for live
-delivery (a :class:`Seam` buffers), its replay is read from the store later, and the
+delivery (a `Seam` buffers), its replay is read from the store later, and the
 seam is finished later still, while messages keep flowing. Hypothesis chooses every
 interleaving. With no history trimmed and no data loss, both get every message after
 their position exactly once, in order; otherwise neither ever gets a duplicate or an
@@ -276,6 +276,19 @@ def test_sequencer_edges() -> None:
     assert sequencer.resets == 2
     with pytest.raises(ValueError, match="max_held"):
         Sequencer(Position(0, "x"), max_held=0)
+
+
+def test_next_in_line_releases_only_what_push_would_release_alone() -> None:
+    sequencer: Sequencer[int] = Sequencer(Position(10, "b"))
+    assert sequencer.next_in_line(Position(11, "b"))
+    assert sequencer.position == Position(11, "b")
+    for other in (Position(11, "b"), Position(13, "b"), Position(12, "a"), Position(12, "c")):
+        assert not sequencer.next_in_line(other)  # old, ahead, stale, newer epoch
+    assert sequencer.position == Position(11, "b")
+    assert sequencer.push(Position(13, "b"), 13) == []
+    assert not sequencer.next_in_line(Position(12, "b"))  # something is held: push it
+    assert sequencer.push(Position(12, "b"), 12) == [12, 13]
+    assert sequencer.next_in_line(Position(14, "b"))
 
 
 # -- real tasks, real store ----------------------------------------------------------------------

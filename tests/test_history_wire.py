@@ -25,6 +25,7 @@ from tempest_ws.history import (
     requested_position,
     stamp_frame,
 )
+from tempest_ws.history.wire import Stamper
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text()
 json_values = st.recursive(
@@ -95,6 +96,21 @@ def test_stamped_envelope_is_a_frozen_validated_ws_envelope() -> None:
     for bad in ({"topic": ""}, {"offset": -1}, {"epoch": ""}, {"epoch": "e" * 65}):
         with pytest.raises(ValidationError):
             StampedEnvelope.model_validate({**raw, **bad})
+
+
+@given(data=json_values, topic=topics, first=positions, second=positions)
+def test_a_topics_stamper_stamps_as_stamp_frame(
+    data: Any, topic: str, first: Position, second: Position
+) -> None:
+    stamper = Stamper(topic)
+    frame = dumps({"type": "m", "data": data, "request_id": None})
+    for position in (first, second, first):  # the epoch changes and changes back
+        assert stamper(frame, position) == stamp_frame(frame, topic, position)
+    for edge in ("{}", "{ }", json.dumps({"type": "m"}, indent=2)):
+        assert stamper(edge, first) == stamp_frame(edge, topic, first)
+    for bad in ('"text"', "[1]", "{", "}", '{"a":1} ', ""):
+        with pytest.raises(ValueError, match="JSON object"):
+            stamper(bad, first)
 
 
 def test_stamping_edge_frames() -> None:
@@ -183,5 +199,6 @@ def test_history_does_not_import_redis_and_redis_history_names_the_extra() -> No
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == (
-        "MissingDependencyError 'redis' is not installed: pip install 'tempest-ws[redis]' (redis)"
+        "MissingDependencyError 'redis' is not installed; tempest-ws's 'redis' extra needs: "
+        "pip install 'redis>=8.1' (redis)"
     )

@@ -22,3 +22,31 @@ def test_typed_marker_ships() -> None:
     from importlib import resources
 
     assert resources.files("tempest_ws").joinpath("py.typed").is_file()
+
+
+def test_a_missing_extra_names_a_pip_command_for_its_declared_requirements() -> None:
+    from tempest_ws.exceptions import MissingDependencyError
+
+    error = MissingDependencyError("uvicorn", "server")
+    assert (error.package, error.extra) == ("uvicorn", "server")
+    assert str(error) == (
+        "'uvicorn' is not installed; tempest-ws's 'server' extra needs: "
+        "pip install 'uvicorn[standard]>=0.52.1' 'websockets>=15.0' (server)"
+    )
+
+
+def test_without_installed_metadata_a_missing_extra_names_the_package() -> None:
+    code = (
+        "import importlib.metadata as m\n"
+        "def requires(name):\n"
+        "    raise m.PackageNotFoundError(name)\n"
+        "m.requires = requires\n"
+        "from tempest_ws.exceptions import MissingDependencyError\n"
+        "print(MissingDependencyError('redis', 'redis'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == (
+        "'redis' is not installed; tempest-ws's 'redis' extra needs: pip install redis (redis)"
+    )

@@ -19,7 +19,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 
-from tempest_ws import WebSocketHub, _audit, jwt_bearer_resolver, make_websocket_router
+from tempest_ws import (
+    WebSocketHub,
+    _audit,
+    allow_any_topic,
+    jwt_bearer_resolver,
+    make_websocket_router,
+)
 from tempest_ws.metrics import (
     ALLOWED_LABELS,
     WebSocketMetrics,
@@ -163,7 +169,7 @@ async def test_per_connection_counters_over_a_session(
 
 async def test_history_metrics_after_a_scripted_session() -> None:
     settings = make_settings(WS_HISTORY_TOPICS=["chat:*"])
-    hub = WebSocketHub.from_settings(settings)
+    hub = WebSocketHub.from_settings(settings, topic_authorizer=allow_any_topic)
     app = FastAPI()
     app.include_router(
         make_websocket_router(

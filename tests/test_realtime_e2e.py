@@ -261,7 +261,7 @@ async def order_handler(ws: WebSocket, connection: WebSocketConnection, hub: Web
 
 async def test_typed_messages_reach_the_handler_validated_and_bad_ones_are_answered() -> None:
     settings = make_settings()
-    hub = WebSocketHub()
+    hub = WebSocketHub(topic_authorizer=own_inbox_or_rooms)
     app = realtime_app(
         settings,
         hub,

@@ -2,7 +2,8 @@
 registry, a topic authorizer and topic presence.
 
 Each example is a real connection (user ``mallory``) sending generated frames: random
-JSON, built-in envelopes with wrong types and values, deeply nested data. The server runs
+JSON, built-in envelopes with wrong types and values, JSON nested up to and far past
+``WS_MAX_JSON_DEPTH`` in every part of an envelope. The server runs
 in the test's event loop; hypothesis runs in a worker thread and hands it each example.
 Properties:
 
@@ -119,6 +120,39 @@ def _nested(kind: str, depth: int, opener: str) -> str:
 
 
 deep = st.builds(_nested, builtin_types, st.integers(1, 3000), st.sampled_from(["[", '{"k":']))
+
+LAYERS = {"[": "]", "[0,": "]", '{"k":': "}", '{"a":[],"b":': "}"}
+
+
+@st.composite
+def deeply_nested(draw: st.DrawFn) -> str:
+    """A frame with a value nested around ``WS_MAX_JSON_DEPTH`` (32) or far past it.
+
+    The layers mix arrays and objects in a drawn repeating pattern, and the nested value
+    sits anywhere: as the whole frame, as ``data``, in a built-in's ``topic``, in the
+    ``text`` of a ``chat.send`` that would reach the handler, in ``request_id`` or
+    ``type``.
+    """
+    depth = draw(st.integers(24, 40) | st.integers(1, 4000))
+    pattern = draw(st.lists(st.sampled_from(sorted(LAYERS)), min_size=1, max_size=4))
+    layers = [pattern[i % len(pattern)] for i in range(depth)]
+    leaf = draw(st.sampled_from(["1", '"x"', "null", "[]", "{}"]))
+    value = "".join(layers) + leaf + "".join(LAYERS[layer] for layer in reversed(layers))
+    kind = json.dumps(draw(builtin_types | st.sampled_from(["chat.send", "no.such.type"])))
+    return draw(
+        st.sampled_from(
+            [
+                value,
+                f'{{"type":{kind},"data":{value}}}',
+                f'{{"type":{kind},"data":{{"topic":{value}}}}}',
+                f'{{"type":"chat.send","data":{{"topic":"room:a","text":{value}}}}}',
+                f'{{"type":{kind},"data":{{}},"request_id":{value}}}',
+                f'{{"type":{value}}}',
+            ]
+        )
+    )
+
+
 known_topics = st.sampled_from(["room:a", "room:b", "room:c", "inbox:alice", "inbox:mallory"])
 operations = st.one_of(
     st.builds(lambda t: {"type": "subscribe", "data": {"topic": t}}, known_topics),
@@ -145,6 +179,7 @@ frames = st.one_of(
     envelopes.map(json.dumps),
     envelopes.map(json.dumps),
     deep,
+    deeply_nested(),
     json_values.map(json.dumps),
     st.text(max_size=100),
 )

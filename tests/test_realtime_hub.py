@@ -1,7 +1,7 @@
 """The hub's realtime options without sockets: topic authorization, ``require_topic``,
 topic presence (ref-counted per user across tabs and across hubs sharing a bus), replies.
 
-Connections here write to a :class:`~tests.support.Peer`; two hubs on one
+Connections here write to a `Peer`; two hubs on one
 ``InMemoryBus`` behave as two processes. "Never delivered" is proven with a later frame
 from the same hub: per connection, frames arrive in publish order.
 """
@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from tempest_ws import ConfigurationError, WebSocketConnection, WebSocketHub, WSEnvelope
+from tempest_ws import (
+    ConfigurationError,
+    WebSocketConnection,
+    WebSocketHub,
+    WSEnvelope,
+    allow_any_topic,
+)
 from tempest_ws.backplane import InMemoryBackplane, InMemoryBus
 from tempest_ws.realtime import PRESENCE_JOIN, PRESENCE_LEAVE, error_reply, reply_envelope
 from tests.support import Peer, until
@@ -38,6 +44,7 @@ async def hubs() -> AsyncIterator[Callable[..., WebSocketHub]]:
     made: list[WebSocketHub] = []
 
     def make(**options: Any) -> WebSocketHub:
+        options.setdefault("topic_authorizer", allow_any_topic)
         hub = WebSocketHub(backplane=InMemoryBackplane(bus), **options)
         made.append(hub)
         return hub

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tempest_ws import WebSocketHub
+from tempest_ws import WebSocketHub, allow_any_topic
 from tempest_ws.backplane import RedisBackplane
 from tempest_ws.realtime import PRESENCE_JOIN, PRESENCE_LEAVE
 from tests.redis_server import RedisServer
@@ -74,7 +74,7 @@ async def watcher(deployment: Deployment) -> AsyncIterator[WebSocketHub]:
         timeout=1.0,
         presence_ttl=TTL,
     )
-    hub = WebSocketHub(backplane=backplane, presence=True)
+    hub = WebSocketHub(backplane=backplane, presence=True, topic_authorizer=allow_any_topic)
     await hub.start()
     try:
         yield hub

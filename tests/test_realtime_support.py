@@ -1,6 +1,6 @@
 """Shared helpers of the ``test_realtime_*`` modules (this module holds no tests).
 
-:class:`Tab` is a real ``websockets`` client that records every envelope it receives
+`Tab` is a real ``websockets`` client that records every envelope it receives
 (answering pings), so a test can wait for a frame, or prove that one never came: per
 connection, frames arrive in publish order, so "X never arrived" is asserted once a
 later marker from the same publisher has arrived. Waits are bounded, never sleeps.
@@ -111,7 +111,7 @@ def ws_endpoint(base: str, path: str = "/ws", **query: str) -> str:
 async def open_tab(
     base: str, user: str, *, wait_hello: bool = True, **query: str
 ) -> AsyncIterator[Tab]:
-    """A :class:`Tab` of ``user`` on the server at ``base`` (``hello`` already read)."""
+    """A `Tab` of ``user`` on the server at ``base`` (``hello`` already read)."""
     protocols: list[Any] = ["bearer", token(user)]
     async with connect(ws_endpoint(base, **query), subprotocols=protocols, proxy=None) as ws:
         tab = Tab(ws, user)

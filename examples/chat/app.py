@@ -1,6 +1,6 @@
 """The chat demo's FastAPI app: rooms as topics, presence, and pushes from HTTP handlers.
 
-Everything runs in one process with the embedded in-memory :class:`WebSocketHub`; no
+Everything runs in one process with the embedded in-memory `WebSocketHub`; no
 other server is needed. Endpoints:
 
 - ``GET /``: the chat page (``static/index.html``), which imports the browser client

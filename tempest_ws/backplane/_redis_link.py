@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from .._audit import traffic_event
 from .._backoff import Backoff
+from .._bounded import STOP_TIMEOUT, bounded, cancel_tasks, lost_cancellation
 
 __all__ = ["PubSubLink", "describe"]
 
@@ -69,25 +70,29 @@ class _Shard:
 class _Session:
     """The connections of one attempt; closed as a whole."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop_timeout: float) -> None:
+        self.stop_timeout = stop_timeout
         self.shards: dict[str, _Shard] = {}
         self.topology: RedisCluster | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.up = False
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        """Stop the tasks and close every connection, each within ``stop_timeout`` (a
+        step that outlasts it is abandoned and logged: redis-py's ``PubSub.aclose``
+        cannot be cancelled)."""
+        limit = self.stop_timeout
+        await cancel_tasks(self.tasks, "redis pub/sub task", limit=limit)
         for shard in self.shards.values():
             with contextlib.suppress(Exception):
                 # redis-py < 8.2 leaves PubSub.aclose unannotated; the cast types it for all.
-                await cast(Callable[[], Awaitable[None]], shard.pubsub.aclose)()
+                aclose = cast(Callable[[], Awaitable[None]], shard.pubsub.aclose)
+                await bounded(aclose(), f"pub/sub connection to {shard.name}", limit=limit)
             with contextlib.suppress(Exception):
-                await shard.client.aclose()
+                await bounded(shard.client.aclose(), f"client of {shard.name}", limit=limit)
         if self.topology is not None:
             with contextlib.suppress(Exception):
-                await self.topology.aclose()
+                await bounded(self.topology.aclose(), "cluster topology client", limit=limit)
 
 
 class PubSubLink:
@@ -103,6 +108,7 @@ class PubSubLink:
         backpressure: called after each message; an awaitable it returns is awaited
             before the next message is read (the hub's local queues ran deep).
         on_up: awaited after every successful (re)subscription; ``True`` after an outage.
+        stop_timeout: bound on each step of `stop()` (abandoned and logged past it).
     """
 
     def __init__(
@@ -116,6 +122,7 @@ class PubSubLink:
         backoff: Backoff,
         on_message: OnMessage,
         on_up: OnUp,
+        stop_timeout: float = STOP_TIMEOUT,
         backpressure: Callable[[], Awaitable[None] | None] | None = None,
     ) -> None:
         self._open_client = open_client
@@ -128,6 +135,7 @@ class PubSubLink:
         self._on_message = on_message
         self._backpressure = backpressure
         self._on_up = on_up
+        self._stop_timeout = stop_timeout
         self.wanted: set[str] = set()
         self.connected = False
         self.outages = 0
@@ -143,7 +151,7 @@ class PubSubLink:
     # -- public ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the link task (owned by this object until :meth:`stop`)."""
+        """Start the link task (owned by this object until `stop()`)."""
         if self._task is None:
             self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name="tempest_ws redis link")
@@ -156,13 +164,14 @@ class PubSubLink:
         return self.connected
 
     async def stop(self) -> None:
-        """Stop the link task and close every connection. Idempotent."""
+        """Stop the link task and close every connection. Idempotent.
+
+        Bounded: the task (which closes the session's connections, each within
+        ``stop_timeout``) gets three times ``stop_timeout``, then it is abandoned and
+        logged."""
         self._stopping.set()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_tasks([task], "redis pub/sub link", limit=3 * self._stop_timeout)
         self._settle_confirmations()
 
     async def subscribe(self, channel: str) -> None:
@@ -197,7 +206,7 @@ class PubSubLink:
         delays = self._backoff.delays()
         down_since: float | None = None
         while not self._stopping.is_set():
-            session = _Session()
+            session = _Session(self._stop_timeout)
             self._session = session
             try:
                 await self._serve(session, recovered=down_since is not None, since=down_since)
@@ -309,6 +318,7 @@ class PubSubLink:
     async def _read(self, shard: _Shard) -> None:
         prefix = self._prefix
         while True:
+            lost_cancellation()
             message = await shard.pubsub.get_message(timeout=None)
             shard.last_rx = time.monotonic()
             if message is None:
@@ -360,6 +370,7 @@ class PubSubLink:
 
     async def _write(self, session: _Session) -> None:
         while True:
+            lost_cancellation()
             await self._has_commands.wait()
             self._has_commands.clear()
             while self._commands:
@@ -369,6 +380,7 @@ class PubSubLink:
     async def _watch(self, session: _Session) -> None:
         tick = min(self._interval, self._timeout) / 4
         while True:
+            lost_cancellation()
             await asyncio.sleep(tick)
             now = time.monotonic()
             for shard in session.shards.values():

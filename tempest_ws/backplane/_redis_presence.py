@@ -7,7 +7,7 @@ on Redis Cluster):
 ``P:presence:<user>``  ZSET ``<node>/<connection id>`` -> connection time (µs)
 ``P:nodeusers:<node>`` SET of users with a connection on that node
 
-plus the topic presence keys of :mod:`~tempest_ws.backplane._redis_topics`.
+plus the topic presence keys of [`_redis_topics`][tempest_ws.backplane._redis_topics].
 
 ``online_users`` and ``is_online`` read the sets of the live nodes (each node keeps its
 own set from what it actually holds). ``join`` runs one Lua script on the user's key:
@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from .._bounded import STOP_TIMEOUT, bounded, cancel_tasks, lost_cancellation
 from ..exceptions import BackplaneError
 from ._redis_link import describe
 from ._redis_topics import RedisTopicPresence
@@ -98,10 +99,13 @@ def _text(value: Any) -> str:
 
 
 class RedisPresence:
-    """The :class:`~tempest_ws.backplane.base.Presence` of :class:`RedisBackplane`."""
+    """The [`Presence`][tempest_ws.backplane.base.Presence] of `RedisBackplane`."""
 
-    def __init__(self, *, prefix: str, ttl: float, timeout: float) -> None:
+    def __init__(
+        self, *, prefix: str, ttl: float, timeout: float, stop_timeout: float = STOP_TIMEOUT
+    ) -> None:
         self._prefix = prefix
+        self._stop_timeout = stop_timeout
         self._ttl = ttl
         self._timeout = timeout
         self._client: Client | None = None
@@ -118,9 +122,10 @@ class RedisPresence:
             errors=_ERRORS,
             apply=self._apply,
             failed=self._failed,
+            stop_timeout=stop_timeout,
         )
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._topics = RedisTopicPresence(prefix=prefix, timeout=timeout)
+        self._topics = RedisTopicPresence(prefix=prefix, timeout=timeout, stop_timeout=stop_timeout)
 
     def _key(self, kind: str, name: str) -> str:
         return f"{self._prefix}:{kind}:{name}"
@@ -152,17 +157,21 @@ class RedisPresence:
         )
 
     async def stop(self) -> None:
-        """Apply queued ops (bounded), remove this node, stop the tasks."""
+        """Apply queued ops (bounded), remove this node, stop the tasks.
+
+        Each step is bounded by ``stop_timeout`` (removing this node by ``timeout``); a
+        step that outlasts it is abandoned and logged."""
         await self._topics.stop()
         left = await self._ops.stop()
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
-            self._heartbeat_task = None
+        heartbeat, self._heartbeat_task = self._heartbeat_task, None
+        await cancel_tasks([heartbeat], "presence heartbeat", limit=self._stop_timeout)
         if self._client is not None and self._link_up():
             with contextlib.suppress(*_ERRORS):
-                async with asyncio.timeout(self._timeout):
-                    await self._remove_node(self._node)
+                await bounded(
+                    self._remove_node(self._node),
+                    f"removal of node {self._node} from presence",
+                    limit=self._timeout,
+                )
         self._local.clear()
         self._per_user.clear()
         for op in left:
@@ -320,6 +329,7 @@ class RedisPresence:
 
     async def _heartbeat(self) -> None:
         while True:
+            lost_cancellation()
             try:
                 if self._link_up():
                     async with asyncio.timeout(self._timeout * 2):
@@ -331,6 +341,7 @@ class RedisPresence:
             except _ERRORS as exc:
                 self._dirty = True
                 logger.warning("presence heartbeat failed (%s)", describe(exc))
+            lost_cancellation()  # before the long sleep, not after it
             await asyncio.sleep(self._ttl / 3)
 
     async def _reap(self, node: str) -> None:

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from .._bounded import STOP_TIMEOUT
 from ..exceptions import BackplaneError
 from ._redis_link import describe
 from ._serial_ops import SerialOps
@@ -101,9 +102,9 @@ def _pair_of(member: Any) -> Pair | None:
 
 
 class RedisTopicPresence:
-    """The topic half of :class:`~tempest_ws.backplane._redis_presence.RedisPresence`."""
+    """The topic half of [`RedisPresence`][tempest_ws.backplane._redis_presence.RedisPresence]."""
 
-    def __init__(self, *, prefix: str, timeout: float) -> None:
+    def __init__(self, *, prefix: str, timeout: float, stop_timeout: float = STOP_TIMEOUT) -> None:
         self._prefix = prefix
         self._timeout = timeout
         self._client: Client | None = None
@@ -121,6 +122,7 @@ class RedisTopicPresence:
             apply=self._apply_op,
             failed=lambda op, exc: self._failed(*op, exc),
             before=self._track,
+            stop_timeout=stop_timeout,
         )
 
     def _key(self, kind: str, name: str) -> str:

@@ -13,6 +13,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from .._bounded import STOP_TIMEOUT, cancel_tasks, lost_cancellation
+
 __all__ = ["SerialOps"]
 
 Op = TypeVar("Op")
@@ -29,6 +31,7 @@ class SerialOps(Generic[Op]):
         apply: applies one op to Redis.
         failed: told about an op that could not be applied (link down, error, timeout).
         before: called with each op just before it is applied, whatever the outcome.
+        stop_timeout: bound on stopping the worker (then it is abandoned, logged).
     """
 
     def __init__(
@@ -40,6 +43,7 @@ class SerialOps(Generic[Op]):
         apply: Callable[[Op], Awaitable[None]],
         failed: Callable[[Op, BaseException], None],
         before: Callable[[Op], None] | None = None,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         self._name = name
         self._timeout = timeout
@@ -47,6 +51,7 @@ class SerialOps(Generic[Op]):
         self._apply = apply
         self._failed = failed
         self._before = before
+        self._stop_timeout = stop_timeout
         self._queue: deque[Op] = deque()
         self._has_ops = asyncio.Event()
         self._drained = asyncio.Event()
@@ -74,11 +79,8 @@ class SerialOps(Generic[Op]):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._timeout):
                     await self._drained.wait()
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+        worker, self._worker = self._worker, None
+        await cancel_tasks([worker], "redis write worker", limit=self._stop_timeout)
         left = list(self._queue)
         self._queue.clear()
         return left
@@ -86,11 +88,13 @@ class SerialOps(Generic[Op]):
     async def _run(self) -> None:
         queue = self._queue
         while True:
+            lost_cancellation()
             if not queue:
                 self._drained.set()
             await self._has_ops.wait()
             self._has_ops.clear()
             while queue:
+                lost_cancellation()
                 op = queue[0]  # stays queued while applied: stop() waits for it
                 if self._before is not None:
                     self._before(op)

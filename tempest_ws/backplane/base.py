@@ -4,8 +4,8 @@ A backplane moves already-serialized packets between the hubs of a deployment an
 the cluster-wide presence registry (who is online, whose tab is the oldest, who is in
 which topic). It knows nothing of sockets, envelopes or fan-out: the hub of each process
 does the fan-out to its own connections. Two implementations ship:
-:class:`~tempest_ws.backplane.InMemoryBackplane` (one process, the default) and
-:class:`~tempest_ws.backplane.RedisBackplane`.
+[`InMemoryBackplane`][tempest_ws.backplane.InMemoryBackplane] (one process, the default) and
+[`RedisBackplane`][tempest_ws.backplane.RedisBackplane].
 
 The same test body (``tests/test_backplane_contract.py``) runs against both; a third
 implementation (NATS, Postgres ``LISTEN``...) passes that test to be a drop-in.

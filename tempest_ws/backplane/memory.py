@@ -1,6 +1,6 @@
 """``InMemoryBackplane``: the default backplane, for one process and no server.
 
-Each hub gets its own private :class:`InMemoryBus` unless given a shared one. Several
+Each hub gets its own private `InMemoryBus` unless given a shared one. Several
 hubs of one process (one event loop) sharing a bus behave like the nodes of a Redis
 deployment — packets are delivered asynchronously (on the next loop iteration), presence
 is shared — which makes the cross-process semantics testable in milliseconds. Unlike
@@ -133,7 +133,7 @@ class InMemoryBackplane:
     """A backplane inside one process.
 
     Args:
-        bus: share one :class:`InMemoryBus` between the hubs that should see each
+        bus: share one `InMemoryBus` between the hubs that should see each
             other; by default the backplane has a bus of its own (a single hub).
     """
 

@@ -50,6 +50,7 @@ __all__ = [
     "encode_packet",
     "new_node_id",
     "node_channel",
+    "positioned_head",
     "topic_channel",
     "user_channel",
 ]
@@ -146,7 +147,12 @@ def encode_packet(
     ``position`` (``(offset, epoch)``) marks a message of a history topic (header ``p``);
     ``trace`` carries the W3C trace context (header ``tp``).
     """
-    if exclude or exclude_users or code or trace:
+    if position is not None and not code:
+        head = positioned_head(
+            node, op, target, exclude=exclude, exclude_users=exclude_users, trace=trace
+        )
+        head = f"{head}{position[0]:d},{_string(position[1])}]}}"
+    elif exclude or exclude_users or code or trace:
         header: dict[str, Any] = {"v": VERSION, "n": node, "o": op, "t": target}
         if exclude:
             header["x"] = list(exclude)
@@ -160,14 +166,41 @@ def encode_packet(
         if trace:
             header["tp"] = dict(trace)
         head = json.dumps(header, separators=(",", ":"), ensure_ascii=True)
-    elif position is None:  # the hot path: node and op are ASCII tokens
+    else:  # the hot path: node and op are ASCII tokens
         head = f'{{"v":1,"n":"{node}","o":"{op}","t":{_string(target)}}}'
-    else:
-        where = f"[{position[0]:d},{_string(position[1])}]"
-        head = f'{{"v":1,"n":"{node}","o":"{op}","t":{_string(target)},"p":{where}}}'
     if frame is None:
         return head.encode()
     return f"{head}\n{frame}".encode()
+
+
+def positioned_head(
+    node: str,
+    op: str,
+    target: str = "",
+    *,
+    exclude: Collection[str] = (),
+    exclude_users: Collection[str] = (),
+    trace: Mapping[str, str] | None = None,
+) -> str:
+    """The header of a packet with a position, cut before the position's values.
+
+    It ends with ``"p":[``; the header is finished by the offset, a comma, the epoch as a
+    JSON string and ``]}``, then a newline and the frame follow. This lets a store that
+    assigns the position on its server build the packet there
+    ([`append_publish()`][tempest_ws.history.RedisHistory.append_publish]);
+    `encode_packet()` with ``position`` gives the same bytes.
+    """
+    if exclude or exclude_users or trace:
+        header: dict[str, Any] = {"v": VERSION, "n": node, "o": op, "t": target}
+        if exclude:
+            header["x"] = list(exclude)
+        if exclude_users:
+            header["xu"] = list(exclude_users)
+        if trace:
+            header["tp"] = dict(trace)
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=True)
+        return f'{text[:-1]},"p":['
+    return f'{{"v":1,"n":"{node}","o":"{op}","t":{_string(target)},"p":['
 
 
 def decode_packet(data: bytes) -> Packet:

@@ -1,14 +1,14 @@
 """``RedisBackplane``: the hubs of many processes and machines, joined by Redis pub/sub.
 
-Needs the ``redis`` extra (``pip install 'tempest-ws[redis]'``); importing this module
-without it raises :class:`~tempest_ws.exceptions.MissingDependencyError`.
+Needs the ``redis`` extra (``pip install 'redis>=8.1'``); importing this module
+without it raises [`MissingDependencyError`][tempest_ws.exceptions.MissingDependencyError].
 
 Three parts, each with one job:
 
 * publishing (here): one task sends the packets queued by ``publish`` in call order,
   pipelining whatever accumulated while the previous batch was in flight. Each packet
   is one ``PUBLISH`` (``SPUBLISH`` on a cluster) and is never retried, so a failure is an
-  error to the caller (:class:`~tempest_ws.exceptions.BackplaneError`), never a duplicate;
+  error to the caller ([`BackplaneError`][tempest_ws.exceptions.BackplaneError]), never a duplicate;
 * subscribing (``_redis_link``): a link that reconnects with capped exponential backoff
   and jitter, resubscribes everything and reports each recovery (the hub sends
   ``resync``);
@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("redis", "redis") from None
 
 from .._backoff import Backoff
+from .._bounded import STOP_TIMEOUT, bounded, cancel_tasks, check_stop_timeout, lost_cancellation
 from .._redis_settings import redis_settings
 from ..settings import WebSocketSettings
 from ._redis_link import PubSubLink, describe
@@ -54,7 +55,7 @@ _ERRORS = (RedisError, OSError, TimeoutError)
 
 
 class RedisBackplane:
-    """A :class:`~tempest_ws.backplane.base.Backplane` on Redis pub/sub.
+    """A [`Backplane`][tempest_ws.backplane.base.Backplane] on Redis pub/sub.
 
     Args:
         url: ``redis://[user:password@]host:port/db``, ``rediss://`` or ``unix://``; with
@@ -69,6 +70,8 @@ class RedisBackplane:
         reconnect_max: cap of the reconnection backoff, in seconds.
         presence_ttl: a node silent this long is dead (its connections stop counting).
         max_pending: publishes queued before ``publish`` raises at once.
+        stop_timeout: bound on each step of `stop()` (a task, a connection); a step
+            that outlasts it is abandoned and logged on ``tempest_ws.shutdown``.
 
     Raises:
         ConfigurationError: a bound is not positive or the URL scheme is unknown.
@@ -85,6 +88,7 @@ class RedisBackplane:
         reconnect_max: float = 5.0,
         presence_ttl: float = 30.0,
         max_pending: int = 10_000,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         if min(timeout, health_check_interval, reconnect_max, presence_ttl) <= 0:
             raise ConfigurationError("RedisBackplane durations must be positive")
@@ -99,7 +103,10 @@ class RedisBackplane:
         self.health_check_interval = health_check_interval
         self.reconnect_max = reconnect_max
         self.max_pending = max_pending
-        self._presence = RedisPresence(prefix=channel_prefix, ttl=presence_ttl, timeout=timeout)
+        self.stop_timeout = check_stop_timeout(stop_timeout)
+        self._presence = RedisPresence(
+            prefix=channel_prefix, ttl=presence_ttl, timeout=timeout, stop_timeout=stop_timeout
+        )
         self._client: Redis | RedisCluster | None = None
         self._link: PubSubLink | None = None
         self._listener: BackplaneListener | None = None
@@ -192,6 +199,7 @@ class RedisBackplane:
             on_message=listener.on_packet,
             backpressure=getattr(listener, "backpressure", None),  # optional in the protocol
             on_up=self._on_up,
+            stop_timeout=self.stop_timeout,
         )
         self._presence.start(
             self._client,
@@ -235,22 +243,24 @@ class RedisBackplane:
                 logger.exception("backplane listener failed on resync")
 
     async def stop(self) -> None:
-        """Remove this node's presence, stop every task, close every connection."""
+        """Remove this node's presence, stop every task, close every connection.
+
+        Never hangs: each step is bounded by ``stop_timeout`` and one that outlasts it is
+        abandoned with a WARNING naming it (Redis frozen, a connection that will not
+        close)."""
         if self._link is None:
             return
-        await self._presence.stop()
+        limit = self.stop_timeout
+        await bounded(self._presence.stop(), "redis presence stop", limit=limit)
         link, self._link = self._link, None
         await link.stop()
-        if self._publisher is not None:
-            self._publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._publisher
-            self._publisher = None
+        publisher, self._publisher = self._publisher, None
+        await cancel_tasks([publisher], "redis publisher", limit=limit)
         self._fail_queued(BackplaneError("redis backplane stopped"))
-        if self._client is not None:
+        client, self._client = self._client, None
+        if client is not None:
             with contextlib.suppress(*_ERRORS):
-                await self._client.aclose()
-            self._client = None
+                await bounded(client.aclose(), "redis command connections", limit=limit)
         self._cluster_ready = False
         self._listener = None
 
@@ -267,9 +277,13 @@ class RedisBackplane:
         if len(self._queue) >= self.max_pending:
             raise BackplaneError(f"{len(self._queue)} publishes already waiting for redis")
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append((f"{self.channel_prefix}:{channel}", packet, done))
+        self._queue.append((self.redis_channel(channel), packet, done))
         self._has_packets.set()
         return await done
+
+    def redis_channel(self, channel: str) -> str:
+        """The Redis channel a logical ``channel`` is published on (the prefix added)."""
+        return f"{self.channel_prefix}:{channel}"
 
     async def subscribe(self, channel: str) -> None:
         """Subscribe (confirmed by Redis, or recorded for the next connection)."""
@@ -287,6 +301,7 @@ class RedisBackplane:
     async def _publish_loop(self) -> None:
         queue = self._queue
         while True:
+            lost_cancellation()
             await self._has_packets.wait()
             self._has_packets.clear()
             while queue:

@@ -3,8 +3,8 @@
 It runs an app with safe server options, mints a development token, checks the settings
 and prints the AsyncAPI document.
 
-Each subcommand lives in its own module; :func:`main` only parses the command line and
-dispatches. Everything is written to stdout/stderr through :mod:`sys` streams (the
+Each subcommand lives in its own module; `main()` only parses the command line and
+dispatches. Everything is written to stdout/stderr through `sys` streams (the
 package never prints), and the exit status says what happened: 0 success, 1 a check
 found problems (``check --strict``), 2 a usage or configuration error.
 """
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tempest-ws`` command with ``argv`` (default: ``sys.argv[1:]``).
 
     Returns the exit status instead of exiting, so tests and wrappers can call it.
-    A :class:`~tempest_ws.exceptions.TempestWSError` (a bad setting, an app that cannot
+    A [`TempestWSError`][tempest_ws.exceptions.TempestWSError] (a bad setting, an app that cannot
     be imported, a missing extra) is reported on stderr in one line with status 2.
     """
     args = _parser().parse_args(argv)
@@ -61,5 +61,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry_point() -> None:
-    """The console script: :func:`main` with the process's arguments, then exit."""
+    """The console script: `main()` with the process's arguments, then exit."""
     sys.exit(main())

@@ -1,6 +1,6 @@
 """``tempest-ws check``: validate the ``WS_*`` settings and warn on unsafe combinations.
 
-:func:`review` is a pure function of the settings, so every warning is unit-tested
+`review()` is a pure function of the settings, so every warning is unit-tested
 without a process; the command only loads, prints and picks the exit status.
 """
 

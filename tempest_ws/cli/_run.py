@@ -2,7 +2,8 @@
 
 The point of the command is what it turns off: uvicorn's defaults accept 16 MiB frames,
 negotiate permessage-deflate (a small compressed frame can inflate past the limit) and
-send their own protocol pings. ``run`` applies :func:`tempest_ws.uvicorn_options` on top
+send their own protocol pings. ``run`` applies
+[`tempest_ws.uvicorn_options()`][tempest_ws.uvicorn_options] on top
 of the usual host/port/workers/reload flags, so a plain command line is a safe one.
 """
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import Entry, HistoryPage, HistoryStore, Position, Recovery, new_epoch
+from .base import AppendPublish, Entry, HistoryPage, HistoryStore, Position, Recovery, new_epoch
 from .memory import MemoryHistory
 from .policy import HistoryPolicy
 from .seam import Seam, Sequencer
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RECOVERY",
+    "AppendPublish",
     "Entry",
     "HistoryPage",
     "HistoryPolicy",

@@ -1,11 +1,19 @@
-"""The two Lua scripts of :class:`~tempest_ws.history.redis.RedisHistory`.
+"""The two Lua scripts of [`RedisHistory`][tempest_ws.history.redis.RedisHistory].
 
 Each runs atomically on the shard owning the topic's two keys (``KEYS[1]`` the meta hash,
 ``KEYS[2]`` the stream). A missing hash means the topic's sequence was lost (or never
 started): the script drops any stream left over and starts a new epoch, the Redis clock
-in µs (13 hex digits) followed by the random suffix the caller drew, so epochs of a topic
+in µs (13 hex digits) followed by the random suffix the store drew, so epochs of a topic
 compare in creation order. Entries are ``o`` = offset, ``f`` = frame; stream ids are
 Redis's clock, which the age bound uses.
+
+An append may also publish the message (``RedisHistory.append_publish``): the packet is
+built here because only here are its offset and epoch known. ``ARGV[4]`` is the packet
+header cut before the position (``packet.positioned_head``); the frame is stamped as
+``wire.stamp_frame`` does (its last bytes dropped and replaced by the stamp's middle,
+the offset, ``,"epoch":`` and the epoch, which is hex and needs no JSON escaping), and
+the two are joined by a newline. ``string.format('%d')`` keeps large offsets integral.
+Few arguments and a one-string reply keep the client's share of the work small.
 """
 
 from __future__ import annotations
@@ -15,22 +23,32 @@ from typing import Final
 
 __all__ = ["APPEND", "READ", "SHA"]
 
-# KEYS: meta, stream. ARGV: frame, epoch suffix, max messages, max age ms, meta ttl ms.
+# KEYS: meta, stream. ARGV: frame, "<epoch suffix> <max messages> <max age ms> <meta ttl
+# ms>" (one argument: the store's constants); to publish too: channel, packet head,
+# "<bytes to drop from the frame>:<stamp middle>". Returns "<epoch> <offset>".
 APPEND: Final = """
+local suffix, most, age, ttl = string.match(ARGV[2], '^(%S+) (%d+) (%d+) (%d+)$')
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
   local now = redis.call('TIME')
-  epoch = string.format('%013x', tonumber(now[1]) * 1000000 + tonumber(now[2])) .. ARGV[2]
+  epoch = string.format('%013x', tonumber(now[1]) * 1000000 + tonumber(now[2])) .. suffix
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'e', epoch)
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'o', offset, 'f', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ttl)
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', most, '*', 'o', offset, 'f', ARGV[1])
 local ms = tonumber(string.match(id, '^(%d+)'))
-redis.call('XTRIM', KEYS[2], 'MINID', '~', string.format('%.0f', ms - tonumber(ARGV[4])))
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return {epoch, offset}
+redis.call('XTRIM', KEYS[2], 'MINID', '~', string.format('%.0f', ms - tonumber(age)))
+redis.call('PEXPIRE', KEYS[2], age)
+local at = string.format('%d', offset)
+if ARGV[3] then
+  local drop, middle = string.match(ARGV[5], '^(%d+):(.*)$')
+  local frame = string.sub(ARGV[1], 1, #ARGV[1] - tonumber(drop))
+  local stamped = frame .. middle .. at .. ',"epoch":"' .. epoch .. '"}'
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. at .. ',"' .. epoch .. '"]}\\n' .. stamped)
+end
+return epoch .. ' ' .. at
 """
 
 # KEYS: meta, stream. ARGV: epoch suffix, meta ttl ms, max age ms, after offset (-1:

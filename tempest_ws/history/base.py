@@ -3,9 +3,9 @@
 A history store keeps the last messages of a topic, each under an **offset** (1, 2, 3...
 per topic, assigned at append, atomically across every process sharing the store) within
 the topic's **epoch** (an opaque id that changes whenever the store lost the topic's
-sequence: a process restart for :class:`~tempest_ws.history.MemoryHistory`, Redis data
-loss or expiry for :class:`~tempest_ws.history.RedisHistory`). A pair ``(offset, epoch)``
-is a :class:`Position`. A client that stored the position of the last message it got can
+sequence: a process restart for [`MemoryHistory`][tempest_ws.history.MemoryHistory], Redis data
+loss or expiry for [`RedisHistory`][tempest_ws.history.RedisHistory]). A pair ``(offset, epoch)``
+is a `Position`. A client that stored the position of the last message it got can
 ask for everything after it; the answer says whether that is *everything*
 (``recovered``), or whether messages may be gone (history trimmed by count or age, epoch
 changed), in which case the application reloads its state.
@@ -29,6 +29,7 @@ from typing import Final, NamedTuple, Protocol
 __all__ = [
     "MAX_EPOCH_LENGTH",
     "MAX_TOPIC_LENGTH",
+    "AppendPublish",
     "Entry",
     "HistoryPage",
     "HistoryStore",
@@ -95,11 +96,28 @@ class HistoryPage:
 
 
 # --8<-- [start:protocol]
+class AppendPublish(Protocol):
+    """Append a message and publish it to the other nodes in one step (one round trip).
+
+    What a store offers for a backplane on the same server
+    ([`joined_with()`][tempest_ws.history.RedisHistory.joined_with]): it appends ``frame`` to
+    ``topic``, then publishes on the backplane channel ``channel`` the packet whose header
+    is ``head`` (cut before the position, as
+    `positioned_head()` makes it) completed with the
+    new position, and ``frame`` stamped with it. Returns the position. Raises
+    [`BackplaneError`][tempest_ws.exceptions.BackplaneError] as ``HistoryStore.append`` does.
+    """
+
+    async def __call__(self, topic: str, frame: str, channel: str, head: str) -> Position:
+        """Append and publish; return the position."""
+        ...
+
+
 class HistoryStore(Protocol):
     """Bounded per-topic history with offsets and epochs. Five async methods.
 
     Every method validates its arguments (``ValueError``) before any I/O. A store that
-    talks to a server raises :class:`~tempest_ws.exceptions.BackplaneError` when it is
+    talks to a server raises [`BackplaneError`][tempest_ws.exceptions.BackplaneError] when it is
     unreachable or slower than its timeout; it never waits for the server to come back.
     """
 

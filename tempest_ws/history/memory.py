@@ -12,6 +12,7 @@ without awaiting anything, so appends from one event loop are totally ordered.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -38,11 +39,11 @@ class _Ring:
     epoch: str
     touched: float
     offset: int = 0
-    entries: deque[tuple[float, Entry]] = field(default_factory=deque)
+    entries: deque[tuple[float, int, str]] = field(default_factory=deque)  # (at, offset, frame)
 
 
 class MemoryHistory:
-    """A :class:`~tempest_ws.history.HistoryStore` in memory, for one process.
+    """A [`HistoryStore`][tempest_ws.history.HistoryStore] in memory, for one process.
 
     Args:
         policy: the bounds (``max_messages``, ``max_age``, ``meta_ttl``); the topic
@@ -60,6 +61,7 @@ class MemoryHistory:
         self._clock = clock
         self._rings: OrderedDict[str, _Ring] = OrderedDict()  # least recently used first
         self._epoch_us = 0
+        self._lapse_at = math.inf  # no ring can lapse before then
 
     def __repr__(self) -> str:
         return f"<MemoryHistory topics={len(self._rings)}>"
@@ -68,25 +70,36 @@ class MemoryHistory:
         """The topic's ring (a new epoch if it had none or it lapsed), expired entries
         dropped; forgets rings quiet for longer than ``meta_ttl``."""
         rings = self._rings
-        horizon = now - self.policy.meta_ttl
-        while rings:  # amortised O(1): only lapsed rings at the front are visited
-            oldest = next(iter(rings.values()))
-            if oldest.touched >= horizon:
-                break
-            rings.popitem(last=False)
+        if now >= self._lapse_at:
+            self._forget_lapsed(now)
         ring = rings.get(topic)
         if ring is None:
             # Epochs made here strictly increase, even within one microsecond.
             self._epoch_us = max(time.time_ns() // 1_000, self._epoch_us + 1)
             ring = rings[topic] = _Ring(new_epoch(self._epoch_us), now)
+            self._lapse_at = min(self._lapse_at, now + self.policy.meta_ttl)
         else:
             ring.touched = now
             rings.move_to_end(topic)
         entries = ring.entries
-        cutoff = now - self.policy.max_age
-        while entries and entries[0][0] < cutoff:
-            entries.popleft()
+        if entries and entries[0][0] < now - self.policy.max_age:
+            cutoff = now - self.policy.max_age
+            while entries and entries[0][0] < cutoff:
+                entries.popleft()
         return ring
+
+    def _forget_lapsed(self, now: float) -> None:
+        """Drop the rings quiet for longer than ``meta_ttl`` (least recently used first,
+        so only those at the front are visited); note when the next one can lapse."""
+        rings = self._rings
+        ttl = self.policy.meta_ttl
+        while rings:
+            oldest = next(iter(rings.values()))
+            if oldest.touched >= now - ttl:
+                self._lapse_at = oldest.touched + ttl
+                return
+            rings.popitem(last=False)
+        self._lapse_at = math.inf
 
     async def append(self, topic: str, frame: str) -> Position:
         """Store ``frame`` as ``topic``'s next message; drop the oldest past the bounds."""
@@ -95,11 +108,12 @@ class MemoryHistory:
             raise TypeError("frame must be a str")
         now = self._clock()
         ring = self._ring(topic, now)
-        ring.offset += 1
-        ring.entries.append((now, Entry(ring.offset, frame)))
-        if len(ring.entries) > self.policy.max_messages:
-            ring.entries.popleft()
-        return Position(ring.offset, ring.epoch)
+        ring.offset = offset = ring.offset + 1
+        entries = ring.entries
+        entries.append((now, offset, frame))  # an Entry is made only when read
+        if len(entries) > self.policy.max_messages:
+            entries.popleft()
+        return Position(offset, ring.epoch)
 
     async def since(self, topic: str, offset: int, epoch: str, *, limit: int) -> Recovery:
         """What ``topic`` got after ``Position(offset, epoch)``: all of it, or nothing
@@ -117,7 +131,7 @@ class MemoryHistory:
         entries = ring.entries
         if len(entries) < missed:  # trimmed by count or age past the asked offset
             return Recovery((), False, position)
-        newest_first = [e for _, e in islice(reversed(entries), missed)]
+        newest_first = [Entry(o, f) for _, o, f in islice(reversed(entries), missed)]
         return Recovery(tuple(reversed(newest_first)), True, position)
 
     async def latest(self, topic: str) -> Position:
@@ -139,7 +153,7 @@ class MemoryHistory:
             start = max(0, len(entries) - limit)
         else:
             start = max(0, len(entries) - max(0, ring.offset - since))
-        found = tuple(e for _, e in islice(entries, start, start + limit))
+        found = tuple(Entry(o, f) for _, o, f in islice(entries, start, start + limit))
         return HistoryPage(found, position)
 
     async def aclose(self) -> None:

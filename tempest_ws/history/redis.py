@@ -1,8 +1,8 @@
 """``RedisHistory``: topic history in Redis Streams, shared by every node of a deployment.
 
-Needs the ``redis`` extra (``pip install 'tempest-ws[redis]'``); importing this module
-without it raises :class:`~tempest_ws.exceptions.MissingDependencyError`. Needs Redis 6.2
-or later (``XTRIM MINID``).
+Needs the ``redis`` extra (``pip install 'redis>=8.1'``); importing this module
+without it raises [`MissingDependencyError`][tempest_ws.exceptions.MissingDependencyError].
+Needs Redis 6.2 or later (``XTRIM MINID``).
 
 Two keys per topic (``P`` is the key prefix; the ``{t:...}`` hash tag puts both in one
 slot, so the scripts below run unchanged on Redis Cluster):
@@ -19,17 +19,20 @@ entries after offset ``n`` are the last ``latest - n`` of the stream); a read se
 consistent state. **Data loss is detected, not guessed**: when the hash is missing (a
 restart without persistence, ``FLUSHALL``, failover to a replica that had not got it,
 eviction, expiry), the next script to touch the topic drops the stream and starts a new
-epoch (Redis's clock in µs, then random digits drawn by the caller), so every position
-handed out before is answered ``recovered=False``. Stream ids are Redis's clock, so age
-trimming and the age check on reads never depend on a node's clock.
+epoch (Redis's clock in µs, then random digits the store drew when it was made), so
+every position handed out before is answered ``recovered=False``. Stream ids are Redis's
+clock, so age trimming and the age check on reads never depend on a node's clock.
 
-Appends are pipelined: one task (started on demand, gone when idle) sends whatever
-accumulated while the previous batch was in flight, in call order, so one node's appends
-take offsets in the order they were called and cost one round trip per batch. (On Redis
-Cluster each append is sent on its own: cluster pipelines may retry a whole batch.)
+Appends are pipelined ([`_redis_appends`][tempest_ws.history._redis_appends]): one task sends
+whatever accumulated while the previous batch was in flight, in call order, so one node's
+appends take offsets in the order they were called and cost one round trip per batch.
+(On Redis Cluster each append is sent on its own: cluster pipelines may retry a whole
+batch.) `RedisHistory.append_publish()` also publishes the stamped packet from the
+same script, for a [`RedisBackplane`][tempest_ws.backplane.RedisBackplane] on the same standalone
+server (`RedisHistory.joined_with()`).
 
 Every batch and read is bounded by ``timeout`` and raises
-:class:`~tempest_ws.exceptions.BackplaneError` on failure (a failed batch fails every
+[`BackplaneError`][tempest_ws.exceptions.BackplaneError] on failure (a failed batch fails every
 append waiting, at once). Appends are never retried (a retried append could store the
 message twice); reads are retried once after a dropped connection (the first command
 after a Redis restart meets a dead pooled connection).
@@ -42,10 +45,10 @@ import contextlib
 import logging
 import math
 import secrets
-from collections import deque
 from collections.abc import Sequence
 from typing import Any, Self
 
+from .._bounded import STOP_TIMEOUT, bounded
 from ..exceptions import BackplaneError, ConfigurationError, MissingDependencyError
 
 try:
@@ -60,8 +63,10 @@ except ImportError:  # pragma: no cover - exercised without the extra
 
 from .._redis_settings import redis_settings
 from ..settings import WebSocketSettings
+from ._redis_appends import Append, AppendQueue, appended, describe, position_of
 from ._redis_scripts import APPEND, READ, SHA
 from .base import (
+    AppendPublish,
     Entry,
     HistoryPage,
     Position,
@@ -71,23 +76,13 @@ from .base import (
     check_topic,
 )
 from .policy import HistoryPolicy
+from .wire import stamp_parts
 
 __all__ = ["RedisHistory"]
 
 logger = logging.getLogger("tempest_ws.history")
 
 _ERRORS = (RedisError, OSError, TimeoutError)
-_MAX_BATCH = 256
-
-_Append = tuple[tuple[str, str], list[str | bytes], "asyncio.Future[Position]"]
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _ms(seconds: float) -> int:
@@ -95,7 +90,7 @@ def _ms(seconds: float) -> int:
 
 
 class RedisHistory:
-    """A :class:`~tempest_ws.history.HistoryStore` on Redis Streams.
+    """A [`HistoryStore`][tempest_ws.history.HistoryStore] on Redis Streams.
 
     Args:
         url: ``redis://[user:password@]host:port/db``, ``rediss://`` or ``unix://``;
@@ -139,12 +134,16 @@ class RedisHistory:
         self._initializing = asyncio.Lock()
         self._initialized = False
         self.max_pending = max_pending
-        self._pending: deque[_Append] = deque()
-        self._flusher: asyncio.Task[None] | None = None
-        self._batch: list[_Append] = []  # in flight: failed too if closed meanwhile
-        self._max_messages = str(self.policy.max_messages)
+        self._appends = AppendQueue(
+            self._send, timeout=timeout, max_pending=max_pending, errors=_ERRORS
+        )
         self._max_age_ms = str(_ms(self.policy.max_age))
         self._meta_ttl_ms = str(_ms(self.policy.meta_ttl))
+        # The epoch suffix is drawn once: epochs of one topic differ by Redis's clock.
+        self._suffix = secrets.token_hex(4)
+        self._constants = (
+            f"{self._suffix} {self.policy.max_messages} {self._max_age_ms} {self._meta_ttl_ms}"
+        ).encode()
 
     @classmethod
     def from_settings(cls, settings: WebSocketSettings) -> Self:
@@ -215,13 +214,13 @@ class RedisHistory:
                         raise
                 return await self._script(script, self.keys(topic), args)
         except _ERRORS as exc:
-            raise BackplaneError(f"redis history {what} failed ({_describe(exc)})") from exc
+            raise BackplaneError(f"redis history {what} failed ({describe(exc)})") from exc
 
     async def _read(
         self, topic: str, *, after: int, limit: int, strict: bool, epoch: str = ""
     ) -> tuple[Position, list[Entry]]:
         args = [
-            secrets.token_hex(4),
+            self._suffix,
             self._meta_ttl_ms,
             self._max_age_ms,
             str(after),
@@ -230,7 +229,7 @@ class RedisHistory:
             epoch,
         ]
         raw = await self._run("read", READ, topic, args, retry=True)
-        position = Position(int(raw[1]), _text(raw[0]))
+        position = position_of(raw)
         entries = [
             Entry(int(raw[i]), raw[i + 1].decode("utf-8")) for i in range(2, len(raw) - 1, 2)
         ]
@@ -248,64 +247,61 @@ class RedisHistory:
                 not answer within ``timeout``; the frame may have been stored (never
                 twice). A caller cancelled before its batch is sent is never stored.
         """
+        return await self._append(topic, frame, ())
+
+    async def append_publish(self, topic: str, frame: str, channel: str, head: str) -> Position:
+        """`append()`, and in the same script ``PUBLISH`` on Redis channel ``channel``
+        the packet ``head`` + position + newline + stamped frame; return the position.
+
+        ``head`` is a packet header cut before its position
+        (`positioned_head()`); the packet is then
+        byte for byte what ``encode_packet`` gives with the position and the frame
+        stamped by `stamp_frame()`. One round trip, and
+        subscribers of ``channel`` get the topic's messages in offset order. Standalone
+        Redis only (on a cluster the channel and the keys live on different shards).
+
+        Raises:
+            ConfigurationError: the store is a cluster store.
+            ValueError: ``frame`` is not a serialized JSON object.
+            BackplaneError: as `append()`; the packet is published exactly when the
+                message is stored.
+        """
+        if self.cluster:
+            raise ConfigurationError("append_publish needs standalone Redis")
+        drop, middle = stamp_parts(frame, topic)
+        return await self._append(topic, frame, (channel, head, f"{drop}:{middle}"))
+
+    def joined_with(self, backplane: object) -> AppendPublish | None:
+        """An `AppendPublish` for ``backplane`` when it is a
+        standalone [`RedisBackplane`][tempest_ws.backplane.RedisBackplane] on this store's URL (the
+        same server), else ``None``; the hub then appends and publishes in one round trip.
+        """
+        from ..backplane.redis import RedisBackplane
+
+        if (
+            not isinstance(backplane, RedisBackplane)
+            or backplane.cluster
+            or self.cluster
+            or backplane.url != self.url
+        ):
+            return None
+        redis_channel = backplane.redis_channel
+
+        async def append_publish(topic: str, frame: str, channel: str, head: str) -> Position:
+            return await self.append_publish(topic, frame, redis_channel(channel), head)
+
+        return append_publish
+
+    async def _append(self, topic: str, frame: str, publish: tuple[str, ...]) -> Position:
         check_topic(topic)
         if not isinstance(frame, str):
             raise TypeError("frame must be a str")
-        args: list[str | bytes] = [frame.encode(), secrets.token_hex(4)]
-        args += (self._max_messages, self._max_age_ms, self._meta_ttl_ms)
+        args: list[str | bytes] = [frame.encode(), self._constants, *publish]
         if self.cluster:
-            raw = await self._run("append", APPEND, topic, args, retry=False)
-            return Position(int(raw[1]), _text(raw[0]))
-        if len(self._pending) >= self.max_pending:
-            raise BackplaneError(f"{len(self._pending)} history appends already waiting for redis")
-        done: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
-        self._pending.append((self.keys(topic), args, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="tempest_ws history appends")
-        return await done
+            return appended(await self._run("append", APPEND, topic, args, retry=False))
+        return await self._appends.submit(self.keys(topic), args)
 
-    async def _flush(self) -> None:
-        pending = self._pending
-        try:
-            while pending:
-                count = min(len(pending), _MAX_BATCH)
-                batch = [
-                    item for item in (pending.popleft() for _ in range(count)) if not item[2].done()
-                ]
-                if not batch:
-                    continue
-                self._batch = batch
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        replies = await self._send(batch)
-                except _ERRORS as exc:  # Redis is unreachable: fail everyone waiting now
-                    logger.warning("history append of %d failed (%s)", len(batch), _describe(exc))
-                    self._fail(
-                        batch, BackplaneError(f"redis history append failed ({_describe(exc)})")
-                    )
-                    continue
-                for (_, _, done), raw in zip(batch, replies, strict=True):
-                    if done.done():
-                        continue
-                    if isinstance(raw, Exception):
-                        done.set_exception(
-                            BackplaneError(f"redis history append failed ({_describe(raw)})")
-                        )
-                    else:
-                        done.set_result(Position(int(raw[1]), _text(raw[0])))
-                self._batch = []
-        except Exception:  # the task boundary: no caller may wait forever on a bug
-            logger.exception("history append task failed")
-            self._fail([], BackplaneError("redis history append failed (internal error)"))
-
-    def _fail(self, batch: list[_Append], error: BackplaneError) -> None:
-        for _, _, done in [*batch, *self._batch, *self._pending]:
-            if not done.done():
-                done.set_exception(error)
-        self._pending.clear()
-        self._batch = []
-
-    async def _send(self, batch: list[_Append]) -> list[Any]:
+    async def _send(self, batch: list[Append]) -> list[Any]:
         client = self._require()
         sha = SHA[APPEND]
         if len(batch) == 1:
@@ -365,15 +361,11 @@ class RedisHistory:
 
     async def aclose(self) -> None:
         """Fail waiting appends, close the connection pool. Idempotent; a later call
-        opens a new one."""
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None and not flusher.done():
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-        self._fail([], BackplaneError("redis history closed"))
+        opens a new one. Each step gets ``STOP_TIMEOUT`` seconds (then it is abandoned,
+        logged on ``tempest_ws.shutdown``)."""
+        await self._appends.aclose(BackplaneError("redis history closed"))
         client, self._client = self._client, None
         self._initialized = False
         if client is not None:
             with contextlib.suppress(*_ERRORS):
-                await client.aclose()
+                await bounded(client.aclose(), "redis history connections", limit=STOP_TIMEOUT)

@@ -3,26 +3,26 @@
 Two pure state machines, generic over the item delivered (a stamped frame, or a frame
 with its exclusions); the hub drives them and owns every await.
 
-:class:`Seam` joins **one subscriber's** replay to live delivery. The hub registers the
+`Seam` joins **one subscriber's** replay to live delivery. The hub registers the
 subscriber for live delivery first, then reads what it missed from the store; live
-messages that arrive meanwhile are buffered in the seam. :meth:`Seam.finish` returns the
+messages that arrive meanwhile are buffered in the seam. `Seam.finish()` returns the
 replayed messages, then the buffered ones the replay did not already contain (offset
 greater than the replay's last), in offset order, each once. After that the seam still
 drops live messages the replay already gave (one appended before the read may reach the
 node after the replay was sent) until the topic's live stream has passed the replay's
-end (:meth:`Seam.settled`); then the hub removes it.
+end (`Seam.settled()`); then the hub removes it.
 
 Why no gap is possible at the seam: a message is delivered live only after it was
 appended, and the read happens after the live registration, so every message appended
 before the read is in the replay and every message appended after it reaches the seam
-live (provided the topic's live stream itself has no gap: the :class:`Sequencer`).
+live (provided the topic's live stream itself has no gap: the `Sequencer`).
 
-:class:`Sequencer` puts **one topic's** live messages back in offset order on one node.
+`Sequencer` puts **one topic's** live messages back in offset order on one node.
 Messages of one topic published from several tasks or nodes take their offsets in the
 store in one order and may reach a node in another (separate Redis connections). The
 sequencer releases them in offset order: a message after a missing offset is held until
-the missing one arrives, is fetched from the store (:meth:`Sequencer.fill`), or is given
-up (:meth:`Sequencer.skip`, when the store no longer has it). A message of an older
+the missing one arrives, is fetched from the store (`Sequencer.fill()`), or is given
+up (`Sequencer.skip()`, when the store no longer has it). A message of an older
 epoch than the current one is stale and dropped; one of a newer epoch (the store lost the
 topic's history and started again at offset 1) releases what was held and restarts.
 """
@@ -44,7 +44,7 @@ class Seam(Generic[T]):
 
     Args:
         max_buffer: live messages buffered at most while replaying; past it
-            :attr:`overflowed` turns true and later ones are dropped (the hub closes the
+            `overflowed` turns true and later ones are dropped (the hub closes the
             connection as a slow consumer, as a full send queue would).
     """
 
@@ -60,7 +60,7 @@ class Seam(Generic[T]):
 
     @property
     def replaying(self) -> bool:
-        """Whether :meth:`finish` has not been called yet."""
+        """Whether `finish()` has not been called yet."""
         return self._last is None
 
     @property
@@ -102,7 +102,7 @@ class Seam(Generic[T]):
         then buffered messages of a newer epoch in arrival order.
 
         ``position`` is the store's position when the replay was read
-        (:attr:`~tempest_ws.history.Recovery.position`), whether recovered or not.
+        ([`position`][tempest_ws.history.Recovery.position]), whether recovered or not.
 
         Raises:
             RuntimeError: called twice.
@@ -137,7 +137,7 @@ class Sequencer(Generic[T]):
         start: the topic's position when this node began to follow it (its store's
             ``latest``); messages at or before it are not released.
         max_held: messages held behind a gap at most; one more gives the gap up
-            (:meth:`skip`).
+            (`skip()`).
     """
 
     __slots__ = ("_held", "_max_held", "epoch", "next_offset", "resets", "skipped", "stale")
@@ -155,7 +155,7 @@ class Sequencer(Generic[T]):
         """Offsets given up for good (never released)."""
         self.stale = 0
         """Messages dropped as from an older epoch. Should it grow while the store reports
-        that epoch as current (clocks far apart across a failover), :meth:`restart`."""
+        that epoch as current (clocks far apart across a failover), `restart()`."""
 
     @property
     def position(self) -> Position:
@@ -199,6 +199,14 @@ class Sequencer(Generic[T]):
             expected += 1
         self.next_offset = expected
         return out
+
+    def next_in_line(self, position: Position) -> bool:
+        """Release ``position`` at once if it is the next one and nothing is held (what
+        `push()` would return as ``[item]``); else change nothing and return False."""
+        if self._held or position.offset != self.next_offset or position.epoch != self.epoch:
+            return False
+        self.next_offset += 1
+        return True
 
     def restart(self, epoch: str) -> list[T]:
         """Follow ``epoch`` from its offset 1 on (the store lost the topic's history and

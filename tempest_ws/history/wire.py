@@ -1,12 +1,12 @@
 """How positions travel: in outbound envelopes, in ``subscribe``, in the ``recovery`` answer.
 
 **A message of a history topic** carries its topic and position as top-level keys after
-the usual three (older clients ignore them; :class:`~tempest_ws.envelope.WSEnvelope`
+the usual three (older clients ignore them; [`WSEnvelope`][tempest_ws.envelope.WSEnvelope]
 ignores unknown keys)::
 
     {"type":"chat.message","data":{...},"request_id":null,"topic":"chat:1","offset":42,"epoch":"065a1f3c2b9d1e5d09c7a"}
 
-:func:`stamp_frame` adds them to an already serialized frame by splicing strings: the
+`stamp_frame()` adds them to an already serialized frame by splicing strings: the
 payload is never parsed or serialized again, and the result is what ``json.dumps`` of
 the whole object would give.
 
@@ -14,8 +14,8 @@ the whole object would give.
 
     {"type":"subscribe","data":{"topic":"chat:1","offset":42,"epoch":"065a1f3c2b9d1e5d09c7a"},"request_id":null}
 
-(:func:`requested_position` reads it), gets the missed messages (each stamped as above),
-then one ``recovery`` envelope (:func:`recovery_envelope`), then live messages::
+(`requested_position()` reads it), gets the missed messages (each stamped as above),
+then one ``recovery`` envelope (`recovery_envelope()`), then live messages::
 
     {"type":"recovery","data":{"topic":"chat:1","recovered":true,"replayed":3,"offset":45,"epoch":"065a1f3c2b9d1e5d09c7a"},"request_id":null}
 
@@ -23,8 +23,8 @@ then one ``recovery`` envelope (:func:`recovery_envelope`), then live messages::
 continue from ``offset``/``epoch``" (a first subscribe, without a position, is answered
 that way too: the client has nothing yet).
 
-:class:`StampedEnvelope` is a stamped message as the Python client yields it: a
-:class:`~tempest_ws.envelope.WSEnvelope` that keeps the three stamp keys.
+`StampedEnvelope` is a stamped message as the Python client yields it: a
+[`WSEnvelope`][tempest_ws.envelope.WSEnvelope] that keeps the three stamp keys.
 """
 
 from __future__ import annotations
@@ -44,10 +44,12 @@ __all__ = [
     "RECOVERY",
     "TOPIC_KEY",
     "StampedEnvelope",
+    "Stamper",
     "position_of",
     "recovery_envelope",
     "requested_position",
     "stamp_frame",
+    "stamp_parts",
 ]
 
 TOPIC_KEY: Final = "topic"
@@ -63,7 +65,7 @@ class StampedEnvelope(WSEnvelope):
 
     The Python client yields one for every inbound message whose ``topic``/``offset``/
     ``epoch`` make a valid position (a replayed or a live message); a message with a
-    malformed stamp, and a ``recovery`` envelope, stay plain :class:`WSEnvelope`. It is
+    malformed stamp, and a ``recovery`` envelope, stay plain `WSEnvelope`. It is
     a ``WSEnvelope`` (``isinstance`` holds, fields and immutability are the same), so
     code that ignores history keeps working. Compare with ``isinstance``, not ``==``:
     a pydantic model equals only models of its own class.
@@ -85,7 +87,7 @@ class StampedEnvelope(WSEnvelope):
     @classmethod
     def stamp(cls, envelope: WSEnvelope, topic: str, position: Position) -> StampedEnvelope:
         """``envelope`` with ``topic`` and ``position``; the values are not checked again
-        (they come from an envelope and a :func:`position_of` that were)."""
+        (they come from an envelope and a `position_of()` that were)."""
         return cls.model_construct(
             type=envelope.type,
             data=envelope.data,
@@ -103,12 +105,15 @@ def _json_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def stamp_frame(frame: str, topic: str, position: Position) -> str:
-    """``frame`` with ``"topic"``, ``"offset"`` and ``"epoch"`` added as its last keys.
+def stamp_parts(frame: str, topic: str) -> tuple[int, str]:
+    """How `stamp_frame()` splices ``frame``: ``(drop, middle)``, where ``drop`` is the
+    number of trailing characters cut (the closing brace, and whitespace before it) and
+    ``middle`` the text put before the offset (``,"topic":"<topic>","offset":``).
 
-    ``frame`` is a serialized JSON object without those keys (as
-    :func:`~tempest_ws.envelope.encode_envelope` makes them); only its closing brace is
-    looked at. Costs one string concatenation the size of the frame.
+    ``stamp_frame(frame, topic, position)`` is ``frame[:len(frame) - drop] + middle``,
+    then the offset, ``,"epoch":``, the epoch as a JSON string and ``}``. The dropped
+    characters are ASCII, so ``drop`` counts UTF-8 bytes as well (for a store that
+    stamps on a server).
 
     Raises:
         ValueError: ``frame`` does not end with ``}`` or start with ``{``.
@@ -118,13 +123,52 @@ def stamp_frame(frame: str, topic: str, position: Position) -> str:
     before = frame[-2:-1]
     if before == "{" or before.isspace():  # an empty or pretty-printed object (never ours)
         head = frame[:-1].rstrip()
-        separator = "" if head == "{" else ","
+        drop, separator = len(frame) - len(head), "" if head == "{" else ","
     else:
-        head, separator = frame[:-1], ","
-    return (
-        f'{head}{separator}"{TOPIC_KEY}":{_json_string(topic)},"{OFFSET_KEY}":'
-        f'{position[0]:d},"{EPOCH_KEY}":{_json_string(position[1])}}}'
-    )
+        drop, separator = 1, ","
+    return drop, f'{separator}"{TOPIC_KEY}":{_json_string(topic)},"{OFFSET_KEY}":'
+
+
+def stamp_frame(frame: str, topic: str, position: Position) -> str:
+    """``frame`` with ``"topic"``, ``"offset"`` and ``"epoch"`` added as its last keys.
+
+    ``frame`` is a serialized JSON object without those keys (as
+    [`encode_envelope()`][tempest_ws.envelope.encode_envelope] makes them); only its closing brace
+    is
+    looked at. Costs one string concatenation the size of the frame.
+
+    Raises:
+        ValueError: ``frame`` does not end with ``}`` or start with ``{``.
+    """
+    drop, middle = stamp_parts(frame, topic)
+    return f'{frame[:-drop]}{middle}{position[0]:d},"{EPOCH_KEY}":{_json_string(position[1])}}}'
+
+
+class Stamper:
+    """`stamp_frame()` for one topic, with the topic's JSON and the last epoch's
+    JSON computed once (the hub keeps one per topic it follows)."""
+
+    __slots__ = ("_epoch", "_epoch_json", "_middle", "topic")
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self._middle = f',"{TOPIC_KEY}":{_json_string(topic)},"{OFFSET_KEY}":'
+        self._epoch = ""
+        self._epoch_json = '""'
+
+    def __call__(self, frame: str, position: Position) -> str:
+        """``stamp_frame(frame, self.topic, position)``.
+
+        Raises:
+            ValueError: ``frame`` does not end with ``}`` or start with ``{``.
+        """
+        last = frame[-2:-1]
+        if frame[:1] != "{" or frame[-1:] != "}" or last == "{" or last.isspace():
+            return stamp_frame(frame, self.topic, position)  # the general case
+        offset, epoch = position
+        if epoch != self._epoch:
+            self._epoch, self._epoch_json = epoch, _json_string(epoch)
+        return f'{frame[:-1]}{self._middle}{offset:d},"{EPOCH_KEY}":{self._epoch_json}}}'
 
 
 def _position(offset: Any, epoch: Any) -> Position | None:

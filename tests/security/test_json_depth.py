@@ -3,7 +3,7 @@
 Over real uvicorn with a real ``websockets`` client. A frame nested past
 ``WS_MAX_JSON_DEPTH`` is answered with a ``json_too_deep`` error envelope and never
 reaches the handler (whose ``ws.receive_json()`` reuses the router's parse); data that
-JSON cannot encode is an :class:`UnencodableMessageError` for whoever sent it, and no
+JSON cannot encode is an `UnencodableMessageError` for whoever sent it, and no
 recipient is closed for it.
 """
 

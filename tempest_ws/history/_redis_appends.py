@@ -1,0 +1,153 @@
+"""The pipelined append queue of [`RedisHistory`][tempest_ws.history.redis.RedisHistory].
+
+One task sends the appends queued by ``submit`` in call order, pipelining whatever
+accumulated while the previous batch was in flight, so one node's appends take offsets in
+call order and a batch costs one round trip. The task is started by the first append and
+waits for the next one when idle (starting a task per append would cost a sequential
+publisher more than the pipelining saves); ``aclose`` stops it.
+
+Every batch is bounded by ``timeout``; a failed batch fails every append waiting in it
+at once. Nothing is retried (a retried append could store a message twice). An append
+whose caller was cancelled before its batch was sent is dropped, never stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .._bounded import STOP_TIMEOUT, cancel_tasks, lost_cancellation
+from ..exceptions import BackplaneError
+from .base import Position
+
+__all__ = ["Append", "AppendQueue", "appended", "describe", "position_of"]
+
+logger = logging.getLogger("tempest_ws.history")
+
+MAX_BATCH = 256
+
+Append = tuple[tuple[str, str], list[str | bytes], "asyncio.Future[Position]"]
+"""One queued append: the topic's keys, the script's arguments, the caller's future."""
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception, for logs and error messages."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def position_of(raw: Any) -> Position:
+    """The position a script returned as ``{epoch, offset, ...}``."""
+    epoch = raw[0]
+    return Position(int(raw[1]), epoch.decode() if isinstance(epoch, bytes) else str(epoch))
+
+
+def appended(raw: Any) -> Position:
+    """The position the append script returned as ``"<epoch> <offset>"``."""
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    epoch, _, offset = text.rpartition(" ")
+    return Position(int(offset), epoch)
+
+
+class AppendQueue:
+    """Appends waiting for Redis, sent in call order by one task.
+
+    Args:
+        send: sends one batch, returns one reply per append (an exception for an append
+            Redis refused alone); raising fails the whole batch.
+        timeout: bound on each batch, in seconds.
+        max_pending: appends waiting before ``submit`` raises at once.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[list[Append]], Awaitable[list[Any]]],
+        *,
+        timeout: float,
+        max_pending: int,
+        errors: tuple[type[BaseException], ...] = (OSError, TimeoutError),
+    ) -> None:
+        self._send = send
+        self.timeout = timeout
+        self.max_pending = max_pending
+        self._errors = errors
+        self._pending: deque[Append] = deque()
+        self._batch: list[Append] = []  # in flight: failed too if closed meanwhile
+        self._flusher: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+
+    async def submit(self, keys: tuple[str, str], args: list[str | bytes]) -> Position:
+        """Queue one append; return its position once its batch was answered.
+
+        Raises:
+            BackplaneError: ``max_pending`` appends already waiting, or the batch failed.
+        """
+        pending = self._pending
+        if len(pending) >= self.max_pending:
+            raise BackplaneError(f"{len(pending)} history appends already waiting for redis")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Position] = loop.create_future()
+        pending.append((keys, args, done))
+        flusher = self._flusher
+        if flusher is None or flusher.done() or flusher.get_loop() is not loop:
+            self._wake = asyncio.Event()
+            self._flusher = loop.create_task(self._flush(), name="tempest_ws history appends")
+        elif self._wake is not None:
+            self._wake.set()
+        return await done
+
+    async def _flush(self) -> None:
+        pending = self._pending
+        wake = self._wake
+        try:
+            while True:
+                lost_cancellation()  # a cancel swallowed by a Redis call still stops us
+                while pending:
+                    await self._send_next()
+                if wake is None:  # pragma: no cover - set before the task starts
+                    return
+                await wake.wait()
+                wake.clear()
+        except Exception:  # the task boundary: no caller may wait forever on a bug
+            logger.exception("history append task failed")
+            self.fail(BackplaneError("redis history append failed (internal error)"))
+
+    async def _send_next(self) -> None:
+        pending = self._pending
+        count = min(len(pending), MAX_BATCH)
+        batch = [item for item in (pending.popleft() for _ in range(count)) if not item[2].done()]
+        if not batch:
+            return
+        self._batch = batch
+        try:
+            async with asyncio.timeout(self.timeout):
+                replies = await self._send(batch)
+        except self._errors as exc:  # Redis is unreachable: fail everyone waiting now
+            logger.warning("history append of %d failed (%s)", len(batch), describe(exc))
+            self.fail(BackplaneError(f"redis history append failed ({describe(exc)})"), batch)
+            return
+        for (_, _, done), raw in zip(batch, replies, strict=True):
+            if done.done():
+                continue
+            if isinstance(raw, Exception):
+                done.set_exception(BackplaneError(f"redis history append failed ({describe(raw)})"))
+            else:
+                done.set_result(appended(raw))
+        self._batch = []
+
+    def fail(self, error: BackplaneError, batch: list[Append] | None = None) -> None:
+        """Fail ``batch``, the batch in flight and every append waiting, with ``error``."""
+        for _, _, done in [*(batch or ()), *self._batch, *self._pending]:
+            if not done.done():
+                done.set_exception(error)
+        self._pending.clear()
+        self._batch = []
+
+    async def aclose(self, error: BackplaneError) -> None:
+        """Stop the task and fail what waits with ``error``. Idempotent; a later
+        ``submit`` starts a new task."""
+        flusher, self._flusher = self._flusher, None
+        await cancel_tasks([flusher], "history append flusher", limit=STOP_TIMEOUT)
+        self.fail(error)
