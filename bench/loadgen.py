@@ -21,6 +21,7 @@ import time
 from array import array
 from typing import Any
 
+from ._storm import Storm
 from ._wire import PREFIX, SEQ_AT, SEQ_DIGITS, TIME_AT, TIME_DIGITS, client_frame, handshake
 
 PING_ENVELOPE = b'{"type":"ping"'
@@ -53,10 +54,14 @@ class Client(asyncio.Protocol):
         "expect",
         "handshaken",
         "lost",
+        "on_lost",
         "phase",
         "ping_times",
         "ready",
         "request",
+        "since",
+        "status",
+        "target",
         "transport",
     )
 
@@ -72,6 +77,10 @@ class Client(asyncio.Protocol):
         self.close_code: int | None = None
         self.lost = False
         self.ping_times: list[float] = []
+        self.status = 0  # the HTTP status of the handshake answer
+        self.since = 0.0  # time.monotonic() of the handshake
+        self.target: tuple[int, str, str] = (0, "", "")  # port, source address, token
+        self.on_lost: Any = None  # called with the client once its connection is gone
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is duck-typed
@@ -81,6 +90,8 @@ class Client(asyncio.Protocol):
         self.lost = True
         if not self.ready.done():
             self.ready.set_result(False)
+        if self.on_lost is not None:
+            self.on_lost(self)
 
     def arm(self) -> None:
         self.count = 0
@@ -93,6 +104,9 @@ class Client(asyncio.Protocol):
             if end < 0:
                 return
             ok = self.buf.startswith(b"HTTP/1.1 101")
+            with contextlib.suppress(ValueError):
+                self.status = int(self.buf[9:12])
+            self.since = time.monotonic()
             data = self.buf[end + 4 :]
             self.buf = b""
             self.handshaken = ok
@@ -169,34 +183,58 @@ class Generator:
         self.clients: list[Client] = []
         self.stalled: socket.socket | None = None
 
-    async def connect(
-        self, port: int, path: str, n: int, prefix: str, concurrency: int
-    ) -> dict[str, Any]:
+    async def open_client(
+        self, port: int, path: str, token: str, source: str | None, limit_s: float = 10.0
+    ) -> Client:
+        """One client connected (from ``source``, if given) and handshaken, or failed:
+        ``client.handshaken`` tells which; a failed one is aborted."""
         loop = asyncio.get_running_loop()
+        ready: asyncio.Future[bool] = loop.create_future()
+        client = Client(self.phase, handshake(port, path, token), ready)
+        client.target = (port, source or "", token)
+        local = None if source is None else (source, 0)
+        try:
+            async with asyncio.timeout(limit_s):
+                await loop.create_connection(lambda: client, "127.0.0.1", port, local_addr=local)
+                await ready
+        except (OSError, TimeoutError):
+            pass
+        if not client.handshaken and client.transport is not None:
+            client.transport.abort()
+        return client
+
+    async def connect(
+        self,
+        port: int,
+        path: str,
+        n: int,
+        prefix: str,
+        concurrency: int,
+        ports: list[int] | None = None,
+        sources: list[str] | None = None,
+        start: int | None = None,
+    ) -> dict[str, Any]:
+        """Open ``n`` clients with tokens ``prefix + i``; round robin over ``ports`` and
+        over the source addresses ``sources`` when given (each source address has its own
+        range of ephemeral ports)."""
         gate = asyncio.Semaphore(concurrency)
         started = time.monotonic()
         failed = 0
+        targets = ports or [port]
 
         async def one(i: int) -> None:
             nonlocal failed
             async with gate:
-                ready: asyncio.Future[bool] = loop.create_future()
-                client = Client(self.phase, handshake(port, path, f"{prefix}{i}"), ready)
-                try:
-                    await asyncio.wait_for(
-                        loop.create_connection(lambda: client, "127.0.0.1", port), 10
-                    )
-                    ok = await asyncio.wait_for(ready, 10)
-                except (OSError, TimeoutError):
-                    ok = False
-                if ok:
+                source = sources[i % len(sources)] if sources else None
+                client = await self.open_client(
+                    targets[i % len(targets)], path, f"{prefix}{i}", source
+                )
+                if client.handshaken:
                     self.clients.append(client)
                 else:
                     failed += 1
-                    if client.transport is not None:
-                        client.transport.abort()
 
-        base = len(self.clients)
+        base = len(self.clients) if start is None else start
         await asyncio.gather(*(one(base + i) for i in range(n)))
         return {
             "connected": len(self.clients),
@@ -220,7 +258,7 @@ class Generator:
             client.ping_times.clear()
         return {"armed": len(self.clients)}
 
-    async def wait(self, seconds: float) -> dict[str, Any]:
+    async def wait(self, seconds: float, raw: bool = False) -> dict[str, Any]:
         phase = self.phase
         live = [c for c in self.clients if not c.lost]
         deadline = time.monotonic() + seconds
@@ -240,6 +278,8 @@ class Generator:
             "last_ns": phase.last_ns,
             "timed_out": phase.complete < len(live),
         }
+        if raw:  # every sample, for a driver that merges several load generators
+            report["latencies_us"] = [v // 1000 for v in lat]
         if lat:
             report["latency_ms"] = {
                 "p50": lat[len(lat) // 2] / 1e6,
@@ -325,6 +365,7 @@ async def serve_commands() -> None:
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     gen = Generator()
+    storm = Storm(gen)
     reply({"event": "ready"})
     while True:
         line = await reader.readline()
@@ -333,6 +374,7 @@ async def serve_commands() -> None:
         cmd = json.loads(line)
         op = cmd.pop("op")
         if op == "quit":
+            storm.stop()
             gen.close_all()
             reply({"ok": True})
             break
@@ -351,6 +393,10 @@ async def serve_commands() -> None:
                 result = gen.stall_check()
             elif op == "close_all":
                 result = gen.close_all()
+            elif op == "storm_arm":
+                result = storm.arm(**cmd)
+            elif op == "storm_status":
+                result = storm.status()
             else:
                 result = {"error": f"unknown op {op}"}
         except Exception as exc:

@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ._scale_docs import section, splice
+
 LABELS = {
     "bare": "bare FastAPI loop",
     "native": "websockets native + broadcast()",
@@ -566,5 +568,9 @@ def render(
     image.parent.mkdir(parents=True, exist_ok=True)
     image.write_text(svg(result))
     page = docs / "performance.md"
-    page.write_text(markdown(result, "img/performance.svg", extra_heartbeats or []))
+    text = markdown(result, "img/performance.svg", extra_heartbeats or [])
+    scale = docs.parent / "bench" / "results" / "scale.json"
+    if scale.exists():  # the connection counts run of ``python -m bench.scale``
+        text = splice(text, section(json.loads(scale.read_text())))
+    page.write_text(text)
     return [page, image]

@@ -29,10 +29,16 @@ LOADGEN_BUSY = 0.9  # a load generator above this share of one core is the bottl
 
 
 def bench_settings(
-    heartbeat: float | None = None, queue_size: int | None = None, redis_url: str | None = None
+    heartbeat: float | None = None,
+    queue_size: int | None = None,
+    redis_url: str | None = None,
+    max_connections: int | None = None,
 ) -> WebSocketSettings:
     """The tempest_ws settings every benchmark server uses (defaults, caps raised)."""
-    values: dict[str, Any] = {"WS_MAX_CONNECTIONS": 100_000, "WS_MAX_CONNECTIONS_PER_USER": 5}
+    values: dict[str, Any] = {
+        "WS_MAX_CONNECTIONS": max_connections or 100_000,
+        "WS_MAX_CONNECTIONS_PER_USER": 5,
+    }
     if redis_url is not None:
         values["WS_REDIS_URL"] = redis_url
     if heartbeat is not None:

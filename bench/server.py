@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -311,13 +312,24 @@ class Tempest(_Uvicorn):
     kind = "tempest"
 
     def __init__(
-        self, heartbeat: float | None, queue_size: int | None, redis_url: str | None = None
+        self,
+        heartbeat: float | None,
+        queue_size: int | None,
+        redis_url: str | None = None,
+        topics: int = 0,
+        max_connections: int | None = None,
     ) -> None:
         from tempest_ws import WebSocketConnection, WebSocketHub, make_websocket_router
 
         from .run import bench_settings
 
-        settings = bench_settings(heartbeat=heartbeat, queue_size=queue_size, redis_url=redis_url)
+        settings = bench_settings(
+            heartbeat=heartbeat,
+            queue_size=queue_size,
+            redis_url=redis_url,
+            max_connections=max_connections,
+        )
+        self.topics = topics
         self.hub = hub = WebSocketHub.from_settings(settings)
         self.stalled_ref: weakref.ref[WebSocketConnection] | None = None
         self.stalled_code: int | None = None
@@ -326,6 +338,10 @@ class Tempest(_Uvicorn):
             return token
 
         async def handler(ws: WebSocket, connection: WebSocketConnection, hub: Any) -> None:
+            if topics and connection.user_key[1:].isdigit():  # user "u<i>" joins topic i % K
+                await hub.subscribe(
+                    connection.connection_id, f"t{int(connection.user_key[1:]) % topics}"
+                )
             while True:
                 await ws.receive_text()
 
@@ -350,6 +366,19 @@ class Tempest(_Uvicorn):
 
     async def broadcast(self, seq: int, t_ns: int) -> None:
         await self.hub.broadcast(body(seq, t_ns))
+
+    async def broadcast_topics(self, seq: int, t_ns: int) -> None:
+        """One message to each of the K topics (each client is in exactly one)."""
+        envelope = body(seq, t_ns)
+        for t in range(self.topics):
+            await self.hub.broadcast(envelope, topic=f"t{t}")
+
+    def drop_all(self, code: int) -> dict[str, Any]:
+        """Close every connection of this process with ``code`` (a server restart)."""
+        conns = [c for user in list(self.hub._users.values()) for c in user.values()]
+        for conn in conns:
+            conn.close_soon(code, "bench: server restart")
+        return {"closed": len(conns)}
 
     async def send_each(self, seq: int, t_ns: int, users: int) -> None:
         for i in range(users):
@@ -423,10 +452,12 @@ async def rounds(target: Target, op: str, cmd: dict[str, Any]) -> dict[str, Any]
             break
         if op == "per_user":
             await target.send_each(seq0 + i, time.time_ns(), int(cmd["users"]))
+        elif op == "topics" and isinstance(target, Tempest):
+            await target.broadcast_topics(seq0 + i, time.time_ns())
         else:
             await target.broadcast(seq0 + i, time.time_ns())
         done += 1
-        if op == "paced":
+        if interval > 0:
             tick = max(tick + interval, time.monotonic())
             await asyncio.sleep(tick - time.monotonic())
         elif op != "tight":
@@ -499,12 +530,20 @@ async def command_loop(target: Target) -> None:
         try:
             if op == "count":
                 result: dict[str, Any] = {"connections": target.count()}
+            elif op == "stats" and isinstance(target, Tempest):
+                result = dataclasses.asdict(target.hub.stats())
             elif op in ("burst", "paced", "per_user") and os.environ.get("BENCH_PROFILE") == op:
                 result = await profiled(
                     rounds(target, op, cmd), f"/tmp/bench-{target.kind}-{op}.prof"
                 )
+<<<<<<< HEAD
             elif op in ("burst", "tight", "paced", "per_user"):
+=======
+            elif op in ("burst", "paced", "per_user", "topics"):
+>>>>>>> main
                 result = await rounds(target, op, cmd)
+            elif op == "drop_all" and isinstance(target, Tempest):
+                result = target.drop_all(int(cmd.get("code", 1012)))
             elif op == "prefill_stalled":
                 result = await target.prefill_stalled(
                     int(cmd["overflow_after"]), time.monotonic() + float(cmd.get("timeout_s", 10))
@@ -534,6 +573,8 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, default=None)
     parser.add_argument("--queue-size", type=int, default=None)
     parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--topics", type=int, default=0, help="user u<i> joins topic t<i %% K>")
+    parser.add_argument("--max-connections", type=int, default=None)
     args = parser.parse_args()
     raise_fd_limit()
     logging.getLogger("tempest_ws").setLevel(logging.ERROR)  # slow-consumer notices are expected
@@ -547,7 +588,9 @@ def main() -> None:
     elif args.kind == "picows":
         target = Picows()
     else:
-        target = Tempest(args.heartbeat, args.queue_size, args.redis_url)
+        target = Tempest(
+            args.heartbeat, args.queue_size, args.redis_url, args.topics, args.max_connections
+        )
     try:
         import uvloop
     except ImportError:

@@ -379,13 +379,18 @@ def _check_command(words: list[str], line: str, env: dict[str, str], cwd: Path) 
             return "ran"
         _flags_accepted(args, _help([*command, "--help"], env))
         return "flags accepted"
+    if Path(program).name == "twine":
+        assert importlib.util.find_spec("twine") is not None, "twine"
+        return "tool installed"
     if program == "uvicorn":
         _flags_accepted(args, _help([str(bindir / "uvicorn"), "--help"], env))
         return "flags accepted"
     if program == "pip":
         assert args[0] == "install"
         for requirement in args[1:]:
-            extra = re.fullmatch(r"(?:tempest-ws|\.)\[(\w+)\]", requirement)
+            extra = re.fullmatch(
+                r"(?:tempest-ws|\.|dist/tempest_ws-[\w.]+-py3-none-any\.whl)\[(\w+)\]", requirement
+            )
             if extra:
                 assert extra[1] in _extras(), requirement
             elif re.search(r"[<>=]", requirement):  # an extra's own requirement, as declared
@@ -412,6 +417,9 @@ def test_shell_block(page: str, first: str, tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(ROOT)
     done = []
     for line in _logical_lines(text):
+        line = re.sub(r"(^|\s)#.*$", "", line).strip()  # a comment is prose, not commands
+        if not line:
+            continue
         if "$(" in line or re.match(r"^\S*python -c ", line):  # run the whole line
             result = _bash(line.replace(".venv/bin/python", sys.executable), env, tmp_path)
             assert result.returncode == 0, result.stderr
@@ -419,7 +427,7 @@ def test_shell_block(page: str, first: str, tmp_path: Path) -> None:
             done.append("ran")
             continue
         for part in re.split(r"\s*(?:&&|\||;)\s*", line):
-            words = shlex.split(part.rstrip("&").replace(">", " > "), comments=True)
+            words = shlex.split(re.sub(r">(?!=)", " > ", part.rstrip("&")), comments=True)
             if ">" in words:
                 words = words[: words.index(">")]
             if words:

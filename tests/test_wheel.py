@@ -129,7 +129,7 @@ async def test_the_wheel_with_server_serves_examples_minimal_from_a_fresh_venv(
         async with connect(url, subprotocols=bearer(user)) as ws:
             assert ws.subprotocol == "bearer"
             assert (await recv(ws))["type"] == "hello"
-            await send(ws, "subscribe", {"topic": "lobby"})
+            await send(ws, "subscribe", {"topic": "room:lobby"})
             await send(ws, "chat.message", {"room": "lobby", "text": "from the wheel"})
             assert (await recv(ws))["data"] == {"from": str(user), "text": "from the wheel"}
         assert await refused_with(url, subprotocols=["bearer", "garbage"]) == (

@@ -1,0 +1,152 @@
+"""The reconnect storm inside a load generator: every client that loses its connection
+comes back the way ``tempest_ws.client`` does.
+
+Each dropped client asks a :class:`tempest_ws._backoff.ReconnectPolicy` built exactly as
+the Python client builds it by default (``Backoff(0.5, 30, 2)`` with full jitter,
+``Backoff(5, 120, 2)`` after 4429/1013/HTTP 429/503, the client's ``default_is_fatal``)
+what to do, sleeps the delay it gives, and opens a new connection with the client's
+default ``open_timeout`` (10 s); a failed attempt goes back to the policy. The sockets are
+the load generator's light clients (thousands per process on one event loop), so only the
+policy is the client's, not its per-connection machinery. Bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from tempest_ws._backoff import Action, Disconnect, ReconnectPolicy
+from tempest_ws._client_options import default_is_fatal
+
+if TYPE_CHECKING:
+    from .loadgen import Client, Generator
+
+OPEN_TIMEOUT = 10.0  # the client's default open_timeout
+CAP_CODES = frozenset({1013, 4429})  # a close that means "at a cap, come back later"
+CAP_STATUSES = frozenset({429, 503})
+
+
+class Storm:
+    """Reconnect every client of one generator after its connection drops."""
+
+    def __init__(self, gen: Generator) -> None:
+        self.gen = gen
+        self.armed = False
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.policies: dict[str, ReconnectPolicy] = {}
+        self._reset(0, 0.0)
+
+    def _reset(self, seed: int, seconds: float) -> None:
+        self.seed = seed
+        self.deadline = time.monotonic() + seconds
+        self.dropped = 0
+        self.back = 0
+        self.gave_up = 0
+        self.first_back = 0.0
+        self.last_back = 0.0
+        self.attempts: Counter[int] = Counter()
+        self.drop_codes: Counter[int] = Counter()
+        self.failures: Counter[str] = Counter()
+        self.cap_refusals = 0
+        self.delays: list[float] = []
+
+    def arm(self, path: str, seconds: float, seed: int = 0) -> dict[str, Any]:
+        """From now on, for ``seconds``: every client whose connection drops reconnects."""
+        self._reset(seed, seconds)
+        self.path = path
+        self.armed = True
+        for client in self.gen.clients:
+            client.on_lost = self._lost
+        return {"armed": len(self.gen.clients)}
+
+    def stop(self) -> None:
+        self.armed = False
+        for task in self.tasks:
+            task.cancel()
+
+    def _lost(self, client: Client) -> None:
+        if not self.armed or time.monotonic() > self.deadline:
+            return
+        task = asyncio.get_running_loop().create_task(self._come_back(client))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _policy(self, token: str) -> ReconnectPolicy:
+        policy = self.policies.get(token)
+        if policy is None:
+            rng = random.Random(f"{self.seed}:{token}")
+            policy = self.policies[token] = ReconnectPolicy(is_fatal=default_is_fatal, rng=rng)
+        return policy
+
+    async def _come_back(self, client: Client) -> None:
+        port, source, token = client.target
+        code = client.close_code if client.close_code is not None else 1006
+        self.dropped += 1
+        self.drop_codes[code] += 1
+        if code in CAP_CODES:
+            self.cap_refusals += 1
+        disconnect = Disconnect(
+            code=code, established=True, uptime=time.monotonic() - (client.since or 0.0)
+        )
+        policy = self._policy(token)
+        tries = 0
+        with_clients = self.gen.clients
+        while self.armed and time.monotonic() < self.deadline:
+            decision = policy.decide(disconnect)
+            if decision.action is not Action.RECONNECT:
+                self.gave_up += 1
+                return
+            self.delays.append(decision.delay)
+            await asyncio.sleep(min(decision.delay, max(0.0, self.deadline - time.monotonic())))
+            tries += 1
+            new = await self.gen.open_client(port, self.path, token, source or None, OPEN_TIMEOUT)
+            if new.handshaken and new.lost:  # closed at once (a cap closes after the accept)
+                code = new.close_code if new.close_code is not None else 1006
+                self.failures[f"closed_at_open_{code}"] += 1
+                if code in CAP_CODES:
+                    self.cap_refusals += 1
+                disconnect = Disconnect(code=code, established=True)
+                continue
+            if new.handshaken:
+                now = time.time()
+                self.back += 1
+                self.first_back = self.first_back or now
+                self.last_back = max(self.last_back, now)
+                self.attempts[tries] += 1
+                new.on_lost = self._lost
+                try:
+                    with_clients[with_clients.index(client)] = new
+                except ValueError:
+                    with_clients.append(new)
+                return
+            if new.status in CAP_STATUSES:
+                self.cap_refusals += 1
+            self.failures["http" if new.status else "tcp_or_timeout"] += 1
+            disconnect = Disconnect(
+                http_status=new.status or None, stage="connect", error=OSError("failed")
+            )
+
+    def status(self) -> dict[str, Any]:
+        """How far the storm got in this process."""
+        delays = sorted(self.delays)
+        return {
+            "dropped": self.dropped,
+            "back": self.back,
+            "gave_up": self.gave_up,
+            "live": sum(1 for c in self.gen.clients if not c.lost),
+            "lost_codes": dict(
+                Counter(str(c.close_code) for c in self.gen.clients if c.lost).most_common()
+            ),
+            "first_back": self.first_back,
+            "last_back": self.last_back,
+            "attempts": {str(k): v for k, v in sorted(self.attempts.items())},
+            "drop_codes": {str(k): v for k, v in sorted(self.drop_codes.items())},
+            "failures": dict(self.failures),
+            "cap_refusals": self.cap_refusals,
+            "delay_p50_s": delays[len(delays) // 2] if delays else None,
+            "delay_max_s": delays[-1] if delays else None,
+            "pending": len(self.tasks),
+        }

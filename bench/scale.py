@@ -1,0 +1,371 @@
+"""Connection counts: one worker at its file limit, and 50,000 connections on one machine.
+
+``python -m bench.scale --part a`` (or ``b``, or ``all``) prints a table and writes
+``bench/results/scale.json``. Everything runs on loopback in child processes started and
+stopped here by PID; client sockets are spread over several load generator processes and
+source addresses (see :mod:`bench._fleet`). Every wait has a deadline, and ``--limit``
+bounds the whole run.
+
+Part A, one worker at its limit: N idle connections (default 19,000: the per-process
+file limit here is 20,000) on one tempest_ws worker with a short heartbeat, watched for
+late pings; RSS per connection; a paced broadcast to all with its latency. The bare
+FastAPI loop runs the same N right before it, in the same run, for the comparison.
+
+Part B, one machine: three tempest_ws workers (separate processes, each on its own port)
+sharing one redis-server, N connections in all (default 50,000), every client in one of
+K topics; a paced broadcast to everyone and one to the K topics (published by one worker,
+reaching the others through Redis) with p50/p99 and server CPU per delivery; then a
+reconnect storm: every worker closes all its connections with 1012 (service restart) and
+every client comes back with the Python client's reconnect policy (jittered backoff, see
+:mod:`bench._storm`). The time until the workers hold all N again, and whether any
+attempt was refused at a cap, are reported. Caps: ``WS_MAX_CONNECTIONS`` per worker is set
+under the file limit, ``WS_MAX_CONNECTIONS_PER_IP`` stays 0 (all clients come from a few
+loopback addresses) and every client is its own user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ._fleet import Fleet
+from ._proc import ROOT, Child, RedisProcess, machine_note, rss_bytes
+from ._scale_docs import section, splice, table
+from ._wire import SEQ_BASE
+
+RESULTS = ROOT / "bench" / "results" / "scale.json"
+FD_HEADROOM = 500  # listening socket, pipes, Redis, logs: kept free under the file limit
+
+
+class Clock:
+    """The run's wall-clock budget."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def check(self, what: str) -> None:
+        if self.left() <= 0:
+            raise TimeoutError(f"wall-clock limit reached before {what}")
+
+
+def worker_cap() -> int:
+    """``WS_MAX_CONNECTIONS`` for one worker: the file limit minus headroom."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return max(100, min(100_000, hard - FD_HEADROOM))
+
+
+def wait_total(servers: list[Child], n: int, seconds: float) -> tuple[int, float]:
+    """Poll the servers' connection counts until they sum to ``n``; (sum, seconds)."""
+    started = time.monotonic()
+    total = -1
+    while time.monotonic() - started < seconds:
+        total = sum(int(s.request("count", timeout=30)["connections"]) for s in servers)
+        if total >= n:
+            break
+        time.sleep(0.2)
+    return total, time.monotonic() - started
+
+
+def gc_rss(server: Child) -> int:
+    server.request("gc", timeout=30)
+    return rss_bytes(server.pid)
+
+
+def interval_for(n: int) -> float:
+    """A pace that leaves a broadcast to ``n`` room to finish before the next."""
+    return max(0.05, n / 40_000)
+
+
+def part_a(
+    n: int, loaders: int, args: argparse.Namespace, clock: Clock, log: Any
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": n, "loaders": loaders, "max_connections": worker_cap()}
+    interval = interval_for(n)
+    for kind in ("bare", "tempest"):
+        clock.check(f"part A {kind}")
+        extra = [] if kind == "bare" else ["--heartbeat", str(args.heartbeat)]
+        server = Child("bench.server", kind, *extra, "--max-connections", str(worker_cap()))
+        fleet: Fleet | None = None
+        res: dict[str, Any] = {}
+        out[kind] = res
+        try:
+            fleet = Fleet(loaders)
+            port = int(server.hello["port"])
+            rss0 = gc_rss(server)
+            res["connect"] = fleet.connect(n, [port], timeout=min(600, clock.left()))
+            res["connections"], _ = wait_total([server], n, min(60, clock.left()))
+            time.sleep(1.0)
+            rss1 = gc_rss(server)
+            res["rss_base_mb"] = rss0 / 2**20
+            res["rss_mb"] = rss1 / 2**20
+            res["rss_per_conn_kb"] = (rss1 - rss0) / max(1, res["connections"]) / 1024
+            log(
+                f"  A {kind:8} N={n}: {res['connections']} open, "
+                f"{res['rss_per_conn_kb']:.2f} KB/conn"
+            )
+            if kind == "tempest":
+                fleet.all("arm", 30, seq0=SEQ_BASE, rounds=0, latency=False, pings=True)
+                time.sleep(max(0.0, min(args.idle, clock.left() - 60)))
+                res["heartbeat"] = {"interval_s": args.heartbeat, "idle_s": args.idle}
+                res["heartbeat"].update(fleet.pings(args.heartbeat))
+                res["heartbeat"]["expected_pings_per_client"] = int(args.idle / args.heartbeat)
+                hb = res["heartbeat"]
+                log(
+                    f"  A tempest heartbeat: {hb['pings']} pings, late {hb['late']}, "
+                    f"max gap {hb['gap_max_s']:.2f}s, clients lost {hb['lost']} "
+                    f"(close codes {hb['close_codes']})"
+                )
+            clock.check(f"part A {kind} broadcast")
+            pids = [server.pid]
+            fleet.phase(server, "paced", SEQ_BASE, 2, interval=interval, server_pids=pids)
+            res["broadcast"] = fleet.phase(
+                server, "paced", SEQ_BASE + 10, args.rounds, interval=interval, server_pids=pids
+            )
+            lat = res["broadcast"]["latency_ms"]
+            log(
+                f"  A {kind:8} broadcast p50 {lat.get('p50', 0):.1f} p99 {lat.get('p99', 0):.1f} ms"
+            )
+            res["connections_after"] = int(server.request("count")["connections"])
+        except Exception as exc:
+            res["error"] = repr(exc)
+            log(f"  A {kind} failed: {exc!r}")
+        finally:
+            if fleet is not None:
+                fleet.stop()
+            server.stop()
+    bare, mine = out.get("bare", {}), out.get("tempest", {})
+    # Compared only when both servers held all N through the broadcast (same N).
+    out["same_n"] = all(
+        r.get("connections") == n and r.get("broadcast", {}).get("clients") == n
+        for r in (bare, mine)
+    )
+    if not out["same_n"]:
+        return out
+    if "rss_per_conn_kb" in bare and "rss_per_conn_kb" in mine:
+        out["rss_per_conn_over_bare_kb"] = mine["rss_per_conn_kb"] - bare["rss_per_conn_kb"]
+    p99s = [r.get("broadcast", {}).get("latency_ms", {}).get("p99") for r in (mine, bare)]
+    if None not in p99s and p99s[1]:
+        out["broadcast_p99_vs_bare"] = p99s[0] / p99s[1]
+    return out
+
+
+def part_b(
+    n: int, loaders: int, args: argparse.Namespace, clock: Clock, log: Any
+) -> dict[str, Any]:
+    cap = worker_cap()
+    out: dict[str, Any] = {
+        "n": n,
+        "workers": args.workers,
+        "loaders": loaders,
+        "topics": args.topics,
+        "caps": {
+            "WS_MAX_CONNECTIONS": cap,
+            "WS_MAX_CONNECTIONS_PER_IP": 0,
+            "users": "one per client",
+        },
+    }
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return {**out, "error": "redis-server not found"}
+    redis = RedisProcess(binary)
+    workers: list[Child] = []
+    fleet: Fleet | None = None
+    try:
+        for _ in range(args.workers):
+            workers.append(
+                Child(
+                    "bench.server",
+                    "tempest",
+                    "--redis-url",
+                    redis.url,
+                    "--topics",
+                    str(args.topics),
+                    "--max-connections",
+                    str(cap),
+                )
+            )
+        fleet = Fleet(loaders)
+        ports = [int(w.hello["port"]) for w in workers]
+        server_pids = [w.pid for w in workers] + [redis.pid]
+        out["connect"] = fleet.connect(n, ports, timeout=min(900, clock.left()))
+        out["connections"], _ = wait_total(workers, n, min(60, clock.left()))
+        out["per_worker"] = [int(w.request("count")["connections"]) for w in workers]
+        out["rss_mb_per_worker"] = [gc_rss(w) / 2**20 for w in workers]
+        log(
+            f"  B N={n}: {out['connections']} open {out['per_worker']} "
+            f"in {out['connect']['seconds']:.0f}s"
+        )
+        time.sleep(1.0)  # topic subscriptions settle
+        interval = interval_for(n)
+        clock.check("part B broadcast")
+        fleet.phase(workers[0], "paced", SEQ_BASE, 2, interval=interval, server_pids=server_pids)
+        out["broadcast"] = fleet.phase(
+            workers[0],
+            "paced",
+            SEQ_BASE + 10,
+            args.rounds,
+            interval=interval,
+            server_pids=server_pids,
+        )
+        clock.check("part B topics")
+        out["topics_broadcast"] = fleet.phase(
+            workers[0],
+            "topics",
+            SEQ_BASE + 100,
+            args.rounds,
+            interval=interval,
+            server_pids=server_pids,
+        )
+        for key in ("broadcast", "topics_broadcast"):
+            r = out[key]
+            lat = r["latency_ms"]
+            log(
+                f"  B {key}: {r['delivered']}/{r['expected']} p50 {lat.get('p50', 0):.1f} "
+                f"p99 {lat.get('p99', 0):.1f} ms, "
+                f"{r['server_cpu_us_per_delivery']:.1f} us CPU/delivery"
+            )
+        clock.check("part B storm")
+        out["storm"] = storm(workers, fleet, n, min(args.storm_limit, clock.left() - 20), log)
+    except Exception as exc:
+        out["error"] = repr(exc)
+        log(f"  B failed: {exc!r}")
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        for w in workers:
+            w.stop()
+        redis.stop()
+    return out
+
+
+def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) -> dict[str, Any]:
+    """Drop every connection (1012 from every worker) and time the way back to ``n``."""
+    before = [w.request("stats", timeout=30) for w in workers]
+    fleet.all("storm_arm", 30, path="/ws", seconds=seconds, seed=1)
+    t0 = time.time()
+    closed = sum(w.request("drop_all", timeout=60, code=1012)["closed"] for w in workers)
+    deadline = time.monotonic() + seconds
+    statuses: list[dict[str, Any]] = []
+    total = 0
+    low = n
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        total = sum(int(w.request("count", timeout=30)["connections"]) for w in workers)
+        low = min(low, total)
+        statuses = fleet.all("storm_status", 30)
+        back = sum(s["back"] for s in statuses)
+        if total >= n and back >= closed:
+            break
+    all_back_s = time.time() - t0
+    server_stats = [w.request("stats", timeout=30) for w in workers]
+    attempts: dict[str, int] = {}
+    for s in statuses:
+        for k, v in s["attempts"].items():
+            attempts[k] = attempts.get(k, 0) + v
+    last = max((s["last_back"] for s in statuses), default=0.0)
+    out = {
+        "dropped_by_servers": closed,
+        "dropped_seen_by_clients": sum(s["dropped"] for s in statuses),
+        "lowest_count_seen": low,
+        "back": sum(s["back"] for s in statuses),
+        "connections_at_end": total,
+        "all_back": total >= n,
+        "seconds_until_servers_hold_all": all_back_s if total >= n else None,
+        "seconds_until_last_client_back": last - t0 if last else None,
+        "gave_up": sum(s["gave_up"] for s in statuses),
+        "cap_refusals_seen_by_clients": sum(s["cap_refusals"] for s in statuses),
+        "rejected_at_capacity_by_servers": sum(
+            a["rejected_at_capacity"] - b["rejected_at_capacity"]
+            for a, b in zip(server_stats, before, strict=True)
+        ),
+        "failed_attempts": {
+            k: sum(s["failures"].get(k, 0) for s in statuses)
+            for k in sorted({k for s in statuses for k in s["failures"]})
+        },
+        "attempts_histogram": dict(sorted(attempts.items(), key=lambda kv: int(kv[0]))),
+        "first_delay_p50_s_worst_loader": max((s["delay_p50_s"] or 0) for s in statuses),
+        "limit_s": seconds,
+        "live_clients": sum(s["live"] for s in statuses),
+        "lost_codes": [s["lost_codes"] for s in statuses],
+        "server_stats": server_stats,
+    }
+    log(
+        f"  B storm: {out['back']}/{closed} back, servers hold {total} after {all_back_s:.1f}s, "
+        f"refused at a cap {out['rejected_at_capacity_by_servers']} (server count) / "
+        f"{out['cap_refusals_seen_by_clients']} (seen by clients), "
+        f"failed attempts {out['failed_attempts']}"
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
+    parser.add_argument("--part", choices=["a", "b", "all"], default="all")
+    parser.add_argument("--all", action="store_const", dest="part", const="all", help="both parts")
+    parser.add_argument("--n-a", type=int, default=19_000, help="connections on the one worker")
+    parser.add_argument("--n-b", type=int, default=50_000, help="connections on the machine")
+    parser.add_argument("--loaders-a", type=int, default=2)
+    parser.add_argument("--loaders-b", type=int, default=6)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--topics", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=10, help="broadcast rounds per phase")
+    parser.add_argument("--heartbeat", type=float, default=2.0, help="WS_HEARTBEAT_SECONDS (A)")
+    parser.add_argument("--idle", type=float, default=12.0, help="seconds watched for pings (A)")
+    parser.add_argument("--storm-limit", type=float, default=240.0, help="storm deadline (s)")
+    parser.add_argument("--limit", type=float, default=900.0, help="whole run's limit (s)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="run nothing: put this result's section into docs/performance.md",
+    )
+    args = parser.parse_args(argv)
+    if args.docs is not None:
+        page = ROOT / "docs" / "performance.md"
+        page.write_text(splice(page.read_text(), section(json.loads(args.docs.read_text()))))
+        return 0
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    clock = Clock(args.limit)
+    started = time.monotonic()
+    result: dict[str, Any] = {
+        "command": "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_note(),
+        "file_limit": resource.getrlimit(resource.RLIMIT_NOFILE),
+    }
+    if args.part in ("a", "all"):
+        log(f"scale: part A, N={args.n_a} on one worker, {args.loaders_a} loaders")
+        result["a"] = part_a(args.n_a, args.loaders_a, args, clock, log)
+    if args.part in ("b", "all"):
+        log(f"scale: part B, N={args.n_b} on {args.workers} workers, {args.loaders_b} loaders")
+        try:
+            clock.check("part B")
+            result["b"] = part_b(args.n_b, args.loaders_b, args, clock, log)
+        except TimeoutError as exc:
+            result["b"] = {"error": str(exc)}
+    result["wall_seconds"] = time.monotonic() - started
+    result["machine"]["loadavg_end"] = __import__("os").getloadavg()[0]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    print(table(result))
+    log(f"scale: wrote {args.out} in {result['wall_seconds']:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
