@@ -536,11 +536,7 @@ async def command_loop(target: Target) -> None:
                 result = await profiled(
                     rounds(target, op, cmd), f"/tmp/bench-{target.kind}-{op}.prof"
                 )
-<<<<<<< HEAD
-            elif op in ("burst", "tight", "paced", "per_user"):
-=======
-            elif op in ("burst", "paced", "per_user", "topics"):
->>>>>>> main
+            elif op in ("burst", "tight", "paced", "per_user", "topics"):
                 result = await rounds(target, op, cmd)
             elif op == "drop_all" and isinstance(target, Tempest):
                 result = target.drop_all(int(cmd.get("code", 1012)))
