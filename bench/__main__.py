@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated N values (overrides the mode's); 'none' for no fan-out runs",
     )
     parser.add_argument(
-        "--kinds", default="bare,native,tempest", help="comma-separated server kinds to run"
+        "--kinds", default="bare,native,picows,tempest", help="comma-separated server kinds to run"
     )
     parser.add_argument(
         "--tree",

@@ -217,3 +217,57 @@ class RedisProcess:
                 return
             except subprocess.TimeoutExpired:
                 continue
+
+
+WRITE_SYSCALLS = ("write", "writev", "send", "sendto", "sendmsg", "sendmmsg")
+
+
+class SyscallCounter:
+    """Counts a process's write-type system calls with ``strace -c`` while it runs.
+
+    ``/proc/PID/io``'s ``syscw`` counts ``write``/``writev`` but not ``send*``, which some
+    servers use, so the count comes from ``strace`` (attached with ptrace: the process
+    runs much slower meanwhile, so nothing else is measured during a count). ``strace``
+    is started and stopped by its PID.
+    """
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.out = out
+        command = ["strace", "-f", "-c", "-e", "trace=" + ",".join(WRITE_SYSCALLS)]
+        self.proc = subprocess.Popen(
+            [*command, "-o", str(out), "-p", str(pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        assert self.proc.stderr is not None
+        fd, seen, deadline = self.proc.stderr.fileno(), b"", time.monotonic() + 10
+        while b"attached" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                seen += chunk
+        if b"attached" not in seen:
+            self.stop()
+            raise RuntimeError(f"strace did not attach: {seen.decode(errors='replace')}")
+
+    def stop(self) -> int:
+        """Detach and return the number of write-type calls seen."""
+        for sig, wait in ((signal.SIGINT, 20.0), (signal.SIGKILL, 5.0)):
+            if self.proc.poll() is None:
+                os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        calls = 0
+        with contextlib.suppress(OSError):
+            for line in self.out.read_text().splitlines():
+                fields = line.split()
+                if len(fields) >= 5 and fields[-1] in WRITE_SYSCALLS and fields[3].isdigit():
+                    calls += int(fields[3])
+        return calls

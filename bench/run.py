@@ -10,16 +10,19 @@ figures measured in this same run.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tempest_ws import WebSocketSettings
 
-from ._proc import Child, ChildTimeout, CpuMeter, rss_bytes
+from ._proc import Child, ChildTimeout, CpuMeter, SyscallCounter, rss_bytes
 from ._wire import ENVELOPE_BYTES, SEQ_BASE
 
-KINDS = ("bare", "native", "tempest")
+KINDS = ("bare", "native", "picows", "tempest")
 PACED_INTERVAL = 0.02
 RSS_MIN_N = 1000  # the RSS target is judged from this N up (resolution, see targets())
 LOADGEN_BUSY = 0.9  # a load generator above this share of one core is the bottleneck
@@ -65,6 +68,8 @@ class Plan:
     idle_seconds: float = 1.0
     redis_ns: list[int] = field(default_factory=list)
     kinds: list[str] = field(default_factory=lambda: list(KINDS))
+    syscalls: bool = True  # count write syscalls per frame with strace (where installed)
+    tight: bool = True  # also time bursts published all in one event-loop tick
 
 
 PLANS = {
@@ -168,6 +173,29 @@ class Session:
         return out
 
 
+def count_syscalls(session: Session, n: int, plan: Plan) -> dict[str, Any]:
+    """Write-type system calls of the server per delivered frame, counted with ``strace``
+    (which slows the server: these phases are not timed), for ``burst`` (one broadcast
+    per event-loop tick) and ``tight`` (every broadcast of the phase in one tick)."""
+    rounds = max(5, min(20, 20_000 // n))
+    out: dict[str, Any] = {}
+    for op in ("burst", "tight"):
+        path = Path(tempfile.mkdtemp(prefix="bench-strace-")) / "count.txt"
+        try:
+            counter = SyscallCounter(session.server.pid, path)
+        except (OSError, RuntimeError) as exc:
+            return {"error": repr(exc)}
+        try:
+            got = session.phase(op, rounds, latency=False)
+        finally:
+            calls = counter.stop()
+        path.unlink(missing_ok=True)
+        path.parent.rmdir()
+        delivered = got.get("delivered") or 0
+        out[op] = round(calls / delivered, 4) if delivered else None
+    return out
+
+
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in runs if r.get("msgs_per_s")]
     if not ok:
@@ -229,10 +257,26 @@ def measure_n(n: int, plan: Plan, log: Any, trees: dict[str, str]) -> dict[str, 
                 bursts[kind].append(session.phase("burst", rounds, latency=False))
         for kind in sessions:
             outs[kind]["burst"] = _median_run(bursts[kind])
+            burst = outs[kind]["burst"]
             log(
-                f"  {kind:11} N={n:<6} burst "
-                f"{outs[kind]['burst'].get('msgs_per_s') or 0:>10,.0f} msg/s"
+                f"  {kind:11} N={n:<6} burst {burst.get('msgs_per_s') or 0:>10,.0f} msg/s, "
+                f"CPU {burst.get('server_cpu_us_per_msg') or 0:.2f} us/msg"
             )
+        if plan.tight:
+            tights: dict[str, list[dict[str, Any]]] = {k: [] for k in sessions}
+            for _ in range(plan.burst_repeats):
+                for kind, session in sessions.items():
+                    tights[kind].append(session.phase("tight", rounds, latency=False))
+            for kind in sessions:
+                tight = outs[kind]["tight"] = _median_run(tights[kind])
+                log(
+                    f"  {kind:11} N={n:<6} tight {tight.get('msgs_per_s') or 0:>10,.0f} msg/s, "
+                    f"CPU {tight.get('server_cpu_us_per_msg') or 0:.2f} us/msg"
+                )
+        if plan.syscalls and shutil.which("strace"):
+            for kind, session in sessions.items():
+                outs[kind]["syscalls"] = count_syscalls(session, n, plan)
+                log(f"  {kind:11} N={n:<6} write syscalls per frame {outs[kind]['syscalls']}")
 
         paced_rounds = paced_rounds_for(plan, n)
         for kind, session in sessions.items():
@@ -405,7 +449,7 @@ def ratios(runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     tempest = runs.get("tempest", {})
     for key, mine in tempest.items():
         row: dict[str, Any] = {}
-        for base in ("bare", "native"):
+        for base in ("bare", "native", "picows", "tempest_ref"):
             other = runs.get(base, {}).get(key)
             if other is None:
                 continue
@@ -419,6 +463,13 @@ def ratios(runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
                 "cpu_per_msg": ratio(
                     _get(mine, "burst.server_cpu_us_per_msg"),
                     _get(other, "burst.server_cpu_us_per_msg"),
+                ),
+                "tight_throughput": ratio(
+                    _get(mine, "tight.msgs_per_s"), _get(other, "tight.msgs_per_s")
+                ),
+                "tight_cpu_per_msg": ratio(
+                    _get(mine, "tight.server_cpu_us_per_msg"),
+                    _get(other, "tight.server_cpu_us_per_msg"),
                 ),
                 "rss_per_conn_delta_kb": _diff(
                     _get(mine, "rss_per_conn_kb"), _get(other, "rss_per_conn_kb")

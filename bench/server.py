@@ -6,6 +6,8 @@ KIND is one of:
   ``for ws in sockets: await ws.send_text(pre_serialized)``.
 * ``native``: the ``websockets`` library's own asyncio server (no ASGI), broadcasting with
   ``websockets.broadcast()``.
+* ``picows``: picows (a WebSocket library written in Cython) with its own asyncio server
+  (no ASGI); a broadcast is ``for t in transports: t.send(TEXT, pre_encoded_bytes)``.
 * ``tempest``: tempest_ws's router and hub under the same uvicorn; a broadcast is
   ``await hub.broadcast(envelope)`` and a per-user send ``await hub.send_to(user, ...)``.
 
@@ -228,6 +230,84 @@ class Native(Target):
         }
 
 
+class Picows(Target):
+    kind = "picows"
+
+    def __init__(self) -> None:
+        self.conns: dict[Any, str] = {}
+        self.stalled_conn: Any = None
+
+    async def start(self, sock: socket.socket) -> None:
+        from picows import WSListener, WSMsgType, ws_create_server
+
+        target = self
+
+        class Listener(WSListener):
+            def __init__(self, user: str) -> None:
+                self.user = user
+
+            def on_ws_connected(self, transport: Any) -> None:
+                target.conns[transport] = self.user
+                if self.user == STALLED:
+                    target.stalled_conn = transport
+
+            def on_ws_disconnected(self, transport: Any) -> None:
+                target.conns.pop(transport, None)
+
+            def on_ws_frame(self, transport: Any, frame: Any) -> None:
+                if frame.msg_type == WSMsgType.CLOSE:
+                    transport.send_close(frame.get_close_code())
+                    transport.disconnect()
+
+        def factory(request: Any) -> Any:
+            path = request.path.decode() if isinstance(request.path, bytes) else request.path
+            return Listener(path.partition("?token=")[2])
+
+        self.text = WSMsgType.TEXT
+        self.server = await ws_create_server(factory, sock=sock)
+
+    async def stop(self) -> None:
+        self.server.close()
+        for transport in list(self.conns):
+            transport.disconnect()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.server.wait_closed(), 10)
+
+    def count(self) -> int:
+        return len(self.conns)
+
+    async def broadcast(self, seq: int, t_ns: int) -> None:
+        data, text = frame_text(seq, t_ns).encode(), self.text
+        for transport in list(self.conns):
+            transport.send(text, data)
+
+    async def send_each(self, seq: int, t_ns: int, users: int) -> None:
+        text = self.text
+        for transport, user in list(self.conns.items())[:users]:
+            transport.send(text, frame_text(seq, t_ns, f"{user}:").encode())
+
+    async def prefill_stalled(self, overflow_after: int, deadline: float) -> dict[str, Any]:
+        """picows' ``send`` never waits: fill until the transport buffers 64 KiB."""
+        conn, sent = self.stalled_conn, 0
+        data = frame_text(SEQ_BASE - 1, time.time_ns()).encode()
+        while conn is not None and sent < 100_000 and time.monotonic() < deadline:
+            if conn.underlying_transport.get_write_buffer_size() >= 64 * 1024:
+                return {"sent": sent, "blocked": True}
+            conn.send(self.text, data)
+            sent += 1
+            if sent % 64 == 0:
+                await asyncio.sleep(0)
+        return {"sent": sent, "blocked": False}
+
+    async def stalled_status(self) -> dict[str, Any]:
+        conn = self.stalled_conn
+        return {
+            "still_registered": conn in self.conns,
+            "closed_code": None,
+            "write_buffer": conn.underlying_transport.get_write_buffer_size() if conn else None,
+        }
+
+
 class Tempest(_Uvicorn):
     kind = "tempest"
 
@@ -358,7 +438,9 @@ class Tempest(_Uvicorn):
 
 
 async def rounds(target: Target, op: str, cmd: dict[str, Any]) -> dict[str, Any]:
-    """Publish ``rounds`` messages; ``burst`` back to back, ``paced`` one per ``interval``."""
+    """Publish ``rounds`` messages; ``burst`` back to back (yielding to the event loop
+    between two), ``tight`` back to back without yielding (all in one tick, as a batch job's
+    loop does), ``paced`` one per ``interval``."""
     n, seq0 = int(cmd["rounds"]), int(cmd["seq0"])
     interval = float(cmd.get("interval", 0.0))
     deadline = time.monotonic() + float(cmd.get("timeout_s", 60))
@@ -378,7 +460,7 @@ async def rounds(target: Target, op: str, cmd: dict[str, Any]) -> dict[str, Any]
         if interval > 0:
             tick = max(tick + interval, time.monotonic())
             await asyncio.sleep(tick - time.monotonic())
-        else:
+        elif op != "tight":
             await asyncio.sleep(0)
     return {"t0_ns": t0, "t1_ns": time.time_ns(), "rounds": done}
 
@@ -454,7 +536,7 @@ async def command_loop(target: Target) -> None:
                 result = await profiled(
                     rounds(target, op, cmd), f"/tmp/bench-{target.kind}-{op}.prof"
                 )
-            elif op in ("burst", "paced", "per_user", "topics"):
+            elif op in ("burst", "tight", "paced", "per_user", "topics"):
                 result = await rounds(target, op, cmd)
             elif op == "drop_all" and isinstance(target, Tempest):
                 result = target.drop_all(int(cmd.get("code", 1012)))
@@ -483,7 +565,7 @@ async def command_loop(target: Target) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.server")
-    parser.add_argument("kind", choices=["bare", "native", "tempest"])
+    parser.add_argument("kind", choices=["bare", "native", "picows", "tempest"])
     parser.add_argument("--heartbeat", type=float, default=None)
     parser.add_argument("--queue-size", type=int, default=None)
     parser.add_argument("--redis-url", default=None)
@@ -499,6 +581,8 @@ def main() -> None:
         target = Bare()
     elif args.kind == "native":
         target = Native()
+    elif args.kind == "picows":
+        target = Picows()
     else:
         target = Tempest(
             args.heartbeat, args.queue_size, args.redis_url, args.topics, args.max_connections

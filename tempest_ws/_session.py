@@ -235,6 +235,7 @@ class HandlerChannel:
             return
         if connection.closing:
             raise WebSocketDisconnect(connection.close_code or CloseCode.ABNORMAL)
+        connection.flush()  # after the hub's frames written so far
         await self._raw_send(message)
         text = message.get("text")
         if text is not None:

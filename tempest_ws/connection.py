@@ -3,9 +3,10 @@
 Hub fan-out never awaits a socket. Under uvicorn's ``websockets-sansio`` protocol a frame
 for a connection with nothing queued and room in its transport buffer is written at once
 ([`tempest_ws._transport`][tempest_ws._transport]); otherwise it is queued, and one writer task
-drains the
-queue in order, in writes of up to 64 KiB where the transport allows. The queue is bounded
-in bytes and frames and must keep moving ([`SendBudget`][tempest_ws._flow.SendBudget]), or the
+drains the queue in order, in writes of up to 64 KiB where the transport allows. A tick's
+direct frames after the first are joined into one write at the end of the tick. The queue
+is bounded in bytes and frames and must keep moving
+([`SendBudget`][tempest_ws._flow.SendBudget]), or the
 peer is a slow consumer, closed 1013. Closing is idempotent and bounded in time.
 """
 
@@ -23,7 +24,7 @@ from ._audit import frame_out
 from ._bounded import cancel_tasks
 from ._flow import SendBudget
 from ._frames import frame_size
-from ._transport import direct_writer
+from ._transport import TickFlusher, direct_writer
 from ._types import Send, UserId
 from .codes import CloseCode
 from .envelope import EnvelopeLike, encode_envelope
@@ -61,6 +62,7 @@ class WebSocketConnection:
         transport: asyncio.WriteTransport | None = None,
         metadata: dict[str, Any] | None = None,
         connection_id: str | None = None,
+        flusher: TickFlusher | None = None,
     ) -> None:
         self.connection_id = connection_id or uuid.uuid4().hex
         self.user_id = user_id
@@ -73,7 +75,7 @@ class WebSocketConnection:
         self.frames_sent = 0
         self._send = send
         self._transport = transport
-        self._direct = direct_writer(transport) if transport is not None else None
+        self._direct = direct_writer(transport, flusher) if transport is not None else None
         self._started = False
         # The queue, the writer and the futures below are made when first needed: most
         # connections never need them, and thousands of idle sockets add up.
@@ -179,6 +181,11 @@ class WebSocketConnection:
             self._wake_writer()
         frame_out(frame)
         return True
+
+    def flush(self) -> None:
+        """Write the frames held for the end of this tick now (before a handler's send)."""
+        if self._direct is not None:
+            self._direct.flush()
 
     def _wake_writer(self) -> None:
         writer = self._writer
@@ -321,6 +328,8 @@ class WebSocketConnection:
             what = f"writer of {self.connection_id}"
             await cancel_tasks([self._writer], what, limit=self._close_timeout)
             payload = reason.encode()[:_MAX_REASON_BYTES].decode(errors="ignore")
+            if code in _FLUSH_ON_CLOSE:  # what this tick holds goes before the close frame
+                self.flush()
             try:
                 await asyncio.wait_for(
                     self._send({"type": "websocket.close", "code": int(code), "reason": payload}),
@@ -376,6 +385,8 @@ class WebSocketConnection:
                         continue
                 # ``_sending``: enqueue() must not overtake this frame with a direct write.
                 frame = queue.popleft()
+                if direct is not None:
+                    direct.flush()  # what this tick holds goes first
                 self._sending = True
                 try:
                     await send({"type": "websocket.send", "text": frame})

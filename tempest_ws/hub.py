@@ -41,6 +41,7 @@ from ._node import ClusterStats, Node
 from ._presence import PresenceSetting, TopicPresence
 from ._registry import HubStats, Registry, id_set
 from ._server_guard import ServerGuard
+from ._transport import TickFlusher
 from ._types import Send, Topic, UserId
 from .backplane.base import Backplane
 from .backplane.memory import InMemoryBackplane
@@ -166,6 +167,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             max_bytes=send_queue_bytes, max_frames=send_queue_size,
             stall_timeout=slow_consumer_timeout, producer_wait=producer_wait,
         )  # fmt: skip
+        self._flusher = TickFlusher()  # one end-of-tick write callback for all sockets
         self.close_timeout = close_timeout
         self.stop_timeout = check_stop_timeout(stop_timeout)
         self.backplane: Backplane = backplane if backplane is not None else InMemoryBackplane()
@@ -296,6 +298,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             transport=transport,
             metadata=metadata,
             connection_id=f"{self.node_id}.{uuid.uuid4().hex}",
+            flusher=self._flusher,
         )
 
     async def register(self, connection: WebSocketConnection) -> None:

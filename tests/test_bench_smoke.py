@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-KINDS = ("bare", "native", "tempest")
+KINDS = ("bare", "native", "picows", "tempest")
 
 
 @pytest.mark.e2e
@@ -37,10 +37,13 @@ def test_tiny_bench_writes_its_results(tmp_path: Path) -> None:
     for kind in KINDS:
         run = result["runs"][kind]["20"]
         assert "error" not in run, run.get("error")
-        for key in ("burst", "paced", "per_user", "stall", "rss_per_conn_kb", "idle_cpu_pct"):
+        keys = ("burst", "tight", "paced", "per_user", "stall", "rss_per_conn_kb", "idle_cpu_pct")
+        for key in keys:
             assert key in run, (kind, key)
         assert run["burst"]["delivered"] == run["burst"]["rounds"] * 20
         assert run["burst"]["order_errors"] == 0
+        assert run["tight"]["delivered"] == run["tight"]["rounds"] * 20
+        assert run["tight"]["order_errors"] == 0
         assert "latency_ms" in run["paced"]
         assert "server_cpu_us_per_msg" in run["burst"]
     tempest = result["runs"]["tempest"]["20"]
@@ -48,7 +51,7 @@ def test_tiny_bench_writes_its_results(tmp_path: Path) -> None:
     assert tempest["stall"]["server_view"]["closed_code"] == 1013
     assert tempest["stall"]["server_view"]["connection_object_freed"]
     assert result["runs"]["bare"]["20"]["stall"]["paced"]["stuck"]
-    assert set(result["ratios"]["20"]) >= {"vs_bare", "vs_native"}
+    assert set(result["ratios"]["20"]) >= {"vs_bare", "vs_native", "vs_picows"}
     # Whether every ping came on time is a timing figure the bench reports, not a test
     # verdict (a loaded CI machine is late sometimes); the test checks the check ran.
     heartbeat = result["heartbeat"]

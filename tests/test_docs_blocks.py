@@ -172,6 +172,10 @@ SHELL_BLOCKS: list[tuple[str, str]] = [
     ),
     ("docs/performance.md", "python -m bench --full --with-10k"),
     (
+        "docs/performance.md",
+        "python -m bench --quick --ns 1000,5000 --no-docs --ref-tree ../tempest-ws-before",
+    ),
+    (
         "docs/python-client.md",
         "pip install 'websockets>=15.0'   # the client extra (or pip install -e '.[client]' in a checkout)",
     ),
