@@ -82,13 +82,13 @@ def redis_server(workdir: Path) -> Iterator[str]:
 
 
 def start_worker(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``python -m uvicorn examples.scaleout.app:create_app --factory`` on ``port``."""
+    """``tempest-ws run examples.scaleout.app:create_app --factory`` on ``port`` (the safe
+    server options from the worker's ``WS_*`` settings)."""
     return subprocess.Popen(
         [
-            *(sys.executable, "-m", "uvicorn", "examples.scaleout.app:create_app", "--factory"),
+            *(sys.executable, "-m", "tempest_ws.cli", "run"),
+            *("examples.scaleout.app:create_app", "--factory"),
             *("--host", HOST, "--port", str(port), "--log-level", "warning"),
-            *("--ws-per-message-deflate", "false", "--ws-max-size", "65536"),
-            *("--ws-ping-interval", "0"),
         ],
         cwd=ROOT,
         env={**os.environ, **env},

@@ -1,0 +1,7 @@
+"""``python -m tempest_ws.cli``: the ``tempest-ws`` command, for where scripts are not on PATH."""
+
+from __future__ import annotations
+
+from . import entry_point
+
+entry_point()
