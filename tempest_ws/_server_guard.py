@@ -24,6 +24,7 @@ is logged at ERROR, naming the fix: other routes on that server stay unprotected
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,6 +92,8 @@ class FragmentBudget:
     buffers anything, so a flood of empty continuation frames stops at the limit.
     Frames pass through unchanged in both directions (``passthrough``).
     """
+
+    __slots__ = ("fragments", "limit", "on_exceeded")
 
     name = "x-tempest-fragment-budget"
     passthrough = True
@@ -189,17 +192,18 @@ class ServerGuard:
         if not isinstance(extensions, list) or not getattr(protocol, "handshake_complete", False):
             return False
 
-        def exceeded(limit: int) -> None:
-            self._fragment_closes += 1
-            security_event(
-                "too_many_fragments",
-                connection_id,
-                "message split into too many fragments",
-                limit=limit,
-            )
-
-        extensions.append(FragmentBudget(limit, exceeded))
+        extensions.append(FragmentBudget(limit, functools.partial(self._exceeded, connection_id)))
         return True
+
+    def _exceeded(self, connection_id: str, limit: int) -> None:
+        """A message on ``connection_id`` was split into more than ``limit`` fragments."""
+        self._fragment_closes += 1
+        security_event(
+            "too_many_fragments",
+            connection_id,
+            "message split into too many fragments",
+            limit=limit,
+        )
 
     def _fix_sansio(self, protocol: Any, deflate: bool, too_big: bool, max_bytes: int) -> bool:
         conn = getattr(protocol, "conn", None)

@@ -5,9 +5,8 @@ for a connection with nothing queued and room in its transport buffer is written
 ([`tempest_ws._transport`][tempest_ws._transport]); otherwise it is queued, and one writer task
 drains the queue in order, in writes of up to 64 KiB where the transport allows. A tick's
 direct frames after the first are joined into one write at the end of the tick. The queue
-is bounded in bytes and frames and must keep moving
-([`SendBudget`][tempest_ws._flow.SendBudget]), or the
-peer is a slow consumer, closed 1013. Closing is idempotent and bounded in time.
+is bounded in bytes and frames and must keep moving ([`SendBudget`][tempest_ws._flow.SendBudget]),
+or the peer is a slow consumer, closed 1013. Closing is idempotent and bounded in time.
 """
 
 from __future__ import annotations
@@ -38,6 +37,14 @@ _FLUSH_ON_CLOSE = frozenset({CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.S
 _MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
 _BATCH_BYTES = 64 * 1024  # one direct write: the transport holds at most its mark plus this
 
+# The attributes of a WebSocketConnection (and ``__dict__``, ``__weakref__``).
+_SLOTS = (
+    "__dict__ __weakref__ _budget _close_task _close_timeout _closing _deep _direct "
+    "_finished _finished_future _flushing _loop _moved_at _on_close _queue _queued _send "
+    "_sending _started _transport _wakeup _watchdog _writer close_code close_reason "
+    "connected_at connection_id frames_sent metadata topics user_id user_key"
+)
+
 
 class WebSocketConnection:
     """One authenticated WebSocket: ids, user, topics, metadata and the send queue.
@@ -50,6 +57,9 @@ class WebSocketConnection:
         connected_at: UTC time of the handshake.
         close_code: the code it was closed with, ``None`` while open.
     """
+
+    # Thousands live at once: slots, keeping ``__dict__`` (made only if another attribute is set).
+    __slots__ = tuple(_SLOTS.split())
 
     def __init__(
         self,
