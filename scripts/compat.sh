@@ -32,7 +32,10 @@ for requirement in requirements:
     match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?>=([0-9][^,;\s]*)", requirement)
     if match is None:
         raise SystemExit(f"compat.sh: no plain '>=' floor in {requirement!r}")
-    floors[match[1].lower()] = match[2]
+    name = match[1].lower()
+    # A package several extras name (websockets) gets the highest of their floors.
+    if name not in floors or tuple(map(int, match[2].split("."))) > tuple(map(int, floors[name].split("."))):
+        floors[name] = match[2]
 for name, version in sorted(floors.items()):
     print(f"{name}=={version}")
 PY

@@ -357,7 +357,8 @@ def _check_command(words: list[str], line: str, env: dict[str, str], cwd: Path) 
         return "make target exists"
     if program in ("python", ".venv/bin/python"):
         if args[0] == "-m":
-            assert importlib.util.find_spec(args[1]) is not None, args[1]
+            # pip is the installer, not a dependency: a venv made by uv may not carry it.
+            assert args[1] == "pip" or importlib.util.find_spec(args[1]) is not None, args[1]
             return "module exists"
         if args[0] == "-c":
             done = _bash(line.replace(".venv/bin/python", "python"), env, cwd)
