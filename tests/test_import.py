@@ -31,7 +31,7 @@ def test_a_missing_extra_names_a_pip_command_for_its_declared_requirements() -> 
     assert (error.package, error.extra) == ("uvicorn", "server")
     assert str(error) == (
         "'uvicorn' is not installed; tempest-ws's 'server' extra needs: "
-        "pip install 'uvicorn[standard]>=0.52.1' 'websockets>=15.0' (server)"
+        "pip install 'uvicorn[standard]>=0.52.1' 'websockets>=17.4' (server)"
     )
 
 
