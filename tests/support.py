@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -138,3 +139,26 @@ async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.005)
+
+
+async def stalled_socket(base: str, user: str) -> socket.socket:
+    """A raw WebSocket to ``base`` (``http://host:port``) for ``user``, with a 4 KiB
+    receive buffer, that reads nothing after the handshake: a client that stopped reading."""
+    loop = asyncio.get_running_loop()
+    host, port = base.removeprefix("http://").split(":")
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.setblocking(False)
+    await loop.sock_connect(raw, (host, int(port)))
+    request = (
+        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: bearer, {token(user)}\r\n\r\n"
+    )
+    await loop.sock_sendall(raw, request.encode())
+    response = b""
+    async with asyncio.timeout(30):
+        while b"\r\n\r\n" not in response:
+            response += await loop.sock_recv(raw, 1)  # byte by byte: leave frames unread
+    assert response.startswith(b"HTTP/1.1 101")
+    return raw

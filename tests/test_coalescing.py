@@ -28,7 +28,7 @@ from tempest_ws.testing import serve
 from tests._hardening import RawClient
 from tests.backplane_nodes import redis_backplane
 from tests.redis_server import RedisServer
-from tests.support import build_app, make_settings, token, until, ws_url
+from tests.support import build_app, make_settings, stalled_socket, token, until, ws_url
 
 # -- unit: the writer and the tick ----------------------------------------------------
 
@@ -335,34 +335,12 @@ async def test_a_close_after_coalesced_frames_arrives_after_them() -> None:
         assert len(counting.writes) <= 3
 
 
-async def _stalled(base: str, user: str) -> socket.socket:
-    """A raw WebSocket with a 4 KiB receive buffer that reads nothing after the handshake."""
-    loop = asyncio.get_running_loop()
-    host, port = base.removeprefix("http://").split(":")
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.setblocking(False)
-    await loop.sock_connect(raw, (host, int(port)))
-    request = (
-        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: bearer, {token(user)}\r\n\r\n"
-    )
-    await loop.sock_sendall(raw, request.encode())
-    response = b""
-    async with asyncio.timeout(30):
-        while b"\r\n\r\n" not in response:
-            response += await loop.sock_recv(raw, 1)  # byte by byte: leave frames unread
-    assert response.startswith(b"HTTP/1.1 101")
-    return raw
-
-
 async def test_a_stalled_reader_is_still_closed_1013_under_coalescing() -> None:
     async with _server(WS_SEND_QUEUE_BYTES=256 * 1024, WS_SLOW_CONSUMER_TIMEOUT_SECONDS=1) as (
         base,
         hub,
     ):
-        raw = await _stalled(base, "stuck")
+        raw = await stalled_socket(base, "stuck")
         await until(lambda: bool(hub.connections_of("stuck")))
         stuck = hub.connections_of("stuck")[0]
         counting = _count_writes(stuck)

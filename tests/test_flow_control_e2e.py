@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from tests._hardening import RawClient
 from tests.redis_server import RedisServer
 from tests.server_process import ServerProcess
-from tests.support import token
+from tests.support import stalled_socket, token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -57,27 +57,6 @@ def _status(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"{field} not in /proc/{pid}/status")
-
-
-async def _stall(port: int, user: str) -> socket.socket:
-    """A raw WebSocket with a 4 KiB receive buffer that reads nothing after the handshake."""
-    loop = asyncio.get_running_loop()
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.setblocking(False)
-    await loop.sock_connect(raw, ("127.0.0.1", port))
-    request = (
-        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: bearer, {token(user)}\r\n\r\n"
-    )
-    await loop.sock_sendall(raw, request.encode())
-    response = b""
-    async with asyncio.timeout(30):
-        while b"\r\n\r\n" not in response:
-            response += await loop.sock_recv(raw, 1)  # byte by byte: leave frames unread
-    assert response.startswith(b"HTTP/1.1 101")
-    return raw
 
 
 async def _close_code(raw: socket.socket) -> int | None:
@@ -136,7 +115,7 @@ async def test_a_burst_never_closes_fast_readers_and_closes_the_stalled_one(
             async with asyncio.timeout(30):
                 while json.loads(await ws.recv())["type"] != "subscribed":
                     pass
-        raw = await _stall(server.port, "stalled")
+        raw = await stalled_socket(f"http://127.0.0.1:{server.port}", "stalled")
         await _until_stats(http, "subscriptions", READERS + 1, 30)
 
         reading = [asyncio.create_task(_reader(ws, BURST)) for ws in readers]
@@ -162,7 +141,9 @@ async def test_b_stalled_sockets_hold_at_most_their_byte_budget(
 ) -> None:
     _env(monkeypatch, WS_SEND_QUEUE_BYTES=BUDGET, WS_MAX_MESSAGE_BYTES=65536)
     async with server, httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
-        stalled = [await _stall(server.port, f"s{u}") for u in range(STALLED)]
+        stalled = [
+            await stalled_socket(f"http://127.0.0.1:{server.port}", f"s{u}") for u in range(STALLED)
+        ]
         await _until_stats(http, "subscriptions", STALLED, 30)
         await http.post("/trim")
         before = _status(server.pid, "VmRSS")

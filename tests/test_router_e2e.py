@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tempest_ws import CloseCode, WebSocketConnection, WebSocketHub, WebSocketSettings
 from tempest_ws.testing import serve
-from tests.support import build_app, make_settings, token, until, ws_url
+from tests.support import build_app, make_settings, stalled_socket, token, until, ws_url
 
 pytestmark = pytest.mark.e2e
 
@@ -405,28 +405,12 @@ async def test_query_tokens_never_reach_uvicorn_logs() -> None:
 
 async def test_stalled_reader_never_delays_a_healthy_client() -> None:
     """A raw socket that completes the handshake and never reads again."""
-    import socket
 
     settings = make_settings(WS_SEND_QUEUE_SIZE=64, WS_CLOSE_TIMEOUT_SECONDS=0.5)
     app, hub = build_app(settings)
     rounds, payload = 3000, "x" * 3000
     async with serve(app, settings=settings) as base:
-        loop = asyncio.get_running_loop()
-        host, port = base.removeprefix("http://").split(":")
-        raw = socket.socket()
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.setblocking(False)
-        await loop.sock_connect(raw, (host, int(port)))
-        request = (
-            f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: bearer, {token('stalled')}\r\n\r\n"
-        )
-        await loop.sock_sendall(raw, request.encode())
-        response = b""
-        while b"\r\n\r\n" not in response:
-            response += await loop.sock_recv(raw, 1)  # byte by byte: leave frames unread
-        assert response.startswith(b"HTTP/1.1 101")
+        raw = await stalled_socket(base, "stalled")
         await until(lambda: len(hub.connections_of("stalled")) == 1)
         stalled = hub.connections_of("stalled")[0]
 
