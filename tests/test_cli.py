@@ -179,6 +179,7 @@ def test_review_flags_each_unsafe_combination() -> None:
     assert "WS_ALLOW_QUERY_TOKEN" in flagged(**{**safe, "WS_ALLOW_QUERY_TOKEN": True})
     assert "WS_ALLOWED_ORIGINS" in flagged(**{**safe, "WS_ALLOWED_ORIGINS": ["*"]})
     assert "WS_HISTORY_TOPICS" in flagged(**safe, WS_HISTORY_TOPICS=["chat:*"])
+    assert "WS_JWT_ALGORITHMS" in flagged(**safe, WS_JWT_ALGORITHMS=["HS256", "RS256"])
     assert "WS_TRUSTED_PROXIES" in flagged(**safe, WS_TRUSTED_PROXIES=["*"])
     assert flagged(**safe, WS_REDIS_URL="redis://127.0.0.1:6379") == set()
     assert flagged(**safe, WS_REDIS_URL="rediss://:pw@redis.example:6380") == set()

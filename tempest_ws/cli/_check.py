@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from ..auth import jwt_bearer_resolver
+from ..exceptions import ConfigurationError
 from ..settings import WebSocketSettings
 from ._common import add_env_file_option, load_settings
 
@@ -102,31 +104,12 @@ def _redis_findings(url: str) -> list[Finding]:
 def review(settings: WebSocketSettings) -> list[Finding]:
     """What ``check`` reports about ``settings``, errors first."""
     found: list[Finding] = []
-    hmac = [a for a in settings.WS_JWT_ALGORITHMS if a.startswith("HS")]
-    if hmac and settings.WS_JWT_SECRET is None:
-        found.append(
-            Finding(
-                "error",
-                "WS_JWT_SECRET",
-                f"not set: jwt_bearer_resolver refuses to start with {hmac} (use 32+ random bytes)",
-            )
-        )
-    elif hmac and settings.WS_JWT_SECRET is not None:
-        size = len(settings.WS_JWT_SECRET.get_secret_value().encode())
-        need = {"HS256": 32, "HS384": 48, "HS512": 64}
-        minimum = max(need.get(a, 32) for a in hmac)
-        if size < minimum:
-            found.append(
-                Finding("error", "WS_JWT_SECRET", f"{size} bytes: {hmac} needs at least {minimum}")
-            )
-    if not hmac and not settings.WS_JWT_PUBLIC_KEY:
-        found.append(
-            Finding(
-                "error",
-                "WS_JWT_PUBLIC_KEY",
-                f"public-key algorithms {settings.WS_JWT_ALGORITHMS} need a PEM public key",
-            )
-        )
+    try:  # the resolver's own checks: the secret's length, the key, the algorithms
+        jwt_bearer_resolver(settings)
+    except ConfigurationError as exc:
+        names = ("WS_JWT_SECRET", "WS_JWT_PUBLIC_KEY")
+        setting = next((n for n in names if n in exc.reason), "WS_JWT_ALGORITHMS")
+        found.append(Finding("error", setting, exc.reason))
     if not settings.WS_ALLOWED_ORIGINS:
         found.append(
             Finding(
