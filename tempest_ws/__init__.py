@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .asyncapi import add_asyncapi_route, asyncapi_document
-from .auth import extract_token, jwt_bearer_resolver, origin_allowed
-from .backplane import Backplane, InMemoryBackplane
-from .codes import CLOSE_CODE_INFO, CloseCode, describe_close_code
-from .connection import WebSocketConnection
-from .envelope import WSEnvelope, decode_envelope, encode_envelope
-from .exceptions import (
+from tempest_ws.asyncapi import add_asyncapi_route, asyncapi_document
+from tempest_ws.auth import extract_token, jwt_bearer_resolver, origin_allowed
+from tempest_ws.backplane import Backplane, InMemoryBackplane
+from tempest_ws.codes import CLOSE_CODE_INFO, CloseCode, describe_close_code
+from tempest_ws.connection import WebSocketConnection
+from tempest_ws.envelope import WSEnvelope, decode_envelope, encode_envelope
+from tempest_ws.exceptions import (
     BackplaneError,
     CapacityError,
     ConfigurationError,
@@ -24,7 +24,7 @@ from .exceptions import (
     TopicLimitError,
     UnencodableMessageError,
 )
-from .history import (
+from tempest_ws.history import (
     Entry,
     HistoryPage,
     HistoryPolicy,
@@ -36,9 +36,9 @@ from .history import (
     position_of,
     requested_position,
 )
-from .hub import ClusterStats, HistoryStats, HubStats, WebSocketHub
-from .messages import MessageRegistry
-from .realtime import (
+from tempest_ws.hub import ClusterStats, HistoryStats, HubStats, WebSocketHub
+from tempest_ws.messages import MessageRegistry
+from tempest_ws.realtime import (
     BUILTIN_OPERATIONS,
     PRESENCE_JOIN,
     PRESENCE_LEAVE,
@@ -51,14 +51,14 @@ from .realtime import (
     receive_envelope,
     reply_envelope,
 )
-from .router import WebSocketRouter, make_websocket_router
-from .server import uvicorn_options
-from .settings import WebSocketSettings
-from .tracing import Tracing
+from tempest_ws.router import WebSocketRouter, make_websocket_router
+from tempest_ws.server import uvicorn_options
+from tempest_ws.settings import WebSocketSettings
+from tempest_ws.tracing import Tracing
 
 if TYPE_CHECKING:
-    from .backplane.redis import RedisBackplane
-    from .history.redis import RedisHistory
+    from tempest_ws.backplane.redis import RedisBackplane
+    from tempest_ws.history.redis import RedisHistory
 
 __version__ = "0.1.0"
 
@@ -126,11 +126,11 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Redis classes are imported on first use: ``import tempest_ws`` never imports redis.
     if name == "RedisBackplane":
-        from .backplane.redis import RedisBackplane
+        from tempest_ws.backplane.redis import RedisBackplane
 
         return RedisBackplane
     if name == "RedisHistory":
-        from .history.redis import RedisHistory
+        from tempest_ws.history.redis import RedisHistory
 
         return RedisHistory
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

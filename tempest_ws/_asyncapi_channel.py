@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from .auth import BEARER_SUBPROTOCOL
-from .codes import CLOSE_CODE_INFO, CloseCode
-from .exceptions import ConfigurationError
-from .settings import WebSocketSettings
+from tempest_ws.auth import BEARER_SUBPROTOCOL
+from tempest_ws.codes import CLOSE_CODE_INFO, CloseCode
+from tempest_ws.exceptions import ConfigurationError
+from tempest_ws.settings import WebSocketSettings
 
 __all__ = [
     "COMPONENT_KEY",

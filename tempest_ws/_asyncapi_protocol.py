@@ -18,8 +18,8 @@ from typing import Final, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._builtins import MessageId, ReceiptData, SubscribeData, TopicData, TypingData
-from .envelope import (
+from tempest_ws._builtins import MessageId, ReceiptData, SubscribeData, TopicData, TypingData
+from tempest_ws.envelope import (
     ACK,
     AUTH_REFRESH,
     ERROR,
@@ -31,7 +31,7 @@ from .envelope import (
     SUBSCRIBE,
     UNSUBSCRIBE,
 )
-from .realtime import PRESENCE_GET, PRESENCE_JOIN, PRESENCE_LEAVE, RECEIPT, TYPING
+from tempest_ws.realtime import PRESENCE_GET, PRESENCE_JOIN, PRESENCE_LEAVE, RECEIPT, TYPING
 
 __all__ = ["ProtocolMessage", "protocol_messages"]
 

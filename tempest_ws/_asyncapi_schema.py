@@ -16,7 +16,7 @@ from typing import Any, Final
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from .envelope import MAX_REQUEST_ID_LENGTH
+from tempest_ws.envelope import MAX_REQUEST_ID_LENGTH
 
 __all__ = ["STAMPED", "envelope_payload", "model_schemas", "to_draft07"]
 

@@ -20,11 +20,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeAlias, cast
 
-from ._audit import security_event
-from .exceptions import ConfigurationError
+from tempest_ws._audit import security_event
+from tempest_ws.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
-    from .connection import WebSocketConnection
+    from tempest_ws.connection import WebSocketConnection
 
 __all__ = ["TopicAuthorizer", "allow_any_topic", "authorize", "require_authorizer"]
 

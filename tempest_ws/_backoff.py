@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Generic, Literal, TypeVar
 
-from .codes import CloseCode
-from .exceptions import ConfigurationError, TempestWSError
+from tempest_ws.codes import CloseCode
+from tempest_ws.exceptions import ConfigurationError, TempestWSError
 
 __all__ = [
     "LONG_BACKOFF_CODES",

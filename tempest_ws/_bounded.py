@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Iterable
 from typing import Any, Final, TypeVar
 
-from .exceptions import ConfigurationError
+from tempest_ws.exceptions import ConfigurationError
 
 __all__ = ["STOP_TIMEOUT", "bounded", "cancel_tasks", "check_stop_timeout", "lost_cancellation"]
 

@@ -26,18 +26,23 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ._audit import security_event
-from ._membership import MAX_TOPIC_LENGTH
-from .codes import CloseCode
-from .envelope import SUBSCRIBE, UNSUBSCRIBE, WSEnvelope, encode_envelope
-from .exceptions import BackplaneError, TopicLimitError
-from .history.base import MAX_EPOCH_LENGTH, Position
-from .messages import INVALID_DATA, TOPIC_LIMIT, MessageRegistry, describe_validation_error
-from .realtime import PRESENCE_GET, RECEIPT, TYPING, error_reply, reply_envelope
+from tempest_ws._audit import security_event
+from tempest_ws._membership import MAX_TOPIC_LENGTH
+from tempest_ws.codes import CloseCode
+from tempest_ws.envelope import SUBSCRIBE, UNSUBSCRIBE, WSEnvelope, encode_envelope
+from tempest_ws.exceptions import BackplaneError, TopicLimitError
+from tempest_ws.history.base import MAX_EPOCH_LENGTH, Position
+from tempest_ws.messages import (
+    INVALID_DATA,
+    TOPIC_LIMIT,
+    MessageRegistry,
+    describe_validation_error,
+)
+from tempest_ws.realtime import PRESENCE_GET, RECEIPT, TYPING, error_reply, reply_envelope
 
 if TYPE_CHECKING:
-    from .connection import WebSocketConnection
-    from .hub import WebSocketHub
+    from tempest_ws.connection import WebSocketConnection
+    from tempest_ws.hub import WebSocketHub
 
 __all__ = ["MAX_CONNECT_TOPICS", "Inbound"]
 

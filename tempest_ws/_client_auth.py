@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ._client_options import TokenProvider
-from ._client_session import _Session
-from ._reconnect import _ReconnectingClient
-from .auth import BEARER_SUBPROTOCOL
-from .envelope import ACK, AUTH_REFRESH, WSEnvelope, encode_envelope
-from .exceptions import (
+from tempest_ws._client_options import TokenProvider
+from tempest_ws._client_session import _Session
+from tempest_ws._reconnect import _ReconnectingClient
+from tempest_ws.auth import BEARER_SUBPROTOCOL
+from tempest_ws.envelope import ACK, AUTH_REFRESH, WSEnvelope, encode_envelope
+from tempest_ws.exceptions import (
     ConfigurationError,
     ConnectionClosedError,
     MissingDependencyError,

@@ -25,9 +25,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from .exceptions import ConfigurationError
-from .history.base import Position
-from .history.wire import EPOCH_KEY, OFFSET_KEY, TOPIC_KEY, position_of
+from tempest_ws.exceptions import ConfigurationError
+from tempest_ws.history.base import Position
+from tempest_ws.history.wire import EPOCH_KEY, OFFSET_KEY, TOPIC_KEY, position_of
 
 __all__ = ["ClientPositions", "Mark", "RecoveryNotice"]
 

@@ -15,10 +15,10 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypedDict
 
-from ._backoff import Backoff, Disconnect, Overflow
-from .codes import CLOSE_CODE_INFO, CloseCode
-from .envelope import WSEnvelope
-from .exceptions import ConfigurationError, MissingDependencyError, RequestError
+from tempest_ws._backoff import Backoff, Disconnect, Overflow
+from tempest_ws.codes import CLOSE_CODE_INFO, CloseCode
+from tempest_ws.envelope import WSEnvelope
+from tempest_ws.exceptions import ConfigurationError, MissingDependencyError, RequestError
 
 try:
     from websockets.exceptions import InvalidMessage

@@ -19,11 +19,11 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._backoff import Disconnect
-from ._bounded import STOP_TIMEOUT, bounded, cancel_tasks
-from .codes import CloseCode
-from .exceptions import ConfigurationError, ConnectionClosedError, MissingDependencyError
-from .heartbeat import HeartbeatAction, Liveness
+from tempest_ws._backoff import Disconnect
+from tempest_ws._bounded import STOP_TIMEOUT, bounded, cancel_tasks
+from tempest_ws.codes import CloseCode
+from tempest_ws.exceptions import ConfigurationError, ConnectionClosedError, MissingDependencyError
+from tempest_ws.heartbeat import HeartbeatAction, Liveness
 
 try:
     from websockets.asyncio.client import ClientConnection, connect
@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - exercised when the extra is absent
     raise MissingDependencyError("websockets", "client") from None
 
 if TYPE_CHECKING:
-    from ._reconnect import _ReconnectingClient
+    from tempest_ws._reconnect import _ReconnectingClient
 
 __all__ = ["_Session", "_call_hook", "_open_connection"]
 

@@ -17,8 +17,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from .envelope import ERROR, SUBSCRIBE, WSEnvelope, encode_envelope
-from .exceptions import RequestError
+from tempest_ws.envelope import ERROR, SUBSCRIBE, WSEnvelope, encode_envelope
+from tempest_ws.exceptions import RequestError
 
 __all__ = ["Answer", "Subscriptions", "request_error"]
 

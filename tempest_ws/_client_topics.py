@@ -20,19 +20,19 @@ import logging
 from abc import abstractmethod
 from typing import Any
 
-from ._client_history import ClientPositions
-from ._client_options import SubscribeErrorHook
-from ._client_session import _call_hook, _Session
-from ._client_subscriptions import Answer, Subscriptions, request_error
-from ._reconnect import _ReconnectingClient
-from .envelope import ACK, ERROR, UNSUBSCRIBE, WSEnvelope, encode_envelope
-from .exceptions import (
+from tempest_ws._client_history import ClientPositions
+from tempest_ws._client_options import SubscribeErrorHook
+from tempest_ws._client_session import _call_hook, _Session
+from tempest_ws._client_subscriptions import Answer, Subscriptions, request_error
+from tempest_ws._reconnect import _ReconnectingClient
+from tempest_ws.envelope import ACK, ERROR, UNSUBSCRIBE, WSEnvelope, encode_envelope
+from tempest_ws.exceptions import (
     ConnectionClosedError,
     MissingDependencyError,
     RequestError,
     RequestTimeoutError,
 )
-from .realtime import PRESENCE_GET, RECEIPT, TYPING
+from tempest_ws.realtime import PRESENCE_GET, RECEIPT, TYPING
 
 try:
     from websockets.exceptions import ConnectionClosed

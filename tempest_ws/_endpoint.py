@@ -32,26 +32,26 @@ import uuid
 from fastapi import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ._audit import security_event, traffic_event
-from ._bounded import STOP_TIMEOUT, cancel_tasks
-from ._builtins import Inbound
-from ._expiry import TokenLifetime
-from ._handler_socket import HandlerWebSocket
-from ._hooks import Hooks
-from ._ratelimit import AddressLimiter, TokenBucket, client_address, parse_trusted_proxies
-from ._server_guard import find_protocol
-from ._session import HandlerChannel, SessionLimits
-from ._transport import find_transport
-from ._types import BearerResolver, Handler, Receive, Scope, Send, UserId
-from .auth import BEARER_SUBPROTOCOL, extract_token, origin_allowed
-from .codes import CloseCode
-from .connection import WebSocketConnection
-from .envelope import HELLO, PING_FRAME, SUBSCRIBE, encode_envelope
-from .exceptions import CapacityError, ConnectionClosedError
-from .heartbeat import Beat, HeartbeatWheel
-from .hub import WebSocketHub
-from .settings import WebSocketSettings
-from .tracing import Tracing, note_handler_error
+from tempest_ws._audit import security_event, traffic_event
+from tempest_ws._bounded import STOP_TIMEOUT, cancel_tasks
+from tempest_ws._builtins import Inbound
+from tempest_ws._expiry import TokenLifetime
+from tempest_ws._handler_socket import HandlerWebSocket
+from tempest_ws._hooks import Hooks
+from tempest_ws._ratelimit import AddressLimiter, TokenBucket, client_address, parse_trusted_proxies
+from tempest_ws._server_guard import find_protocol
+from tempest_ws._session import HandlerChannel, SessionLimits
+from tempest_ws._transport import find_transport
+from tempest_ws._types import BearerResolver, Handler, Receive, Scope, Send, UserId
+from tempest_ws.auth import BEARER_SUBPROTOCOL, extract_token, origin_allowed
+from tempest_ws.codes import CloseCode
+from tempest_ws.connection import WebSocketConnection
+from tempest_ws.envelope import HELLO, PING_FRAME, SUBSCRIBE, encode_envelope
+from tempest_ws.exceptions import CapacityError, ConnectionClosedError
+from tempest_ws.heartbeat import Beat, HeartbeatWheel
+from tempest_ws.hub import WebSocketHub
+from tempest_ws.settings import WebSocketSettings
+from tempest_ws.tracing import Tracing, note_handler_error
 
 __all__ = ["DRAIN_REASON", "Endpoint"]
 

@@ -27,8 +27,8 @@ from typing import Any, Final
 
 import jwt
 
-from ._types import BearerResolver
-from .envelope import AUTH_REFRESH
+from tempest_ws._types import BearerResolver
+from tempest_ws.envelope import AUTH_REFRESH
 
 __all__ = [
     "AUTH_REFRESH",

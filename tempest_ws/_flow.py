@@ -25,7 +25,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .connection import WebSocketConnection
+    from tempest_ws.connection import WebSocketConnection
 
 __all__ = ["SendBudget"]
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from ._types import Receive, Scope, Send
-from .codes import CloseCode
-from .envelope import parse_json
-from .realtime import JSON_KEY
+from tempest_ws._types import Receive, Scope, Send
+from tempest_ws.codes import CloseCode
+from tempest_ws.envelope import parse_json
+from tempest_ws.realtime import JSON_KEY
 
 __all__ = ["HandlerWebSocket"]
 

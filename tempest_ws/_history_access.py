@@ -8,15 +8,15 @@ hub, holds ``keeps_history``, ``history`` and ``history_stats``.
 
 from __future__ import annotations
 
-from ._history_hub import HubHistory
-from ._history_topic import HistoryStats
-from ._node import Node
-from ._types import Topic
-from .exceptions import ConfigurationError
-from .history.base import HistoryPage, HistoryStore
-from .history.memory import MemoryHistory
-from .history.policy import HistoryPolicy
-from .settings import WebSocketSettings
+from tempest_ws._history_hub import HubHistory
+from tempest_ws._history_topic import HistoryStats
+from tempest_ws._node import Node
+from tempest_ws._types import Topic
+from tempest_ws.exceptions import ConfigurationError
+from tempest_ws.history.base import HistoryPage, HistoryStore
+from tempest_ws.history.memory import MemoryHistory
+from tempest_ws.history.policy import HistoryPolicy
+from tempest_ws.settings import WebSocketSettings
 
 __all__ = ["HistoryAccess", "HistoryStats", "history_from_settings", "make_history"]
 
@@ -32,7 +32,7 @@ def history_from_settings(
     if not policy.enabled:
         return store, None
     if store is None and settings.WS_REDIS_URL:
-        from .history.redis import RedisHistory
+        from tempest_ws.history.redis import RedisHistory
 
         store = RedisHistory.from_settings(settings)
     return store, policy

@@ -16,12 +16,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from ._history_topic import NO_EXCLUSIONS, UNKNOWN, Catchup, Item, TopicState
-from ._registry import Registry
-from .connection import WebSocketConnection
-from .exceptions import BackplaneError
-from .history.base import HistoryStore, Position, Recovery
-from .history.wire import recovery_envelope, stamp_frame
+from tempest_ws._history_topic import NO_EXCLUSIONS, UNKNOWN, Catchup, Item, TopicState
+from tempest_ws._registry import Registry
+from tempest_ws.connection import WebSocketConnection
+from tempest_ws.exceptions import BackplaneError
+from tempest_ws.history.base import HistoryStore, Position, Recovery
+from tempest_ws.history.wire import recovery_envelope, stamp_frame
 
 __all__ = ["Catchups"]
 

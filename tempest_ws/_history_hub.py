@@ -34,21 +34,21 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from ._bounded import STOP_TIMEOUT, bounded, cancel_tasks
-from ._history_catchup import Catchups
-from ._history_mend import Mending
-from ._history_publish import Publishing
-from ._history_topic import HistoryStats, Item, TopicState, follows
-from ._node import Node
-from ._registry import Registry
-from .backplane.packet import OP_TOPIC, Packet, topic_channel
-from .codes import CloseCode
-from .connection import WebSocketConnection
-from .exceptions import BackplaneError
-from .history.base import AppendPublish, HistoryPage, HistoryStore, Position, Recovery
-from .history.policy import HistoryPolicy
-from .history.seam import Sequencer
-from .history.wire import recovery_envelope
+from tempest_ws._bounded import STOP_TIMEOUT, bounded, cancel_tasks
+from tempest_ws._history_catchup import Catchups
+from tempest_ws._history_mend import Mending
+from tempest_ws._history_publish import Publishing
+from tempest_ws._history_topic import HistoryStats, Item, TopicState, follows
+from tempest_ws._node import Node
+from tempest_ws._registry import Registry
+from tempest_ws.backplane.packet import OP_TOPIC, Packet, topic_channel
+from tempest_ws.codes import CloseCode
+from tempest_ws.connection import WebSocketConnection
+from tempest_ws.exceptions import BackplaneError
+from tempest_ws.history.base import AppendPublish, HistoryPage, HistoryStore, Position, Recovery
+from tempest_ws.history.policy import HistoryPolicy
+from tempest_ws.history.seam import Sequencer
+from tempest_ws.history.wire import recovery_envelope
 
 __all__ = ["HubHistory"]
 

@@ -18,12 +18,12 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from ._history_topic import NO_EXCLUSIONS, Item, TopicState
-from .exceptions import BackplaneError
-from .history.base import HistoryStore, Position, Recovery
-from .history.policy import HistoryPolicy
-from .history.seam import Sequencer
-from .history.wire import stamp_frame
+from tempest_ws._history_topic import NO_EXCLUSIONS, Item, TopicState
+from tempest_ws.exceptions import BackplaneError
+from tempest_ws.history.base import HistoryStore, Position, Recovery
+from tempest_ws.history.policy import HistoryPolicy
+from tempest_ws.history.seam import Sequencer
+from tempest_ws.history.wire import stamp_frame
 
 __all__ = ["Mending"]
 

@@ -18,14 +18,14 @@ import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from ._audit import traffic_event
-from ._history_topic import TopicState
-from ._node import Node
-from ._registry import Registry
-from .backplane.packet import OP_TOPIC, encode_packet, positioned_head, topic_channel
-from .exceptions import BackplaneError
-from .history.base import AppendPublish, HistoryStore, Position
-from .history.wire import stamp_frame
+from tempest_ws._audit import traffic_event
+from tempest_ws._history_topic import TopicState
+from tempest_ws._node import Node
+from tempest_ws._registry import Registry
+from tempest_ws.backplane.packet import OP_TOPIC, encode_packet, positioned_head, topic_channel
+from tempest_ws.exceptions import BackplaneError
+from tempest_ws.history.base import AppendPublish, HistoryStore, Position
+from tempest_ws.history.wire import stamp_frame
 
 __all__ = ["Publishing"]
 

@@ -14,10 +14,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .connection import WebSocketConnection
-from .history.base import Position
-from .history.seam import Seam, Sequencer
-from .history.wire import Stamper
+from tempest_ws.connection import WebSocketConnection
+from tempest_ws.history.base import Position
+from tempest_ws.history.seam import Seam, Sequencer
+from tempest_ws.history.wire import Stamper
 
 __all__ = [
     "NO_EXCLUSIONS",

@@ -19,13 +19,13 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
-from .codes import CloseCode
-from .realtime import OnConnect, OnDisconnect
+from tempest_ws.codes import CloseCode
+from tempest_ws.realtime import OnConnect, OnDisconnect
 
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
-    from .connection import WebSocketConnection
+    from tempest_ws.connection import WebSocketConnection
 
 __all__ = ["Hooks"]
 

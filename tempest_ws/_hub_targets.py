@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._flow import SendBudget
-from ._node import Node
-from ._registry import Registry
-from ._types import UserId
-from .backplane.packet import (
+from tempest_ws._flow import SendBudget
+from tempest_ws._node import Node
+from tempest_ws._registry import Registry
+from tempest_ws._types import UserId
+from tempest_ws.backplane.packet import (
     OP_CONN,
     OP_KICK,
     OP_USER,
@@ -24,13 +24,13 @@ from .backplane.packet import (
     node_channel,
     user_channel,
 )
-from .codes import CloseCode
-from .connection import WebSocketConnection
-from .envelope import ACK, EnvelopeLike, encode_envelope
-from .realtime import error_reply, reply_envelope
+from tempest_ws.codes import CloseCode
+from tempest_ws.connection import WebSocketConnection
+from tempest_ws.envelope import ACK, EnvelopeLike, encode_envelope
+from tempest_ws.realtime import error_reply, reply_envelope
 
 if TYPE_CHECKING:
-    from .tracing import Tracing
+    from tempest_ws.tracing import Tracing
 
 __all__ = ["TargetedSends"]
 

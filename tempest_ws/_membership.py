@@ -15,19 +15,19 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ._authz import TopicAuthorizer, authorize, require_authorizer
-from ._history_hub import HubHistory
-from ._node import Node
-from ._presence import TopicPresence
-from ._registry import Registry
-from ._types import Topic, UserId
-from .backplane.base import Backplane
-from .backplane.packet import topic_channel
-from .connection import WebSocketConnection
-from .envelope import EnvelopeLike
-from .exceptions import BackplaneError, ConfigurationError, TopicLimitError
-from .history.base import Position
-from .messages import TOPIC_LIMIT
+from tempest_ws._authz import TopicAuthorizer, authorize, require_authorizer
+from tempest_ws._history_hub import HubHistory
+from tempest_ws._node import Node
+from tempest_ws._presence import TopicPresence
+from tempest_ws._registry import Registry
+from tempest_ws._types import Topic, UserId
+from tempest_ws.backplane.base import Backplane
+from tempest_ws.backplane.packet import topic_channel
+from tempest_ws.connection import WebSocketConnection
+from tempest_ws.envelope import EnvelopeLike
+from tempest_ws.exceptions import BackplaneError, ConfigurationError, TopicLimitError
+from tempest_ws.history.base import Position
+from tempest_ws.messages import TOPIC_LIMIT
 
 __all__ = ["MAX_TOPIC_LENGTH", "HubMembership"]
 

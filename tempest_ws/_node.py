@@ -19,12 +19,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ._audit import traffic_event
-from ._bounded import STOP_TIMEOUT, bounded
-from ._flow import SendBudget
-from ._registry import Registry
-from .backplane.base import Backplane, Member
-from .backplane.packet import (
+from tempest_ws._audit import traffic_event
+from tempest_ws._bounded import STOP_TIMEOUT, bounded
+from tempest_ws._flow import SendBudget
+from tempest_ws._registry import Registry
+from tempest_ws.backplane.base import Backplane, Member
+from tempest_ws.backplane.packet import (
     ALL_CHANNEL,
     OP_CLOSE,
     OP_KICK,
@@ -33,13 +33,13 @@ from .backplane.packet import (
     encode_packet,
     node_channel,
 )
-from .codes import CloseCode
-from .connection import WebSocketConnection
-from .envelope import RESYNC, encode_envelope
-from .exceptions import BackplaneError
+from tempest_ws.codes import CloseCode
+from tempest_ws.connection import WebSocketConnection
+from tempest_ws.envelope import RESYNC, encode_envelope
+from tempest_ws.exceptions import BackplaneError
 
 if TYPE_CHECKING:
-    from .tracing import Tracing
+    from tempest_ws.tracing import Tracing
 
 __all__ = ["ClusterStats", "Node"]
 

@@ -22,9 +22,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from ._bounded import STOP_TIMEOUT, cancel_tasks
-from .backplane.base import Backplane
-from .exceptions import BackplaneError
+from tempest_ws._bounded import STOP_TIMEOUT, cancel_tasks
+from tempest_ws.backplane.base import Backplane
+from tempest_ws.exceptions import BackplaneError
 
 __all__ = ["PRESENCE_JOIN", "PRESENCE_LEAVE", "PresenceSetting", "TopicPresence"]
 

@@ -13,13 +13,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from ._types import UserId
-from .envelope import HELLO, PING, WSEnvelope, decode_envelope, encode_envelope
-from .exceptions import EnvelopeError
+from tempest_ws._types import UserId
+from tempest_ws.envelope import HELLO, PING, WSEnvelope, decode_envelope, encode_envelope
+from tempest_ws.exceptions import EnvelopeError
 
 if TYPE_CHECKING:
-    from .connection import WebSocketConnection
-    from .hub import WebSocketHub
+    from tempest_ws.connection import WebSocketConnection
+    from tempest_ws.hub import WebSocketHub
 
 __all__ = ["HubProbe", "ProbedDelivery", "ProbedFrame"]
 

@@ -22,14 +22,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ._backoff import Action, Disconnect, OfflineQueue, ReconnectPolicy
-from ._bounded import STOP_TIMEOUT, cancel_tasks
-from ._client_history import Mark
-from ._client_options import ClientOptions, check_known, default_is_fatal, positive
-from ._client_session import _open_connection, _Session
-from .codes import CloseCode
-from .envelope import WSEnvelope
-from .exceptions import (
+from tempest_ws._backoff import Action, Disconnect, OfflineQueue, ReconnectPolicy
+from tempest_ws._bounded import STOP_TIMEOUT, cancel_tasks
+from tempest_ws._client_history import Mark
+from tempest_ws._client_options import ClientOptions, check_known, default_is_fatal, positive
+from tempest_ws._client_session import _open_connection, _Session
+from tempest_ws.codes import CloseCode
+from tempest_ws.envelope import WSEnvelope
+from tempest_ws.exceptions import (
     ClientGaveUpError,
     ConfigurationError,
     ConnectionClosedError,

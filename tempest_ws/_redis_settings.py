@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .exceptions import ConfigurationError
-from .settings import WebSocketSettings
+from tempest_ws.exceptions import ConfigurationError
+from tempest_ws.settings import WebSocketSettings
 
 __all__ = ["RedisSettings", "redis_settings"]
 

@@ -14,9 +14,9 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .backplane.packet import OP_ALL, OP_CONN, OP_USER, user_channel
-from .codes import CloseCode
-from .connection import WebSocketConnection
+from tempest_ws.backplane.packet import OP_ALL, OP_CONN, OP_USER, user_channel
+from tempest_ws.codes import CloseCode
+from tempest_ws.connection import WebSocketConnection
 
 __all__ = ["HubStats", "Registry", "id_set"]
 

@@ -23,8 +23,8 @@ from typing import Any, cast
 from fastapi import APIRouter, WebSocket
 from fastapi.params import Depends
 
-from ._endpoint import Endpoint
-from ._types import Receive, Send
+from tempest_ws._endpoint import Endpoint
+from tempest_ws._types import Receive, Send
 
 __all__ = ["ROUTE_NAME", "add_endpoint_route"]
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._audit import security_event
+from tempest_ws._audit import security_event
 
 __all__ = [
     "FragmentBudget",

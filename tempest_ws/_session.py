@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocketDisconnect
 
-from ._audit import frame_in, frame_out, security_event
-from ._expiry import AUTH_REFRESH, TokenLifetime, refresh_token_of
-from ._ratelimit import TokenBucket
-from ._types import Message, Receive, Send
-from .codes import CloseCode
-from .connection import WebSocketConnection
-from .envelope import (
+from tempest_ws._audit import frame_in, frame_out, security_event
+from tempest_ws._expiry import AUTH_REFRESH, TokenLifetime, refresh_token_of
+from tempest_ws._ratelimit import TokenBucket
+from tempest_ws._types import Message, Receive, Send
+from tempest_ws.codes import CloseCode
+from tempest_ws.connection import WebSocketConnection
+from tempest_ws.envelope import (
     ACK,
     PING,
     PONG,
@@ -43,14 +43,14 @@ from .envelope import (
     encode_envelope,
     error_envelope,
 )
-from .exceptions import EnvelopeError
-from .heartbeat import Beat
-from .realtime import ENVELOPE_KEY, JSON_KEY, MODEL_KEY
-from .tracing import note_rejection
+from tempest_ws.exceptions import EnvelopeError
+from tempest_ws.heartbeat import Beat
+from tempest_ws.realtime import ENVELOPE_KEY, JSON_KEY, MODEL_KEY
+from tempest_ws.tracing import note_rejection
 
 if TYPE_CHECKING:
-    from ._builtins import Inbound
-    from .tracing import SessionTracer
+    from tempest_ws._builtins import Inbound
+    from tempest_ws.tracing import SessionTracer
 
 logger = logging.getLogger("tempest_ws.session")
 

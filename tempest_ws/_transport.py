@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, cast
 
-from ._frames import encode_text_frame, encode_text_frames
+from tempest_ws._frames import encode_text_frame, encode_text_frames
 
 __all__ = ["CORK_BYTES", "DirectWriter", "TickFlusher", "direct_writer", "find_transport"]
 

@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
-from ._asyncapi_channel import (
+from tempest_ws._asyncapi_channel import (
     COMPONENT_KEY,
     channel_description,
     close_codes,
@@ -41,11 +41,11 @@ from ._asyncapi_channel import (
     servers_object,
     ws_binding,
 )
-from ._asyncapi_protocol import ProtocolMessage, protocol_messages
-from ._asyncapi_schema import envelope_payload, model_schemas
-from .messages import MessageRegistry
-from .router import WebSocketRouter, _builtin_operations
-from .settings import WebSocketSettings
+from tempest_ws._asyncapi_protocol import ProtocolMessage, protocol_messages
+from tempest_ws._asyncapi_schema import envelope_payload, model_schemas
+from tempest_ws.messages import MessageRegistry
+from tempest_ws.router import WebSocketRouter, _builtin_operations
+from tempest_ws.settings import WebSocketSettings
 
 __all__ = ["ASYNCAPI_VERSION", "CLOSE_CODES_EXTENSION", "add_asyncapi_route", "asyncapi_document"]
 

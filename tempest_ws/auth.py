@@ -15,9 +15,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 
-from ._types import BearerResolver
-from .exceptions import ConfigurationError
-from .settings import WebSocketSettings
+from tempest_ws._types import BearerResolver
+from tempest_ws.exceptions import ConfigurationError
+from tempest_ws.settings import WebSocketSettings
 
 __all__ = [
     "BEARER_SUBPROTOCOL",

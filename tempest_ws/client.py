@@ -30,29 +30,29 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Unpack
 
-from ._backoff import Backoff, Disconnect, SendQueueFullError
-from ._client_auth import AuthMode, TokenAuth, TokenGrant
-from ._client_history import ClientPositions, Mark
-from ._client_options import ClientOptions, EnvelopeHook, TokenProvider, default_is_fatal, positive
-from ._client_options import DisconnectHook as DisconnectHook  # hook types, for annotations
-from ._client_options import Hook as Hook
-from ._client_options import RecoveryHook as RecoveryHook
-from ._client_options import SubscribeErrorHook as SubscribeErrorHook
-from ._client_session import _call_hook, _Session
-from ._client_subscriptions import Subscriptions
-from ._client_topics import TopicOperations
-from ._reconnect import UrlSource, _ReconnectingClient
-from .codes import CloseCode
-from .envelope import (
-    HELLO,
-    PING,
-    PONG,
-    RESYNC,
-    WSEnvelope,
-    decode_frame,
-    encode_envelope,
+from tempest_ws._backoff import Backoff, Disconnect, SendQueueFullError
+from tempest_ws._client_auth import AuthMode, TokenAuth, TokenGrant
+from tempest_ws._client_history import ClientPositions, Mark
+from tempest_ws._client_options import (
+    ClientOptions,
+    EnvelopeHook,
+    TokenProvider,
+    default_is_fatal,
+    positive,
 )
-from .exceptions import (
+from tempest_ws._client_options import (
+    DisconnectHook as DisconnectHook,  # hook types, for annotations
+)
+from tempest_ws._client_options import Hook as Hook
+from tempest_ws._client_options import RecoveryHook as RecoveryHook
+from tempest_ws._client_options import SubscribeErrorHook as SubscribeErrorHook
+from tempest_ws._client_session import _call_hook, _Session
+from tempest_ws._client_subscriptions import Subscriptions
+from tempest_ws._client_topics import TopicOperations
+from tempest_ws._reconnect import UrlSource, _ReconnectingClient
+from tempest_ws.codes import CloseCode
+from tempest_ws.envelope import HELLO, PING, PONG, RESYNC, WSEnvelope, decode_frame, encode_envelope
+from tempest_ws.exceptions import (
     ClientGaveUpError,
     ConfigurationError,
     EnvelopeError,
@@ -61,8 +61,8 @@ from .exceptions import (
     RequestTimeoutError,
     UnauthorizedError,
 )
-from .history.base import Position
-from .history.wire import RECOVERY, StampedEnvelope
+from tempest_ws.history.base import Position
+from tempest_ws.history.wire import RECOVERY, StampedEnvelope
 
 try:
     import websockets as _websockets  # noqa: F401 - fail early, naming the extra

@@ -19,15 +19,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ._audit import frame_out
-from ._bounded import cancel_tasks
-from ._flow import SendBudget
-from ._frames import frame_size
-from ._transport import TickFlusher, direct_writer
-from ._types import Send, UserId
-from .codes import CloseCode
-from .envelope import EnvelopeLike, encode_envelope
-from .exceptions import ConnectionClosedError
+from tempest_ws._audit import frame_out
+from tempest_ws._bounded import cancel_tasks
+from tempest_ws._flow import SendBudget
+from tempest_ws._frames import frame_size
+from tempest_ws._transport import TickFlusher, direct_writer
+from tempest_ws._types import Send, UserId
+from tempest_ws.codes import CloseCode
+from tempest_ws.envelope import EnvelopeLike, encode_envelope
+from tempest_ws.exceptions import ConnectionClosedError
 
 __all__ = ["WebSocketConnection"]
 

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .exceptions import EnvelopeError, UnencodableMessageError
+from tempest_ws.exceptions import EnvelopeError, UnencodableMessageError
 
 __all__ = [
     "ACK",

@@ -27,11 +27,11 @@ import re
 import shlex
 from typing import TYPE_CHECKING
 
-from .codes import CloseCode
+from tempest_ws.codes import CloseCode
 
 if TYPE_CHECKING:
-    from ._backoff import Disconnect
-    from .envelope import WSEnvelope
+    from tempest_ws._backoff import Disconnect
+    from tempest_ws.envelope import WSEnvelope
 
 __all__ = [
     "BackplaneError",

@@ -31,21 +31,26 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Self
 
-from ._authz import TopicAuthorizer
-from ._bounded import STOP_TIMEOUT, bounded, check_stop_timeout
-from ._flow import SendBudget
-from ._history_access import HistoryAccess, HistoryStats, history_from_settings, make_history
-from ._hub_targets import TargetedSends
-from ._membership import MAX_TOPIC_LENGTH, HubMembership
-from ._node import ClusterStats, Node
-from ._presence import PresenceSetting, TopicPresence
-from ._registry import HubStats, Registry, id_set
-from ._server_guard import ServerGuard
-from ._transport import TickFlusher
-from ._types import Send, Topic, UserId
-from .backplane.base import Backplane
-from .backplane.memory import InMemoryBackplane
-from .backplane.packet import (
+from tempest_ws._authz import TopicAuthorizer
+from tempest_ws._bounded import STOP_TIMEOUT, bounded, check_stop_timeout
+from tempest_ws._flow import SendBudget
+from tempest_ws._history_access import (
+    HistoryAccess,
+    HistoryStats,
+    history_from_settings,
+    make_history,
+)
+from tempest_ws._hub_targets import TargetedSends
+from tempest_ws._membership import MAX_TOPIC_LENGTH, HubMembership
+from tempest_ws._node import ClusterStats, Node
+from tempest_ws._presence import PresenceSetting, TopicPresence
+from tempest_ws._registry import HubStats, Registry, id_set
+from tempest_ws._server_guard import ServerGuard
+from tempest_ws._transport import TickFlusher
+from tempest_ws._types import Send, Topic, UserId
+from tempest_ws.backplane.base import Backplane
+from tempest_ws.backplane.memory import InMemoryBackplane
+from tempest_ws.backplane.packet import (
     ALL_CHANNEL,
     OP_ALL,
     OP_TOPIC,
@@ -55,16 +60,16 @@ from .backplane.packet import (
     topic_channel,
     user_channel,
 )
-from .codes import CloseCode
-from .connection import WebSocketConnection
-from .envelope import EnvelopeLike, encode_envelope
-from .exceptions import CapacityError, ConfigurationError
-from .history.base import HistoryStore
-from .history.policy import HistoryPolicy
-from .settings import WebSocketSettings
+from tempest_ws.codes import CloseCode
+from tempest_ws.connection import WebSocketConnection
+from tempest_ws.envelope import EnvelopeLike, encode_envelope
+from tempest_ws.exceptions import CapacityError, ConfigurationError
+from tempest_ws.history.base import HistoryStore
+from tempest_ws.history.policy import HistoryPolicy
+from tempest_ws.settings import WebSocketSettings
 
 if TYPE_CHECKING:
-    from .tracing import Tracing
+    from tempest_ws.tracing import Tracing
 
 __all__ = ["MAX_TOPIC_LENGTH", "ClusterStats", "HistoryStats", "HubStats", "WebSocketHub"]
 
@@ -214,7 +219,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         with ``WS_REDIS_URL``, a [`MemoryHistory`][tempest_ws.history.MemoryHistory] without.
         """
         if backplane is None and settings.WS_REDIS_URL:
-            from .backplane.redis import RedisBackplane
+            from tempest_ws.backplane.redis import RedisBackplane
 
             backplane = RedisBackplane.from_settings(settings)
         history, policy = history_from_settings(settings, history)

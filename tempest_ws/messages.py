@@ -38,8 +38,8 @@ from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, PydanticUserError, ValidationError
 
-from .envelope import MAX_TYPE_LENGTH, RESERVED_TYPES, WSEnvelope, decode_envelope
-from .exceptions import ConfigurationError, EnvelopeError
+from tempest_ws.envelope import MAX_TYPE_LENGTH, RESERVED_TYPES, WSEnvelope, decode_envelope
+from tempest_ws.exceptions import ConfigurationError, EnvelopeError
 
 __all__ = [
     "INVALID_DATA",

@@ -36,13 +36,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from fastapi import APIRouter, FastAPI, Response
 
-from ._audit import add_event_observer
-from .exceptions import ConfigurationError, MissingDependencyError
+from tempest_ws._audit import add_event_observer
+from tempest_ws.exceptions import ConfigurationError, MissingDependencyError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge
 
-    from .hub import WebSocketHub
+    from tempest_ws.hub import WebSocketHub
 
 __all__ = [
     "ALLOWED_LABELS",

@@ -26,13 +26,21 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from pydantic import BaseModel
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ._authz import TopicAuthorizer, allow_any_topic
-from ._presence import PRESENCE_JOIN, PRESENCE_LEAVE
-from .codes import CloseCode
-from .envelope import ACK, ERROR, SUBSCRIBE, UNSUBSCRIBE, EnvelopeLike, WSEnvelope, decode_envelope
+from tempest_ws._authz import TopicAuthorizer, allow_any_topic
+from tempest_ws._presence import PRESENCE_JOIN, PRESENCE_LEAVE
+from tempest_ws.codes import CloseCode
+from tempest_ws.envelope import (
+    ACK,
+    ERROR,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    EnvelopeLike,
+    WSEnvelope,
+    decode_envelope,
+)
 
 if TYPE_CHECKING:
-    from .connection import WebSocketConnection
+    from tempest_ws.connection import WebSocketConnection
 
 __all__ = [
     "BUILTIN_OPERATIONS",

@@ -18,21 +18,21 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response, params
 
-from ._authz import require_authorizer
-from ._builtins import Inbound
-from ._endpoint import DRAIN_REASON, Endpoint
-from ._hooks import Hooks
-from ._logging import install_query_token_redaction
-from ._route import add_endpoint_route
-from ._types import BearerResolver, Handler
-from .codes import CloseCode
-from .envelope import SUBSCRIBE
-from .exceptions import ConfigurationError
-from .hub import WebSocketHub
-from .messages import MessageRegistry
-from .realtime import BUILTIN_OPERATIONS, OnConnect, OnDisconnect, TopicAuthorizer
-from .settings import WebSocketSettings
-from .tracing import Tracing
+from tempest_ws._authz import require_authorizer
+from tempest_ws._builtins import Inbound
+from tempest_ws._endpoint import DRAIN_REASON, Endpoint
+from tempest_ws._hooks import Hooks
+from tempest_ws._logging import install_query_token_redaction
+from tempest_ws._route import add_endpoint_route
+from tempest_ws._types import BearerResolver, Handler
+from tempest_ws.codes import CloseCode
+from tempest_ws.envelope import SUBSCRIBE
+from tempest_ws.exceptions import ConfigurationError
+from tempest_ws.hub import WebSocketHub
+from tempest_ws.messages import MessageRegistry
+from tempest_ws.realtime import BUILTIN_OPERATIONS, OnConnect, OnDisconnect, TopicAuthorizer
+from tempest_ws.settings import WebSocketSettings
+from tempest_ws.tracing import Tracing
 
 __all__ = ["DRAIN_REASON", "WebSocketRouter", "make_websocket_router"]
 

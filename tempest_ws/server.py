@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .exceptions import MissingDependencyError
-from .settings import WebSocketSettings
+from tempest_ws.exceptions import MissingDependencyError
+from tempest_ws.settings import WebSocketSettings
 
 __all__ = ["run", "uvicorn_options"]
 

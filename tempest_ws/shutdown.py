@@ -30,10 +30,10 @@ import socket
 from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
-from .exceptions import ConfigurationError, MissingDependencyError
-from .router import DRAIN_REASON
-from .server import uvicorn_options
-from .settings import WebSocketSettings
+from tempest_ws.exceptions import ConfigurationError, MissingDependencyError
+from tempest_ws.router import DRAIN_REASON
+from tempest_ws.server import uvicorn_options
+from tempest_ws.settings import WebSocketSettings
 
 try:
     import uvicorn

@@ -31,12 +31,12 @@ from urllib.parse import urlencode
 
 import jwt
 
-from ._probe import DEFAULT_TIMEOUT, HubProbe, ProbedDelivery, ProbedFrame
-from ._types import UserId
-from .envelope import HELLO, PING, PONG, WSEnvelope, decode_envelope, encode_envelope
-from .exceptions import EnvelopeError, MissingDependencyError
-from .server import uvicorn_options
-from .settings import WebSocketSettings
+from tempest_ws._probe import DEFAULT_TIMEOUT, HubProbe, ProbedDelivery, ProbedFrame
+from tempest_ws._types import UserId
+from tempest_ws.envelope import HELLO, PING, PONG, WSEnvelope, decode_envelope, encode_envelope
+from tempest_ws.exceptions import EnvelopeError, MissingDependencyError
+from tempest_ws.server import uvicorn_options
+from tempest_ws.settings import WebSocketSettings
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection

@@ -41,15 +41,15 @@ from collections import deque
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
-from .exceptions import MissingDependencyError
-from .messages import INVALID_DATA
-from .realtime import ENVELOPE_KEY, MODEL_KEY
+from tempest_ws.exceptions import MissingDependencyError
+from tempest_ws.messages import INVALID_DATA
+from tempest_ws.realtime import ENVELOPE_KEY, MODEL_KEY
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, TracerProvider
 
-    from .backplane.packet import Packet
-    from .envelope import WSEnvelope
+    from tempest_ws.backplane.packet import Packet
+    from tempest_ws.envelope import WSEnvelope
 
 __all__ = ["MESSAGING_SYSTEM", "PACKET_KEY", "Tracing"]
 
@@ -92,7 +92,7 @@ class Tracing:
     """
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
-        from . import __version__
+        from tempest_ws import __version__
 
         context, trace, propagator = _opentelemetry()
         self.tracer = trace.get_tracer("tempest_ws", __version__, tracer_provider=tracer_provider)

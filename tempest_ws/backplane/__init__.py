@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import Backplane, BackplaneListener, Member, Presence
-from .memory import InMemoryBackplane, InMemoryBus
+from tempest_ws.backplane.base import Backplane, BackplaneListener, Member, Presence
+from tempest_ws.backplane.memory import InMemoryBackplane, InMemoryBus
 
 if TYPE_CHECKING:
-    from .redis import RedisBackplane
+    from tempest_ws.backplane.redis import RedisBackplane
 
 __all__ = [
     "Backplane",
@@ -28,7 +28,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "RedisBackplane":
-        from .redis import RedisBackplane
+        from tempest_ws.backplane.redis import RedisBackplane
 
         return RedisBackplane
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

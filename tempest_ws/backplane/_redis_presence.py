@@ -34,12 +34,12 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from .._bounded import STOP_TIMEOUT, bounded, cancel_tasks, lost_cancellation
-from ..exceptions import BackplaneError
-from ._redis_link import describe
-from ._redis_topics import RedisTopicPresence
-from ._serial_ops import SerialOps
-from .base import Member
+from tempest_ws._bounded import STOP_TIMEOUT, bounded, cancel_tasks, lost_cancellation
+from tempest_ws.backplane._redis_link import describe
+from tempest_ws.backplane._redis_topics import RedisTopicPresence
+from tempest_ws.backplane._serial_ops import SerialOps
+from tempest_ws.backplane.base import Member
+from tempest_ws.exceptions import BackplaneError
 
 __all__ = ["RedisPresence"]
 

@@ -30,10 +30,10 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from .._bounded import STOP_TIMEOUT
-from ..exceptions import BackplaneError
-from ._redis_link import describe
-from ._serial_ops import SerialOps
+from tempest_ws._bounded import STOP_TIMEOUT
+from tempest_ws.backplane._redis_link import describe
+from tempest_ws.backplane._serial_ops import SerialOps
+from tempest_ws.exceptions import BackplaneError
 
 __all__ = ["RedisTopicPresence"]
 

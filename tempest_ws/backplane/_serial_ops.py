@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from .._bounded import STOP_TIMEOUT, cancel_tasks, lost_cancellation
+from tempest_ws._bounded import STOP_TIMEOUT, cancel_tasks, lost_cancellation
 
 __all__ = ["SerialOps"]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..exceptions import BackplaneError
-from .base import BackplaneListener, Member
+from tempest_ws.backplane.base import BackplaneListener, Member
+from tempest_ws.exceptions import BackplaneError
 
 __all__ = ["InMemoryBackplane", "InMemoryBus"]
 

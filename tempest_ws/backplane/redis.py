@@ -26,7 +26,7 @@ import logging
 from collections import deque
 from typing import Any, Self
 
-from ..exceptions import BackplaneError, ConfigurationError, MissingDependencyError
+from tempest_ws.exceptions import BackplaneError, ConfigurationError, MissingDependencyError
 
 try:
     from redis.asyncio import Redis
@@ -38,13 +38,19 @@ try:
 except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("redis", "redis") from None
 
-from .._backoff import Backoff
-from .._bounded import STOP_TIMEOUT, bounded, cancel_tasks, check_stop_timeout, lost_cancellation
-from .._redis_settings import redis_settings
-from ..settings import WebSocketSettings
-from ._redis_link import PubSubLink, describe
-from ._redis_presence import RedisPresence
-from .base import BackplaneListener
+from tempest_ws._backoff import Backoff
+from tempest_ws._bounded import (
+    STOP_TIMEOUT,
+    bounded,
+    cancel_tasks,
+    check_stop_timeout,
+    lost_cancellation,
+)
+from tempest_ws._redis_settings import redis_settings
+from tempest_ws.backplane._redis_link import PubSubLink, describe
+from tempest_ws.backplane._redis_presence import RedisPresence
+from tempest_ws.backplane.base import BackplaneListener
+from tempest_ws.settings import WebSocketSettings
 
 __all__ = ["RedisBackplane"]
 

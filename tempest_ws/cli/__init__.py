@@ -15,8 +15,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..exceptions import TempestWSError
-from . import _asyncapi, _check, _run, _token
+from tempest_ws.cli import _asyncapi, _check, _run, _token
+from tempest_ws.exceptions import TempestWSError
 
 __all__ = ["main"]
 

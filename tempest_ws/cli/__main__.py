@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from . import entry_point
+from tempest_ws.cli import entry_point
 
 entry_point()

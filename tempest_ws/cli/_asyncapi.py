@@ -16,8 +16,8 @@ from typing import Any
 
 from starlette.routing import NoMatchFound
 
-from ..exceptions import ConfigurationError, MissingDependencyError
-from ._common import import_app
+from tempest_ws.cli._common import import_app
+from tempest_ws.exceptions import ConfigurationError, MissingDependencyError
 
 ROUTE_NAME = "tempest_ws_asyncapi"
 

@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from ..auth import jwt_bearer_resolver
-from ..exceptions import ConfigurationError
-from ..settings import WebSocketSettings
-from ._common import add_env_file_option, load_settings
+from tempest_ws.auth import jwt_bearer_resolver
+from tempest_ws.cli._common import add_env_file_option, load_settings
+from tempest_ws.exceptions import ConfigurationError
+from tempest_ws.settings import WebSocketSettings
 
 MASK = "********"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..exceptions import ConfigurationError
-from ..settings import WebSocketSettings
+from tempest_ws.exceptions import ConfigurationError
+from tempest_ws.settings import WebSocketSettings
 
 
 def add_env_file_option(parser: argparse.ArgumentParser) -> None:

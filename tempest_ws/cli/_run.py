@@ -14,9 +14,9 @@ import os
 import sys
 from typing import Any
 
-from ..exceptions import MissingDependencyError
-from ..server import uvicorn_options
-from ._common import add_env_file_option, load_settings
+from tempest_ws.cli._common import add_env_file_option, load_settings
+from tempest_ws.exceptions import MissingDependencyError
+from tempest_ws.server import uvicorn_options
 
 
 def add_parser(commands: Any) -> None:

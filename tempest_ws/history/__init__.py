@@ -11,11 +11,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import AppendPublish, Entry, HistoryPage, HistoryStore, Position, Recovery, new_epoch
-from .memory import MemoryHistory
-from .policy import HistoryPolicy
-from .seam import Seam, Sequencer
-from .wire import (
+from tempest_ws.history.base import (
+    AppendPublish,
+    Entry,
+    HistoryPage,
+    HistoryStore,
+    Position,
+    Recovery,
+    new_epoch,
+)
+from tempest_ws.history.memory import MemoryHistory
+from tempest_ws.history.policy import HistoryPolicy
+from tempest_ws.history.seam import Seam, Sequencer
+from tempest_ws.history.wire import (
     RECOVERY,
     StampedEnvelope,
     position_of,
@@ -25,7 +33,7 @@ from .wire import (
 )
 
 if TYPE_CHECKING:
-    from .redis import RedisHistory
+    from tempest_ws.history.redis import RedisHistory
 
 __all__ = [
     "RECOVERY",
@@ -51,7 +59,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "RedisHistory":
-        from .redis import RedisHistory
+        from tempest_ws.history.redis import RedisHistory
 
         return RedisHistory
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,9 +19,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .._bounded import STOP_TIMEOUT, cancel_tasks, lost_cancellation
-from ..exceptions import BackplaneError
-from .base import Position
+from tempest_ws._bounded import STOP_TIMEOUT, cancel_tasks, lost_cancellation
+from tempest_ws.exceptions import BackplaneError
+from tempest_ws.history.base import Position
 
 __all__ = ["Append", "AppendQueue", "appended", "describe", "position_of"]
 

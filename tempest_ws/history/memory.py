@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 
-from .base import (
+from tempest_ws.history.base import (
     Entry,
     HistoryPage,
     Position,
@@ -29,7 +29,7 @@ from .base import (
     check_topic,
     new_epoch,
 )
-from .policy import HistoryPolicy
+from tempest_ws.history.policy import HistoryPolicy
 
 __all__ = ["MemoryHistory"]
 

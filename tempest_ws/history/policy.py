@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Self
 
-from ..exceptions import ConfigurationError
-from ..settings import WebSocketSettings
+from tempest_ws.exceptions import ConfigurationError
+from tempest_ws.settings import WebSocketSettings
 
 __all__ = ["HistoryPolicy"]
 

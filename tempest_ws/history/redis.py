@@ -48,8 +48,8 @@ import secrets
 from collections.abc import Sequence
 from typing import Any, Self
 
-from .._bounded import STOP_TIMEOUT, bounded
-from ..exceptions import BackplaneError, ConfigurationError, MissingDependencyError
+from tempest_ws._bounded import STOP_TIMEOUT, bounded
+from tempest_ws.exceptions import BackplaneError, ConfigurationError, MissingDependencyError
 
 try:
     from redis.asyncio import Redis
@@ -61,11 +61,10 @@ try:
 except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("redis", "redis") from None
 
-from .._redis_settings import redis_settings
-from ..settings import WebSocketSettings
-from ._redis_appends import Append, AppendQueue, appended, describe, position_of
-from ._redis_scripts import APPEND, READ, SHA
-from .base import (
+from tempest_ws._redis_settings import redis_settings
+from tempest_ws.history._redis_appends import Append, AppendQueue, appended, describe, position_of
+from tempest_ws.history._redis_scripts import APPEND, READ, SHA
+from tempest_ws.history.base import (
     AppendPublish,
     Entry,
     HistoryPage,
@@ -75,8 +74,9 @@ from .base import (
     check_offset,
     check_topic,
 )
-from .policy import HistoryPolicy
-from .wire import stamp_parts
+from tempest_ws.history.policy import HistoryPolicy
+from tempest_ws.history.wire import stamp_parts
+from tempest_ws.settings import WebSocketSettings
 
 __all__ = ["RedisHistory"]
 
@@ -276,7 +276,7 @@ class RedisHistory:
         standalone [`RedisBackplane`][tempest_ws.backplane.RedisBackplane] on this store's URL (the
         same server), else ``None``; the hub then appends and publishes in one round trip.
         """
-        from ..backplane.redis import RedisBackplane
+        from tempest_ws.backplane.redis import RedisBackplane
 
         if (
             not isinstance(backplane, RedisBackplane)

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 
-from .base import Position
+from tempest_ws.history.base import Position
 
 __all__ = ["Seam", "Sequencer"]
 

@@ -35,8 +35,8 @@ from typing import Any, Final
 
 from pydantic import Field
 
-from ..envelope import RECOVERY, WSEnvelope
-from .base import MAX_EPOCH_LENGTH, MAX_TOPIC_LENGTH, Position, Recovery
+from tempest_ws.envelope import RECOVERY, WSEnvelope
+from tempest_ws.history.base import MAX_EPOCH_LENGTH, MAX_TOPIC_LENGTH, Position, Recovery
 
 __all__ = [
     "EPOCH_KEY",
