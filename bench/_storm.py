@@ -18,8 +18,8 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from tempest_ws._backoff import Action, Disconnect, ReconnectPolicy
-from tempest_ws._client_options import default_is_fatal
+from tempest_ws.client._backoff import Action, Disconnect, ReconnectPolicy
+from tempest_ws.client._options import default_is_fatal
 
 if TYPE_CHECKING:
     from .loadgen import Client, Generator

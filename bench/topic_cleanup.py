@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from tempest_ws import WebSocketHub
-from tempest_ws._authz import allow_any_topic
 from tempest_ws.backplane.base import Backplane
+from tempest_ws.hub._authz import allow_any_topic
 
 
 class _Sink:
@@ -96,7 +96,7 @@ async def measure(count: int, backplane: Backplane | None) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _redis() -> Iterator[str]:
-    from tests.redis_server import RedisServer
+    from tests.helpers.redis_server import RedisServer
 
     server = RedisServer()
     server.start()

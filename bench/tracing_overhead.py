@@ -29,8 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tempest_ws import WebSocketHub, receive_envelope
-from tempest_ws._session import HandlerChannel, SessionLimits
 from tempest_ws.backplane.packet import decode_packet, encode_packet
+from tempest_ws.router._session import HandlerChannel, SessionLimits
 
 try:
     from tempest_ws.tracing import Tracing

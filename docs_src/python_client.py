@@ -1,6 +1,6 @@
 """docs/python-client.md: sessions, the close-code policy, tokens, nodes, raw streams.
 
-Each function holds one snippet of the page; ``tests/test_docs_src.py`` runs them
+Each function holds one snippet of the page; ``tests/docs/test_docs_src.py`` runs them
 against :func:`create_app` (or a plain ``websockets`` server, for the raw client) under
 a real uvicorn server.
 """

@@ -6,7 +6,7 @@ Run it (``WS_JWT_SECRET`` must be at least 32 bytes)::
 
 then stop it with Ctrl+C or ``kill -TERM <pid>``: every client is closed 1001 with the
 reason ``server shutting down``, after the frames already queued for it, and only then
-does uvicorn shut down. ``tests/test_hardening_shutdown.py`` runs this file as a real
+does uvicorn shut down. ``tests/e2e/test_hardening_shutdown.py`` runs this file as a real
 process and stops it by its PID.
 """
 

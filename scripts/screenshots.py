@@ -5,7 +5,7 @@
 Serves ``examples/chat`` on a free loopback port, opens two users side by side in one
 page (two frames), has them chat, then drops the connection of one of them while its
 login endpoint is unreachable so the reconnect badge shows. Writes ``demo-chat.png`` and
-``demo-reconnecting.png``. ``tests/test_screenshots.py`` runs it, so the pictures can
+``demo-reconnecting.png``. ``tests/docs/test_screenshots.py`` runs it, so the pictures can
 always be made again from the code as it is.
 """
 
@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:  # run as a file from anywhere
 from examples.chat.app import create_app  # noqa: E402
 from tempest_ws import CloseCode, WebSocketSettings  # noqa: E402
 from tempest_ws.testing import serve  # noqa: E402
-from tests.browser import launch_chromium  # noqa: E402
+from tests.helpers.browser import launch_chromium  # noqa: E402
 
 SIZE = {"width": 1280, "height": 640}
 FRAMES = """<!doctype html><meta charset=utf-8><title>tempest_ws demo</title>

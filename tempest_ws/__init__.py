@@ -7,12 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tempest_ws.asyncapi import add_asyncapi_route, asyncapi_document
-from tempest_ws.auth import extract_token, jwt_bearer_resolver, origin_allowed
+from tempest_ws.asyncapi._document import add_asyncapi_route, asyncapi_document
 from tempest_ws.backplane import Backplane, InMemoryBackplane
-from tempest_ws.codes import CLOSE_CODE_INFO, CloseCode, describe_close_code
-from tempest_ws.connection import WebSocketConnection
-from tempest_ws.envelope import WSEnvelope, decode_envelope, encode_envelope
 from tempest_ws.exceptions import (
     BackplaneError,
     CapacityError,
@@ -36,9 +32,12 @@ from tempest_ws.history import (
     position_of,
     requested_position,
 )
-from tempest_ws.hub import ClusterStats, HistoryStats, HubStats, WebSocketHub
-from tempest_ws.messages import MessageRegistry
-from tempest_ws.realtime import (
+from tempest_ws.hub._connection import WebSocketConnection
+from tempest_ws.hub._hub import ClusterStats, HistoryStats, HubStats, WebSocketHub
+from tempest_ws.observe.tracing import Tracing
+from tempest_ws.router._router import WebSocketRouter, make_websocket_router
+from tempest_ws.router.auth import extract_token, jwt_bearer_resolver, origin_allowed
+from tempest_ws.router.realtime import (
     BUILTIN_OPERATIONS,
     PRESENCE_JOIN,
     PRESENCE_LEAVE,
@@ -51,10 +50,11 @@ from tempest_ws.realtime import (
     receive_envelope,
     reply_envelope,
 )
-from tempest_ws.router import WebSocketRouter, make_websocket_router
-from tempest_ws.server import uvicorn_options
+from tempest_ws.router.server import uvicorn_options
 from tempest_ws.settings import WebSocketSettings
-from tempest_ws.tracing import Tracing
+from tempest_ws.wire.codes import CLOSE_CODE_INFO, CloseCode, describe_close_code
+from tempest_ws.wire.envelope import WSEnvelope, decode_envelope, encode_envelope
+from tempest_ws.wire.messages import MessageRegistry
 
 if TYPE_CHECKING:
     from tempest_ws.backplane.redis import RedisBackplane

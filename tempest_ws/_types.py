@@ -9,8 +9,8 @@ from uuid import UUID
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
-    from tempest_ws.connection import WebSocketConnection
-    from tempest_ws.hub import WebSocketHub
+    from tempest_ws.hub._connection import WebSocketConnection
+    from tempest_ws.hub._hub import WebSocketHub
 
 UserId: TypeAlias = UUID | str
 """What a bearer resolver returns: the user's id. The hub keys users by ``str(user_id)``."""

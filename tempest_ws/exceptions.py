@@ -16,7 +16,7 @@ Hierarchy (every class derives from `TempestWSError`)::
     ├── RequestTimeoutError (TimeoutError)    a client request got no reply in time
     └── RequestError                          the server answered a client request with an error
 
-Each carries ``code`` (a [`CloseCode`][tempest_ws.codes.CloseCode] or short string) and
+Each carries ``code`` (a [`CloseCode`][tempest_ws.wire.codes.CloseCode] or short string) and
 ``reason``.
 """
 
@@ -27,11 +27,11 @@ import re
 import shlex
 from typing import TYPE_CHECKING
 
-from tempest_ws.codes import CloseCode
+from tempest_ws.wire.codes import CloseCode
 
 if TYPE_CHECKING:
-    from tempest_ws._backoff import Disconnect
-    from tempest_ws.envelope import WSEnvelope
+    from tempest_ws.client._backoff import Disconnect
+    from tempest_ws.wire.envelope import WSEnvelope
 
 __all__ = [
     "BackplaneError",
@@ -128,7 +128,8 @@ class UnencodableMessageError(TempestWSError, TypeError):
     """An outbound envelope whose ``data`` JSON cannot encode.
 
     Raised to whoever tried to send it (``hub.broadcast``, ``hub.send_to``,
-    ``hub.reply``, ``connection.send``, [`encode_envelope()`][tempest_ws.envelope.encode_envelope])
+    ``hub.reply``, ``connection.send``,
+    [`encode_envelope()`][tempest_ws.wire.envelope.encode_envelope])
     before anything is queued: no recipient receives a partial message or is closed for
     it. Causes: a value of a type JSON has no form for (a ``set``, a ``datetime`` without
     the orjson extra, an object), a ``dict`` key that is not a string, or nesting deeper

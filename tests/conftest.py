@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.redis_server import RedisClusterNodes, RedisServer
-from tests.support import require_tool
+from tests.helpers.redis_server import RedisClusterNodes, RedisServer
+from tests.helpers.support import require_tool
 
 
 @pytest.fixture(autouse=True)

@@ -32,9 +32,9 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from tempest_ws._audit import traffic_event
-from tempest_ws._backoff import Backoff
 from tempest_ws._bounded import STOP_TIMEOUT, bounded, cancel_tasks, lost_cancellation
+from tempest_ws.client._backoff import Backoff
+from tempest_ws.observe._audit import traffic_event
 
 __all__ = ["PubSubLink", "describe"]
 

@@ -7,7 +7,7 @@ does the fan-out to its own connections. Two implementations ship:
 [`InMemoryBackplane`][tempest_ws.backplane.InMemoryBackplane] (one process, the default) and
 [`RedisBackplane`][tempest_ws.backplane.RedisBackplane].
 
-The same test body (``tests/test_backplane_contract.py``) runs against both; a third
+The same test body (``tests/redis/test_backplane_contract.py``) runs against both; a third
 implementation (NATS, Postgres ``LISTEN``...) passes that test to be a drop-in.
 """
 

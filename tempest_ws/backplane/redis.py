@@ -38,7 +38,6 @@ try:
 except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("redis", "redis") from None
 
-from tempest_ws._backoff import Backoff
 from tempest_ws._bounded import (
     STOP_TIMEOUT,
     bounded,
@@ -46,10 +45,11 @@ from tempest_ws._bounded import (
     check_stop_timeout,
     lost_cancellation,
 )
-from tempest_ws._redis_settings import redis_settings
 from tempest_ws.backplane._redis_link import PubSubLink, describe
 from tempest_ws.backplane._redis_presence import RedisPresence
+from tempest_ws.backplane._redis_settings import redis_settings
 from tempest_ws.backplane.base import BackplaneListener
+from tempest_ws.client._backoff import Backoff
 from tempest_ws.settings import WebSocketSettings
 
 __all__ = ["RedisBackplane"]

@@ -1,7 +1,8 @@
 """``tempest-ws asyncapi``: print the AsyncAPI document an app serves.
 
 The document is the one
-[`tempest_ws.asyncapi.add_asyncapi_route()`][tempest_ws.asyncapi.add_asyncapi_route] serves; the
+[`tempest_ws.asyncapi.add_asyncapi_route()`][tempest_ws.asyncapi._document.add_asyncapi_route]
+serves; the
 command
 asks the app for it in process, through its ASGI interface, without starting a server.
 """
@@ -57,7 +58,8 @@ async def _get(app: Any, path: str) -> tuple[int, bytes]:
 
 def document_of(app: Any, doc_path: str | None = None) -> dict[str, Any]:
     """The AsyncAPI document ``app`` serves, fetched in process from ``doc_path`` (by
-    default the path of the route [`add_asyncapi_route()`][tempest_ws.asyncapi.add_asyncapi_route]
+    default the path of the route
+    [`add_asyncapi_route()`][tempest_ws.asyncapi._document.add_asyncapi_route]
     added).
 
     Raises:

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from tempest_ws.auth import jwt_bearer_resolver
 from tempest_ws.cli._common import add_env_file_option, load_settings
 from tempest_ws.exceptions import ConfigurationError
+from tempest_ws.router.auth import jwt_bearer_resolver
 from tempest_ws.settings import WebSocketSettings
 
 MASK = "********"

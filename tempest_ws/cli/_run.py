@@ -16,7 +16,7 @@ from typing import Any
 
 from tempest_ws.cli._common import add_env_file_option, load_settings
 from tempest_ws.exceptions import MissingDependencyError
-from tempest_ws.server import uvicorn_options
+from tempest_ws.router.server import uvicorn_options
 
 
 def add_parser(commands: Any) -> None:

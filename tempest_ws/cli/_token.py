@@ -16,9 +16,9 @@ from typing import Any
 
 import jwt
 
-from tempest_ws.auth import jwt_bearer_resolver
 from tempest_ws.cli._common import add_env_file_option, load_settings
 from tempest_ws.exceptions import ConfigurationError
+from tempest_ws.router.auth import jwt_bearer_resolver
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}

@@ -16,7 +16,7 @@ are exactly the last ``latest - n`` ones, when the history still holds that many
 
 The store keeps frames as opaque strings (the serialized envelope, without its
 position); it knows nothing of sockets or envelopes. The same test body
-(``tests/test_history_contract.py``) runs against every implementation.
+(``tests/redis/test_history_contract.py``) runs against every implementation.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ try:
 except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("redis", "redis") from None
 
-from tempest_ws._redis_settings import redis_settings
+from tempest_ws.backplane._redis_settings import redis_settings
 from tempest_ws.history._redis_appends import Append, AppendQueue, appended, describe, position_of
 from tempest_ws.history._redis_scripts import APPEND, READ, SHA
 from tempest_ws.history.base import (

@@ -1,7 +1,7 @@
 """How positions travel: in outbound envelopes, in ``subscribe``, in the ``recovery`` answer.
 
 **A message of a history topic** carries its topic and position as top-level keys after
-the usual three (older clients ignore them; [`WSEnvelope`][tempest_ws.envelope.WSEnvelope]
+the usual three (older clients ignore them; [`WSEnvelope`][tempest_ws.wire.envelope.WSEnvelope]
 ignores unknown keys)::
 
     {"type":"chat.message","data":{...},"request_id":null,"topic":"chat:1","offset":42,"epoch":"065a1f3c2b9d1e5d09c7a"}
@@ -24,7 +24,7 @@ continue from ``offset``/``epoch``" (a first subscribe, without a position, is a
 that way too: the client has nothing yet).
 
 `StampedEnvelope` is a stamped message as the Python client yields it: a
-[`WSEnvelope`][tempest_ws.envelope.WSEnvelope] that keeps the three stamp keys.
+[`WSEnvelope`][tempest_ws.wire.envelope.WSEnvelope] that keeps the three stamp keys.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from typing import Any, Final
 
 from pydantic import Field
 
-from tempest_ws.envelope import RECOVERY, WSEnvelope
 from tempest_ws.history.base import MAX_EPOCH_LENGTH, MAX_TOPIC_LENGTH, Position, Recovery
+from tempest_ws.wire.envelope import RECOVERY, WSEnvelope
 
 __all__ = [
     "EPOCH_KEY",
@@ -133,7 +133,8 @@ def stamp_frame(frame: str, topic: str, position: Position) -> str:
     """``frame`` with ``"topic"``, ``"offset"`` and ``"epoch"`` added as its last keys.
 
     ``frame`` is a serialized JSON object without those keys (as
-    [`encode_envelope()`][tempest_ws.envelope.encode_envelope] makes them); only its closing brace
+    [`encode_envelope()`][tempest_ws.wire.envelope.encode_envelope] makes them); only its closing
+    brace
     is
     looked at. Costs one string concatenation the size of the frame.
 

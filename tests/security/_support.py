@@ -9,8 +9,8 @@ from uuid import UUID, uuid4
 
 from websockets.asyncio.client import connect
 
-from tests._hardening import until_closed
-from tests.support import token
+from tests.helpers.hardening import until_closed
+from tests.helpers.support import token
 
 
 def b64url(data: bytes) -> str:

@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.quickstart import quickstart_loader
+from tests.helpers.quickstart import quickstart_loader
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ from websockets.asyncio.client import connect
 
 from tempest_ws import CloseCode
 from tempest_ws.testing import make_token, serve
-from tests._hardening import next_of_type, until_closed
+from tests.helpers.hardening import next_of_type, until_closed
+from tests.helpers.support import SECRET, token, until, ws_url
 from tests.security._support import b64url, bearer, close_of, forge_jwt
-from tests.support import SECRET, token, until, ws_url
 
 pytestmark = pytest.mark.e2e
 

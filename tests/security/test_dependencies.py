@@ -20,8 +20,8 @@ from websockets.exceptions import InvalidStatus
 
 from tempest_ws import CloseCode, WebSocketHub, jwt_bearer_resolver, make_websocket_router
 from tempest_ws.testing import serve
-from tests._hardening import next_of_type, until_closed
-from tests.support import echo_handler, make_settings, token, until, ws_url
+from tests.helpers.hardening import next_of_type, until_closed
+from tests.helpers.support import echo_handler, make_settings, token, until, ws_url
 
 pytestmark = pytest.mark.e2e
 

@@ -22,9 +22,9 @@ from examples import custom_resolver, http_push
 from examples.chat import app as chat
 from examples.scaleout import app as scaleout
 from tempest_ws.testing import make_token, serve
-from tests._hardening import next_of_type
+from tests.helpers.hardening import next_of_type
+from tests.helpers.support import make_settings, token, ws_url
 from tests.security._support import forge_jwt
-from tests.support import make_settings, token, ws_url
 
 pytestmark = pytest.mark.e2e
 

@@ -19,9 +19,9 @@ import pytest
 from tempest_ws.codes import CloseCode
 from tempest_ws.metrics import hub_snapshot
 from tempest_ws.testing import serve
-from tests._hardening import CONT, TEXT, RawClient, build_router_app, encode_frame
+from tests.helpers.hardening import CONT, TEXT, RawClient, build_router_app, encode_frame
+from tests.helpers.support import make_settings, token, until
 from tests.security._servers import WS_PROTOCOLS
-from tests.support import make_settings, token, until
 
 pytestmark = pytest.mark.e2e
 

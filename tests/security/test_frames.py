@@ -19,9 +19,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tempest_ws import CloseCode
 from tempest_ws.testing import serve
-from tests._hardening import CONT, TEXT, RawClient, next_of_type, until_closed
+from tests.helpers.hardening import CONT, TEXT, RawClient, next_of_type, until_closed
+from tests.helpers.support import token, until, ws_url
 from tests.security._support import bearer
-from tests.support import token, until, ws_url
 
 pytestmark = pytest.mark.e2e
 

@@ -16,9 +16,9 @@ import pytest
 
 from tempest_ws import WebSocketConnection, WebSocketHub
 from tempest_ws.testing import serve
-from tests.redis_server import RedisServer
-from tests.support import make_settings
-from tests.test_realtime_support import Tab, open_tab, realtime_app
+from tests.helpers.realtime_support import Tab, open_tab, realtime_app
+from tests.helpers.redis_server import RedisServer
+from tests.helpers.support import make_settings
 
 pytestmark = pytest.mark.e2e
 

@@ -28,8 +28,8 @@ from tempest_ws import (
     make_websocket_router,
 )
 from tempest_ws.testing import serve
-from tests._hardening import next_of_type
-from tests.support import build_app, echo_handler, make_settings, token, until, ws_url
+from tests.helpers.hardening import next_of_type
+from tests.helpers.support import build_app, echo_handler, make_settings, token, until, ws_url
 
 pytestmark = pytest.mark.e2e
 

@@ -22,9 +22,9 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tempest_ws.testing import serve
-from tests._hardening import LogCapture, build_router_app, next_of_type
+from tests.helpers.hardening import LogCapture, build_router_app, next_of_type
+from tests.helpers.support import make_settings, token, ws_url
 from tests.security._servers import WS_PROTOCOLS
-from tests.support import make_settings, token, ws_url
 
 pytestmark = pytest.mark.e2e
 

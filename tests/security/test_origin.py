@@ -16,9 +16,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tempest_ws.testing import serve
-from tests._hardening import next_of_type
+from tests.helpers.hardening import next_of_type
+from tests.helpers.support import ws_url
 from tests.security._support import bearer
-from tests.support import ws_url
 
 pytestmark = pytest.mark.e2e
 

@@ -16,9 +16,9 @@ from websockets.asyncio.client import connect
 from tempest_ws.codes import CloseCode
 from tempest_ws.metrics import WebSocketMetrics, hub_snapshot
 from tempest_ws.testing import serve
-from tests._hardening import TEXT, RawClient, build_router_app, next_of_type, until_closed
+from tests.helpers.hardening import TEXT, RawClient, build_router_app, next_of_type, until_closed
+from tests.helpers.support import make_settings, token, ws_url
 from tests.security._servers import UNSAFE_OPTIONS, WS_PROTOCOLS
-from tests.support import make_settings, token, ws_url
 
 pytestmark = pytest.mark.e2e
 

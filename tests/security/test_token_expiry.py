@@ -15,8 +15,8 @@ from websockets.asyncio.client import connect
 from tempest_ws import CloseCode, WebSocketSettings
 from tempest_ws._types import BearerResolver
 from tempest_ws.testing import serve
-from tests._hardening import next_of_type, until_closed
-from tests.support import SECRET, build_app, make_settings, token, until, ws_url
+from tests.helpers.hardening import next_of_type, until_closed
+from tests.helpers.support import SECRET, build_app, make_settings, token, until, ws_url
 
 pytestmark = pytest.mark.e2e
 

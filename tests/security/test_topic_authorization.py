@@ -26,9 +26,9 @@ from tempest_ws import (
     make_websocket_router,
 )
 from tempest_ws.testing import serve
-from tests.redis_server import RedisServer
-from tests.support import echo_handler, make_settings
-from tests.test_realtime_support import open_tab, realtime_app
+from tests.helpers.realtime_support import open_tab, realtime_app
+from tests.helpers.redis_server import RedisServer
+from tests.helpers.support import echo_handler, make_settings
 
 pytestmark = pytest.mark.e2e
 

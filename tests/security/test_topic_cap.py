@@ -15,10 +15,10 @@ import logging
 import pytest
 
 from tempest_ws import TopicLimitError, WebSocketHub, allow_any_topic
-from tempest_ws._membership import CLEANUP_BATCH
+from tempest_ws.hub._membership import CLEANUP_BATCH
 from tempest_ws.testing import serve
-from tests.support import make_settings, until
-from tests.test_realtime_support import open_tab, realtime_app
+from tests.helpers.realtime_support import open_tab, realtime_app
+from tests.helpers.support import make_settings, until
 
 pytestmark = pytest.mark.e2e
 

@@ -1,0 +1,1 @@
+"""The hub's side of message history: stamp, sequence, replay and mend history topics."""

@@ -1,0 +1,1 @@
+"""Watching a deployment: Prometheus metrics, OpenTelemetry tracing and security events."""

@@ -1,0 +1,235 @@
+"""``make_websocket_router``: one authenticated, heartbeated WebSocket route.
+
+The route's endpoint ([`tempest_ws.router._endpoint`][tempest_ws.router._endpoint]) runs every
+connection through
+the
+same path: origin check, per-address cap, token, accept, resolve, ``on_connect``,
+register, ``hello``, then heartbeat, inbound guard (with the opt-in built-in operations
+and typed validation), token expiry and the handler, and a cleanup that leaks nothing.
+The router returned here is an ``APIRouter`` that can also
+`drain()` that endpoint at shutdown (see [`tempest_ws.shutdown`][tempest_ws.router.shutdown]).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Response, params
+
+from tempest_ws._types import BearerResolver, Handler
+from tempest_ws.exceptions import ConfigurationError
+from tempest_ws.hub._authz import require_authorizer
+from tempest_ws.hub._hub import WebSocketHub
+from tempest_ws.observe.tracing import Tracing
+from tempest_ws.router._endpoint import DRAIN_REASON, Endpoint
+from tempest_ws.router._hooks import Hooks
+from tempest_ws.router._inbound import Inbound
+from tempest_ws.router._redaction import install_query_token_redaction
+from tempest_ws.router._route import add_endpoint_route
+from tempest_ws.router.realtime import BUILTIN_OPERATIONS, OnConnect, OnDisconnect, TopicAuthorizer
+from tempest_ws.settings import WebSocketSettings
+from tempest_ws.wire.codes import CloseCode
+from tempest_ws.wire.envelope import SUBSCRIBE
+from tempest_ws.wire.messages import MessageRegistry
+
+__all__ = ["DRAIN_REASON", "WebSocketRouter", "make_websocket_router"]
+
+
+class WebSocketRouter(APIRouter):
+    """The ``APIRouter`` `make_websocket_router()` returns, able to drain its endpoint.
+
+    Include it with ``app.include_router`` as any router. Its `drain()` is what
+    [`tempest_ws.shutdown`][tempest_ws.router.shutdown] calls before uvicorn closes every socket
+    with 1012.
+    """
+
+    _tempest_endpoint: Endpoint
+
+    @property
+    def draining(self) -> bool:
+        """True once `drain()` started: new connections are closed 1001 on accept."""
+        return self._tempest_endpoint.draining
+
+    def connection_count(self) -> int:
+        """Connections this router's endpoint is serving right now (this process)."""
+        return len(self._tempest_endpoint.live)
+
+    async def drain(
+        self,
+        *,
+        reason: str = DRAIN_REASON,
+        grace: float = 10.0,
+        code: int = CloseCode.GOING_AWAY,
+    ) -> int:
+        """Close every connection with ``code`` (1001) and ``reason``; refuse new ones.
+
+        Each connection first flushes the frames already queued for it (as any 1001
+        close does), then its session ends as usual: handler, heartbeat and registry
+        entry are cleaned up. Handshakes arriving from now on are accepted and closed
+        1001 at once, so clients reconnect elsewhere. Returns once every session has
+        ended or ``grace`` seconds passed; connections still open then are aborted.
+        Calling it again closes what opened in between (normally nothing).
+
+        Returns:
+            How many connections were asked to close.
+        """
+        return await self._tempest_endpoint.drain(code=code, reason=reason, grace=grace)
+
+
+def make_websocket_router(
+    handler: Handler,
+    *,
+    hub: WebSocketHub,
+    bearer_resolver: BearerResolver,
+    settings: WebSocketSettings,
+    path: str = "/ws",
+    max_invalid_frames: int = 10,
+    redact_query_tokens: bool = True,
+    serve_client: bool = True,
+    builtins: bool | Iterable[str] = False,
+    messages: MessageRegistry | None = None,
+    topic_authorizer: TopicAuthorizer | None = None,
+    on_connect: OnConnect | None = None,
+    on_disconnect: OnDisconnect | Sequence[OnDisconnect] = (),
+    hook_timeout: float = 10.0,
+    tracing: Tracing | None = None,
+    dependencies: Sequence[params.Depends] | None = None,
+) -> WebSocketRouter:
+    """Build an ``APIRouter`` with an authenticated, heartbeated WebSocket at ``path``.
+
+    Args:
+        handler: ``async (ws, connection, hub)`` awaited once per authenticated
+            connection. ``ws.receive*`` never returns heartbeat envelopes, ``auth.refresh``
+            envelopes, oversized or malformed frames; a ``WebSocketDisconnect`` ends it
+            normally and any other exception closes 1011 (logged with the connection id).
+        hub: the hub connections are registered with; started and stopped by the
+            router's lifespan (and stopped connections are closed 1001).
+        bearer_resolver: ``async (token) -> user id | None``; called again for every
+            ``auth.refresh``.
+        settings: the ``WS_*`` configuration.
+        path: the route path.
+        max_invalid_frames: malformed frames (each answered with an error envelope)
+            tolerated per connection before it is closed 1008.
+        redact_query_tokens: hide ``?token=`` values in uvicorn's logs.
+        serve_client: also serve the browser client at ``{path}/client.js``.
+        builtins: answer these envelope types in the router, each with an ``ack`` or
+            ``error`` carrying the request's ``request_id`` (``True``: all of
+            ``subscribe``, ``unsubscribe``, ``presence.get``, ``typing``, ``receipt``);
+            the handler never sees them. With ``subscribe``, the URL's ``?topics=a,b``
+            are subscribed before the handler starts. See ``docs/realtime.md``.
+        messages: a registry every other inbound envelope must match: an unregistered
+            type or invalid ``data`` gets an ``unknown_type`` / ``invalid_data`` error
+            (counted toward ``max_invalid_frames``), and the handler gets the validated
+            model through [`receive_envelope()`][tempest_ws.router.realtime.receive_envelope].
+        topic_authorizer: installed on ``hub`` (same as ``WebSocketHub(topic_authorizer=)``).
+            Topics are closed by default: with the built-in ``subscribe``, or a hub that
+            keeps presence or history, one is required (here or on the hub);
+            [`allow_any_topic()`][tempest_ws.router.realtime.allow_any_topic] is the explicit
+            allow-all.
+        on_connect: ``(connection, ws)`` before registration; may refuse with a close
+            code (``False``: 4403). See [`OnConnect`][tempest_ws.router.realtime.OnConnect].
+        on_disconnect: one or several ``(connection)`` hooks run after the close.
+        hook_timeout: seconds each hook may take (then it counts as failed).
+        tracing: an OpenTelemetry span per inbound message (see ``docs/tracing.md``);
+            the hub's ``tracing`` by default. Off when both are ``None``.
+        dependencies: FastAPI ``Depends(...)`` for the WebSocket route only, solved
+            after the app's (``FastAPI(dependencies=)``) and those of
+            ``app.include_router(router, dependencies=)``, which apply as well. All of
+            them run before the handshake is accepted; one that raises refuses it
+            (``WebSocketException``: HTTP 403; ``HTTPException``: its status) and the
+            endpoint never runs. See ``docs/authentication.md``.
+
+    Returns:
+        A `WebSocketRouter` (an ``APIRouter``) to pass to ``app.include_router``;
+        keep it to `drain()` at shutdown.
+
+    Raises:
+        ConfigurationError: an unknown built-in name, a built-in type also registered in
+            ``messages``, a hub that already has another topic authorizer, no topic
+            authorizer where one is required (see ``topic_authorizer``), or a
+            ``hook_timeout`` that is not positive.
+    """
+    operations = _builtin_operations(builtins)
+    if messages is not None:
+        clash = sorted(t for t in operations if messages.accepts(t))
+        if clash:
+            raise ConfigurationError(f"built-in operations also registered inbound: {clash}")
+    if topic_authorizer is not None:
+        if hub.topic_authorizer not in (None, topic_authorizer):
+            raise ConfigurationError("the hub already has another topic_authorizer")
+        hub.topic_authorizer = topic_authorizer
+    if SUBSCRIBE in operations:
+        because = "the built-in subscribe (and ?topics=) lets clients choose topics"
+        require_authorizer(hub.topic_authorizer, because=because)
+    hub._require_authorizer()  # presence or history: refused now rather than at startup
+    if hook_timeout <= 0:
+        raise ConfigurationError("hook_timeout must be positive")
+    disconnect_hooks = [on_disconnect] if callable(on_disconnect) else list(on_disconnect)
+    hooks = None
+    if on_connect is not None or disconnect_hooks:
+        hooks = Hooks(on_connect, disconnect_hooks, timeout=hook_timeout)
+    inbound = None
+    if operations or messages is not None:
+        inbound = Inbound(hub, operations=operations, messages=messages)
+    if redact_query_tokens:
+        install_query_token_redaction()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        await hub.start()
+        try:
+            yield {}
+        finally:
+            await hub.stop()
+
+    router = WebSocketRouter(lifespan=lifespan)
+    endpoint = Endpoint(
+        handler,
+        hub=hub,
+        bearer_resolver=bearer_resolver,
+        settings=settings,
+        max_invalid_frames=max_invalid_frames,
+        inbound=inbound,
+        hooks=hooks,
+        tracing=tracing if tracing is not None else hub.tracing,
+    )
+    router._tempest_endpoint = endpoint
+    add_endpoint_route(router, path, endpoint, dependencies=dependencies)
+    if serve_client:
+        router.add_api_route(
+            f"{path.rstrip('/')}/client.js",
+            _client_script_response,
+            methods=["GET"],
+            include_in_schema=False,
+            name="tempest_ws_client_js",
+        )
+    return router
+
+
+def _builtin_operations(builtins: bool | Iterable[str]) -> frozenset[str]:
+    if builtins is True:
+        return BUILTIN_OPERATIONS
+    if builtins is False:
+        return frozenset()
+    if isinstance(builtins, str):
+        raise ConfigurationError("builtins takes True, False or a collection of names")
+    chosen = frozenset(builtins)
+    unknown = sorted(chosen - BUILTIN_OPERATIONS)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown built-in operations {unknown}; choose from {sorted(BUILTIN_OPERATIONS)}"
+        )
+    return chosen
+
+
+def _client_script_response() -> Response:
+    """The browser client, ``tempest-ws.js``, served from the installed package."""
+    source = resources.files("tempest_ws").joinpath("static/tempest-ws.js").read_bytes()
+    return Response(
+        source,
+        media_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )

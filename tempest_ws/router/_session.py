@@ -1,0 +1,448 @@
+"""The life of one accepted connection: read, guard, run the handler, clean up.
+
+The session owns reading. One loop takes every inbound frame from the server, counts it
+as proof of life, enforces the size limit, answers and swallows heartbeat envelopes,
+rejects malformed frames with an error envelope, and hands the rest to the handler
+through a bounded inbox. Because reading never depends on the handler, a handler that
+only pushes still has its client's pongs seen, and a peer that vanishes is noticed at once.
+
+Every inbound frame first spends a token from the connection's bucket (ping and pong
+envelopes included): a client past ``WS_RATE_LIMIT_*`` is closed 4429 ``rate_limited``.
+``auth.refresh`` envelopes are answered here too (see
+[`tempest_ws.router._expiry`][tempest_ws.router._expiry]),
+and so
+are the router's built-in operations, with the typed validation of everything else when
+the router has a message registry (see [`tempest_ws.router._inbound`][tempest_ws.router._inbound]).
+Closes
+the server's WebSocket layer makes on its own (1002 protocol error, 1007 invalid UTF-8,
+1009 a message over ``ws_max_size``) reach the loop as a disconnect and are logged as
+security events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocketDisconnect
+
+from tempest_ws._types import Message, Receive, Send
+from tempest_ws.exceptions import EnvelopeError
+from tempest_ws.hub._connection import WebSocketConnection
+from tempest_ws.observe._audit import frame_in, frame_out, security_event
+from tempest_ws.observe.tracing import note_rejection
+from tempest_ws.router._expiry import AUTH_REFRESH, TokenLifetime, refresh_token_of
+from tempest_ws.router._heartbeat import Beat
+from tempest_ws.router._ratelimit import TokenBucket
+from tempest_ws.router.realtime import ENVELOPE_KEY, JSON_KEY, MODEL_KEY
+from tempest_ws.wire.codes import CloseCode
+from tempest_ws.wire.envelope import (
+    ACK,
+    PING,
+    PONG,
+    WSEnvelope,
+    decode_frame,
+    encode_envelope,
+    error_envelope,
+)
+
+if TYPE_CHECKING:
+    from tempest_ws.observe.tracing import SessionTracer
+    from tempest_ws.router._inbound import Inbound
+
+logger = logging.getLogger("tempest_ws.session")
+
+INBOX_SIZE = 64
+
+PONG_FRAME = encode_envelope({"type": PONG, "data": {}, "request_id": None})
+"""The pong every tempest_ws client sends, byte for byte: swallowed without decoding."""
+
+_LAYER_CLOSES: dict[int, str] = {
+    CloseCode.PROTOCOL_ERROR: "protocol_error",
+    CloseCode.INVALID_PAYLOAD: "invalid_utf8",
+    CloseCode.MESSAGE_TOO_BIG: "message_too_big",
+}
+"""Codes the server's WebSocket layer (not tempest_ws) closes with, as security events."""
+
+
+class _Verdict(enum.Enum):
+    DELIVER = "deliver"
+    HANDLED = "handled"
+    INVALID = "invalid"
+    REFRESH = "refresh"
+    BUILTIN = "builtin"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """Inbound limits the session enforces."""
+
+    max_message_bytes: int
+    accept_binary: bool
+    max_invalid_frames: int
+    heartbeat_seconds: float
+    heartbeat_timeout: float
+    max_json_depth: int = 32
+
+
+def _disconnect(code: int) -> Message:
+    return {"type": "websocket.disconnect", "code": code}
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+async def _wait_beside(shared: asyncio.Future[None]) -> None:
+    """Wait until ``shared`` is done without cancelling it when this waiter is cancelled.
+
+    Only a second concurrent ``receive`` takes this path; a spurious wake-up is harmless
+    (the caller looks at the inbox again).
+    """
+    mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake(_: asyncio.Future[None]) -> None:
+        _wake(mine)
+
+    shared.add_done_callback(wake)
+    try:
+        await mine
+    finally:
+        shared.remove_done_callback(wake)
+
+
+def _frame_size(message: Message, limit: int) -> int:
+    """The frame's size in bytes, exact whenever it could exceed ``limit``."""
+    text = message.get("text")
+    if text is not None:
+        # len(text) <= UTF-8 length <= 4 * len(text): encode only when it could matter.
+        return len(text) if len(text) * 4 <= limit else len(text.encode())
+    data = message.get("bytes")
+    return len(data) if data is not None else 0
+
+
+class HandlerChannel:
+    """The ASGI ``receive``/``send`` pair behind the ``WebSocket`` given to the handler.
+
+    Until `attach()` it passes the handshake through to the server. After it,
+    ``receive`` reads the session's inbox and ``send`` routes a close through the
+    connection, so the handler's ``ws.close(code)`` and a server-side close are the same
+    single, idempotent operation.
+
+    Thousands of these sit idle at once, so nothing is made before it is needed: the
+    inbox exists while frames wait in it, and a waiting side parks on one plain future.
+    A close wakes every waiter and cancels the read loop's pending ``receive``.
+    """
+
+    __slots__ = (
+        "_cancelled",
+        "_connection",
+        "_inbox",
+        "_mail",
+        "_raw_receive",
+        "_raw_send",
+        "_reader",
+        "_room",
+        "tracer",
+    )
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._raw_receive = receive
+        self._raw_send = send
+        self._connection: WebSocketConnection | None = None
+        self._inbox: deque[Message] | None = None
+        self._mail: asyncio.Future[None] | None = None  # the handler waits for a frame
+        self._room: asyncio.Future[None] | None = None  # the read loop waits for room
+        self._reader: asyncio.Task[Any] | None = None  # the read loop, parked in receive
+        self._cancelled = False  # the read loop's task was cancelled by the close
+        self.tracer: SessionTracer | None = None  # set by the endpoint with tracing on
+
+    def attach(self, connection: WebSocketConnection) -> None:
+        """Switch from handshake pass-through to the guarded session."""
+        self._connection = connection
+        connection.add_close_callback(self._on_close)
+
+    @property
+    def connection(self) -> WebSocketConnection:
+        """The attached connection.
+
+        Raises:
+            RuntimeError: `attach()` has not been called.
+        """
+        if self._connection is None:
+            raise RuntimeError("the channel is not attached to a connection")
+        return self._connection
+
+    @property
+    def backlog(self) -> int:
+        """Frames read from the socket and not yet taken by the handler."""
+        inbox = self._inbox
+        return len(inbox) if inbox is not None else 0
+
+    def _on_close(self, _connection: WebSocketConnection) -> None:
+        """The close started: stop reading and wake whoever waits (runs synchronously)."""
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            self._cancelled = True
+            reader.cancel()
+        _wake(self._mail)
+        _wake(self._room)
+
+    async def receive(self) -> Message:
+        """Next frame for the handler, or a disconnect message once the connection closed."""
+        connection = self._connection
+        if connection is None:
+            return await self._raw_receive()
+        if self.tracer is not None:
+            self.tracer.handler_done()
+        while True:
+            inbox = self._inbox
+            if inbox:
+                message = inbox.popleft()
+                if not inbox:
+                    self._inbox = None
+                _wake(self._room)
+                if self.tracer is not None:
+                    self.tracer.handler_took(message)
+                return message
+            if connection.closing:
+                return _disconnect(connection.close_code or CloseCode.ABNORMAL)
+            mail = self._mail
+            if mail is None or mail.done():
+                mail = self._mail = asyncio.get_running_loop().create_future()
+                try:
+                    await mail
+                finally:
+                    if self._mail is mail:
+                        self._mail = None
+            else:
+                await _wait_beside(mail)
+
+    async def send(self, message: Message) -> None:
+        """Send for the handler; a close goes through the connection."""
+        connection = self._connection
+        if connection is None:
+            await self._raw_send(message)
+            return
+        if message["type"] == "websocket.close":
+            await connection.close(
+                message.get("code", CloseCode.NORMAL), message.get("reason") or ""
+            )
+            return
+        if connection.closing:
+            raise WebSocketDisconnect(connection.close_code or CloseCode.ABNORMAL)
+        connection.flush()  # after the hub's frames written so far
+        await self._raw_send(message)
+        text = message.get("text")
+        if text is not None:
+            frame_out(text)
+
+    async def deliver(self, message: Message) -> None:
+        """Put a frame in the inbox, waiting while the handler is ``INBOX_SIZE`` behind.
+
+        A frame delivered once the connection is closing is dropped.
+        """
+        connection = self._connection
+        inbox = self._inbox
+        while inbox is not None and len(inbox) >= INBOX_SIZE:
+            if connection is not None and connection.closing:
+                return
+            room = self._room = asyncio.get_running_loop().create_future()
+            try:
+                await room
+            finally:
+                self._room = None
+            inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append(message)
+        _wake(self._mail)
+
+    async def read_loop(
+        self,
+        connection: WebSocketConnection,
+        heartbeat: Beat[Any],
+        limits: SessionLimits,
+        *,
+        bucket: TokenBucket | None = None,
+        lifetime: TokenLifetime | None = None,
+        inbound: Inbound | None = None,
+    ) -> None:
+        """Read until the peer leaves or the connection closes; guard every frame.
+
+        The wait for the next frame is the only await a close interrupts: the close
+        callback cancels it (and only it), so no task or waiter exists per frame.
+        """
+        cid = connection.connection_id
+        task = asyncio.current_task()
+        receive = self._raw_receive
+        invalid = 0
+        closing = connection.closing_future()
+        tracer = self.tracer
+        while True:
+            if tracer is not None:
+                tracer.settle()
+            if closing.done():
+                return
+            # Inline rather than a helper coroutine: an idle connection parks right here.
+            self._reader = task
+            try:
+                message = await receive()
+            except asyncio.CancelledError:
+                if self._cancelled and task is not None:
+                    self._cancelled = False
+                    if task.uncancel() == 0:
+                        return  # our own cancel, nobody else's: the connection is closing
+                raise
+            finally:
+                self._reader = None
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                code = int(message.get("code", CloseCode.NO_STATUS))
+                layer_event = _LAYER_CLOSES.get(code)
+                if layer_event is not None:
+                    security_event(layer_event, cid, "closed by the WebSocket layer")
+                connection.peer_closed(code)
+                return
+            if kind != "websocket.receive":
+                continue
+            heartbeat.touch()
+            frame_in(message)
+            if tracer is not None:
+                tracer.arrived()
+            if bucket is not None and not bucket.take():
+                security_event(
+                    "rate_limited", cid, "inbound frames over the budget", budget=bucket.capacity
+                )
+                connection.close_soon(CloseCode.RATE_LIMITED, "rate_limited")
+                return
+            if message.get("text") == PONG_FRAME:
+                continue  # the common heartbeat answer, known without decoding it
+            size = _frame_size(message, limits.max_message_bytes)
+            if size > limits.max_message_bytes:
+                security_event(
+                    "message_too_big",
+                    cid,
+                    "frame over the size limit",
+                    size=size,
+                    limit=limits.max_message_bytes,
+                )
+                connection.close_soon(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                return
+            verdict, envelope = self._inspect(connection, message, limits, inbound)
+            if tracer is not None:
+                tracer.inspected(message, verdict.value, envelope)
+            if verdict is _Verdict.DELIVER:
+                await self.deliver(message)
+                continue
+            if verdict is _Verdict.BUILTIN and envelope is not None and inbound is not None:
+                valid = await inbound.run(connection, envelope)
+                if connection.closing:
+                    return
+                verdict = _Verdict.HANDLED if valid else _Verdict.INVALID
+            if verdict is _Verdict.REFRESH and envelope is not None:
+                verdict = await self._refresh(connection, envelope, lifetime)
+                if connection.closing:
+                    return
+            if verdict is not _Verdict.INVALID:
+                continue
+            invalid += 1
+            if tracer is not None:
+                tracer.invalid()
+            if invalid >= limits.max_invalid_frames:
+                security_event("policy_violation", cid, "too many invalid frames", count=invalid)
+                connection.close_soon(CloseCode.POLICY_VIOLATION, "too many invalid frames")
+                return
+
+    def _inspect(
+        self,
+        connection: WebSocketConnection,
+        message: Message,
+        limits: SessionLimits,
+        inbound: Inbound | None = None,
+    ) -> tuple[_Verdict, WSEnvelope | None]:
+        """What to do with one frame; an invalid one has been answered with an error."""
+        text = message.get("text")
+        if text is None:
+            if limits.accept_binary:
+                return _Verdict.DELIVER, None
+            return self._reject(connection, "binary_not_supported", "send JSON text frames")
+        try:
+            envelope, value = decode_frame(text, max_depth=limits.max_json_depth)
+        except EnvelopeError as exc:
+            return self._reject(connection, str(exc.code), exc.reason, request_id=exc.request_id)
+        if envelope.type == PONG:
+            return _Verdict.HANDLED, None
+        if envelope.type == PING:
+            reply: dict[str, object] = {"type": PONG, "data": {}, "request_id": envelope.request_id}
+            connection.enqueue(encode_envelope(reply))
+            return _Verdict.HANDLED, None
+        if envelope.type == AUTH_REFRESH:
+            return _Verdict.REFRESH, envelope
+        if inbound is not None:
+            if inbound.claims(envelope):
+                return _Verdict.BUILTIN, envelope
+            try:
+                message[MODEL_KEY] = inbound.parse(envelope)
+            except EnvelopeError as exc:
+                return self._reject(connection, str(exc.code), exc.reason, envelope)
+        # The handler's receive_envelope() and receive_json() reuse what was parsed here.
+        message[ENVELOPE_KEY] = envelope
+        message[JSON_KEY] = value
+        return _Verdict.DELIVER, None
+
+    async def _refresh(
+        self,
+        connection: WebSocketConnection,
+        envelope: WSEnvelope,
+        lifetime: TokenLifetime | None,
+    ) -> _Verdict:
+        """Answer an ``auth.refresh``: ack with the new expiry, or close 4401."""
+        token = refresh_token_of(envelope.data)
+        if token is None or lifetime is None:
+            verdict, _ = self._reject(
+                connection, "invalid_refresh", "auth.refresh needs data.token", envelope
+            )
+            return verdict
+        outcome = await lifetime.refresh(token)
+        if connection.closing:
+            return _Verdict.HANDLED
+        if not outcome.ok:
+            security_event("auth_refresh_rejected", connection.connection_id, outcome.reason)
+            connection.close_soon(CloseCode.UNAUTHORIZED, outcome.reason)
+            return _Verdict.HANDLED
+        logger.debug("connection %s refreshed its token", connection.connection_id)
+        ack: dict[str, object] = {
+            "type": ACK,
+            "data": {"type": AUTH_REFRESH, "expires_at": outcome.expires_at},
+            "request_id": envelope.request_id,
+        }
+        connection.enqueue(encode_envelope(ack))
+        return _Verdict.HANDLED
+
+    @staticmethod
+    def _reject(
+        connection: WebSocketConnection,
+        code: str,
+        reason: str,
+        envelope: WSEnvelope | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> tuple[_Verdict, None]:
+        note_rejection(code, envelope)
+        security_event(
+            "invalid_frame",
+            connection.connection_id,
+            "invalid frame",
+            code=code,
+        )
+        if envelope is not None:
+            request_id = envelope.request_id
+        connection.enqueue(error_envelope(code, reason, request_id=request_id))
+        return _Verdict.INVALID, None

@@ -1,0 +1,1 @@
+"""What defines bytes on the wire: the envelope, close codes, frames and typed messages."""

@@ -1,0 +1,152 @@
+"""The benchmark suite runs end to end in its tiny mode and writes its JSON.
+
+Only the shape of the results is checked, never a timing: the figures depend on the
+machine and on whatever else runs on it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+KINDS = ("bare", "native", "picows", "tempest")
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+def test_tiny_bench_writes_its_results(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--out", str(out), "--no-docs"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for key in ("command", "machine", "plan", "runs", "ratios", "targets", "heartbeat"):
+        assert key in result, key
+    assert result["command"].startswith("python -m bench --tiny")
+    for kind in KINDS:
+        run = result["runs"][kind]["20"]
+        assert "error" not in run, run.get("error")
+        keys = ("burst", "tight", "paced", "per_user", "stall", "rss_per_conn_kb", "idle_cpu_pct")
+        for key in keys:
+            assert key in run, (kind, key)
+        assert run["burst"]["delivered"] == run["burst"]["rounds"] * 20
+        assert run["burst"]["order_errors"] == 0
+        assert run["tight"]["delivered"] == run["tight"]["rounds"] * 20
+        assert run["tight"]["order_errors"] == 0
+        assert "latency_ms" in run["paced"]
+        assert "server_cpu_us_per_msg" in run["burst"]
+    tempest = result["runs"]["tempest"]["20"]
+    assert tempest["stall"]["others_saw_every_round"]
+    assert tempest["stall"]["server_view"]["closed_code"] == 1013
+    assert tempest["stall"]["server_view"]["connection_object_freed"]
+    assert result["runs"]["bare"]["20"]["stall"]["paced"]["stuck"]
+    assert set(result["ratios"]["20"]) >= {"vs_bare", "vs_native", "vs_picows"}
+    # Whether every ping came on time is a timing figure the bench reports, not a test
+    # verdict (a loaded CI machine is late sometimes); the test checks the check ran.
+    heartbeat = result["heartbeat"]
+    assert heartbeat["pings"] > 0
+    assert heartbeat["late"] >= 0
+    assert heartbeat["connections_after"] == heartbeat["n"]
+
+
+def test_report_renders_markdown_and_svg(tmp_path: Path) -> None:
+    from bench.report import render
+
+    result = {
+        "command": "python -m bench --tiny",
+        "runs": {
+            kind: {"20": {"burst": {"msgs_per_s": 1000.0}, "paced": {"latency_ms": {"p99": 1.0}}}}
+            for kind in KINDS
+        },
+        "ratios": {},
+        "targets": [{"target": "x", "value": 1.0, "met": True}],
+    }
+    page, image = render(result, tmp_path)
+    assert "python -m bench --tiny" in page.read_text()
+    assert image.read_text().startswith("<svg")
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+def test_scale_bench_runs_both_parts_at_tiny_n(tmp_path: Path) -> None:
+    """``python -m bench.scale`` at 200 connections over 2 load generators: every client
+    connects, every broadcast reaches every client in order, the heartbeat check ran,
+    and after the reconnect storm the workers hold every connection again."""
+    out = tmp_path / "scale.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.scale",
+            "--part",
+            "all",
+            "--n-a",
+            "200",
+            "--n-b",
+            "210",
+            "--loaders-a",
+            "2",
+            "--loaders-b",
+            "2",
+            "--rounds",
+            "3",
+            "--idle",
+            "2.5",
+            "--heartbeat",
+            "2",
+            "--storm-limit",
+            "90",
+            "--limit",
+            "200",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=220,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert "RSS per connection" in done.stdout
+    part_a = result["a"]
+    for kind in ("bare", "tempest"):
+        run = part_a[kind]
+        assert "error" not in run, run.get("error")
+        assert run["connections"] == 200
+        assert run["connect"]["per_loader"] == [100, 100]
+        assert run["broadcast"]["delivered"] == run["broadcast"]["expected"] == 3 * 200
+        assert run["broadcast"]["order_errors"] == 0
+        assert run["broadcast"]["latency_ms"]["samples"] == 600
+        assert run["rss_per_conn_kb"] > 0
+    heartbeat = part_a["tempest"]["heartbeat"]
+    assert heartbeat["pings"] > 0
+    assert heartbeat["late"] >= 0  # on time or not is a figure, not a verdict
+    part_b = result["b"]
+    assert "error" not in part_b, part_b.get("error")
+    assert part_b["per_worker"] == [70, 70, 70]
+    for key in ("broadcast", "topics_broadcast"):
+        assert part_b[key]["delivered"] == part_b[key]["expected"] == 3 * 210, key
+        assert part_b[key]["order_errors"] == 0
+        assert part_b[key]["server_cpu_us_per_delivery"] >= 0  # /proc ticks: may read 0
+    storm = part_b["storm"]
+    assert storm["dropped_by_servers"] == 210
+    assert storm["dropped_seen_by_clients"] == 210
+    assert storm["all_back"]
+    assert storm["back"] == 210
+    assert storm["connections_at_end"] == 210
+    assert storm["gave_up"] == 0
+    assert storm["cap_refusals_seen_by_clients"] == 0
+    assert storm["rejected_at_capacity_by_servers"] == 0

@@ -1,0 +1,136 @@
+"""Real headless Chromium for the browser tests: Debian's ``chromium`` driven by Playwright.
+
+Playwright's Python API drives the system browser through ``executable_path``; no browser
+is ever downloaded. Each test gets a fresh profile directory, and every uncaught page
+error fails the test at teardown. Waits are bounded polls (``wait_js``), never sleeps.
+
+Use it from a test module::
+
+    @pytest.fixture
+    async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
+        async with launch_chromium(tmp_path) as browser:
+            yield browser
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.support import require_tool
+
+CHROMIUM_ARGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+"""Flags for a quiet, deterministic headless browser that talks only to loopback."""
+
+WAIT_MS = 30_000
+"""Bound of every browser-side wait: generous, for a loaded two-core machine."""
+
+PAGE_HTML = "<!doctype html><meta charset=utf-8><title>tempest_ws test page</title>"
+"""A blank same-origin page to import ``/ws/client.js`` into."""
+
+
+class Chromium:
+    """One browser context (fresh profile) and the pages opened in it.
+
+    Attributes:
+        context: the Playwright ``BrowserContext``.
+        page_errors: uncaught exceptions thrown by any page, as text.
+    """
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+        self.page_errors: list[str] = []
+
+    async def new_page(self, url: str | None = None) -> Any:
+        """Open a page (optionally at ``url``) whose uncaught errors are recorded."""
+        page = await self.context.new_page()
+        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        if url is not None:
+            await page.goto(url)
+        return page
+
+    async def handshakes(self, page: Any) -> list[dict[str, dict[str, str]]]:
+        """Start recording the WebSocket handshakes of ``page`` through CDP.
+
+        Returns a list that fills with ``{"request": headers, "response": headers}``
+        (header names lower-cased) as handshakes complete.
+        """
+        session = await self.context.new_cdp_session(page)
+        pending: dict[str, dict[str, str]] = {}
+        done: list[dict[str, dict[str, str]]] = []
+
+        def lower(headers: dict[str, str]) -> dict[str, str]:
+            return {k.lower(): v for k, v in headers.items()}
+
+        def on_request(params: dict[str, Any]) -> None:
+            pending[params["requestId"]] = lower(params["request"]["headers"])
+
+        def on_response(params: dict[str, Any]) -> None:
+            request = pending.pop(params["requestId"], {})
+            done.append({"request": request, "response": lower(params["response"]["headers"])})
+
+        session.on("Network.webSocketWillSendHandshakeRequest", on_request)
+        session.on("Network.webSocketHandshakeResponseReceived", on_response)
+        await session.send("Network.enable")
+        return done
+
+
+@contextlib.asynccontextmanager
+async def launch_chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
+    """Launch ``/usr/bin/chromium`` headless with a fresh profile under ``tmp_path``.
+
+    Skips (or fails under ``TEMPEST_WS_REQUIRE_TOOLS``/CI) when chromium is missing.
+    Fails the test if any page threw an uncaught error.
+    """
+    executable = require_tool("chromium")
+    async_api = pytest.importorskip("playwright.async_api")
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    async with async_api.async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=executable,
+            headless=False,  # "--headless=new" below: the real browser, without a display
+            args=list(CHROMIUM_ARGS),
+            timeout=WAIT_MS * 2,
+        )
+        context.set_default_timeout(WAIT_MS)
+        browser = Chromium(context)
+        try:
+            yield browser
+        finally:
+            await context.close()
+        assert browser.page_errors == [], f"uncaught page errors: {browser.page_errors}"
+
+
+async def wait_js(page: Any, expression: str, arg: Any = None, *, timeout: float = WAIT_MS) -> Any:
+    """Poll the JS function ``expression`` (a ``(arg) => ...`` source) until truthy.
+
+    Returns its value (JSON-decoded). Fails with the page's ``window.log`` (when the page
+    keeps one) so a timeout says what the client saw.
+    """
+    try:
+        handle = await page.wait_for_function(expression, arg=arg, polling=50, timeout=timeout)
+    except Exception as exc:
+        seen = await page.evaluate("() => JSON.stringify(window.log ?? null)")
+        pytest.fail(f"timed out waiting for {expression}: {exc!r}\nwindow.log = {seen}")
+    return await handle.json_value()
+
+
+def pretty(value: Any) -> str:
+    """Compact JSON for assertion messages."""
+    return json.dumps(value, default=str)[:4000]
