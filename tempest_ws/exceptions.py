@@ -229,6 +229,8 @@ class RequestError(TempestWSError):
     into, a malformed ``ack``); the validation error is then the ``__cause__``.
     """
 
+    code: str
+
     def __init__(
         self,
         reason: str,

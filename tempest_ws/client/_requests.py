@@ -62,7 +62,6 @@ def reply_into(reply: WSEnvelope, model: type[ModelT]) -> ModelT:
             f"{len(errors)} error(s), first at {where}: {first['msg']}",
             code="invalid_answer",
             envelope=reply,
-            data={"errors": errors},
         ) from exc
 
 
