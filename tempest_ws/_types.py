@@ -1,4 +1,4 @@
-"""Type aliases shared across tempest_ws (leaves: they import nothing of the package)."""
+"""Type aliases shared across tempest_ws."""
 
 from __future__ import annotations
 

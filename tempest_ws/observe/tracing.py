@@ -92,14 +92,10 @@ class Tracing:
     """
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
-        from importlib.metadata import PackageNotFoundError, version
+        from tempest_ws import __version__
 
-        try:  # the distribution's version: importing the package root would be a circle
-            release: str | None = version("tempest-ws")
-        except PackageNotFoundError:  # run from a source tree that is not installed
-            release = None
         context, trace, propagator = _opentelemetry()
-        self.tracer = trace.get_tracer("tempest_ws", release, tracer_provider=tracer_provider)
+        self.tracer = trace.get_tracer("tempest_ws", __version__, tracer_provider=tracer_provider)
         """The OpenTelemetry ``Tracer`` tempest_ws starts its spans with."""
         self._context = context
         self._trace = trace
