@@ -153,8 +153,9 @@ class WebSocketHub(HubMessaging):
         self.tracing = tracing
         self.server_guard = ServerGuard()  # what the server negotiates, per connection
         spec = history_spec(history, history_policy, history_gap_timeout)
-        # Built in order, each part given what it needs (the presence announces through
-        # the deliveries, the node hands positioned packets to the history: both later).
+        # Built in order, each part given what it needs. Two call parts built after them,
+        # through the hub: the presence announces through the deliveries (_announce), the
+        # node hands positioned packets to the history (_sequenced).
         self._registry = Registry()
         self._presence = TopicPresence(self.backplane, self._announce, presence)
         self._node = Node(
@@ -328,7 +329,9 @@ class WebSocketHub(HubMessaging):
         return self._node.stats()
 
     async def _announce(self, kind: str, topic: str, user: str) -> None:
+        """The presence's ``announce``: one presence event, through the deliveries."""
         await self._delivery.announce(kind, topic, user)
 
     def _sequenced(self, packet: Packet) -> int:
+        """The node's ``sequenced``: a packet carrying a history position."""
         return 0 if self._history is None else self._history.on_packet(packet)
