@@ -63,9 +63,9 @@ def history_spec(
 
 
 def build_history(spec: HistorySpec, node: Node, queue_size: int) -> HubHistory:
-    """The hub's history over ``node`` (built with this history's ``on_packet`` as its
-    ``sequenced`` callback), with the store's one-round-trip append and publish when
-    it offers one for the node's backplane."""
+    """The hub's history over ``node`` (the node, built first, reaches its ``on_packet``
+    through its ``sequenced`` callback), with the store's one-round-trip append and
+    publish when it offers one for the node's backplane."""
     joined_with = getattr(spec.store, "joined_with", None)  # an optional store capability
     return HubHistory(
         spec.store,
