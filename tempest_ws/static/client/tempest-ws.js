@@ -2,8 +2,9 @@
  * tempest-ws.js: the browser client for tempest_ws servers.
  *
  * Dependency-free ES modules, one job each, served by the router under
- * `GET {path}/client/` (this file imports its siblings), and as one file built from them
- * (`scripts/build_client.py`) at `GET {path}/client.js`. Both export the same names:
+ * `GET {path}/client/` (the entry, `client/tempest-ws.js`, imports its siblings), and as
+ * one file built from them (`scripts/build_client.py`) at `GET {path}/client.js`. Both
+ * export the same names:
  *
  *     import { TempestWS } from "/ws/client.js";
  *     const client = new TempestWS("/ws", { tokenProvider: async () => getToken() });
