@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse
 
 from tempest_ws import CLOSE_CODE_INFO, CloseCode, WebSocketConnection, WebSocketHub
 from tempest_ws.testing import make_token, serve
-from tests.helpers.browser import PAGE_HTML, Chromium, launch_chromium, wait_js
+from tests.helpers.browser import CLIENT_FORMS, PAGE_HTML, Chromium, launch_chromium, wait_js
 from tests.helpers.support import build_app, make_settings, token, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -162,9 +162,10 @@ def subscriber_ids(hub: WebSocketHub, topic: str) -> set[str]:
     return {c.connection_id for c in hub.subscribers(topic)}
 
 
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-    async with launch_chromium(tmp_path) as browser:
+@pytest.fixture(params=CLIENT_FORMS)
+async def chromium(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Chromium]:
+    """Chromium running the one-file client, then the ES modules (see CLIENT_FORMS)."""
+    async with launch_chromium(tmp_path, client=request.param) as browser:
         yield browser
 
 

@@ -27,7 +27,7 @@ from tempest_ws import (
 from tempest_ws.router._expiry import token_expiry
 from tempest_ws.testing import serve
 from tests.browser.test_browser_client import FAST, events, make_client, open_page, wait_event
-from tests.helpers.browser import PAGE_HTML, Chromium, launch_chromium, wait_js
+from tests.helpers.browser import CLIENT_FORMS, PAGE_HTML, Chromium, launch_chromium, wait_js
 from tests.helpers.support import make_settings, token, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -75,9 +75,10 @@ class Server:
         return [c.connection_id for c in self.hub.connections_of(user)]
 
 
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-    async with launch_chromium(tmp_path) as browser:
+@pytest.fixture(params=CLIENT_FORMS)
+async def chromium(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Chromium]:
+    """Chromium running the one-file client, then the ES modules (see CLIENT_FORMS)."""
+    async with launch_chromium(tmp_path, client=request.param) as browser:
         yield browser
 
 

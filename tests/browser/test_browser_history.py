@@ -20,7 +20,7 @@ import pytest
 
 from tempest_ws.history import MemoryHistory
 from tests.browser.test_browser_client import FAST, events, make_client, open_page, wait_event
-from tests.helpers.browser import Chromium, launch_chromium, wait_js
+from tests.helpers.browser import CLIENT_FORMS, Chromium, launch_chromium, wait_js
 from tests.helpers.history_browser_app import HistoryTestServer
 from tests.helpers.support import until
 
@@ -43,9 +43,10 @@ WATCH = """
 """
 
 
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-    async with launch_chromium(tmp_path) as browser:
+@pytest.fixture(params=CLIENT_FORMS)
+async def chromium(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Chromium]:
+    """Chromium running the one-file client, then the ES modules (see CLIENT_FORMS)."""
+    async with launch_chromium(tmp_path, client=request.param) as browser:
         yield browser
 
 
