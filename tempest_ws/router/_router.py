@@ -30,7 +30,7 @@ from tempest_ws.router._inbound import Inbound
 from tempest_ws.router._redaction import install_query_token_redaction
 from tempest_ws.router._route import add_endpoint_route
 from tempest_ws.router.events._dispatch import EventDispatch
-from tempest_ws.router.events._handlers import EventCall, EventRegistry
+from tempest_ws.router.events._handlers import EventCall, EventHandler, EventRegistry
 from tempest_ws.router.events._setup import EventSetup
 from tempest_ws.router.realtime import BUILTIN_OPERATIONS, OnConnect, OnDisconnect, TopicAuthorizer
 from tempest_ws.settings import WebSocketSettings
@@ -55,6 +55,11 @@ class WebSocketRouter(APIRouter):
 
     _tempest_endpoint: Endpoint
     _tempest_events: EventSetup
+
+    @property
+    def event_handlers(self) -> tuple[EventHandler, ...]:
+        """The handlers registered with `on()`, in registration order (for AsyncAPI)."""
+        return tuple(self._tempest_events.dispatch.registry)
 
     def on(
         self, message_type: str, *, concurrent: bool = False, errors: Iterable[str] = ()
