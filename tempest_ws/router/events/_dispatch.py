@@ -18,15 +18,14 @@ dependencies clean up) and then answers (see [`answer_of`][tempest_ws.router.eve
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import logging
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from typing import Any, Final
 
-from fastapi.dependencies.utils import solve_dependencies
 from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tempest_ws._types import Handler
@@ -42,6 +41,7 @@ from tempest_ws.router.events._reply import (
     answer_of,
     send_answer,
 )
+from tempest_ws.router.events._solve import prepare, solve
 from tempest_ws.router.realtime import error_reply
 from tempest_ws.wire.envelope import WSEnvelope
 from tempest_ws.wire.messages import INVALID_DATA, UNKNOWN_TYPE, describe_validation_error
@@ -51,7 +51,6 @@ __all__ = ["EventDispatch"]
 logger = logging.getLogger("tempest_ws.events")
 
 _MAX_SHOWN_TYPE: Final = 64
-_STACK_KEYS: Final = ("fastapi_astack", "fastapi_inner_astack", "fastapi_function_astack")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,25 +58,6 @@ class _Job:
     handler: EventHandler
     envelope: WSEnvelope
     model: BaseModel | None
-
-
-def _socket_for(ws: WebSocket, stack: AsyncExitStack) -> WebSocket:
-    """``ws`` seen by one message's dependencies: its scope names that message's stack.
-
-    FastAPI before 0.121 takes the stack as an argument; later releases read it from the
-    scope, so each message gets a shallow copy whose scope points at its own stack.
-    """
-    clone = copy.copy(ws)
-    scope = dict(ws.scope)
-    for key in _STACK_KEYS:
-        scope[key] = stack
-    clone.scope = scope
-    return clone
-
-
-def _dependency_errors(errors: list[Any]) -> str:
-    shown = [f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('type')}" for e in errors[:5]]
-    return "invalid request: " + ", ".join(shown)
 
 
 class EventDispatch:
@@ -124,7 +104,9 @@ class EventDispatch:
                 reason = describe_validation_error(exc, handler.model)
                 return self._refuse(connection, envelope, INVALID_DATA, reason)
         lane = self._lane(connection)
-        await lane.submit(_Job(handler, envelope, model), concurrent=handler.concurrent)
+        job = _Job(handler, envelope, model)
+        if not lane.offer(job, concurrent=handler.concurrent):
+            await lane.submit(job, concurrent=handler.concurrent)
         return True
 
     async def handle(self, ws: WebSocket, connection: WebSocketConnection, hub: object) -> None:
@@ -132,7 +114,8 @@ class EventDispatch:
         beside the classic handler when there is one."""
         ws.scope[CONNECTION_KEY] = connection
         lane = self._lane(connection)
-        serving = lane.serve(functools.partial(self._run_job, ws, connection))
+        response = prepare(ws)
+        serving = lane.serve(functools.partial(self._run_job, ws, response, connection))
         try:
             if self.classic is None:
                 await serving
@@ -168,27 +151,22 @@ class EventDispatch:
         send_answer(connection, error_reply(envelope, code, reason))
         return False
 
-    async def _run_job(self, ws: WebSocket, connection: WebSocketConnection, job: _Job) -> None:
+    async def _run_job(
+        self, ws: WebSocket, response: Response, connection: WebSocketConnection, job: _Job
+    ) -> None:
         """Solve, call and answer one message; never raises (but for cancellation)."""
         handler, envelope = job.handler, job.envelope
         answer: str | WSEnvelope | None
         try:
-            async with AsyncExitStack() as stack:
-                arguments = self._arguments(handler, job, ws, connection)
-                dependant = handler.dependant
-                if dependant is not None:
-                    solved = await solve_dependencies(
-                        request=_socket_for(ws, stack),
-                        dependant=dependant,
-                        body=None,
-                        dependency_overrides_provider=ws.scope.get("app"),
-                        async_exit_stack=stack,
-                        embed_body_fields=False,
-                    )
-                    if solved.errors:
-                        raise WebSocketError(INVALID_DATA, _dependency_errors(solved.errors))
-                    arguments.update(solved.values)
+            arguments = self._arguments(handler, job, ws, connection)
+            dependant = handler.dependant
+            if dependant is None:
                 result = await handler.call(**arguments)
+            else:
+                async with AsyncExitStack() as stack:
+                    alone = not handler.concurrent
+                    arguments.update(await solve(dependant, ws, stack, response, alone=alone))
+                    result = await handler.call(**arguments)
             answer = answer_of(handler, envelope, result)
         except WebSocketError as exc:
             details = {} if exc.data is None else {"details": exc.data}

@@ -75,6 +75,19 @@ class Lane(Generic[JobT]):
         _wake(self.room)
         _wake(self.slot)
 
+    def offer(self, job: JobT, *, concurrent: bool) -> bool:
+        """Queue ``job`` unless ``QUEUE_SIZE`` jobs wait (then ``False``: `submit()` it).
+
+        A job offered once the connection is closing is dropped (``True``).
+        """
+        jobs = self._jobs
+        if len(jobs) >= QUEUE_SIZE:
+            return False
+        if not self.connection.closing:
+            jobs.append((job, concurrent))
+            _wake(self.work)
+        return True
+
     async def submit(self, job: JobT, *, concurrent: bool) -> None:
         """Queue ``job``, waiting while ``QUEUE_SIZE`` jobs wait; dropped once closing."""
         while len(self._jobs) >= QUEUE_SIZE:
