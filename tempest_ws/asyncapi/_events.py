@@ -2,11 +2,11 @@
 
 Each handler is a message the server receives (``data``: its model, or any JSON value
 when it takes none) whose ``receive`` operation has a ``reply``: the ``<type>.reply``
-message with the return annotation's schema (or ``ack`` when it returns ``None``), and
-the ``error`` message. The error codes it may answer are listed in the operation's
-description and in its ``x-tempest-ws-errors`` extension: ``invalid_data`` when it
-validates a model, ``internal_error`` always, then the codes given to
-``@router.on(errors=...)``.
+message with the return annotation's schema (``ack`` when it returns ``None``; nothing
+more when it returns a `WSEnvelope` of its own making), and the ``error`` message. The
+error codes it may answer are listed in the operation's description and in its
+``x-tempest-ws-errors`` extension: ``invalid_data`` when it validates a model,
+``internal_error`` always, then the codes given to ``@router.on(errors=...)``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def event_messages(handlers: Iterable[EventHandler]) -> list[ProtocolMessage]:
         out.append(
             ProtocolMessage(handler.message_type, handler.model or AnyData, "receive", summary)
         )
-        if handler.replies:
+        if handler.replies and not handler.own_reply:
             reply = reply_type(handler.message_type)
             returned = handler.reply_model or AnyReply
             out.append(
@@ -78,8 +78,11 @@ def add_replies(
     """Give each handler's ``receive`` operation its ``reply`` and error codes."""
     for handler in handlers:
         operation = operations[operation_of[(handler.message_type, "receive")]]
-        answer = (reply_type(handler.message_type), "send") if handler.replies else (ACK, "send")
-        keys = [message_of[answer], message_of[(ERROR, "send")]]
+        keys = [message_of[(ERROR, "send")]]
+        if handler.replies and not handler.own_reply:
+            keys.insert(0, message_of[(reply_type(handler.message_type), "send")])
+        elif not handler.replies:
+            keys.insert(0, message_of[(ACK, "send")])
         operation["reply"] = {
             "channel": {"$ref": channel_ref},
             "messages": [{"$ref": f"{channel_ref}/messages/{key}"} for key in keys],

@@ -320,3 +320,30 @@ def test_handlers_that_cannot_be_filled_are_refused_at_registration() -> None:
     router.on("d")(fine)
     with pytest.raises(ConfigurationError, match="already has a handler"):
         router.on("d")(fine)
+
+
+async def test_a_returned_envelope_is_sent_with_the_request_id_and_overrides_apply() -> None:
+    settings = make_settings()
+    app, _ = build(settings)
+    replacement = Store()
+    replacement.log.append("from the override")
+    app.dependency_overrides[get_store] = lambda: replacement
+    hub = WebSocketHub.from_settings(settings)
+    own = make_websocket_router(
+        hub=hub, bearer_resolver=jwt_bearer_resolver(settings), settings=settings, path="/own"
+    )
+
+    @own.on("own")
+    async def own_reply(envelope: WSEnvelope) -> WSEnvelope:
+        return WSEnvelope(type="ack", data={"custom": envelope.data})
+
+    app.include_router(own)
+    async with live_server(app, settings=settings) as server:
+        async with server.connect(token("ann"), path="/own") as ann:
+            await ann.send_envelope("own", {"x": 1}, request_id="o1")
+            assert await ann.expect("ack") == WSEnvelope(
+                type="ack", data={"custom": {"x": 1}}, request_id="o1"
+            )
+        async with server.connect(token("ann")) as ann:
+            await ann.send_envelope("log.get", request_id="g")
+            assert (await ann.expect("log.get.reply")).data == {"log": ["from the override"]}

@@ -8,8 +8,9 @@ A handler is read once, when it is registered. Each parameter is one of:
 - a FastAPI dependency (``= Depends(f)`` or ``Annotated[T, Depends(f)]``), solved per
   message by FastAPI's own ``solve_dependencies``.
 
-The return annotation is the reply's schema: a pydantic model, ``None`` (no reply), or
-anything else JSON can encode. Anything else in the signature is refused with a
+The return annotation is the reply's schema: a pydantic model, ``None`` (no reply),
+`WSEnvelope` (the handler builds its answer), or anything else JSON can encode.
+Anything else in the signature is refused with a
 [`ConfigurationError`][tempest_ws.exceptions.ConfigurationError] naming the parameter,
 at registration, never at the first message.
 """
@@ -69,6 +70,7 @@ class EventHandler:
         dependant: FastAPI's view of the dependency parameters, ``None`` without any.
         reply_model: the return annotation when it is a model, else ``None``.
         replies: ``False`` when the return annotation is ``None``.
+        own_reply: the return annotation is `WSEnvelope`: the handler builds its answer.
         concurrent: run beside the connection's other messages instead of in order.
         errors: error codes the handler documents (``WebSocketError`` codes it raises).
         summary: the first line of the handler's docstring.
@@ -81,6 +83,7 @@ class EventHandler:
     dependant: Dependant | None
     reply_model: type[BaseModel] | None
     replies: bool
+    own_reply: bool
     concurrent: bool
     errors: tuple[str, ...]
     summary: str | None
@@ -170,6 +173,7 @@ def read_handler(
                 "WebSocketConnection, WebSocketHub, WebSocket, WSEnvelope or a Depends()"
             )
     returned = hints.get("return", inspect.Signature.empty)
+    own_reply = isinstance(returned, type) and issubclass(returned, WSEnvelope)
     doc = inspect.getdoc(call)
     return EventHandler(
         message_type=message_type,
@@ -177,8 +181,9 @@ def read_handler(
         model=model,
         injected=tuple(injected),
         dependant=_dependant_of(name, dependencies),
-        reply_model=returned if _is_model(returned) else None,
+        reply_model=returned if _is_model(returned) and not own_reply else None,
         replies=returned is not None and returned is not type(None),
+        own_reply=own_reply,
         concurrent=concurrent,
         errors=tuple(errors),
         summary=doc.splitlines()[0] if doc else None,

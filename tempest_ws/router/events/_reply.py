@@ -5,6 +5,9 @@
   reply has the declared shape).
 - ``None``: nothing, unless the request had a ``request_id``; then an ``ack`` with
   ``data`` ``{}`` and that ``request_id``.
+- A `WSEnvelope`: sent as it is, with the request's ``request_id`` when it has none
+  (to keep an existing wire protocol, such as ``ack`` replies, while moving to event
+  handlers).
 
 `current_connection` and `current_user` are FastAPI dependencies that give a
 dependency the connection and the resolved user of the message being handled.
@@ -51,6 +54,10 @@ def answer_of(handler: EventHandler, request: WSEnvelope, result: Any) -> str | 
         if request.request_id is None:
             return None
         return encode_envelope({"type": ACK, "data": {}, "request_id": request.request_id})
+    if isinstance(result, WSEnvelope):
+        if result.request_id is None and request.request_id is not None:
+            result = result.model_copy(update={"request_id": request.request_id})
+        return encode_envelope(result)
     if not isinstance(result, BaseModel) and handler.reply_model is not None:
         result = handler.reply_model.model_validate(result)
     data = result
