@@ -21,7 +21,6 @@ import asyncio
 import functools
 import logging
 from contextlib import AsyncExitStack, suppress
-from dataclasses import dataclass
 from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
@@ -53,11 +52,21 @@ logger = logging.getLogger("tempest_ws.events")
 _MAX_SHOWN_TYPE: Final = 64
 
 
-@dataclass(frozen=True, slots=True)
-class _Job:
-    handler: EventHandler
-    envelope: WSEnvelope
-    model: BaseModel | None
+_Job = tuple[EventHandler, WSEnvelope, BaseModel | None]
+"""One validated message waiting for its handler: handler, envelope, model."""
+
+
+def _arguments(handler: EventHandler, job: _Job, fixed: dict[Injected, Any]) -> dict[str, Any]:
+    """The handler's keyword arguments but its dependencies; ``fixed``: per connection."""
+    arguments: dict[str, Any] = {}
+    for name, what in handler.injected:
+        if what is Injected.MESSAGE:
+            arguments[name] = job[2]
+        elif what is Injected.ENVELOPE:
+            arguments[name] = job[1]
+        else:
+            arguments[name] = fixed[what]
+    return arguments
 
 
 class EventDispatch:
@@ -103,8 +112,8 @@ class EventDispatch:
             except ValidationError as exc:
                 reason = describe_validation_error(exc, handler.model)
                 return self._refuse(connection, envelope, INVALID_DATA, reason)
-        lane = self._lane(connection)
-        job = _Job(handler, envelope, model)
+        lane = self._lanes.get(connection.connection_id) or self._lane(connection)
+        job = (handler, envelope, model)
         if not lane.offer(job, concurrent=handler.concurrent):
             await lane.submit(job, concurrent=handler.concurrent)
         return True
@@ -115,7 +124,8 @@ class EventDispatch:
         ws.scope[CONNECTION_KEY] = connection
         lane = self._lane(connection)
         response = prepare(ws)
-        serving = lane.serve(functools.partial(self._run_job, ws, response, connection))
+        fixed = {Injected.CONNECTION: connection, Injected.HUB: self.hub, Injected.WEBSOCKET: ws}
+        serving = lane.serve(functools.partial(self._run_job, ws, response, connection, fixed))
         try:
             if self.classic is None:
                 await serving
@@ -152,13 +162,18 @@ class EventDispatch:
         return False
 
     async def _run_job(
-        self, ws: WebSocket, response: Response, connection: WebSocketConnection, job: _Job
+        self,
+        ws: WebSocket,
+        response: Response,
+        connection: WebSocketConnection,
+        fixed: dict[Injected, Any],
+        job: _Job,
     ) -> None:
         """Solve, call and answer one message; never raises (but for cancellation)."""
-        handler, envelope = job.handler, job.envelope
+        handler, envelope, _ = job
         answer: str | WSEnvelope | None
         try:
-            arguments = self._arguments(handler, job, ws, connection)
+            arguments = _arguments(handler, job, fixed)
             dependant = handler.dependant
             if dependant is None:
                 result = await handler.call(**arguments)
@@ -191,20 +206,3 @@ class EventDispatch:
                 connection.connection_id,
             )
             send_answer(connection, error_reply(envelope, INTERNAL_ERROR, "internal error"))
-
-    def _arguments(
-        self, handler: EventHandler, job: _Job, ws: WebSocket, connection: WebSocketConnection
-    ) -> dict[str, Any]:
-        arguments: dict[str, Any] = {}
-        for name, what in handler.injected:
-            if what is Injected.MESSAGE:
-                arguments[name] = job.model
-            elif what is Injected.CONNECTION:
-                arguments[name] = connection
-            elif what is Injected.HUB:
-                arguments[name] = self.hub
-            elif what is Injected.WEBSOCKET:
-                arguments[name] = ws
-            else:
-                arguments[name] = job.envelope
-        return arguments

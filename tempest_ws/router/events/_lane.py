@@ -78,14 +78,16 @@ class Lane(Generic[JobT]):
     def offer(self, job: JobT, *, concurrent: bool) -> bool:
         """Queue ``job`` unless ``QUEUE_SIZE`` jobs wait (then ``False``: `submit()` it).
 
-        A job offered once the connection is closing is dropped (``True``).
+        The read loop offers nothing once the connection is closing, and `serve()` drops
+        whatever still waits then.
         """
         jobs = self._jobs
         if len(jobs) >= QUEUE_SIZE:
             return False
-        if not self.connection.closing:
-            jobs.append((job, concurrent))
-            _wake(self.work)
+        jobs.append((job, concurrent))
+        work = self.work
+        if work is not None and not work.done():
+            work.set_result(None)
         return True
 
     async def submit(self, job: JobT, *, concurrent: bool) -> None:
@@ -101,8 +103,9 @@ class Lane(Generic[JobT]):
     async def serve(self, run: Callable[[JobT], Coroutine[Any, Any, None]]) -> None:
         """Run the jobs in order until the connection closes; ``run`` must not raise."""
         connection, jobs = self.connection, self._jobs
+        closing = connection.closing_future()
         try:
-            while not connection.closing:
+            while not closing.done():
                 if not jobs:
                     await _park(self, "work")
                     continue

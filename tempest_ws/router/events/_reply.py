@@ -58,11 +58,12 @@ def answer_of(handler: EventHandler, request: WSEnvelope, result: Any) -> str | 
         if result.request_id is None and request.request_id is not None:
             result = result.model_copy(update={"request_id": request.request_id})
         return encode_envelope(result)
-    if not isinstance(result, BaseModel) and handler.reply_model is not None:
-        result = handler.reply_model.model_validate(result)
-    data = result
     if isinstance(result, BaseModel):
         data = result.model_dump(mode="json", by_alias=True)
+    elif handler.reply_model is not None:
+        data = handler.reply_model.model_validate(result).model_dump(mode="json", by_alias=True)
+    else:
+        data = result
     return encode_envelope(
         {"type": reply_type(request.type), "data": data, "request_id": request.request_id}
     )
