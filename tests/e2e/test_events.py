@@ -28,6 +28,7 @@ from tempest_ws import (
     make_websocket_router,
 )
 from tempest_ws.exceptions import ConfigurationError
+from tempest_ws.messages import MessageRegistry
 from tempest_ws.settings import WebSocketSettings
 from tempest_ws.testing import live_server
 from tempest_ws.wire.codes import CloseCode
@@ -347,3 +348,37 @@ async def test_a_returned_envelope_is_sent_with_the_request_id_and_overrides_app
         async with server.connect(token("ann")) as ann:
             await ann.send_envelope("log.get", request_id="g")
             assert (await ann.expect("log.get.reply")).data == {"log": ["from the override"]}
+
+
+def test_a_classic_router_gets_no_dispatch_until_its_first_event_handler() -> None:
+    settings = make_settings()
+
+    async def classic(ws: WebSocket, connection: WebSocketConnection, hub: WebSocketHub) -> None:
+        await ws.receive_json()
+
+    messages = MessageRegistry()
+    messages.inbound("typed")(ChatSend)
+    router = make_websocket_router(
+        classic,
+        hub=WebSocketHub.from_settings(settings),
+        bearer_resolver=jwt_bearer_resolver(settings),
+        settings=settings,
+        messages=messages,
+    )
+    endpoint = router._tempest_endpoint
+
+    def events() -> object:
+        return None if endpoint.inbound is None else endpoint.inbound.events
+
+    assert endpoint.handler is classic  # nothing added to the read loop or the handler
+    assert events() is None
+    with pytest.raises(ConfigurationError, match="messages registry"):
+        router.on("typed")(chat_like)
+    router.on("events.first")(chat_like)
+    assert endpoint.handler is not classic
+    assert events() is not None
+    assert [h.message_type for h in router.event_handlers] == ["events.first"]
+
+
+async def chat_like(message: ChatSend) -> None:
+    """A handler used only to register."""
