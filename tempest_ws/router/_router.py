@@ -71,7 +71,8 @@ class WebSocketRouter(APIRouter):
         ``WebSocketHub``, ``WebSocket`` or ``WSEnvelope`` (by type), and FastAPI
         dependencies (``Depends``, solved per message; ``yield`` ones clean up after it).
         What it returns answers the caller as ``<message_type>.reply`` (``None``: an
-        ``ack`` when the request had a ``request_id``, else nothing); a raised
+        ``ack`` when the request had a ``request_id``, else nothing; a ``WSEnvelope``:
+        that envelope, with the request's ``request_id`` when it has none); a raised
         ``WebSocketError`` answers an ``error`` envelope, any other exception an
         ``internal_error`` one (logged): the connection stays open. See ``docs/events.md``.
 
