@@ -1,4 +1,4 @@
-"""``python -m bench.events [--frames N] [--rounds R]``: what an event handler costs.
+"""``python -m bench.events [--frames N] [--rounds R] [--out FILE]``: what an event handler costs.
 
 One process, no sockets: ``N`` ``chat.send`` envelopes go through the session's real
 read loop (``HandlerChannel.read_loop``) into a real connection whose frames are
@@ -238,8 +238,8 @@ async def main(frames: int, rounds: int) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.events")
-    parser.add_argument("--frames", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--frames", type=int, default=5_000)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--out", type=Path, default=RESULTS)
     options = parser.parse_args()
     outcome = asyncio.run(main(options.frames, options.rounds))

@@ -64,6 +64,7 @@ class EventHandler:
 
     Attributes:
         message_type: the envelope ``type`` it answers.
+        reply: the ``type`` of its reply, ``<message_type>.reply``.
         call: the ``async def`` itself.
         model: the model ``data`` is validated into, or ``None`` (``data`` is not read).
         injected: ``(parameter, what)`` for every parameter that is not a dependency.
@@ -77,6 +78,7 @@ class EventHandler:
     """
 
     message_type: str
+    reply: str
     call: EventCall
     model: type[BaseModel] | None
     injected: tuple[tuple[str, Injected], ...]
@@ -177,6 +179,7 @@ def read_handler(
     doc = inspect.getdoc(call)
     return EventHandler(
         message_type=message_type,
+        reply=reply_type(message_type),
         call=call,
         model=model,
         injected=tuple(injected),

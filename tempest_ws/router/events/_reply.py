@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket
 from tempest_ws._types import UserId
 from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.observe._audit import security_event
-from tempest_ws.router.events._handlers import EventHandler, reply_type
+from tempest_ws.router.events._handlers import EventHandler
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import ACK, WSEnvelope, encode_envelope
 
@@ -64,9 +64,7 @@ def answer_of(handler: EventHandler, request: WSEnvelope, result: Any) -> str | 
         data = handler.reply_model.model_validate(result).model_dump(mode="json", by_alias=True)
     else:
         data = result
-    return encode_envelope(
-        {"type": reply_type(request.type), "data": data, "request_id": request.request_id}
-    )
+    return encode_envelope({"type": handler.reply, "data": data, "request_id": request.request_id})
 
 
 def send_answer(connection: WebSocketConnection, answer: str | WSEnvelope) -> None:
