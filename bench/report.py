@@ -359,6 +359,7 @@ def markdown(
             lines.append("| " + " | ".join(cells) + " |")
     lines += _syscall_lines(runs)
     lines += _history_section()
+    lines += _events_section()
     lines += [
         "",
         "## How tempest_ws fans out",
@@ -553,6 +554,13 @@ def svg(result: dict[str, Any]) -> str:
 def _history_section() -> list[str]:
     """The last ``python -m bench.history`` run (``bench/results/history.json``), if any."""
     from .history import RESULTS, markdown_section
+
+    return markdown_section(json.loads(RESULTS.read_text())) if RESULTS.exists() else []
+
+
+def _events_section() -> list[str]:
+    """The last ``python -m bench.events`` run (``bench/results/events.json``), if any."""
+    from .events import RESULTS, markdown_section
 
     return markdown_section(json.loads(RESULTS.read_text())) if RESULTS.exists() else []
 

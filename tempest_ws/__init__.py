@@ -19,6 +19,7 @@ from tempest_ws.exceptions import (
     TempestWSError,
     TopicLimitError,
     UnencodableMessageError,
+    WebSocketError,
 )
 from tempest_ws.history import (
     Entry,
@@ -37,6 +38,7 @@ from tempest_ws.hub._hub import ClusterStats, HistoryStats, HubStats, WebSocketH
 from tempest_ws.observe.tracing import Tracing
 from tempest_ws.router._router import WebSocketRouter, make_websocket_router
 from tempest_ws.router.auth import extract_token, jwt_bearer_resolver, origin_allowed
+from tempest_ws.router.events._reply import current_connection, current_user
 from tempest_ws.router.realtime import (
     BUILTIN_OPERATIONS,
     PRESENCE_JOIN,
@@ -100,6 +102,7 @@ __all__ = [
     "UnencodableMessageError",
     "WSEnvelope",
     "WebSocketConnection",
+    "WebSocketError",
     "WebSocketHub",
     "WebSocketRouter",
     "WebSocketSettings",
@@ -107,6 +110,8 @@ __all__ = [
     "add_asyncapi_route",
     "allow_any_topic",
     "asyncapi_document",
+    "current_connection",
+    "current_user",
     "decode_envelope",
     "describe_close_code",
     "encode_envelope",

@@ -15,7 +15,8 @@ Hierarchy (every class derives from `TempestWSError`)::
     │   └── UnauthorizedError                 the server refused the token too often
     ├── RequestTimeoutError (TimeoutError)    a client request got no reply in time
     ├── RequestError                          the server answered a client request with an error
-    └── SendQueueFullError                    the client's offline queue is full ("raise" mode)
+    ├── SendQueueFullError                    the client's offline queue is full ("raise" mode)
+    └── WebSocketError                        an event handler answers its request with an error
 
 Each carries ``code`` (a [`CloseCode`][tempest_ws.wire.codes.CloseCode] or short string) and
 ``reason``.
@@ -49,6 +50,7 @@ __all__ = [
     "TopicLimitError",
     "UnauthorizedError",
     "UnencodableMessageError",
+    "WebSocketError",
 ]
 
 
@@ -254,3 +256,23 @@ class RequestError(TempestWSError):
 
 class SendQueueFullError(TempestWSError):
     """The client's offline queue is full and it was built with ``queue_overflow="raise"``."""
+
+
+class WebSocketError(TempestWSError):
+    """Raised by an event handler (``@router.on``) to answer its request with an error.
+
+    The caller receives ``{"type": "error", "data": {"code": code, "message": message},
+    "request_id": <the request's>}``, with ``"details": data`` added when ``data`` is
+    given (it must be JSON-encodable; never put a token or a message body there). The
+    connection stays open: one message failed, not the connection.
+
+    Args:
+        code: a short machine-readable string, such as ``"not_found"``.
+        message: a human-readable explanation sent to the client.
+        data: optional JSON-encodable details sent as ``data.details``.
+    """
+
+    def __init__(self, code: str, message: str, data: object = None) -> None:
+        super().__init__(message, code=code)
+        self.message = message
+        self.data = data

@@ -144,6 +144,13 @@ class WebSocketSettings(BaseSettings):
         description="Deepest nesting of objects and arrays in an inbound frame (the envelope "
         "is level 1); deeper frames get a json_too_deep error envelope.",
     )
+    WS_MAX_CONCURRENT_HANDLERS: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Event handlers registered with concurrent=True that may run at once for "
+        "one connection; past it the connection's next message waits for one to finish.",
+    )
     WS_ACCEPT_BINARY: bool = Field(
         default=False,
         description="Pass binary frames to the handler; when false they get an error envelope.",

@@ -31,6 +31,9 @@ Wire protocol on the socket (every frame is an envelope ``{type, data, request_i
   "text", "at"}`` to the room and replies ``ack {"delivered": n}`` with its request_id.
 - the server pushes ``announcement {"text", "room"}`` from ``POST /api/announce``.
 - a bad request gets ``error {"code", "message"}`` with the request's request_id.
+
+Each client envelope has its own event handler (``@router.on``): the router validates
+its ``data`` and answers with what the handler returns or raises.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import re
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import jwt
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
@@ -50,17 +53,26 @@ from pydantic import BaseModel, Field, SecretStr
 
 from tempest_ws import (
     ConfigurationError,
-    ConnectionClosedError,
     WebSocketConnection,
+    WebSocketError,
     WebSocketHub,
+    WebSocketRouter,
     WebSocketSettings,
     WSEnvelope,
     jwt_bearer_resolver,
     make_websocket_router,
+    reply_envelope,
 )
 from tempest_ws.testing import make_token
 
-__all__ = ["ROOM_PREFIX", "TOKEN_LIFETIME_SECONDS", "app", "create_app", "may_join"]
+__all__ = [
+    "ROOM_PREFIX",
+    "TOKEN_LIFETIME_SECONDS",
+    "add_handlers",
+    "app",
+    "create_app",
+    "may_join",
+]
 
 logger = logging.getLogger("examples.chat")
 
@@ -152,104 +164,78 @@ def room_presence(topic: str) -> bool:
 # --8<-- [end:policy]
 
 
-class ChatHandler:
-    """The per-connection loop: one instance serves every connection of the app."""
+class RoomRequest(BaseModel):
+    """``data`` of ``subscribe`` and ``unsubscribe``: ``{"topic": "room:<name>"}``."""
 
-    async def __call__(
-        self, ws: WebSocket, connection: WebSocketConnection, hub: WebSocketHub
-    ) -> None:
+    topic: str
+
+
+class ChatSend(BaseModel):
+    """``data`` of ``chat.send``: the room (joined first) and the text."""
+
+    room: str
+    text: str  # 1-1000 characters, checked by the handler to answer bad_text
+
+
+def add_handlers(router: WebSocketRouter, hub: WebSocketHub) -> None:
+    """The socket protocol: one event handler per envelope type the page sends."""
+
+    @router.on_connect
+    async def connected(connection: WebSocketConnection, ws: WebSocket) -> None:
         logger.info("connection %s: %s connected", connection.connection_id, connection.user_key)
-        try:
-            while True:
-                raw = await ws.receive_json()
-                try:
-                    envelope = WSEnvelope.model_validate(raw)
-                except ValueError:
-                    continue  # the router already answered malformed frames
-                await self._dispatch(envelope, connection, hub)
-        except ConnectionClosedError:
-            pass
-        finally:
-            # The hub sends presence.leave to the rooms this user's last tab was in.
-            logger.info("connection %s: %s left", connection.connection_id, connection.user_key)
 
-    async def _dispatch(
-        self, envelope: WSEnvelope, connection: WebSocketConnection, hub: WebSocketHub
-    ) -> None:
-        data: dict[str, Any] = envelope.data if isinstance(envelope.data, dict) else {}
-        rid = envelope.request_id
-        if envelope.type in ("subscribe", "unsubscribe"):
-            await self._join_or_leave(envelope.type, data, connection, hub, rid)
-        elif envelope.type == "chat.send":
-            await self._send(data, connection, hub, rid)
-        else:
-            await self._error(connection, "unknown_type", f"unknown type {envelope.type!r}", rid)
+    @router.on_disconnect
+    async def left(connection: WebSocketConnection) -> None:
+        # The hub sends presence.leave to the rooms this user's last tab was in.
+        logger.info("connection %s: %s left", connection.connection_id, connection.user_key)
 
     # --8<-- [start:subscribe]
-    async def _join_or_leave(
-        self,
-        kind: str,
-        data: dict[str, Any],
-        connection: WebSocketConnection,
-        hub: WebSocketHub,
-        rid: str | None,
-    ) -> None:
-        """``subscribe``/``unsubscribe {"topic": "room:<name>"}``, as tempest-ws.js sends them.
+    @router.on("subscribe", errors=["bad_room"])
+    async def join(message: RoomRequest, connection: WebSocketConnection) -> WSEnvelope:
+        """``subscribe {"topic": "room:<name>"}``, as tempest-ws.js sends it.
 
-        The hub tells the room's other members with ``presence.join``/``presence.leave``
-        (only them: nobody else learns who is where); the page then asks ``presence.get``.
+        The hub tells the room's other members with ``presence.join`` (only them: nobody
+        else learns who is where); the page then asks ``presence.get``.
         """
-        topic = data.get("topic")
-        if not isinstance(topic, str) or not may_join(connection, topic):
-            await self._error(connection, "bad_room", "topic must be room:<name>", rid)
-            return
-        room = topic.removeprefix(ROOM_PREFIX)
-        if kind == "subscribe":
-            if not await hub.subscribe(connection.connection_id, topic):  # the authorizer
-                await self._error(connection, "bad_room", "topic must be room:<name>", rid)
-                return
-        else:
-            await hub.unsubscribe(connection.connection_id, topic)
-        reply = "room.joined" if kind == "subscribe" else "room.left"
-        await connection.send({"type": reply, "data": {"room": room}, "request_id": rid})
+        if not may_join(connection, message.topic) or not await hub.subscribe(
+            connection.connection_id,
+            message.topic,  # the hub asks the authorizer again
+        ):
+            raise WebSocketError("bad_room", "topic must be room:<name>")
+        room = message.topic.removeprefix(ROOM_PREFIX)
+        return WSEnvelope(type="room.joined", data={"room": room})  # with the request_id
+
+    @router.on("unsubscribe", errors=["bad_room"])
+    async def leave(message: RoomRequest, connection: WebSocketConnection) -> WSEnvelope:
+        """``unsubscribe {"topic": "room:<name>"}``: the room hears ``presence.leave``."""
+        if not may_join(connection, message.topic):
+            raise WebSocketError("bad_room", "topic must be room:<name>")
+        await hub.unsubscribe(connection.connection_id, message.topic)
+        room = message.topic.removeprefix(ROOM_PREFIX)
+        return WSEnvelope(type="room.left", data={"room": room})
 
     # --8<-- [end:subscribe]
     # --8<-- [start:send]
-    async def _send(
-        self,
-        data: dict[str, Any],
-        connection: WebSocketConnection,
-        hub: WebSocketHub,
-        rid: str | None,
-    ) -> None:
+    @router.on("chat.send", errors=["not_in_room", "bad_text"])
+    async def send(
+        message: ChatSend, envelope: WSEnvelope, connection: WebSocketConnection
+    ) -> WSEnvelope:
         """``chat.send {"room", "text"}``: broadcast to the room, ack with the request_id."""
-        topic = _room_topic(data.get("room"))
-        text = data.get("text")
+        topic = _room_topic(message.room)
         if topic is None or topic not in connection.topics:
-            await self._error(connection, "not_in_room", "join the room first", rid)
-            return
-        if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT_LENGTH:
-            await self._error(
-                connection, "bad_text", f"text must be 1-{MAX_TEXT_LENGTH} characters", rid
-            )
-            return
-        message = {
-            "room": data["room"],
+            raise WebSocketError("not_in_room", "join the room first")
+        if not message.text.strip() or len(message.text) > MAX_TEXT_LENGTH:
+            raise WebSocketError("bad_text", f"text must be 1-{MAX_TEXT_LENGTH} characters")
+        chat = {
+            "room": message.room,
             "from": connection.user_key,
-            "text": text,
+            "text": message.text,
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        delivered = await hub.broadcast({"type": "chat.message", "data": message}, topic=topic)
-        await connection.send({"type": "ack", "data": {"delivered": delivered}, "request_id": rid})
+        delivered = await hub.broadcast({"type": "chat.message", "data": chat}, topic=topic)
+        return reply_envelope(envelope, {"delivered": delivered})  # ack {"delivered": n}
 
     # --8<-- [end:send]
-    @staticmethod
-    async def _error(
-        connection: WebSocketConnection, code: str, message: str, rid: str | None
-    ) -> None:
-        await connection.send(
-            {"type": "error", "data": {"code": code, "message": message}, "request_id": rid}
-        )
 
 
 def create_app(settings: WebSocketSettings | None = None) -> FastAPI:
@@ -281,17 +267,16 @@ def create_app(settings: WebSocketSettings | None = None) -> FastAPI:
     app.state.settings = settings
     resolve = jwt_bearer_resolver(settings)
     app.state.resolve = resolve  # HTTP endpoints check tokens with it, too
-    app.include_router(
-        make_websocket_router(
-            ChatHandler(),
-            hub=hub,
-            bearer_resolver=resolve,
-            settings=settings,
-            path="/ws",
-            builtins={"presence.get"},  # the handler keeps subscribe/unsubscribe
-            topic_authorizer=may_join,
-        )
+    router = make_websocket_router(
+        hub=hub,
+        bearer_resolver=resolve,
+        settings=settings,
+        path="/ws",
+        builtins={"presence.get"},  # the event handlers keep subscribe/unsubscribe
+        topic_authorizer=may_join,
     )
+    add_handlers(router, hub)
+    app.include_router(router)
     # --8<-- [end:hub]
 
     @app.get("/", include_in_schema=False)

@@ -41,9 +41,11 @@ from tempest_ws.asyncapi._channel import (
     servers_object,
     ws_binding,
 )
+from tempest_ws.asyncapi._events import add_replies, event_messages
 from tempest_ws.asyncapi._protocol import ProtocolMessage, protocol_messages
 from tempest_ws.asyncapi._schema import envelope_payload, model_schemas
 from tempest_ws.router._router import WebSocketRouter, _builtin_operations
+from tempest_ws.router.events._handlers import EventHandler
 from tempest_ws.settings import WebSocketSettings
 from tempest_ws.wire.messages import MessageRegistry
 
@@ -84,6 +86,7 @@ def asyncapi_document(
     channel_id: str | None = None,
     builtins: bool | Iterable[str] = False,
     presence: bool = False,
+    events: Iterable[EventHandler] = (),
 ) -> dict[str, Any]:
     """Build the AsyncAPI 3.0.0 document of the endpoint at ``path``.
 
@@ -109,6 +112,9 @@ def asyncapi_document(
             is a message the server receives, ``typing`` and ``receipt`` one it sends too.
         presence: the hub keeps presence (``presence=``): list the ``presence.join`` /
             ``presence.leave`` events it sends.
+        events: the router's event handlers (``router.event_handlers``): each is a
+            message the server receives, with its reply and its error codes (see
+            `tempest_ws.asyncapi._events`).
 
     Returns:
         A JSON-ready dict. Each call builds a new one.
@@ -128,6 +134,8 @@ def asyncapi_document(
         )
         for item in registrations
     ]
+    handlers = list(events)
+    entries += event_messages(handlers)
     modes = [(entry.model, _mode(entry)) for entry in entries]
     refs, schemas = model_schemas(list(dict.fromkeys(modes)))
 
@@ -161,7 +169,7 @@ def asyncapi_document(
         component_messages[key] = message
         return key
 
-    def add_operation(action: str, key: str, summary: str) -> None:
+    def add_operation(action: str, key: str, summary: str) -> str:
         operation: dict[str, Any] = {
             "action": action,
             "channel": {"$ref": channel_ref},
@@ -170,8 +178,12 @@ def asyncapi_document(
         }
         if summary:
             operation["summary"] = summary
-        operations[_component_key(f"{action}.{key}", operation_keys)] = operation
+        operation_key = _component_key(f"{action}.{key}", operation_keys)
+        operations[operation_key] = operation
+        return operation_key
 
+    operation_of: dict[tuple[str, str], str] = {}
+    message_of: dict[tuple[str, str], str] = {}
     shared: dict[tuple[str, str], str] = {}
     for entry in entries:
         data_ref = refs[(entry.model, _mode(entry))]
@@ -182,7 +194,10 @@ def asyncapi_document(
             entry.message_type, data_ref, entry.summary, entry.model
         )
         shared[identity] = key
-        add_operation(entry.action, key, entry.summary)
+        operation_key = add_operation(entry.action, key, entry.summary)
+        operation_of[(entry.message_type, entry.action)] = operation_key
+        message_of[(entry.message_type, entry.action)] = key
+    add_replies(handlers, operations, operation_of, message_of, channel_ref)
 
     channel: dict[str, Any] = {
         "address": path,
@@ -245,7 +260,9 @@ def add_asyncapi_route(
             (any
             ``APIRouter`` works).
         messages: the endpoint's registry; registrations made after this call still show
-            up (the document is rebuilt when the registry changes).
+            up (the document is rebuilt when the registry changes). The event handlers
+            of a router from [`make_websocket_router()`][tempest_ws.make_websocket_router]
+            are listed too, those registered later included.
         settings: the settings given to the router.
         path: the WebSocket route's path on ``router``.
         doc_path: where to serve the document; ``{path}/asyncapi.json`` by default.
@@ -274,16 +291,21 @@ def add_asyncapi_route(
     if presence is None:
         presence = endpoint is not None and endpoint.hub.presence_enabled
     document_options.update(builtins=builtins, presence=presence)
-    cache: dict[tuple[str, int], dict[str, Any]] = {}
+    cache: dict[tuple[str, int, int], dict[str, Any]] = {}
 
     def build(channel_address: str) -> dict[str, Any]:
         revision = messages.revision if messages is not None else 0
-        key = (channel_address, revision)
+        handlers = router.event_handlers if isinstance(router, WebSocketRouter) else ()
+        key = (channel_address, revision, len(handlers))
         document = cache.get(key)
         if document is None:
             cache.clear()
             document = asyncapi_document(
-                messages, settings=settings, path=channel_address, **document_options
+                messages,
+                settings=settings,
+                path=channel_address,
+                events=handlers,
+                **document_options,
             )
             cache[key] = document
         return document

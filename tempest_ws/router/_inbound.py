@@ -43,6 +43,7 @@ from tempest_ws.wire.messages import (
 if TYPE_CHECKING:
     from tempest_ws.hub._connection import WebSocketConnection
     from tempest_ws.hub._hub import WebSocketHub
+    from tempest_ws.router.events._dispatch import EventDispatch
 
 __all__ = ["MAX_CONNECT_TOPICS", "Inbound"]
 
@@ -132,14 +133,18 @@ class Inbound:
         *,
         operations: Iterable[str] = (),
         messages: MessageRegistry | None = None,
+        events: EventDispatch | None = None,
     ) -> None:
         self.hub = hub
         self.operations = frozenset(operations)
         self.messages = messages
+        self.events = events
 
     def claims(self, envelope: WSEnvelope) -> bool:
-        """Whether ``envelope`` is a built-in operation answered here."""
-        return envelope.type in self.operations
+        """Whether ``envelope`` is a built-in operation or an event answered here."""
+        if envelope.type in self.operations:
+            return True
+        return self.events is not None and self.events.claims(envelope)
 
     def parse(self, envelope: WSEnvelope) -> BaseModel | None:
         """The validated model of a handler-bound envelope (``None`` without a registry).
@@ -150,7 +155,11 @@ class Inbound:
         return None if self.messages is None else self.messages.parse(envelope)
 
     async def run(self, connection: WebSocketConnection, envelope: WSEnvelope) -> bool:
-        """Answer one built-in operation; ``False`` when its ``data`` was malformed."""
+        """Answer one built-in operation, or queue an event for its handler (see
+        [`EventDispatch`][tempest_ws.router.events._dispatch.EventDispatch]); ``False``
+        when its ``data`` was malformed."""
+        if self.events is not None and envelope.type not in self.operations:
+            return await self.events.run(connection, envelope)
         model = _MODELS[envelope.type]
         try:
             data = model.model_validate(envelope.data)

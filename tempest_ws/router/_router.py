@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, HTTPException, Response, params
 
@@ -30,6 +30,9 @@ from tempest_ws.router._hooks import Hooks
 from tempest_ws.router._inbound import Inbound
 from tempest_ws.router._redaction import install_query_token_redaction
 from tempest_ws.router._route import add_endpoint_route
+from tempest_ws.router.events._dispatch import EventDispatch
+from tempest_ws.router.events._handlers import EventCall, EventHandler, EventRegistry
+from tempest_ws.router.events._setup import EventSetup
 from tempest_ws.router.realtime import BUILTIN_OPERATIONS, OnConnect, OnDisconnect, TopicAuthorizer
 from tempest_ws.settings import WebSocketSettings
 from tempest_ws.wire.codes import CloseCode
@@ -37,6 +40,10 @@ from tempest_ws.wire.envelope import SUBSCRIBE
 from tempest_ws.wire.messages import MessageRegistry
 
 __all__ = ["DRAIN_REASON", "WebSocketRouter", "make_websocket_router"]
+
+CallT = TypeVar("CallT", bound=EventCall)
+ConnectT = TypeVar("ConnectT", bound=OnConnect)
+DisconnectT = TypeVar("DisconnectT", bound=OnDisconnect)
 
 
 class WebSocketRouter(APIRouter):
@@ -48,6 +55,51 @@ class WebSocketRouter(APIRouter):
     """
 
     _tempest_endpoint: Endpoint
+    _tempest_events: EventSetup
+
+    @property
+    def event_handlers(self) -> tuple[EventHandler, ...]:
+        """The handlers registered with `on()`, in registration order (for AsyncAPI)."""
+        return tuple(self._tempest_events.dispatch.registry)
+
+    def on(
+        self, message_type: str, *, concurrent: bool = False, errors: Iterable[str] = ()
+    ) -> Callable[[CallT], CallT]:
+        """Register the decorated ``async def`` as the handler of ``message_type``.
+
+        Its parameters say what it receives: a pydantic model (``data``, validated; a
+        failure answers ``invalid_data`` and never reaches it), a ``WebSocketConnection``,
+        ``WebSocketHub``, ``WebSocket`` or ``WSEnvelope`` (by type), and FastAPI
+        dependencies (``Depends``, solved per message; ``yield`` ones clean up after it).
+        What it returns answers the caller as ``<message_type>.reply`` (``None``: an
+        ``ack`` when the request had a ``request_id``, else nothing; a ``WSEnvelope``:
+        that envelope, with the request's ``request_id`` when it has none); a raised
+        ``WebSocketError`` answers an ``error`` envelope, any other exception an
+        ``internal_error`` one (logged): the connection stays open. See ``docs/events.md``.
+
+        Args:
+            message_type: the envelope ``type``.
+            concurrent: run beside the connection's other messages (at most
+                ``WS_MAX_CONCURRENT_HANDLERS`` at once) instead of in arrival order.
+            errors: the ``WebSocketError`` codes it may answer, for the AsyncAPI document.
+
+        Raises:
+            ConfigurationError: a parameter it cannot fill, a type that is reserved, a
+                built-in, registered in ``messages``, or already has a handler.
+        """
+        return self._tempest_events.on(message_type, concurrent=concurrent, errors=errors)
+
+    def on_connect(self, hook: ConnectT) -> ConnectT:
+        """Register ``hook`` as the ``on_connect`` hook (same as the ``on_connect=`` argument).
+
+        Raises:
+            ConfigurationError: the router already has one.
+        """
+        return self._tempest_events.on_connect(hook)
+
+    def on_disconnect(self, hook: DisconnectT) -> DisconnectT:
+        """Add ``hook`` to the ``on_disconnect`` hooks (run after those given as arguments)."""
+        return self._tempest_events.on_disconnect(hook)
 
     @property
     def draining(self) -> bool:
@@ -81,7 +133,7 @@ class WebSocketRouter(APIRouter):
 
 
 def make_websocket_router(
-    handler: Handler,
+    handler: Handler | None = None,
     *,
     hub: WebSocketHub,
     bearer_resolver: BearerResolver,
@@ -103,7 +155,10 @@ def make_websocket_router(
 
     Args:
         handler: ``async (ws, connection, hub)`` awaited once per authenticated
-            connection. ``ws.receive*`` never returns heartbeat envelopes, ``auth.refresh``
+            connection, or ``None`` when every message goes to an event handler
+            (`WebSocketRouter.on`; a type without one is answered ``unknown_type``).
+            With both, a type with an event handler goes to it and any other type to
+            ``handler``. ``ws.receive*`` never returns heartbeat envelopes, ``auth.refresh``
             envelopes, oversized or malformed frames; a ``WebSocketDisconnect`` ends it
             normally and any other exception closes 1011 (logged with the connection id).
         hub: the hub connections are registered with; started and stopped by the
@@ -173,8 +228,14 @@ def make_websocket_router(
     hooks = None
     if on_connect is not None or disconnect_hooks:
         hooks = Hooks(on_connect, disconnect_hooks, timeout=hook_timeout)
-    inbound = None
-    if operations or messages is not None:
+    registry = EventRegistry(
+        lambda t: t in operations or (messages is not None and messages.accepts(t))
+    )
+    limit = settings.WS_MAX_CONCURRENT_HANDLERS
+    dispatch = EventDispatch(registry, hub=hub, classic=handler, limit=limit)
+    with_events = Inbound(hub, operations=operations, messages=messages, events=dispatch)
+    inbound = with_events if handler is None else None
+    if inbound is None and (operations or messages is not None):
         inbound = Inbound(hub, operations=operations, messages=messages)
     if redact_query_tokens:
         install_query_token_redaction()
@@ -189,7 +250,7 @@ def make_websocket_router(
 
     router = WebSocketRouter(lifespan=lifespan)
     endpoint = Endpoint(
-        handler,
+        handler if handler is not None else dispatch.handle,
         hub=hub,
         bearer_resolver=bearer_resolver,
         settings=settings,
@@ -199,6 +260,14 @@ def make_websocket_router(
         tracing=tracing if tracing is not None else hub.tracing,
     )
     router._tempest_endpoint = endpoint
+    router._tempest_events = EventSetup(
+        endpoint,
+        dispatch,
+        inbound=with_events,
+        on_connect=on_connect,
+        on_disconnect=disconnect_hooks,
+        hook_timeout=hook_timeout,
+    )
     add_endpoint_route(router, path, endpoint, dependencies=dependencies)
     if serve_client:
         router.add_api_route(

@@ -1,0 +1,1 @@
+"""Event handlers: ``@router.on(type)`` functions with validated models, Depends and replies."""
