@@ -2,17 +2,14 @@
 
 Hub fan-out never awaits a socket. Under uvicorn's ``websockets-sansio`` protocol a frame
 for a connection with nothing queued and room in its transport buffer is written at once
-([`tempest_ws.router._transport`][tempest_ws.router._transport]); otherwise it is queued, and one
-writer task
-drains the queue in order, in writes of up to 64 KiB where the transport allows. A tick's
-direct frames after the first are joined into one write at the end of the tick. The queue
-is bounded in bytes and frames and must keep moving
-([`SendBudget`][tempest_ws.hub._flow.SendBudget]),
-or the peer is a slow consumer, closed 1013. Closing is idempotent and bounded in time.
-
-Its life is a [`ConnectionState`][tempest_ws.hub._state.ConnectionState]
-(``CONNECTING → OPEN → CLOSING → CLOSED``), changed only through
-[`advance()`][tempest_ws.hub._state.advance] at those four moments, never per frame.
+([`tempest_ws.router._transport`][tempest_ws.router._transport]); otherwise it is queued,
+and one writer task drains the queue in order, in writes of up to 64 KiB where the
+transport allows. A tick's direct frames after the first are joined into one write at the
+end of the tick. The queue is bounded in bytes and frames and must keep moving
+([`SendBudget`][tempest_ws.hub._flow.SendBudget]), or the peer is a slow consumer, closed
+1013. Closing is idempotent and bounded in time. The life is a
+[`ConnectionState`][tempest_ws.hub._state.ConnectionState], moved forward at its four
+moments only (never per frame).
 """
 
 from __future__ import annotations
@@ -28,6 +25,8 @@ from typing import Any
 from tempest_ws._bounded import cancel_tasks
 from tempest_ws._types import Send, UserId
 from tempest_ws.exceptions import ConnectionClosedError
+from tempest_ws.hub._closing import FLUSH_ON_CLOSE as _FLUSH_ON_CLOSE
+from tempest_ws.hub._closing import write_close_frame
 from tempest_ws.hub._flow import SendBudget
 from tempest_ws.hub._state import ConnectionState, advance
 from tempest_ws.observe._audit import frame_out
@@ -40,14 +39,10 @@ __all__ = ["WebSocketConnection"]
 
 logger = logging.getLogger("tempest_ws.connection")
 
-_FLUSH_ON_CLOSE = frozenset({CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.SERVICE_RESTART})
-_MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
 _BATCH_BYTES = 64 * 1024  # one direct write: the transport holds at most its mark plus this
 
-_CONNECTING = ConnectionState.CONNECTING
-_OPEN = ConnectionState.OPEN
-_CLOSING = ConnectionState.CLOSING
-_CLOSED = ConnectionState.CLOSED
+_CONNECTING, _OPEN = ConnectionState.CONNECTING, ConnectionState.OPEN
+_CLOSING, _CLOSED = ConnectionState.CLOSING, ConnectionState.CLOSED
 
 # The attributes of a WebSocketConnection (and ``__dict__``, ``__weakref__``).
 _SLOTS = (
@@ -68,10 +63,7 @@ class WebSocketConnection:
         metadata: free-form per-connection data for the application.
         connected_at: UTC time of the handshake.
         close_code: the code it was closed with, ``None`` while open.
-
-    Its life is `state` (a [`ConnectionState`][tempest_ws.ConnectionState]):
-    ``CONNECTING`` until the router starts it, ``OPEN``, ``CLOSING`` once a close
-    started, ``CLOSED`` when the close finished.
+        state: its life, a [`ConnectionState`][tempest_ws.ConnectionState] (read-only).
     """
 
     # Thousands live at once: slots, keeping ``__dict__`` (made only if another attribute is set).
@@ -255,11 +247,7 @@ class WebSocketConnection:
         if self._loop.time() < due:
             self._watchdog = self._loop.call_at(due, self._check_stall)
             return
-        budget.stalled += 1
-        logger.warning(
-            "connection %s is a slow consumer (%d bytes queued, none sent for %.1fs); closing",
-            *(self.connection_id, self._queued, budget.stall_timeout),
-        )
+        budget.stalled_out(self.connection_id, self._queued)
         self.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
 
     def _notify_writer(self) -> None:
@@ -369,22 +357,16 @@ class WebSocketConnection:
             self._stop_writer()
             what = f"writer of {self.connection_id}"
             await cancel_tasks([self._writer], what, limit=self._close_timeout)
-            payload = reason.encode()[:_MAX_REASON_BYTES].decode(errors="ignore")
             if code in _FLUSH_ON_CLOSE:  # what this tick holds goes before the close frame
                 self.flush()
-            try:
-                await asyncio.wait_for(
-                    self._send({"type": "websocket.close", "code": int(code), "reason": payload}),
-                    self._close_timeout,
-                )
-            except TimeoutError:
-                logger.warning(
-                    "close frame for %s not written within %.1fs; aborting transport",
-                    *(self.connection_id, self._close_timeout),
-                )
-                self.abort()
-            except (OSError, RuntimeError):
-                pass  # already gone: the server reports the socket closed
+            await write_close_frame(
+                self._send,
+                code,
+                reason,
+                limit=self._close_timeout,
+                abort=self.abort,
+                connection_id=self.connection_id,
+            )
         finally:
             self._drop_queue()
             self._set_finished()

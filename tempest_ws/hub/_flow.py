@@ -22,10 +22,13 @@ connection with a backlog (frames in its queue) counts bytes against the budget:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Hashable
 from typing import TypeAlias
 
 __all__ = ["SendBudget"]
+
+logger = logging.getLogger("tempest_ws.connection")
 
 Consumer: TypeAlias = Hashable
 """A connection, as the budget knows it: only a key to hold and forget (the connection
@@ -103,6 +106,15 @@ class SendBudget:
             clear = self._clear
             if clear is not None and not clear.done():
                 clear.set_result(None)
+
+    def stalled_out(self, connection_id: str, queued: int) -> None:
+        """Count and log a connection whose queue did not move for ``stall_timeout``
+        (the connection closes itself 1013)."""
+        self.stalled += 1
+        logger.warning(
+            "connection %s is a slow consumer (%d bytes queued, none sent for %.1fs); closing",
+            *(connection_id, queued, self.stall_timeout),
+        )
 
     async def relieve(self) -> None:
         """Wait until no deep connection holds producers, at most ``producer_wait``."""

@@ -46,7 +46,20 @@ class WebSocketRouter(APIRouter):
     with 1012.
     """
 
-    _tempest_endpoint: Endpoint
+    def __init__(self, endpoint: Endpoint, **options: Any) -> None:
+        super().__init__(**options)
+        self._tempest_endpoint = endpoint
+
+    @property
+    def hub(self) -> WebSocketHub:
+        """The hub this router's connections are registered with."""
+        return self._tempest_endpoint.hub
+
+    @property
+    def builtin_operations(self) -> frozenset[str]:
+        """The envelope types this router answers itself (``builtins=``); empty without."""
+        inbound = self._tempest_endpoint.inbound
+        return frozenset() if inbound is None else inbound.operations
 
     @property
     def draining(self) -> bool:
@@ -185,7 +198,6 @@ def make_websocket_router(
         finally:
             await hub.stop()
 
-    router = WebSocketRouter(lifespan=lifespan)
     endpoint = Endpoint(
         handler,
         hub=hub,
@@ -196,7 +208,7 @@ def make_websocket_router(
         hooks=hooks,
         tracing=tracing if tracing is not None else hub.tracing,
     )
-    router._tempest_endpoint = endpoint
+    router = WebSocketRouter(endpoint, lifespan=lifespan)
     add_endpoint_route(router, path, endpoint, dependencies=dependencies)
     if serve_client:
         router.add_api_route(
