@@ -25,8 +25,7 @@ from typing import Any
 from tempest_ws._bounded import cancel_tasks
 from tempest_ws._types import Send, UserId
 from tempest_ws.exceptions import ConnectionClosedError
-from tempest_ws.hub._closing import FLUSH_ON_CLOSE as _FLUSH_ON_CLOSE
-from tempest_ws.hub._closing import write_close_frame
+from tempest_ws.hub._closing import FLUSH_ON_CLOSE, CloseSignals, write_close_frame
 from tempest_ws.hub._flow import SendBudget
 from tempest_ws.hub._state import ConnectionState, advance
 from tempest_ws.observe._audit import frame_out
@@ -41,16 +40,11 @@ logger = logging.getLogger("tempest_ws.connection")
 
 _BATCH_BYTES = 64 * 1024  # one direct write: the transport holds at most its mark plus this
 
-_CONNECTING, _OPEN = ConnectionState.CONNECTING, ConnectionState.OPEN
-_CLOSING, _CLOSED = ConnectionState.CLOSING, ConnectionState.CLOSED
+_CONNECTING, _OPEN, _CLOSING, _CLOSED = ConnectionState  # the members, in order
 
-# The attributes of a WebSocketConnection (and ``__dict__``, ``__weakref__``).
-_SLOTS = (
-    "__dict__ __weakref__ _budget _close_task _close_timeout _closing _deep _direct "
-    "_finished _loop _moved_at _on_close _queue _queued _send _sending _state _transport "
-    "_wakeup _watchdog _writer close_code close_reason connected_at connection_id "
-    "frames_sent metadata topics user_id user_key"
-)
+_SLOTS = "__dict__ __weakref__ _budget _close_task _close_timeout _deep _direct _loop \
+_moved_at _queue _queued _send _sending _signals _state _transport _wakeup _watchdog _writer \
+close_code close_reason connected_at connection_id frames_sent metadata topics user_id user_key"
 
 
 class WebSocketConnection:
@@ -105,15 +99,11 @@ class WebSocketConnection:
         self._watchdog: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._close_timeout = close_timeout
-        # Writer mechanics, not the life: the writer holds a frame it is sending through
-        # ASGI, so enqueue() must not overtake it with a direct write.
-        self._sending = False
-        self._closing = self._loop.create_future()  # resolved on the move to CLOSING
+        self._sending = False  # the writer is in an ASGI send: no direct write may overtake it
+        self._signals: CloseSignals[WebSocketConnection] = CloseSignals(self._loop)
         self._writer: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
-        self._finished: asyncio.Future[None] | None = None  # resolved on the move to CLOSED
-        self._on_close: list[Callable[[WebSocketConnection], None]] = []
 
     def __repr__(self) -> str:
         state = "open" if self.close_code is None else f"closed {self.close_code}"
@@ -121,8 +111,7 @@ class WebSocketConnection:
 
     @property
     def state(self) -> ConnectionState:
-        """Where the connection is in its life: ``CONNECTING``, ``OPEN``, ``CLOSING``,
-        ``CLOSED`` (read-only; it moves forward only)."""
+        """Where the connection is in its life (read-only; it only moves forward)."""
         return self._state
 
     @property
@@ -143,17 +132,16 @@ class WebSocketConnection:
 
     def closing_future(self) -> asyncio.Future[int]:
         """A future resolved with the close code as soon as the close starts."""
-        return self._closing
+        return self._signals.closing
 
     def add_close_callback(self, callback: Callable[[WebSocketConnection], None]) -> None:
         """Run ``callback(self)`` once, synchronously, when the close starts."""
-        self._on_close.append(callback)
+        self._signals.add_callback(callback)
 
     def start(self) -> None:
-        """Start delivering: frames queued so far, then every frame as it comes, in order.
-        The writer task exists only while frames wait in the queue (and, where the server
-        offers no direct write path, for the life of the connection). Only a ``CONNECTING``
-        connection starts; on any other it does nothing."""
+        """``CONNECTING → OPEN`` (else nothing): frames queued so far, then every frame as
+        it comes, in order. The writer task exists only while frames wait in the queue
+        (and, where the server offers no direct write path, for the connection's life)."""
         if self._state is not _CONNECTING:
             return
         self._state = advance(_CONNECTING, _OPEN)
@@ -306,58 +294,46 @@ class WebSocketConnection:
 
     async def wait_closed(self) -> None:
         """Wait until the close (started by anyone) has finished."""
-        if self._state is _CLOSED:
-            return
-        if self._finished is None:
-            self._finished = asyncio.get_running_loop().create_future()
-        # Shielded: one waiter being cancelled must not cancel the others' wait.
-        await asyncio.shield(self._finished)
+        if self._state is not _CLOSED:
+            await self._signals.wait_finished()
 
     def _set_finished(self) -> None:
         """The close finished: ``CLOSING → CLOSED``, and wake who waits for it."""
         self._state = advance(self._state, _CLOSED)
-        future = self._finished
-        if future is not None and not future.done():
-            future.set_result(None)
+        self._signals.finished()
 
     def _begin_close(self, code: int, reason: str) -> ConnectionState | None:
-        """Move to ``CLOSING``: the state it left (``CONNECTING`` or ``OPEN``), or
-        ``None`` when a close had started already."""
+        """Move to ``CLOSING``: the state it left, or ``None`` if a close had started."""
         left = self._state
         if left is _CLOSING or left is _CLOSED:
             return None
         self._state = advance(left, _CLOSING)
         self.close_code = int(code)
         self.close_reason = reason
-        self._closing.set_result(int(code))
         watchdog, self._watchdog = self._watchdog, None
         if watchdog is not None:
             watchdog.cancel()
         if self._deep:
             self._deep = False
             self._budget.drained(self)
-        for callback in self._on_close:
-            try:
-                callback(self)
-            except Exception:  # a callback's bug must not keep the socket open
-                logger.exception("close callback failed for %s", self.connection_id)
+        self._signals.started(self, int(code), self.connection_id)
         return left
 
     async def _finish_close(self, code: int, reason: str, *, was_open: bool) -> None:
         try:
-            if code not in _FLUSH_ON_CLOSE:
+            if code not in FLUSH_ON_CLOSE:
                 self._stop_writer()
                 self._drop_queue()  # free the memory now, not after the close frame
             elif was_open and self._queue:
                 self._wake_writer()
             writer = self._writer
-            if code in _FLUSH_ON_CLOSE and writer is not None and not writer.done():
+            if code in FLUSH_ON_CLOSE and writer is not None and not writer.done():
                 self._notify_writer()
                 await asyncio.wait({writer}, timeout=self._close_timeout)
             self._stop_writer()
             what = f"writer of {self.connection_id}"
             await cancel_tasks([self._writer], what, limit=self._close_timeout)
-            if code in _FLUSH_ON_CLOSE:  # what this tick holds goes before the close frame
+            if code in FLUSH_ON_CLOSE:  # what this tick holds goes before the close frame
                 self.flush()
             await write_close_frame(
                 self._send,

@@ -33,22 +33,20 @@ from starlette.websockets import WebSocketDisconnect
 
 from tempest_ws._types import Message, Receive, Send
 from tempest_ws.hub._connection import WebSocketConnection
-from tempest_ws.observe._audit import frame_in, frame_out, security_event
-from tempest_ws.observe.tracing import note_rejection
-from tempest_ws.router._expiry import AUTH_REFRESH, TokenLifetime, refresh_token_of
+from tempest_ws.observe._audit import frame_in, frame_out
+from tempest_ws.router._answers import answer, peer_left, refresh, too_many_invalid
+from tempest_ws.router._expiry import TokenLifetime
 from tempest_ws.router._heartbeat import Beat
 from tempest_ws.router._ratelimit import TokenBucket
 from tempest_ws.router._verdict import (
     PONG_FRAME,
-    Invalid,
     SessionLimits,
     Verdict,
-    frame_size,
     judge,
 )
 from tempest_ws.router.realtime import ENVELOPE_KEY
 from tempest_ws.wire.codes import CloseCode
-from tempest_ws.wire.envelope import ACK, PONG, WSEnvelope, encode_envelope, error_envelope
+from tempest_ws.wire.envelope import WSEnvelope
 
 if TYPE_CHECKING:
     from tempest_ws.observe.tracing import SessionTracer
@@ -60,15 +58,8 @@ __all__ = ["INBOX_SIZE", "PONG_FRAME", "HandlerChannel", "SessionLimits"]
 
 INBOX_SIZE = 64
 
-_DELIVER, _PONG, _PING = Verdict.DELIVER, Verdict.PONG, Verdict.PING
+_DELIVER, _PONG = Verdict.DELIVER, Verdict.PONG
 _BUILTIN, _REFRESH = Verdict.BUILTIN, Verdict.REFRESH
-
-_LAYER_CLOSES: dict[int, str] = {
-    CloseCode.PROTOCOL_ERROR: "protocol_error",
-    CloseCode.INVALID_PAYLOAD: "invalid_utf8",
-    CloseCode.MESSAGE_TOO_BIG: "message_too_big",
-}
-"""Codes the server's WebSocket layer (not tempest_ws) closes with, as security events."""
 
 
 def _disconnect(code: int) -> Message:
@@ -277,7 +268,7 @@ class HandlerChannel:
                 self._reader = None
             if message["type"] != "websocket.receive":
                 if message["type"] == "websocket.disconnect":
-                    _peer_left(connection, message)
+                    peer_left(connection, message)
                     return
                 continue
             heartbeat.touch()
@@ -295,7 +286,7 @@ class HandlerChannel:
             if verdict is _BUILTIN or verdict is _REFRESH:
                 valid = await self._operate(connection, message, verdict, lifetime, inbound)
             else:
-                valid = self._answer(connection, message, verdict, bucket, limits)
+                valid = answer(connection, message, verdict, bucket, limits, self.tracer)
             if connection.closing:
                 return
             if not valid:
@@ -303,7 +294,7 @@ class HandlerChannel:
                 if tracer is not None:
                     tracer.invalid()
                 if invalid >= limits.max_invalid_frames:
-                    _too_many_invalid(connection, invalid)
+                    too_many_invalid(connection, invalid)
                     return
 
     def _cancelled_by_close(self, task: asyncio.Task[Any] | None) -> bool:
@@ -328,92 +319,4 @@ class HandlerChannel:
             self.tracer.inspected(message, verdict.value, envelope)
         if verdict is _BUILTIN and inbound is not None:
             return await inbound.run(connection, envelope)
-        return await _refresh(connection, envelope, lifetime)
-
-    def _answer(
-        self,
-        connection: WebSocketConnection,
-        message: Message,
-        verdict: Verdict | Invalid,
-        bucket: TokenBucket | None,
-        limits: SessionLimits,
-    ) -> bool:
-        """Answer a verdict that needs no wait: a ping, an invalid frame, or a close for
-        a limit. ``False`` for an invalid frame."""
-        cid = connection.connection_id
-        if isinstance(verdict, Invalid):
-            _reject(connection, verdict)
-            if self.tracer is not None:
-                self.tracer.inspected(message, "invalid", None)
-            return False
-        if verdict is _PING:
-            envelope: WSEnvelope = message[ENVELOPE_KEY]
-            reply: dict[str, object] = {"type": PONG, "data": {}, "request_id": envelope.request_id}
-            connection.enqueue(encode_envelope(reply))
-        elif verdict is Verdict.RATE_LIMITED:
-            budget = bucket.capacity if bucket is not None else 0
-            security_event("rate_limited", cid, "inbound frames over the budget", budget=budget)
-            connection.close_soon(CloseCode.RATE_LIMITED, "rate_limited")
-        elif verdict is Verdict.TOO_BIG:
-            limit = limits.max_message_bytes
-            size = frame_size(message, limit)
-            security_event(
-                "message_too_big", cid, "frame over the size limit", size=size, limit=limit
-            )
-            connection.close_soon(CloseCode.MESSAGE_TOO_BIG, "message too big")
-        return True
-
-
-def _peer_left(connection: WebSocketConnection, message: Message) -> None:
-    """A ``websocket.disconnect``: the peer (or the server's WebSocket layer) closed."""
-    code = int(message.get("code", CloseCode.NO_STATUS))
-    layer_event = _LAYER_CLOSES.get(code)
-    if layer_event is not None:
-        security_event(layer_event, connection.connection_id, "closed by the WebSocket layer")
-    connection.peer_closed(code)
-
-
-def _too_many_invalid(connection: WebSocketConnection, count: int) -> None:
-    security_event(
-        "policy_violation", connection.connection_id, "too many invalid frames", count=count
-    )
-    connection.close_soon(CloseCode.POLICY_VIOLATION, "too many invalid frames")
-
-
-async def _refresh(
-    connection: WebSocketConnection,
-    envelope: WSEnvelope,
-    lifetime: TokenLifetime | None,
-) -> bool:
-    """Answer an ``auth.refresh``: ack with the new expiry, or close 4401. ``False`` when
-    it carried no token (an invalid frame)."""
-    token = refresh_token_of(envelope.data)
-    if token is None or lifetime is None:
-        invalid = Invalid("invalid_refresh", "auth.refresh needs data.token", None, envelope)
-        _reject(connection, invalid)
-        return False
-    outcome = await lifetime.refresh(token)
-    if connection.closing:
-        return True
-    if not outcome.ok:
-        security_event("auth_refresh_rejected", connection.connection_id, outcome.reason)
-        connection.close_soon(CloseCode.UNAUTHORIZED, outcome.reason)
-        return True
-    logger.debug("connection %s refreshed its token", connection.connection_id)
-    ack: dict[str, object] = {
-        "type": ACK,
-        "data": {"type": AUTH_REFRESH, "expires_at": outcome.expires_at},
-        "request_id": envelope.request_id,
-    }
-    connection.enqueue(encode_envelope(ack))
-    return True
-
-
-def _reject(connection: WebSocketConnection, invalid: Invalid) -> None:
-    """Answer an invalid frame with an ``error`` envelope (and note it for tracing)."""
-    note_rejection(invalid.code, invalid.envelope)
-    security_event("invalid_frame", connection.connection_id, "invalid frame", code=invalid.code)
-    request_id = invalid.request_id
-    if invalid.envelope is not None:
-        request_id = invalid.envelope.request_id
-    connection.enqueue(error_envelope(invalid.code, invalid.reason, request_id=request_id))
+        return await refresh(connection, envelope, lifetime)
