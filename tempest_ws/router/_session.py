@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocketDisconnect
@@ -284,9 +285,9 @@ class HandlerChannel:
             if verdict is _PONG:
                 continue
             if verdict is _BUILTIN or verdict is _REFRESH:
-                valid = await self._operate(connection, message, verdict, lifetime, inbound)
+                valid = await self._operation(connection, message, verdict, lifetime, inbound)
             else:
-                valid = answer(connection, message, verdict, bucket, limits, self.tracer)
+                valid = answer(connection, message, verdict, bucket, limits, tracer)
             if connection.closing:
                 return
             if not valid:
@@ -305,18 +306,19 @@ class HandlerChannel:
             return task.uncancel() == 0
         return False
 
-    async def _operate(
+    def _operation(
         self,
         connection: WebSocketConnection,
         message: Message,
         verdict: Verdict,
         lifetime: TokenLifetime | None,
         inbound: Inbound | None,
-    ) -> bool:
-        """Run a built-in operation or an ``auth.refresh``: ``False`` if it was invalid."""
+    ) -> Coroutine[Any, Any, bool]:
+        """The built-in operation or ``auth.refresh`` to await (a plain function, so no
+        coroutine is made besides the operation's own): ``False`` if it was invalid."""
         envelope: WSEnvelope = message[ENVELOPE_KEY]
         if self.tracer is not None:
             self.tracer.inspected(message, verdict.value, envelope)
         if verdict is _BUILTIN and inbound is not None:
-            return await inbound.run(connection, envelope)
-        return await refresh(connection, envelope, lifetime)
+            return inbound.run(connection, envelope)
+        return refresh(connection, envelope, lifetime)
