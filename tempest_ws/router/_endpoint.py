@@ -140,7 +140,8 @@ class Endpoint:
         token: str,
     ) -> None:
         """Steps 6–8: register, serve until the connection closes, then end it cleanly
-        whatever happened. The read loop is awaited right here (no frame of its own)."""
+        whatever happened. The read loop is awaited right here, through no wrapper step:
+        an idle connection stays suspended in as few frames as possible."""
         self.live.add(connection)  # from here on a drain closes it
         lifetime = self._lifetime(connection)
         heartbeat: Beat[HandlerChannel] | None = None
@@ -248,15 +249,11 @@ class Endpoint:
             channel.tracer.close()
 
     async def _end(self, connection: WebSocketConnection) -> None:
-        """Step 8, second half: unregister, close (1000 unless closed already), run the
-        ``on_disconnect`` hooks, and forget the connection whatever they do."""
+        """Step 8, second half: unregister, close, and forget the connection whatever the
+        close and the hooks do."""
         self.hub.unregister(connection)
         try:
-            try:
-                await connection.close(CloseCode.NORMAL)
-            finally:
-                if self.hooks is not None:
-                    await self.hooks.disconnected(connection)
+            await self._close(connection)
         finally:
             self.live.discard(connection)
             if not self.live and self._emptied is not None:
@@ -265,6 +262,15 @@ class Endpoint:
         logger.debug(
             "connection %s closed with %s", connection.connection_id, connection.close_code
         )
+
+    async def _close(self, connection: WebSocketConnection) -> None:
+        """Close 1000 (unless a close started already), then run the ``on_disconnect``
+        hooks, even if the close was interrupted."""
+        try:
+            await connection.close(CloseCode.NORMAL)
+        finally:
+            if self.hooks is not None:
+                await self.hooks.disconnected(connection)
 
     def _heartbeats(self) -> HeartbeatWheel[HandlerChannel]:
         """The heartbeat wheel of the running loop (one per endpoint and loop)."""
