@@ -27,11 +27,12 @@ class ConnectionState(enum.Enum):
         CONNECTING: authenticated and registered, not started yet: frames sent to it are
             queued and go out, in order, once it opens.
         OPEN: frames are written as they come (or queued behind a backlog).
-        CLOSING: a close started (by the server, the handler or the peer); no frame is
-            queued any more, ``close_code`` is set, queued frames are flushed (1000,
-            1001, 1012) or dropped (any other code).
-        CLOSED: the close frame was written (or the peer was gone, or the transport
-            aborted); ``wait_closed()`` returns at once.
+        CLOSING: a close started; no frame is queued any more, ``close_code`` is set,
+            queued frames are flushed (1000, 1001, 1012) or dropped (any other code)
+            before the close frame.
+        CLOSED: the close frame was written or the transport aborted; a peer that
+            closed or vanished brings the connection here at once (through
+            ``CLOSING``). ``wait_closed()`` returns at once.
     """
 
     CONNECTING = 0
