@@ -70,6 +70,10 @@ class Verdict(enum.Enum):
     """Over ``max_message_bytes``: close 1009."""
 
 
+# Module constants: reading an enum member through its class costs a lookup per frame.
+_DELIVER, _PONG, _PING, _REFRESH, _BUILTIN, _RATE_LIMITED, _TOO_BIG = Verdict
+
+
 @dataclass(frozen=True, slots=True)
 class Invalid:
     """A frame to answer with an ``error`` envelope, counted against ``max_invalid_frames``.
@@ -137,15 +141,15 @@ def judge(
 ) -> Verdict | Invalid:
     """The verdict on one ``websocket.receive`` message (see the module docstring)."""
     if bucket is not None and not bucket.take():
-        return Verdict.RATE_LIMITED
+        return _RATE_LIMITED
     text = message.get("text")
     if text == PONG_FRAME:
-        return Verdict.PONG
+        return _PONG
     if frame_size(message, limits.max_message_bytes) > limits.max_message_bytes:
-        return Verdict.TOO_BIG
+        return _TOO_BIG
     if text is None:
         if limits.accept_binary:
-            return Verdict.DELIVER
+            return _DELIVER
         return Invalid("binary_not_supported", "send JSON text frames")
     try:
         envelope, value = decode_frame(text, max_depth=limits.max_json_depth)
@@ -154,18 +158,18 @@ def judge(
     message[ENVELOPE_KEY] = envelope
     kind = envelope.type
     if kind == PONG:
-        return Verdict.PONG
+        return _PONG
     if kind == PING:
-        return Verdict.PING
+        return _PING
     if kind == AUTH_REFRESH:
-        return Verdict.REFRESH
+        return _REFRESH
     if validator is not None:
         if validator.claims(envelope):
-            return Verdict.BUILTIN
+            return _BUILTIN
         try:
             message[MODEL_KEY] = validator.parse(envelope)
         except EnvelopeError as exc:
             return Invalid(str(exc.code), exc.reason, envelope.request_id, envelope)
     # The handler's receive_envelope() and receive_json() reuse what was parsed here.
     message[JSON_KEY] = value
-    return Verdict.DELIVER
+    return _DELIVER
