@@ -14,6 +14,7 @@ from tempest_ws.exceptions import (
     CapacityError,
     ConfigurationError,
     ConnectionClosedError,
+    ConnectionStateError,
     EnvelopeError,
     MissingDependencyError,
     TempestWSError,
@@ -35,6 +36,7 @@ from tempest_ws.history import (
 )
 from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._hub import ClusterStats, HistoryStats, HubStats, WebSocketHub
+from tempest_ws.hub._state import ConnectionState
 from tempest_ws.observe.tracing import Tracing
 from tempest_ws.router._router import WebSocketRouter, make_websocket_router
 from tempest_ws.router.auth import extract_token, jwt_bearer_resolver, origin_allowed
@@ -76,6 +78,8 @@ __all__ = [
     "ClusterStats",
     "ConfigurationError",
     "ConnectionClosedError",
+    "ConnectionState",
+    "ConnectionStateError",
     "Entry",
     "EnvelopeError",
     "HistoryPage",

@@ -10,6 +10,7 @@ Hierarchy (every class derives from `TempestWSError`)::
     ├── CapacityError                         the hub is full (WS_MAX_CONNECTIONS)
     ├── TopicLimitError                       a connection holds WS_MAX_TOPICS_PER_CONNECTION
     ├── ConnectionClosedError (ConnectionError) sending on a closed connection
+    ├── ConnectionStateError (RuntimeError)   a connection asked to move where its life cannot go
     ├── BackplaneError (ConnectionError)      the backplane could not publish
     ├── ClientGaveUpError (ConnectionError)   the client stopped reconnecting
     │   └── UnauthorizedError                 the server refused the token too often
@@ -41,6 +42,7 @@ __all__ = [
     "ClientGaveUpError",
     "ConfigurationError",
     "ConnectionClosedError",
+    "ConnectionStateError",
     "EnvelopeError",
     "MissingDependencyError",
     "RequestError",
@@ -169,6 +171,20 @@ class TopicLimitError(TempestWSError):
 
 class ConnectionClosedError(TempestWSError, ConnectionError):
     """An operation on a connection that is closed or closing."""
+
+
+class ConnectionStateError(TempestWSError, RuntimeError):
+    """A connection was asked to move to a state its life cannot reach from where it is
+    (for example back to ``OPEN`` once closing). A bug in the caller, never a peer's doing.
+
+    ``current`` and ``target`` are the two [`ConnectionState`][tempest_ws.ConnectionState]
+    names; ``code`` is ``"invalid_state"``.
+    """
+
+    def __init__(self, current: str, target: str) -> None:
+        super().__init__(f"a connection cannot go from {current} to {target}", code="invalid_state")
+        self.current = current
+        self.target = target
 
 
 class BackplaneError(TempestWSError, ConnectionError):

@@ -284,10 +284,10 @@ def add_asyncapi_route(
     local_doc_path = doc_path or f"{path.rstrip('/')}/asyncapi.json"
     # The channel keeps the route's name wherever the router is mounted.
     document_options.setdefault("channel_id", _channel_key(path))
-    endpoint = router._tempest_endpoint if isinstance(router, WebSocketRouter) else None
+    # A router from make_websocket_router() tells what its endpoint serves.
+    endpoint = router if isinstance(router, WebSocketRouter) else None
     if builtins is None:
-        inbound = None if endpoint is None else endpoint.inbound
-        builtins = frozenset() if inbound is None else inbound.operations
+        builtins = frozenset() if endpoint is None else endpoint.builtin_operations
     if presence is None:
         presence = endpoint is not None and endpoint.hub.presence_enabled
     document_options.update(builtins=builtins, presence=presence)

@@ -12,10 +12,12 @@ from tempest_ws.hub._hub import (
     HubStats,
     WebSocketHub,
 )
+from tempest_ws.hub._state import ConnectionState
 
 __all__ = [
     "MAX_TOPIC_LENGTH",
     "ClusterStats",
+    "ConnectionState",
     "HistoryStats",
     "HubStats",
     "WebSocketConnection",

@@ -2,13 +2,14 @@
 
 Hub fan-out never awaits a socket. Under uvicorn's ``websockets-sansio`` protocol a frame
 for a connection with nothing queued and room in its transport buffer is written at once
-([`tempest_ws.router._transport`][tempest_ws.router._transport]); otherwise it is queued, and one
-writer task
-drains the queue in order, in writes of up to 64 KiB where the transport allows. A tick's
-direct frames after the first are joined into one write at the end of the tick. The queue
-is bounded in bytes and frames and must keep moving
-([`SendBudget`][tempest_ws.hub._flow.SendBudget]),
-or the peer is a slow consumer, closed 1013. Closing is idempotent and bounded in time.
+([`tempest_ws.router._transport`][tempest_ws.router._transport]); otherwise it is queued,
+and one writer task drains the queue in order, in writes of up to 64 KiB where the
+transport allows. A tick's direct frames after the first are joined into one write at the
+end of the tick. The queue is bounded in bytes and frames and must keep moving
+([`SendBudget`][tempest_ws.hub._flow.SendBudget]), or the peer is a slow consumer, closed
+1013. Closing is idempotent and bounded in time. The life is a
+[`ConnectionState`][tempest_ws.hub._state.ConnectionState], moved forward at its four
+moments only (never per frame).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from typing import Any
 from tempest_ws._bounded import cancel_tasks
 from tempest_ws._types import Send, UserId
 from tempest_ws.exceptions import ConnectionClosedError
+from tempest_ws.hub._closing import FLUSH_ON_CLOSE, CloseSignals, write_close_frame
 from tempest_ws.hub._flow import SendBudget
+from tempest_ws.hub._state import ConnectionState, advance
 from tempest_ws.observe._audit import frame_out
 from tempest_ws.router._transport import TickFlusher, direct_writer
 from tempest_ws.wire._frames import frame_size
@@ -35,17 +38,13 @@ __all__ = ["WebSocketConnection"]
 
 logger = logging.getLogger("tempest_ws.connection")
 
-_FLUSH_ON_CLOSE = frozenset({CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.SERVICE_RESTART})
-_MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
 _BATCH_BYTES = 64 * 1024  # one direct write: the transport holds at most its mark plus this
 
-# The attributes of a WebSocketConnection (and ``__dict__``, ``__weakref__``).
-_SLOTS = (
-    "__dict__ __weakref__ _budget _close_task _close_timeout _closing _deep _direct "
-    "_finished _finished_future _flushing _loop _moved_at _on_close _queue _queued _send "
-    "_sending _started _transport _wakeup _watchdog _writer close_code close_reason "
-    "connected_at connection_id frames_sent metadata topics user_id user_key"
-)
+_CONNECTING, _OPEN, _CLOSING, _CLOSED = ConnectionState  # the members, in order
+
+_SLOTS = "__dict__ __weakref__ _budget _close_task _close_timeout _deep _direct _loop \
+_moved_at _queue _queued _send _sending _signals _state _transport _wakeup _watchdog _writer \
+close_code close_reason connected_at connection_id frames_sent metadata topics user_id user_key"
 
 
 class WebSocketConnection:
@@ -58,6 +57,7 @@ class WebSocketConnection:
         metadata: free-form per-connection data for the application.
         connected_at: UTC time of the handshake.
         close_code: the code it was closed with, ``None`` while open.
+        state: its life, a [`ConnectionState`][tempest_ws.ConnectionState] (read-only).
     """
 
     # Thousands live at once: slots, keeping ``__dict__`` (made only if another attribute is set).
@@ -88,7 +88,7 @@ class WebSocketConnection:
         self._send = send
         self._transport = transport
         self._direct = direct_writer(transport, flusher) if transport is not None else None
-        self._started = False
+        self._state = _CONNECTING
         # The queue, the writer and the futures below are made when first needed: most
         # connections never need them, and thousands of idle sockets add up.
         self._queue: deque[str] | None = None
@@ -99,24 +99,26 @@ class WebSocketConnection:
         self._watchdog: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._close_timeout = close_timeout
-        self._flushing = False
-        self._sending = False  # the writer holds a frame it is sending through ASGI
-        self._closing = self._loop.create_future()
+        self._sending = False  # the writer is in an ASGI send: no direct write may overtake it
+        self._signals: CloseSignals[WebSocketConnection] = CloseSignals(self._loop)
         self._writer: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
-        self._finished = False
-        self._finished_future: asyncio.Future[None] | None = None
-        self._on_close: list[Callable[[WebSocketConnection], None]] = []
 
     def __repr__(self) -> str:
         state = "open" if self.close_code is None else f"closed {self.close_code}"
         return f"<WebSocketConnection {self.connection_id} user={self.user_key} {state}>"
 
     @property
+    def state(self) -> ConnectionState:
+        """Where the connection is in its life (read-only; it only moves forward)."""
+        return self._state
+
+    @property
     def closing(self) -> bool:
         """True once a close has started (by either side); no more frames are queued."""
-        return self._closing.done()
+        state = self._state
+        return state is _CLOSING or state is _CLOSED
 
     @property
     def pending(self) -> int:
@@ -130,19 +132,19 @@ class WebSocketConnection:
 
     def closing_future(self) -> asyncio.Future[int]:
         """A future resolved with the close code as soon as the close starts."""
-        return self._closing
+        return self._signals.closing
 
     def add_close_callback(self, callback: Callable[[WebSocketConnection], None]) -> None:
         """Run ``callback(self)`` once, synchronously, when the close starts."""
-        self._on_close.append(callback)
+        self._signals.add_callback(callback)
 
     def start(self) -> None:
-        """Start delivering: frames queued so far, then every frame as it comes, in order.
-        The writer task exists only while frames wait in the queue (and, where the server
-        offers no direct write path, for the life of the connection)."""
-        if self._started or self.closing:
+        """``CONNECTING → OPEN`` (else nothing): frames queued so far, then every frame as
+        it comes, in order. The writer task exists only while frames wait in the queue
+        (and, where the server offers no direct write path, for the connection's life)."""
+        if self._state is not _CONNECTING:
             return
-        self._started = True
+        self._state = advance(_CONNECTING, _OPEN)
         queue = self._queue
         if queue and self._direct is not None and self._direct.write_many(queue):
             self._queue = None
@@ -157,7 +159,8 @@ class WebSocketConnection:
         byte or frame budget (a slow consumer, for the caller). Never blocks or raises.
         A frame larger than the byte budget is queued when nothing waits before it.
         """
-        if self._closing.done():
+        state = self._state
+        if state is not _OPEN and state is not _CONNECTING:
             return False
         queue = self._queue
         if queue:
@@ -166,7 +169,7 @@ class WebSocketConnection:
             if queued > budget.max_bytes or len(queue) >= budget.max_frames:
                 return False
         elif (
-            self._started
+            state is _OPEN
             and not self._sending
             and self._direct is not None
             and self._direct.write(frame)
@@ -189,7 +192,7 @@ class WebSocketConnection:
                 budget.deep(self, self._loop.time(), self._moved_at)
             elif budget.holds(self):
                 budget.pressure = True
-        if self._started:
+        if state is _OPEN:
             self._wake_writer()
         frame_out(frame)
         return True
@@ -225,18 +228,14 @@ class WebSocketConnection:
     def _check_stall(self) -> None:
         """The stall timer: close 1013 when queued frames have not moved for too long."""
         self._watchdog = None
-        if self._closing.done() or not (self._queue or self._sending):
+        if self._state is not _OPEN or not (self._queue or self._sending):
             return
         budget = self._budget
         due = self._moved_at + budget.stall_timeout
         if self._loop.time() < due:
             self._watchdog = self._loop.call_at(due, self._check_stall)
             return
-        budget.stalled += 1
-        logger.warning(
-            "connection %s is a slow consumer (%d bytes queued, none sent for %.1fs); closing",
-            *(self.connection_id, self._queued, budget.stall_timeout),
-        )
+        budget.stalled_out(self.connection_id, self._queued)
         self.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
 
     def _notify_writer(self) -> None:
@@ -265,9 +264,11 @@ class WebSocketConnection:
 
         Close callbacks (the hub's unregister) run before this returns.
         """
-        if self._begin_close(code, reason):
+        left = self._begin_close(code, reason)
+        if left is not None:
             self._close_task = asyncio.get_running_loop().create_task(
-                self._finish_close(code, reason), name=f"tempest_ws close {self.connection_id}"
+                self._finish_close(code, reason, was_open=left is _OPEN),
+                name=f"tempest_ws close {self.connection_id}",
             )
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
@@ -277,84 +278,71 @@ class WebSocketConnection:
         close first flushes queued frames; every other code drops them. Bounded by the
         close timeout, after which the transport is aborted where the server allows it.
         """
-        if self._begin_close(code, reason):
+        left = self._begin_close(code, reason)
+        if left is not None:
             self._close_task = asyncio.current_task()
-            await self._finish_close(code, reason)
+            await self._finish_close(code, reason, was_open=left is _OPEN)
         else:
             await self.wait_closed()
 
     def peer_closed(self, code: int) -> None:
         """Record that the peer closed or vanished: nothing more will be written."""
-        if self._begin_close(code, "peer closed"):
+        if self._begin_close(code, "peer closed") is not None:
             self._stop_writer()
             self._drop_queue()
             self._set_finished()
 
     async def wait_closed(self) -> None:
         """Wait until the close (started by anyone) has finished."""
-        if self._finished:
-            return
-        if self._finished_future is None:
-            self._finished_future = asyncio.get_running_loop().create_future()
-        # Shielded: one waiter being cancelled must not cancel the others' wait.
-        await asyncio.shield(self._finished_future)
+        if self._state is not _CLOSED:
+            await self._signals.wait_finished()
 
     def _set_finished(self) -> None:
-        self._finished = True
-        future = self._finished_future
-        if future is not None and not future.done():
-            future.set_result(None)
+        """The close finished: ``CLOSING → CLOSED``, and wake who waits for it."""
+        self._state = advance(self._state, _CLOSED)
+        self._signals.finished()
 
-    def _begin_close(self, code: int, reason: str) -> bool:
-        if self._closing.done():
-            return False
+    def _begin_close(self, code: int, reason: str) -> ConnectionState | None:
+        """Move to ``CLOSING``: the state it left, or ``None`` if a close had started."""
+        left = self._state
+        if left is _CLOSING or left is _CLOSED:
+            return None
+        self._state = advance(left, _CLOSING)
         self.close_code = int(code)
         self.close_reason = reason
-        self._closing.set_result(int(code))
         watchdog, self._watchdog = self._watchdog, None
         if watchdog is not None:
             watchdog.cancel()
         if self._deep:
             self._deep = False
             self._budget.drained(self)
-        for callback in self._on_close:
-            try:
-                callback(self)
-            except Exception:  # a callback's bug must not keep the socket open
-                logger.exception("close callback failed for %s", self.connection_id)
-        return True
+        self._signals.started(self, int(code), self.connection_id)
+        return left
 
-    async def _finish_close(self, code: int, reason: str) -> None:
+    async def _finish_close(self, code: int, reason: str, *, was_open: bool) -> None:
         try:
-            if code not in _FLUSH_ON_CLOSE:
+            if code not in FLUSH_ON_CLOSE:
                 self._stop_writer()
                 self._drop_queue()  # free the memory now, not after the close frame
-            elif self._started and self._queue:
+            elif was_open and self._queue:
                 self._wake_writer()
             writer = self._writer
-            if code in _FLUSH_ON_CLOSE and writer is not None and not writer.done():
-                self._flushing = True
+            if code in FLUSH_ON_CLOSE and writer is not None and not writer.done():
                 self._notify_writer()
                 await asyncio.wait({writer}, timeout=self._close_timeout)
             self._stop_writer()
             what = f"writer of {self.connection_id}"
             await cancel_tasks([self._writer], what, limit=self._close_timeout)
-            payload = reason.encode()[:_MAX_REASON_BYTES].decode(errors="ignore")
-            if code in _FLUSH_ON_CLOSE:  # what this tick holds goes before the close frame
+            if code in FLUSH_ON_CLOSE:  # what this tick holds goes before the close frame
                 self.flush()
-            try:
-                await asyncio.wait_for(
-                    self._send({"type": "websocket.close", "code": int(code), "reason": payload}),
-                    self._close_timeout,
-                )
-            except TimeoutError:
-                logger.warning(
-                    "close frame for %s not written within %.1fs; aborting transport",
-                    *(self.connection_id, self._close_timeout),
-                )
-                self.abort()
-            except (OSError, RuntimeError):
-                pass  # already gone: the server reports the socket closed
+            await write_close_frame(
+                self._send,
+                code,
+                reason,
+                limit=self._close_timeout,
+                abort=self.abort,
+                connection_id=self.connection_id,
+            )
         finally:
             self._drop_queue()
             self._set_finished()
@@ -382,7 +370,7 @@ class WebSocketConnection:
         try:
             while True:
                 if not queue:
-                    if self._flushing or direct is not None:
+                    if self._state is not _OPEN or direct is not None:
                         # With a direct path, enqueue() writes until a backlog forms again.
                         self._queue = None
                         return

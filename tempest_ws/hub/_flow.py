@@ -22,12 +22,17 @@ connection with a backlog (frames in its queue) counts bytes against the budget:
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from tempest_ws.hub._connection import WebSocketConnection
+import logging
+from collections.abc import Hashable
+from typing import TypeAlias
 
 __all__ = ["SendBudget"]
+
+logger = logging.getLogger("tempest_ws.connection")
+
+Consumer: TypeAlias = Hashable
+"""A connection, as the budget knows it: only a key to hold and forget (the connection
+module imports this one, so this one does not import it)."""
 
 
 class SendBudget:
@@ -79,10 +84,10 @@ class SendBudget:
         self.stalled = 0
         """Connections closed because their queue did not move for ``stall_timeout``."""
         # Deep connections producers wait for, with the time each ran deep (oldest first).
-        self._holding: dict[WebSocketConnection, float] = {}
+        self._holding: dict[Consumer, float] = {}
         self._clear: asyncio.Future[None] | None = None
 
-    def deep(self, connection: WebSocketConnection, now: float, moved_at: float) -> None:
+    def deep(self, connection: Consumer, now: float, moved_at: float) -> None:
         """``connection``'s queue went above the high-water mark at ``now``; its frames
         last moved (or its backlog formed) at ``moved_at``."""
         wait = self.producer_wait
@@ -90,17 +95,26 @@ class SendBudget:
             self._holding[connection] = now
             self.pressure = True
 
-    def holds(self, connection: WebSocketConnection) -> bool:
+    def holds(self, connection: Consumer) -> bool:
         """Whether producers wait for ``connection`` (deep, allowance not spent)."""
         return connection in self._holding
 
-    def drained(self, connection: WebSocketConnection) -> None:
+    def drained(self, connection: Consumer) -> None:
         """``connection`` went below the low-water mark, or closed: nobody waits for it."""
         holding = self._holding
         if holding.pop(connection, None) is not None and not holding:
             clear = self._clear
             if clear is not None and not clear.done():
                 clear.set_result(None)
+
+    def stalled_out(self, connection_id: str, queued: int) -> None:
+        """Count and log a connection whose queue did not move for ``stall_timeout``
+        (the connection closes itself 1013)."""
+        self.stalled += 1
+        logger.warning(
+            "connection %s is a slow consumer (%d bytes queued, none sent for %.1fs); closing",
+            *(connection_id, queued, self.stall_timeout),
+        )
 
     async def relieve(self) -> None:
         """Wait until no deep connection holds producers, at most ``producer_wait``."""

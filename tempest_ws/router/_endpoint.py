@@ -1,13 +1,7 @@
 """The ASGI endpoint behind the route: the path of one connection, handshake to cleanup.
 
-1. Origin allow-list; a refused origin gets HTTP 403 before accept.
-2. Per-address cap (``WS_MAX_CONNECTIONS_PER_IP``); past it, HTTP 429 before accept.
-3. Token from the ``bearer`` subprotocol, then ``Authorization``, then ``?token=``.
-4. Accept, echoing ``bearer`` when offered (never the token). While the router drains
-   for shutdown, the connection is closed 1001 right here.
-5. Resolve the token; ``None`` or an exception closes 4401 (after accept, so browsers
-   can read the code). Then the router's ``on_connect`` hook, which may refuse with a
-   close code (4403 for ``False``).
+1–5. Origin, per-address cap, token, accept, resolve, ``on_connect``: the handshake
+   ([`tempest_ws.router._handshake`][tempest_ws.router._handshake]).
 6. Register with the hub: the user's oldest connection past the cap is closed 4429; a
    full process closes the newcomer 1013.
 7. ``hello`` frame with the heartbeat cadence; then pings, silence deadline (4408), the
@@ -27,15 +21,13 @@ import asyncio
 import contextlib
 import functools
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
-from fastapi import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tempest_ws._bounded import STOP_TIMEOUT, cancel_tasks
-from tempest_ws._types import BearerResolver, Receive, Scope, Send, UserId
+from tempest_ws._types import BearerResolver, Receive, Scope, Send
 from tempest_ws.exceptions import CapacityError, ConnectionClosedError
 from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._hub import WebSocketHub
@@ -43,6 +35,7 @@ from tempest_ws.observe._audit import security_event, traffic_event
 from tempest_ws.observe.tracing import Tracing, note_handler_error
 from tempest_ws.router._expiry import TokenLifetime
 from tempest_ws.router._handler_socket import HandlerWebSocket
+from tempest_ws.router._handshake import DRAIN_REASON, Gate, Handshake, peer_ip
 from tempest_ws.router._heartbeat import Beat, HeartbeatWheel
 from tempest_ws.router._hooks import Hooks
 from tempest_ws.router._inbound import Inbound
@@ -55,7 +48,6 @@ from tempest_ws.router._ratelimit import (
 from tempest_ws.router._server_guard import find_protocol
 from tempest_ws.router._session import HandlerChannel, SessionLimits
 from tempest_ws.router._transport import find_transport
-from tempest_ws.router.auth import BEARER_SUBPROTOCOL, extract_token, origin_allowed
 from tempest_ws.settings import WebSocketSettings
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import HELLO, PING_FRAME, SUBSCRIBE, encode_envelope
@@ -66,28 +58,6 @@ Handler: TypeAlias = Callable[[WebSocket, WebSocketConnection, WebSocketHub], Aw
 """``async (ws, connection, hub) -> None``, awaited once per authenticated connection."""
 
 logger = logging.getLogger("tempest_ws")
-
-DRAIN_REASON = "server shutting down"
-"""Close reason sent with 1001 by a drain."""
-
-
-def _attempt() -> str:
-    """An id for a handshake that has no connection id yet (made where it is needed, so
-    no frame that lives as long as the connection holds one)."""
-    return f"handshake.{uuid.uuid4().hex}"
-
-
-def _peer_ip(transport: asyncio.WriteTransport | None, scope: Scope) -> str | None:
-    """The TCP peer's address: from the transport (never rewritten by proxy-header
-    middleware), else from the ASGI scope."""
-    if transport is not None:
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
-            return peer[0]
-    client = scope.get("client")
-    if client and isinstance(client[0], str):
-        return str(client[0])
-    return None
 
 
 class Endpoint:
@@ -124,12 +94,24 @@ class Endpoint:
         )
         self.addresses = AddressLimiter(settings.WS_MAX_CONNECTIONS_PER_IP)
         self.trusted = parse_trusted_proxies(settings.WS_TRUSTED_PROXIES)
+        self.gate = Gate()
+        self.handshake = Handshake(
+            hub=hub,
+            resolver=bearer_resolver,
+            settings=settings,
+            addresses=self.addresses,
+            gate=self.gate,
+            hooks=hooks,
+        )
         self.live: set[WebSocketConnection] = set()
-        self.draining = False
-        self.drain_reason = DRAIN_REASON
         self._emptied: asyncio.Event | None = None
         self._wheel: HeartbeatWheel[HandlerChannel] | None = None
         self._wheel_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def draining(self) -> bool:
+        """True once `drain()` started: new connections are closed 1001 on accept."""
+        return self.gate.closed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         channel = HandlerChannel(receive, send)
@@ -137,119 +119,18 @@ class Endpoint:
             scope, channel.receive, channel.send, max_json_depth=self.limits.max_json_depth
         )
         transport = find_transport(receive, send)
-        address = client_address(_peer_ip(transport, scope), ws.headers, self.trusted)
-        origin = ws.headers.get("origin")
-        settings = self.settings
-        if not origin_allowed(
-            origin, settings.WS_ALLOWED_ORIGINS, require=settings.WS_REQUIRE_ORIGIN
-        ):
-            security_event(
-                "origin_rejected", _attempt(), "origin not allowed", origin=origin, client=address
-            )
-            await ws.close()  # before accept: the server answers HTTP 403
-            return
-        if not self.addresses.acquire(address):
-            security_event(
-                "address_limit",
-                _attempt(),
-                "too many connections from one address",
-                client=address,
-                limit=self.addresses.limit,
-            )
-            await self._deny(ws, 429)
+        address = client_address(peer_ip(transport, scope), ws.headers, self.trusted)
+        if not await self.handshake.screen(ws, address):
             return
         try:
-            # _open returns once the handshake is through, so only this frame and _run's
+            # open() returns once the handshake is through, so only this frame and _run's
             # stay suspended for the life of the connection.
-            opened = await self._open(ws, send, transport, address, find_protocol(receive))
+            opened = await self.handshake.open(ws, send, transport, address, find_protocol(receive))
             if opened is not None:
                 connection, token = opened
                 await self._run(ws, channel, connection, token)
         finally:
             self.addresses.release(address)
-
-    def _refusing(self) -> bool:
-        return self.draining
-
-    @staticmethod
-    async def _deny(ws: WebSocket, status: int) -> None:
-        """Refuse before accept with an HTTP status, or 403 where the server cannot."""
-        try:
-            await ws.send_denial_response(Response(status_code=status))
-        except RuntimeError:  # no websocket.http.response extension
-            await ws.close()
-
-    async def _open(
-        self,
-        ws: WebSocket,
-        send: Send,
-        transport: asyncio.WriteTransport | None,
-        address: str,
-        protocol: object | None,
-    ) -> tuple[WebSocketConnection, str] | None:
-        """Accept, authenticate and run ``on_connect``: the connection and its token, or
-        ``None`` when it was refused and closed."""
-        attempt = _attempt()
-        scope = ws.scope
-        found = extract_token(
-            scope.get("subprotocols", []),
-            ws.headers,
-            scope.get("query_string", b""),
-            allow_query=self.settings.WS_ALLOW_QUERY_TOKEN,
-        )
-        guard, settings = self.hub.server_guard, self.settings
-        guard.before_accept(protocol, ws.headers, settings.WS_MAX_MESSAGE_BYTES)
-        try:
-            await ws.accept(subprotocol=BEARER_SUBPROTOCOL if found.bearer_offered else None)
-        except (WebSocketDisconnect, OSError):
-            return None  # the peer left during the handshake
-        guard.after_accept(protocol, settings.WS_MAX_FRAGMENTS_PER_MESSAGE, attempt)
-        if self._refusing():
-            await ws.close(CloseCode.GOING_AWAY, self.drain_reason)
-            return None
-        user_id = await self._resolve(found.token, found.source, attempt, address)
-        if user_id is None:
-            await ws.close(CloseCode.UNAUTHORIZED, "unauthorized")
-            return None
-        if self._refusing():  # the drain may have started while the resolver ran
-            await ws.close(CloseCode.GOING_AWAY, self.drain_reason)
-            return None
-        connection = self.hub.create_connection(user_id, send=send, transport=transport)
-        logger.debug("%s is connection %s", attempt, connection.connection_id)
-        if self.hooks is not None:
-            refused = await self.hooks.connect(connection, ws)
-            if refused is not None:
-                security_event(
-                    "connect_refused", connection.connection_id, "on_connect refused", code=refused
-                )
-                await ws.close(refused, "forbidden" if refused == CloseCode.FORBIDDEN else "")
-                return None
-            if self._refusing():
-                await ws.close(CloseCode.GOING_AWAY, self.drain_reason)
-                return None
-        return connection, found.token or ""
-
-    async def _resolve(
-        self, token: str | None, source: str, attempt: str, address: str
-    ) -> UserId | None:
-        if token is None:
-            security_event("auth_failed", attempt, "no token", level=logging.INFO, client=address)
-            return None
-        try:
-            user_id = await self.resolver(token)
-        except Exception:
-            logger.exception("bearer resolver raised; refusing the connection (%s)", attempt)
-            security_event("auth_failed", attempt, "resolver raised", client=address)
-            return None
-        if user_id is None:
-            security_event(
-                "auth_failed",
-                attempt,
-                f"token from {source} rejected by resolver",
-                level=logging.INFO,
-                client=address,
-            )
-        return user_id
 
     async def _run(
         self,
@@ -258,42 +139,17 @@ class Endpoint:
         connection: WebSocketConnection,
         token: str,
     ) -> None:
-        hub, limits, settings = self.hub, self.limits, self.settings
+        """Steps 6–8: register, serve until the connection closes, then end it cleanly
+        whatever happened. The read loop is awaited right here, through no wrapper step:
+        an idle connection stays suspended in as few frames as possible."""
         self.live.add(connection)  # from here on a drain closes it
-        lifetime = TokenLifetime(
-            user_key=connection.user_key,
-            resolver=self.resolver,
-            leeway=settings.WS_JWT_LEEWAY_SECONDS,
-            on_expired=functools.partial(self._expired, connection),
-            enforce=settings.WS_ENFORCE_TOKEN_EXPIRY,
-            refresh_timeout=min(10.0, limits.heartbeat_timeout / 2),
-        )
+        lifetime = self._lifetime(connection)
         heartbeat: Beat[HandlerChannel] | None = None
         handler_task: asyncio.Task[None] | None = None
         try:
-            connection.enqueue(self._hello(connection))
-            try:
-                await hub.register(connection)
-            except CapacityError:
-                await connection.close(CloseCode.TRY_AGAIN_LATER, "server at capacity")
+            if not await self._register(connection):
                 return
-            traffic_event("connection_opened")
-            bucket = None
-            if settings.WS_RATE_LIMIT_MESSAGES > 0:
-                bucket = TokenBucket(
-                    settings.WS_RATE_LIMIT_MESSAGES,
-                    settings.WS_RATE_LIMIT_WINDOW_SECONDS,
-                    clock=asyncio.get_running_loop().time,
-                )
-            channel.attach(connection)
-            if self.tracing is not None:
-                channel.tracer = self.tracing.session(connection.connection_id)
-            connection.start()
-            heartbeat = self._heartbeats().add(channel)
-            lifetime.start(token)
-            logger.debug(
-                "connection %s open for user %s", connection.connection_id, connection.user_key
-            )
+            heartbeat = self._begin(channel, connection, lifetime, token)
             handler_task = asyncio.create_task(
                 self._call_handler(ws, connection),
                 name=f"tempest_ws handler {connection.connection_id}",
@@ -301,42 +157,120 @@ class Endpoint:
             await channel.read_loop(
                 connection,
                 heartbeat,
-                limits,
-                bucket=bucket,
+                self.limits,
+                bucket=self._bucket(),
                 lifetime=lifetime,
                 inbound=self.inbound,
             )
-            # The connection is closing: the handler's next receive reports it. Give the
-            # handler the close timeout to notice, then cancel it.
-            done, _ = await asyncio.wait({handler_task}, timeout=hub.close_timeout)
-            if not done:
-                handler_task.cancel()
+            await self._let_handler_notice(handler_task)
         finally:
-            lifetime.stop()
-            if heartbeat is not None:
-                heartbeat.stop()
-            if handler_task is not None:
-                if not handler_task.done():
-                    handler_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await handler_task
-            if channel.tracer is not None:
-                channel.tracer.close()
-            hub.unregister(connection)
-            try:
-                try:
-                    await connection.close(CloseCode.NORMAL)
-                finally:
-                    if self.hooks is not None:
-                        await self.hooks.disconnected(connection)
-            finally:
-                self.live.discard(connection)
-                if not self.live and self._emptied is not None:
-                    self._emptied.set()
-            traffic_event("connection_closed", code=connection.close_code or CloseCode.ABNORMAL)
-            logger.debug(
-                "connection %s closed with %s", connection.connection_id, connection.close_code
-            )
+            await self._stop_session(channel, lifetime, heartbeat, handler_task)
+            await self._end(connection)
+
+    def _lifetime(self, connection: WebSocketConnection) -> TokenLifetime:
+        """The token's expiry and in-band refresh for ``connection`` (not started)."""
+        settings = self.settings
+        return TokenLifetime(
+            user_key=connection.user_key,
+            resolver=self.resolver,
+            leeway=settings.WS_JWT_LEEWAY_SECONDS,
+            on_expired=functools.partial(self._expired, connection),
+            enforce=settings.WS_ENFORCE_TOKEN_EXPIRY,
+            refresh_timeout=min(10.0, self.limits.heartbeat_timeout / 2),
+        )
+
+    def _bucket(self) -> TokenBucket | None:
+        """A connection's inbound rate budget, or ``None`` without a rate limit."""
+        settings = self.settings
+        if settings.WS_RATE_LIMIT_MESSAGES <= 0:
+            return None
+        return TokenBucket(
+            settings.WS_RATE_LIMIT_MESSAGES,
+            settings.WS_RATE_LIMIT_WINDOW_SECONDS,
+            clock=asyncio.get_running_loop().time,
+        )
+
+    async def _register(self, connection: WebSocketConnection) -> bool:
+        """Step 6: queue ``hello`` and register with the hub; ``False`` (closed 1013)
+        when the process is full."""
+        connection.enqueue(self._hello(connection))
+        try:
+            await self.hub.register(connection)
+        except CapacityError:
+            await connection.close(CloseCode.TRY_AGAIN_LATER, "server at capacity")
+            return False
+        traffic_event("connection_opened")
+        return True
+
+    def _begin(
+        self,
+        channel: HandlerChannel,
+        connection: WebSocketConnection,
+        lifetime: TokenLifetime,
+        token: str,
+    ) -> Beat[HandlerChannel]:
+        """Step 7: the channel guards the socket, the connection opens (``hello`` and
+        what was queued go out), the heartbeat and the token's expiry start."""
+        channel.attach(connection)
+        if self.tracing is not None:
+            channel.tracer = self.tracing.session(connection.connection_id)
+        connection.start()
+        heartbeat = self._heartbeats().add(channel)
+        lifetime.start(token)
+        logger.debug(
+            "connection %s open for user %s", connection.connection_id, connection.user_key
+        )
+        return heartbeat
+
+    async def _let_handler_notice(self, handler_task: asyncio.Task[None]) -> None:
+        """The connection is closing: the handler's next receive reports it. Give the
+        handler the close timeout to notice, then cancel it."""
+        done, _ = await asyncio.wait({handler_task}, timeout=self.hub.close_timeout)
+        if not done:
+            handler_task.cancel()
+
+    @staticmethod
+    async def _stop_session(
+        channel: HandlerChannel,
+        lifetime: TokenLifetime,
+        heartbeat: Beat[HandlerChannel] | None,
+        handler_task: asyncio.Task[None] | None,
+    ) -> None:
+        """Step 8, first half: stop the timers, cancel and await the handler."""
+        lifetime.stop()
+        if heartbeat is not None:
+            heartbeat.stop()
+        if handler_task is not None:
+            if not handler_task.done():
+                handler_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await handler_task
+        if channel.tracer is not None:
+            channel.tracer.close()
+
+    async def _end(self, connection: WebSocketConnection) -> None:
+        """Step 8, second half: unregister, close, and forget the connection whatever the
+        close and the hooks do."""
+        self.hub.unregister(connection)
+        try:
+            await self._close(connection)
+        finally:
+            self.live.discard(connection)
+            if not self.live and self._emptied is not None:
+                self._emptied.set()
+        traffic_event("connection_closed", code=connection.close_code or CloseCode.ABNORMAL)
+        logger.debug(
+            "connection %s closed with %s", connection.connection_id, connection.close_code
+        )
+
+    async def _close(self, connection: WebSocketConnection) -> None:
+        """Close 1000 (unless a close started already), then run the ``on_disconnect``
+        hooks, even if the close was interrupted."""
+        try:
+            await connection.close(CloseCode.NORMAL)
+        finally:
+            if self.hooks is not None:
+                await self.hooks.disconnected(connection)
 
     def _heartbeats(self) -> HeartbeatWheel[HandlerChannel]:
         """The heartbeat wheel of the running loop (one per endpoint and loop)."""
@@ -413,8 +347,8 @@ class Endpoint:
 
     async def drain(self, *, code: int, reason: str, grace: float) -> int:
         """Refuse new connections, close the live ones, wait for their sessions to end."""
-        self.draining = True
-        self.drain_reason = reason
+        self.gate.closed = True
+        self.gate.reason = reason
         if self._emptied is None:
             self._emptied = asyncio.Event()
         emptied = self._emptied

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
+from tempest_ws.exceptions import ConfigurationError
 from tempest_ws.router.realtime import OnConnect, OnDisconnect
 from tempest_ws.wire.codes import CloseCode
 
@@ -38,7 +39,12 @@ def _sendable(code: int) -> bool:
 
 
 class Hooks:
-    """The router's lifecycle hooks, each call bounded by ``timeout`` seconds."""
+    """The router's lifecycle hooks, each call bounded by ``timeout`` seconds.
+
+    One instance per router, shared by its endpoint and handshake; the router's
+    ``on_connect`` / ``on_disconnect`` decorators add to it with `set_connect()` and
+    `add_disconnect()`.
+    """
 
     def __init__(
         self,
@@ -50,6 +56,20 @@ class Hooks:
         self.on_connect = on_connect
         self.on_disconnect = tuple(on_disconnect)
         self.timeout = timeout
+
+    def set_connect(self, hook: OnConnect) -> None:
+        """Make ``hook`` the ``on_connect`` hook.
+
+        Raises:
+            ConfigurationError: there is one already.
+        """
+        if self.on_connect is not None:
+            raise ConfigurationError("the router already has an on_connect hook")
+        self.on_connect = hook
+
+    def add_disconnect(self, hook: OnDisconnect) -> None:
+        """Run ``hook`` after the ``on_disconnect`` hooks already there."""
+        self.on_disconnect = (*self.on_disconnect, hook)
 
     async def connect(self, connection: WebSocketConnection, ws: WebSocket) -> int | None:
         """``None`` to go on, or the close code to refuse the connection with."""

@@ -54,8 +54,21 @@ class WebSocketRouter(APIRouter):
     with 1012.
     """
 
-    _tempest_endpoint: Endpoint
-    _tempest_events: EventSetup
+    def __init__(self, endpoint: Endpoint, events: EventSetup, **options: Any) -> None:
+        super().__init__(**options)
+        self._tempest_endpoint = endpoint
+        self._tempest_events = events
+
+    @property
+    def hub(self) -> WebSocketHub:
+        """The hub this router's connections are registered with."""
+        return self._tempest_endpoint.hub
+
+    @property
+    def builtin_operations(self) -> frozenset[str]:
+        """The envelope types this router answers itself (``builtins=``); empty without."""
+        inbound = self._tempest_endpoint.inbound
+        return frozenset() if inbound is None else inbound.operations
 
     @property
     def event_handlers(self) -> tuple[EventHandler, ...]:
@@ -225,9 +238,7 @@ def make_websocket_router(
     if hook_timeout <= 0:
         raise ConfigurationError("hook_timeout must be positive")
     disconnect_hooks = [on_disconnect] if callable(on_disconnect) else list(on_disconnect)
-    hooks = None
-    if on_connect is not None or disconnect_hooks:
-        hooks = Hooks(on_connect, disconnect_hooks, timeout=hook_timeout)
+    hooks = Hooks(on_connect, disconnect_hooks, timeout=hook_timeout)
     registry = EventRegistry(
         lambda t: t in operations or (messages is not None and messages.accepts(t))
     )
@@ -248,7 +259,6 @@ def make_websocket_router(
         finally:
             await hub.stop()
 
-    router = WebSocketRouter(lifespan=lifespan)
     endpoint = Endpoint(
         handler if handler is not None else dispatch.handle,
         hub=hub,
@@ -259,15 +269,13 @@ def make_websocket_router(
         hooks=hooks,
         tracing=tracing if tracing is not None else hub.tracing,
     )
-    router._tempest_endpoint = endpoint
-    router._tempest_events = EventSetup(
+    events = EventSetup(
         endpoint,
         dispatch,
         inbound=with_events,
-        on_connect=on_connect,
-        on_disconnect=disconnect_hooks,
-        hook_timeout=hook_timeout,
+        hooks=hooks,
     )
+    router = WebSocketRouter(endpoint, events, lifespan=lifespan)
     add_endpoint_route(router, path, endpoint, dependencies=dependencies)
     if serve_client:
         router.add_api_route(

@@ -1,10 +1,13 @@
-"""The life of one accepted connection: read, guard, run the handler, clean up.
+"""The session: the read loop, and the handler's side of the socket (`HandlerChannel`).
 
 The session owns reading. One loop takes every inbound frame from the server, counts it
-as proof of life, enforces the size limit, answers and swallows heartbeat envelopes,
-rejects malformed frames with an error envelope, and hands the rest to the handler
-through a bounded inbox. Because reading never depends on the handler, a handler that
-only pushes still has its client's pongs seen, and a peer that vanishes is noticed at once.
+as proof of life, asks [`judge()`][tempest_ws.router._verdict.judge] what the frame is
+(a pure function: size, rate, heartbeat, refresh, built-in, valid or not) and acts on
+the verdict: it answers and swallows heartbeat envelopes, rejects malformed frames with
+an error envelope, closes for a limit, and hands the rest to the handler through a
+bounded inbox (`HandlerChannel.deliver()`, the one place a frame enters it). Because
+reading never depends on the handler, a handler that only pushes still has its client's
+pongs seen, and a peer that vanishes is noticed at once.
 
 Every inbound frame first spends a token from the connection's bucket (ping and pong
 envelopes included): a client past ``WS_RATE_LIMIT_*`` is closed 4429 ``rate_limited``.
@@ -22,33 +25,29 @@ security events.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocketDisconnect
 
 from tempest_ws._types import Message, Receive, Send
-from tempest_ws.exceptions import EnvelopeError
 from tempest_ws.hub._connection import WebSocketConnection
-from tempest_ws.observe._audit import frame_in, frame_out, security_event
-from tempest_ws.observe.tracing import note_rejection
-from tempest_ws.router._expiry import AUTH_REFRESH, TokenLifetime, refresh_token_of
+from tempest_ws.observe._audit import frame_in, frame_out
+from tempest_ws.router._answers import answer, peer_left, refresh, too_many_invalid
+from tempest_ws.router._expiry import TokenLifetime
 from tempest_ws.router._heartbeat import Beat
 from tempest_ws.router._ratelimit import TokenBucket
-from tempest_ws.router.realtime import ENVELOPE_KEY, JSON_KEY, MODEL_KEY
-from tempest_ws.wire.codes import CloseCode
-from tempest_ws.wire.envelope import (
-    ACK,
-    PING,
-    PONG,
-    WSEnvelope,
-    decode_frame,
-    encode_envelope,
-    error_envelope,
+from tempest_ws.router._verdict import (
+    PONG_FRAME,
+    SessionLimits,
+    Verdict,
+    judge,
 )
+from tempest_ws.router.realtime import ENVELOPE_KEY
+from tempest_ws.wire.codes import CloseCode
+from tempest_ws.wire.envelope import WSEnvelope
 
 if TYPE_CHECKING:
     from tempest_ws.observe.tracing import SessionTracer
@@ -56,37 +55,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tempest_ws.session")
 
+__all__ = ["INBOX_SIZE", "PONG_FRAME", "HandlerChannel", "SessionLimits"]
+
 INBOX_SIZE = 64
 
-PONG_FRAME = encode_envelope({"type": PONG, "data": {}, "request_id": None})
-"""The pong every tempest_ws client sends, byte for byte: swallowed without decoding."""
-
-_LAYER_CLOSES: dict[int, str] = {
-    CloseCode.PROTOCOL_ERROR: "protocol_error",
-    CloseCode.INVALID_PAYLOAD: "invalid_utf8",
-    CloseCode.MESSAGE_TOO_BIG: "message_too_big",
-}
-"""Codes the server's WebSocket layer (not tempest_ws) closes with, as security events."""
-
-
-class _Verdict(enum.Enum):
-    DELIVER = "deliver"
-    HANDLED = "handled"
-    INVALID = "invalid"
-    REFRESH = "refresh"
-    BUILTIN = "builtin"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionLimits:
-    """Inbound limits the session enforces."""
-
-    max_message_bytes: int
-    accept_binary: bool
-    max_invalid_frames: int
-    heartbeat_seconds: float
-    heartbeat_timeout: float
-    max_json_depth: int = 32
+_DELIVER, _PONG = Verdict.DELIVER, Verdict.PONG
+_BUILTIN, _REFRESH = Verdict.BUILTIN, Verdict.REFRESH
 
 
 def _disconnect(code: int) -> Message:
@@ -114,16 +88,6 @@ async def _wait_beside(shared: asyncio.Future[None]) -> None:
         await mine
     finally:
         shared.remove_done_callback(wake)
-
-
-def _frame_size(message: Message, limit: int) -> int:
-    """The frame's size in bytes, exact whenever it could exceed ``limit``."""
-    text = message.get("text")
-    if text is not None:
-        # len(text) <= UTF-8 length <= 4 * len(text): encode only when it could matter.
-        return len(text) if len(text) * 4 <= limit else len(text.encode())
-    data = message.get("bytes")
-    return len(data) if data is not None else 0
 
 
 class HandlerChannel:
@@ -246,7 +210,9 @@ class HandlerChannel:
     async def deliver(self, message: Message) -> None:
         """Put a frame in the inbox, waiting while the handler is ``INBOX_SIZE`` behind.
 
-        A frame delivered once the connection is closing is dropped.
+        The one place an inbound frame reaches the handler: the read loop calls it for
+        every frame judged ``DELIVER`` (decoded, validated, annotated with its envelope),
+        in arrival order. A frame delivered once the connection is closing is dropped.
         """
         connection = self._connection
         inbox = self._inbox
@@ -276,10 +242,11 @@ class HandlerChannel:
     ) -> None:
         """Read until the peer leaves or the connection closes; guard every frame.
 
+        Each frame: proof of life, then [`judge()`][tempest_ws.router._verdict.judge],
+        then the verdict's step (`deliver()`, an answer, an operation, or a close).
         The wait for the next frame is the only await a close interrupts: the close
         callback cancels it (and only it), so no task or waiter exists per frame.
         """
-        cid = connection.connection_id
         task = asyncio.current_task()
         receive = self._raw_receive
         invalid = 0
@@ -295,154 +262,63 @@ class HandlerChannel:
             try:
                 message = await receive()
             except asyncio.CancelledError:
-                if self._cancelled and task is not None:
-                    self._cancelled = False
-                    if task.uncancel() == 0:
-                        return  # our own cancel, nobody else's: the connection is closing
+                if self._cancelled_by_close(task):
+                    return
                 raise
             finally:
                 self._reader = None
-            kind = message["type"]
-            if kind == "websocket.disconnect":
-                code = int(message.get("code", CloseCode.NO_STATUS))
-                layer_event = _LAYER_CLOSES.get(code)
-                if layer_event is not None:
-                    security_event(layer_event, cid, "closed by the WebSocket layer")
-                connection.peer_closed(code)
-                return
-            if kind != "websocket.receive":
+            if message["type"] != "websocket.receive":
+                if message["type"] == "websocket.disconnect":
+                    peer_left(connection, message)
+                    return
                 continue
             heartbeat.touch()
             frame_in(message)
             if tracer is not None:
                 tracer.arrived()
-            if bucket is not None and not bucket.take():
-                security_event(
-                    "rate_limited", cid, "inbound frames over the budget", budget=bucket.capacity
-                )
-                connection.close_soon(CloseCode.RATE_LIMITED, "rate_limited")
-                return
-            if message.get("text") == PONG_FRAME:
-                continue  # the common heartbeat answer, known without decoding it
-            size = _frame_size(message, limits.max_message_bytes)
-            if size > limits.max_message_bytes:
-                security_event(
-                    "message_too_big",
-                    cid,
-                    "frame over the size limit",
-                    size=size,
-                    limit=limits.max_message_bytes,
-                )
-                connection.close_soon(CloseCode.MESSAGE_TOO_BIG, "message too big")
-                return
-            verdict, envelope = self._inspect(connection, message, limits, inbound)
-            if tracer is not None:
-                tracer.inspected(message, verdict.value, envelope)
-            if verdict is _Verdict.DELIVER:
+            verdict = judge(message, limits, bucket, inbound)
+            if verdict is _DELIVER:
+                if tracer is not None:
+                    tracer.inspected(message, "deliver", None)
                 await self.deliver(message)
                 continue
-            if verdict is _Verdict.BUILTIN and envelope is not None and inbound is not None:
-                valid = await inbound.run(connection, envelope)
-                if connection.closing:
-                    return
-                verdict = _Verdict.HANDLED if valid else _Verdict.INVALID
-            if verdict is _Verdict.REFRESH and envelope is not None:
-                verdict = await self._refresh(connection, envelope, lifetime)
-                if connection.closing:
-                    return
-            if verdict is not _Verdict.INVALID:
+            if verdict is _PONG:
                 continue
-            invalid += 1
-            if tracer is not None:
-                tracer.invalid()
-            if invalid >= limits.max_invalid_frames:
-                security_event("policy_violation", cid, "too many invalid frames", count=invalid)
-                connection.close_soon(CloseCode.POLICY_VIOLATION, "too many invalid frames")
+            if verdict is _BUILTIN or verdict is _REFRESH:
+                valid = await self._operation(connection, message, verdict, lifetime, inbound)
+            else:
+                valid = answer(connection, message, verdict, bucket, limits, tracer)
+            if connection.closing:
                 return
+            if not valid:
+                invalid += 1
+                if tracer is not None:
+                    tracer.invalid()
+                if invalid >= limits.max_invalid_frames:
+                    too_many_invalid(connection, invalid)
+                    return
 
-    def _inspect(
+    def _cancelled_by_close(self, task: asyncio.Task[Any] | None) -> bool:
+        """The read loop's ``receive`` was cancelled: by the close callback alone (the
+        loop ends quietly), or by someone else too (the cancel propagates)."""
+        if self._cancelled and task is not None:
+            self._cancelled = False
+            return task.uncancel() == 0
+        return False
+
+    def _operation(
         self,
         connection: WebSocketConnection,
         message: Message,
-        limits: SessionLimits,
-        inbound: Inbound | None = None,
-    ) -> tuple[_Verdict, WSEnvelope | None]:
-        """What to do with one frame; an invalid one has been answered with an error."""
-        text = message.get("text")
-        if text is None:
-            if limits.accept_binary:
-                return _Verdict.DELIVER, None
-            return self._reject(connection, "binary_not_supported", "send JSON text frames")
-        try:
-            envelope, value = decode_frame(text, max_depth=limits.max_json_depth)
-        except EnvelopeError as exc:
-            return self._reject(connection, str(exc.code), exc.reason, request_id=exc.request_id)
-        if envelope.type == PONG:
-            return _Verdict.HANDLED, None
-        if envelope.type == PING:
-            reply: dict[str, object] = {"type": PONG, "data": {}, "request_id": envelope.request_id}
-            connection.enqueue(encode_envelope(reply))
-            return _Verdict.HANDLED, None
-        if envelope.type == AUTH_REFRESH:
-            return _Verdict.REFRESH, envelope
-        if inbound is not None:
-            if inbound.claims(envelope):
-                return _Verdict.BUILTIN, envelope
-            try:
-                message[MODEL_KEY] = inbound.parse(envelope)
-            except EnvelopeError as exc:
-                return self._reject(connection, str(exc.code), exc.reason, envelope)
-        # The handler's receive_envelope() and receive_json() reuse what was parsed here.
-        message[ENVELOPE_KEY] = envelope
-        message[JSON_KEY] = value
-        return _Verdict.DELIVER, None
-
-    async def _refresh(
-        self,
-        connection: WebSocketConnection,
-        envelope: WSEnvelope,
+        verdict: Verdict,
         lifetime: TokenLifetime | None,
-    ) -> _Verdict:
-        """Answer an ``auth.refresh``: ack with the new expiry, or close 4401."""
-        token = refresh_token_of(envelope.data)
-        if token is None or lifetime is None:
-            verdict, _ = self._reject(
-                connection, "invalid_refresh", "auth.refresh needs data.token", envelope
-            )
-            return verdict
-        outcome = await lifetime.refresh(token)
-        if connection.closing:
-            return _Verdict.HANDLED
-        if not outcome.ok:
-            security_event("auth_refresh_rejected", connection.connection_id, outcome.reason)
-            connection.close_soon(CloseCode.UNAUTHORIZED, outcome.reason)
-            return _Verdict.HANDLED
-        logger.debug("connection %s refreshed its token", connection.connection_id)
-        ack: dict[str, object] = {
-            "type": ACK,
-            "data": {"type": AUTH_REFRESH, "expires_at": outcome.expires_at},
-            "request_id": envelope.request_id,
-        }
-        connection.enqueue(encode_envelope(ack))
-        return _Verdict.HANDLED
-
-    @staticmethod
-    def _reject(
-        connection: WebSocketConnection,
-        code: str,
-        reason: str,
-        envelope: WSEnvelope | None = None,
-        *,
-        request_id: str | None = None,
-    ) -> tuple[_Verdict, None]:
-        note_rejection(code, envelope)
-        security_event(
-            "invalid_frame",
-            connection.connection_id,
-            "invalid frame",
-            code=code,
-        )
-        if envelope is not None:
-            request_id = envelope.request_id
-        connection.enqueue(error_envelope(code, reason, request_id=request_id))
-        return _Verdict.INVALID, None
+        inbound: Inbound | None,
+    ) -> Coroutine[Any, Any, bool]:
+        """The built-in operation or ``auth.refresh`` to await (a plain function, so no
+        coroutine is made besides the operation's own): ``False`` if it was invalid."""
+        envelope: WSEnvelope = message[ENVELOPE_KEY]
+        if self.tracer is not None:
+            self.tracer.inspected(message, verdict.value, envelope)
+        if verdict is _BUILTIN and inbound is not None:
+            return inbound.run(connection, envelope)
+        return refresh(connection, envelope, lifetime)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from tempest_ws.exceptions import ConfigurationError
 from tempest_ws.router._endpoint import Endpoint
 from tempest_ws.router._hooks import Hooks
 from tempest_ws.router._inbound import Inbound
@@ -35,9 +34,7 @@ class EventSetup:
         endpoint: the router's endpoint.
         dispatch: the router's event dispatch (its registry receives the handlers).
         inbound: the endpoint's ``Inbound`` once event handlers exist (with ``dispatch``).
-        on_connect: the ``on_connect=`` argument, if any.
-        on_disconnect: the ``on_disconnect=`` hooks.
-        hook_timeout: seconds each hook may take.
+        hooks: the router's lifecycle hooks, shared with its endpoint.
     """
 
     def __init__(
@@ -46,16 +43,12 @@ class EventSetup:
         dispatch: EventDispatch,
         *,
         inbound: Inbound,
-        on_connect: OnConnect | None,
-        on_disconnect: Iterable[OnDisconnect],
-        hook_timeout: float,
+        hooks: Hooks,
     ) -> None:
         self.endpoint = endpoint
         self.dispatch = dispatch
         self.inbound = inbound
-        self.connect_hook = on_connect
-        self.disconnect_hooks = list(on_disconnect)
-        self.hook_timeout = hook_timeout
+        self.hooks = hooks
         self.enabled = dispatch.classic is None
 
     def on(
@@ -80,19 +73,10 @@ class EventSetup:
         Raises:
             ConfigurationError: the router already has an ``on_connect`` hook.
         """
-        if self.connect_hook is not None:
-            raise ConfigurationError("the router already has an on_connect hook")
-        self.connect_hook = hook
-        self._hooks_changed()
+        self.hooks.set_connect(hook)
         return hook
 
     def on_disconnect(self, hook: DisconnectT) -> DisconnectT:
         """The decorator behind `WebSocketRouter.on_disconnect`."""
-        self.disconnect_hooks.append(hook)
-        self._hooks_changed()
+        self.hooks.add_disconnect(hook)
         return hook
-
-    def _hooks_changed(self) -> None:
-        self.endpoint.hooks = Hooks(
-            self.connect_hook, self.disconnect_hooks, timeout=self.hook_timeout
-        )
