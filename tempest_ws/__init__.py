@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tempest_ws._version import __version__
 from tempest_ws.asyncapi._document import add_asyncapi_route, asyncapi_document
 from tempest_ws.backplane import Backplane, InMemoryBackplane
 from tempest_ws.exceptions import (
@@ -59,8 +60,6 @@ from tempest_ws.wire.messages import MessageRegistry
 if TYPE_CHECKING:
     from tempest_ws.backplane.redis import RedisBackplane
     from tempest_ws.history.redis import RedisHistory
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BUILTIN_OPERATIONS",
