@@ -9,8 +9,6 @@ polls on the client's logged events, never sleeps.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +24,16 @@ from tempest_ws import (
 )
 from tempest_ws.router._expiry import token_expiry
 from tempest_ws.testing import serve
-from tests.browser.test_browser_client import FAST, events, make_client, open_page, wait_event
-from tests.helpers.browser import PAGE_HTML, Chromium, launch_chromium, wait_js
+from tests.helpers.browser import (
+    FAST,
+    PAGE_HTML,
+    Chromium,
+    events,
+    make_client,
+    open_page,
+    wait_event,
+    wait_js,
+)
 from tests.helpers.support import make_settings, token, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -73,12 +79,6 @@ class Server:
 
     def ids(self, user: str) -> list[str]:
         return [c.connection_id for c in self.hub.connections_of(user)]
-
-
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-    async with launch_chromium(tmp_path) as browser:
-        yield browser
 
 
 def serve_app(server: Server) -> Any:

@@ -12,15 +12,20 @@ positions an application saved in ``localStorage``. Waits are bounded polls.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tempest_ws.history import MemoryHistory
-from tests.browser.test_browser_client import FAST, events, make_client, open_page, wait_event
-from tests.helpers.browser import Chromium, launch_chromium, wait_js
+from tests.helpers.browser import (
+    FAST,
+    Chromium,
+    events,
+    make_client,
+    open_page,
+    wait_event,
+    wait_js,
+)
 from tests.helpers.history_browser_app import HistoryTestServer
 from tests.helpers.support import until
 
@@ -41,12 +46,6 @@ WATCH = """
   });
 }
 """
-
-
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-    async with launch_chromium(tmp_path) as browser:
-        yield browser
 
 
 async def start(server: HistoryTestServer, chromium: Chromium, name: str = "c") -> Any:
