@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tempest_ws._types import BearerResolver
 from tempest_ws._version import __version__
 from tempest_ws.asyncapi._document import add_asyncapi_route, asyncapi_document
 from tempest_ws.backplane import Backplane, InMemoryBackplane
@@ -21,23 +22,12 @@ from tempest_ws.exceptions import (
     TopicLimitError,
     UnencodableMessageError,
 )
-from tempest_ws.history import (
-    Entry,
-    HistoryPage,
-    HistoryPolicy,
-    HistoryStore,
-    MemoryHistory,
-    Position,
-    Recovery,
-    StampedEnvelope,
-    position_of,
-    requested_position,
-)
+from tempest_ws.history import HistoryPolicy, MemoryHistory, requested_position
 from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._hub import ClusterStats, HistoryStats, HubStats, WebSocketHub
 from tempest_ws.observe.tracing import Tracing
 from tempest_ws.router._router import WebSocketRouter, make_websocket_router
-from tempest_ws.router.auth import extract_token, jwt_bearer_resolver, origin_allowed
+from tempest_ws.router.auth import jwt_bearer_resolver, origin_allowed
 from tempest_ws.router.realtime import (
     BUILTIN_OPERATIONS,
     PRESENCE_JOIN,
@@ -68,17 +58,15 @@ __all__ = [
     "PRESENCE_LEAVE",
     "Backplane",
     "BackplaneError",
+    "BearerResolver",
     "CapacityError",
     "CloseCode",
     "ClusterStats",
     "ConfigurationError",
     "ConnectionClosedError",
-    "Entry",
     "EnvelopeError",
-    "HistoryPage",
     "HistoryPolicy",
     "HistoryStats",
-    "HistoryStore",
     "HubStats",
     "InMemoryBackplane",
     "Incoming",
@@ -87,11 +75,8 @@ __all__ = [
     "MissingDependencyError",
     "OnConnect",
     "OnDisconnect",
-    "Position",
-    "Recovery",
     "RedisBackplane",
     "RedisHistory",
-    "StampedEnvelope",
     "TempestWSError",
     "TopicAuthorizer",
     "TopicLimitError",
@@ -110,11 +95,9 @@ __all__ = [
     "describe_close_code",
     "encode_envelope",
     "error_reply",
-    "extract_token",
     "jwt_bearer_resolver",
     "make_websocket_router",
     "origin_allowed",
-    "position_of",
     "receive_envelope",
     "reply_envelope",
     "requested_position",
