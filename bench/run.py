@@ -324,7 +324,7 @@ def run(plan: Plan, log: Any, trees: dict[str, str] | None = None) -> dict[str, 
         "runs": runs,
     }
     try:
-        result["heartbeat"] = heartbeat(plan, plan.heartbeat_n, log, trees.get("tempest"))
+        result["heartbeat"] = heartbeat(plan, plan.heartbeat_n, log, (trees or {}).get("tempest"))
     except (ChildTimeout, OSError, KeyError) as exc:
         result["heartbeat"] = {"error": repr(exc)}
     result["redis_two_workers"] = {
