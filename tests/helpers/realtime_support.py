@@ -24,7 +24,7 @@ from tempest_ws import (
     WebSocketHub,
     WebSocketSettings,
 )
-from tests.helpers.support import build_app, token
+from tests.helpers.support import build_app, token, ws_url
 
 BOUND = 15.0
 """Upper bound of one wait; reached only when something is broken."""
@@ -107,7 +107,8 @@ def rooms_and_own_inbox(connection: WebSocketConnection, topic: str) -> bool:
 
 
 def ws_endpoint(base: str, path: str = "/ws", **query: str) -> str:
-    url = base.replace("http://", "ws://", 1) + path
+    """`ws_url()` with ``query`` (if any) as its query string."""
+    url = ws_url(base, path)
     return f"{url}?{urlencode(query)}" if query else url
 
 

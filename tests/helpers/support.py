@@ -165,6 +165,13 @@ async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
             await asyncio.sleep(0.005)
 
 
+async def until_async(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    """Poll the async predicate ``check`` until true; fail after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.005)
+
+
 async def stalled_socket(base: str, user: str) -> socket.socket:
     """A raw WebSocket to ``base`` (``http://host:port``) for ``user``, with a 4 KiB
     receive buffer, that reads nothing after the handshake: a client that stopped reading."""
