@@ -7,14 +7,11 @@
 - the frames ``docs/lifecycle.md`` quotes are the ones the code sends;
 - the origin examples in ``docs/authentication.md`` are what ``origin_allowed`` answers;
 - ``docs/hub.md`` documents the hub API the issue promises, and only methods that exist;
-- every name in ``tempest_ws.__all__`` exists and has a docstring;
 - the README's quick start is exactly the two commands.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
 import re
 from pathlib import Path
@@ -22,11 +19,9 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-import tempest_ws
 from tempest_ws import CLOSE_CODE_INFO, CloseCode, WebSocketHub, WebSocketSettings, origin_allowed
 from tempest_ws.envelope import PING_FRAME, error_envelope
 from tests.helpers.docs_blocks import doc_block
-from tests.helpers.public_api import module_assignments
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -163,28 +158,6 @@ def test_hub_page_documents_only_existing_methods() -> None:
     headed = re.findall(r"^### `(\w+)\(", read("hub.md"), flags=re.MULTILINE)
     assert headed
     assert [name for name in headed if not hasattr(WebSocketHub, name)] == []
-
-
-# -- public names -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", [n for n in tempest_ws.__all__ if n != "__version__"])
-def test_public_name_exists_and_is_documented(name: str) -> None:
-    obj = getattr(tempest_ws, name)  # AttributeError: exported but missing
-    if inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj):
-        doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__
-        assert (doc or "").strip(), f"{name} has no docstring of its own"
-        return
-    # A constant has no __doc__ of its own: it needs an attribute docstring (a string
-    # literal right after the assignment) or a mention in its module's docstring.
-    assignments = module_assignments(name)
-    assert assignments, f"cannot find where {name} is assigned"
-    for module, doc in assignments:
-        module_doc = importlib.import_module(module).__doc__ or ""
-        assert doc or name in module_doc, (
-            f"{name} ({module}) has no attribute docstring and its module docstring "
-            "does not mention it"
-        )
 
 
 # -- README ---------------------------------------------------------------------------
