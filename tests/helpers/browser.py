@@ -4,12 +4,10 @@ Playwright's Python API drives the system browser through ``executable_path``; n
 is ever downloaded. Each test gets a fresh profile directory, and every uncaught page
 error fails the test at teardown. Waits are bounded polls (``wait_js``), never sleeps.
 
-Use it from a test module::
-
-    @pytest.fixture
-    async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-        async with launch_chromium(tmp_path) as browser:
-            yield browser
+A test takes the ``chromium`` fixture (``tests/conftest.py``, built on
+`launch_chromium()`). For the browser client ``tempest-ws.js``: `open_page()` opens a
+page of the server's origin with `HARNESS` installed, `make_client()` creates a client
+that logs its events, and `wait_event()` / `events()` read that log.
 """
 
 from __future__ import annotations
