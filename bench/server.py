@@ -356,7 +356,7 @@ class Tempest(_Uvicorn):
 
     def internals(self) -> dict[str, int]:
         """How many connections use the direct path, hold a writer, hold a queue."""
-        conns = [c for user in list(self.hub._users.values()) for c in user.values()]
+        conns = [c for user in list(self.hub._registry.users.values()) for c in user.values()]
         return {
             "connections": len(conns),
             "direct": sum(1 for c in conns if getattr(c, "_direct", None) is not None),
@@ -375,7 +375,7 @@ class Tempest(_Uvicorn):
 
     def drop_all(self, code: int) -> dict[str, Any]:
         """Close every connection of this process with ``code`` (a server restart)."""
-        conns = [c for user in list(self.hub._users.values()) for c in user.values()]
+        conns = [c for user in list(self.hub._registry.users.values()) for c in user.values()]
         for conn in conns:
             conn.close_soon(code, "bench: server restart")
         return {"closed": len(conns)}

@@ -68,7 +68,7 @@ async def measure(count: int, backplane: Backplane | None) -> dict[str, Any]:
         closing = time.perf_counter()
         await connection.close(1000, "bench")
         async with asyncio.timeout(60):  # bounded: a cleanup that never ends is a failure
-            await hub._finish_cleanups()  # no O(topics) polling while the probe measures
+            await hub._membership.finish_cleanups()  # no O(topics) polling while the probe measures
         await asyncio.sleep(0.3)  # whatever the cleanup scheduled runs now
         cleanup = time.perf_counter() - closing - 0.3
         stop.set()

@@ -5,11 +5,13 @@ against :func:`create_app` (or a plain ``websockets`` server, for the raw client
 a real uvicorn server.
 """
 
+import itertools
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from fastapi import FastAPI, WebSocket
+from pydantic import BaseModel, Field, ValidationError
 
 from examples.python_client import RefreshingToken
 from tempest_ws import (
@@ -20,22 +22,46 @@ from tempest_ws import (
     jwt_bearer_resolver,
     make_websocket_router,
 )
-from tempest_ws.client import Disconnect, StampedEnvelope, WebSocketClient
+from tempest_ws.client import Disconnect, RequestError, StampedEnvelope, WebSocketClient
 from tempest_ws.realtime import OnConnect, receive_envelope
 
 GetToken = Callable[[], Awaitable[str]]
 
 
+class ChatSend(BaseModel):
+    """What ``chat.send`` carries."""
+
+    room: str
+    text: str = Field(max_length=2000)
+
+
+class ChatSent(BaseModel):
+    """The answer to a ``chat.send`` request: the message's id."""
+
+    id: int
+
+
 async def chat_handler(ws: WebSocket, connection: WebSocketConnection, hub: WebSocketHub) -> None:
-    """``chat.send`` goes to ``room:<room>`` as ``chat.message``; ``users`` lists who is online."""
+    """``chat.send`` goes to ``room:<room>`` as ``chat.message`` (a request of it is
+    answered ``chat.send.reply`` with the message id, or ``error`` ``invalid_data``);
+    ``users`` lists who is online."""
+    ids = itertools.count(1)
     while True:
         incoming = await receive_envelope(ws)
         envelope = incoming.envelope
         if envelope.type == "chat.send":
-            data = envelope.data if isinstance(envelope.data, dict) else {}
-            room = str(data.get("room", ""))
-            line = {"room": room, "text": data.get("text"), "from": connection.user_key}
-            await hub.broadcast({"type": "chat.message", "data": line}, topic=f"room:{room}")
+            try:
+                post = ChatSend.model_validate(envelope.data)
+            except ValidationError as exc:
+                errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+                problem = {"code": "invalid_data", "message": "invalid chat.send", "errors": errors}
+                await hub.reply(connection.connection_id, envelope, problem, message_type="error")
+                continue
+            line = {"room": post.room, "text": post.text, "from": connection.user_key}
+            await hub.broadcast({"type": "chat.message", "data": line}, topic=f"room:{post.room}")
+            if envelope.request_id is not None:
+                sent = ChatSent(id=next(ids))
+                await hub.reply(connection.connection_id, envelope, sent, message_type="chat.send.reply")
         elif envelope.type == "users":
             await hub.reply(connection.connection_id, envelope, sorted(await hub.online_users()))
 
@@ -71,6 +97,19 @@ async def session(url: str, get_token: GetToken) -> tuple[WSEnvelope, WSEnvelope
                 break
     # --8<-- [end:session]
     return reply, envelope
+
+
+async def post(client: WebSocketClient, text: str) -> ChatSent | RequestError:
+    """Post ``text`` to the lobby: the server's ``ChatSent``, or why it refused."""
+    # --8<-- [start:typed]
+    try:
+        sent = await client.request(
+            "chat.send", ChatSend(room="lobby", text=text), response_model=ChatSent
+        )
+    except RequestError as error:  # an "error" reply, or a reply that is not a ChatSent
+        return error  # .code, .reason, .data (the error's details), .request_id
+    return sent  # a ChatSent: validated, typed
+    # --8<-- [end:typed]
 
 
 def forgiving_client(url: str, get_token: GetToken) -> WebSocketClient:

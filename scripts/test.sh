@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, format, types, docs, then every test (Redis and Chromium
-# included). Installs what it needs first. Usage: scripts/test.sh [pytest args...]
+# The whole test suite: lint, format, types (Python and the browser client's JS), docs,
+# then every test (Redis and Chromium included). Installs what it needs first. Usage: scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh yes
@@ -8,6 +8,10 @@ export TEMPEST_WS_REQUIRE_TOOLS=1   # tests needing redis-server/chromium fail, 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy tempest_ws
+# The browser client: its modules and the one file built from them, type-checked (strict)
+# against tempest-ws.d.ts; and that one file equal to a fresh build of the modules.
+node_modules/.bin/tsc -p tsconfig.json
+.venv/bin/python scripts/build_client.py --check
 # Not --quiet: it hides the warnings that --strict turns into a failure.
 docs_log="$(mktemp)"
 if ! NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$(mktemp -d)" >"$docs_log" 2>&1; then

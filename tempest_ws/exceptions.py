@@ -14,7 +14,8 @@ Hierarchy (every class derives from `TempestWSError`)::
     ├── ClientGaveUpError (ConnectionError)   the client stopped reconnecting
     │   └── UnauthorizedError                 the server refused the token too often
     ├── RequestTimeoutError (TimeoutError)    a client request got no reply in time
-    └── RequestError                          the server answered a client request with an error
+    ├── RequestError                          the server answered a client request with an error
+    └── SendQueueFullError                    the client's offline queue is full ("raise" mode)
 
 Each carries ``code`` (a [`CloseCode`][tempest_ws.wire.codes.CloseCode] or short string) and
 ``reason``.
@@ -25,13 +26,13 @@ from __future__ import annotations
 import contextlib
 import re
 import shlex
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tempest_ws.wire.codes import CloseCode
 
 if TYPE_CHECKING:
-    from tempest_ws.client._backoff import Disconnect
-    from tempest_ws.wire.envelope import WSEnvelope
+    from tempest_ws.client._disconnect import Disconnect
 
 __all__ = [
     "BackplaneError",
@@ -43,6 +44,7 @@ __all__ = [
     "MissingDependencyError",
     "RequestError",
     "RequestTimeoutError",
+    "SendQueueFullError",
     "TempestWSError",
     "TopicLimitError",
     "UnauthorizedError",
@@ -197,14 +199,37 @@ class RequestTimeoutError(TempestWSError, TimeoutError):
     """No envelope with the request's ``request_id`` arrived within the timeout."""
 
 
+class _Envelope(Protocol):
+    """What an error keeps of the envelope that caused it (a ``WSEnvelope``).
+
+    A protocol rather than the model itself: ``tempest_ws.wire.envelope`` raises the
+    exceptions of this module, so this module cannot import it back.
+    """
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def data(self) -> Any: ...
+
+    @property
+    def request_id(self) -> str | None: ...
+
+
 class RequestError(TempestWSError):
     """The server answered a client request with an ``error`` envelope.
 
     ``code`` is the envelope's ``data.code`` (such as ``"forbidden"``, ``"not_subscribed"``
     or ``"invalid_data"``; ``"error"`` when it has none), ``reason`` its
-    ``data.message``, ``topic`` its ``data.topic`` (or ``None``) and ``envelope`` the whole
-    answer.
+    ``data.message``, ``data`` the whole ``data`` object (``{}`` when it is not one; it
+    holds the details a server adds, such as pydantic's error locations), ``topic`` its
+    ``data.topic`` (or ``None``), ``request_id`` the request's id and ``envelope`` the
+    whole answer. Raised with the code ``"invalid_answer"`` when the server's answer does
+    not have the shape the request expects (a ``response_model`` it does not validate
+    into, a malformed ``ack``); the validation error is then the ``__cause__``.
     """
+
+    code: str
 
     def __init__(
         self,
@@ -212,8 +237,20 @@ class RequestError(TempestWSError):
         *,
         code: str = "error",
         topic: str | None = None,
-        envelope: WSEnvelope | None = None,
+        envelope: _Envelope | None = None,
+        data: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(reason, code=code)
         self.topic = topic
         self.envelope = envelope
+        if data is None and envelope is not None and isinstance(envelope.data, Mapping):
+            data = envelope.data
+        self.data: Mapping[str, Any] = {} if data is None else data
+        if request_id is None and envelope is not None:
+            request_id = envelope.request_id
+        self.request_id = request_id
+
+
+class SendQueueFullError(TempestWSError):
+    """The client's offline queue is full and it was built with ``queue_overflow="raise"``."""

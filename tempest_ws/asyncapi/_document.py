@@ -272,7 +272,7 @@ def add_asyncapi_route(
         inbound = None if endpoint is None else endpoint.inbound
         builtins = frozenset() if inbound is None else inbound.operations
     if presence is None:
-        presence = endpoint is not None and endpoint.hub._presence.enabled
+        presence = endpoint is not None and endpoint.hub.presence_enabled
     document_options.update(builtins=builtins, presence=presence)
     cache: dict[tuple[str, int], dict[str, Any]] = {}
 

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from tempest_ws.client._client import (
-    Backoff,
+from tempest_ws.client._backoff import Backoff
+from tempest_ws.client._client import WebSocketClient
+from tempest_ws.client._disconnect import Disconnect
+from tempest_ws.client._options import ClientOptions, default_is_fatal
+from tempest_ws.client._raw import RawWebSocketClient
+from tempest_ws.exceptions import (
     ClientGaveUpError,
-    ClientOptions,
-    Disconnect,
-    Position,
-    RawWebSocketClient,
     RequestError,
     RequestTimeoutError,
     SendQueueFullError,
-    StampedEnvelope,
     UnauthorizedError,
-    WebSocketClient,
-    default_is_fatal,
 )
+from tempest_ws.history.base import Position
+from tempest_ws.history.wire import StampedEnvelope
 
 __all__ = [
     "Backoff",

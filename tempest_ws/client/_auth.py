@@ -9,9 +9,9 @@ it only schedules a refresh), `refresh_time()` says when to refresh, and
 fresh token and sends it as ``auth.refresh`` on the open connection. A token that is not
 a JWT, or has no numeric ``exp`` (a number, or a string of digits as PyJWT and the
 server accept), is never refreshed in band (the server never expires it either).
-`TokenAuth` is the layer of [`WebSocketClient`][tempest_ws.client._client.WebSocketClient] that
-wires
-these to a connection. Logs never contain a token. Requires the ``client`` extra (websockets).
+`TokenKeeper` is the part of [`WebSocketClient`][tempest_ws.client.WebSocketClient] that
+applies these to its connections. Logs never contain a token. Requires the ``client``
+extra (websockets).
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from tempest_ws.client._dial import Handshake
 from tempest_ws.client._options import TokenProvider
-from tempest_ws.client._reconnect import _ReconnectingClient
-from tempest_ws.client._session import _Session
+from tempest_ws.client._pending import PendingRequests
+from tempest_ws.client._session import Session
 from tempest_ws.exceptions import (
     ConfigurationError,
     ConnectionClosedError,
@@ -49,8 +50,8 @@ except ImportError:  # pragma: no cover - exercised when the extra is absent
 
 __all__ = [
     "AuthMode",
-    "TokenAuth",
     "TokenGrant",
+    "TokenKeeper",
     "place_token",
     "refresh_in_band",
     "refresh_time",
@@ -86,7 +87,7 @@ def place_token(
         parts = urlsplit(url)
         query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "token"]
         query.append(("token", token))
-        url = urlunsplit(parts._replace(query=urlencode(query)))
+        url = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
     return url, protocols, headers
 
 
@@ -200,37 +201,59 @@ async def refresh_in_band(
         wake = refresh_time(grant, margin)
 
 
-class TokenAuth(_ReconnectingClient[WSEnvelope]):
-    """The envelope client's token layer: fetch, place, and refresh in band."""
+class TokenKeeper:
+    """The envelope client's token: fetch it, place it in the handshake, refresh it in band.
 
-    _token: str | None
-    _token_provider: TokenProvider | None
-    _auth: AuthMode
-    _refresh_margin: float | None
-    _grant: TokenGrant
+    ``token`` (fixed) or ``provider`` (asked before every attempt); ``requests`` holds
+    the ``auth.refresh`` waiting for its answer, at most ``answer_timeout`` seconds (but
+    at least 10).
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str | None,
+        provider: TokenProvider | None,
+        auth: AuthMode,
+        refresh_margin: float | None,
+        requests: PendingRequests,
+        answer_timeout: float,
+        owner: str,
+    ) -> None:
+        self._token = token
+        self._provider = provider
+        self._auth = auth
+        self._refresh_margin = refresh_margin
+        self._requests = requests
+        self._answer_timeout = max(answer_timeout, 10.0)
+        self._owner = owner
+        self._grant = TokenGrant(None, 0.0)
 
     @property
-    def token_expires_at(self) -> float | None:
-        """Wall-clock expiry (seconds since the epoch) of the token in use, as last read
-        from its JWT ``exp`` or a refresh ``ack``; ``None`` when unknown or never."""
+    def expires_at(self) -> float | None:
+        """Wall-clock expiry of the token in use (``None``: unknown or never)."""
         return self._grant.expires_at
 
-    async def _get_token(self) -> str | None:
+    async def get_token(self) -> str | None:
+        """The fixed token, or a fresh one from the provider (whatever it raises)."""
         token = self._token
-        if self._token_provider is not None:
-            token = await self._token_provider()
+        if self._provider is not None:
+            token = await self._provider()
         if isinstance(token, str):
             self._grant = TokenGrant.of(token, now=time.time())
         return token
 
-    def _handshake(self, token: str | None) -> tuple[str, list[str], dict[str, str]]:
-        url, protocols, headers = super()._handshake(token)
+    def place(self, token: str | None, handshake: Handshake) -> Handshake:
+        """The handshake carrying ``token`` as the ``auth`` mode says (see `place_token()`)."""
         if token is None:
-            return url, protocols, headers
+            return handshake
+        url, protocols, headers = handshake
         return place_token(token, self._auth, url, protocols, headers)
 
-    def _session_work(self, session: _Session) -> Coroutine[Any, Any, None] | None:
-        provider, margin = self._token_provider, self._refresh_margin
+    def session_work(self, session: Session) -> Coroutine[Any, Any, None] | None:
+        """The in-band refresh loop for ``session``; ``None`` when there is nothing to
+        refresh (a fixed token, ``refresh_margin=None``, a token without ``exp``)."""
+        provider, margin = self._provider, self._refresh_margin
         if provider is None or margin is None or self._grant.expires_at is None:
             return None
         return refresh_in_band(
@@ -239,23 +262,22 @@ class TokenAuth(_ReconnectingClient[WSEnvelope]):
             margin=margin,
             exchange=lambda token: self._exchange(session, token),
             on_refreshed=self._refreshed,
-            owner=self.id,
+            owner=self._owner,
         )
 
     def _refreshed(self, grant: TokenGrant) -> None:
         self._grant = grant
 
-    async def _exchange(self, session: _Session, token: str) -> WSEnvelope:
+    async def _exchange(self, session: Session, token: str) -> WSEnvelope:
         """Send ``auth.refresh`` with ``token`` on ``session``; return the answer."""
         request_id = f"refresh-{uuid.uuid4().hex}"
         frame = encode_envelope(
             {"type": AUTH_REFRESH, "data": {"token": token}, "request_id": request_id}
         )
-        waiter: asyncio.Future[WSEnvelope] = asyncio.get_running_loop().create_future()
-        self._requests[request_id] = waiter
+        waiter = self._requests.open(request_id)
         session.inflight.add(request_id)
         try:
-            async with asyncio.timeout(max(self._open_timeout, 10.0)):
+            async with asyncio.timeout(self._answer_timeout):
                 try:
                     await session.ws.send(frame)
                 except ConnectionClosed:
@@ -264,5 +286,5 @@ class TokenAuth(_ReconnectingClient[WSEnvelope]):
         except TimeoutError:
             raise RequestTimeoutError("no answer to auth.refresh", code="timeout") from None
         finally:
-            self._requests.pop(request_id, None)
+            self._requests.close(request_id)
             session.inflight.discard(request_id)

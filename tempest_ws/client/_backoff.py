@@ -3,8 +3,8 @@
 Everything the client decides between two connections lives here as plain objects tested
 without sockets or sleeps: how long to wait (`Backoff`, driven by an injectable
 ``random.Random``), whether to try again at all (`ReconnectPolicy`, given a
-`Disconnect`) and what to keep meanwhile (`OfflineQueue`). The I/O side is
-``tempest_ws.client``.
+[`Disconnect`][tempest_ws.client.Disconnect]) and what to keep meanwhile (`OfflineQueue`).
+The I/O side is ``tempest_ws.client``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Generic, Literal, TypeVar
 
-from tempest_ws.exceptions import ConfigurationError, TempestWSError
+from tempest_ws.client._disconnect import Disconnect
+from tempest_ws.exceptions import ConfigurationError, SendQueueFullError
 from tempest_ws.wire.codes import CloseCode
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "Disconnect",
     "OfflineQueue",
     "ReconnectPolicy",
-    "SendQueueFullError",
 ]
 
 logger = logging.getLogger("tempest_ws.client")
@@ -73,65 +73,6 @@ class Backoff:
         while True:
             ceiling = min(self.max_delay, ceiling * self.factor)
             yield rng.uniform(self.min_delay, ceiling)
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnect:
-    """Why a connection ended or an attempt failed.
-
-    Given to the ``on_disconnect`` hook and to the ``is_fatal`` hook.
-
-    Attributes:
-        code: the close code (sent by the server, or by this client when it closed the
-            socket itself: 1000 on ``close()``, 4408 when the server fell silent);
-            ``None`` when no WebSocket was opened.
-        reason: the close reason, if any.
-        error: the exception of a failed attempt (token provider or handshake).
-        http_status: the HTTP status when the server refused the handshake.
-        stage: ``"url"`` (the URL function raised), ``"token"`` (the token provider
-            raised), ``"connect"`` (TCP or handshake failed, or the URL function returned
-            an invalid URL) or ``"session"`` (an open connection closed).
-        by_user: the application called ``close()``.
-        established: the connection got as far as the server's ``hello`` (raw mode: the
-            handshake), that is, the token was accepted.
-        uptime: seconds the connection was open (0 for a failed attempt).
-    """
-
-    code: int | None = None
-    reason: str = ""
-    error: BaseException | None = None
-    http_status: int | None = None
-    stage: Literal["url", "token", "connect", "session"] = "session"
-    by_user: bool = False
-    established: bool = False
-    uptime: float = 0.0
-
-    @property
-    def unauthorized(self) -> bool:
-        """The server refused the credentials (close 4401 or HTTP 401)."""
-        return self.code == CloseCode.UNAUTHORIZED or self.http_status == HTTPStatus.UNAUTHORIZED
-
-    def describe(self) -> str:
-        """A short text for logs and exceptions (never a token or a message body)."""
-        if self.code is not None:
-            try:
-                name = CloseCode(self.code).name
-            except ValueError:
-                name = "unknown"
-            return f"close {self.code} ({name})"
-        if self.http_status is not None:
-            hint = _STATUS_HINTS.get(self.http_status, "")
-            return f"handshake refused with HTTP {self.http_status}{hint}"
-        kind = type(self.error).__name__ if self.error is not None else "no error"
-        return f"{self.stage} failed: {kind}"
-
-
-_STATUS_HINTS: dict[int, str] = {
-    HTTPStatus.FORBIDDEN: ": no WebSocket route answered at this URL (check the path), "
-    "or the server refused this Origin",
-    HTTPStatus.NOT_FOUND: ": nothing answered at this URL (check the path)",
-    HTTPStatus.UNAUTHORIZED: ": the server refused the credentials",
-}
 
 
 class Action(enum.Enum):
@@ -233,10 +174,6 @@ class ReconnectPolicy:
         )
         delay = next(self._long_delays if long else self._delays)
         return Decision(Action.RECONNECT, delay=delay, why=disconnect.describe())
-
-
-class SendQueueFullError(TempestWSError):
-    """The offline queue is full and the client was built with ``queue_overflow="raise"``."""
 
 
 class OfflineQueue(Generic[T]):

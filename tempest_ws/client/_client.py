@@ -1,110 +1,60 @@
-"""A reconnecting WebSocket client for tempest_ws servers, and a raw mode for any server.
+"""The envelope client: a reconnecting client for tempest_ws servers.
 
 `WebSocketClient` speaks the envelope: it sends the token as the ``bearer``
 subprotocol (asking the token provider again before every reconnect), answers ``ping``
 envelopes, measures latency with its own pings, closes 4408 and reconnects when the
 server stays silent past the deadline its ``hello`` announced, refreshes the token in
 band before it expires, restores topic subscriptions, queues what is sent while offline
-and correlates ``request()`` replies.
-`RawWebSocketClient` keeps the reconnection and drops the envelope.
+and correlates ``request()`` replies (validating them into a ``response_model`` when
+asked to).
 
-This module holds the two public clients and what is specific to each; the engine they
-share is ``tempest_ws._reconnect`` (lifecycle, inbox, offline queue, reconnect loop, the
-URL or URL function), one connection's lifetime is ``tempest_ws._client_session``, the
-options are ``tempest_ws._client_options`` and the pure logic between connections
-(jittered exponential backoff, policy by close code) is ``tempest_ws._backoff``. The
-envelope client's layers are ``tempest_ws._client_auth`` (the token in the handshake,
-in-band ``auth.refresh`` before it expires) and ``tempest_ws._client_topics``
-(subscriptions, whose refusals ``subscribe()`` raises, and the built-in operations). Requires the
-``client`` extra (websockets). Every task the client starts is cancelled and awaited by
-`close()`; logs go to the ``tempest_ws.client`` logger and never contain a token or
-a message body.
+It is built from parts, each passed to the next one's constructor: the token keeper
+(``_auth``), the dialer (``_dial``: URL, token, handshake), the envelope dialect
+(``_dialect``: what each connection reads and answers), the engine (``_engine``:
+lifecycle, reconnect loop, inbox, offline queue), the requester (``_requests``) and the
+topics (``_topics``: subscriptions and built-in operations). The raw client is
+``_raw``. Requires the ``client`` extra (websockets). Every task the client starts is
+cancelled and awaited by `close()`; logs go to the ``tempest_ws.client`` logger and
+never contain a token or a message body.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import math
 import uuid
 from collections.abc import Mapping
-from typing import Any, Unpack
+from typing import Any, Unpack, overload
 
-from tempest_ws.client._auth import AuthMode, TokenAuth, TokenGrant
-from tempest_ws.client._backoff import Backoff, Disconnect, SendQueueFullError
-from tempest_ws.client._history import ClientPositions, Mark
+from tempest_ws.client._auth import AuthMode, TokenKeeper
+from tempest_ws.client._backoff import OfflineQueue
+from tempest_ws.client._dial import Dialer, UrlSource
+from tempest_ws.client._dialect import EnvelopeDialect, EnvelopeHooks
+from tempest_ws.client._engine import Engine
+from tempest_ws.client._history import ClientPositions
+from tempest_ws.client._inbox import Inbox
 from tempest_ws.client._options import (
     ClientOptions,
     EnvelopeHook,
+    RecoveryHook,
+    SubscribeErrorHook,
+    Timeouts,
     TokenProvider,
-    default_is_fatal,
+    build_policy,
+    check_known,
     positive,
 )
-from tempest_ws.client._options import (
-    DisconnectHook as DisconnectHook,  # hook types, for annotations
-)
-from tempest_ws.client._options import Hook as Hook
-from tempest_ws.client._options import RecoveryHook as RecoveryHook
-from tempest_ws.client._options import SubscribeErrorHook as SubscribeErrorHook
-from tempest_ws.client._reconnect import UrlSource, _ReconnectingClient
-from tempest_ws.client._session import _call_hook, _Session
+from tempest_ws.client._pending import PendingRequests
+from tempest_ws.client._requests import ModelT, Requester, outbound_data, reply_into
 from tempest_ws.client._subscriptions import Subscriptions
-from tempest_ws.client._topics import TopicOperations
-from tempest_ws.exceptions import (
-    ClientGaveUpError,
-    ConfigurationError,
-    EnvelopeError,
-    MissingDependencyError,
-    RequestError,
-    RequestTimeoutError,
-    UnauthorizedError,
-)
+from tempest_ws.client._surface import ClientSurface
+from tempest_ws.client._topics import Topics
+from tempest_ws.exceptions import ConfigurationError
 from tempest_ws.history.base import Position
-from tempest_ws.history.wire import RECOVERY, StampedEnvelope
-from tempest_ws.wire.codes import CloseCode
-from tempest_ws.wire.envelope import (
-    HELLO,
-    PING,
-    PONG,
-    RESYNC,
-    WSEnvelope,
-    decode_frame,
-    encode_envelope,
-)
+from tempest_ws.wire.envelope import WSEnvelope, encode_envelope
 
-try:
-    import websockets as _websockets  # noqa: F401 - fail early, naming the extra
-except ImportError:  # pragma: no cover - exercised when the extra is absent
-    raise MissingDependencyError("websockets", "client") from None
-
-__all__ = [
-    "Backoff",
-    "ClientGaveUpError",
-    "ClientOptions",
-    "Disconnect",
-    "Position",
-    "RawWebSocketClient",
-    "RequestError",
-    "RequestTimeoutError",
-    "SendQueueFullError",
-    "StampedEnvelope",
-    "UnauthorizedError",
-    "WebSocketClient",
-    "default_is_fatal",
-]
-
-logger = logging.getLogger("tempest_ws.client")
-
-_MAX_CADENCE = 86_400.0
+__all__ = ["WebSocketClient"]
 
 
-def _cadence_value(value: object, default: float) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf:
-        return min(float(value), _MAX_CADENCE)
-    return default
-
-
-class WebSocketClient(TokenAuth, TopicOperations):
+class WebSocketClient(ClientSurface[WSEnvelope]):
     """A reconnecting client for a tempest_ws endpoint; ``async for`` yields envelopes.
 
     Args:
@@ -172,32 +122,76 @@ class WebSocketClient(TokenAuth, TopicOperations):
             raise ConfigurationError("pass token or token_provider, not both")
         if auth not in ("subprotocol", "header", "query"):
             raise ConfigurationError("auth must be 'subprotocol', 'header' or 'query'")
-        super().__init__(url, options)
-        self._token = token
-        self._token_provider = token_provider
-        self._auth = auth
-        self._heartbeat_interval = (
+        owner = uuid.uuid4().hex[:8]
+        check_known(options)
+        timeouts = Timeouts.of(options)
+        requests = PendingRequests()
+        tokens = TokenKeeper(
+            token=token,
+            provider=token_provider,
+            auth=auth,
+            refresh_margin=None
+            if refresh_margin is None
+            else positive(refresh_margin, "refresh_margin"),
+            requests=requests,
+            answer_timeout=timeouts.open,
+            owner=owner,
+        )
+        dialer = Dialer(url, options, tokens, timeouts=timeouts, owner=owner)
+        policy = build_policy(options)
+        outbox: OfflineQueue[tuple[str | bytes, str | None]] = OfflineQueue(
+            options.get("queue_size", 1000), options.get("queue_overflow", "drop_oldest")
+        )
+        interval = (
             None
             if heartbeat_interval is None
             else positive(heartbeat_interval, "heartbeat_interval")
         )
-        self._refresh_margin = (
-            None if refresh_margin is None else positive(refresh_margin, "refresh_margin")
+        inbox: Inbox[WSEnvelope] = Inbox(options.get("inbox_size", 10_000), owner=owner)
+        subscriptions = Subscriptions(owner)
+        self._positions = ClientPositions(owner, positions)
+        self._tokens = tokens
+        self._dialect = EnvelopeDialect(
+            owner=owner,
+            inbox=inbox,
+            requests=requests,
+            subscriptions=subscriptions,
+            positions=self._positions,
+            tokens=tokens,
+            hooks=EnvelopeHooks(
+                on_resync=on_resync,
+                on_recovery=on_recovery,
+                on_subscribe_error=on_subscribe_error,
+            ),
+            timeouts=timeouts,
+            heartbeat_interval=interval,
         )
-        self._grant = TokenGrant(None, 0.0)
-        self._on_resync = on_resync
-        self._on_recovery = on_recovery
-        self._on_subscribe_error = on_subscribe_error
-        self._positions = ClientPositions(self.id, positions)
-        self._subs = Subscriptions(self.id)
-        self._pings: dict[str, float] = {}
-        self._ping_seq = 0
-        self._latency: float | None = None
+        engine: Engine[WSEnvelope] = Engine(
+            owner=owner,
+            dialer=dialer,
+            policy=policy,
+            dialect=self._dialect,
+            inbox=inbox,
+            outbox=outbox,
+            requests=requests,
+            timeouts=timeouts,
+            on_connect=options.get("on_connect"),
+            on_disconnect=options.get("on_disconnect"),
+        )
+        super().__init__(engine)
+        self._requester = Requester(engine, requests)
+        self._topics = Topics(
+            engine=engine,
+            requester=self._requester,
+            requests=requests,
+            subscriptions=subscriptions,
+            positions=self._positions,
+        )
 
     @property
     def latency(self) -> float | None:
         """Seconds of the last ping round-trip (``None`` before the first ``pong``)."""
-        return self._latency
+        return self._dialect.latency
 
     @property
     def positions(self) -> Mapping[str, Position]:
@@ -219,20 +213,51 @@ class WebSocketClient(TokenAuth, TopicOperations):
 
         ``None`` while disconnected or when the server sent none.
         """
-        session = self._session
+        session = self._engine.session
         value = None if session is None else session.hello_data.get("connection_id")
         return value if isinstance(value, str) else None
+
+    @property
+    def token_expires_at(self) -> float | None:
+        """Wall-clock expiry (seconds since the epoch) of the token in use, as last read
+        from its JWT ``exp`` or a refresh ``ack``; ``None`` when unknown or never."""
+        return self._tokens.expires_at
+
+    @property
+    def subscriptions(self) -> frozenset[str]:
+        """Topics subscribed with `subscribe()`, sent again after every reconnect."""
+        return self._topics.topics
 
     async def send(self, type: str, data: Any = None) -> None:
         """Send ``{"type": type, "data": data}`` (``data`` defaults to ``{}``).
 
+        ``data`` may be a pydantic model: it is sent as its JSON-mode dump, by alias.
         Written at once when connected; queued (in order) while disconnected or while
         older messages wait. Raises `SendQueueFullError` in ``"raise"`` overflow
         mode, ``ConnectionClosedError`` after `close()`, the give-up exception after
         the client gave up, ``TypeError`` for data JSON cannot encode.
         """
-        body = {"type": type, "data": {} if data is None else data}
-        await self._send_frame(encode_envelope(body))
+        body = {"type": type, "data": outbound_data(data)}
+        await self._engine.send(encode_envelope(body))
+
+    @overload
+    async def request(
+        self,
+        type: str,
+        data: Any = None,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> WSEnvelope: ...
+
+    @overload
+    async def request(
+        self,
+        type: str,
+        data: Any = None,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109
+        response_model: type[ModelT],
+    ) -> ModelT: ...
 
     async def request(
         self,
@@ -240,144 +265,99 @@ class WebSocketClient(TokenAuth, TopicOperations):
         data: Any = None,
         *,
         timeout: float = 10.0,  # noqa: ASYNC109 - the documented API, applied with asyncio.timeout
-    ) -> WSEnvelope:
+        response_model: type[ModelT] | None = None,
+    ) -> WSEnvelope | ModelT:
         """Send an envelope with a fresh ``request_id``; return the first reply carrying it.
 
-        The reply is returned whatever its ``type`` (an ``error`` envelope included) and
-        is not yielded by the iterator. ``timeout`` covers queueing and waiting: when it
-        expires the request is removed from the offline queue if still there and
-        `RequestTimeoutError` is raised. If the connection drops after the
+        ``data`` may be a pydantic model: it is sent as its JSON-mode dump, by alias.
+        Without ``response_model`` the reply is returned whatever its ``type`` (an
+        ``error`` envelope included). With one, the reply's ``data`` is validated into
+        that pydantic model and the model is returned: an ``error`` reply raises
+        `RequestError` (its ``code``, ``reason``, ``data`` and ``request_id`` are the
+        server's), and a reply whose ``data`` does not validate raises `RequestError`
+        with the code ``"invalid_answer"`` (pydantic's ``ValidationError`` is its
+        ``__cause__``). An ``ack`` (a handler that returned nothing) validates its
+        ``data``, ``{}``, so a model whose fields all have defaults accepts it.
+
+        The reply is not yielded by the iterator. ``timeout`` covers queueing and
+        waiting: when it expires the request is removed from the offline queue if still
+        there and `RequestTimeoutError` is raised. If the connection drops after the
         request was written, ``ConnectionClosedError`` is raised at once.
         """
-        request_id = uuid.uuid4().hex
-        frame = encode_envelope(
-            {"type": type, "data": {} if data is None else data, "request_id": request_id}
-        )
-        waiter: asyncio.Future[WSEnvelope] = asyncio.get_running_loop().create_future()
-        self._requests[request_id] = waiter
-        try:
-            async with asyncio.timeout(timeout):
-                await self._send_frame(frame, request_id)
-                return await waiter
-        except TimeoutError:
-            self._outbox.discard((frame, request_id))
-            raise RequestTimeoutError(
-                f"no reply to {type!r} within {timeout:.1f}s", code="request_timeout"
-            ) from None
-        finally:
-            self._requests.pop(request_id, None)
-            if self._session is not None:
-                self._session.inflight.discard(request_id)
+        reply = await self._requester.ask(type, data, timeout=timeout)
+        return reply if response_model is None else reply_into(reply, response_model)
 
-    async def _await_ready(self, session: _Session, reader: asyncio.Task[None]) -> bool:
-        hello = asyncio.ensure_future(session.hello.wait())
-        try:
-            await asyncio.wait(
-                {hello, reader}, timeout=self._open_timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            hello.cancel()
-            await asyncio.wait({hello})
-        if session.hello.is_set():
-            return True
-        if not reader.done():
-            logger.warning("client %s: no hello within %.1fs; closing", self.id, self._open_timeout)
-            await session.close(CloseCode.HEARTBEAT_TIMEOUT, "no hello")
-        return False
+    async def subscribe(
+        self,
+        topic: str,
+        *,
+        confirm: bool = True,
+        timeout: float = 10.0,  # noqa: ASYNC109 - applied with asyncio.timeout
+    ) -> None:
+        """Remember ``topic`` and send ``subscribe`` for it; when connected, await the answer.
 
-    def _cadence(self, session: _Session) -> tuple[float, float] | None:
-        data = session.hello_data
-        interval = _cadence_value(data.get("heartbeat_seconds"), 30.0)
-        timeout = self._silence_timeout or _cadence_value(
-            data.get("heartbeat_timeout_seconds"), 2 * interval
-        )
-        return self._heartbeat_interval or interval, timeout
+        The ``data`` is ``{"topic": topic}``, plus ``offset`` and ``epoch`` with a known
+        position (received, or seeded by ``positions=``) so the server replays what was
+        missed; it carries a fresh ``request_id``. When connected (and ``confirm``) it
+        returns once the server answered: an ``ack``, or any reply with the id, confirms
+        the topic; an ``error`` removes it and raises `RequestError` with the
+        server's code (``forbidden``, ``invalid_data``...). The answer is also yielded by
+        the iterator, before the replay and the ``recovery``. No answer within
+        ``timeout``: `RequestTimeoutError`, the topic stays remembered (a handler
+        that answers ``subscribe`` without the ``request_id`` needs ``confirm=False``).
 
-    async def _ping(self, session: _Session) -> None:
-        self._ping_seq += 1
-        request_id = f"latency-{self.id}-{self._ping_seq}"
-        self._pings[request_id] = asyncio.get_running_loop().time()
-        while len(self._pings) > 8:  # unanswered pings: keep the last few only
-            del self._pings[next(iter(self._pings))]
-        await session.ws.send(encode_envelope({"type": PING, "data": {}, "request_id": request_id}))
+        While disconnected, or if the connection drops before the answer, it returns at
+        once: every remembered topic is sent first thing on each new connection, and a
+        refusal there goes to the ``on_subscribe_error`` hook (and a warning). A topic
+        already remembered returns at once without sending.
+        """
+        await self._topics.subscribe(topic, confirm=confirm, timeout=timeout)
 
-    def _hand(self, mark: Mark) -> None:
-        self._positions.hand(mark)
+    async def unsubscribe(self, topic: str) -> None:
+        """Forget ``topic`` and its position and, when connected, send ``unsubscribe``.
 
-    async def _on_frame(self, session: _Session, frame: str | bytes) -> None:
-        try:
-            envelope, raw = decode_frame(frame)
-        except EnvelopeError as exc:
-            logger.warning("client %s: ignored an invalid frame (%s)", self.id, exc.code)
-            return
-        kind, request_id = envelope.type, envelope.request_id
-        if kind == PING:
-            pong: dict[str, Any] = {"type": PONG, "data": {}, "request_id": request_id}
-            await session.ws.send(encode_envelope(pong))
-            return
-        if kind == PONG:
-            sent = self._pings.pop(request_id or "", None)
-            if sent is not None:
-                self._latency = asyncio.get_running_loop().time() - sent
-            return
-        if kind == HELLO:
-            session.hello_data = envelope.data if isinstance(envelope.data, dict) else {}
-            session.hello.set()
-            return
-        answer = self._subs.answer(envelope)
-        if answer is not None:
-            await self._answered(answer, envelope)
-        if kind == RECOVERY:
-            notice = self._positions.recovery(envelope.data)
-            if notice is not None:
-                topic, recovered, position = notice
-                hook = self._on_recovery
-                await _call_hook(self, "on_recovery", hook, topic, recovered, envelope)
-                self._hand_over(envelope, (topic, position))
-        else:
-            mark = self._positions.receive(raw)
-            if mark is not None:
-                envelope = StampedEnvelope.stamp(envelope, *mark)
-            if kind == RESYNC and not self._claimable(request_id):
-                await _call_hook(self, "on_resync", self._on_resync, envelope)
-            self._hand_over(envelope, mark)
+        Subscribing again later starts fresh: the server answers ``recovered: false``
+        with the topic's current position, and the application reloads the topic.
+        """
+        await self._topics.unsubscribe(topic)
 
-    def _hand_over(self, envelope: WSEnvelope, mark: Mark | None) -> None:
-        """Give ``envelope`` to the ``request()`` waiting for it, else to the iterator."""
-        request_id = envelope.request_id
-        waiter = None if request_id is None else self._requests.get(request_id)
-        if waiter is None or waiter.done():
-            self._deliver(envelope, mark)
-            return
-        waiter.set_result(envelope)
-        if mark is not None:
-            self._positions.hand(mark)
+    async def presence(self, topic: str, *, timeout: float = 10.0) -> set[str]:  # noqa: ASYNC109
+        """The user ids present in ``topic`` (``presence.get``), as strings.
 
-    def _claimable(self, request_id: str | None) -> bool:
-        waiter = None if request_id is None else self._requests.get(request_id)
-        return waiter is not None and not waiter.done()
+        The connection must be subscribed to ``topic``. Raises `RequestError`
+        (``not_subscribed``, ``presence_disabled``, ``unavailable``, ``invalid_data``),
+        [`RequestTimeoutError`][tempest_ws.exceptions.RequestTimeoutError], or what ``request()``
+        raises; a malformed ``ack`` raises `RequestError` with code
+        ``invalid_answer``.
+        """
+        return await self._topics.presence(topic, timeout=timeout)
 
+    async def typing(
+        self,
+        topic: str,
+        typing: bool = True,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> None:
+        """Tell ``topic``'s other members that this user is (or stopped) typing.
 
-class RawWebSocketClient(_ReconnectingClient[str | bytes]):
-    """The reconnecting engine for any WebSocket server, without the envelope.
+        Returns once the server relayed it. Raises as `presence()` does
+        (``not_subscribed``, ``unavailable``: relayed to this server's members only).
+        """
+        await self._topics.typing(topic, typing, timeout=timeout)
 
-    ``async for`` yields ``str`` for text frames and ``bytes`` for binary frames;
-    `send()` sends a ``str`` as text and ``bytes`` as binary. Headers,
-    subprotocols, ``max_size``, backoff, the close-code policy, the offline queue and the
-    hooks work as for `WebSocketClient` (see `ClientOptions`), and ``url``
-    may be a function as there; there is no token, no ``hello`` and no subscription.
-    Silence detection is off unless ``silence_timeout`` is given (websockets' protocol
-    pings still run, see ``keepalive``).
-    """
+    async def receipt(
+        self,
+        topic: str,
+        message_id: str | int,
+        status: str,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> None:
+        """Send a receipt (``status`` such as ``"read"``) for ``message_id`` in ``topic``.
 
-    def __init__(self, url: UrlSource, **options: Unpack[ClientOptions]) -> None:
-        super().__init__(url, options)
-
-    async def send(self, message: str | bytes) -> None:
-        """Send one message (text for ``str``, binary for ``bytes``); queued while offline."""
-        if not isinstance(message, str | bytes):
-            raise TypeError("message must be str or bytes")
-        await self._send_frame(message)
-
-    async def _on_frame(self, session: _Session, frame: str | bytes) -> None:
-        self._deliver(frame)
+        Returns once the server relayed it to the topic's members (this user's other
+        connections included). Raises as `presence()` does; a ``status`` outside
+        ``[a-z][a-z0-9_.-]{0,31}`` is ``invalid_data``.
+        """
+        await self._topics.receipt(topic, message_id, status, timeout=timeout)

@@ -13,9 +13,11 @@ from __future__ import annotations
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from tempest_ws.client._backoff import Backoff, Disconnect, Overflow
+from tempest_ws.client._backoff import Backoff, Overflow, ReconnectPolicy
+from tempest_ws.client._disconnect import Disconnect
 from tempest_ws.exceptions import ConfigurationError, MissingDependencyError, RequestError
 from tempest_ws.wire.codes import CLOSE_CODE_INFO, CloseCode
 from tempest_ws.wire.envelope import WSEnvelope
@@ -32,7 +34,9 @@ __all__ = [
     "Hook",
     "RecoveryHook",
     "SubscribeErrorHook",
+    "Timeouts",
     "TokenProvider",
+    "build_policy",
     "check_known",
     "default_is_fatal",
     "positive",
@@ -144,3 +148,35 @@ def positive(value: float, name: str) -> float:
     if not value > 0:
         raise ConfigurationError(f"{name} must be a positive number of seconds")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """The checked timeouts of `ClientOptions`, in seconds (``silence``: ``None`` = off)."""
+
+    open: float
+    close: float
+    silence: float | None
+
+    @classmethod
+    def of(cls, options: ClientOptions) -> Timeouts:
+        """Read and check them; raises ``ConfigurationError`` for a non-positive one."""
+        silence = options.get("silence_timeout")
+        return cls(
+            open=positive(options.get("open_timeout", 10.0), "open_timeout"),
+            close=positive(options.get("close_timeout", 5.0), "close_timeout"),
+            silence=None if silence is None else positive(silence, "silence_timeout"),
+        )
+
+
+def build_policy(options: ClientOptions) -> ReconnectPolicy:
+    """The `ReconnectPolicy` the options describe (``ConfigurationError`` if invalid)."""
+    return ReconnectPolicy(
+        is_fatal=options.get("is_fatal", default_is_fatal),
+        backoff=options.get("backoff"),
+        long_backoff=options.get("long_backoff"),
+        max_unauthorized=options.get("max_unauthorized", 3),
+        max_retries=options.get("max_retries"),
+        min_uptime=options.get("min_uptime", 5.0),
+        rng=options.get("rng"),
+    )

@@ -26,7 +26,7 @@ from tempest_ws.observe._audit import security_event
 if TYPE_CHECKING:
     from tempest_ws.hub._connection import WebSocketConnection
 
-__all__ = ["TopicAuthorizer", "allow_any_topic", "authorize", "require_authorizer"]
+__all__ = ["TopicAuthorizer", "TopicGate", "allow_any_topic", "authorize", "require_authorizer"]
 
 logger = logging.getLogger("tempest_ws.hub")
 
@@ -87,3 +87,25 @@ async def authorize(
         return True
     security_event("topic_denied", cid, "topic authorizer refused", topic=topic)
     return False
+
+
+class TopicGate:
+    """A hub's ``topic_authorizer`` and its timeout: whether a connection may join a topic.
+
+    Args:
+        authorizer: the application's ``(connection, topic) -> bool``, or ``None``:
+            every topic is open (a hub with neither presence nor history, fed by
+            server code). The hub's ``topic_authorizer`` reads and sets it.
+        timeout: seconds the authorizer may take before it counts as a denial.
+    """
+
+    def __init__(self, authorizer: TopicAuthorizer | None, timeout: float) -> None:
+        self.authorizer = authorizer
+        self.timeout = timeout
+
+    async def admits(self, connection: WebSocketConnection, topic: str) -> bool:
+        """Whether the authorizer admits ``connection`` to ``topic`` (`authorize()`);
+        ``True`` without one."""
+        if self.authorizer is None:
+            return True
+        return await authorize(self.authorizer, connection, topic, timeout=self.timeout)

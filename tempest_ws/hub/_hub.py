@@ -2,82 +2,60 @@
 
 Callable from any coroutine in the process (HTTP handlers included). Each delivery
 serializes the envelope once and hands the same string to every recipient; it never
-awaits a socket and holds no lock. Flow control (``tempest_ws._flow``): a recipient past
-its byte or frame budget, or whose queue has not moved for ``slow_consumer_timeout``, is
-closed 1013; a delivery that leaves a queue deep waits, a bounded time, for the writers.
+awaits a socket and holds no lock. Flow control (``tempest_ws.hub._flow``): a recipient
+past its byte or frame budget, or whose queue has not moved for ``slow_consumer_timeout``,
+is closed 1013; a delivery that leaves a queue deep waits, a bounded time, for the writers.
 
 Across processes every operation keeps its meaning through the backplane: the hub
 delivers to its own connections first, then publishes one packet (the frame already
 serialized) that every other node fans out to its own. A node drops its own packets when
 they come back, so each socket gets a frame once (``docs/scaling.md``).
 
-Opt-in (``docs/realtime.md``, ``docs/history.md``): a ``topic_authorizer``,
-``require_topic``, topic ``presence``, and per topic pattern message history.
-
-Bases, one job each: [`tempest_ws.hub._membership`][tempest_ws.hub._membership] (subscriptions,
-authorization,
-presence), [`tempest_ws.hub._targets`][tempest_ws.hub._targets] (one user, one connection, replies,
-kicks) and
-[`tempest_ws.hub.history._access`][tempest_ws.hub.history._access] (history); here: construction,
-the
-lifecycle, the
-registry and broadcasts.
+The hub composes one collaborator per job, built in this order, each given what it needs:
+the registry (``_registry``), the topic presence (``_presence``), the node (``_node``),
+the history (``history/``), the deliveries (``_delivery``) and the membership
+(``_membership``: registration, subscriptions, authorization). Here: construction, the
+lifecycle and the connections; the methods that move messages (deliveries, topics,
+presence, history) are [`HubMessaging`][tempest_ws.hub._messaging.HubMessaging]'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Self
 
 from tempest_ws._bounded import STOP_TIMEOUT, bounded, check_stop_timeout
-from tempest_ws._types import Send, Topic, UserId
+from tempest_ws._types import Send, UserId
 from tempest_ws.backplane.base import Backplane
 from tempest_ws.backplane.memory import InMemoryBackplane
-from tempest_ws.backplane.packet import (
-    ALL_CHANNEL,
-    OP_ALL,
-    OP_TOPIC,
-    encode_packet,
-    is_node_id,
-    new_node_id,
-    topic_channel,
-    user_channel,
-)
-from tempest_ws.exceptions import CapacityError, ConfigurationError
+from tempest_ws.backplane.packet import Packet, is_node_id, new_node_id
+from tempest_ws.exceptions import ConfigurationError
 from tempest_ws.history.base import HistoryStore
 from tempest_ws.history.policy import HistoryPolicy
-from tempest_ws.hub._authz import TopicAuthorizer
+from tempest_ws.hub._authz import TopicAuthorizer, TopicGate
 from tempest_ws.hub._connection import WebSocketConnection
+from tempest_ws.hub._delivery import Delivery
 from tempest_ws.hub._flow import SendBudget
-from tempest_ws.hub._membership import MAX_TOPIC_LENGTH, HubMembership
+from tempest_ws.hub._membership import MAX_TOPIC_LENGTH, Membership
+from tempest_ws.hub._messaging import HubMessaging
 from tempest_ws.hub._node import ClusterStats, Node
 from tempest_ws.hub._presence import PresenceSetting, TopicPresence
-from tempest_ws.hub._registry import HubStats, Registry, id_set
-from tempest_ws.hub._targets import TargetedSends
-from tempest_ws.hub.history._access import (
-    HistoryAccess,
-    HistoryStats,
-    history_from_settings,
-    make_history,
-)
+from tempest_ws.hub._registry import HubStats, Registry
+from tempest_ws.hub.history._build import build_history, history_from_settings, history_spec
+from tempest_ws.hub.history._topic import HistoryStats
 from tempest_ws.router._server_guard import ServerGuard
 from tempest_ws.router._transport import TickFlusher
 from tempest_ws.settings import WebSocketSettings
 from tempest_ws.wire.codes import CloseCode
-from tempest_ws.wire.envelope import EnvelopeLike, encode_envelope
 
 if TYPE_CHECKING:
     from tempest_ws.observe.tracing import Tracing
 
 __all__ = ["MAX_TOPIC_LENGTH", "ClusterStats", "HistoryStats", "HubStats", "WebSocketHub"]
 
-logger = logging.getLogger("tempest_ws.hub")
 
-
-class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
+class WebSocketHub(HubMessaging):
     """Registry of connections by id, user and topic, with broadcast and targeted sends.
 
     Args:
@@ -150,16 +128,8 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         tracing: Tracing | None = None,
         stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
-        if (
-            min(
-                max_per_user,
-                max_connections,
-                send_queue_size,
-                send_queue_bytes,
-                max_topics_per_connection,
-            )
-            < 1
-        ):
+        limits = (max_per_user, max_connections, send_queue_size, send_queue_bytes)
+        if min(*limits, max_topics_per_connection) < 1:
             raise ConfigurationError("hub limits must be at least 1")
         timeouts = (close_timeout, authorizer_timeout, slow_consumer_timeout, history_gap_timeout)
         if not (all(t > 0 for t in timeouts) and producer_wait >= 0):
@@ -178,25 +148,33 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         self.stop_timeout = check_stop_timeout(stop_timeout)
         self.backplane: Backplane = backplane if backplane is not None else InMemoryBackplane()
         self.node_id = node_id or new_node_id()
-        self.topic_authorizer = topic_authorizer
         self.authorizer_timeout = authorizer_timeout
         self.max_topics_per_connection = max_topics_per_connection
-        self.require_topic = require_topic
         self.tracing = tracing
-        self._registry = Registry()
-        self._connections = self._registry.connections
-        self._users = self._registry.users
-        self._topics = self._registry.topics
-        self._presence = TopicPresence(self.backplane, self._announce_presence, presence)
-        self._node = Node(self.node_id, self.backplane, self._registry, self._presence.expired)
-        self._history = make_history(
-            history, history_policy, self._node, history_gap_timeout, send_queue_size
-        )
-        self._node.tracing, self._node.budget = tracing, self.send_budget
-        self._cleanups: set[asyncio.Task[None]] = set()
-        self._evicted = 0
-        self._rejected = 0
         self.server_guard = ServerGuard()  # what the server negotiates, per connection
+        spec = history_spec(history, history_policy, history_gap_timeout)
+        # Built in order, each part given what it needs. Two call parts built after them,
+        # through the hub: the presence announces through the deliveries (_announce), the
+        # node hands positioned packets to the history (_sequenced).
+        self._registry = Registry()
+        self._presence = TopicPresence(self.backplane, self._announce, presence)
+        self._node = Node(
+            self.node_id, self.backplane, self._registry,
+            presence_expired=self._presence.expired,
+            sequenced=None if spec is None else self._sequenced,
+            tracing=tracing, budget=self.send_budget,
+        )  # fmt: skip
+        self._history = None if spec is None else build_history(spec, self._node, send_queue_size)
+        self._delivery = Delivery(
+            self._node, self._history, self.send_budget, tracing, require_topic=require_topic
+        )
+        self._membership = Membership(
+            self._registry, self._node, self._presence, self._history,
+            TopicGate(topic_authorizer, authorizer_timeout),
+            max_per_user=max_per_user, max_connections=max_connections,
+            max_topics=max_topics_per_connection,
+        )  # fmt: skip
+        super().__init__(self._delivery, self._membership, self._history)
 
     @classmethod
     def from_settings(
@@ -243,7 +221,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             tracing=tracing,
         )
 
-    # -- lifecycle ---------------------------------------------------------------------
+    # -- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
         """Join the deployment through the backplane. Idempotent; the router's lifespan
@@ -257,7 +235,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
             ConfigurationError: the hub keeps presence or history but has no
                 ``topic_authorizer`` (topics are closed by default).
         """
-        self._require_authorizer()
+        self._membership.check_authorizer()
         await self._node.start()
 
     async def stop(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutdown") -> None:
@@ -265,9 +243,9 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
         leave the deployment (this node's presence is removed; the ``presence.leave``
         events its users cause are sent first, within ``close_timeout``), then close the
         history store. Idempotent; never hangs (see ``stop_timeout``)."""
-        connections = list(self._connections.values())
+        connections = list(self._registry.connections.values())
         await asyncio.gather(*(c.close(code, reason) for c in connections), return_exceptions=True)
-        await bounded(self._finish_cleanups(), "topic cleanups", limit=self.stop_timeout)
+        await bounded(self._membership.finish_cleanups(), "topic cleanups", limit=self.stop_timeout)
         await self._presence.settle(self.close_timeout)
         await self._presence.stop(self.stop_timeout)
         await self._node.stop(self.stop_timeout)
@@ -281,7 +259,7 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    # -- registry ----------------------------------------------------------------------
+    # -- registry -----------------------------------------------------------------
 
     def create_connection(
         self,
@@ -318,117 +296,42 @@ class WebSocketHub(HubMembership, TargetedSends, HistoryAccess):
                 the evictions this registration would make here). Nothing is evicted then.
             ConfigurationError: presence or history without a ``topic_authorizer``.
         """
-        self._require_authorizer()
-        if not self._node.running:
-            await self._node.start()
-        user = connection.user_key
-        siblings = self._users.get(user, {})
-        overflow = max(0, len(siblings) + 1 - self.max_per_user)
-        if len(self._connections) - overflow >= self.max_connections:
-            self._rejected += 1
-            logger.warning(
-                "connection %s rejected: %d connections held",
-                connection.connection_id,
-                len(self._connections),
-            )
-            raise CapacityError()
-        first_of_user = self._registry.add(connection)
-        connection.add_close_callback(self._discard)
-        if first_of_user:
-            await self._node.want(user_channel(user))
-        self._evicted += await self._node.enforce_user_cap(connection, self.max_per_user)
-        if connection.connection_id not in self._connections:  # it left meanwhile
-            self.backplane.presence.leave(user, connection.connection_id)
+        await self._membership.add(connection)
+
+    def unregister(self, connection: WebSocketConnection) -> None:
+        """Remove ``connection`` and its subscriptions. Idempotent."""
+        self._membership.discard(connection)
 
     def get(self, connection_id: str) -> WebSocketConnection | None:
         """The live connection with this id in this process, or ``None``."""
-        return self._connections.get(connection_id)
+        return self._registry.connections.get(connection_id)
 
     def connections_of(self, user_id: UserId) -> list[WebSocketConnection]:
         """The user's live connections in this process, oldest first."""
-        return list(self._users.get(str(user_id), {}).values())
+        return list(self._registry.users.get(str(user_id), {}).values())
 
     def stats(self) -> HubStats:
         """Counts of connections, users, topics and the delivery counters (this process)."""
+        registry = self._registry
         return HubStats(
-            connections=len(self._connections),
-            users=len(self._users),
-            topics=len(self._topics),
-            subscriptions=sum(len(m) for m in self._topics.values()),
-            frames_queued=self._registry.frames_queued,
-            slow_consumers_closed=self._registry.slow_closed + self.send_budget.stalled,
-            evicted_over_user_cap=self._evicted,
-            rejected_at_capacity=self._rejected,
+            connections=len(registry.connections),
+            users=len(registry.users),
+            topics=len(registry.topics),
+            subscriptions=sum(len(m) for m in registry.topics.values()),
+            frames_queued=registry.frames_queued,
+            slow_consumers_closed=registry.slow_closed + self.send_budget.stalled,
+            evicted_over_user_cap=self._membership.evicted,
+            rejected_at_capacity=self._membership.rejected,
         )
 
     def cluster_stats(self) -> ClusterStats:
         """This node's id, backplane state and cross-process counters."""
         return self._node.stats()
 
-    # -- delivery ----------------------------------------------------------------------
+    async def _announce(self, kind: str, topic: str, user: str) -> None:
+        """The presence's ``announce``: one presence event, through the deliveries."""
+        await self._delivery.announce(kind, topic, user)
 
-    async def broadcast(
-        self,
-        envelope: EnvelopeLike,
-        topic: Topic | None = None,
-        *,
-        exclude: str | Iterable[str] | None = None,
-        exclude_users: UserId | Iterable[UserId] | None = None,
-        everyone: bool = False,
-        ephemeral: bool = False,
-    ) -> int:
-        """Send to everyone, or to ``topic``'s subscribers, on every node, minus the
-        exclusions.
-
-        ``exclude`` takes connection ids, ``exclude_users`` user ids (one or an iterable),
-        applied on every node. Returns how many connections *of this process* it was
-        queued for: other nodes deliver to theirs uncounted, so this is no delivery
-        count (``0`` is normal where the topic's users are on other nodes). With
-        ``require_topic=True`` a broadcast to everyone needs ``everyone=True``.
-
-        On a topic that keeps history, the message is first appended (it gets its
-        offset) and goes out stamped with its position; when the append fails it goes
-        out unstamped (it cannot be replayed) and the call raises. ``ephemeral=True``
-        delivers live only: never stored nor stamped, even there (typing indicators,
-        receipts and presence events go out this way).
-
-        Raises:
-            ValueError: no ``topic`` on a ``require_topic`` hub, without ``everyone``.
-            BackplaneError: the other nodes may not get it (local delivery happened), or
-                the history store failed (delivery happened without a position).
-        """
-        if topic is None and self.require_topic and not everyone:
-            raise ValueError("this hub requires a topic (pass everyone=True to reach all)")
-        if not self._node.running:
-            await self._node.start()
-        frame = encode_envelope(envelope)
-        skip_ids = id_set(exclude)
-        skip_users = id_set(
-            exclude_users if not isinstance(exclude_users, UserId) else [exclude_users]
-        )
-        trace = None if self.tracing is None else self.tracing.inject()
-        history = self._history
-        budget = self.send_budget
-        if history is not None and topic is not None and not ephemeral and history.keeps(topic):
-            delivered = await history.broadcast(topic, frame, skip_ids, skip_users, trace)
-            if budget.pressure:
-                await budget.relieve()
-            return delivered
-        op, target = (OP_ALL, "") if topic is None else (OP_TOPIC, topic)
-        fan_out = self._registry.fan_out
-        delivered = fan_out(self._registry.select(op, target, skip_ids, skip_users), frame)
-        channel = ALL_CHANNEL if topic is None else topic_channel(topic)
-        if self._node.reaches_others(channel):
-            packet = encode_packet(
-                self.node_id,
-                op,
-                target,
-                frame,
-                exclude=skip_ids,
-                exclude_users=skip_users,
-                trace=trace,
-            )
-            await self._node.publish(channel, packet)
-        if budget.pressure:
-            await budget.relieve()
-        return delivered
+    def _sequenced(self, packet: Packet) -> int:
+        """The node's ``sequenced``: a packet carrying a history position."""
+        return 0 if self._history is None else self._history.on_packet(packet)

@@ -72,15 +72,30 @@ class ClusterStats:
 
 
 class Node:
-    """The backplane side of one hub (see the module docstring)."""
+    """The backplane side of one hub (see the module docstring).
+
+    Args:
+        node_id: this process's id in the deployment.
+        backplane: how this node reaches the others.
+        registry: the hub's local connections (packets from other nodes run on them).
+        presence_expired: ``(topic, user)``, called when a dead node held the last
+            connection of ``user`` in ``topic`` (the hub announces the leave).
+        sequenced: ``(packet) -> delivered``, given the packets carrying a history
+            position (``None``: they fan out as any other).
+        tracing: traces the fan-out of other nodes' packets (off with ``None``).
+        budget: the send budget whose relief a backplane reader awaits after a packet.
+    """
 
     def __init__(
         self,
         node_id: str,
         backplane: Backplane,
         registry: Registry,
+        *,
         presence_expired: Callable[[str, str], None] = lambda topic, user: None,
         sequenced: Callable[[Packet], int] | None = None,
+        tracing: Tracing | None = None,
+        budget: SendBudget | None = None,
     ) -> None:
         self.node_id = node_id
         self.backplane = backplane
@@ -91,14 +106,14 @@ class Node:
         self.registry = registry
         self.presence_expired = presence_expired
         self.sequenced = sequenced
+        self.tracing = tracing
+        self.budget = budget
         self.channels: set[str] = set()
         self._confirming: dict[str, asyncio.Future[None]] = {}
         self.running = False
         self.epoch = 0
         self.packets_in = 0
         self.publish_errors = 0
-        self.tracing: Tracing | None = None  # set by the hub
-        self.budget: SendBudget | None = None  # set by the hub
         self._starting: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------

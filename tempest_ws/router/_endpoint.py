@@ -28,12 +28,14 @@ import contextlib
 import functools
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias
 
 from fastapi import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tempest_ws._bounded import STOP_TIMEOUT, cancel_tasks
-from tempest_ws._types import BearerResolver, Handler, Receive, Scope, Send, UserId
+from tempest_ws._types import BearerResolver, Receive, Scope, Send, UserId
 from tempest_ws.exceptions import CapacityError, ConnectionClosedError
 from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._hub import WebSocketHub
@@ -58,7 +60,10 @@ from tempest_ws.settings import WebSocketSettings
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import HELLO, PING_FRAME, SUBSCRIBE, encode_envelope
 
-__all__ = ["DRAIN_REASON", "Endpoint"]
+__all__ = ["DRAIN_REASON", "Endpoint", "Handler"]
+
+Handler: TypeAlias = Callable[[WebSocket, WebSocketConnection, WebSocketHub], Awaitable[None]]
+"""``async (ws, connection, hub) -> None``, awaited once per authenticated connection."""
 
 logger = logging.getLogger("tempest_ws")
 

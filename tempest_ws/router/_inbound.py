@@ -206,11 +206,11 @@ class Inbound:
         position: Position | None = None,
     ) -> None:
         """Subscribe; the ack is queued by the hub once subscribed, before any replay."""
-        ack = encode_envelope(reply_envelope(request, {"type": SUBSCRIBE, "topic": topic}))
+        ack = reply_envelope(request, {"type": SUBSCRIBE, "topic": topic})
         request_id = None if request is None else request.request_id
         try:
-            joined = await self.hub._join(
-                connection.connection_id, topic, position, request_id, ack
+            joined = await self.hub.subscribe_with_ack(
+                connection.connection_id, topic, ack, position=position, request_id=request_id
             )
         except TopicLimitError as exc:
             self._send(connection, error_reply(request, TOPIC_LIMIT, exc.reason, topic=topic))
@@ -257,7 +257,7 @@ class Inbound:
     async def _presence(
         self, connection: WebSocketConnection, request: WSEnvelope, topic: str
     ) -> None:
-        if not await self.hub._admits(connection, topic):  # asked again: rights change
+        if not await self.hub.authorize(connection, topic):  # asked again: rights change
             refused = "presence of this topic is not allowed"
             self._send(connection, error_reply(request, FORBIDDEN, refused, topic=topic))
             return

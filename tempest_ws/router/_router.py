@@ -13,18 +13,19 @@ The router returned here is an ``APIRouter`` that can also
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Response, params
+from fastapi import APIRouter, FastAPI, HTTPException, Response, params
 
-from tempest_ws._types import BearerResolver, Handler
+from tempest_ws._types import BearerResolver
 from tempest_ws.exceptions import ConfigurationError
 from tempest_ws.hub._authz import require_authorizer
 from tempest_ws.hub._hub import WebSocketHub
 from tempest_ws.observe.tracing import Tracing
-from tempest_ws.router._endpoint import DRAIN_REASON, Endpoint
+from tempest_ws.router._endpoint import DRAIN_REASON, Endpoint, Handler
 from tempest_ws.router._hooks import Hooks
 from tempest_ws.router._inbound import Inbound
 from tempest_ws.router._redaction import install_query_token_redaction
@@ -114,7 +115,8 @@ def make_websocket_router(
         max_invalid_frames: malformed frames (each answered with an error envelope)
             tolerated per connection before it is closed 1008.
         redact_query_tokens: hide ``?token=`` values in uvicorn's logs.
-        serve_client: also serve the browser client at ``{path}/client.js``.
+        serve_client: also serve the browser client: as one file at ``{path}/client.js``
+            and as the ES modules it is built from under ``{path}/client/``.
         builtins: answer these envelope types in the router, each with an ``ack`` or
             ``error`` carrying the request's ``request_id`` (``True``: all of
             ``subscribe``, ``unsubscribe``, ``presence.get``, ``typing``, ``receipt``);
@@ -164,7 +166,7 @@ def make_websocket_router(
     if SUBSCRIBE in operations:
         because = "the built-in subscribe (and ?topics=) lets clients choose topics"
         require_authorizer(hub.topic_authorizer, because=because)
-    hub._require_authorizer()  # presence or history: refused now rather than at startup
+    hub.check_authorizer()  # presence or history: refused now rather than at startup
     if hook_timeout <= 0:
         raise ConfigurationError("hook_timeout must be positive")
     disconnect_hooks = [on_disconnect] if callable(on_disconnect) else list(on_disconnect)
@@ -206,6 +208,13 @@ def make_websocket_router(
             include_in_schema=False,
             name="tempest_ws_client_js",
         )
+        router.add_api_route(
+            f"{path.rstrip('/')}/client/{{module}}",
+            _client_module_response,
+            methods=["GET"],
+            include_in_schema=False,
+            name="tempest_ws_client_module",
+        )
     return router
 
 
@@ -226,8 +235,22 @@ def _builtin_operations(builtins: bool | Iterable[str]) -> frozenset[str]:
 
 
 def _client_script_response() -> Response:
-    """The browser client, ``tempest-ws.js``, served from the installed package."""
-    source = resources.files("tempest_ws").joinpath("static/tempest-ws.js").read_bytes()
+    """The browser client as one file, ``tempest-ws.js``, served from the installed package."""
+    return _script(resources.files("tempest_ws").joinpath("static/tempest-ws.js").read_bytes())
+
+
+def _client_module_response(module: str) -> Response:
+    """One ES module of the browser client, from ``static/client/``; 404 for any other name."""
+    source = resources.files("tempest_ws").joinpath("static/client", module)
+    if not _CLIENT_MODULE.fullmatch(module) or not source.is_file():
+        raise HTTPException(status_code=404)
+    return _script(source.read_bytes())
+
+
+_CLIENT_MODULE = re.compile(r"[a-z][a-z-]*\.js")
+
+
+def _script(source: bytes) -> Response:
     return Response(
         source,
         media_type="text/javascript; charset=utf-8",

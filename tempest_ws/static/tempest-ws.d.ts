@@ -1,4 +1,5 @@
-// Type declarations for tempest-ws.js, the browser client of tempest_ws.
+// Type declarations for tempest-ws.js, the browser client of tempest_ws: the one file, and the
+// ES modules in client/ it is built from (they export the same names).
 
 /** Close codes, mirrored from tempest_ws/codes.py. */
 export declare const CloseCode: Readonly<{

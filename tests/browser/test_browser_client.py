@@ -9,6 +9,7 @@ the tests wait for events and for server-side state with bounded polls, never sl
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ from fastapi.responses import HTMLResponse
 from tempest_ws import CLOSE_CODE_INFO, CloseCode, WebSocketConnection, WebSocketHub
 from tempest_ws.testing import make_token, serve
 from tests.helpers.browser import (
+    CLIENT_FORMS,
     FAST,
     PAGE_HTML,
     Chromium,
     events,
+    launch_chromium,
     make_client,
     open_page,
     wait_event,
@@ -82,6 +85,13 @@ def client_app(**overrides: Any) -> tuple[FastAPI, WebSocketHub, list[tuple[str,
 
 def subscriber_ids(hub: WebSocketHub, topic: str) -> set[str]:
     return {c.connection_id for c in hub.subscribers(topic)}
+
+
+@pytest.fixture(params=CLIENT_FORMS)
+async def chromium(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Chromium]:
+    """Chromium running the one-file client, then the ES modules (see CLIENT_FORMS)."""
+    async with launch_chromium(tmp_path, client=request.param) as browser:
+        yield browser
 
 
 async def test_connects_with_bearer_subprotocol_subscribes_receives_and_answers_pings(

@@ -9,6 +9,8 @@ polls on the client's logged events, never sleeps.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,10 +27,12 @@ from tempest_ws import (
 from tempest_ws.router._expiry import token_expiry
 from tempest_ws.testing import serve
 from tests.helpers.browser import (
+    CLIENT_FORMS,
     FAST,
     PAGE_HTML,
     Chromium,
     events,
+    launch_chromium,
     make_client,
     open_page,
     wait_event,
@@ -79,6 +83,13 @@ class Server:
 
     def ids(self, user: str) -> list[str]:
         return [c.connection_id for c in self.hub.connections_of(user)]
+
+
+@pytest.fixture(params=CLIENT_FORMS)
+async def chromium(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Chromium]:
+    """Chromium running the one-file client, then the ES modules (see CLIENT_FORMS)."""
+    async with launch_chromium(tmp_path, client=request.param) as browser:
+        yield browser
 
 
 def serve_app(server: Server) -> Any:

@@ -12,15 +12,19 @@ positions an application saved in ``localStorage``. Waits are bounded polls.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tempest_ws.history import MemoryHistory
 from tests.helpers.browser import (
+    CLIENT_FORMS,
     FAST,
     Chromium,
     events,
+    launch_chromium,
     make_client,
     open_page,
     wait_event,
@@ -46,6 +50,13 @@ WATCH = """
   });
 }
 """
+
+
+@pytest.fixture(params=CLIENT_FORMS)
+async def chromium(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Chromium]:
+    """Chromium running the one-file client, then the ES modules (see CLIENT_FORMS)."""
+    async with launch_chromium(tmp_path, client=request.param) as browser:
+        yield browser
 
 
 async def start(server: HistoryTestServer, chromium: Chromium, name: str = "c") -> Any:

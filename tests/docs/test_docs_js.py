@@ -47,6 +47,12 @@ BLOCKS: dict[tuple[str, str], dict[str, Any] | list[dict[str, Any]]] = {
             "expect": {"open": 1, "cached": True},
         },
     ],
+    ("docs/browser-client.md", 'import { TempestWS } from "/ws/client/tempest-ws.js";'): {
+        # the modules, served under /ws/client/, connect as the one file does
+        "after": 'const client = new TempestWS("/ws", { token: "__TOKEN__" });\n'
+        'client.addEventListener("open", () => report({open: client.readyState, name: TempestWS.name}));',
+        "expect": {"open": 1, "name": "TempestWS"},
+    },
     ("docs/browser-client.md", "const client = new TempestWS(url, options);"): {
         "before": IMPORT + 'const url = "/ws";\nconst options = { token: "__TOKEN__" };\n',
         "after": 'client.addEventListener("open", () => report({open: client.readyState}));',
@@ -159,4 +165,4 @@ async def test_every_js_block_runs_in_chromium(chromium: Chromium) -> None:
                 pytest.fail(f"{name}: {exc}\nconsole: {console}\nerrors: {chromium.page_errors}")
             assert result == spec["expect"], f"{name}: {json.dumps(result)}"
             await page.close()
-    assert len(runs) == 8
+    assert len(runs) == 9

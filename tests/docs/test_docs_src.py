@@ -57,6 +57,7 @@ from tempest_ws import (
     jwt_bearer_resolver,
     make_websocket_router,
 )
+from tempest_ws.client import RequestError
 from tempest_ws.history import HistoryPolicy
 from tempest_ws.testing import expect_close, expect_envelope, serve
 from tests.helpers.server_process import free_port
@@ -375,6 +376,25 @@ async def test_a_session_subscribes_sends_requests_and_reads() -> None:
         reply, envelope = await python_client.session(url, alice())
     assert reply.data == ["alice"]
     assert (envelope.type, envelope.data["text"]) == ("chat.message", "hi")
+
+
+async def test_a_typed_request_returns_the_model_or_the_refusal() -> None:
+    async with (
+        chat_server() as url,
+        python_client.WebSocketClient(url, token_provider=alice()) as client,
+    ):
+        sent = await python_client.post(client, "hi")
+        assert isinstance(sent, python_client.ChatSent)
+        assert sent.id == 1
+        with pytest.raises(RequestError) as refused:
+            await client.request(
+                "chat.send",
+                {"room": "lobby", "text": "x" * 2001},  # a dict: the server validates it
+                response_model=python_client.ChatSent,
+                timeout=BOUND,
+            )
+    assert refused.value.code == "invalid_data"
+    assert [e["loc"] for e in refused.value.data["errors"]] == [["text"]]
 
 
 async def test_the_builtin_helpers_answer() -> None:

@@ -35,6 +35,8 @@ BOUND = 120.0  # seconds for one subprocess step on a loaded machine
 WHEEL_DATA = (
     "tempest_ws/py.typed",
     "tempest_ws/static/tempest-ws.js",
+    "tempest_ws/static/client/tempest-ws.js",
+    "tempest_ws/static/client/connection.js",
     "tempest_ws/static/tempest-ws.d.ts",
     "tempest_ws/asyncapi/_document.py",
     "tempest_ws/asyncapi/_schema.py",

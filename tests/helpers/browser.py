@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,16 @@ WAIT_MS = 30_000
 
 PAGE_HTML = "<!doctype html><meta charset=utf-8><title>tempest_ws test page</title>"
 """A blank same-origin page to import ``/ws/client.js`` into."""
+
+CLIENT_FORMS = ("file", "modules")
+"""The two forms of the browser client the router serves: ``file``, the one file at
+``{path}/client.js``; ``modules``, the ES modules under ``{path}/client/``."""
+
+MODULES_SHIM = (
+    'export * from "./client/tempest-ws.js";\nexport { default } from "./client/tempest-ws.js";\n'
+)
+"""What a page gets for ``…/client.js`` in the ``modules`` form: the modules' entry, which
+the browser fetches (with its siblings) from the server under test."""
 
 
 class Chromium:
@@ -88,12 +99,16 @@ class Chromium:
 
 
 @contextlib.asynccontextmanager
-async def launch_chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
+async def launch_chromium(tmp_path: Path, *, client: str = "file") -> AsyncIterator[Chromium]:
     """Launch ``/usr/bin/chromium`` headless with a fresh profile under ``tmp_path``.
 
     Skips (or fails under ``TEMPEST_WS_REQUIRE_TOOLS``/CI) when chromium is missing.
-    Fails the test if any page threw an uncaught error.
+    Fails the test if any page threw an uncaught error. With ``client="modules"``, a
+    page's import of ``…/client.js`` gets ``MODULES_SHIM`` instead of the one file, so the
+    page runs the ES modules its server serves under ``…/client/``, unchanged.
     """
+    if client not in CLIENT_FORMS:
+        raise ValueError(f"client must be one of {CLIENT_FORMS}")
     executable = require_tool("chromium")
     async_api = pytest.importorskip("playwright.async_api")
     profile = tmp_path / "chromium-profile"
@@ -107,12 +122,18 @@ async def launch_chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
             timeout=WAIT_MS * 2,
         )
         context.set_default_timeout(WAIT_MS)
+        if client == "modules":
+            await context.route(re.compile(r"/client\.js$"), _serve_modules_shim)
         browser = Chromium(context)
         try:
             yield browser
         finally:
             await context.close()
         assert browser.page_errors == [], f"uncaught page errors: {browser.page_errors}"
+
+
+async def _serve_modules_shim(route: Any) -> None:
+    await route.fulfill(status=200, content_type="text/javascript", body=MODULES_SHIM)
 
 
 async def wait_js(page: Any, expression: str, arg: Any = None, *, timeout: float = WAIT_MS) -> Any:

@@ -9,7 +9,8 @@ replay and live messages never interleave (the hub's ``Seam`` does that job for 
 
 The browser reaches the WebSocket through a `CutProxy`, so a test can drop every
 connection abruptly (the client sees 1006, as when a node dies) and refuse new ones for
-as long as it needs. The page and ``/ws/client.js`` are served directly.
+as long as it needs. The page, ``/ws/client.js`` and the modules under ``/ws/client/``
+are served directly.
 
 The test drives the server only through `HistoryTestServer`'s public methods
 (``publish``, ``notice``, ``send_raw``, ``subscribers``, ``subscribes``) and the proxy;
@@ -232,6 +233,14 @@ class HistoryTestServer:
         app.add_api_route(
             "/ws/client.js",
             lambda: Response(source, media_type="text/javascript"),
+            include_in_schema=False,
+        )
+        modules = resources.files("tempest_ws").joinpath("static/client")
+        app.add_api_route(
+            "/ws/client/{module}",
+            lambda module: Response(
+                modules.joinpath(module).read_bytes(), media_type="text/javascript"
+            ),
             include_in_schema=False,
         )
 

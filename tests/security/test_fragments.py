@@ -85,7 +85,7 @@ async def test_a_message_in_fragments_under_the_budget_arrives(ws: str) -> None:
             assert json.loads(reply.payload) == {"type": "echo", "data": {"n": 1}}
             if ws == "websockets-sansio":
                 # The counter rewrites no frame: broadcasts still take the direct path.
-                (connection,) = hub._connections.values()
+                (connection,) = hub._registry.connections.values()
                 assert connection._direct is not None
         finally:
             await client.close()

@@ -18,8 +18,8 @@ from tempest_ws.client._backoff import (
     Disconnect,
     OfflineQueue,
     ReconnectPolicy,
-    SendQueueFullError,
 )
+from tempest_ws.exceptions import SendQueueFullError
 
 
 def take(backoff: Backoff, seed: int, count: int) -> list[float]:

@@ -391,9 +391,9 @@ async def test_stop_closes_the_store_and_ends_the_gap_task(
     await hub.subscribe(connection.connection_id, TOPIC)
     bus.drop = lambda packet: packet_offset(packet) == 1
     await publish(other, 1, 2)
-    await until(lambda: hub._history is not None and hub._history._mender is not None)
+    await until(lambda: hub._history is not None and hub._history.mender.task is not None)
     assert hub._history is not None
-    mender = hub._history._mender
+    mender = hub._history.mender.task
     assert mender is not None
     assert not mender.done()
     await hub.stop()

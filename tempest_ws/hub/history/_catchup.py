@@ -1,7 +1,7 @@
 """Subscribing with a position: the replay, the ``recovery`` envelope and the seam.
 
-A part of [`HubHistory`][tempest_ws.hub.history._history.HubHistory] (its base class), kept apart
-because it is one job. The hub registers the subscription, then `Catchups.begin()`
+A collaborator of [`HubHistory`][tempest_ws.hub.history._history.HubHistory]. The hub
+registers the subscription, then `Catchups.begin()`
 installs a [`Seam`][tempest_ws.history.Seam] for the connection *before* anything is
 read, so live messages that arrive during the read are buffered. `Catchups.catch_up()`
 reads the store, queues the replay, the ``recovery`` envelope, then the buffered live
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from tempest_ws.exceptions import BackplaneError
 from tempest_ws.history.base import HistoryStore, Position, Recovery
 from tempest_ws.history.wire import recovery_envelope, stamp_frame
 from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._registry import Registry
+from tempest_ws.hub.history._sequence import Sequencing
 from tempest_ws.hub.history._topic import NO_EXCLUSIONS, UNKNOWN, Catchup, Item, TopicState
 
 __all__ = ["Catchups"]
@@ -31,22 +31,37 @@ _QUIESCE_ROUNDS = 8
 
 
 class Catchups:
-    """Replays for subscriptions with a position (a base of ``HubHistory``)."""
+    """Replays for subscriptions with a position.
 
-    store: HistoryStore
-    registry: Registry
-    queue_size: int
-    replay_limit: int
-    recovered: int
-    unrecovered: int
-    replayed: int
-    _topics: dict[str, TopicState]
+    Args:
+        store: where the replay is read.
+        registry: the hub's local connections (the replay is queued through its fan-out).
+        sequencing: following topics (a replay waits until its topic is followed).
+        topics: the followed topics by name, shared with the sequencing.
+        queue_size: the connections' send queue size: a seam buffers at most that many
+            live messages.
+        replay_limit: the most messages one replay sends.
+    """
 
-    if TYPE_CHECKING:
-
-        def follow(self, topic: str) -> None: ...
-
-        async def ready(self, topic: str) -> None: ...
+    def __init__(
+        self,
+        store: HistoryStore,
+        registry: Registry,
+        sequencing: Sequencing,
+        topics: dict[str, TopicState],
+        *,
+        queue_size: int,
+        replay_limit: int,
+    ) -> None:
+        self.store = store
+        self.queue_size = queue_size
+        self.replay_limit = replay_limit
+        self.recovered = 0
+        self.unrecovered = 0
+        self.replayed = 0
+        self._registry = registry
+        self._sequencing = sequencing
+        self._topics = topics
 
     async def quiesce(self, connection_id: str, topic: str) -> None:
         """Wait until a catch-up of this connection on ``topic`` in progress ends."""
@@ -60,8 +75,7 @@ class Catchups:
     def begin(self, connection: WebSocketConnection, topic: str) -> Catchup:
         """Install a seam for ``connection`` on ``topic`` (subscribed already): from now
         on its live messages of the topic are buffered until `catch_up()`."""
-        self.follow(topic)
-        state = self._topics[topic]
+        state = self._sequencing.follow(topic)
         catchup = Catchup(connection, state, self.queue_size)
         state.catchups[connection.connection_id] = catchup
         return catchup
@@ -74,7 +88,7 @@ class Catchups:
         buffered meanwhile."""
         state = catchup.topic
         topic = state.name
-        await self.ready(topic)
+        await self._sequencing.ready(topic)
         try:
             if position is None:
                 recovery = Recovery((), False, await self.store.latest(topic))
@@ -151,7 +165,7 @@ class Catchups:
         connection = catchup.connection
         catchup.finished.set_result(None)
         for frame in frames:
-            if self.registry.fan_out((connection,), frame) == 0:
+            if self._registry.fan_out((connection,), frame) == 0:
                 break  # closing (a full queue closed it 1013)
         state = catchup.topic
         last = state.last

@@ -1,65 +1,48 @@
 """The hub's message history: stamp, sequence, replay and mend the history topics.
 
-A part of [`WebSocketHub`][tempest_ws.hub._hub.WebSocketHub], kept apart because it is one job:
-every
-delivery on a topic the [`HistoryPolicy`][tempest_ws.history.HistoryPolicy] keeps goes through
-here (see ``docs/history.md``, "How the hub uses the history").
+Every delivery on a topic the [`HistoryPolicy`][tempest_ws.history.HistoryPolicy] keeps
+goes through [`HubHistory`][tempest_ws.hub.history._history.HubHistory] (see
+``docs/history.md``, "How the hub uses the history"). It composes one collaborator per
+job, each in its own module, built in this order (each gets what it needs):
 
-- **Publishing** ([`tempest_ws.hub.history._publish`][tempest_ws.hub.history._publish]) appends the
-  frame to
-  the store
-  (its offset), stamps the position into it, releases it locally through the topic's
-  sequencer and publishes one packet whose header carries the position, so receiving
-  nodes never parse the frame; with Redis for both, one script appends and publishes.
-- **Receiving**: packets with a position go through the topic's `Sequencer`, one
-  per topic this node has local subscribers of. It starts at the store's ``latest`` once
-  the node listens to the topic's channel (packets arriving before that are held, then
-  pushed). Messages released out of sequence (a gap given up, a new epoch) are preceded
-  by a ``recovery`` envelope with ``recovered: false`` to the topic's local subscribers.
-- **One mending task per hub** (started when a gap appears, gone when none is left)
-  fetches what a gap lacks from the store after ``gap_timeout``, or gives it up.
-- **Subscribing with a position** replays through a seam
-  ([`tempest_ws.hub.history._catchup`][tempest_ws.hub.history._catchup]); the gap task is
-  [`tempest_ws.hub.history._mend`][tempest_ws.hub.history._mend].
-- **Counting**: `HubHistory.stats()` reports what it did as plain numbers
-  (``hub.history_stats()``); construction and the hub's public history methods are
-  [`tempest_ws.hub.history._access`][tempest_ws.hub.history._access].
-
-No lock is held and no socket awaited: deliveries append to the connections' bounded
-queues, like every other fan-out of the hub.
+- [`Release`][tempest_ws.hub.history._release.Release]: local delivery of released
+  messages, with a ``recovered: false`` notice before a skip;
+- [`Mender`][tempest_ws.hub.history._mend.Mender]: one gap task per hub, which fills a
+  gap from the store after ``gap_timeout`` or gives it up;
+- [`Sequencing`][tempest_ws.hub.history._sequence.Sequencing]: the followed topics and
+  their sequencers, fed by the packets of other nodes;
+- [`Catchups`][tempest_ws.hub.history._catchup.Catchups]: subscribing with a position
+  (replay, ``recovery`` envelope, seam);
+- [`Publisher`][tempest_ws.hub.history._publish.Publisher]: append, stamp, deliver here,
+  publish with the position.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 
 from tempest_ws._bounded import STOP_TIMEOUT, bounded, cancel_tasks
-from tempest_ws.backplane.packet import OP_TOPIC, Packet, topic_channel
-from tempest_ws.exceptions import BackplaneError
-from tempest_ws.history.base import AppendPublish, HistoryPage, HistoryStore, Position, Recovery
+from tempest_ws.backplane.packet import Packet
+from tempest_ws.history.base import AppendPublish, HistoryPage, HistoryStore, Position
 from tempest_ws.history.policy import HistoryPolicy
-from tempest_ws.history.seam import Sequencer
-from tempest_ws.history.wire import recovery_envelope
 from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._node import Node
 from tempest_ws.hub._registry import Registry
 from tempest_ws.hub.history._catchup import Catchups
-from tempest_ws.hub.history._mend import Mending
-from tempest_ws.hub.history._publish import Publishing
-from tempest_ws.hub.history._topic import HistoryStats, Item, TopicState, follows
-from tempest_ws.wire.codes import CloseCode
+from tempest_ws.hub.history._mend import Mender
+from tempest_ws.hub.history._publish import Publisher
+from tempest_ws.hub.history._release import Release
+from tempest_ws.hub.history._sequence import Sequencing
+from tempest_ws.hub.history._topic import Catchup, HistoryStats, TopicState
 
 __all__ = ["HubHistory"]
 
 logger = logging.getLogger("tempest_ws.history")
 
-_READY_ROUNDS = 8  # a topic re-followed while waiting: wait for the new start
 
-
-class HubHistory(Publishing, Catchups, Mending):
+class HubHistory:
     """The history side of one hub (see the module docstring).
 
     Args:
@@ -74,6 +57,7 @@ class HubHistory(Publishing, Catchups, Mending):
         append_publish: the store's one-round-trip append and publish for the node's
             backplane ([`joined_with()`][tempest_ws.history.RedisHistory.joined_with]), if it
             offers one; else a publish appends, then publishes.
+        clock: monotonic seconds (the gap timer).
     """
 
     def __init__(
@@ -90,55 +74,43 @@ class HubHistory(Publishing, Catchups, Mending):
     ) -> None:
         self.store = store
         self.policy = policy
-        self.registry = registry
-        self.node = node
         self.gap_timeout = gap_timeout
         self.append_publish = append_publish
-        self.queue_size = queue_size
         self.replay_limit = min(policy.recovery_limit, max(1, queue_size // 2))
-        self._clock = clock
-        self._topics: dict[str, TopicState] = {}
-        self._gapped: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._mender: asyncio.Task[None] | None = None
-        self.appended = 0
-        self.append_failures = 0
-        self.recovered = 0
-        self.unrecovered = 0
-        self.replayed = 0
-        self.filled = 0
-        """Messages fetched from the store to fill gaps."""
-        self.notices = 0
-        """Discontinuity notices (``recovered: false``) sent to a topic's subscribers."""
-        self.overflowed = 0
-        self._forgotten = (0, 0)  # (skipped, stale) of the sequencers of topics left
+        topics: dict[str, TopicState] = {}
+        self._topics = topics
+        self.release = Release(registry)
+        self.mender = Mender(
+            store, policy, topics, self.release, gap_timeout=gap_timeout, clock=clock
+        )
+        self.sequencing = Sequencing(store, topics, registry, node.want, self.release, self.mender)
+        self.catchups = Catchups(
+            store,
+            registry,
+            self.sequencing,
+            topics,
+            queue_size=queue_size,
+            replay_limit=self.replay_limit,
+        )
+        self.publisher = Publisher(store, registry, node, self.sequencing, topics, append_publish)
 
     def stats(self) -> HistoryStats:
         """The counters as a `HistoryStats` (no I/O; one step per followed topic)."""
-        skipped, stale = self._forgotten
-        for state in self._topics.values():
-            if state.seq is not None:
-                skipped += state.seq.skipped
-                stale += state.seq.stale
+        skipped, stale = self.sequencing.counts()
+        catchups, publisher = self.catchups, self.publisher
         return HistoryStats(
             topics_followed=len(self._topics),
-            appends=self.appended,
-            append_failures=self.append_failures,
-            replays_recovered=self.recovered,
-            replays_unrecovered=self.unrecovered,
-            messages_replayed=self.replayed,
-            gap_messages_filled=self.filled,
+            appends=publisher.appended,
+            append_failures=publisher.append_failures,
+            replays_recovered=catchups.recovered,
+            replays_unrecovered=catchups.unrecovered,
+            messages_replayed=catchups.replayed,
+            gap_messages_filled=self.mender.filled,
             gap_messages_skipped=skipped,
-            discontinuity_notices=self.notices,
+            discontinuity_notices=self.release.notices,
             stale_messages_dropped=stale,
-            seams_overflowed=self.overflowed,
+            seams_overflowed=self.release.overflowed,
         )
-
-    def _forget(self, state: TopicState) -> None:
-        """Keep the counts of a topic's sequencer this node stops following."""
-        if state.seq is not None:
-            skipped, stale = self._forgotten
-            self._forgotten = (skipped + state.seq.skipped, stale + state.seq.stale)
 
     def keeps(self, topic: str) -> bool:
         """Whether ``topic`` keeps history."""
@@ -148,16 +120,15 @@ class HubHistory(Publishing, Catchups, Mending):
         """Cancel and await the mending and following tasks, forget every topic, close
         the store. The tasks and the store's ``aclose`` get ``limit`` seconds each; past
         that they are abandoned (logged on ``tempest_ws.shutdown``)."""
-        tasks = [*self._tasks, self._mender]
+        tasks = [*self.sequencing.tasks, self.mender.task]
         await cancel_tasks(tasks, "history task", limit=limit)
-        self._mender = None
+        self.mender.reset()
         for state in self._topics.values():
-            self._forget(state)
+            self.sequencing.forget(state)
             for catchup in state.catchups.values():
                 if not catchup.finished.done():
                     catchup.finished.set_result(None)
         self._topics.clear()
-        self._gapped.clear()
         name = type(self.store).__name__
         try:
             await bounded(self.store.aclose(), f"{name}.aclose", limit=limit)
@@ -175,197 +146,41 @@ class HubHistory(Publishing, Catchups, Mending):
             raise ValueError(f"topic {topic[:64]!r} keeps no history")
         return await self.store.history(topic, since=since, limit=limit)
 
-    # -- receiving ---------------------------------------------------------------------
+    # -- what the hub's other parts call -----------------------------------------------
 
     def on_packet(self, packet: Packet) -> int:
-        """A packet of another node carrying a position (``Node.sequenced``); return how
-        many local connections got its message now (0 while it is held behind a gap)."""
-        if packet.position is None or packet.frame is None:
-            return 0
-        return self._arrive(
-            packet.target,
-            Position(*packet.position),
-            packet.frame,
-            packet.exclude,
-            packet.exclude_users,
-        )
+        """A packet of another node carrying a position (the node's ``sequenced``)."""
+        return self.sequencing.on_packet(packet)
 
-    def _arrive(
+    async def broadcast(
         self,
         topic: str,
-        position: Position,
         frame: str,
         exclude: frozenset[str],
         exclude_users: frozenset[str],
+        trace: Mapping[str, str] | None = None,
     ) -> int:
-        """Push a message through the topic's sequencer and deliver what it releases;
-        return how many local connections got this message now."""
-        state = self._topics.get(topic)
-        registry = self.registry
-        if state is None:  # no local subscriber (or not a history topic here)
-            return registry.fan_out(registry.select(OP_TOPIC, topic, exclude, exclude_users), frame)
-        seq = state.seq
-        if seq is not None and not state.catchups and seq.next_in_line(position):
-            # The common case, done as _push, _watch and _release would: the next
-            # message, nothing held behind a gap, nobody replaying.
-            state.gap = None
-            state.failures = 0
-            if state.suspect is None:
-                self._gapped.discard(topic)
-            last = state.last
-            if last is not None and (
-                last.offset + 1 != position.offset or last.epoch != position.epoch
-            ):  # as follows(last, position), inlined on the hot path
-                self._notice(state, position)
-            state.last = position
-            return registry.fan_out(registry.select(OP_TOPIC, topic, exclude, exclude_users), frame)
-        item = Item(position, frame, exclude, exclude_users)
-        return self._release(state, self._push(state, item), item)
+        """[`Publisher.broadcast()`][tempest_ws.hub.history._publish.Publisher.broadcast]."""
+        return await self.publisher.broadcast(topic, frame, exclude, exclude_users, trace)
 
-    def _push(self, state: TopicState, item: Item) -> list[Item]:
-        seq = state.seq
-        if seq is None:
-            if not state.following:
-                state.early.append(item)
-                return []
-            # The store was unreachable when following began: start from this message.
-            seq = state.seq = Sequencer(Position(item.position.offset - 1, item.position.epoch))
-            state.last = seq.position
-        stale = seq.stale
-        released = seq.push(item.position, item)
-        if seq.stale != stale:
-            state.suspect = item.position.epoch
-            self._gapped.add(state.name)
-            self._wake()
-        self._watch(state)
-        return released
+    async def quiesce(self, connection_id: str, topic: str) -> None:
+        """Wait until a catch-up of this connection on ``topic`` in progress ends."""
+        await self.catchups.quiesce(connection_id, topic)
 
-    # -- local delivery ----------------------------------------------------------------
+    def begin(self, connection: WebSocketConnection, topic: str) -> Catchup:
+        """Install a seam for ``connection`` on ``topic`` (see `Catchups.begin()`)."""
+        return self.catchups.begin(connection, topic)
 
-    def _release(self, state: TopicState, items: Iterable[Item], mine: Item | None = None) -> int:
-        count = 0
-        for item in items:
-            last = state.last
-            if last is not None and not follows(last, item.position):
-                self._notice(state, item.position)
-            state.last = item.position
-            delivered = self._deliver(state, item)
-            if item is mine:
-                count = delivered
-        if state.catchups and state.last is not None:
-            last = state.last
-            for cid, catchup in list(state.catchups.items()):
-                if catchup.seam.settled(last):
-                    del state.catchups[cid]
-        return count
+    async def catch_up(
+        self, catchup: Catchup, position: Position | None, request_id: str | None
+    ) -> None:
+        """Replay since ``position`` (see `Catchups.catch_up()`)."""
+        await self.catchups.catch_up(catchup, position, request_id)
 
-    def _deliver(self, state: TopicState, item: Item) -> int:
-        registry = self.registry
-        recipients = registry.select(OP_TOPIC, state.name, item.exclude, item.exclude_users)
-        catchups = state.catchups
-        if not catchups:
-            return registry.fan_out(recipients, item.frame)
-        direct: list[WebSocketConnection] = []
-        overflowed: list[WebSocketConnection] = []
-        for connection in list(recipients):
-            catchup = catchups.get(connection.connection_id)
-            if catchup is None or catchup.seam.live(item.position, item):
-                direct.append(connection)
-            elif catchup.seam.overflowed:
-                overflowed.append(connection)
-        delivered = registry.fan_out(direct, item.frame)
-        for connection in overflowed:  # closing mutates the registry: after the loop
-            catchups.pop(connection.connection_id, None)
-            if not connection.closing:
-                registry.slow_closed += 1
-                self.overflowed += 1
-                logger.warning(
-                    "connection %s is a slow consumer (replay buffer full); closing",
-                    connection.connection_id,
-                )
-                connection.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
-        return delivered
-
-    def _notice(self, state: TopicState, position: Position) -> None:
-        """The live stream skips to ``position``: tell the topic's subscribers to reload
-        (connections still replaying get it when their replay reaches ``position``)."""
-        self.notices += 1
-        logger.warning(
-            "history topic %s: messages before offset %d (epoch %s) are lost here; "
-            "subscribers told to reload",
-            state.name,
-            position.offset,
-            position.epoch,
-        )
-        frame = recovery_envelope(
-            state.name,
-            Recovery((), False, Position(position.offset - 1, position.epoch)),
-            replayed=0,
-        )
-        direct: list[WebSocketConnection] = []
-        for connection in list(self.registry.topics.get(state.name, {}).values()):
-            catchup = state.catchups.get(connection.connection_id)
-            if catchup is not None and catchup.seam.replaying:
-                catchup.breaks.add(position)
-            else:
-                direct.append(connection)
-        self.registry.fan_out(direct, frame)
-
-    # -- following a topic -------------------------------------------------------------
-
-    def follow(self, topic: str) -> None:
-        """A local subscriber appeared: follow ``topic`` (idempotent, without waiting)."""
-        if topic in self._topics:
-            return
-        state = self._topics[topic] = TopicState(topic)
-        task = asyncio.get_running_loop().create_task(
-            self._follow(state), name=f"tempest_ws history follow {topic[:64]}"
-        )
-        state.ready = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _follow(self, state: TopicState) -> None:
-        start: Position | None = None
-        try:
-            await self.node.want(topic_channel(state.name))
-            start = await self.store.latest(state.name)
-        except BackplaneError as exc:
-            logger.warning(
-                "history of topic %s unreachable (%s); following it from its next message",
-                state.name,
-                exc,
-            )
-        if self._topics.get(state.name) is not state:
-            return  # the last subscriber left meanwhile
-        if start is not None:
-            state.seq = Sequencer(start)
-            state.last = start
-        state.following = True
-        early, state.early = state.early, []
-        for item in early:
-            self._release(state, self._push(state, item))
-
-    async def ready(self, topic: str) -> None:
-        """Wait until this node follows ``topic`` (its channel confirmed, its start read)."""
-        for _ in range(_READY_ROUNDS):
-            state = self._topics.get(topic)
-            if state is None or state.ready is None or state.following:
-                return
-            await asyncio.shield(state.ready)
+    def end(self, catchup: Catchup) -> None:
+        """Make sure ``catchup`` ended (see `Catchups.end()`)."""
+        self.catchups.end(catchup)
 
     def left(self, topic: str, connection_id: str, *, last: bool) -> None:
         """A connection left ``topic``; ``last``: no local subscriber remains."""
-        state = self._topics.get(topic)
-        if state is None:
-            return
-        catchup = state.catchups.pop(connection_id, None)
-        if catchup is not None and not catchup.finished.done():
-            catchup.finished.set_result(None)
-        if last:
-            del self._topics[topic]
-            self._forget(state)
-            self._gapped.discard(topic)
-            for other in state.catchups.values():
-                if not other.finished.done():
-                    other.finished.set_result(None)
+        self.sequencing.left(topic, connection_id, last=last)

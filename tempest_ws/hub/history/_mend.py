@@ -1,7 +1,7 @@
 """The hub's gap task: fill a history topic's gaps from the store, or give them up.
 
-A part of [`HubHistory`][tempest_ws.hub.history._history.HubHistory] (its base class), kept apart
-because it is one job. A topic's sequencer holds messages behind a missing offset; one
+A collaborator of [`HubHistory`][tempest_ws.hub.history._history.HubHistory]. A topic's
+sequencer holds messages behind a missing offset; one
 task per hub (started when a gap appears, gone when none is left, cancelled by
 ``HubHistory.stop``) waits ``gap_timeout``, then reads the missing messages from the
 store and releases them in order. When the store no longer has them (trimmed, another
@@ -15,73 +15,102 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from tempest_ws.exceptions import BackplaneError
 from tempest_ws.history.base import HistoryStore, Position, Recovery
 from tempest_ws.history.policy import HistoryPolicy
 from tempest_ws.history.seam import Sequencer
 from tempest_ws.history.wire import stamp_frame
+from tempest_ws.hub.history._release import Release
 from tempest_ws.hub.history._topic import NO_EXCLUSIONS, Item, TopicState
 
-__all__ = ["Mending"]
+__all__ = ["Mender"]
 
 logger = logging.getLogger("tempest_ws.history")
 
 _MEND_ATTEMPTS = 3  # store failures before a gap is given up
 
 
-class Mending:
-    """The gap task (a base of ``HubHistory``)."""
+class Mender:
+    """The gap task of one hub's history (see the module docstring).
 
-    store: HistoryStore
-    policy: HistoryPolicy
-    gap_timeout: float
-    filled: int
-    _clock: Callable[[], float]
-    _topics: dict[str, TopicState]
-    _gapped: set[str]
-    _mender: asyncio.Task[None] | None
+    Args:
+        store: where missing messages are read back.
+        policy: the recovery limit (how many messages one read may return).
+        topics: the history topics this node follows, shared with the sequencing.
+        release: what delivers the messages a filled or given-up gap releases.
+        gap_timeout: seconds a gap may stay open before it is filled or given up.
+        clock: monotonic seconds.
+    """
 
-    if TYPE_CHECKING:
+    def __init__(
+        self,
+        store: HistoryStore,
+        policy: HistoryPolicy,
+        topics: dict[str, TopicState],
+        release: Release,
+        *,
+        gap_timeout: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.gap_timeout = gap_timeout
+        self.gapped: set[str] = set()
+        """Topics with a gap open or an epoch to check."""
+        self.task: asyncio.Task[None] | None = None
+        """The gap task while one runs."""
+        self.filled = 0
+        """Messages fetched from the store to fill gaps."""
+        self._topics = topics
+        self._release = release
+        self._clock = clock
 
-        def _release(
-            self, state: TopicState, items: Iterable[Item], mine: Item | None = None
-        ) -> int: ...
+    def suspect(self, state: TopicState, epoch: str) -> None:
+        """The sequencer dropped messages of ``epoch`` as stale: check it against the store."""
+        state.suspect = epoch
+        self.gapped.add(state.name)
+        self._wake()
 
-    def _watch(self, state: TopicState) -> None:
+    def reset(self) -> None:
+        """Forget the gaps and the (cancelled) task: the history stopped."""
+        self.task = None
+        self.gapped.clear()
+
+    def watch(self, state: TopicState) -> None:
+        """Start (or forget) the timer of the topic's gap after its sequencer moved."""
         seq = state.seq
         gap = None if seq is None else seq.gap
         if gap is None:
             state.gap = None
             state.failures = 0
             if state.suspect is None:
-                self._gapped.discard(state.name)
+                self.gapped.discard(state.name)
             return
         if state.gap is None or state.gap[0] != gap:
             state.gap = (gap, self._clock())
             state.failures = 0
-            self._gapped.add(state.name)
+            self.gapped.add(state.name)
             self._wake()
 
     def _wake(self) -> None:
-        if self._mender is None or self._mender.done():
-            self._mender = asyncio.get_running_loop().create_task(
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(
                 self._mend(), name="tempest_ws history gaps"
             )
 
     async def _mend(self) -> None:
         """Fill or give up each gap older than ``gap_timeout``; exit when none is left."""
         try:
-            while self._gapped:
+            while self.gapped:
                 now = self._clock()
                 due: list[TopicState] = []
                 wait = self.gap_timeout
-                for name in list(self._gapped):
+                for name in list(self.gapped):
                     state = self._topics.get(name)
                     if state is None or (state.gap is None and state.suspect is None):
-                        self._gapped.discard(name)
+                        self.gapped.discard(name)
                     elif state.suspect is not None:
                         due.append(state)
                     elif state.gap is not None:
@@ -92,7 +121,7 @@ class Mending:
                             wait = min(wait, left)
                 for state in due:
                     await self._mend_topic(state)
-                if not due and self._gapped:
+                if not due and self.gapped:
                     await asyncio.sleep(wait)
         except Exception:  # the task boundary: log, the next gap starts a new task
             logger.exception("history gap task failed")
@@ -102,7 +131,7 @@ class Mending:
             await self._check_epoch(state)
         seq = state.seq
         if seq is None or seq.gap is None or self._topics.get(state.name) is not state:
-            self._watch(state)
+            self.watch(state)
             return
         try:
             recovery = await self.store.since(
@@ -126,8 +155,8 @@ class Mending:
                     released.extend(seq.skip())
             else:
                 released = seq.skip()
-        self._release(state, released)
-        self._watch(state)
+        self._release.release(state, released)
+        self.watch(state)
 
     def _fill(self, state: TopicState, seq: Sequencer[Item], recovery: Recovery) -> list[Item]:
         epoch = recovery.position.epoch
@@ -165,4 +194,4 @@ class Mending:
             recovery = Recovery((), False, latest)
         if state.seq is seq and recovery.recovered:
             released.extend(self._fill(state, seq, recovery))
-        self._release(state, released)
+        self._release.release(state, released)

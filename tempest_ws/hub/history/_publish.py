@@ -1,7 +1,7 @@
 """Publishing on a history topic: append, stamp, deliver here, publish with the position.
 
-A part of [`HubHistory`][tempest_ws.hub.history._history.HubHistory] (its base class), kept apart
-because it is one job. The store gives the message its offset; the frame is stamped
+A collaborator of [`HubHistory`][tempest_ws.hub.history._history.HubHistory]. The store
+gives the message its offset; the frame is stamped
 with it, released here through the topic's sequencer, and published to the other nodes
 with the position in the packet header.
 
@@ -16,41 +16,49 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from tempest_ws.backplane.packet import OP_TOPIC, encode_packet, positioned_head, topic_channel
 from tempest_ws.exceptions import BackplaneError
-from tempest_ws.history.base import AppendPublish, HistoryStore, Position
+from tempest_ws.history.base import AppendPublish, HistoryStore
 from tempest_ws.history.wire import stamp_frame
 from tempest_ws.hub._node import Node
 from tempest_ws.hub._registry import Registry
+from tempest_ws.hub.history._sequence import Sequencing
 from tempest_ws.hub.history._topic import TopicState
 from tempest_ws.observe._audit import traffic_event
 
-__all__ = ["Publishing"]
+__all__ = ["Publisher"]
 
 
-class Publishing:
-    """The publishing path (a base of ``HubHistory``)."""
+class Publisher:
+    """The publishing path of one hub's history.
 
-    store: HistoryStore
-    registry: Registry
-    node: Node
-    append_publish: AppendPublish | None
-    appended: int
-    append_failures: int
-    _topics: dict[str, TopicState]
+    Args:
+        store: where messages are appended.
+        registry: the hub's local connections (an append that fails delivers unstamped).
+        node: the hub's backplane side (publishing to the other nodes).
+        sequencing: what delivers a stamped message here, in offset order.
+        topics: the followed topics by name (a followed topic stamps with its stamper).
+        append_publish: the store's one-round-trip append and publish, if it offers one.
+    """
 
-    if TYPE_CHECKING:
-
-        def _arrive(
-            self,
-            topic: str,
-            position: Position,
-            frame: str,
-            exclude: frozenset[str],
-            exclude_users: frozenset[str],
-        ) -> int: ...
+    def __init__(
+        self,
+        store: HistoryStore,
+        registry: Registry,
+        node: Node,
+        sequencing: Sequencing,
+        topics: dict[str, TopicState],
+        append_publish: AppendPublish | None = None,
+    ) -> None:
+        self.store = store
+        self.append_publish = append_publish
+        self.appended = 0
+        self.append_failures = 0
+        self._registry = registry
+        self._node = node
+        self._sequencing = sequencing
+        self._topics = topics
 
     async def broadcast(
         self,
@@ -66,7 +74,7 @@ class Publishing:
         When the append fails, the unstamped frame is delivered and published as on a
         topic without history, then the append's `BackplaneError` is raised.
         """
-        node = self.node
+        node = self._node
         channel = topic_channel(topic)
         joint = self.append_publish
         try:
@@ -84,8 +92,8 @@ class Publishing:
                 position = await self.store.append(topic, frame)
         except BackplaneError:
             self.append_failures += 1
-            recipients = self.registry.select(OP_TOPIC, topic, exclude, exclude_users)
-            self.registry.fan_out(recipients, frame)
+            recipients = self._registry.select(OP_TOPIC, topic, exclude, exclude_users)
+            self._registry.fan_out(recipients, frame)
             packet = encode_packet(
                 node.node_id,
                 OP_TOPIC,
@@ -103,7 +111,7 @@ class Publishing:
         stamped = (
             stamp_frame(frame, topic, position) if state is None else state.stamp(frame, position)
         )
-        delivered = self._arrive(topic, position, stamped, exclude, exclude_users)
+        delivered = self._sequencing.arrive(topic, position, stamped, exclude, exclude_users)
         if joint is not None:
             traffic_event("backplane_published")
         elif node.reaches_others(channel):

@@ -2,12 +2,13 @@
 
 `Item` is one message of a history topic on its way to local connections,
 `TopicState` this node following one topic, `Catchup` one connection
-joining one topic, `HistoryStats` the counters the hub reports. The logic lives
-in [`tempest_ws.hub.history._history`][tempest_ws.hub.history._history] (publishing, receiving,
-local delivery),
-[`tempest_ws.hub.history._catchup`][tempest_ws.hub.history._catchup] (subscribing with a position)
-and
-[`tempest_ws.hub.history._mend`][tempest_ws.hub.history._mend] (the gap task).
+joining one topic, `HistoryStats` the counters the hub reports. The logic lives in the
+collaborators of [`HubHistory`][tempest_ws.hub.history._history.HubHistory]: the
+sequencers ([`tempest_ws.hub.history._sequence`][tempest_ws.hub.history._sequence]), the
+local delivery ([`tempest_ws.hub.history._release`][tempest_ws.hub.history._release]),
+the replays ([`tempest_ws.hub.history._catchup`][tempest_ws.hub.history._catchup]), the
+gap task ([`tempest_ws.hub.history._mend`][tempest_ws.hub.history._mend]) and the
+publishing ([`tempest_ws.hub.history._publish`][tempest_ws.hub.history._publish]).
 """
 
 from __future__ import annotations
