@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ._proc import ROOT, machine_note
+from ._session import PLANS
+from ._verdicts import finish
 from .report import render
-from .run import PLANS, finish, run
+from .run import run
 
 
 def main(argv: list[str] | None = None) -> int:

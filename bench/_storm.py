@@ -16,23 +16,34 @@ import asyncio
 import random
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tempest_ws.client._backoff import Action, Disconnect, ReconnectPolicy
 from tempest_ws.client._options import default_is_fatal
 
-if TYPE_CHECKING:
-    from .loadgen import Client, Generator
+from ._client import Client
 
 OPEN_TIMEOUT = 10.0  # the client's default open_timeout
 CAP_CODES = frozenset({1013, 4429})  # a close that means "at a cap, come back later"
 CAP_STATUSES = frozenset({429, 503})
 
 
+class Pool(Protocol):
+    """What the storm needs of its load generator: the clients, and a way to open one."""
+
+    clients: list[Client]
+
+    async def open_client(
+        self, port: int, path: str, token: str, source: str | None, limit_s: float = 10.0
+    ) -> Client:
+        """A client connected and handshaken, or failed (``client.handshaken`` says)."""
+        ...
+
+
 class Storm:
     """Reconnect every client of one generator after its connection drops."""
 
-    def __init__(self, gen: Generator) -> None:
+    def __init__(self, gen: Pool) -> None:
         self.gen = gen
         self.armed = False
         self.tasks: set[asyncio.Task[None]] = set()

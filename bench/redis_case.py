@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from ._proc import Child, ChildTimeout, RedisProcess
-from .run import PACED_INTERVAL, Plan, Session, _median_run
+from ._session import PACED_INTERVAL, Plan, Session, median_run
 
 
 def two_workers(n: int, plan: Plan, log: Any, tree: str | None = None) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def two_workers(n: int, plan: Plan, log: Any, tree: str | None = None) -> dict[s
         rounds = max(10, min(plan.burst_max_rounds, plan.burst_deliveries // n))
         session.phase("burst", min(rounds, 20), latency=False)  # warm-up, not kept
         bursts = [session.phase("burst", rounds, latency=False) for _ in range(plan.burst_repeats)]
-        out["burst"] = _median_run(bursts)
+        out["burst"] = median_run(bursts)
         out["paced"] = session.phase(
             "paced",
             plan.paced_rounds,

@@ -7,66 +7,22 @@ server), so the suite needs nothing beyond the project's own dependencies.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
+from ._format import KINDS, LABELS, growth, num, stall_cell, times
+from ._plot import svg
 from ._scale_docs import section, splice
-
-LABELS = {
-    "bare": "bare FastAPI loop",
-    "native": "websockets native + broadcast()",
-    "picows": "picows (C) own server",
-    "tempest": "tempest_ws hub",
-    "tempest_ref": "tempest_ws (ref tree)",
-}
-COLORS = {
-    "bare": "#d62728",
-    "native": "#1f77b4",
-    "picows": "#ff7f0e",
-    "tempest": "#2ca02c",
-    "tempest_ref": "#9467bd",
-}
-KINDS = tuple(LABELS)
-
-
-def _g(d: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(d, dict):
-            return None
-        d = d.get(part)
-    return d
-
-
-def _num(v: Any, fmt: str = "{:,.0f}") -> str:
-    return "–" if v is None else fmt.format(v)
-
-
-def _x(v: Any) -> str:
-    return "–" if v is None else f"{v:.2f}×"
-
-
-def _growth(run: dict[str, Any]) -> float | None:
-    after, before = run.get("rss_after_traffic_mb"), run.get("rss_conn_mb")
-    return None if after is None or before is None else after - before
-
-
-def _stall_cell(run: dict[str, Any]) -> str:
-    s = run.get("stall") or {}
-    paced = s.get("paced") or {}
-    if not paced:
-        return "–"
-    seen = f"{paced.get('min_count')} of {paced.get('rounds')} rounds"
-    if paced.get("stuck"):
-        return f"{seen}, then stuck"
-    view = s.get("server_view") or {}
-    client = s.get("client_view") or {}
-    code = view.get("closed_code")
-    fate = f"closed {code}" if code else "not closed"
-    if client.get("state") in ("reset", "eof"):
-        fate += f", socket {'aborted' if client['state'] == 'reset' else 'closed'}"
-    p99 = _g(paced, "latency_ms.p99")
-    return f"{seen}, p99 {_num(p99, '{:.1f}')} ms; {fate}"
+from ._sections import (
+    events_section,
+    heartbeat_section,
+    history_section,
+    per_user_section,
+    redis_section,
+    stall_section,
+    syscall_lines,
+)
+from ._verdicts import get
 
 
 def markdown(
@@ -105,8 +61,8 @@ def markdown(
         f"on {result.get('date', '?')}, commit `{m.get('commit', '?')}`, {m.get('cpu', '?')}, "
         f"{m.get('cores', '?')} cores, Python {m.get('python', '?')}, "
         + ", ".join(f"{k} {v}" for k, v in sorted(m.get("versions", {}).items()))
-        + f"; load average {_num(m.get('loadavg_start'), '{:.2f}')} at start, "
-        f"{_num(m.get('loadavg_end'), '{:.2f}')} at the end; "
+        + f"; load average {num(m.get('loadavg_start'), '{:.2f}')} at start, "
+        f"{num(m.get('loadavg_end'), '{:.2f}')} at the end; "
         f"{result.get('wall_seconds', 0):.0f} s in all.",
         "",
         f"![throughput and p99 latency against N]({image})",
@@ -141,9 +97,10 @@ def markdown(
             if not r:
                 continue
             lines.append(
-                f"| {int(key):,} | {LABELS[base]} | {_x(r['burst_throughput'])} | "
-                f"{_x(r['paced_p99'])} | {_x(r['cpu_per_msg'])} | "
-                f"{_num(r['rss_per_conn_delta_kb'], '{:+.1f}')} | {_x(r['per_user_throughput'])} |"
+                f"| {int(key):,} | {LABELS[base]} | {times(r['burst_throughput'])} | "
+                f"{times(r['paced_p99'])} | {times(r['cpu_per_msg'])} | "
+                f"{num(r['rss_per_conn_delta_kb'], '{:+.1f}')} | "
+                f"{times(r['per_user_throughput'])} |"
             )
     lines += [
         "",
@@ -170,196 +127,29 @@ def markdown(
             if "error" in run and "burst" not in run:
                 lines.append(f"| {n:,} | {LABELS[kind]} | error: {run['error']} | | | | | | |")
                 continue
-            lat = _g(run, "paced.latency_ms") or {}
-            busy = _g(run, "burst.loadgen_busy")
-            flag = " ⚠" if _g(run, "burst.loadgen_bound") else ""
+            lat = get(run, "paced.latency_ms") or {}
+            busy = get(run, "burst.loadgen_busy")
+            flag = " ⚠" if get(run, "burst.loadgen_bound") else ""
             cells = [
                 f"{n:,}",
                 LABELS[kind],
-                _num(_g(run, "burst.msgs_per_s")),
-                " / ".join(_num(lat.get(q), "{:.1f}") for q in ("p50", "p99", "max")),
-                _num(_g(run, "burst.server_cpu_us_per_msg"), "{:.1f}"),
-                _num(run.get("rss_per_conn_kb"), "{:.1f}"),
-                _num(_growth(run), "{:+.1f}"),
-                _num(run.get("idle_cpu_pct"), "{:.1f}"),
-                _num(None if busy is None else busy * 100, "{:.0f}") + f" %{flag}",
-                _stall_cell(run),
+                num(get(run, "burst.msgs_per_s")),
+                " / ".join(num(lat.get(q), "{:.1f}") for q in ("p50", "p99", "max")),
+                num(get(run, "burst.server_cpu_us_per_msg"), "{:.1f}"),
+                num(run.get("rss_per_conn_kb"), "{:.1f}"),
+                num(growth(run), "{:+.1f}"),
+                num(run.get("idle_cpu_pct"), "{:.1f}"),
+                num(None if busy is None else busy * 100, "{:.0f}") + f" %{flag}",
+                stall_cell(run),
             ]
             lines.append("| " + " | ".join(cells) + " |")
-    per_user = [
-        (kind, n, runs[kind][n]["per_user"])
-        for kind in runs
-        for n in runs[kind]
-        if "per_user" in runs[kind][n]
-    ]
-    if per_user:
-        lines += [
-            "",
-            "### Per-user distinct sends",
-            "",
-            "Every user gets its own envelope each round (serialized per user):",
-            "`hub.send_to(user, envelope)` for tempest_ws, `await ws.send_text(...)` per",
-            "socket for the bare loop, `await connection.send(...)` for websockets.",
-            "",
-            "| server | users | msgs/s | CPU µs/msg | loadgen |",
-            "|---|---|---|---|---|",
-        ]
-        for kind, n, pu in per_user:
-            lines.append(
-                f"| {LABELS[kind]} | {int(n):,} | {_num(pu.get('msgs_per_s'))} | "
-                f"{_num(pu.get('server_cpu_us_per_msg'), '{:.1f}')} | "
-                f"{_num((pu.get('loadgen_busy') or 0) * 100, '{:.0f}')} % |"
-            )
-    lines += [
-        "",
-        "### The stalled client",
-        "",
-        "A raw socket completes the handshake and never reads (receive buffer 4 KB). It is",
-        "filled first, until the server's send path to it blocks (baselines) or until",
-        "tempest_ws's queue for it is half the paced rounds from full (in frames or bytes,",
-        "whichever budget binds first); then a paced run goes to everyone including it,",
-        "compared with the same paced run just before the stalled client connected. Both",
-        "runs are repeated (in turn across servers, as the bursts are) and each p99 shown is",
-        "the median of the repeats; the bare loop runs once, as it stays stuck.",
-        "The bare loop awaits the full socket and stops for",
-        "everyone; `websockets.broadcast()` keeps buffering for it without bound (until its",
-        "keepalive ping times out); tempest_ws closes it 1013 mid-run, aborts the transport",
-        "when the close frame cannot be written within the close timeout, and frees it.",
-        "*Connection freed* is checked with a weak reference after a garbage collection; the",
-        "client, which never reads, cannot see the 1013 close frame (it could not be written),",
-        "only the end of the stream once it drains its buffer. RSS does not fall back after",
-        "the close: CPython and the C allocator keep freed memory for reuse.",
-        "",
-        "| N | server | others' rounds | p99 with / without the stall | stalled client "
-        "| RSS MB before / filled / after close |",
-        "|---|---|---|---|---|---|",
-    ]
-    for n in ns:
-        for kind in KINDS:
-            run = runs.get(kind, {}).get(str(n)) or {}
-            s = run.get("stall")
-            if not s:
-                continue
-            paced = s.get("paced") or {}
-            rss = s.get("rss_mb") or {}
-            view = s.get("server_view") or {}
-            fate = []
-            if view.get("closed_code"):
-                fate.append(f"closed {view['closed_code']}")
-            if view.get("connection_object_freed"):
-                fate.append("connection freed")
-            client = s.get("client_view") or {}
-            if client.get("state"):
-                fate.append(f"client sees: {client['state']}")
-            if paced.get("stuck"):
-                fate.append("server stuck")
-            p99s = (_g(paced, "latency_ms.p99"), _g(s, "paced_without.latency_ms.p99"))
-            mbs = (rss.get("before_stalled"), rss.get("after_prefill"), rss.get("after_close"))
-            cells = [
-                f"{n:,}",
-                LABELS[kind],
-                f"{paced.get('min_count')} of {paced.get('rounds')}",
-                " / ".join(_num(v, "{:.1f}") for v in p99s) + " ms",
-                ", ".join(fate) or "–",
-                " / ".join(_num(v, "{:.1f}") for v in mbs),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-    hb = result.get("heartbeat") or {}
-    if hb and "error" not in hb:
-        lines += [
-            "",
-            "### Heartbeats at scale",
-            "",
-            f"{hb['n']:,} idle tempest_ws connections, `WS_HEARTBEAT_SECONDS={hb['interval_s']}`, "
-            f"watched for {hb['idle_s']} s: {hb['pings']:,} pings received "
-            f"(at least {hb['min_pings_per_client']} per client, "
-            f"{hb['expected_pings_per_client']} expected), gap between pings p50 "
-            f"{_num(hb.get('gap_p50_s'), '{:.3f}')} s, "
-            f"p99 {_num(hb.get('gap_p99_s'), '{:.3f}')} s, "
-            f"max {_num(hb.get('gap_max_s'), '{:.3f}')} s; late pings (gap over 1.1 × interval "
-            f"+ 50 ms, measured by the clients): **{hb['late']}**; connections lost: "
-            f"{hb['lost']}. Server CPU while idle: "
-            f"{hb['server_cpu_pct']:.1f} % of a core, "
-            f"**{hb['server_cpu_pct_per_1000_conns']:.2f} % per 1,000 connections** "
-            f"(each ping is answered by a pong the server reads; at the default 30 s "
-            f"cadence that is about "
-            f"{hb['server_cpu_pct_per_1000_conns'] * hb['interval_s'] / 30:.2f} % per 1,000).",
-            "",
-            "Every connection of a router shares one timer: a wheel of buckets at most 50 ms",
-            "wide, one `call_at` handle for the earliest, each bucket's pings sent in one",
-            "batch. A ping is booked at the moment it was due, so the gap a client sees is the",
-            "interval give or take one bucket and the loop's lag. A gap over 1.1 × interval +",
-            "50 ms counts as late: the 50 ms is the bucket width, the 10 % the lag a loaded",
-            "loop may add. A stalled event loop (a collector pause, a blocking handler) shows",
-            "up as a late gap, which is what the check is for.",
-        ]
-    elif hb:
-        lines += ["", f"Heartbeat check failed: {hb['error']}"]
-    if extra_heartbeats:
-        lines += [
-            "",
-            "Heartbeat-only runs (`bench/results/heartbeat-*.json`):",
-            "",
-            "| command | N | interval s | pings | late | max gap s | idle CPU % | % per 1,000 |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for extra in extra_heartbeats:
-            cells = [
-                f"`{extra['command']}`",
-                f"{extra['n']:,}",
-                f"{extra['interval_s']:g}",
-                f"{extra['pings']:,}",
-                f"{extra['late']:,}",
-                _num(extra.get("gap_max_s"), "{:.2f}"),
-                _num(extra.get("server_cpu_pct"), "{:.1f}"),
-                _num(extra.get("server_cpu_pct_per_1000_conns"), "{:.2f}"),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            "`BENCH_GC=off` disables CPython's cyclic garbage collector in the server process",
-            "(a diagnosis, not a recommendation). Before the shared heartbeat wheel (commit",
-            "`34bf776`: one timer handle per connection, a task and an `asyncio.wait` per",
-            "inbound frame), the 2 s check at 10,000 connections saw 9,995 late pings, a",
-            "4.17 s max gap and 78 % of a core busy; garbage-collector pauses over that",
-            "larger heap and the per-frame tasks made the loop late. Today both runs agree.",
-        ]
-    lines += ["", "### Two workers through Redis", ""]
-    redis_runs = result.get("redis_two_workers") or {}
-    if not redis_runs:
-        lines.append("Not run in this mode.")
-    else:
-        lines += [
-            "Two tempest_ws uvicorn worker processes share one `redis-server` (`WS_REDIS_URL`);",
-            "half the clients are on each, and worker A publishes, so half the deliveries",
-            "cross Redis pub/sub. CPU counts both workers and Redis. Compared with the",
-            "in-process hub at the same N in this run. (`python -m bench.backplane` measures",
-            "the backplane itself in more depth: topics, one subscriber, Redis Cluster.)",
-            "",
-            "| N | status | burst msgs/s | × in-process | paced p50 / p99 ms | × in-process p99 "
-            "| CPU µs/msg (2 workers + Redis) | every round |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for key, red in sorted(redis_runs.items(), key=lambda kv: int(kv[0])):
-            rr = _g(result, f"ratios.{key}.redis_two_workers_vs_in_process") or {}
-            lat = _g(red, "paced.latency_ms") or {}
-            every = _g(red, "paced.min_count") == _g(red, "paced.rounds") and not _g(
-                red, "paced.order_errors"
-            )
-            cells = [
-                f"{int(key):,}",
-                str(red.get("status")),
-                _num(_g(red, "burst.msgs_per_s")),
-                _x(rr.get("burst_throughput")),
-                " / ".join(_num(lat.get(q), "{:.1f}") for q in ("p50", "p99")),
-                _x(rr.get("paced_p99")),
-                _num(_g(red, "burst.server_cpu_us_per_msg"), "{:.1f}"),
-                "yes" if every else "**no**",
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-    lines += _syscall_lines(runs)
-    lines += _history_section()
-    lines += _events_section()
+    lines += per_user_section(runs)
+    lines += stall_section(runs, ns)
+    lines += heartbeat_section(result, extra_heartbeats)
+    lines += redis_section(result)
+    lines += syscall_lines(runs)
+    lines += history_section()
+    lines += events_section()
     lines += [
         "",
         "## How tempest_ws fans out",
@@ -418,151 +208,6 @@ def markdown(
         "",
     ]
     return "\n".join(lines)
-
-
-def _syscall_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
-    """The write-syscalls-per-frame table, when the run counted them."""
-    rows = [
-        (int(n), kind, counts)
-        for kind in KINDS
-        for n, run in runs.get(kind, {}).items()
-        if isinstance(counts := run.get("syscalls"), dict) and "error" not in counts
-    ]
-    if not rows:
-        return []
-    lines = [
-        "",
-        "### Write system calls per delivered frame",
-        "",
-        "| N | server | one broadcast per tick | all broadcasts in one tick |",
-        "|---|---|---|---|",
-    ]
-    for n, kind, counts in sorted(rows, key=lambda r: (r[0], KINDS.index(r[1]))):
-        burst, tight = (_num(counts.get(op), "{:.3f}") for op in ("burst", "tight"))
-        lines.append(f"| {n:,} | {LABELS[kind]} | {burst} | {tight} |")
-    return lines
-
-
-def _nice_ticks(top: float) -> list[float]:
-    """Round tick values from 0 to at least ``top`` (steps of 1, 2 or 5 x 10^k)."""
-    raw = top / 4 if top > 0 else 1.0
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    return [step * i for i in range(math.ceil(top / step) + 1)]
-
-
-def _label(value: float) -> str:
-    if value >= 1000:
-        return f"{value / 1000:,.0f}k"
-    return f"{value:g}"
-
-
-def svg(result: dict[str, Any]) -> str:
-    """Two panels against N (log scale): burst throughput (linear), paced p99 (log)."""
-    runs: dict[str, dict[str, Any]] = result["runs"]
-    panels = [
-        ("burst throughput (msgs/s)", "burst.msgs_per_s", False),
-        ("paced p99 latency (ms, log scale)", "paced.latency_ms.p99", True),
-    ]
-    width, height = 860, 330
-    pw, ph, top, left0 = 330, 220, 40, 70
-    ns = sorted({int(n) for per in runs.values() for n in per})
-    if not ns:
-        ns = [100]
-    lo, hi = math.log10(min(ns)), math.log10(max(ns))
-    if hi == lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-    ]
-    for i, (title, path, log_y) in enumerate(panels):
-        left = left0 + i * (pw + 90)
-        values = [
-            v
-            for k in runs
-            for n in ns
-            if isinstance(v := _g(runs[k].get(str(n)), path), (int, float)) and v > 0
-        ]
-        if log_y:
-            ylo = math.floor(math.log10(min(values or [1.0])))
-            yhi = max(ylo + 1, math.ceil(math.log10(max(values or [10.0]))))
-            ticks = [10.0**e for e in range(ylo, yhi + 1)]
-
-            def ypos(v: float, ylo: int = ylo, yhi: int = yhi) -> float:
-                return top + ph - ph * (math.log10(v) - ylo) / (yhi - ylo)
-
-        else:
-            ticks = _nice_ticks(max(values or [1.0]) * 1.05)
-
-            def ypos(v: float, ymax: float = ticks[-1]) -> float:
-                return top + ph - ph * v / ymax
-
-        out.append(
-            f'<text x="{left + pw / 2}" y="{top - 14}" text-anchor="middle" '
-            f'font-weight="bold">{title}</text>'
-        )
-        out.append(
-            f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>'
-        )
-        for tick in ticks:
-            y = ypos(tick) if (tick > 0 or not log_y) else top + ph
-            out.append(
-                f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#eee"/>'
-            )
-            out.append(
-                f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_label(tick)}</text>'
-            )
-
-        def xpos(n: int, left: int = left) -> float:
-            return left + 15 + (pw - 30) * (math.log10(n) - lo) / (hi - lo)
-
-        for n in ns:
-            out.append(
-                f'<text x="{xpos(n):.1f}" y="{top + ph + 16}" text-anchor="middle">{n:,}</text>'
-            )
-        out.append(
-            f'<text x="{left + pw / 2}" y="{top + ph + 34}" '
-            'text-anchor="middle">N connections</text>'
-        )
-        for kind in KINDS:
-            points = []
-            for n in ns:
-                v = _g(runs.get(kind, {}).get(str(n)), path)
-                if isinstance(v, (int, float)) and v > 0:
-                    points.append((xpos(n), ypos(v)))
-            if not points:
-                continue
-            color = COLORS[kind]
-            if len(points) > 1:
-                pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-                out.append(
-                    f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>'
-                )
-            for x, y in points:
-                out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{color}"/>')
-    x, y = left0, height - 14
-    for kind in (k for k in KINDS if k in runs):
-        out.append(f'<rect x="{x}" y="{y - 9}" width="14" height="4" fill="{COLORS[kind]}"/>')
-        out.append(f'<text x="{x + 20}" y="{y - 3}">{LABELS[kind]}</text>')
-        x += 40 + 6.5 * len(LABELS[kind])
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
-
-
-def _history_section() -> list[str]:
-    """The last ``python -m bench.history`` run (``bench/results/history.json``), if any."""
-    from .history import RESULTS, markdown_section
-
-    return markdown_section(json.loads(RESULTS.read_text())) if RESULTS.exists() else []
-
-
-def _events_section() -> list[str]:
-    """The last ``python -m bench.events`` run (``bench/results/events.json``), if any."""
-    from .events import RESULTS, markdown_section
-
-    return markdown_section(json.loads(RESULTS.read_text())) if RESULTS.exists() else []
 
 
 def render(

@@ -13,19 +13,17 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from tempest_ws import WebSocketSettings
 
-from ._proc import Child, ChildTimeout, CpuMeter, SyscallCounter, rss_bytes
-from ._wire import ENVELOPE_BYTES, SEQ_BASE
-
-KINDS = ("bare", "native", "picows", "tempest")
-PACED_INTERVAL = 0.02
-RSS_MIN_N = 1000  # the RSS target is judged from this N up (resolution, see targets())
-LOADGEN_BUSY = 0.9  # a load generator above this share of one core is the bottleneck
+from ._proc import ChildTimeout, CpuMeter, SyscallCounter
+from ._session import PACED_INTERVAL, Plan, Session, median_run
+from ._verdicts import finish, get
+from ._wire import ENVELOPE_BYTES
+from .redis_case import two_workers
 
 
 def bench_settings(
@@ -49,130 +47,6 @@ def bench_settings(
     return WebSocketSettings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-@dataclass
-class Plan:
-    """How much of everything one mode runs."""
-
-    mode: str
-    ns: list[int]
-    burst_deliveries: int
-    burst_max_rounds: int
-    burst_repeats: int
-    paced_rounds: int
-    per_user_users: int
-    per_user_rounds: int
-    stall_rounds: int
-    heartbeat_n: int
-    heartbeat_interval: float
-    heartbeat_idle: float
-    idle_seconds: float = 1.0
-    redis_ns: list[int] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=lambda: list(KINDS))
-    syscalls: bool = True  # count write syscalls per frame with strace (where installed)
-    tight: bool = True  # also time bursts published all in one event-loop tick
-
-
-PLANS = {
-    "tiny": Plan("tiny", [20], 2_000, 100, 1, 20, 20, 5, 20, 20, 0.5, 1.6, idle_seconds=0.3),
-    "quick": Plan(
-        "quick", [100, 1000], 100_000, 400, 2, 100, 1000, 80, 100, 1000, 1.0, 4.0, redis_ns=[1000]
-    ),
-    "full": Plan(
-        "full",
-        [100, 1000, 5000],
-        200_000,
-        400,
-        3,
-        250,
-        1000,
-        200,
-        150,
-        5000,
-        2.0,
-        8.0,
-        redis_ns=[1000, 5000],
-    ),
-}
-
-
-class Session:
-    """One server process plus one load generator, and the phases run against them."""
-
-    def __init__(self, kind: str, *server_args: str, tree: str | None = None) -> None:
-        self.kind = kind
-        env = {"TEMPEST_BENCH_TREE": tree} if tree else None
-        server_kind = "tempest" if kind.startswith("tempest") else kind
-        self.server = Child("bench.server", server_kind, *server_args, env=env)
-        self.loadgen = Child("bench.loadgen")
-        self.port = int(self.server.hello["port"])
-        self.seq = SEQ_BASE
-        self.stuck = False
-        self.extra_pids: list[int] = []  # more server-side processes whose CPU counts
-
-    def close(self) -> None:
-        self.loadgen.stop()
-        self.server.stop(grace=2.0 if self.stuck else 10.0)
-
-    def rss(self) -> int:
-        if not self.stuck:
-            self.server.request("gc", timeout=10)
-        return rss_bytes(self.server.pid)
-
-    def connect(self, n: int) -> dict[str, Any]:
-        before = self.server.request("count")["connections"]
-        result = self.loadgen.request(
-            "connect", timeout=120, port=self.port, path="/ws", n=n, prefix="u", concurrency=64
-        )
-        self.wait_count(before + result["connected"])
-        return result
-
-    def wait_count(self, n: int, timeout: float = 15.0) -> int:
-        deadline = time.monotonic() + timeout
-        count = -1
-        while time.monotonic() < deadline:
-            count = int(self.server.request("count")["connections"])
-            if count >= n:
-                break
-            time.sleep(0.05)
-        return count
-
-    def phase(
-        self, op: str, rounds: int, *, latency: bool, budget: float = 60.0, **args: Any
-    ) -> dict[str, Any]:
-        """Arm the clients, run ``op`` on the server, wait for the deliveries; measure CPU.
-
-        ``budget`` bounds the server's publishing loop in seconds; a server that has not
-        answered by then (the bare loop behind a stalled client) is marked stuck.
-        """
-        seq0 = self.seq
-        self.seq += rounds + 1
-        self.loadgen.request("arm", seq0=seq0, rounds=rounds, latency=latency)
-        meter = CpuMeter(self.loadgen.pid, self.server.pid, *self.extra_pids)
-        try:
-            sent = self.server.request(
-                op, timeout=budget + 1, rounds=rounds, seq0=seq0, timeout_s=budget, **args
-            )
-        except ChildTimeout:
-            sent = {"stuck": True}
-            self.stuck = True
-        got = self.loadgen.request("wait", timeout=60, seconds=2.0 if self.stuck else 30.0)
-        wall, (cpu_loadgen, *cpu_servers) = meter.stop()
-        cpu_server = sum(cpu_servers)
-        out: dict[str, Any] = {"rounds": rounds, **got}
-        out["stuck"] = bool(sent.get("stuck"))
-        if "t0_ns" in sent and got["last_ns"]:
-            seconds = (got["last_ns"] - sent["t0_ns"]) / 1e9
-            out["seconds"] = seconds
-            out["msgs_per_s"] = got["delivered"] / seconds if seconds > 0 else None
-        delivered = max(1, got["delivered"])
-        out["server_cpu_s"] = cpu_server
-        out["server_cpu_us_per_msg"] = cpu_server / delivered * 1e6
-        out["server_busy"] = cpu_server / wall
-        out["loadgen_busy"] = cpu_loadgen / wall
-        out["loadgen_bound"] = cpu_loadgen / wall >= LOADGEN_BUSY
-        return out
-
-
 def count_syscalls(session: Session, n: int, plan: Plan) -> dict[str, Any]:
     """Write-type system calls of the server per delivered frame, counted with ``strace``
     (which slows the server: these phases are not timed), for ``burst`` (one broadcast
@@ -194,17 +68,6 @@ def count_syscalls(session: Session, n: int, plan: Plan) -> dict[str, Any]:
         delivered = got.get("delivered") or 0
         out[op] = round(calls / delivered, 4) if delivered else None
     return out
-
-
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    ok = [r for r in runs if r.get("msgs_per_s")]
-    if not ok:
-        return runs[0] if runs else {}
-    ok.sort(key=lambda r: r["msgs_per_s"])
-    best = dict(ok[len(ok) // 2])
-    best["all_msgs_per_s"] = [r["msgs_per_s"] for r in runs if r.get("msgs_per_s")]
-    best["all_cpu_us_per_msg"] = [r["server_cpu_us_per_msg"] for r in runs]
-    return best
 
 
 def paced_rounds_for(plan: Plan, n: int) -> int:
@@ -256,7 +119,7 @@ def measure_n(n: int, plan: Plan, log: Any, trees: dict[str, str]) -> dict[str, 
             for kind, session in sessions.items():
                 bursts[kind].append(session.phase("burst", rounds, latency=False))
         for kind in sessions:
-            outs[kind]["burst"] = _median_run(bursts[kind])
+            outs[kind]["burst"] = median_run(bursts[kind])
             burst = outs[kind]["burst"]
             log(
                 f"  {kind:11} N={n:<6} burst {burst.get('msgs_per_s') or 0:>10,.0f} msg/s, "
@@ -268,7 +131,7 @@ def measure_n(n: int, plan: Plan, log: Any, trees: dict[str, str]) -> dict[str, 
                 for kind, session in sessions.items():
                     tights[kind].append(session.phase("tight", rounds, latency=False))
             for kind in sessions:
-                tight = outs[kind]["tight"] = _median_run(tights[kind])
+                tight = outs[kind]["tight"] = median_run(tights[kind])
                 log(
                     f"  {kind:11} N={n:<6} tight {tight.get('msgs_per_s') or 0:>10,.0f} msg/s, "
                     f"CPU {tight.get('server_cpu_us_per_msg') or 0:.2f} us/msg"
@@ -301,7 +164,7 @@ def measure_n(n: int, plan: Plan, log: Any, trees: dict[str, str]) -> dict[str, 
                         session.phase("per_user", plan.per_user_rounds, latency=False, users=n)
                     )
             for kind in sessions:
-                outs[kind]["per_user"] = _median_run(per_user[kind])
+                outs[kind]["per_user"] = median_run(per_user[kind])
                 log(
                     f"  {kind:11} N={n:<6} per-user "
                     f"{outs[kind]['per_user'].get('msgs_per_s') or 0:>9,.0f} msg/s"
@@ -374,7 +237,7 @@ def stall(session: Session, n: int, plan: Plan, paced_seconds: float) -> dict[st
 
 
 def _p99(run: dict[str, Any]) -> float | None:
-    value = _get(run, "latency_ms.p99")
+    value = get(run, "latency_ms.p99")
     return None if value is None else float(value)
 
 
@@ -396,7 +259,7 @@ def _median_stall(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["all_p99_ms"] = [_p99(r.get("paced", {})) for r in runs]
     out["all_p99_without_ms"] = [_p99(r.get("paced_without", {})) for r in runs]
     out["others_saw_every_round"] = all(r.get("others_saw_every_round") for r in runs)
-    out["all_closed_codes"] = [_get(r, "server_view.closed_code") for r in runs]
+    out["all_closed_codes"] = [get(r, "server_view.closed_code") for r in runs]
     return out
 
 
@@ -437,126 +300,6 @@ def heartbeat(plan: Plan, n: int, log: Any, tree: str | None = None) -> dict[str
     return out
 
 
-def ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
-
-
-def ratios(runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """tempest_ws against each baseline, per N, from figures of this run only."""
-    table: dict[str, Any] = {}
-    tempest = runs.get("tempest", {})
-    for key, mine in tempest.items():
-        row: dict[str, Any] = {}
-        for base in ("bare", "native", "picows", "tempest_ref"):
-            other = runs.get(base, {}).get(key)
-            if other is None:
-                continue
-            row[f"vs_{base}"] = {
-                "burst_throughput": ratio(
-                    _get(mine, "burst.msgs_per_s"), _get(other, "burst.msgs_per_s")
-                ),
-                "paced_p99": ratio(
-                    _get(mine, "paced.latency_ms.p99"), _get(other, "paced.latency_ms.p99")
-                ),
-                "cpu_per_msg": ratio(
-                    _get(mine, "burst.server_cpu_us_per_msg"),
-                    _get(other, "burst.server_cpu_us_per_msg"),
-                ),
-                "tight_throughput": ratio(
-                    _get(mine, "tight.msgs_per_s"), _get(other, "tight.msgs_per_s")
-                ),
-                "tight_cpu_per_msg": ratio(
-                    _get(mine, "tight.server_cpu_us_per_msg"),
-                    _get(other, "tight.server_cpu_us_per_msg"),
-                ),
-                "rss_per_conn_delta_kb": _diff(
-                    _get(mine, "rss_per_conn_kb"), _get(other, "rss_per_conn_kb")
-                ),
-                "per_user_throughput": ratio(
-                    _get(mine, "per_user.msgs_per_s"), _get(other, "per_user.msgs_per_s")
-                ),
-            }
-        row["stall_p99_vs_no_stall"] = _stall_ratio(mine)
-        # websockets.broadcast() never waits for the stalled socket: its own ratio shows
-        # how much p99 moves between two paced runs on this machine anyway.
-        row["native_control_stall_p99_vs_no_stall"] = _stall_ratio(
-            runs.get("native", {}).get(key, {})
-        )
-        table[key] = row
-    return table
-
-
-def _stall_ratio(run: dict[str, Any]) -> float | None:
-    return ratio(
-        _get(run, "stall.paced.latency_ms.p99"), _get(run, "stall.paced_without.latency_ms.p99")
-    )
-
-
-def _get(d: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(d, dict):
-            return None
-        d = d.get(part)
-    return d
-
-
-def _diff(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
-
-
-def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The performance targets, each judged on this run's ratios (``None``: not measured)."""
-    rows: list[dict[str, Any]] = []
-    table = result["ratios"]
-
-    def add(name: str, value: float | None, ok: bool | None) -> None:
-        rows.append({"target": name, "value": value, "met": ok})
-
-    for key in sorted(table, key=int):
-        r = table[key]
-        bare, native = r.get("vs_bare", {}), r.get("vs_native", {})
-        v = bare.get("burst_throughput")
-        add(f"N={key}: burst >= 1.0x bare loop", v, None if v is None else v >= 1.0)
-        v = native.get("burst_throughput")
-        add(f"N={key}: burst >= 0.9x websockets native (aim)", v, None if v is None else v >= 0.9)
-        v = bare.get("paced_p99")
-        add(f"N={key}: paced p99 <= bare loop", v, None if v is None else v <= 1.0)
-        v = bare.get("cpu_per_msg")
-        add(f"N={key}: CPU per message <= bare loop", v, None if v is None else v <= 1.0)
-        v = bare.get("rss_per_conn_delta_kb")
-        if int(key) >= RSS_MIN_N:
-            add(
-                f"N={key}: RSS per idle connection <= bare + 2 KB",
-                v,
-                None if v is None else v <= 2.0,
-            )
-        else:
-            # One 256 KiB allocator arena is 2.6 KB per connection at N=100: the
-            # difference of two RSS readings cannot resolve a 2 KB target there.
-            add(f"N={key}: RSS per idle connection (below resolution, not judged)", v, None)
-        v = r.get("stall_p99_vs_no_stall")
-        control = r.get("native_control_stall_p99_vs_no_stall")
-        note = "" if control is None else f" (websockets control: {control:.2f})"
-        add(
-            f"N={key}: stalled client: others' p99 within 10%{note}",
-            v,
-            None if v is None else v <= 1.10,
-        )
-        v = bare.get("per_user_throughput")
-        if v is not None:
-            add(f"N={key}: per-user sends >= 1.0x bare loop", v, v >= 1.0)
-    hb = result.get("heartbeat") or {}
-    if hb:
-        add(
-            f"heartbeat N={hb['n']}: every ping on time",
-            hb.get("late"),
-            hb.get("late") == 0 and hb.get("lost") == 0,
-        )
-    return rows
-
-
 def run(plan: Plan, log: Any, trees: dict[str, str] | None = None) -> dict[str, Any]:
     """Every server kind at every N, then the heartbeat check; returns the results dict.
 
@@ -581,36 +324,12 @@ def run(plan: Plan, log: Any, trees: dict[str, str] | None = None) -> dict[str, 
         "runs": runs,
     }
     try:
-        result["heartbeat"] = heartbeat(plan, plan.heartbeat_n, log, trees.get("tempest"))
+        result["heartbeat"] = heartbeat(plan, plan.heartbeat_n, log, (trees or {}).get("tempest"))
     except (ChildTimeout, OSError, KeyError) as exc:
         result["heartbeat"] = {"error": repr(exc)}
-    from .redis_case import two_workers
-
     result["redis_two_workers"] = {
         str(n): two_workers(n, plan, log, (trees or {}).get("tempest")) for n in plan.redis_ns
     }
     finish(result)
     result["seconds"] = time.monotonic() - started
     return result
-
-
-def finish(result: dict[str, Any]) -> None:
-    """Compute the ratios and the target verdicts from the raw figures (in place)."""
-    runs = result["runs"]
-    result["ratios"] = ratios(runs)
-    for key, redis in result.get("redis_two_workers", {}).items():
-        local = runs.get("tempest", {}).get(key, {})
-        if key in result["ratios"]:
-            result["ratios"][key]["redis_two_workers_vs_in_process"] = {
-                "burst_throughput": ratio(
-                    _get(redis, "burst.msgs_per_s"), _get(local, "burst.msgs_per_s")
-                ),
-                "paced_p99": ratio(
-                    _get(redis, "paced.latency_ms.p99"), _get(local, "paced.latency_ms.p99")
-                ),
-                "cpu_per_msg": ratio(
-                    _get(redis, "burst.server_cpu_us_per_msg"),
-                    _get(local, "burst.server_cpu_us_per_msg"),
-                ),
-            }
-    result["targets"] = targets(result)

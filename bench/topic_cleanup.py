@@ -21,9 +21,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from tempest_ws import WebSocketHub
-from tempest_ws.backplane.base import Backplane
-from tempest_ws.hub._authz import allow_any_topic
+from tempest_ws import WebSocketHub, allow_any_topic
+from tempest_ws.backplane import Backplane
 
 
 class _Sink:

@@ -9,13 +9,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, WebSocket
 
 from tempest_ws import (
+    BearerResolver,
     WebSocketConnection,
     WebSocketHub,
     WebSocketSettings,
     jwt_bearer_resolver,
     make_websocket_router,
 )
-from tempest_ws._types import BearerResolver
 
 
 async def hello_with_authorization_header(url: str, token: str) -> dict[str, Any]:

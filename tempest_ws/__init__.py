@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tempest_ws._types import BearerResolver
+from tempest_ws._version import __version__
 from tempest_ws.asyncapi._document import add_asyncapi_route, asyncapi_document
 from tempest_ws.backplane import Backplane, InMemoryBackplane
 from tempest_ws.exceptions import (
@@ -22,24 +24,13 @@ from tempest_ws.exceptions import (
     UnencodableMessageError,
     WebSocketError,
 )
-from tempest_ws.history import (
-    Entry,
-    HistoryPage,
-    HistoryPolicy,
-    HistoryStore,
-    MemoryHistory,
-    Position,
-    Recovery,
-    StampedEnvelope,
-    position_of,
-    requested_position,
-)
+from tempest_ws.history import HistoryPolicy, MemoryHistory, requested_position
 from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._hub import ClusterStats, HistoryStats, HubStats, WebSocketHub
 from tempest_ws.hub._state import ConnectionState
 from tempest_ws.observe.tracing import Tracing
 from tempest_ws.router._router import WebSocketRouter, make_websocket_router
-from tempest_ws.router.auth import extract_token, jwt_bearer_resolver, origin_allowed
+from tempest_ws.router.auth import jwt_bearer_resolver, origin_allowed
 from tempest_ws.router.events._reply import current_connection, current_user
 from tempest_ws.router.realtime import (
     BUILTIN_OPERATIONS,
@@ -64,8 +55,6 @@ if TYPE_CHECKING:
     from tempest_ws.backplane.redis import RedisBackplane
     from tempest_ws.history.redis import RedisHistory
 
-__version__ = "0.1.0"
-
 __all__ = [
     "BUILTIN_OPERATIONS",
     "CLOSE_CODE_INFO",
@@ -73,6 +62,7 @@ __all__ = [
     "PRESENCE_LEAVE",
     "Backplane",
     "BackplaneError",
+    "BearerResolver",
     "CapacityError",
     "CloseCode",
     "ClusterStats",
@@ -80,12 +70,9 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionState",
     "ConnectionStateError",
-    "Entry",
     "EnvelopeError",
-    "HistoryPage",
     "HistoryPolicy",
     "HistoryStats",
-    "HistoryStore",
     "HubStats",
     "InMemoryBackplane",
     "Incoming",
@@ -94,11 +81,8 @@ __all__ = [
     "MissingDependencyError",
     "OnConnect",
     "OnDisconnect",
-    "Position",
-    "Recovery",
     "RedisBackplane",
     "RedisHistory",
-    "StampedEnvelope",
     "TempestWSError",
     "TopicAuthorizer",
     "TopicLimitError",
@@ -120,11 +104,9 @@ __all__ = [
     "describe_close_code",
     "encode_envelope",
     "error_reply",
-    "extract_token",
     "jwt_bearer_resolver",
     "make_websocket_router",
     "origin_allowed",
-    "position_of",
     "receive_envelope",
     "reply_envelope",
     "requested_position",

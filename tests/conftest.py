@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.helpers.browser import Chromium, launch_chromium
 from tests.helpers.redis_server import RedisClusterNodes, RedisServer
 from tests.helpers.support import require_tool
 
@@ -38,3 +40,10 @@ def redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
+    """Real headless Chromium with a fresh profile for one test (see tests/helpers/browser.py)."""
+    async with launch_chromium(tmp_path) as browser:
+        yield browser

@@ -102,7 +102,7 @@ class Seam(Generic[T]):
         then buffered messages of a newer epoch in arrival order.
 
         ``position`` is the store's position when the replay was read
-        ([`position`][tempest_ws.history.Recovery.position]), whether recovered or not.
+        ([`Recovery.position`][tempest_ws.history.Recovery]), whether recovered or not.
 
         Raises:
             RuntimeError: called twice.

@@ -41,6 +41,7 @@ from collections import deque
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
+from tempest_ws._version import __version__
 from tempest_ws.exceptions import MissingDependencyError
 from tempest_ws.router.realtime import ENVELOPE_KEY, MODEL_KEY
 from tempest_ws.wire.messages import INVALID_DATA
@@ -92,8 +93,6 @@ class Tracing:
     """
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
-        from tempest_ws import __version__
-
         context, trace, propagator = _opentelemetry()
         self.tracer = trace.get_tracer("tempest_ws", __version__, tracer_provider=tracer_provider)
         """The OpenTelemetry ``Tracer`` tempest_ws starts its spans with."""

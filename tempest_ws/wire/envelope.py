@@ -42,14 +42,23 @@ __all__ = [
 ]
 
 HELLO: Final = "hello"
+"""The first envelope the server sends on every connection (``docs/lifecycle.md``)."""
 PING: Final = "ping"
+"""A heartbeat: the server sends it, and a client may send one to measure a round trip."""
 PONG: Final = "pong"
+"""The answer to a ``ping``, with the ping's ``request_id``."""
 ERROR: Final = "error"
+"""An error envelope: ``data`` holds a machine-readable ``code`` and a ``message``."""
 ACK: Final = "ack"
+"""What a request achieved, with the request's ``request_id``."""
 RESYNC: Final = "resync"
+"""Server to client: messages may have been lost; reload state."""
 SUBSCRIBE: Final = "subscribe"
+"""The built-in operation that subscribes the connection to a topic."""
 UNSUBSCRIBE: Final = "unsubscribe"
+"""The built-in operation that unsubscribes the connection from a topic."""
 AUTH_REFRESH: Final = "auth.refresh"
+"""Client to server: replace the connection's token before it expires."""
 RECOVERY: Final = "recovery"
 """The answer to a ``subscribe`` on a topic that keeps history (``docs/history.md``)."""
 RESERVED_TYPES: Final = frozenset({HELLO, PING, PONG, ERROR, ACK, RESYNC, AUTH_REFRESH, RECOVERY})

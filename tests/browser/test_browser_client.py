@@ -19,99 +19,24 @@ from fastapi.responses import HTMLResponse
 
 from tempest_ws import CLOSE_CODE_INFO, CloseCode, WebSocketConnection, WebSocketHub
 from tempest_ws.testing import make_token, serve
-from tests.helpers.browser import CLIENT_FORMS, PAGE_HTML, Chromium, launch_chromium, wait_js
+from tests.helpers.browser import (
+    CLIENT_FORMS,
+    FAST,
+    PAGE_HTML,
+    Chromium,
+    events,
+    launch_chromium,
+    make_client,
+    open_page,
+    wait_event,
+    wait_js,
+)
 from tests.helpers.support import build_app, make_settings, token, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 WAIT = 30.0
 """Bound, in seconds, of every server-side wait."""
-
-HARNESS = """
-() => {
-  window.logs = {};
-  window.clients = {};
-  window.log = window.logs;  // what wait_js prints on a timeout
-  window.unhandled = [];
-  window.addEventListener("unhandledrejection", (event) => window.unhandled.push(String(event.reason)));
-  const plain = (detail) => {
-    if (detail && detail.error instanceof Error) {
-      const { error: e, ...rest } = detail;
-      return { ...rest, code: e.code, closeCode: e.closeCode ?? null, message: e.message };
-    }
-    return detail;
-  };
-  window.makeClient = async (name, url, options = {}, tokens = null) => {
-    const { TempestWS } = await import("/ws/client.js");
-    const log = (window.logs[name] = { events: [], tokenRequests: [] });
-    const opts = { ...options };
-    if (tokens) {
-      // Each call takes the next entry; a path ("/token/...") is fetched for a fresh token.
-      opts.tokenProvider = async (request) => {
-        log.tokenRequests.push(request);
-        const next = tokens[Math.min(log.tokenRequests.length, tokens.length) - 1];
-        return next.startsWith("/") ? (await fetch(next)).text() : next;
-      };
-    }
-    const client = new TempestWS(url, opts);
-    const types = ["open", "close", "message", "resync", "recovery", "reconnecting", "error", "warning", "tokenrefresh", "subscribeerror"];
-    for (const type of types) {
-      client.addEventListener(type, (event) => log.events.push({ type, detail: plain(event.detail) }));
-    }
-    window.clients[name] = client;
-    return true;
-  };
-}
-"""
-
-
-def _events_js(name: str, kind: str, where: str = "true", count: int = 1) -> str:
-    """JS polling function: the events of client ``name`` of ``kind`` matching ``where``."""
-    name_js, kind_js = json.dumps(name), json.dumps(kind)
-    return (
-        f"() => {{ const found = window.logs[{name_js}].events"
-        f".filter((e) => e.type === {kind_js} && ({where}));"
-        f" return found.length >= {count} && found; }}"
-    )
-
-
-async def wait_event(
-    page: Any, name: str, kind: str, where: str = "true", count: int = 1
-) -> list[dict[str, Any]]:
-    """Wait until client ``name`` logged ``count`` ``kind`` events matching ``where``.
-
-    ``where`` is a JS expression over ``e`` (``e.detail`` is the event's detail).
-    """
-    found: list[dict[str, Any]] = await wait_js(page, _events_js(name, kind, where, count))
-    return found
-
-
-async def events(page: Any, name: str, kind: str | None = None) -> list[dict[str, Any]]:
-    """Everything client ``name`` logged so far (optionally of one ``kind``)."""
-    logged: list[dict[str, Any]] = await page.evaluate("(name) => window.logs[name].events", name)
-    return [e for e in logged if kind is None or e["type"] == kind]
-
-
-async def open_page(chromium: Chromium, base: str) -> Any:
-    """A page of the server's origin with the client harness installed."""
-    page = await chromium.new_page(base + "/")
-    await page.evaluate(HARNESS)
-    return page
-
-
-async def make_client(
-    page: Any,
-    name: str,
-    url: str = "/ws",
-    options: dict[str, Any] | None = None,
-    tokens: list[str] | None = None,
-) -> None:
-    """Create ``window.clients[name]``: a fixed-token client, or one with a provider
-    returning ``tokens`` in turn (the last one again once they run out); an entry that is
-    a path (``/token/...``) is fetched from the page's origin when its turn comes."""
-    await page.evaluate(
-        "([n, u, o, t]) => window.makeClient(n, u, o, t)", [name, url, options or {}, tokens]
-    )
 
 
 def make_handler(received: list[tuple[str, str, Any]]) -> Any:
@@ -167,10 +92,6 @@ async def chromium(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncItera
     """Chromium running the one-file client, then the ES modules (see CLIENT_FORMS)."""
     async with launch_chromium(tmp_path, client=request.param) as browser:
         yield browser
-
-
-FAST = {"minReconnectionDelay": 100, "maxReconnectionDelay": 800}
-"""Short backoff so reconnects happen within a test (the policy is unchanged)."""
 
 
 async def test_connects_with_bearer_subprotocol_subscribes_receives_and_answers_pings(

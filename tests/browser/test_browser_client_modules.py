@@ -8,7 +8,6 @@ at ``/ws/client.js`` and the modules export the same names and values.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from fastapi.responses import HTMLResponse
 
 from tempest_ws.testing import serve
-from tests.helpers.browser import PAGE_HTML, Chromium, launch_chromium, pretty, wait_js
+from tests.helpers.browser import PAGE_HTML, Chromium, pretty, wait_js
 from tests.helpers.support import build_app, make_settings, token, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -58,12 +57,6 @@ async (url) => {
   };
 }
 """
-
-
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-    async with launch_chromium(tmp_path) as browser:
-        yield browser
 
 
 def client_app() -> Any:

@@ -26,8 +26,18 @@ from tempest_ws import (
 )
 from tempest_ws.router._expiry import token_expiry
 from tempest_ws.testing import serve
-from tests.browser.test_browser_client import FAST, events, make_client, open_page, wait_event
-from tests.helpers.browser import CLIENT_FORMS, PAGE_HTML, Chromium, launch_chromium, wait_js
+from tests.helpers.browser import (
+    CLIENT_FORMS,
+    FAST,
+    PAGE_HTML,
+    Chromium,
+    events,
+    launch_chromium,
+    make_client,
+    open_page,
+    wait_event,
+    wait_js,
+)
 from tests.helpers.support import make_settings, token, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]

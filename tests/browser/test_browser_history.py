@@ -19,8 +19,17 @@ from typing import Any
 import pytest
 
 from tempest_ws.history import MemoryHistory
-from tests.browser.test_browser_client import FAST, events, make_client, open_page, wait_event
-from tests.helpers.browser import CLIENT_FORMS, Chromium, launch_chromium, wait_js
+from tests.helpers.browser import (
+    CLIENT_FORMS,
+    FAST,
+    Chromium,
+    events,
+    launch_chromium,
+    make_client,
+    open_page,
+    wait_event,
+    wait_js,
+)
 from tests.helpers.history_browser_app import HistoryTestServer
 from tests.helpers.support import until
 

@@ -19,14 +19,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.test_browser_client import FAST, HARNESS, events, wait_event
-from tests.helpers.browser import Chromium, launch_chromium, wait_js
+from tests.helpers.browser import (
+    FAST,
+    HARNESS,
+    Chromium,
+    events,
+    wait_event,
+    wait_js,
+)
 from tests.helpers.history_support import Nodes, history_nodes, post
 from tests.helpers.scaleout_app import start_all
 from tests.helpers.support import token
@@ -44,12 +50,6 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     workdir = Path(tmp_path_factory.mktemp("browser-history-e2e"))
     with history_nodes(workdir, extra_env=heartbeat) as started:
         yield started
-
-
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-    async with launch_chromium(tmp_path) as browser:
-        yield browser
 
 
 def room() -> tuple[str, str]:

@@ -7,24 +7,16 @@ What ``docs/realtime.md`` shows the browser doing: log in, subscribe, ``presence
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from examples import realtime
 from tempest_ws.testing import serve
-from tests.helpers.browser import Chromium, launch_chromium, wait_js
+from tests.helpers.browser import Chromium, wait_js
 from tests.helpers.support import make_settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
-
-
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-    async with launch_chromium(tmp_path) as browser:
-        yield browser
 
 
 async def log_in(page: Any, name: str) -> None:

@@ -7,15 +7,11 @@
 - the frames ``docs/lifecycle.md`` quotes are the ones the code sends;
 - the origin examples in ``docs/authentication.md`` are what ``origin_allowed`` answers;
 - ``docs/hub.md`` documents the hub API the issue promises, and only methods that exist;
-- every name in ``tempest_ws.__all__`` exists and has a docstring;
 - the README's quick start is exactly the two commands.
 """
 
 from __future__ import annotations
 
-import ast
-import importlib
-import inspect
 import os
 import re
 from pathlib import Path
@@ -23,7 +19,6 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-import tempest_ws
 from tempest_ws import CLOSE_CODE_INFO, CloseCode, WebSocketHub, WebSocketSettings, origin_allowed
 from tempest_ws.envelope import PING_FRAME, error_envelope
 from tests.helpers.docs_blocks import doc_block
@@ -163,55 +158,6 @@ def test_hub_page_documents_only_existing_methods() -> None:
     headed = re.findall(r"^### `(\w+)\(", read("hub.md"), flags=re.MULTILINE)
     assert headed
     assert [name for name in headed if not hasattr(WebSocketHub, name)] == []
-
-
-# -- public names -----------------------------------------------------------------------
-
-
-def _module_assignments(name: str) -> list[tuple[str, str | None]]:
-    """``(module, attribute docstring or None)`` for each module-level ``name = ...``."""
-    package = Path(tempest_ws.__file__).parent
-    found = []
-    for path in sorted(package.rglob("*.py")):
-        module = ".".join(("tempest_ws", *path.relative_to(package).with_suffix("").parts))
-        body = ast.parse(path.read_text(encoding="utf-8")).body
-        for node, following in zip(body, [*body[1:], None], strict=True):
-            if isinstance(node, ast.Assign):
-                targets = node.targets
-            elif isinstance(node, ast.AnnAssign):
-                targets = [node.target]
-            else:
-                continue
-            if not any(isinstance(t, ast.Name) and t.id == name for t in targets):
-                continue
-            doc = None
-            if (
-                isinstance(following, ast.Expr)
-                and isinstance(following.value, ast.Constant)
-                and isinstance(following.value.value, str)
-            ):
-                doc = following.value.value
-            found.append((module.removesuffix(".__init__"), doc))
-    return found
-
-
-@pytest.mark.parametrize("name", [n for n in tempest_ws.__all__ if n != "__version__"])
-def test_public_name_exists_and_is_documented(name: str) -> None:
-    obj = getattr(tempest_ws, name)  # AttributeError: exported but missing
-    if inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj):
-        doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__
-        assert (doc or "").strip(), f"{name} has no docstring of its own"
-        return
-    # A constant has no __doc__ of its own: it needs an attribute docstring (a string
-    # literal right after the assignment) or a mention in its module's docstring.
-    assignments = _module_assignments(name)
-    assert assignments, f"cannot find where {name} is assigned"
-    for module, doc in assignments:
-        module_doc = importlib.import_module(module).__doc__ or ""
-        assert doc or name in module_doc, (
-            f"{name} ({module}) has no attribute docstring and its module docstring "
-            "does not mention it"
-        )
 
 
 # -- README ---------------------------------------------------------------------------

@@ -10,20 +10,19 @@ in a block is changed.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from tempest_ws import WebSocketConnection, WebSocketHub, jwt_bearer_resolver, make_websocket_router
+from tempest_ws import WebSocketConnection, WebSocketHub
 from tempest_ws.testing import serve
-from tests.helpers.browser import PAGE_HTML, Chromium, launch_chromium, wait_js
+from tests.helpers.browser import PAGE_HTML, Chromium, wait_js
 from tests.helpers.docs_blocks import doc_blocks
+from tests.helpers.realtime_support import rooms_and_own_inbox
 from tests.helpers.server_process import free_port
-from tests.helpers.support import make_settings, token, ws_url
+from tests.helpers.support import build_app, make_settings, token, ws_url
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -107,22 +106,10 @@ BLOCKS: dict[tuple[str, str], dict[str, Any] | list[dict[str, Any]]] = {
 to point here, epilogue, what it must report."""
 
 
-def _rooms_and_own_inbox(connection: WebSocketConnection, topic: str) -> bool:
-    return topic.startswith("room:") or topic == f"inbox:{connection.user_key}"
-
-
 def _app(hub: WebSocketHub, pages: dict[str, str]) -> FastAPI:
     settings = make_settings()
-    app = FastAPI()
-    app.include_router(
-        make_websocket_router(
-            _ignore,
-            hub=hub,
-            bearer_resolver=jwt_bearer_resolver(settings),
-            settings=settings,
-            builtins=True,
-            topic_authorizer=_rooms_and_own_inbox,
-        )
+    app, _ = build_app(
+        settings, handler=_ignore, hub=hub, builtins=True, topic_authorizer=rooms_and_own_inbox
     )
     app.add_api_route("/", lambda: HTMLResponse(PAGE_HTML), include_in_schema=False)
 
@@ -149,12 +136,6 @@ def _compose(text: str, spec: dict[str, Any], here: str, dead: str) -> str:
     script = spec.get("before", "") + REPORT + text + spec.get("after", "")
     script = script.replace("__WS__", here).replace("__DEAD__", dead)
     return script.replace("__TOKEN__", token("alice")).replace("__BOB__", token("bob"))
-
-
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-    async with launch_chromium(tmp_path) as browser:
-        yield browser
 
 
 async def test_every_js_block_runs_in_chromium(chromium: Chromium) -> None:

@@ -281,16 +281,12 @@ async def test_the_tenant_authorizer_scopes_topics_and_topics_are_required() -> 
     def on_connect(connection: WebSocketConnection, ws: WebSocket) -> None:
         connection.metadata["tenant"] = ws.query_params.get("tenant")
 
-    app = FastAPI()
-    app.include_router(
-        make_websocket_router(
-            hub_src.order_handler,
-            hub=hub,
-            bearer_resolver=jwt_bearer_resolver(settings),
-            settings=settings,
-            builtins=["subscribe"],
-            on_connect=on_connect,
-        )
+    app, _ = build_app(
+        settings,
+        handler=hub_src.order_handler,
+        hub=hub,
+        builtins=["subscribe"],
+        on_connect=on_connect,
     )
     async with serve(app) as base, tab(base, "ann", query="?tenant=acme") as ws:
         await ws.send('{"type":"subscribe","data":{"topic":"tenant:acme:x"},"request_id":"1"}')
@@ -514,16 +510,7 @@ async def test_the_raw_client_reads_a_plain_websocket_stream() -> None:
 async def test_presence_is_kept_for_rooms_only() -> None:
     settings = make_settings()
     hub = realtime.presence_hub(settings)
-    app = FastAPI()
-    app.include_router(
-        make_websocket_router(
-            hub_src.order_handler,
-            hub=hub,
-            bearer_resolver=jwt_bearer_resolver(settings),
-            settings=settings,
-            builtins=True,
-        )
-    )
+    app, _ = build_app(settings, handler=hub_src.order_handler, hub=hub, builtins=True)
     async with serve(app) as base, tab(base, "ann", query="?topics=room:1,chat:1") as ws:
         await expect_envelope(ws, "ack")
         await expect_envelope(ws, "ack")

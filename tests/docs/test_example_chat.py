@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from examples.chat.__main__ import parse_args
 from examples.chat.app import create_app
 from tempest_ws import CloseCode, ConfigurationError, jwt_bearer_resolver
 from tempest_ws.testing import make_token, serve
-from tests.helpers.browser import Chromium, launch_chromium
+from tests.helpers.browser import Chromium
 from tests.helpers.support import make_settings, until, ws_url
 
 pytestmark = pytest.mark.e2e
@@ -29,12 +28,6 @@ pytestmark = pytest.mark.e2e
 WAIT = 30.0
 """Bound, in seconds, of every wait."""
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-    async with launch_chromium(tmp_path) as browser:
-        yield browser
 
 
 async def login(base: str, name: str) -> str:

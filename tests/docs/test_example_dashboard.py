@@ -7,7 +7,6 @@ import httpx
 
 from examples import dashboard
 from tempest_ws.testing import expect_envelope, live_server
-
 from tests.helpers.support import make_settings, token
 
 PUSHES = 3

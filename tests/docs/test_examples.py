@@ -17,16 +17,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 from examples import custom_resolver
 from tempest_ws import CloseCode
 from tempest_ws.envelope import PING_FRAME
 from tests.helpers.quickstart import quickstart_loader
 from tests.helpers.support import make_settings, token, until, ws_url
+from tests.helpers.ws_client import BOUND, bearer, close_code, recv, refused_with, send
 
 # isort: split
 # --8<-- [start:imports]
@@ -45,46 +45,6 @@ from tests.helpers.support import SECRET  # a test secret of at least 32 bytes
 # --8<-- [end:imports]
 
 pytestmark = pytest.mark.e2e
-
-BOUND = 15.0
-"""Upper bound for any single wait; only reached when something is broken."""
-
-
-# -- client helpers -------------------------------------------------------------------
-
-
-def bearer(subject: str | UUID, **kwargs: Any) -> list[Any]:
-    """The subprotocol list a browser sends: ``["bearer", <jwt>]``."""
-    return ["bearer", token(str(subject), **kwargs)]
-
-
-async def recv(ws: ClientConnection) -> dict[str, Any]:
-    """The next envelope, skipping heartbeat pings."""
-    async with asyncio.timeout(BOUND):
-        while True:
-            frame = json.loads(await ws.recv())
-            if frame["type"] != "ping":
-                return frame
-
-
-async def send(ws: ClientConnection, kind: str, data: Any = None, **extra: Any) -> None:
-    await ws.send(json.dumps({"type": kind, "data": {} if data is None else data, **extra}))
-
-
-async def close_code(ws: ClientConnection) -> int | None:
-    """Read until the server closes; return the close code it sent."""
-    async with asyncio.timeout(BOUND):
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                await ws.recv()
-    return ws.close_code
-
-
-async def refused_with(url: str, **kwargs: Any) -> int | None:
-    """Connect and return the close code of a connection the server ends at once."""
-    async with connect(url, **kwargs) as ws:
-        return await close_code(ws)
-
 
 # -- examples/minimal.py: the seed's minimum setup ------------------------------------
 

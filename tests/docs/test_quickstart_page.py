@@ -6,15 +6,14 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
 from websockets.asyncio.client import connect
 
 from tempest_ws.testing import serve
-from tests.helpers.browser import Chromium, launch_chromium
+from tests.helpers.browser import Chromium
 from tests.helpers.support import SECRET, token
 
 pytestmark = pytest.mark.e2e
@@ -27,12 +26,6 @@ def quickstart(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     sys.modules.pop("docs_src.quickstart", None)
     yield importlib.import_module("docs_src.quickstart")
     sys.modules.pop("docs_src.quickstart", None)
-
-
-@pytest.fixture
-async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
-    async with launch_chromium(tmp_path) as browser:
-        yield browser
 
 
 async def _log_shows(page: object, text: str) -> None:

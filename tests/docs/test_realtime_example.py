@@ -17,8 +17,8 @@ from examples import realtime
 from tempest_ws import CloseCode, WebSocketHub
 from tempest_ws.realtime import PRESENCE_JOIN
 from tempest_ws.testing import serve
-from tests.helpers.support import make_settings
 from tests.helpers.realtime_support import open_tab
+from tests.helpers.support import make_settings
 
 pytestmark = pytest.mark.e2e
 

@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect
 from tempest_ws import CloseCode
 from tests.helpers.server_process import free_port
 from tests.helpers.support import SECRET
-from tests.docs.test_examples import bearer, recv, refused_with, send
+from tests.helpers.ws_client import bearer, recv, refused_with, send
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements" / "dev.lock"

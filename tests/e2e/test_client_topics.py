@@ -16,22 +16,17 @@ from typing import Any
 
 import pytest
 
-from tempest_ws import CloseCode, WebSocketConnection, WebSocketHub, WSEnvelope
+from tempest_ws import CloseCode, WebSocketHub, WSEnvelope
 from tempest_ws.client import Backoff, RequestError, RequestTimeoutError, WebSocketClient
 from tempest_ws.client._subscriptions import Subscriptions
 from tempest_ws.envelope import decode_envelope
 from tempest_ws.testing import serve
-from tests.helpers.realtime_support import realtime_app
+from tests.helpers.realtime_support import realtime_app, rooms_and_own_inbox
 from tests.helpers.support import make_settings, token, ws_url
 
 BOUND = 30.0
 """Upper bound of any single wait; reached only when something is broken."""
 FAST = Backoff(min_delay=0.02, max_delay=0.2, factor=2.0)
-
-
-def rooms_and_own_inbox(connection: WebSocketConnection, topic: str) -> bool:
-    kind, _, name = topic.partition(":")
-    return kind == "room" or (kind == "inbox" and name == connection.user_key)
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 from fastapi import WebSocket
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -31,7 +30,6 @@ from websockets.exceptions import ConnectionClosed
 from tempest_ws import CloseCode, WebSocketConnection, WebSocketHub
 from tempest_ws.testing import serve
 from tests.helpers.hardening import (
-    BOUND,
     CLOSE,
     CONT,
     PING,
@@ -42,6 +40,7 @@ from tests.helpers.hardening import (
     capture_all_logs,
     close_payload,
     encode_frame,
+    fuzz_in_thread,
     next_of_type,
 )
 from tests.helpers.support import make_settings, token, until, ws_url
@@ -189,31 +188,6 @@ def _misdelivered(user: str, topic: str | None, seen: list[dict[str, Any]]) -> l
     return wrong
 
 
-async def _run_in_thread(
-    loop: asyncio.AbstractEventLoop,
-    session: Callable[[Any], Coroutine[Any, Any, int | None]],
-    strategy: st.SearchStrategy[Any],
-    examples: int,
-) -> list[int | None]:
-    """Run hypothesis in a worker thread; each example runs ``session`` on ``loop``."""
-    codes: list[int | None] = []
-
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-    @given(strategy)
-    def example(value: Any) -> None:
-        code = asyncio.run_coroutine_threadsafe(session(value), loop).result(BOUND * 2)
-        assert code != CloseCode.INTERNAL_ERROR
-        assert code in ALLOWED_CLOSES, code
-        codes.append(code)
-
-    await asyncio.to_thread(example)
-    return codes
-
-
 async def _fuzz(
     session_for: Callable[[str, WebSocketHub], Callable[[Any], Coroutine[Any, Any, int | None]]],
     strategy: st.SearchStrategy[Any],
@@ -238,7 +212,9 @@ async def _fuzz(
                 readers.append(asyncio.create_task(_observe(ws, seen[user])))
 
             loop = asyncio.get_running_loop()
-            codes = await _run_in_thread(loop, session_for(base, hub), strategy, examples)
+            codes = await fuzz_in_thread(
+                loop, session_for(base, hub), strategy, examples, ALLOWED_CLOSES
+            )
 
             # The observers are alive and reachable: one delivery each, by topic and by user.
             for user, topic in OBSERVERS.items():

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
@@ -22,8 +21,6 @@ from websockets.exceptions import InvalidStatus
 from tempest_ws import (
     WebSocketHub,
     allow_any_topic,
-    jwt_bearer_resolver,
-    make_websocket_router,
 )
 from tempest_ws.metrics import (
     ALLOWED_LABELS,
@@ -169,16 +166,7 @@ async def test_per_connection_counters_over_a_session(
 async def test_history_metrics_after_a_scripted_session() -> None:
     settings = make_settings(WS_HISTORY_TOPICS=["chat:*"])
     hub = WebSocketHub.from_settings(settings, topic_authorizer=allow_any_topic)
-    app = FastAPI()
-    app.include_router(
-        make_websocket_router(
-            echo_handler,
-            hub=hub,
-            bearer_resolver=jwt_bearer_resolver(settings),
-            settings=settings,
-            builtins={"subscribe"},
-        )
-    )
+    app, _ = build_app(settings, handler=echo_handler, hub=hub, builtins={"subscribe"})
     add_metrics_route(app, hub).close()
     topic = "chat:metrics-secret-17"
     async with (

@@ -20,15 +20,10 @@ from pydantic import BaseModel, Field
 from tempest_ws import CloseCode, MessageRegistry, WebSocketConnection, WebSocketHub
 from tempest_ws.realtime import PRESENCE_JOIN, PRESENCE_LEAVE, receive_envelope
 from tempest_ws.testing import serve
-from tests.helpers.realtime_support import Tab, open_tab, realtime_app
+from tests.helpers.realtime_support import Tab, open_tab, realtime_app, rooms_and_own_inbox
 from tests.helpers.support import make_settings, until
 
 pytestmark = pytest.mark.e2e
-
-
-def own_inbox_or_rooms(connection: WebSocketConnection, topic: str) -> bool:
-    kind, _, name = topic.partition(":")
-    return kind == "room" or (kind == "inbox" and name == connection.user_key)
 
 
 @pytest.fixture
@@ -36,7 +31,7 @@ async def server() -> AsyncIterator[tuple[str, WebSocketHub]]:
     """Built-ins on, rooms and own inboxes allowed, presence for rooms."""
     settings = make_settings()
     hub = WebSocketHub(presence=lambda topic: topic.startswith("room:"))
-    app = realtime_app(settings, hub, builtins=True, topic_authorizer=own_inbox_or_rooms)
+    app = realtime_app(settings, hub, builtins=True, topic_authorizer=rooms_and_own_inbox)
     async with serve(app, settings=settings) as base:
         yield base, hub
 
@@ -261,7 +256,7 @@ async def order_handler(ws: WebSocket, connection: WebSocketConnection, hub: Web
 
 async def test_typed_messages_reach_the_handler_validated_and_bad_ones_are_answered() -> None:
     settings = make_settings()
-    hub = WebSocketHub(topic_authorizer=own_inbox_or_rooms)
+    hub = WebSocketHub(topic_authorizer=rooms_and_own_inbox)
     app = realtime_app(
         settings,
         hub,

@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 from fastapi import WebSocket
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 from websockets.asyncio.client import connect
@@ -34,8 +33,14 @@ from websockets.exceptions import ConnectionClosed
 from tempest_ws import CloseCode, MessageRegistry, WebSocketConnection, WebSocketHub
 from tempest_ws.realtime import receive_envelope
 from tempest_ws.testing import serve
-from tests.helpers.hardening import capture_all_logs
-from tests.helpers.realtime_support import BOUND, Tab, open_tab, realtime_app, ws_endpoint
+from tests.helpers.hardening import capture_all_logs, fuzz_in_thread
+from tests.helpers.realtime_support import (
+    Tab,
+    open_tab,
+    realtime_app,
+    rooms_and_own_inbox,
+    ws_endpoint,
+)
 from tests.helpers.support import make_settings, token, until
 
 pytestmark = pytest.mark.e2e
@@ -71,11 +76,6 @@ async def chat_handler(ws: WebSocket, connection: WebSocketConnection, hub: WebS
         line = {"topic": message.topic, "text": message.text}
         await hub.broadcast({"type": "chat.message", "data": line}, topic=message.topic)
         await hub.reply(connection.connection_id, incoming.envelope)
-
-
-def rooms_and_own_inbox(connection: WebSocketConnection, topic: str) -> bool:
-    kind, _, name = topic.partition(":")
-    return kind == "room" or (kind == "inbox" and name == connection.user_key)
 
 
 json_values = st.recursive(
@@ -221,29 +221,6 @@ def _session(base: str, hub: WebSocketHub) -> Callable[[list[str]], Coroutine[An
     return session
 
 
-async def _run_in_thread(
-    loop: asyncio.AbstractEventLoop,
-    session: Callable[[list[str]], Coroutine[Any, Any, int | None]],
-    examples: int,
-) -> list[int | None]:
-    codes: list[int | None] = []
-
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-    @given(st.lists(frames, max_size=20))
-    def example(sent: list[str]) -> None:
-        code = asyncio.run_coroutine_threadsafe(session(sent), loop).result(BOUND * 2)
-        assert code != CloseCode.INTERNAL_ERROR
-        assert code in ALLOWED_CLOSES, code
-        codes.append(code)
-
-    await asyncio.to_thread(example)
-    return codes
-
-
 async def test_fuzzed_realtime_envelopes_never_crash_never_1011_never_misdeliver() -> None:
     ws_settings = make_settings()
     hub = WebSocketHub(topic_authorizer=rooms_and_own_inbox, presence=True)
@@ -259,7 +236,9 @@ async def test_fuzzed_realtime_envelopes_never_crash_never_1011_never_misdeliver
                 await bob.wait(lambda: len(bob.of("ack")) == 1)
                 baseline = hub.stats()
                 loop = asyncio.get_running_loop()
-                codes = await _run_in_thread(loop, _session(base, hub), examples=120)
+                codes = await fuzz_in_thread(
+                    loop, _session(base, hub), st.lists(frames, max_size=20), 120, ALLOWED_CLOSES
+                )
                 assert len(codes) >= 120
                 assert hub.stats().connections == baseline.connections
                 assert hub.stats().subscriptions == baseline.subscriptions

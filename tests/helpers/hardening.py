@@ -15,15 +15,23 @@ import json
 import logging
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from tempest_ws import WebSocketHub, WebSocketSettings, jwt_bearer_resolver, make_websocket_router
+from tempest_ws import (
+    CloseCode,
+    WebSocketHub,
+    WebSocketSettings,
+    jwt_bearer_resolver,
+    make_websocket_router,
+)
 from tempest_ws.router import WebSocketRouter
 from tests.helpers.support import HandlerType, echo_handler
 
@@ -321,3 +329,33 @@ async def until_closed(ws: ClientConnection) -> tuple[list[dict[str, Any]], int,
     assert closed is not None
     assert closed.rcvd is not None, "closed without a close frame"
     return seen, closed.rcvd.code, closed.rcvd.reason
+
+
+async def fuzz_in_thread(
+    loop: asyncio.AbstractEventLoop,
+    session: Callable[[Any], Coroutine[Any, Any, int | None]],
+    strategy: st.SearchStrategy[Any],
+    examples: int,
+    allowed: Collection[int | None],
+) -> list[int | None]:
+    """Run hypothesis in a worker thread; each example runs ``session`` on ``loop`` (where
+    the server lives) and must end with a close code in ``allowed``, never 1011.
+
+    Returns the close code of every example, in order.
+    """
+    codes: list[int | None] = []
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(strategy)
+    def example(value: Any) -> None:
+        code = asyncio.run_coroutine_threadsafe(session(value), loop).result(BOUND * 2)
+        assert code != CloseCode.INTERNAL_ERROR
+        assert code in allowed, code
+        codes.append(code)
+
+    await asyncio.to_thread(example)
+    return codes

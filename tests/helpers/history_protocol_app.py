@@ -44,8 +44,6 @@ from tempest_ws import (
     WebSocketHub,
     WebSocketSettings,
     encode_envelope,
-    jwt_bearer_resolver,
-    make_websocket_router,
 )
 from tempest_ws.history import (
     HistoryPolicy,
@@ -57,6 +55,7 @@ from tempest_ws.history import (
     stamp_frame,
 )
 from tests.helpers.server_process import serve_forever
+from tests.helpers.support import build_app
 
 
 def _ack(operation: str, request_id: Any, **fields: Any) -> str:
@@ -161,16 +160,7 @@ def build_history_app(
 ) -> tuple[FastAPI, HistoryProtocol]:
     """The router at ``/ws`` with ``protocol``'s handler (a new one by default)."""
     protocol = protocol or HistoryProtocol()
-    hub = WebSocketHub.from_settings(settings)
-    app = FastAPI()
-    app.include_router(
-        make_websocket_router(
-            protocol.handler,
-            hub=hub,
-            bearer_resolver=jwt_bearer_resolver(settings),
-            settings=settings,
-        )
-    )
+    app, _ = build_app(settings, handler=protocol.handler)
     return app, protocol
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -22,7 +21,6 @@ from typing import Any
 
 import httpx
 
-from tempest_ws import WebSocketConnection, WebSocketHub
 from tempest_ws.backplane import InMemoryBus
 from tempest_ws.backplane.memory import _deliver
 from tempest_ws.backplane.packet import decode_packet
@@ -30,7 +28,7 @@ from tempest_ws.exceptions import BackplaneError
 from tempest_ws.history import HistoryPage, HistoryStore, Position, Recovery
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.scaleout_app import AppProcess, start_all
-from tests.helpers.support import SECRET, Peer, require_tool, token
+from tests.helpers.support import SECRET, Peer, frames, require_tool, token
 
 TOPIC = "chat:1"
 HISTORY_APP = "examples.history:create_app"
@@ -95,20 +93,6 @@ async def post(app: AppProcess, room: str, *numbers: int, timeout: float = 15.0)
                 headers={"Authorization": f"Bearer {token('pub')}"},
             )
             assert response.status_code == 200, response.text
-
-
-async def connect(hub: WebSocketHub, user: str) -> tuple[WebSocketConnection, Peer]:
-    """A registered, started connection of ``user`` writing to a new peer."""
-    peer = Peer()
-    connection = hub.create_connection(user, send=peer.send)
-    await hub.register(connection)
-    connection.start()
-    return connection, peer
-
-
-def frames(peer: Peer) -> list[dict[str, Any]]:
-    """Every envelope the peer got, decoded, in order."""
-    return [json.loads(t) for t in peer.texts()]
 
 
 def offsets(peer: Peer, topic: str = TOPIC) -> list[int]:

@@ -23,10 +23,8 @@ from tempest_ws import (
     WebSocketConnection,
     WebSocketHub,
     WebSocketSettings,
-    jwt_bearer_resolver,
-    make_websocket_router,
 )
-from tests.helpers.support import token
+from tests.helpers.support import build_app, token, ws_url
 
 BOUND = 15.0
 """Upper bound of one wait; reached only when something is broken."""
@@ -102,8 +100,15 @@ class Tab:
         await self._reader
 
 
+def rooms_and_own_inbox(connection: WebSocketConnection, topic: str) -> bool:
+    """A topic authorizer: any ``room:*`` topic, and the user's own ``inbox:<user>``."""
+    kind, _, name = topic.partition(":")
+    return kind == "room" or (kind == "inbox" and name == connection.user_key)
+
+
 def ws_endpoint(base: str, path: str = "/ws", **query: str) -> str:
-    url = base.replace("http://", "ws://", 1) + path
+    """`ws_url()` with ``query`` (if any) as its query string."""
+    url = ws_url(base, path)
     return f"{url}?{urlencode(query)}" if query else url
 
 
@@ -140,14 +145,5 @@ def realtime_app(
     **router_options: Any,
 ) -> FastAPI:
     """An app with the router at ``/ws`` (``router_options`` are the realtime ones)."""
-    app = FastAPI()
-    app.include_router(
-        make_websocket_router(
-            handler,
-            hub=hub,
-            bearer_resolver=jwt_bearer_resolver(settings),
-            settings=settings,
-            **router_options,
-        )
-    )
+    app, _ = build_app(settings, handler=handler, hub=hub, **router_options)
     return app

@@ -1,4 +1,5 @@
-"""Shared test support: settings, tokens, a small app and tool requirements.
+"""Shared test support: settings, tokens, a small app, tool requirements, and hub
+connections that write to a `Peer` instead of a socket.
 
 Tests build settings explicitly; nothing here reads ``WS_*`` from the environment.
 """
@@ -6,6 +7,7 @@ Tests build settings explicitly; nothing here reads ``WS_*`` from the environmen
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -84,8 +86,10 @@ def build_app(
     handler: HandlerType = echo_handler,
     hub: WebSocketHub | None = None,
     resolver: BearerResolver | None = None,
+    **router_options: Any,
 ) -> tuple[FastAPI, WebSocketHub]:
-    """A FastAPI app with the router at ``/ws`` and a hub built from ``settings``."""
+    """A FastAPI app with the router at ``/ws`` and a hub built from ``settings`` (unless
+    given); ``router_options`` go to `make_websocket_router` (``builtins``, ...)."""
     hub = hub or WebSocketHub.from_settings(settings)
     app = FastAPI()
     app.include_router(
@@ -94,6 +98,7 @@ def build_app(
             hub=hub,
             bearer_resolver=resolver or jwt_bearer_resolver(settings),
             settings=settings,
+            **router_options,
         )
     )
     return app, hub
@@ -134,10 +139,36 @@ class Peer:
         return [m["code"] for m in self.sent if m["type"] == "websocket.close"]
 
 
+async def connect(hub: WebSocketHub, user: str) -> tuple[WebSocketConnection, Peer]:
+    """A registered, started connection of ``user`` on ``hub`` writing to a new peer."""
+    peer = Peer()
+    connection = hub.create_connection(user, send=peer.send)
+    await hub.register(connection)
+    connection.start()
+    return connection, peer
+
+
+def frames(peer: Peer) -> list[dict[str, Any]]:
+    """Every envelope the peer got, decoded, in order."""
+    return [json.loads(t) for t in peer.texts()]
+
+
+def notes(peer: Peer) -> list[Any]:
+    """The ``data`` of every ``n`` envelope the peer got, in order."""
+    return [m["data"] for m in frames(peer) if m["type"] == "n"]
+
+
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
     async with asyncio.timeout(timeout):
         while not predicate():
+            await asyncio.sleep(0.005)
+
+
+async def until_async(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    """Poll the async predicate ``check`` until true; fail after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while not await check():
             await asyncio.sleep(0.005)
 
 

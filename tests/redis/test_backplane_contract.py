@@ -3,8 +3,7 @@ one bus) and on RedisBackplane (nodes on a real redis-server)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,7 +19,7 @@ from tempest_ws.backplane.packet import (
     encode_packet,
 )
 from tests.helpers.backplane_nodes import NodeFactory, nodes_on
-from tests.helpers.support import Peer, until
+from tests.helpers.support import Peer, until, until_async
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -79,7 +78,7 @@ async def test_presence_cap_evicts_the_oldest_wherever_it_lives(start_node: Node
 
     pa.leave("u", "c3")
     pa.leave("u", "c4")
-    await _until_async(lambda: _offline(pb, "u"))
+    await until_async(lambda: _offline(pb, "u"))
     assert await pb.online_users() == {"w"}
     assert await pa.join("u", "c6", connected_at=6.0, limit=2) == []  # cap counts live ones
 
@@ -90,22 +89,12 @@ async def test_a_stopped_node_leaves_presence(start_node: NodeFactory) -> None:
     assert await a.backplane.presence.is_online("v")
     await b.backplane.stop()
     assert not b.backplane.connected
-    await _until_async(lambda: _offline(a.backplane.presence, "v"))
+    await until_async(lambda: _offline(a.backplane.presence, "v"))
     assert await a.backplane.presence.online_users() == set()
 
 
 async def _offline(presence: Presence, user: str) -> bool:
     return not await presence.is_online(user)
-
-
-async def _until_async(check: Callable[[], Awaitable[bool]], limit: float = 5.0) -> None:
-    """Poll an async predicate, bounded by ``limit`` seconds and 1000 rounds."""
-    async with asyncio.timeout(limit):
-        for _ in range(1000):
-            if await check():
-                return
-            await asyncio.sleep(0.005)
-    raise AssertionError("condition not met in 1000 rounds")
 
 
 # -- the packet format (pure) -----------------------------------------------------------

@@ -20,8 +20,9 @@ import pytest
 from tempest_ws import WebSocketHub, allow_any_topic
 from tempest_ws.backplane.packet import OP_TOPIC, encode_packet, topic_channel
 from tempest_ws.history import HistoryPolicy, Position, stamp_frame
-from tests.helpers.history_support import TOPIC, connect, expect, frames, recoveries
+from tests.helpers.history_support import TOPIC, expect, recoveries
 from tests.helpers.redis_server import RedisServer
+from tests.helpers.support import connect, frames
 
 pytestmark = pytest.mark.redis
 

@@ -19,7 +19,7 @@ from tempest_ws.backplane import Backplane
 from tempest_ws.realtime import PRESENCE_JOIN, PRESENCE_LEAVE
 from tests.helpers.backplane_nodes import NodeFactory, Recorder, nodes_on, redis_backplane
 from tests.helpers.redis_server import RedisServer
-from tests.helpers.support import Peer, require_tool, until
+from tests.helpers.support import Peer, require_tool, until, until_async
 
 
 def _redis_backplane(url: str) -> Backplane:
@@ -64,9 +64,7 @@ async def test_a_stopped_node_leaves_topic_presence(start_node: NodeFactory) -> 
     async def gone() -> bool:
         return await a.backplane.presence.topic_members("t") == set()
 
-    async with asyncio.timeout(5):
-        while not await gone():
-            await asyncio.sleep(0.01)
+    await until_async(gone)
     assert await a.backplane.presence.topic_join("t", "v") is True  # a fresh join again
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from tempest_ws.realtime import PRESENCE_JOIN, PRESENCE_LEAVE
 from tests.helpers.realtime_support import Tab, open_tab
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.scaleout_app import AppProcess, start_all
-from tests.helpers.support import SECRET, require_tool
+from tests.helpers.support import SECRET, require_tool, until_async
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 
@@ -82,13 +82,6 @@ async def watcher(deployment: Deployment) -> AsyncIterator[WebSocketHub]:
         await hub.stop()
 
 
-async def converges(check: Callable[[], Awaitable[bool]], limit: float = 10.0) -> None:
-    """Poll an async check (presence is written asynchronously): bounded, 10 ms apart."""
-    async with asyncio.timeout(limit):
-        while not await check():
-            await asyncio.sleep(0.01)
-
-
 async def online(hub: WebSocketHub, user: str) -> bool:
     return await hub.is_online(user)
 
@@ -123,7 +116,7 @@ async def test_two_tabs_on_two_processes_make_one_join_and_one_leave(
             async with open_tab(b, "carl", topics=topic):
                 await observer.wait(lambda: len(observer.of(PRESENCE_JOIN)) == 2)
                 assert observer.of(PRESENCE_LEAVE) == []
-                await converges(lambda: online(watcher, "alice"))
+                await until_async(lambda: online(watcher, "alice"), timeout=10.0)
                 assert await watcher.presence(topic) == {"alice", "carl", "olga"}
             await observer.wait(lambda: len(observer.of(PRESENCE_LEAVE)) == 1)
         await observer.wait(lambda: len(observer.of(PRESENCE_LEAVE)) == 2)
@@ -137,7 +130,7 @@ async def test_two_tabs_on_two_processes_make_one_join_and_one_leave(
         ]
         assert [e["user_id"] for e in observer.of(PRESENCE_LEAVE)][:2] == ["carl", "alice"]
         assert observer.of(PRESENCE_LEAVE).count({"topic": topic, "user_id": "alice"}) == 1
-    await converges(lambda: offline(watcher, "alice"))
+    await until_async(lambda: offline(watcher, "alice"), timeout=10.0)
 
 
 async def test_typing_and_receipts_cross_processes_and_skip_the_sender(
@@ -182,7 +175,7 @@ async def test_a_killed_process_users_leave_within_the_expiry(
         ):
             await acked(dave)
             await observer.wait(lambda: bool(observer.of(PRESENCE_JOIN)))
-            await converges(lambda: online(watcher, "dave"))
+            await until_async(lambda: online(watcher, "dave"), timeout=10.0)
             assert doomed.process is not None
             doomed.process.kill()  # SIGKILL by PID: no close frame, no cleanup
             await asyncio.to_thread(doomed.process.wait, 10)

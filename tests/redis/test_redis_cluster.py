@@ -22,7 +22,8 @@ from tempest_ws.backplane import Backplane
 from tests.helpers.backplane_nodes import Recorder
 from tests.helpers.redis_server import RedisClusterNodes
 from tests.helpers.scaleout_app import AppProcess, start_all
-from tests.helpers.support import SECRET, Peer, token, until
+from tests.helpers.support import SECRET, notes, token, until
+from tests.helpers.support import connect as connect_peer
 
 pytestmark = pytest.mark.redis
 
@@ -52,18 +53,6 @@ async def hubs(cluster: RedisClusterNodes, count: int, **options: Any) -> AsyncI
     finally:
         for hub in started:
             await hub.stop()
-
-
-async def connect_peer(hub: WebSocketHub, user: str) -> tuple[Any, Peer]:
-    peer = Peer()
-    connection = hub.create_connection(user, send=peer.send)
-    await hub.register(connection)
-    connection.start()
-    return connection, peer
-
-
-def notes(peer: Peer) -> list[Any]:
-    return [m["data"] for m in map(json.loads, peer.texts()) if m["type"] == "n"]
 
 
 def shard_channels(cluster: RedisClusterNodes, prefix: str) -> list[set[str]]:

@@ -9,7 +9,6 @@ half-open link caught by the health check, and publishing during an outage.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -22,10 +21,9 @@ import pytest
 
 from tempest_ws import BackplaneError, CloseCode, MissingDependencyError, WebSocketHub
 from tempest_ws.backplane import Backplane, InMemoryBackplane, InMemoryBus
-from tempest_ws.hub._connection import WebSocketConnection
 from tests.helpers.backplane_nodes import redis_backplane
 from tests.helpers.redis_server import RedisServer
-from tests.helpers.support import Peer, make_settings, require_tool, until
+from tests.helpers.support import connect, make_settings, notes, require_tool, until
 
 HubFactory = Callable[..., Awaitable[WebSocketHub]]
 
@@ -58,18 +56,6 @@ async def start_hub(request: pytest.FixtureRequest) -> AsyncIterator[HubFactory]
             await hub.stop()
         if server is not None:
             server.close()
-
-
-async def connect(hub: WebSocketHub, user: str) -> tuple[WebSocketConnection, Peer]:
-    peer = Peer()
-    connection = hub.create_connection(user, send=peer.send)
-    await hub.register(connection)
-    connection.start()
-    return connection, peer
-
-
-def notes(peer: Peer) -> list[Any]:
-    return [m["data"] for m in map(json.loads, peer.texts()) if m["type"] == "n"]
 
 
 async def test_every_operation_reaches_other_nodes_exactly_once(start_hub: HubFactory) -> None:

@@ -238,16 +238,8 @@ async def test_malformed_builtin_data_gets_an_error_envelope_not_1011(
 ) -> None:
     settings = make_settings()
     hub = WebSocketHub.from_settings(settings)
-    app = FastAPI()
-    app.include_router(
-        make_websocket_router(
-            echo_handler,
-            hub=hub,
-            bearer_resolver=jwt_bearer_resolver(settings),
-            settings=settings,
-            builtins=True,
-            topic_authorizer=allow_all,
-        )
+    app, _ = build_app(
+        settings, handler=echo_handler, hub=hub, builtins=True, topic_authorizer=allow_all
     )
     async with serve(app, settings=settings) as base:
         ws = await open_ws(base)

@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tempest_ws import ConfigurationError, extract_token, jwt_bearer_resolver, origin_allowed
-from tempest_ws.router.auth import normalize_origin
+from tempest_ws import ConfigurationError, jwt_bearer_resolver, origin_allowed
+from tempest_ws.router.auth import extract_token, normalize_origin
 from tests.helpers.support import SECRET, make_settings, token
 
 

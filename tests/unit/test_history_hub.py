@@ -30,15 +30,13 @@ from tests.helpers.history_support import (
     TOPIC,
     ControlledStore,
     LossyBus,
-    connect,
     expect,
-    frames,
     kinds,
     offsets,
     packet_offset,
     recoveries,
 )
-from tests.helpers.support import make_settings, until
+from tests.helpers.support import connect, frames, make_settings, until
 
 POLICY = HistoryPolicy(topics=("chat:*",), max_messages=50)
 Make = Callable[..., WebSocketHub]

@@ -26,14 +26,13 @@ from tests.helpers.history_support import (
     TOPIC,
     ControlledStore,
     LossyBus,
-    connect,
     jitter,
     kinds,
     packet_offset,
     recoveries,
     slow_reads,
 )
-from tests.helpers.support import until
+from tests.helpers.support import connect, until
 
 POLICY = HistoryPolicy(topics=("chat:*",), max_messages=1000)
 

@@ -7,17 +7,9 @@ from typing import Any
 
 import pytest
 
-from tempest_ws import CapacityError, CloseCode, WebSocketConnection, WebSocketHub, WSEnvelope
+from tempest_ws import CapacityError, CloseCode, WebSocketHub, WSEnvelope
 from tempest_ws.wire import envelope as envelope_module
-from tests.helpers.support import Peer, until
-
-
-async def connect(hub: WebSocketHub, user: str) -> tuple[WebSocketConnection, Peer]:
-    peer = Peer()
-    connection = hub.create_connection(user, send=peer.send)
-    await hub.register(connection)
-    connection.start()
-    return connection, peer
+from tests.helpers.support import Peer, connect, until
 
 
 def received(peer: Peer) -> list[Any]:

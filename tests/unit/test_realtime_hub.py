@@ -9,7 +9,6 @@ from the same hub: per connection, frames arrive in publish order.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -24,13 +23,9 @@ from tempest_ws import (
 )
 from tempest_ws.backplane import InMemoryBackplane, InMemoryBus
 from tempest_ws.realtime import PRESENCE_JOIN, PRESENCE_LEAVE, error_reply, reply_envelope
-from tests.helpers.support import Peer, until
+from tests.helpers.support import Peer, connect, frames, until
 
 Open = Callable[..., Awaitable[tuple[WebSocketConnection, Peer]]]
-
-
-def frames(peer: Peer) -> list[dict[str, Any]]:
-    return [json.loads(t) for t in peer.texts()]
 
 
 def events(peer: Peer, kind: str) -> list[Any]:
@@ -52,14 +47,6 @@ async def hubs() -> AsyncIterator[Callable[..., WebSocketHub]]:
     yield make
     for hub in made:
         await hub.stop()
-
-
-async def connect(hub: WebSocketHub, user: str) -> tuple[WebSocketConnection, Peer]:
-    peer = Peer()
-    connection = hub.create_connection(user, send=peer.send)
-    await hub.register(connection)
-    connection.start()
-    return connection, peer
 
 
 async def marker(hub: WebSocketHub, topic: str, name: str, *peers: Peer) -> None:
