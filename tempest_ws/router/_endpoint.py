@@ -21,8 +21,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeAlias
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -34,7 +32,7 @@ from tempest_ws.hub._hub import WebSocketHub
 from tempest_ws.observe._audit import security_event, traffic_event
 from tempest_ws.observe.tracing import Tracing, note_handler_error
 from tempest_ws.router._expiry import TokenLifetime
-from tempest_ws.router._handler_socket import HandlerWebSocket
+from tempest_ws.router._handler_socket import Handler, HandlerWebSocket
 from tempest_ws.router._handshake import DRAIN_REASON, Gate, Handshake, peer_ip
 from tempest_ws.router._heartbeat import Beat, HeartbeatWheel
 from tempest_ws.router._hooks import Hooks
@@ -52,10 +50,7 @@ from tempest_ws.settings import WebSocketSettings
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import HELLO, PING_FRAME, SUBSCRIBE, encode_envelope
 
-__all__ = ["DRAIN_REASON", "Endpoint", "Handler"]
-
-Handler: TypeAlias = Callable[[WebSocket, WebSocketConnection, WebSocketHub], Awaitable[None]]
-"""``async (ws, connection, hub) -> None``, awaited once per authenticated connection."""
+__all__ = ["DRAIN_REASON", "Endpoint"]
 
 logger = logging.getLogger("tempest_ws")
 
@@ -283,7 +278,7 @@ class Endpoint:
                 timeout=self.limits.heartbeat_timeout,
                 on_ping=lambda channel: self._ping(channel.connection),
                 on_timeout=lambda channel: self._timed_out(channel.connection),
-                is_busy=lambda channel: channel.backlog > 0,
+                is_busy=lambda channel: channel.held_by_app,
             )
         return wheel
 

@@ -1,4 +1,4 @@
-"""The ``WebSocket`` a handler is given: Starlette's, with the router's parse reused.
+"""A handler's signature, and the ``WebSocket`` it is given: the router's parse reused.
 
 Starlette's ``receive_json`` parses each frame again with the standard library's
 ``json``, whose recursion limit is lower than what orjson accepts, so a frame the router
@@ -9,16 +9,22 @@ returns the object the session already parsed (and checked against
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from tempest_ws._types import Receive, Scope, Send
+from tempest_ws.hub._connection import WebSocketConnection
+from tempest_ws.hub._hub import WebSocketHub
 from tempest_ws.router.realtime import JSON_KEY
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import parse_json
 
-__all__ = ["HandlerWebSocket"]
+__all__ = ["Handler", "HandlerWebSocket"]
+
+Handler: TypeAlias = Callable[[WebSocket, WebSocketConnection, WebSocketHub], Awaitable[None]]
+"""``async (ws, connection, hub) -> None``, awaited once per authenticated connection."""
 
 
 class HandlerWebSocket(WebSocket):

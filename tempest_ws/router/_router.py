@@ -25,7 +25,8 @@ from tempest_ws.exceptions import ConfigurationError
 from tempest_ws.hub._authz import require_authorizer
 from tempest_ws.hub._hub import WebSocketHub
 from tempest_ws.observe.tracing import Tracing
-from tempest_ws.router._endpoint import DRAIN_REASON, Endpoint, Handler
+from tempest_ws.router._endpoint import DRAIN_REASON, Endpoint
+from tempest_ws.router._handler_socket import Handler
 from tempest_ws.router._hooks import Hooks
 from tempest_ws.router._inbound import Inbound
 from tempest_ws.router._redaction import install_query_token_redaction

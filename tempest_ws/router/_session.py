@@ -111,6 +111,7 @@ class HandlerChannel:
         "_raw_receive",
         "_raw_send",
         "_reader",
+        "_reading",
         "_room",
         "tracer",
     )
@@ -123,6 +124,7 @@ class HandlerChannel:
         self._mail: asyncio.Future[None] | None = None  # the handler waits for a frame
         self._room: asyncio.Future[None] | None = None  # the read loop waits for room
         self._reader: asyncio.Task[Any] | None = None  # the read loop, parked in receive
+        self._reading = False  # the read loop runs (parked in receive or not)
         self._cancelled = False  # the read loop's task was cancelled by the close
         self.tracer: SessionTracer | None = None  # set by the endpoint with tracing on
 
@@ -147,6 +149,19 @@ class HandlerChannel:
         """Frames read from the socket and not yet taken by the handler."""
         inbox = self._inbox
         return len(inbox) if inbox is not None else 0
+
+    @property
+    def held_by_app(self) -> bool:
+        """Whether the application, not the peer, is why nothing is being read.
+
+        True while frames wait for the handler, or while the read loop waits for the
+        application instead of the socket: for room in the handler's inbox, a built-in
+        operation, or an event handler's turn (its queue is full). The heartbeat counts
+        that time as proof of life: the peer's frames, pongs included, wait unread.
+        """
+        return (self._inbox is not None and len(self._inbox) > 0) or (
+            self._reading and self._reader is None
+        )
 
     def _on_close(self, _connection: WebSocketConnection) -> None:
         """The close started: stop reading and wake whoever waits (runs synchronously)."""
@@ -252,51 +267,55 @@ class HandlerChannel:
         invalid = 0
         closing = connection.closing_future()
         tracer = self.tracer
-        while True:
-            if tracer is not None:
-                tracer.settle()
-            if closing.done():
-                return
-            # Inline rather than a helper coroutine: an idle connection parks right here.
-            self._reader = task
-            try:
-                message = await receive()
-            except asyncio.CancelledError:
-                if self._cancelled_by_close(task):
-                    return
-                raise
-            finally:
-                self._reader = None
-            if message["type"] != "websocket.receive":
-                if message["type"] == "websocket.disconnect":
-                    peer_left(connection, message)
-                    return
-                continue
-            heartbeat.touch()
-            frame_in(message)
-            if tracer is not None:
-                tracer.arrived()
-            verdict = judge(message, limits, bucket, inbound)
-            if verdict is _DELIVER:
+        self._reading = True
+        try:
+            while True:
                 if tracer is not None:
-                    tracer.inspected(message, "deliver", None)
-                await self.deliver(message)
-                continue
-            if verdict is _PONG:
-                continue
-            if verdict is _BUILTIN or verdict is _REFRESH:
-                valid = await self._operation(connection, message, verdict, lifetime, inbound)
-            else:
-                valid = answer(connection, message, verdict, bucket, limits, tracer)
-            if connection.closing:
-                return
-            if not valid:
-                invalid += 1
-                if tracer is not None:
-                    tracer.invalid()
-                if invalid >= limits.max_invalid_frames:
-                    too_many_invalid(connection, invalid)
+                    tracer.settle()
+                if closing.done():
                     return
+                # Inline rather than a helper coroutine: an idle connection parks right here.
+                self._reader = task
+                try:
+                    message = await receive()
+                except asyncio.CancelledError:
+                    if self._cancelled_by_close(task):
+                        return
+                    raise
+                finally:
+                    self._reader = None
+                if message["type"] != "websocket.receive":
+                    if message["type"] == "websocket.disconnect":
+                        peer_left(connection, message)
+                        return
+                    continue
+                heartbeat.touch()
+                frame_in(message)
+                if tracer is not None:
+                    tracer.arrived()
+                verdict = judge(message, limits, bucket, inbound)
+                if verdict is _DELIVER:
+                    if tracer is not None:
+                        tracer.inspected(message, "deliver", None)
+                    await self.deliver(message)
+                    continue
+                if verdict is _PONG:
+                    continue
+                if verdict is _BUILTIN or verdict is _REFRESH:
+                    valid = await self._operation(connection, message, verdict, lifetime, inbound)
+                else:
+                    valid = answer(connection, message, verdict, bucket, limits, tracer)
+                if connection.closing:
+                    return
+                if not valid:
+                    invalid += 1
+                    if tracer is not None:
+                        tracer.invalid()
+                    if invalid >= limits.max_invalid_frames:
+                        too_many_invalid(connection, invalid)
+                        return
+        finally:
+            self._reading = False
 
     def _cancelled_by_close(self, task: asyncio.Task[Any] | None) -> bool:
         """The read loop's ``receive`` was cancelled: by the close callback alone (the

@@ -31,7 +31,7 @@ from tempest_ws.exceptions import ConnectionClosedError, UnencodableMessageError
 from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._hub import WebSocketHub
 from tempest_ws.observe._audit import security_event
-from tempest_ws.router._endpoint import Handler
+from tempest_ws.router._handler_socket import Handler
 from tempest_ws.router.events._handlers import EventHandler, EventRegistry, Injected
 from tempest_ws.router.events._lane import Lane
 from tempest_ws.router.events._reply import (
