@@ -10,9 +10,11 @@ every type is claimed, and a type without an event handler is answered
 ``unknown_type`` (also an invalid frame).
 
 Its turn comes in the connection's handler task (`EventDispatch.handle()`, the handler
-the endpoint runs), which per message opens an ``AsyncExitStack``, has FastAPI solve
-the handler's dependencies into it, calls the handler, closes the stack (``yield``
-dependencies clean up) and then answers (see [`answer_of`][tempest_ws.router.events._reply]).
+the endpoint runs), which per message has FastAPI solve the handler's dependencies,
+calls the handler and then answers (see [`answer_of`][tempest_ws.router.events._reply]).
+When a dependency may ``yield`` (or the app overrides dependencies) the message gets
+its own ``AsyncExitStack``, closed (``yield`` dependencies clean up) before the answer;
+see [`Solver`][tempest_ws.router.events._solve.Solver].
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from tempest_ws.router.events._reply import (
     answer_of,
     send_answer,
 )
-from tempest_ws.router.events._solve import prepare, solve
+from tempest_ws.router.events._solve import prepare
 from tempest_ws.router.realtime import error_reply
 from tempest_ws.wire.envelope import WSEnvelope
 from tempest_ws.wire.messages import INVALID_DATA, UNKNOWN_TYPE, describe_validation_error
@@ -174,14 +176,16 @@ class EventDispatch:
         answer: str | WSEnvelope | None
         try:
             arguments = _arguments(handler, job, fixed)
-            dependant = handler.dependant
-            if dependant is None:
+            solver = handler.solver
+            if solver is None:
                 result = await handler.call(**arguments)
+            elif not solver.needs_stack(ws):
+                result = await handler.call(**arguments, **await solver.solve(ws, response))
             else:
                 async with AsyncExitStack() as stack:
                     alone = not handler.concurrent
-                    arguments.update(await solve(dependant, ws, stack, response, alone=alone))
-                    result = await handler.call(**arguments)
+                    values = await solver.solve_in(stack, ws, response, alone=alone)
+                    result = await handler.call(**arguments, **values)
             answer = answer_of(handler, envelope, result)
         except WebSocketError as exc:
             details = {} if exc.data is None else {"details": exc.data}
