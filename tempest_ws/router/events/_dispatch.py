@@ -42,7 +42,7 @@ from tempest_ws.router.events._reply import (
     answer_of,
     send_answer,
 )
-from tempest_ws.router.events._solve import prepare
+from tempest_ws.router.events._solve import prepare, values
 from tempest_ws.router.realtime import error_reply
 from tempest_ws.wire.envelope import WSEnvelope
 from tempest_ws.wire.messages import INVALID_DATA, UNKNOWN_TYPE, describe_validation_error
@@ -180,12 +180,12 @@ class EventDispatch:
             if solver is None:
                 result = await handler.call(**arguments)
             elif not solver.needs_stack(ws):
-                result = await handler.call(**arguments, **await solver.solve(ws, response))
+                result = await handler.call(**arguments, **values(await solver.solve(ws, response)))
             else:
                 async with AsyncExitStack() as stack:
                     alone = not handler.concurrent
-                    values = await solver.solve_in(stack, ws, response, alone=alone)
-                    result = await handler.call(**arguments, **values)
+                    solved = await solver.solve_in(stack, ws, response, alone=alone)
+                    result = await handler.call(**arguments, **solved)
             answer = answer_of(handler, envelope, result)
         except WebSocketError as exc:
             details = {} if exc.data is None else {"details": exc.data}

@@ -25,19 +25,19 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any, Final
 
 from fastapi.dependencies.models import Dependant
-from fastapi.dependencies.utils import solve_dependencies
+from fastapi.dependencies.utils import SolvedDependency, solve_dependencies
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from tempest_ws.exceptions import WebSocketError
 from tempest_ws.wire.messages import INVALID_DATA
 
-__all__ = ["Solver", "prepare"]
+__all__ = ["Solver", "may_yield", "prepare", "values"]
 
 _STACK_KEYS: Final = ("fastapi_astack", "fastapi_inner_astack", "fastapi_function_astack")
 
@@ -91,6 +91,18 @@ def _describe(errors: list[Any]) -> str:
     return "invalid request: " + ", ".join(shown)
 
 
+def values(solved: SolvedDependency) -> dict[str, Any]:
+    """The dependencies' values FastAPI solved.
+
+    Raises:
+        WebSocketError: ``invalid_data`` when a dependency's own parameters (query,
+            headers) did not validate.
+    """
+    if solved.errors:
+        raise WebSocketError(INVALID_DATA, _describe(list(solved.errors)))
+    return solved.values
+
+
 def _overrides(ws: WebSocket) -> Any:
     """The app, when it overrides a dependency (FastAPI's provider), else ``None``."""
     app = ws.scope.get("app")
@@ -115,15 +127,13 @@ class Solver:
         """Whether this message needs exit stacks of its own (`solve_in()`)."""
         return self.yields or _overrides(ws) is not None
 
-    async def solve(self, ws: WebSocket, response: Response) -> dict[str, Any]:
-        """The dependencies' values for one message that needs no stack of its own.
+    def solve(self, ws: WebSocket, response: Response) -> Awaitable[SolvedDependency]:
+        """FastAPI's solving of one message that needs no stack of its own; its
+        `values()` are the dependencies' values.
 
-        Raises:
-            WebSocketError: ``invalid_data`` when a dependency's own parameters (query,
-                headers) do not validate.
-            Exception: whatever a dependency raised.
+        The awaitable raises whatever a dependency raised.
         """
-        solved = await solve_dependencies(
+        return solve_dependencies(
             request=ws,
             dependant=self.dependant,
             body=None,
@@ -133,9 +143,6 @@ class Solver:
             embed_body_fields=False,
             **self._extra,
         )
-        if solved.errors:
-            raise WebSocketError(INVALID_DATA, _describe(list(solved.errors)))
-        return solved.values
 
     async def solve_in(
         self,
@@ -152,7 +159,7 @@ class Solver:
                 in-order handler): the shared scope may name this message's stack.
 
         Raises:
-            WebSocketError: as `solve()`.
+            WebSocketError: as `values()`.
             Exception: whatever a dependency raised.
         """
         if alone:
@@ -174,6 +181,4 @@ class Solver:
             embed_body_fields=False,
             **(self._extra if provider is None else {}),
         )
-        if solved.errors:
-            raise WebSocketError(INVALID_DATA, _describe(list(solved.errors)))
-        return solved.values
+        return values(solved)
