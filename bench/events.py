@@ -211,7 +211,6 @@ def markdown_section(r: dict[str, Any]) -> list[str]:
         f"| {r['ratio_events_vs_classic']:.2f} |",
         f"| `@router.on` with the model, no dependency | {us['events without Depends']:.1f} "
         f"| {r['ratio_plain_vs_classic']:.2f} |",
-        "",
         f"| `@router.on` with the model and a `yield` dependency "
         f"| {us['events with a yield Depends']:.1f} | {r['ratio_yield_vs_classic']:.2f} |",
         "",
@@ -224,8 +223,9 @@ def markdown_section(r: dict[str, Any]) -> list[str]:
         "FastAPI's fixed cost per dependency level (the handler's and the dependency's "
         "own: the parameters of each level read from the socket, its result built) and "
         "the per-dependency classification and cache key; tempest_ws adds no exit stack "
-        "for a message whose dependencies cannot `yield`. A `yield` dependency adds the "
-        "exit stacks of its message and their closing "
+        "for a message whose dependencies cannot `yield`. A `yield` dependency costs "
+        "more: FastAPI enters it as an async context manager in the message's exit "
+        "stacks and closes it after the message "
         f"({us['events with a yield Depends'] - us['events']:.1f} µs more here). A "
         "handler that needs nothing per message takes the connection and the hub by "
         "type, or what it shares from its closure, and skips that cost.",
