@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, WebSocket
 
 from tempest_ws import WebSocketHub, jwt_bearer_resolver, make_websocket_router
 from tempest_ws.testing import live_server
@@ -17,6 +17,15 @@ from tests.helpers.support import make_settings, token
 def get_label() -> str:
     """A plain dependency: no stack of its own for the messages using it."""
     return "plain"
+
+
+def stack_of(websocket: WebSocket) -> int:
+    """Which exit stack the connection's scope names now."""
+    return id(websocket.scope["fastapi_inner_astack"])
+
+
+async def opened(log: Annotated[list[str], Depends(lambda: [])]) -> AsyncIterator[str]:
+    yield "opened"
 
 
 def build() -> tuple[FastAPI, list[str]]:
@@ -36,6 +45,14 @@ def build() -> tuple[FastAPI, list[str]]:
     @router.on("label.many", concurrent=True)
     async def label_many(label: Annotated[str, Depends(get_label)]) -> dict[str, object]:
         return {"label": label, "log": list(log)}
+
+    @router.on("stack.id")
+    async def stack_id(stack: Annotated[int, Depends(stack_of)]) -> dict[str, int]:
+        return {"stack": stack}
+
+    @router.on("yielding")
+    async def yielding(value: Annotated[str, Depends(opened)]) -> dict[str, str]:
+        return {"value": value}
 
     app.include_router(router)
     return app, log
@@ -78,3 +95,17 @@ async def test_an_override_that_yields_is_cleaned_up_after_each_message() -> Non
         await ann.send_envelope("label.get", request_id="c")
         third = await ann.expect("label.get.reply")
         assert third.data["log"] == ["open", "close", "open", "close", "open"]
+
+
+async def test_after_a_yield_message_the_scope_names_the_idle_stack_again() -> None:
+    app, _ = build()
+    async with (
+        live_server(app, settings=make_settings()) as server,
+        server.connect(token("ann")) as ann,
+    ):
+        await ann.send_envelope("stack.id", request_id="1")
+        before = (await ann.expect("stack.id.reply")).data["stack"]
+        await ann.send_envelope("yielding", request_id="2")
+        assert (await ann.expect("yielding.reply")).data == {"value": "opened"}
+        await ann.send_envelope("stack.id", request_id="3")
+        assert (await ann.expect("stack.id.reply")).data["stack"] == before

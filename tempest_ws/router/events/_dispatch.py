@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack, suppress
 from typing import Any, Final
 
@@ -125,22 +126,30 @@ class EventDispatch:
         beside the classic handler when there is one."""
         ws.scope[CONNECTION_KEY] = connection
         lane = self._lane(connection)
-        response = prepare(ws)
+        idle = AsyncExitStack()
+        response = prepare(ws, idle)
         fixed = {Injected.CONNECTION: connection, Injected.HUB: self.hub, Injected.WEBSOCKET: ws}
         serving = lane.serve(functools.partial(self._run_job, ws, response, connection, fixed))
         try:
-            if self.classic is None:
-                await serving
-                return
-            worker = asyncio.create_task(serving, name=f"tempest_ws events {connection}")
-            try:
-                await self.classic(ws, connection, self.hub)
-            finally:
-                worker.cancel()
-                with suppress(asyncio.CancelledError):
-                    await worker
+            async with idle:
+                await self._serve(serving, ws, connection)
         finally:
             self._lanes.pop(connection.connection_id, None)
+
+    async def _serve(
+        self, serving: Coroutine[Any, Any, None], ws: WebSocket, connection: WebSocketConnection
+    ) -> None:
+        """Await ``serving`` (the lane), beside the classic handler when there is one."""
+        if self.classic is None:
+            await serving
+            return
+        worker = asyncio.create_task(serving, name=f"tempest_ws events {connection}")
+        try:
+            await self.classic(ws, connection, self.hub)
+        finally:
+            worker.cancel()
+            with suppress(asyncio.CancelledError):
+                await worker
 
     def _lane(self, connection: WebSocketConnection) -> Lane[_Job]:
         cid = connection.connection_id

@@ -9,15 +9,15 @@ Exit stacks hold what ``yield`` dependencies clean up, and nothing else: FastAPI
 onto them only the context of a generator dependency. So a message gets stacks of its
 own, closed right after it (`Solver.solve_in()`), only when its dependency tree may
 ``yield`` or when the app has dependency overrides (an override may ``yield``). Any
-other message (`Solver.solve()`) is solved against the connection's idle stacks, put
-into the ``WebSocket``'s scope once by `prepare()` and never entered: nothing is ever
-pushed onto them, so no scope is written and no stack made per message, even for a
-concurrent handler.
+other message (`Solver.solve()`) is solved against the connection's idle stack, put
+into the ``WebSocket``'s scope once by `prepare()`: FastAPI pushes nothing onto it, so
+no scope is written and no stack made per message, even for a concurrent handler.
 
-With its own stacks, an in-order handler runs alone, so its stacks are written into the
-shared ``WebSocket``'s scope; a concurrent one gets a shallow copy of the ``WebSocket``
-whose scope names its own stacks. The ``WebSocket``'s headers, query parameters and
-cookies are parsed once per connection (`prepare()`), not per message.
+With its own stacks, an in-order handler runs alone, so its stacks are written into
+the shared ``WebSocket``'s scope until they close; a concurrent one gets a shallow copy
+of the ``WebSocket`` whose scope names its own stacks. The ``WebSocket``'s headers,
+query parameters and cookies are parsed once per connection (`prepare()`), not per
+message.
 """
 
 from __future__ import annotations
@@ -49,15 +49,17 @@ _SCOPES_CACHE: Final = "_uses_scopes_cache"
 _TAKES_SCOPES_CACHE: Final = _SCOPES_CACHE in inspect.signature(solve_dependencies).parameters
 
 
-def prepare(ws: WebSocket) -> Response:
+def prepare(ws: WebSocket, idle: AsyncExitStack) -> Response:
     """Ready ``ws`` for its connection's messages; the connection's shared response.
 
-    Parses what dependencies read from ``ws`` once and puts the idle exit stacks into its
-    scope. The ``Response`` stands for the one FastAPI would make per call: a WebSocket
-    never sends it, so one per connection is enough.
+    Parses what dependencies read from ``ws`` once and puts ``idle``, the connection's
+    idle exit stack, into its scope: FastAPI pushes nothing onto it; whatever a
+    dependency pushes onto its request's stack by itself is cleaned up when the caller
+    closes ``idle``, at the connection's end. The ``Response`` stands for the one
+    FastAPI would make per call: a WebSocket never sends it, so one per connection is
+    enough.
     """
     _ = ws.headers, ws.query_params, ws.cookies  # cached on ws, and on its copies
-    idle = AsyncExitStack()
     for key in _STACK_KEYS:
         ws.scope[key] = idle
     return Response()
@@ -165,6 +167,8 @@ class Solver:
         if alone:
             request = ws
             scope = ws.scope
+            # The last thing the stack does: the scope names the idle stack again.
+            stack.callback(scope.update, {key: scope[key] for key in _STACK_KEYS})
         else:
             request = copy.copy(ws)
             scope = request.scope = dict(ws.scope)
