@@ -10,9 +10,11 @@ every type is claimed, and a type without an event handler is answered
 ``unknown_type`` (also an invalid frame).
 
 Its turn comes in the connection's handler task (`EventDispatch.handle()`, the handler
-the endpoint runs), which per message opens an ``AsyncExitStack``, has FastAPI solve
-the handler's dependencies into it, calls the handler, closes the stack (``yield``
-dependencies clean up) and then answers (see [`answer_of`][tempest_ws.router.events._reply]).
+the endpoint runs), which per message has FastAPI solve the handler's dependencies,
+calls the handler and then answers (see [`answer_of`][tempest_ws.router.events._reply]).
+When a dependency may ``yield`` (or the app overrides dependencies) the message gets
+its own ``AsyncExitStack``, closed (``yield`` dependencies clean up) before the answer;
+see [`Solver`][tempest_ws.router.events._solve.Solver].
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack, suppress
 from typing import Any, Final
 
@@ -40,7 +43,7 @@ from tempest_ws.router.events._reply import (
     answer_of,
     send_answer,
 )
-from tempest_ws.router.events._solve import prepare, solve
+from tempest_ws.router.events._solve import prepare, values
 from tempest_ws.router.realtime import error_reply
 from tempest_ws.wire.envelope import WSEnvelope
 from tempest_ws.wire.messages import INVALID_DATA, UNKNOWN_TYPE, describe_validation_error
@@ -123,22 +126,30 @@ class EventDispatch:
         beside the classic handler when there is one."""
         ws.scope[CONNECTION_KEY] = connection
         lane = self._lane(connection)
-        response = prepare(ws)
+        idle = AsyncExitStack()
+        response = prepare(ws, idle)
         fixed = {Injected.CONNECTION: connection, Injected.HUB: self.hub, Injected.WEBSOCKET: ws}
         serving = lane.serve(functools.partial(self._run_job, ws, response, connection, fixed))
         try:
-            if self.classic is None:
-                await serving
-                return
-            worker = asyncio.create_task(serving, name=f"tempest_ws events {connection}")
-            try:
-                await self.classic(ws, connection, self.hub)
-            finally:
-                worker.cancel()
-                with suppress(asyncio.CancelledError):
-                    await worker
+            async with idle:
+                await self._serve(serving, ws, connection)
         finally:
             self._lanes.pop(connection.connection_id, None)
+
+    async def _serve(
+        self, serving: Coroutine[Any, Any, None], ws: WebSocket, connection: WebSocketConnection
+    ) -> None:
+        """Await ``serving`` (the lane), beside the classic handler when there is one."""
+        if self.classic is None:
+            await serving
+            return
+        worker = asyncio.create_task(serving, name=f"tempest_ws events {connection}")
+        try:
+            await self.classic(ws, connection, self.hub)
+        finally:
+            worker.cancel()
+            with suppress(asyncio.CancelledError):
+                await worker
 
     def _lane(self, connection: WebSocketConnection) -> Lane[_Job]:
         cid = connection.connection_id
@@ -174,14 +185,16 @@ class EventDispatch:
         answer: str | WSEnvelope | None
         try:
             arguments = _arguments(handler, job, fixed)
-            dependant = handler.dependant
-            if dependant is None:
+            solver = handler.solver
+            if solver is None:
                 result = await handler.call(**arguments)
+            elif not solver.needs_stack(ws):
+                result = await handler.call(**arguments, **values(await solver.solve(ws, response)))
             else:
                 async with AsyncExitStack() as stack:
                     alone = not handler.concurrent
-                    arguments.update(await solve(dependant, ws, stack, response, alone=alone))
-                    result = await handler.call(**arguments)
+                    solved = await solver.solve_in(stack, ws, response, alone=alone)
+                    result = await handler.call(**arguments, **solved)
             answer = answer_of(handler, envelope, result)
         except WebSocketError as exc:
             details = {} if exc.data is None else {"details": exc.data}

@@ -33,6 +33,7 @@ from starlette.websockets import WebSocket
 from tempest_ws.exceptions import ConfigurationError
 from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._hub import WebSocketHub
+from tempest_ws.router.events._solve import Solver
 from tempest_ws.wire.envelope import MAX_TYPE_LENGTH, RESERVED_TYPES, WSEnvelope
 
 __all__ = ["REPLY_SUFFIX", "EventHandler", "EventRegistry", "Injected", "reply_type"]
@@ -69,6 +70,7 @@ class EventHandler:
         model: the model ``data`` is validated into, or ``None`` (``data`` is not read).
         injected: ``(parameter, what)`` for every parameter that is not a dependency.
         dependant: FastAPI's view of the dependency parameters, ``None`` without any.
+        solver: what solves ``dependant`` per message, ``None`` without dependencies.
         reply_model: the return annotation when it is a model, else ``None``.
         replies: ``False`` when the return annotation is ``None``.
         own_reply: the return annotation is `WSEnvelope`: the handler builds its answer.
@@ -83,6 +85,7 @@ class EventHandler:
     model: type[BaseModel] | None
     injected: tuple[tuple[str, Injected], ...]
     dependant: Dependant | None
+    solver: Solver | None
     reply_model: type[BaseModel] | None
     replies: bool
     own_reply: bool
@@ -177,13 +180,15 @@ def read_handler(
     returned = hints.get("return", inspect.Signature.empty)
     own_reply = isinstance(returned, type) and issubclass(returned, WSEnvelope)
     doc = inspect.getdoc(call)
+    dependant = _dependant_of(name, dependencies)
     return EventHandler(
         message_type=message_type,
         reply=reply_type(message_type),
         call=call,
         model=model,
         injected=tuple(injected),
-        dependant=_dependant_of(name, dependencies),
+        dependant=dependant,
+        solver=None if dependant is None else Solver(dependant),
         reply_model=returned if _is_model(returned) and not own_reply else None,
         replies=returned is not None and returned is not type(None),
         own_reply=own_reply,
