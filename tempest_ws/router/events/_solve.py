@@ -41,13 +41,6 @@ __all__ = ["Solver", "may_yield", "prepare", "values"]
 
 _STACK_KEYS: Final = ("fastapi_astack", "fastapi_inner_astack", "fastapi_function_astack")
 
-_SCOPES_CACHE: Final = "_uses_scopes_cache"
-# Releases that have it recompute, per call, whether each dependency of the tree uses
-# security scopes: a fact of the tree alone. A tree without overrides is always the same
-# objects, so one cache per handler (keyed by the dependants' identity, bounded by the
-# tree's size) answers it once.
-_TAKES_SCOPES_CACHE: Final = _SCOPES_CACHE in inspect.signature(solve_dependencies).parameters
-
 
 def prepare(ws: WebSocket, idle: AsyncExitStack) -> Response:
     """Ready ``ws`` for its connection's messages; the connection's shared response.
@@ -118,12 +111,11 @@ class Solver:
         dependant: FastAPI's view of the handler's dependency parameters.
     """
 
-    __slots__ = ("_extra", "dependant", "yields")
+    __slots__ = ("dependant", "yields")
 
     def __init__(self, dependant: Dependant) -> None:
         self.dependant = dependant
         self.yields = may_yield(dependant)
-        self._extra: dict[str, Any] = {_SCOPES_CACHE: {}} if _TAKES_SCOPES_CACHE else {}
 
     def needs_stack(self, ws: WebSocket) -> bool:
         """Whether this message needs exit stacks of its own (`solve_in()`)."""
@@ -143,7 +135,6 @@ class Solver:
             dependency_overrides_provider=None,
             async_exit_stack=ws.scope["fastapi_inner_astack"],
             embed_body_fields=False,
-            **self._extra,
         )
 
     async def solve_in(
@@ -183,6 +174,5 @@ class Solver:
             dependency_overrides_provider=provider,
             async_exit_stack=stack,
             embed_body_fields=False,
-            **(self._extra if provider is None else {}),
         )
         return values(solved)
