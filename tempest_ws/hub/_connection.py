@@ -2,7 +2,7 @@
 
 Hub fan-out never awaits a socket. Under uvicorn's ``websockets-sansio`` protocol a frame
 for a connection with nothing queued and room in its transport buffer is written at once
-([`tempest_ws.router._transport`][tempest_ws.router._transport]); otherwise it is queued,
+([`tempest_ws.hub._direct`][tempest_ws.hub._direct]); otherwise it is queued,
 and one writer task drains the queue in order, in writes of up to 64 KiB where the
 transport allows. A tick's direct frames after the first are joined into one write at the
 end of the tick. The queue is bounded in bytes and frames and must keep moving
@@ -26,10 +26,10 @@ from tempest_ws._bounded import cancel_tasks
 from tempest_ws._types import Send, UserId
 from tempest_ws.exceptions import ConnectionClosedError
 from tempest_ws.hub._closing import FLUSH_ON_CLOSE, CloseSignals, write_close_frame
+from tempest_ws.hub._direct import TickFlusher, direct_writer
 from tempest_ws.hub._flow import SendBudget
 from tempest_ws.hub._state import ConnectionState, advance
 from tempest_ws.observe._audit import frame_out
-from tempest_ws.router._transport import TickFlusher, direct_writer
 from tempest_ws.wire._frames import frame_size
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import EnvelopeLike, encode_envelope
