@@ -360,7 +360,9 @@ class Tempest(_Uvicorn):
         return {
             "connections": len(conns),
             "direct": sum(1 for c in conns if getattr(c, "_direct", None) is not None),
-            "writer_alive": sum(1 for c in conns if c._writer is not None and not c._writer.done()),
+            "writer_alive": sum(
+                1 for c in conns if c._backlog.writer is not None and not c._backlog.writer.done()
+            ),
             "queue_allocated": sum(1 for c in conns if getattr(c, "_queue", None) is not None),
         }
 

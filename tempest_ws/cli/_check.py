@@ -11,7 +11,7 @@ import ipaddress
 import sys
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
@@ -44,7 +44,7 @@ def masked_url(url: str) -> str:
     credentials = f"{user}:{MASK}" if user else MASK
     host = parts.hostname or ""
     netloc = f"{credentials}@{host}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def effective_configuration(settings: WebSocketSettings) -> dict[str, str]:

@@ -14,8 +14,7 @@ from tempest_ws.exceptions import (
     SendQueueFullError,
     UnauthorizedError,
 )
-from tempest_ws.history.base import Position
-from tempest_ws.history.wire import StampedEnvelope
+from tempest_ws.wire._positions import Position, StampedEnvelope
 
 __all__ = [
     "Backoff",

@@ -40,7 +40,7 @@ from tempest_ws.exceptions import (
     MissingDependencyError,
     RequestTimeoutError,
 )
-from tempest_ws.router.auth import BEARER_SUBPROTOCOL
+from tempest_ws.wire._subprotocol import BEARER_SUBPROTOCOL
 from tempest_ws.wire.envelope import ACK, AUTH_REFRESH, WSEnvelope, encode_envelope
 
 try:

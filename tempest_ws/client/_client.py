@@ -48,7 +48,7 @@ from tempest_ws.client._subscriptions import Subscriptions
 from tempest_ws.client._surface import ClientSurface
 from tempest_ws.client._topics import Topics
 from tempest_ws.exceptions import ConfigurationError
-from tempest_ws.history.base import Position
+from tempest_ws.wire._positions import Position
 from tempest_ws.wire.envelope import WSEnvelope, encode_envelope
 
 __all__ = ["WebSocketClient"]

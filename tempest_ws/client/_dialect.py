@@ -26,12 +26,13 @@ from tempest_ws.client._pending import PendingRequests
 from tempest_ws.client._session import Session, call_hook
 from tempest_ws.client._subscriptions import Answer, Subscriptions
 from tempest_ws.exceptions import EnvelopeError
-from tempest_ws.history.wire import RECOVERY, StampedEnvelope
+from tempest_ws.wire._positions import StampedEnvelope
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import (
     HELLO,
     PING,
     PONG,
+    RECOVERY,
     RESYNC,
     WSEnvelope,
     decode_frame,

@@ -26,8 +26,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from tempest_ws.exceptions import ConfigurationError
-from tempest_ws.history.base import Position
-from tempest_ws.history.wire import EPOCH_KEY, OFFSET_KEY, TOPIC_KEY, position_of
+from tempest_ws.wire._positions import EPOCH_KEY, OFFSET_KEY, TOPIC_KEY, Position, position_of
 
 __all__ = ["ClientPositions", "Mark", "RecoveryNotice"]
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from tempest_ws._bounded import STOP_TIMEOUT, bounded, cancel_tasks
 from tempest_ws.client._disconnect import Disconnect
 from tempest_ws.exceptions import MissingDependencyError
-from tempest_ws.router._heartbeat import HeartbeatAction, Liveness
+from tempest_ws.wire._liveness import HeartbeatAction, Liveness
 from tempest_ws.wire.codes import CloseCode
 
 try:

@@ -30,8 +30,16 @@ from tempest_ws.exceptions import (
     RequestError,
     RequestTimeoutError,
 )
-from tempest_ws.router.realtime import PRESENCE_GET, RECEIPT, TYPING
-from tempest_ws.wire.envelope import ACK, ERROR, UNSUBSCRIBE, WSEnvelope, encode_envelope
+from tempest_ws.wire.envelope import (
+    ACK,
+    ERROR,
+    PRESENCE_GET,
+    RECEIPT,
+    TYPING,
+    UNSUBSCRIBE,
+    WSEnvelope,
+    encode_envelope,
+)
 
 try:
     from websockets.exceptions import ConnectionClosed

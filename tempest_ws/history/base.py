@@ -24,7 +24,9 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
+
+from tempest_ws.wire._positions import MAX_EPOCH_LENGTH, MAX_TOPIC_LENGTH, Position
 
 __all__ = [
     "MAX_EPOCH_LENGTH",
@@ -40,21 +42,6 @@ __all__ = [
     "check_topic",
     "new_epoch",
 ]
-
-MAX_TOPIC_LENGTH: Final = 256
-"""Longest topic name, as the hub accepts them."""
-MAX_EPOCH_LENGTH: Final = 64
-"""Longest epoch a client may send back (ours are 21 hex characters)."""
-
-
-class Position(NamedTuple):
-    """Where a message sits in its topic: ``offset`` within ``epoch``.
-
-    ``Position(0, epoch)`` is the position before the first message of an epoch.
-    """
-
-    offset: int
-    epoch: str
 
 
 class Entry(NamedTuple):

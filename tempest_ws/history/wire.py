@@ -31,12 +31,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
-from pydantic import Field
-
-from tempest_ws.history.base import MAX_EPOCH_LENGTH, MAX_TOPIC_LENGTH, Position, Recovery
-from tempest_ws.wire.envelope import RECOVERY, WSEnvelope
+from tempest_ws.history.base import Recovery
+from tempest_ws.wire._positions import (
+    EPOCH_KEY,
+    OFFSET_KEY,
+    TOPIC_KEY,
+    Position,
+    StampedEnvelope,
+    checked_position,
+    position_of,
+)
+from tempest_ws.wire.envelope import RECOVERY
 
 __all__ = [
     "EPOCH_KEY",
@@ -51,51 +58,6 @@ __all__ = [
     "stamp_frame",
     "stamp_parts",
 ]
-
-TOPIC_KEY: Final = "topic"
-"""Top-level key of the topic in a stamped frame."""
-OFFSET_KEY: Final = "offset"
-"""Top-level key of the offset in a stamped frame (also in ``subscribe`` data)."""
-EPOCH_KEY: Final = "epoch"
-"""Top-level key of the epoch in a stamped frame (also in ``subscribe`` data)."""
-
-
-class StampedEnvelope(WSEnvelope):
-    """A message of a history topic, with the topic and position its frame carried.
-
-    The Python client yields one for every inbound message whose ``topic``/``offset``/
-    ``epoch`` make a valid position (a replayed or a live message); a message with a
-    malformed stamp, and a ``recovery`` envelope, stay plain `WSEnvelope`. It is
-    a ``WSEnvelope`` (``isinstance`` holds, fields and immutability are the same), so
-    code that ignores history keeps working. Compare with ``isinstance``, not ``==``:
-    a pydantic model equals only models of its own class.
-
-    ``encode_envelope`` writes the three envelope keys only: publishing one again
-    through the hub gives it a new position on the topic it is published to, never the
-    old one.
-    """
-
-    topic: str = Field(min_length=1, max_length=MAX_TOPIC_LENGTH)
-    offset: int = Field(ge=0)
-    epoch: str = Field(min_length=1, max_length=MAX_EPOCH_LENGTH)
-
-    @property
-    def position(self) -> Position:
-        """``Position(offset, epoch)``, as kept in the client's ``positions``."""
-        return Position(self.offset, self.epoch)
-
-    @classmethod
-    def stamp(cls, envelope: WSEnvelope, topic: str, position: Position) -> StampedEnvelope:
-        """``envelope`` with ``topic`` and ``position``; the values are not checked again
-        (they come from an envelope and a `position_of()` that were)."""
-        return cls.model_construct(
-            type=envelope.type,
-            data=envelope.data,
-            request_id=envelope.request_id,
-            topic=topic,
-            offset=position.offset,
-            epoch=position.epoch,
-        )
 
 
 def _json_string(text: str) -> str:
@@ -172,25 +134,6 @@ class Stamper:
         return f'{frame[:-1]}{self._middle}{offset:d},"{EPOCH_KEY}":{self._epoch_json}}}'
 
 
-def _position(offset: Any, epoch: Any) -> Position | None:
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        return None
-    if not isinstance(epoch, str) or not 0 < len(epoch) <= MAX_EPOCH_LENGTH:
-        return None
-    return Position(offset, epoch)
-
-
-def position_of(message: Mapping[str, Any]) -> tuple[str, Position] | None:
-    """The topic and position a decoded message carries, or ``None`` (not a history
-    message, or malformed). What a client stores to resume."""
-    topic = message.get(TOPIC_KEY)
-    offset, epoch = message.get(OFFSET_KEY), message.get(EPOCH_KEY)
-    if not isinstance(topic, str) or not 0 < len(topic) <= MAX_TOPIC_LENGTH:
-        return None
-    position = _position(offset, epoch)
-    return None if position is None else (topic, position)
-
-
 def requested_position(data: Any) -> Position | None:
     """The position a ``subscribe`` envelope's ``data`` resumes from, or ``None`` when it
     carries none (a first subscribe).
@@ -204,7 +147,7 @@ def requested_position(data: Any) -> Position | None:
     offset, epoch = data.get(OFFSET_KEY), data.get(EPOCH_KEY)
     if offset is None and epoch is None:
         return None
-    position = _position(offset, epoch)
+    position = checked_position(offset, epoch)
     if position is None:
         raise ValueError("offset must be an int >= 0 and epoch a string of 1 to 64 characters")
     return position

@@ -2,10 +2,10 @@
 
 Hub fan-out never awaits a socket. Under uvicorn's ``websockets-sansio`` protocol a frame
 for a connection with nothing queued and room in its transport buffer is written at once
-([`tempest_ws.router._transport`][tempest_ws.router._transport]); otherwise it is queued,
-and one writer task drains the queue in order, in writes of up to 64 KiB where the
-transport allows. A tick's direct frames after the first are joined into one write at the
-end of the tick. The queue is bounded in bytes and frames and must keep moving
+([`tempest_ws.hub._direct`][tempest_ws.hub._direct]); otherwise it is queued,
+and one writer task drains the queue in order ([`Backlog`][tempest_ws.hub._backlog.Backlog]).
+A tick's direct frames after the first are joined into one write at the end of the tick.
+The queue is bounded in bytes and frames and must keep moving
 ([`SendBudget`][tempest_ws.hub._flow.SendBudget]), or the peer is a slow consumer, closed
 1013. Closing is idempotent and bounded in time. The life is a
 [`ConnectionState`][tempest_ws.hub._state.ConnectionState], moved forward at its four
@@ -15,9 +15,7 @@ moments only (never per frame).
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
-from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -25,26 +23,22 @@ from typing import Any
 from tempest_ws._bounded import cancel_tasks
 from tempest_ws._types import Send, UserId
 from tempest_ws.exceptions import ConnectionClosedError
+from tempest_ws.hub._backlog import Backlog
 from tempest_ws.hub._closing import FLUSH_ON_CLOSE, CloseSignals, write_close_frame
+from tempest_ws.hub._direct import TickFlusher, direct_writer
 from tempest_ws.hub._flow import SendBudget
 from tempest_ws.hub._state import ConnectionState, advance
 from tempest_ws.observe._audit import frame_out
-from tempest_ws.router._transport import TickFlusher, direct_writer
-from tempest_ws.wire._frames import frame_size
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import EnvelopeLike, encode_envelope
 
 __all__ = ["WebSocketConnection"]
 
-logger = logging.getLogger("tempest_ws.connection")
-
-_BATCH_BYTES = 64 * 1024  # one direct write: the transport holds at most its mark plus this
-
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = ConnectionState  # the members, in order
 
-_SLOTS = "__dict__ __weakref__ _budget _close_task _close_timeout _deep _direct _loop \
-_moved_at _queue _queued _send _sending _signals _state _transport _wakeup _watchdog _writer \
-close_code close_reason connected_at connection_id frames_sent metadata topics user_id user_key"
+_SLOTS = "__dict__ __weakref__ _backlog _close_task _close_timeout _direct _loop _send \
+_signals _state _transport close_code close_reason connected_at connection_id frames_sent \
+metadata topics user_id user_key"
 
 
 class WebSocketConnection:
@@ -89,20 +83,17 @@ class WebSocketConnection:
         self._transport = transport
         self._direct = direct_writer(transport, flusher) if transport is not None else None
         self._state = _CONNECTING
-        # The queue, the writer and the futures below are made when first needed: most
-        # connections never need them, and thousands of idle sockets add up.
-        self._queue: deque[str] | None = None
-        self._budget = budget if budget is not None else SendBudget(max_frames=queue_size)
-        self._queued = 0  # bytes of the frames in the queue, as they go on the wire
-        self._moved_at = 0.0  # when queued frames last moved to the socket
-        self._deep = False  # the queue is above its high-water mark
-        self._watchdog: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
+        # The backlog's queue, writer and timers are made when first needed: most
+        # connections never need them, and thousands of idle sockets add up.
+        self._backlog = Backlog(
+            send=send,
+            direct=self._direct,
+            budget=budget if budget is not None else SendBudget(max_frames=queue_size),
+            loop=self._loop,
+        )
         self._close_timeout = close_timeout
-        self._sending = False  # the writer is in an ASGI send: no direct write may overtake it
         self._signals: CloseSignals[WebSocketConnection] = CloseSignals(self._loop)
-        self._writer: asyncio.Task[None] | None = None
-        self._wakeup: asyncio.Future[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -123,12 +114,12 @@ class WebSocketConnection:
     @property
     def pending(self) -> int:
         """Frames queued and not yet written to the socket."""
-        return len(self._queue) if self._queue is not None else 0
+        return self._backlog.pending
 
     @property
     def pending_bytes(self) -> int:
         """Bytes of the frames queued and not yet written to the socket."""
-        return self._queued
+        return self._backlog.queued
 
     def closing_future(self) -> asyncio.Future[int]:
         """A future resolved with the close code as soon as the close starts."""
@@ -145,12 +136,7 @@ class WebSocketConnection:
         if self._state is not _CONNECTING:
             return
         self._state = advance(_CONNECTING, _OPEN)
-        queue = self._queue
-        if queue and self._direct is not None and self._direct.write_many(queue):
-            self._queue = None
-            self._moved(self._queued, len(queue))
-        elif self._direct is None or queue:
-            self._wake_writer()
+        self._backlog.start(self)
 
     def enqueue(self, frame: str) -> bool:
         """Deliver one serialized frame without waiting: write it now, or queue it.
@@ -162,38 +148,19 @@ class WebSocketConnection:
         state = self._state
         if state is not _OPEN and state is not _CONNECTING:
             return False
-        queue = self._queue
-        if queue:
-            budget = self._budget
-            queued = self._queued + frame_size(frame)
-            if queued > budget.max_bytes or len(queue) >= budget.max_frames:
-                return False
-        elif (
-            state is _OPEN
-            and not self._sending
+        backlog = self._backlog
+        if (
+            not backlog.queue
+            and state is _OPEN
+            and not backlog.sending
             and self._direct is not None
             and self._direct.write(frame)
         ):
             self.frames_sent += 1
             frame_out(frame)
             return True
-        else:
-            if queue is None:
-                queue = self._queue = deque()
-            budget = self._budget
-            queued = frame_size(frame)
-            if not self._sending:  # a backlog forms: its clock starts (unless one is stuck)
-                self._moved_at = self._loop.time()
-        self._queued = queued
-        queue.append(frame)
-        if queued > budget.high_bytes or len(queue) > budget.high_frames:
-            if not self._deep:
-                self._deep = True
-                budget.deep(self, self._loop.time(), self._moved_at)
-            elif budget.holds(self):
-                budget.pressure = True
-        if state is _OPEN:
-            self._wake_writer()
+        if not backlog.add(self, frame, wake=state is _OPEN):
+            return False
         frame_out(frame)
         return True
 
@@ -201,47 +168,6 @@ class WebSocketConnection:
         """Write the frames held for the end of this tick now (before a handler's send)."""
         if self._direct is not None:
             self._direct.flush()
-
-    def _wake_writer(self) -> None:
-        writer = self._writer
-        if writer is None or writer.done():
-            self._writer = self._loop.create_task(
-                self._write_loop(), name=f"tempest_ws writer {self.connection_id}"
-            )
-            self._moved_at = self._loop.time()
-        else:
-            self._notify_writer()
-        if self._watchdog is None:  # the stall timer runs while a backlog exists
-            due = self._moved_at + self._budget.stall_timeout
-            self._watchdog = self._loop.call_at(due, self._check_stall)
-
-    def _moved(self, size: int, frames: int) -> None:
-        """``frames`` frames of ``size`` bytes left the queue for the socket."""
-        self.frames_sent += frames
-        self._queued -= size
-        self._moved_at = self._loop.time()
-        budget = self._budget
-        if self._deep and self._queued <= budget.low_bytes and self.pending <= budget.low_frames:
-            self._deep = False
-            budget.drained(self)
-
-    def _check_stall(self) -> None:
-        """The stall timer: close 1013 when queued frames have not moved for too long."""
-        self._watchdog = None
-        if self._state is not _OPEN or not (self._queue or self._sending):
-            return
-        budget = self._budget
-        due = self._moved_at + budget.stall_timeout
-        if self._loop.time() < due:
-            self._watchdog = self._loop.call_at(due, self._check_stall)
-            return
-        budget.stalled_out(self.connection_id, self._queued)
-        self.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
-
-    def _notify_writer(self) -> None:
-        waiter = self._wakeup
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     async def send(self, envelope: EnvelopeLike) -> None:
         """Queue ``envelope`` for this connection, in order with hub deliveries.
@@ -288,8 +214,8 @@ class WebSocketConnection:
     def peer_closed(self, code: int) -> None:
         """Record that the peer closed or vanished: nothing more will be written."""
         if self._begin_close(code, "peer closed") is not None:
-            self._stop_writer()
-            self._drop_queue()
+            self._backlog.stop_writer()
+            self._backlog.drop()
             self._set_finished()
 
     async def wait_closed(self) -> None:
@@ -310,29 +236,25 @@ class WebSocketConnection:
         self._state = advance(left, _CLOSING)
         self.close_code = int(code)
         self.close_reason = reason
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None:
-            watchdog.cancel()
-        if self._deep:
-            self._deep = False
-            self._budget.drained(self)
+        self._backlog.settle(self)
         self._signals.started(self, int(code), self.connection_id)
         return left
 
     async def _finish_close(self, code: int, reason: str, *, was_open: bool) -> None:
+        backlog = self._backlog
         try:
             if code not in FLUSH_ON_CLOSE:
-                self._stop_writer()
-                self._drop_queue()  # free the memory now, not after the close frame
-            elif was_open and self._queue:
-                self._wake_writer()
-            writer = self._writer
+                backlog.stop_writer()
+                backlog.drop()  # free the memory now, not after the close frame
+            elif was_open and backlog.queue:
+                backlog.wake(self)
+            writer = backlog.writer
             if code in FLUSH_ON_CLOSE and writer is not None and not writer.done():
-                self._notify_writer()
+                backlog.notify()
                 await asyncio.wait({writer}, timeout=self._close_timeout)
-            self._stop_writer()
+            backlog.stop_writer()
             what = f"writer of {self.connection_id}"
-            await cancel_tasks([self._writer], what, limit=self._close_timeout)
+            await cancel_tasks([backlog.writer], what, limit=self._close_timeout)
             if code in FLUSH_ON_CLOSE:  # what this tick holds goes before the close frame
                 self.flush()
             await write_close_frame(
@@ -344,57 +266,10 @@ class WebSocketConnection:
                 connection_id=self.connection_id,
             )
         finally:
-            self._drop_queue()
+            backlog.drop()
             self._set_finished()
-
-    def _drop_queue(self) -> None:
-        if self._queue is not None:
-            self._queue.clear()  # the writer, if any, holds it too
-        self._queue, self._queued = None, 0
 
     def abort(self) -> None:
         """Drop the TCP connection at once, where the server exposes its transport."""
         if self._transport is not None and not self._transport.is_closing():
             self._transport.abort()
-
-    def _stop_writer(self) -> None:
-        if self._writer is not None and not self._writer.done():
-            self._writer.cancel()
-
-    async def _write_loop(self) -> None:
-        send = self._send
-        direct = self._direct
-        if self._queue is None:
-            self._queue = deque()
-        queue = self._queue
-        try:
-            while True:
-                if not queue:
-                    if self._state is not _OPEN or direct is not None:
-                        # With a direct path, enqueue() writes until a backlog forms again.
-                        self._queue = None
-                        return
-                    self._wakeup = asyncio.get_running_loop().create_future()
-                    await self._wakeup
-                    self._wakeup = None
-                    continue
-                if direct is not None and direct.ready():
-                    written = direct.write_batch(queue, _BATCH_BYTES)
-                    if written is not None:
-                        self._moved(*written)
-                        continue
-                # ``_sending``: enqueue() must not overtake this frame with a direct write.
-                frame = queue.popleft()
-                if direct is not None:
-                    direct.flush()  # what this tick holds goes first
-                self._sending = True
-                try:
-                    await send({"type": "websocket.send", "text": frame})
-                finally:
-                    self._sending = False
-                self._moved(frame_size(frame), 1)
-        except (OSError, RuntimeError) as exc:
-            # The socket is gone (uvicorn raises ClientDisconnected, an OSError, or a
-            # RuntimeError once closed): remove it now rather than on the next heartbeat.
-            logger.debug("send failed on %s: %r", self.connection_id, exc)
-            self.peer_closed(CloseCode.ABNORMAL)

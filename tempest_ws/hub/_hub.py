@@ -36,6 +36,7 @@ from tempest_ws.history.policy import HistoryPolicy
 from tempest_ws.hub._authz import TopicAuthorizer, TopicGate
 from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._delivery import Delivery
+from tempest_ws.hub._direct import TickFlusher
 from tempest_ws.hub._flow import SendBudget
 from tempest_ws.hub._membership import MAX_TOPIC_LENGTH, Membership
 from tempest_ws.hub._messaging import HubMessaging
@@ -44,8 +45,7 @@ from tempest_ws.hub._presence import PresenceSetting, TopicPresence
 from tempest_ws.hub._registry import HubStats, Registry
 from tempest_ws.hub.history._build import build_history, history_from_settings, history_spec
 from tempest_ws.hub.history._topic import HistoryStats
-from tempest_ws.router._server_guard import ServerGuard
-from tempest_ws.router._transport import TickFlusher
+from tempest_ws.observe._server_options import ServerOptionCounts
 from tempest_ws.settings import WebSocketSettings
 from tempest_ws.wire.codes import CloseCode
 
@@ -151,7 +151,7 @@ class WebSocketHub(HubMessaging):
         self.authorizer_timeout = authorizer_timeout
         self.max_topics_per_connection = max_topics_per_connection
         self.tracing = tracing
-        self.server_guard = ServerGuard()  # what the server negotiates, per connection
+        self.server_guard = ServerOptionCounts()  # what the routers saw the server negotiate
         spec = history_spec(history, history_policy, history_gap_timeout)
         # Built in order, each part given what it needs. Two call parts built after them,
         # through the hub: the presence announces through the deliveries (_announce), the

@@ -23,7 +23,7 @@ from tempest_ws.hub._delivery import Delivery
 from tempest_ws.hub._membership import Membership
 from tempest_ws.hub.history._history import HubHistory
 from tempest_ws.hub.history._topic import HistoryStats
-from tempest_ws.router.realtime import error_reply, reply_envelope
+from tempest_ws.wire._replies import error_reply, reply_envelope
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import ACK, EnvelopeLike, encode_envelope
 

@@ -29,6 +29,7 @@ from tempest_ws.hub._hub import WebSocketHub
 from tempest_ws.observe._audit import security_event
 from tempest_ws.router._hooks import Hooks
 from tempest_ws.router._ratelimit import AddressLimiter
+from tempest_ws.router._server_guard import ServerGuard
 from tempest_ws.router.auth import BEARER_SUBPROTOCOL, extract_token, origin_allowed
 from tempest_ws.settings import WebSocketSettings
 from tempest_ws.wire.codes import CloseCode
@@ -93,6 +94,7 @@ class Handshake:
         self.addresses = addresses
         self.gate = gate
         self.hooks = hooks
+        self.guard = ServerGuard(hub.server_guard)
 
     async def screen(self, ws: WebSocket, address: str) -> bool:
         """Steps 1–2, before accept: ``True`` when the connection may go on (it then holds
@@ -145,7 +147,7 @@ class Handshake:
             scope.get("query_string", b""),
             allow_query=self.settings.WS_ALLOW_QUERY_TOKEN,
         )
-        guard, settings = self.hub.server_guard, self.settings
+        guard, settings = self.guard, self.settings
         guard.before_accept(protocol, ws.headers, settings.WS_MAX_MESSAGE_BYTES)
         try:
             await ws.accept(subprotocol=BEARER_SUBPROTOCOL if found.bearer_offered else None)

@@ -1,8 +1,8 @@
-"""Liveness: when to send a ping envelope and when a silent peer is dead.
+"""The server's heartbeat: one timer that pings and times out every connection.
 
-`Liveness` is pure state driven by an injected clock, tested without sleeping.
-`HeartbeatWheel` drives the liveness of every connection of one router on one
-timer: a connection's next check (its next ping, or the moment its silence deadline
+The timing of one connection is `Liveness` (`tempest_ws.wire._liveness`, shared with
+the Python client). `HeartbeatWheel` drives the liveness of every connection of one
+router on one timer: a connection's next check (its next ping, or the moment its silence deadline
 passes) falls in a bucket of ``tick`` seconds, and one ``call_at`` handle fires for the
 earliest bucket. Adding, touching and stopping a connection are O(1); there is no task
 and no timer handle per socket, and the pings of one tick go out in one batch.
@@ -15,13 +15,13 @@ give or take one tick. A timeout fires at most one tick after the deadline.
 from __future__ import annotations
 
 import asyncio
-import enum
 import heapq
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
+
+from tempest_ws.wire._liveness import HeartbeatAction, Liveness
 
 __all__ = ["Beat", "HeartbeatAction", "HeartbeatWheel", "Liveness"]
 
@@ -33,59 +33,6 @@ MAX_TICK = 0.05
 _SLACK = 1e-6  # a bucket's checks run as of its end plus this, absorbing float rounding
 
 T = TypeVar("T")
-
-
-class HeartbeatAction(enum.Enum):
-    """What `Liveness.check()` asks the caller to do now."""
-
-    NOTHING = "nothing"
-    PING = "ping"
-    TIMEOUT = "timeout"
-
-
-@dataclass(slots=True)
-class Liveness:
-    """Ping cadence and silence deadline of one connection.
-
-    ``last_seen`` moves with every inbound frame (`touch()`); ``last_ping`` with every
-    ping sent (`pinged()`). The peer is dead once ``now - last_seen >= timeout``.
-    """
-
-    interval: float
-    timeout: float
-    last_seen: float
-    last_ping: float
-
-    @classmethod
-    def starting_at(cls, now: float, *, interval: float, timeout: float) -> Liveness:
-        """A fresh state: the handshake counts as the first sign of life."""
-        return cls(interval=interval, timeout=timeout, last_seen=now, last_ping=now)
-
-    def touch(self, now: float) -> None:
-        """Record an inbound frame at ``now``."""
-        self.last_seen = now
-
-    def check(self, now: float) -> HeartbeatAction:
-        """Return what is due at ``now``: a timeout wins over a ping."""
-        if now - self.last_seen >= self.timeout:
-            return HeartbeatAction.TIMEOUT
-        if now - self.last_ping >= self.interval:
-            return HeartbeatAction.PING
-        return HeartbeatAction.NOTHING
-
-    def pinged(self, now: float) -> None:
-        """Record the ping that `check()` asked for, sent at ``now``.
-
-        The ping is booked at the moment it was due, so one sent late does not delay the
-        next; one more than a whole interval late restarts the cadence at ``now`` instead
-        of sending a burst of catch-up pings.
-        """
-        due = self.last_ping + self.interval
-        self.last_ping = due if now - due < self.interval else now
-
-    def next_deadline(self) -> float:
-        """The clock value at which `check()` may next return something to do."""
-        return min(self.last_ping + self.interval, self.last_seen + self.timeout)
 
 
 class Cancellable(Protocol):

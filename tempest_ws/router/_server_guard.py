@@ -27,10 +27,10 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from tempest_ws.observe._audit import security_event
+from tempest_ws.observe._server_options import ServerGuardStats, ServerOptionCounts
 
 __all__ = [
     "FragmentBudget",
@@ -62,25 +62,6 @@ def find_protocol(*callables: Any) -> object | None:
 def protocol_name(protocol: object) -> str:
     """``"websockets-sansio"``, ``"websockets"`` or ``"wsproto"`` (uvicorn's ``--ws`` names)."""
     return _PROTOCOLS.get(type(protocol).__module__, "unknown")
-
-
-@dataclass(frozen=True, slots=True)
-class ServerGuardStats:
-    """What the server's WebSocket options looked like to this hub (this process only).
-
-    ``unsafe_connections`` counts connections accepted while the server offered
-    permessage-deflate to a client that asked for it, or allowed messages larger than
-    ``WS_MAX_MESSAGE_BYTES``; ``compression_declined`` and ``size_limit_lowered`` count
-    the connections tempest_ws fixed itself; ``fragment_limit_closes`` the connections
-    closed 1009 for splitting a message into too many fragments. ``protocol`` is the
-    last uvicorn WebSocket protocol seen (``""`` before the first connection).
-    """
-
-    protocol: str
-    unsafe_connections: int
-    compression_declined: int
-    size_limit_lowered: int
-    fragment_limit_closes: int
 
 
 class FragmentBudget:
@@ -138,32 +119,29 @@ def _offers_deflate(headers: Any) -> bool:
 
 
 class ServerGuard:
-    """Inspects each connection's server protocol; owned by a hub (one per process).
+    """Inspects each connection's server protocol, counting into ``counts`` (the hub's
+    `ServerOptionCounts`, one per process; a new one when not given).
 
     `before_accept()` runs for every connection before the handshake answer is
     sent. Logs one ERROR for the first unsafe connection, never one per connection.
     """
 
-    def __init__(self) -> None:
-        self._protocol = ""
-        self._unsafe = 0
-        self._declined = 0
-        self._lowered = 0
-        self._fragment_closes = 0
-        self._reported = False
+    __slots__ = ("counts",)
+
+    def __init__(self, counts: ServerOptionCounts | None = None) -> None:
+        self.counts = counts if counts is not None else ServerOptionCounts()
 
     def stats(self) -> ServerGuardStats:
         """A snapshot of the counts (plain data; no I/O)."""
-        return ServerGuardStats(
-            self._protocol, self._unsafe, self._declined, self._lowered, self._fragment_closes
-        )
+        return self.counts.stats()
 
     def before_accept(self, protocol: object | None, headers: Any, max_bytes: int) -> None:
         """Check ``protocol`` (see `find_protocol()`; ``None``: not uvicorn), and
         decline compression and lower the size limit where the protocol allows it."""
         if protocol is None:
             return
-        name = self._protocol = protocol_name(protocol)
+        counts = self.counts
+        name = counts.protocol = protocol_name(protocol)
         config = getattr(protocol, "config", None)
         deflate = bool(getattr(config, "ws_per_message_deflate", False)) and _offers_deflate(
             headers
@@ -172,14 +150,14 @@ class ServerGuard:
         too_big = not isinstance(max_size, int) or max_size > max_bytes
         if not deflate and not too_big:
             return
-        self._unsafe += 1
+        counts.unsafe += 1
         fixed = False
         if name == "websockets-sansio":
             fixed = self._fix_sansio(protocol, deflate, too_big, max_bytes)
         elif name == "websockets":
             fixed = self._fix_legacy(protocol, deflate, too_big, max_bytes)
-        if not self._reported:
-            self._reported = True
+        if not counts.reported:
+            counts.reported = True
             self._report(name, deflate, max_size, max_bytes, fixed)
 
     def after_accept(self, protocol: object | None, limit: int, connection_id: str) -> bool:
@@ -197,7 +175,7 @@ class ServerGuard:
 
     def _exceeded(self, connection_id: str, limit: int) -> None:
         """A message on ``connection_id`` was split into more than ``limit`` fragments."""
-        self._fragment_closes += 1
+        self.counts.fragment_closes += 1
         security_event(
             "too_many_fragments",
             connection_id,
@@ -213,12 +191,12 @@ class ServerGuard:
         if deflate and conn.extensions:
             conn.extensions = [e for e in conn.extensions if e.name != _DEFLATE]
             del response.headers["Sec-WebSocket-Extensions"]
-            self._declined += 1
+            self.counts.declined += 1
         if too_big:
             # websockets 14 split max_size into message and fragment limits.
             attribute = "max_message_size" if hasattr(conn, "max_message_size") else "max_size"
             setattr(conn, attribute, max_bytes)
-            self._lowered += 1
+            self.counts.lowered += 1
         return True
 
     def _fix_legacy(self, protocol: Any, deflate: bool, too_big: bool, max_bytes: int) -> bool:
@@ -228,10 +206,10 @@ class ServerGuard:
         if deflate:
             # In place: the handshake already holds this (per-connection) list.
             factories[:] = [f for f in factories if f.name != _DEFLATE]
-            self._declined += 1
+            self.counts.declined += 1
         if too_big:
             protocol.max_size = max_bytes
-            self._lowered += 1
+            self.counts.lowered += 1
         return True
 
     @staticmethod

@@ -18,6 +18,7 @@ import jwt
 from tempest_ws._types import BearerResolver
 from tempest_ws.exceptions import ConfigurationError
 from tempest_ws.settings import WebSocketSettings
+from tempest_ws.wire._subprotocol import BEARER_SUBPROTOCOL
 
 __all__ = [
     "BEARER_SUBPROTOCOL",
@@ -29,9 +30,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("tempest_ws.auth")
-
-BEARER_SUBPROTOCOL = "bearer"
-"""The subprotocol name that carries the token: ``Sec-WebSocket-Protocol: bearer, <jwt>``."""
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 

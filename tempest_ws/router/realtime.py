@@ -22,20 +22,21 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from pydantic import BaseModel
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tempest_ws.hub._authz import TopicAuthorizer, allow_any_topic
 from tempest_ws.hub._presence import PRESENCE_JOIN, PRESENCE_LEAVE
+from tempest_ws.wire._replies import error_reply, reply_envelope
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import (
-    ACK,
-    ERROR,
+    PRESENCE_GET,
+    RECEIPT,
     SUBSCRIBE,
+    TYPING,
     UNSUBSCRIBE,
-    EnvelopeLike,
     WSEnvelope,
     decode_envelope,
 )
@@ -62,12 +63,6 @@ __all__ = [
     "reply_envelope",
 ]
 
-PRESENCE_GET: Final = "presence.get"
-"""Built-in: the users in a topic the caller is subscribed to."""
-TYPING: Final = "typing"
-"""Built-in: a typing indicator, relayed to the topic's other members, never stored."""
-RECEIPT: Final = "receipt"
-"""Built-in: a message receipt (message id + status), relayed to the topic's members."""
 BUILTIN_OPERATIONS: Final = frozenset({SUBSCRIBE, UNSUBSCRIBE, PRESENCE_GET, TYPING, RECEIPT})
 """Every envelope type the router can answer itself (``builtins=True``)."""
 
@@ -124,39 +119,3 @@ async def receive_envelope(ws: WebSocket) -> Incoming:
         envelope = decode_envelope(message.get("text") or message.get("bytes") or b"")
     model = message.get(MODEL_KEY)
     return Incoming(envelope, model if isinstance(model, BaseModel) else None)
-
-
-def _request_id(request: EnvelopeLike | None) -> str | None:
-    if request is None:
-        return None
-    value = request.request_id if isinstance(request, WSEnvelope) else request.get("request_id")
-    return value if isinstance(value, str) else None
-
-
-def reply_envelope(
-    request: EnvelopeLike | None, data: Any = None, *, message_type: str = ACK
-) -> WSEnvelope:
-    """The answer to ``request``: ``{"type": message_type, "data": data, "request_id":
-    <the request's>}``.
-
-    ``data`` may be a pydantic model (dumped in JSON mode, by alias) or anything JSON can
-    encode; ``None`` becomes ``{}``. A request without a ``request_id`` gets a reply with
-    ``null`` (the client cannot correlate it, but still receives it).
-    """
-    if isinstance(data, BaseModel):
-        data = data.model_dump(mode="json", by_alias=True)
-    return WSEnvelope(
-        type=message_type, data={} if data is None else data, request_id=_request_id(request)
-    )
-
-
-def error_reply(
-    request: EnvelopeLike | None, code: str, message: str, **details: Any
-) -> WSEnvelope:
-    """The ``error`` envelope answering ``request``: ``data`` is ``{"code", "message"}``
-    plus ``details`` (never put a token or a message body there)."""
-    return WSEnvelope(
-        type=ERROR,
-        data={"code": code, "message": message, **details},
-        request_id=_request_id(request),
-    )

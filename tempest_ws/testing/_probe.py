@@ -1,6 +1,6 @@
 """``HubProbe``: record what a hub delivered and to whom, for users' own tests.
 
-Re-exported by [`tempest_ws.testing`][tempest_ws.testing._server]; see its docstring for the other
+Re-exported by [`tempest_ws.testing`][tempest_ws.testing]; see its docstring for the other
 helpers.
 """
 

@@ -1,15 +1,9 @@
-"""Helpers for testing applications built on tempest_ws against a real server.
+"""A real uvicorn server for tests, and the clients that connect to it.
 
-- `serve()` runs any ASGI app under a real uvicorn server on a free loopback port
-  inside the current event loop; `live_server()` wraps it in a `LiveServer`
-  that opens clients, and `live_client()` does both for the one-client case. A
-  `LiveClient` has already read the ``hello`` frame.
-- `expect_envelope()` and `expect_close()` await the next envelope of a type, or
-  the close code, with a bound so a regression fails instead of hanging.
-- `FakeTokens` is a token/resolver pair without cryptography; `make_token()`
-  signs a JWT the [`jwt_bearer_resolver()`][tempest_ws.router.auth.jwt_bearer_resolver] accepts.
-- `HubProbe` records what a [`WebSocketHub`][tempest_ws.hub._hub.WebSocketHub] delivered to
-  whom, without changing what it does.
+`serve()` runs any ASGI app under a real uvicorn server on a free loopback port inside
+the current event loop; `live_server()` wraps it in a `LiveServer` that opens clients,
+and `live_client()` does both for the one-client case. A `LiveClient` has already read
+the ``hello`` frame.
 
 The client side needs the ``websockets`` package and the server side uvicorn (both in
 the ``server`` extra). Waits here are bounds, never synchronisation: nothing sleeps to
@@ -20,60 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import secrets
 import socket
-import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
-import jwt
-
-from tempest_ws._types import UserId
-from tempest_ws.exceptions import EnvelopeError, MissingDependencyError
+from tempest_ws.exceptions import MissingDependencyError
 from tempest_ws.router.server import uvicorn_options
 from tempest_ws.settings import WebSocketSettings
-from tempest_ws.testing._probe import DEFAULT_TIMEOUT, HubProbe, ProbedDelivery, ProbedFrame
-from tempest_ws.wire.envelope import HELLO, PING, PONG, WSEnvelope, decode_envelope, encode_envelope
+from tempest_ws.testing._expect import expect_close, expect_envelope
+from tempest_ws.testing._probe import DEFAULT_TIMEOUT
+from tempest_ws.wire.envelope import HELLO, WSEnvelope, encode_envelope
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
 
-
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "FakeTokens",
-    "HubProbe",
-    "LiveClient",
-    "LiveServer",
-    "ProbedDelivery",
-    "ProbedFrame",
-    "TokenCarrier",
-    "expect_close",
-    "expect_envelope",
-    "live_client",
-    "live_server",
-    "make_token",
-    "serve",
-]
-
-_MAX_FRAMES: Final = 10_000
-
-
-def make_token(
-    subject: str,
-    *,
-    secret: str,
-    algorithm: str = "HS256",
-    expires_in: float = 300.0,
-    claims: Mapping[str, Any] | None = None,
-) -> str:
-    """Sign a JWT with ``sub`` and ``exp`` (``expires_in`` seconds from now, may be negative)."""
-    payload: dict[str, Any] = {"sub": subject, "exp": int(time.time() + expires_in)}
-    payload.update(claims or {})
-    return jwt.encode(payload, secret, algorithm=algorithm)
+__all__ = ["LiveClient", "LiveServer", "TokenCarrier", "live_client", "live_server", "serve"]
 
 
 def _quiet_server_class() -> Any:
@@ -139,134 +96,6 @@ async def serve(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         sock.close()
-
-
-# -- tokens -----------------------------------------------------------------------------
-
-
-class FakeTokens:
-    """A token/resolver pair for tests: opaque random tokens, no secret, no JWT.
-
-    ``tokens.issue("alice")`` returns a token; give ``tokens.resolver`` to
-    ``make_websocket_router(bearer_resolver=...)``. Unknown and revoked tokens resolve to
-    ``None``, which the router closes 4401. To test the real JWT path instead, sign with
-    `make_token()` and your test secret.
-    """
-
-    def __init__(self) -> None:
-        self._users: dict[str, UserId] = {}
-
-    def issue(self, user_id: UserId) -> str:
-        """A new token that resolves to ``user_id`` (valid in a subprotocol header)."""
-        token = "test-" + secrets.token_urlsafe(18)
-        self._users[token] = user_id
-        return token
-
-    def revoke(self, token: str) -> None:
-        """Make ``token`` resolve to ``None`` from now on (connections stay open)."""
-        self._users.pop(token, None)
-
-    async def resolver(self, token: str) -> UserId | None:
-        """The bearer resolver: the user the token was issued for, or ``None``."""
-        return self._users.get(token)
-
-
-# -- waiting for frames -----------------------------------------------------------------
-
-
-class _Socket(Protocol):
-    async def recv(self) -> str | bytes: ...
-
-    async def send(self, message: str) -> None: ...
-
-
-def _closed_types() -> tuple[type[BaseException], ...]:
-    from websockets.exceptions import ConnectionClosed
-
-    return (ConnectionClosed,)
-
-
-def _close_of(exc: BaseException) -> str:
-    received = getattr(exc, "rcvd", None)
-    if received is None:
-        return "without a close frame"
-    return f"with {received.code} {received.reason!r}"
-
-
-async def expect_envelope(
-    ws: _Socket,
-    message_type: str,
-    *,
-    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
-    skip_others: bool = False,
-    answer_pings: bool = True,
-) -> WSEnvelope:
-    """Read from ``ws`` until a ``message_type`` envelope arrives; return it.
-
-    Heartbeat ``ping`` envelopes are skipped (and answered with a ``pong`` echoing their
-    ``request_id`` unless ``answer_pings`` is false) unless ``message_type`` is ``ping``.
-    Any other type fails the test, unless ``skip_others``. ``ws`` is a
-    `LiveClient` or a ``websockets`` client connection.
-
-    Raises:
-        AssertionError: nothing matching within ``timeout`` seconds, the connection
-            closed first (the message gives its close code), or an unexpected type came.
-    """
-    closed = _closed_types()
-    try:
-        async with asyncio.timeout(timeout):
-            for _ in range(_MAX_FRAMES):
-                envelope = decode_envelope(await ws.recv())
-                if envelope.type == message_type:
-                    return envelope
-                if envelope.type == PING:
-                    if answer_pings:
-                        pong: dict[str, Any] = {
-                            "type": PONG,
-                            "data": {},
-                            "request_id": envelope.request_id,
-                        }
-                        await ws.send(encode_envelope(pong))
-                    continue
-                if not skip_others:
-                    raise AssertionError(
-                        f"expected a {message_type!r} envelope, got {envelope.type!r}: "
-                        f"{json.dumps(envelope.data)[:200]}"
-                    )
-    except TimeoutError:
-        raise AssertionError(f"no {message_type!r} envelope within {timeout} s") from None
-    except EnvelopeError as exc:
-        raise AssertionError(f"the server sent a frame that is not an envelope: {exc}") from None
-    except closed as exc:
-        raise AssertionError(
-            f"connection closed {_close_of(exc)} before a {message_type!r} envelope"
-        ) from None
-    raise AssertionError(f"no {message_type!r} envelope in {_MAX_FRAMES} frames")
-
-
-async def expect_close(ws: _Socket, *, timeout: float = DEFAULT_TIMEOUT) -> int:  # noqa: ASYNC109
-    """Read (and drop) frames until the server closes; return the close code it sent.
-
-    Raises:
-        AssertionError: still open after ``timeout`` seconds, or the TCP connection
-            dropped without a close frame.
-    """
-    closed = _closed_types()
-    try:
-        async with asyncio.timeout(timeout):
-            for _ in range(_MAX_FRAMES):
-                await ws.recv()
-    except TimeoutError:
-        raise AssertionError(f"connection still open after {timeout} s") from None
-    except closed as exc:
-        received = getattr(exc, "rcvd", None)
-        if received is None:
-            raise AssertionError("connection dropped without a close frame") from None
-        return int(received.code)
-    raise AssertionError(f"connection still open after {_MAX_FRAMES} frames")
-
-
-# -- a real server and its clients ------------------------------------------------------
 
 
 class LiveClient:

@@ -1,1 +1,1 @@
-"""What defines bytes on the wire: the envelope, close codes, frames and typed messages."""
+"""What defines bytes on the wire, shared by the server and the Python client."""

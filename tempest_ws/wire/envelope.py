@@ -26,10 +26,13 @@ __all__ = [
     "PING",
     "PING_FRAME",
     "PONG",
+    "PRESENCE_GET",
+    "RECEIPT",
     "RECOVERY",
     "RESERVED_TYPES",
     "RESYNC",
     "SUBSCRIBE",
+    "TYPING",
     "UNSUBSCRIBE",
     "EnvelopeLike",
     "WSEnvelope",
@@ -57,6 +60,12 @@ SUBSCRIBE: Final = "subscribe"
 """The built-in operation that subscribes the connection to a topic."""
 UNSUBSCRIBE: Final = "unsubscribe"
 """The built-in operation that unsubscribes the connection from a topic."""
+PRESENCE_GET: Final = "presence.get"
+"""Built-in: the users in a topic the caller is subscribed to."""
+TYPING: Final = "typing"
+"""Built-in: a typing indicator, relayed to the topic's other members, never stored."""
+RECEIPT: Final = "receipt"
+"""Built-in: a message receipt (message id + status), relayed to the topic's members."""
 AUTH_REFRESH: Final = "auth.refresh"
 """Client to server: replace the connection's token before it expires."""
 RECOVERY: Final = "recovery"

@@ -23,7 +23,7 @@ from websockets.protocol import State
 
 from tempest_ws import WebSocketConnection, WebSocketHub
 from tempest_ws.codes import CloseCode
-from tempest_ws.router._transport import CORK_BYTES, DirectWriter, TickFlusher
+from tempest_ws.hub._direct import CORK_BYTES, DirectWriter, TickFlusher
 from tempest_ws.testing import serve
 from tests.helpers.backplane_nodes import redis_backplane
 from tests.helpers.hardening import RawClient
