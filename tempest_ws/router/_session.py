@@ -159,9 +159,7 @@ class HandlerChannel:
         operation, or an event handler's turn (its queue is full). The heartbeat counts
         that time as proof of life: the peer's frames, pongs included, wait unread.
         """
-        return (self._inbox is not None and len(self._inbox) > 0) or (
-            self._reading and self._reader is None
-        )
+        return self.backlog > 0 or (self._reading and self._reader is None)
 
     def _on_close(self, _connection: WebSocketConnection) -> None:
         """The close started: stop reading and wake whoever waits (runs synchronously)."""
