@@ -21,7 +21,7 @@ are answers, not abuse. Everything relayed was validated to re-encode as JSON.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -154,12 +154,18 @@ class Inbound:
         """
         return None if self.messages is None else self.messages.parse(envelope)
 
-    async def run(self, connection: WebSocketConnection, envelope: WSEnvelope) -> bool:
+    def run(
+        self, connection: WebSocketConnection, envelope: WSEnvelope
+    ) -> Coroutine[Any, Any, bool]:
         """Answer one built-in operation, or queue an event for its handler (see
         [`EventDispatch`][tempest_ws.router.events._dispatch.EventDispatch]); ``False``
-        when its ``data`` was malformed."""
+        when its ``data`` was malformed. (A plain function: an event makes no coroutine
+        here besides the dispatch's own.)"""
         if self.events is not None and envelope.type not in self.operations:
-            return await self.events.run(connection, envelope)
+            return self.events.run(connection, envelope)
+        return self._operate(connection, envelope)
+
+    async def _operate(self, connection: WebSocketConnection, envelope: WSEnvelope) -> bool:
         model = _MODELS[envelope.type]
         try:
             data = model.model_validate(envelope.data)
