@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from tempest_ws.hub._hub import WebSocketHub
     from tempest_ws.router.events._dispatch import EventDispatch
 
-__all__ = ["MAX_CONNECT_TOPICS", "Inbound"]
+__all__ = ["BUILTIN", "EVENT", "MAX_CONNECT_TOPICS", "UNKNOWN", "Inbound"]
 
 logger = logging.getLogger("tempest_ws.session")
 
@@ -124,6 +124,11 @@ _MODELS: Final[dict[str, type[TopicData]]] = {
 }
 
 
+BUILTIN: Final = "builtin"
+EVENT: Final = "event"
+UNKNOWN: Final = "unknown"
+
+
 class Inbound:
     """What the session does with an envelope before the handler (module docstring)."""
 
@@ -145,6 +150,15 @@ class Inbound:
         if envelope.type in self.operations:
             return True
         return self.events is not None and self.events.claims(envelope)
+
+    def kind_of(self, envelope: WSEnvelope) -> str:
+        """What answers a claimed ``envelope``, for tracing: ``builtin`` (an operation),
+        ``event`` (an event handler) or `UNKNOWN` (the event dispatch refuses it)."""
+        if envelope.type in self.operations:
+            return BUILTIN
+        if self.events is not None and self.events.registry.get(envelope.type) is not None:
+            return EVENT
+        return UNKNOWN
 
     def parse(self, envelope: WSEnvelope) -> BaseModel | None:
         """The validated model of a handler-bound envelope (``None`` without a registry).
