@@ -64,12 +64,20 @@ _SPAN_KEY: Final = "tempest_ws.span"
 # The key the session adds to the ASGI message of a delivered frame: its open span.
 
 _ROUTER_VERDICTS: Final = frozenset({"builtin", "refresh", "invalid"})
+_NAMED_VERDICTS: Final = frozenset({"builtin", "refresh", "event"})
+# Frames whose type is known to be valid: their span is named after it.
 
 _session: contextvars.ContextVar[SessionTracer | None] = contextvars.ContextVar(
     "tempest_ws_trace_session", default=None
 )
 # The tracer of the connection whose read loop (or handler) runs in this task, so that
 # the rare paths (a rejected frame, a failed handler) report without a reference to it.
+
+
+def _handled_by(verdict: str) -> str:
+    if verdict == "event":
+        return "event"
+    return "router" if verdict in _ROUTER_VERDICTS else "handler"
 
 
 def _opentelemetry() -> Any:
@@ -202,8 +210,9 @@ class SessionTracer:
         self, message: MutableMapping[str, Any], verdict: str, envelope: WSEnvelope | None
     ) -> None:
         """Start the frame's span, unless it is a heartbeat. ``verdict``: ``deliver``
-        (the span goes with the frame to the handler), ``builtin`` / ``refresh`` (current
-        until `settle()`), ``invalid`` or ``handled`` (a ping or pong: no span)."""
+        (the span goes with the frame to the handler), ``builtin`` / ``refresh`` /
+        ``event`` (an event handler's message, queued for it; current until
+        `settle()`), ``invalid`` or ``handled`` (a ping or pong: no span)."""
         rejected, self._rejected = self._rejected, None
         if verdict == "handled":
             return
@@ -211,7 +220,7 @@ class SessionTracer:
             envelope = message.get(ENVELOPE_KEY, self._rejected_envelope)
         self._rejected_envelope = None
         kind = None if envelope is None else envelope.type
-        known = verdict in ("builtin", "refresh") or message.get(MODEL_KEY) is not None
+        known = verdict in _NAMED_VERDICTS or message.get(MODEL_KEY) is not None
         name = f"tempest_ws.receive {kind}" if known else "tempest_ws.receive"
         trace = self._tracing._trace
         span = self._tracing.tracer.start_span(
@@ -247,7 +256,7 @@ class SessionTracer:
             "messaging.operation.name": "receive",
             "messaging.message.body.size": size,
             "tempest_ws.connection.id": self._connection_id,
-            "tempest_ws.handled_by": "router" if verdict in _ROUTER_VERDICTS else "handler",
+            "tempest_ws.handled_by": _handled_by(verdict),
         }
         if envelope is not None:
             attributes["tempest_ws.message.type"] = envelope.type

@@ -21,7 +21,7 @@ are answers, not abuse. Everything relayed was validated to re-encode as JSON.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from tempest_ws.hub._hub import WebSocketHub
     from tempest_ws.router.events._dispatch import EventDispatch
 
-__all__ = ["MAX_CONNECT_TOPICS", "Inbound"]
+__all__ = ["BUILTIN", "EVENT", "MAX_CONNECT_TOPICS", "UNKNOWN", "Inbound"]
 
 logger = logging.getLogger("tempest_ws.session")
 
@@ -124,6 +124,11 @@ _MODELS: Final[dict[str, type[TopicData]]] = {
 }
 
 
+BUILTIN: Final = "builtin"
+EVENT: Final = "event"
+UNKNOWN: Final = "unknown"
+
+
 class Inbound:
     """What the session does with an envelope before the handler (module docstring)."""
 
@@ -146,6 +151,15 @@ class Inbound:
             return True
         return self.events is not None and self.events.claims(envelope)
 
+    def kind_of(self, envelope: WSEnvelope) -> str:
+        """What answers a claimed ``envelope``, for tracing: ``builtin`` (an operation),
+        ``event`` (an event handler) or `UNKNOWN` (the event dispatch refuses it)."""
+        if envelope.type in self.operations:
+            return BUILTIN
+        if self.events is not None and self.events.registry.get(envelope.type) is not None:
+            return EVENT
+        return UNKNOWN
+
     def parse(self, envelope: WSEnvelope) -> BaseModel | None:
         """The validated model of a handler-bound envelope (``None`` without a registry).
 
@@ -154,12 +168,18 @@ class Inbound:
         """
         return None if self.messages is None else self.messages.parse(envelope)
 
-    async def run(self, connection: WebSocketConnection, envelope: WSEnvelope) -> bool:
+    def run(
+        self, connection: WebSocketConnection, envelope: WSEnvelope
+    ) -> Coroutine[Any, Any, bool]:
         """Answer one built-in operation, or queue an event for its handler (see
         [`EventDispatch`][tempest_ws.router.events._dispatch.EventDispatch]); ``False``
-        when its ``data`` was malformed."""
+        when its ``data`` was malformed. (A plain function: an event makes no coroutine
+        here besides the dispatch's own.)"""
         if self.events is not None and envelope.type not in self.operations:
-            return await self.events.run(connection, envelope)
+            return self.events.run(connection, envelope)
+        return self._operate(connection, envelope)
+
+    async def _operate(self, connection: WebSocketConnection, envelope: WSEnvelope) -> bool:
         model = _MODELS[envelope.type]
         try:
             data = model.model_validate(envelope.data)

@@ -38,6 +38,7 @@ from tempest_ws.observe._audit import frame_in, frame_out
 from tempest_ws.router._answers import answer, peer_left, refresh, too_many_invalid
 from tempest_ws.router._expiry import TokenLifetime
 from tempest_ws.router._heartbeat import Beat
+from tempest_ws.router._inbound import UNKNOWN, Inbound
 from tempest_ws.router._ratelimit import TokenBucket
 from tempest_ws.router._verdict import (
     PONG_FRAME,
@@ -48,10 +49,10 @@ from tempest_ws.router._verdict import (
 from tempest_ws.router.realtime import ENVELOPE_KEY
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import WSEnvelope
+from tempest_ws.wire.messages import UNKNOWN_TYPE
 
 if TYPE_CHECKING:
     from tempest_ws.observe.tracing import SessionTracer
-    from tempest_ws.router._inbound import Inbound
 
 logger = logging.getLogger("tempest_ws.session")
 
@@ -335,7 +336,13 @@ class HandlerChannel:
         coroutine is made besides the operation's own): ``False`` if it was invalid."""
         envelope: WSEnvelope = message[ENVELOPE_KEY]
         if self.tracer is not None:
-            self.tracer.inspected(message, verdict.value, envelope)
+            label = verdict.value
+            if verdict is _BUILTIN and inbound is not None:
+                label = inbound.kind_of(envelope)
+                if label == UNKNOWN:  # refused by the event dispatch: name no span after it
+                    self.tracer.rejected(UNKNOWN_TYPE, envelope)
+                    label = "invalid"
+            self.tracer.inspected(message, label, envelope)
         if verdict is _BUILTIN and inbound is not None:
             return inbound.run(connection, envelope)
         return refresh(connection, envelope, lifetime)

@@ -483,3 +483,32 @@ async def test_the_example_traces_its_messages(
     await until(lambda: len(spans(exporter, "tempest_ws.receive")) == 7)
     names = sorted(s.name for s in spans(exporter, "tempest_ws.receive"))
     assert names == ["tempest_ws.receive"] * 4 + ["tempest_ws.receive subscribe"] * 3
+
+
+async def test_event_handler_messages_are_named_and_unknown_types_are_not(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    settings = make_settings()
+    hub = WebSocketHub.from_settings(settings, tracing=Tracing(tracer_provider=provider))
+    router = make_websocket_router(hub=hub, bearer_resolver=_resolver, settings=settings)
+
+    @router.on("chat.send")
+    async def chat_send(message: ChatSend) -> ChatSend:
+        return message
+
+    app = FastAPI()
+    app.include_router(router)
+    async with live_server(app, settings=settings) as server, server.connect(token("ev")) as ev:
+        await ev.send_envelope("chat.send", {"text": "hi"}, request_id="e-1")
+        await ev.expect("chat.send.reply")
+        await ev.send_envelope(f"made.up.{SECRET_BODY}", {})
+        assert (await ev.expect("error")).data["code"] == "unknown_type"
+    await until(lambda: len(spans(exporter, "tempest_ws.receive")) == 2)
+    event, unknown = spans(exporter, "tempest_ws.receive")
+    assert event.name == "tempest_ws.receive chat.send"
+    assert attrs(event)["tempest_ws.handled_by"] == "event"
+    assert event.status.status_code is StatusCode.UNSET
+    assert unknown.name == "tempest_ws.receive"  # a client-chosen type never names a span
+    assert unknown.status.status_code is StatusCode.ERROR
+    assert attrs(unknown)["error.type"] == "unknown_type"
+    assert attrs(unknown)["tempest_ws.handled_by"] == "router"

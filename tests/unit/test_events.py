@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 import pytest
 from fastapi import Depends, WebSocket
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tempest_ws import WebSocketConnection, WebSocketHub, WSEnvelope
 from tempest_ws.router.events._handlers import Injected, read_handler
@@ -142,3 +144,31 @@ async def test_the_lane_runs_in_order_and_bounds_the_concurrent_ones() -> None:
     await connection.close()
     await serving  # returns once closing, dropping what still waits
     assert lane.running == 0
+
+
+class Aliased(BaseModel):
+    """A reply with an alias and values JSON writes differently from Python."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    created_at: datetime = Field(alias="createdAt")
+    ids: set[int]
+    ratio: Decimal
+
+
+async def returns_aliased() -> Aliased:
+    return Aliased(createdAt=datetime(2026, 1, 2, tzinfo=UTC), ids={3}, ratio=Decimal("0.5"))
+
+
+async def test_a_returned_model_is_dumped_as_model_dump_json_by_alias() -> None:
+    handler = read_handler("x", returns_aliased)
+    result = await returns_aliased()
+    request = WSEnvelope(type="x", request_id="r")
+    assert json.loads(answer_of(handler, request, result) or "")["data"] == result.model_dump(
+        mode="json", by_alias=True
+    )
+    assert json.loads(answer_of(handler, request, result) or "")["data"] == {
+        "createdAt": "2026-01-02T00:00:00Z",
+        "ids": [3],
+        "ratio": "0.5",
+    }

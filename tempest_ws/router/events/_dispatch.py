@@ -43,7 +43,7 @@ from tempest_ws.router.events._reply import (
     answer_of,
     send_answer,
 )
-from tempest_ws.router.events._solve import prepare, values
+from tempest_ws.router.events._solve import prepare
 from tempest_ws.router.realtime import error_reply
 from tempest_ws.wire.envelope import WSEnvelope
 from tempest_ws.wire.messages import INVALID_DATA, UNKNOWN_TYPE, describe_validation_error
@@ -59,17 +59,39 @@ _Job = tuple[EventHandler, WSEnvelope, BaseModel | None]
 """One validated message waiting for its handler: handler, envelope, model."""
 
 
-def _arguments(handler: EventHandler, job: _Job, fixed: dict[Injected, Any]) -> dict[str, Any]:
-    """The handler's keyword arguments but its dependencies; ``fixed``: per connection."""
-    arguments: dict[str, Any] = {}
-    for name, what in handler.injected:
-        if what is Injected.MESSAGE:
-            arguments[name] = job[2]
-        elif what is Injected.ENVELOPE:
-            arguments[name] = job[1]
-        else:
-            arguments[name] = fixed[what]
-    return arguments
+class _Arguments:
+    """A connection's handler arguments but the dependencies: per handler, what is the
+    same for every message (connection, hub, ``WebSocket``) is gathered at its first
+    message on the connection and copied for each, with the message's own added."""
+
+    __slots__ = ("_by_type", "_fixed")
+
+    def __init__(self, fixed: dict[Injected, Any]) -> None:
+        self._fixed = fixed
+        self._by_type: dict[str, tuple[dict[str, Any], str | None, str | None]] = {}
+
+    def _shape(self, handler: EventHandler) -> tuple[dict[str, Any], str | None, str | None]:
+        base: dict[str, Any] = {}
+        model = envelope = None
+        for name, what in handler.injected:
+            if what is Injected.MESSAGE:
+                model = name
+            elif what is Injected.ENVELOPE:
+                envelope = name
+            else:
+                base[name] = self._fixed[what]
+        shape = self._by_type[handler.message_type] = (base, model, envelope)
+        return shape
+
+    def of(self, handler: EventHandler, job: _Job) -> dict[str, Any]:
+        """``handler``'s keyword arguments for ``job``, its dependencies left out."""
+        base, model, envelope = self._by_type.get(handler.message_type) or self._shape(handler)
+        arguments = base.copy()
+        if model is not None:
+            arguments[model] = job[2]
+        if envelope is not None:
+            arguments[envelope] = job[1]
+        return arguments
 
 
 class EventDispatch:
@@ -129,7 +151,8 @@ class EventDispatch:
         idle = AsyncExitStack()
         response = prepare(ws, idle)
         fixed = {Injected.CONNECTION: connection, Injected.HUB: self.hub, Injected.WEBSOCKET: ws}
-        serving = lane.serve(functools.partial(self._run_job, ws, response, connection, fixed))
+        arguments = _Arguments(fixed)
+        serving = lane.serve(functools.partial(self._run_job, ws, response, connection, arguments))
         try:
             async with idle:
                 await self._serve(serving, ws, connection)
@@ -177,24 +200,28 @@ class EventDispatch:
         ws: WebSocket,
         response: Response,
         connection: WebSocketConnection,
-        fixed: dict[Injected, Any],
+        bound: _Arguments,
         job: _Job,
     ) -> None:
         """Solve, call and answer one message; never raises (but for cancellation)."""
         handler, envelope, _ = job
         answer: str | WSEnvelope | None
         try:
-            arguments = _arguments(handler, job, fixed)
+            arguments = bound.of(handler, job)
             solver = handler.solver
             if solver is None:
                 result = await handler.call(**arguments)
-            elif not solver.needs_stack(ws):
-                result = await handler.call(**arguments, **values(await solver.solve(ws, response)))
-            else:
+            elif solver.needs_stack(ws):
                 async with AsyncExitStack() as stack:
                     alone = not handler.concurrent
                     solved = await solver.solve_in(stack, ws, response, alone=alone)
                     result = await handler.call(**arguments, **solved)
+            elif solver.leaves is not None:
+                for name, call in solver.leaves:
+                    arguments[name] = await call()
+                result = await handler.call(**arguments)
+            else:
+                result = await handler.call(**arguments, **(await solver.solve(ws, response)))
             answer = answer_of(handler, envelope, result)
         except WebSocketError as exc:
             details = {} if exc.data is None else {"details": exc.data}

@@ -43,6 +43,13 @@ INTERNAL_ERROR: Final = "internal_error"
 """Error code: the handler raised something other than ``WebSocketError`` (logged)."""
 
 
+def _dump(model: BaseModel) -> Any:
+    """``model.model_dump(mode="json", by_alias=True)``, straight from the model's
+    serializer: the same output, without ``model_dump``'s per-call cost (a third of the
+    dump for a small model)."""
+    return model.__pydantic_serializer__.to_python(model, mode="json", by_alias=True)
+
+
 def answer_of(handler: EventHandler, request: WSEnvelope, result: Any) -> str | None:
     """The encoded answer to ``request`` for a handler that returned ``result``.
 
@@ -59,9 +66,9 @@ def answer_of(handler: EventHandler, request: WSEnvelope, result: Any) -> str | 
             result = result.model_copy(update={"request_id": request.request_id})
         return encode_envelope(result)
     if isinstance(result, BaseModel):
-        data = result.model_dump(mode="json", by_alias=True)
+        data = _dump(result)
     elif handler.reply_model is not None:
-        data = handler.reply_model.model_validate(result).model_dump(mode="json", by_alias=True)
+        data = _dump(handler.reply_model.model_validate(result))
     else:
         data = result
     return encode_envelope({"type": handler.reply, "data": data, "request_id": request.request_id})

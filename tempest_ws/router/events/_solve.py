@@ -35,6 +35,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from tempest_ws.exceptions import WebSocketError
+from tempest_ws.router.events._plan import Plan, plan_of
 from tempest_ws.wire.messages import INVALID_DATA
 
 __all__ = ["Solver", "may_yield", "prepare", "values"]
@@ -107,27 +108,41 @@ def _overrides(ws: WebSocket) -> Any:
 class Solver:
     """FastAPI's ``solve_dependencies`` for one handler's dependencies.
 
+    A tree of plain ``async def`` dependencies is solved by its
+    [`Plan`][tempest_ws.router.events._plan.Plan] (FastAPI's walk, done once) while the
+    app overrides no dependency; any other by ``solve_dependencies`` per message.
+
     Args:
         dependant: FastAPI's view of the handler's dependency parameters.
     """
 
-    __slots__ = ("dependant", "yields")
+    __slots__ = ("dependant", "leaves", "plan", "yields")
 
     def __init__(self, dependant: Dependant) -> None:
         self.dependant = dependant
         self.yields = may_yield(dependant)
+        self.plan: Plan | None = None if self.yields else plan_of(dependant)
+        self.leaves = None if self.plan is None else self.plan.leaves
+        """The plan's `leaves <Plan.leaves>`, when it has them."""
 
     def needs_stack(self, ws: WebSocket) -> bool:
         """Whether this message needs exit stacks of its own (`solve_in()`)."""
         return self.yields or _overrides(ws) is not None
 
-    def solve(self, ws: WebSocket, response: Response) -> Awaitable[SolvedDependency]:
-        """FastAPI's solving of one message that needs no stack of its own; its
-        `values()` are the dependencies' values.
+    def solve(self, ws: WebSocket, response: Response) -> Awaitable[dict[str, Any]]:
+        """The dependencies' values for one message that needs no stack of its own
+        (`needs_stack()` is false: no ``yield``, no dependency overrides).
 
-        The awaitable raises whatever a dependency raised.
+        The awaitable raises `WebSocketError` as `values()`, or whatever a dependency
+        raised.
         """
-        return solve_dependencies(
+        plan = self.plan
+        if plan is not None:
+            return plan.values(ws, response)
+        return self._solve(ws, response)
+
+    async def _solve(self, ws: WebSocket, response: Response) -> dict[str, Any]:
+        solved = await solve_dependencies(
             request=ws,
             dependant=self.dependant,
             body=None,
@@ -136,6 +151,7 @@ class Solver:
             async_exit_stack=ws.scope["fastapi_inner_astack"],
             embed_body_fields=False,
         )
+        return values(solved)
 
     async def solve_in(
         self,
