@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 
+from starlette.datastructures import Headers, QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tempest_ws._bounded import STOP_TIMEOUT, cancel_tasks
-from tempest_ws._types import BearerResolver, Receive, Scope, Send
+from tempest_ws._types import BearerResolver
 from tempest_ws.exceptions import CapacityError, ConnectionClosedError
 from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._hub import WebSocketHub
@@ -45,20 +45,40 @@ from tempest_ws.router._ratelimit import (
 )
 from tempest_ws.router._server_guard import find_protocol
 from tempest_ws.router._session import HandlerChannel, SessionLimits
-from tempest_ws.router._transport import find_transport
+from tempest_ws.router._transport import find_transport, server_callables
 from tempest_ws.settings import WebSocketSettings
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import HELLO, PING_FRAME, SUBSCRIBE, encode_envelope
 
-__all__ = ["DRAIN_REASON", "Endpoint"]
+__all__ = ["DRAIN_REASON", "HANDLER_TASK_NAME", "Endpoint"]
 
 logger = logging.getLogger("tempest_ws")
 
 
+HANDLER_TASK_NAME = "tempest_ws handler"
+"""The name of every handler task (one shared string: nothing made per connection)."""
+
+
+class _Expiry:
+    """What a connection's token deadline runs: close it 4401 (a plain object, not a
+    closure, so an idle connection holds one small slot)."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: WebSocketConnection) -> None:
+        self.connection = connection
+
+    def __call__(self) -> None:
+        connection = self.connection
+        security_event(
+            "token_expired", connection.connection_id, "token expired", level=logging.INFO
+        )
+        connection.close_soon(CloseCode.UNAUTHORIZED, "token expired")
+
+
 class Endpoint:
-    """The ASGI app behind the route, called with the server's own ``receive`` and
-    ``send`` once FastAPI solved the route's dependencies (see
-    [`tempest_ws.router._route`][tempest_ws.router._route])."""
+    """What runs behind the route: `serve()` is the endpoint FastAPI calls once it
+    solved the route's dependencies (see [`tempest_ws.router._route`][tempest_ws.router._route])."""
 
     def __init__(
         self,
@@ -108,59 +128,59 @@ class Endpoint:
         """True once `drain()` started: new connections are closed 1001 on accept."""
         return self.gate.closed
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(self, websocket: WebSocket) -> None:
+        """The route's endpoint, called by FastAPI once the route's dependencies are
+        solved: steps 1–8 of one connection.
+
+        The whole connection runs in this one coroutine, which awaits the read loop
+        right here, through no wrapper step: an idle connection stays suspended in this
+        frame and the read loop's only (the handshake's frames have returned by then).
+        """
+        receive, send = server_callables(websocket)
+        scope = websocket.scope
         channel = HandlerChannel(receive, send)
         ws = HandlerWebSocket(
             scope, channel.receive, channel.send, max_json_depth=self.limits.max_json_depth
         )
+        # Read here and not kept: ws.headers would cache them for the connection's life.
+        headers = Headers(scope=scope)
         transport = find_transport(receive, send)
-        address = client_address(peer_ip(transport, scope), ws.headers, self.trusted)
-        if not await self.handshake.screen(ws, address):
+        address = client_address(peer_ip(transport, scope), headers, self.trusted)
+        if not await self.handshake.screen(ws, headers, address):
             return
         try:
-            # open() returns once the handshake is through, so only this frame and _run's
-            # stay suspended for the life of the connection.
-            opened = await self.handshake.open(ws, send, transport, address, find_protocol(receive))
-            if opened is not None:
-                connection, token = opened
-                await self._run(ws, channel, connection, token)
+            opened = await self.handshake.open(
+                ws, headers, send, transport, address, find_protocol(receive)
+            )
+            if opened is None:
+                return
+            del headers
+            connection, token = opened
+            self.live.add(connection)  # from here on a drain closes it
+            lifetime = self._lifetime(connection)
+            heartbeat: Beat[HandlerChannel] | None = None
+            handler_task: asyncio.Task[None] | None = None
+            try:
+                if not await self._register(connection):
+                    return
+                heartbeat = self._begin(channel, connection, lifetime, token)
+                handler_task = asyncio.create_task(
+                    self._call_handler(ws, connection), name=HANDLER_TASK_NAME
+                )
+                await channel.read_loop(
+                    connection,
+                    heartbeat,
+                    self.limits,
+                    bucket=self._bucket(),
+                    lifetime=lifetime,
+                    inbound=self.inbound,
+                )
+                await self._let_handler_notice(handler_task)
+            finally:
+                await self._stop_session(channel, lifetime, heartbeat, handler_task)
+                await self._end(connection)
         finally:
             self.addresses.release(address)
-
-    async def _run(
-        self,
-        ws: WebSocket,
-        channel: HandlerChannel,
-        connection: WebSocketConnection,
-        token: str,
-    ) -> None:
-        """Steps 6–8: register, serve until the connection closes, then end it cleanly
-        whatever happened. The read loop is awaited right here, through no wrapper step:
-        an idle connection stays suspended in as few frames as possible."""
-        self.live.add(connection)  # from here on a drain closes it
-        lifetime = self._lifetime(connection)
-        heartbeat: Beat[HandlerChannel] | None = None
-        handler_task: asyncio.Task[None] | None = None
-        try:
-            if not await self._register(connection):
-                return
-            heartbeat = self._begin(channel, connection, lifetime, token)
-            handler_task = asyncio.create_task(
-                self._call_handler(ws, connection),
-                name=f"tempest_ws handler {connection.connection_id}",
-            )
-            await channel.read_loop(
-                connection,
-                heartbeat,
-                self.limits,
-                bucket=self._bucket(),
-                lifetime=lifetime,
-                inbound=self.inbound,
-            )
-            await self._let_handler_notice(handler_task)
-        finally:
-            await self._stop_session(channel, lifetime, heartbeat, handler_task)
-            await self._end(connection)
 
     def _lifetime(self, connection: WebSocketConnection) -> TokenLifetime:
         """The token's expiry and in-band refresh for ``connection`` (not started)."""
@@ -169,7 +189,7 @@ class Endpoint:
             user_key=connection.user_key,
             resolver=self.resolver,
             leeway=settings.WS_JWT_LEEWAY_SECONDS,
-            on_expired=functools.partial(self._expired, connection),
+            on_expired=_Expiry(connection),
             enforce=settings.WS_ENFORCE_TOKEN_EXPIRY,
             refresh_timeout=min(10.0, self.limits.heartbeat_timeout / 2),
         )
@@ -299,7 +319,9 @@ class Endpoint:
     async def _call_handler(self, ws: WebSocket, connection: WebSocketConnection) -> None:
         try:
             if self.inbound is not None and SUBSCRIBE in self.inbound.operations:
-                await self.inbound.connect_topics(connection, ws.query_params.getlist("topics"))
+                # Parsed here and not kept: ws.query_params would cache them on the socket.
+                topics = QueryParams(ws.scope.get("query_string", b"")).getlist("topics")
+                await self.inbound.connect_topics(connection, topics)
             await self.handler(ws, connection, self.hub)
         except WebSocketDisconnect:
             pass
@@ -332,13 +354,6 @@ class Endpoint:
             level=logging.INFO,
         )
         connection.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
-
-    @staticmethod
-    def _expired(connection: WebSocketConnection) -> None:
-        security_event(
-            "token_expired", connection.connection_id, "token expired", level=logging.INFO
-        )
-        connection.close_soon(CloseCode.UNAUTHORIZED, "token expired")
 
     async def drain(self, *, code: int, reason: str, grace: float) -> int:
         """Refuse new connections, close the live ones, wait for their sessions to end."""
