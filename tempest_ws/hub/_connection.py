@@ -36,9 +36,9 @@ __all__ = ["WebSocketConnection"]
 
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = ConnectionState  # the members, in order
 
-_SLOTS = "__dict__ __weakref__ _backlog _close_task _close_timeout _direct _loop _send \
-_signals _state _transport close_code close_reason connected_at connection_id frames_sent \
-metadata topics user_id user_key"
+_SLOTS = "__dict__ __weakref__ _backlog _close_task _close_timeout _direct _loop _metadata \
+_send _signals _state _transport close_code close_reason connected_at connection_id \
+frames_sent topics user_id user_key"
 
 
 class WebSocketConnection:
@@ -74,7 +74,7 @@ class WebSocketConnection:
         self.user_id = user_id
         self.user_key = str(user_id)
         self.topics: set[str] = set()
-        self.metadata: dict[str, Any] = metadata if metadata is not None else {}
+        self._metadata = metadata  # the empty dict is made when first asked for
         self.connected_at = datetime.now(UTC)
         self.close_code: int | None = None
         self.close_reason = ""
@@ -99,6 +99,18 @@ class WebSocketConnection:
     def __repr__(self) -> str:
         state = "open" if self.close_code is None else f"closed {self.close_code}"
         return f"<WebSocketConnection {self.connection_id} user={self.user_key} {state}>"
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Free-form per-connection data for the application (a ``dict``, settable)."""
+        metadata = self._metadata
+        if metadata is None:
+            metadata = self._metadata = {}
+        return metadata
+
+    @metadata.setter
+    def metadata(self, value: dict[str, Any]) -> None:
+        self._metadata = value
 
     @property
     def state(self) -> ConnectionState:

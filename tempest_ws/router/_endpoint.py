@@ -20,19 +20,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 
-from starlette.datastructures import Headers, QueryParams
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.datastructures import Headers
+from starlette.websockets import WebSocket
 
 from tempest_ws._bounded import STOP_TIMEOUT, cancel_tasks
 from tempest_ws._types import BearerResolver
-from tempest_ws.exceptions import CapacityError, ConnectionClosedError
+from tempest_ws.exceptions import CapacityError
 from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._hub import WebSocketHub
 from tempest_ws.observe._audit import security_event, traffic_event
-from tempest_ws.observe.tracing import Tracing, note_handler_error
+from tempest_ws.observe.tracing import Tracing
 from tempest_ws.router._expiry import TokenLifetime
 from tempest_ws.router._handler_socket import Handler, HandlerWebSocket
+from tempest_ws.router._handler_task import start_handler
 from tempest_ws.router._handshake import DRAIN_REASON, Gate, Handshake, peer_ip
 from tempest_ws.router._heartbeat import Beat, HeartbeatWheel
 from tempest_ws.router._hooks import Hooks
@@ -48,15 +51,11 @@ from tempest_ws.router._session import HandlerChannel, SessionLimits
 from tempest_ws.router._transport import find_transport, server_callables
 from tempest_ws.settings import WebSocketSettings
 from tempest_ws.wire.codes import CloseCode
-from tempest_ws.wire.envelope import HELLO, PING_FRAME, SUBSCRIBE, encode_envelope
+from tempest_ws.wire.envelope import HELLO, PING_FRAME, encode_envelope
 
-__all__ = ["DRAIN_REASON", "HANDLER_TASK_NAME", "Endpoint"]
+__all__ = ["DRAIN_REASON", "Endpoint"]
 
 logger = logging.getLogger("tempest_ws")
-
-
-HANDLER_TASK_NAME = "tempest_ws handler"
-"""The name of every handler task (one shared string: nothing made per connection)."""
 
 
 class _Expiry:
@@ -122,6 +121,8 @@ class Endpoint:
         self._emptied: asyncio.Event | None = None
         self._wheel: HeartbeatWheel[HandlerChannel] | None = None
         self._wheel_loop: asyncio.AbstractEventLoop | None = None
+        self._time_loop: asyncio.AbstractEventLoop | None = None
+        self._time: Callable[[], float] = time.monotonic
 
     @property
     def draining(self) -> bool:
@@ -142,8 +143,9 @@ class Endpoint:
         ws = HandlerWebSocket(
             scope, channel.receive, channel.send, max_json_depth=self.limits.max_json_depth
         )
-        # Read here and not kept: ws.headers would cache them for the connection's life.
-        headers = Headers(scope=scope)
+        # Read here and not kept: ws.headers would cache them (and a copy of the list)
+        # for the connection's life.
+        headers = Headers(raw=scope["headers"])
         transport = find_transport(receive, send)
         address = client_address(peer_ip(transport, scope), headers, self.trusted)
         if not await self.handshake.screen(ws, headers, address):
@@ -154,8 +156,8 @@ class Endpoint:
             )
             if opened is None:
                 return
-            del headers
             connection, token = opened
+            del headers, opened  # nothing of the handshake stays with the connection
             self.live.add(connection)  # from here on a drain closes it
             lifetime = self._lifetime(connection)
             heartbeat: Beat[HandlerChannel] | None = None
@@ -164,9 +166,8 @@ class Endpoint:
                 if not await self._register(connection):
                     return
                 heartbeat = self._begin(channel, connection, lifetime, token)
-                handler_task = asyncio.create_task(
-                    self._call_handler(ws, connection), name=HANDLER_TASK_NAME
-                )
+                del token
+                handler_task = start_handler(self.handler, ws, connection, self.hub, self.inbound)
                 await channel.read_loop(
                     connection,
                     heartbeat,
@@ -202,7 +203,7 @@ class Endpoint:
         return TokenBucket(
             settings.WS_RATE_LIMIT_MESSAGES,
             settings.WS_RATE_LIMIT_WINDOW_SECONDS,
-            clock=asyncio.get_running_loop().time,
+            clock=self._clock(),
         )
 
     async def _register(self, connection: WebSocketConnection) -> bool:
@@ -255,10 +256,10 @@ class Endpoint:
         lifetime.stop()
         if heartbeat is not None:
             heartbeat.stop()
-        if handler_task is not None:
-            if not handler_task.done():
-                handler_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+        if handler_task is not None and not handler_task.done():
+            handler_task.cancel()
+            # How it ended is the task's done callback's business (logged there).
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await handler_task
         if channel.tracer is not None:
             channel.tracer.close()
@@ -286,6 +287,14 @@ class Endpoint:
         finally:
             if self.hooks is not None:
                 await self.hooks.disconnected(connection)
+
+    def _clock(self) -> Callable[[], float]:
+        """The running loop's ``time``, one bound method per endpoint and loop."""
+        loop = asyncio.get_running_loop()
+        if self._time_loop is not loop:
+            self._time_loop = loop
+            self._time = loop.time
+        return self._time
 
     def _heartbeats(self) -> HeartbeatWheel[HandlerChannel]:
         """The heartbeat wheel of the running loop (one per endpoint and loop)."""
@@ -315,29 +324,6 @@ class Endpoint:
                 },
             }
         )
-
-    async def _call_handler(self, ws: WebSocket, connection: WebSocketConnection) -> None:
-        try:
-            if self.inbound is not None and SUBSCRIBE in self.inbound.operations:
-                # Parsed here and not kept: ws.query_params would cache them on the socket.
-                topics = QueryParams(ws.scope.get("query_string", b"")).getlist("topics")
-                await self.inbound.connect_topics(connection, topics)
-            await self.handler(ws, connection, self.hub)
-        except WebSocketDisconnect:
-            pass
-        except ConnectionClosedError:
-            # Sending on its own closed connection is how a push-only handler learns
-            # that the client left: a normal end, unless the connection is still open.
-            if not connection.closing:
-                logger.exception("handler failed on connection %s", connection.connection_id)
-                await connection.close(CloseCode.INTERNAL_ERROR, "internal error")
-                return
-        except Exception as exc:
-            note_handler_error(exc)
-            logger.exception("handler failed on connection %s", connection.connection_id)
-            await connection.close(CloseCode.INTERNAL_ERROR, "internal error")
-            return
-        await connection.close(CloseCode.NORMAL)
 
     @staticmethod
     def _ping(connection: WebSocketConnection) -> None:
