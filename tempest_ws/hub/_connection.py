@@ -37,8 +37,8 @@ __all__ = ["WebSocketConnection"]
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = ConnectionState  # the members, in order
 
 _SLOTS = "__dict__ __weakref__ _backlog _close_task _close_timeout _direct _loop _metadata \
-_send _signals _state _transport close_code close_reason connected_at connection_id \
-frames_sent topics user_id user_key"
+_send _signals _state _topics _transport close_code close_reason connected_at connection_id \
+frames_sent user_id user_key"
 
 
 class WebSocketConnection:
@@ -73,7 +73,7 @@ class WebSocketConnection:
         self.connection_id = connection_id or uuid.uuid4().hex
         self.user_id = user_id
         self.user_key = str(user_id)
-        self.topics: set[str] = set()
+        self._topics: set[str] | None = None  # made when first asked for
         self._metadata = metadata  # the empty dict is made when first asked for
         self.connected_at = datetime.now(UTC)
         self.close_code: int | None = None
@@ -99,6 +99,18 @@ class WebSocketConnection:
     def __repr__(self) -> str:
         state = "open" if self.close_code is None else f"closed {self.close_code}"
         return f"<WebSocketConnection {self.connection_id} user={self.user_key} {state}>"
+
+    @property
+    def topics(self) -> set[str]:
+        """Topics this connection is subscribed to (a ``set``, maintained by the hub)."""
+        topics = self._topics
+        if topics is None:
+            topics = self._topics = set()
+        return topics
+
+    @topics.setter
+    def topics(self, value: set[str]) -> None:
+        self._topics = value
 
     @property
     def metadata(self) -> dict[str, Any]:
