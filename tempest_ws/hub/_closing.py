@@ -63,13 +63,26 @@ class CloseSignals(Generic[T]):
         loop: the connection's event loop.
     """
 
-    __slots__ = ("_callbacks", "_finished", "closing")
+    __slots__ = ("_callbacks", "_closing", "_code", "_finished", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.closing: asyncio.Future[int] = loop.create_future()
-        """Resolved with the close code on the move to ``CLOSING``."""
-        self._finished: asyncio.Future[None] | None = None  # made for a first waiter
+        self._loop = loop
+        self._code: int | None = None  # set when the close starts
+        # Both futures are made for a first waiter: most connections never have one.
+        self._closing: asyncio.Future[int] | None = None
+        self._finished: asyncio.Future[None] | None = None
         self._callbacks: list[Callable[[T], None]] = []
+
+    @property
+    def closing(self) -> asyncio.Future[int]:
+        """Resolved with the close code on the move to ``CLOSING`` (already resolved
+        when asked for after it)."""
+        future = self._closing
+        if future is None:
+            future = self._closing = self._loop.create_future()
+            if self._code is not None:
+                future.set_result(self._code)
+        return future
 
     def add_callback(self, callback: Callable[[T], None]) -> None:
         """Run ``callback(connection)`` once, synchronously, when the close starts."""
@@ -78,7 +91,9 @@ class CloseSignals(Generic[T]):
     def started(self, connection: T, code: int, connection_id: str) -> None:
         """The close started: resolve `closing`, run the callbacks (a failing one is
         logged, never propagated)."""
-        self.closing.set_result(code)
+        self._code = code
+        if self._closing is not None:
+            self._closing.set_result(code)
         for callback in self._callbacks:
             try:
                 callback(connection)

@@ -36,9 +36,9 @@ __all__ = ["WebSocketConnection"]
 
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = ConnectionState  # the members, in order
 
-_SLOTS = "__dict__ __weakref__ _backlog _close_task _close_timeout _direct _loop _send \
-_signals _state _transport close_code close_reason connected_at connection_id frames_sent \
-metadata topics user_id user_key"
+_SLOTS = "__dict__ __weakref__ _backlog _close_task _close_timeout _direct _loop _metadata \
+_send _signals _state _topics _transport close_code close_reason connected_at connection_id \
+frames_sent user_id user_key"
 
 
 class WebSocketConnection:
@@ -73,8 +73,8 @@ class WebSocketConnection:
         self.connection_id = connection_id or uuid.uuid4().hex
         self.user_id = user_id
         self.user_key = str(user_id)
-        self.topics: set[str] = set()
-        self.metadata: dict[str, Any] = metadata if metadata is not None else {}
+        self._topics: set[str] | None = None  # made when first asked for
+        self._metadata = metadata  # the empty dict is made when first asked for
         self.connected_at = datetime.now(UTC)
         self.close_code: int | None = None
         self.close_reason = ""
@@ -99,6 +99,30 @@ class WebSocketConnection:
     def __repr__(self) -> str:
         state = "open" if self.close_code is None else f"closed {self.close_code}"
         return f"<WebSocketConnection {self.connection_id} user={self.user_key} {state}>"
+
+    @property
+    def topics(self) -> set[str]:
+        """Topics this connection is subscribed to (a ``set``, maintained by the hub)."""
+        topics = self._topics
+        if topics is None:
+            topics = self._topics = set()
+        return topics
+
+    @topics.setter
+    def topics(self, value: set[str]) -> None:
+        self._topics = value
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Free-form per-connection data for the application (a ``dict``, settable)."""
+        metadata = self._metadata
+        if metadata is None:
+            metadata = self._metadata = {}
+        return metadata
+
+    @metadata.setter
+    def metadata(self, value: dict[str, Any]) -> None:
+        self._metadata = value
 
     @property
     def state(self) -> ConnectionState:

@@ -62,6 +62,8 @@ class Membership:
         max_topics: int,
     ) -> None:
         self.max_per_user = max_per_user
+        # One bound method for every connection's close callback, not one each.
+        self._on_close = self.discard
         self.max_connections = max_connections
         self.max_topics = max_topics
         self.evicted = 0
@@ -107,7 +109,7 @@ class Membership:
             )
             raise CapacityError()
         first_of_user = self._registry.add(connection)
-        connection.add_close_callback(self.discard)
+        connection.add_close_callback(self._on_close)
         if first_of_user:
             await node.want(user_channel(user))
         self.evicted += await node.enforce_user_cap(connection, self.max_per_user)

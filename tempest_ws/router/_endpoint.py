@@ -19,20 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
+import time
+from collections.abc import Callable
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.datastructures import Headers
+from starlette.websockets import WebSocket
 
 from tempest_ws._bounded import STOP_TIMEOUT, cancel_tasks
-from tempest_ws._types import BearerResolver, Receive, Scope, Send
-from tempest_ws.exceptions import CapacityError, ConnectionClosedError
+from tempest_ws._types import BearerResolver
+from tempest_ws.exceptions import CapacityError
 from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._hub import WebSocketHub
 from tempest_ws.observe._audit import security_event, traffic_event
-from tempest_ws.observe.tracing import Tracing, note_handler_error
+from tempest_ws.observe.tracing import Tracing
 from tempest_ws.router._expiry import TokenLifetime
 from tempest_ws.router._handler_socket import Handler, HandlerWebSocket
+from tempest_ws.router._handler_task import start_handler
 from tempest_ws.router._handshake import DRAIN_REASON, Gate, Handshake, peer_ip
 from tempest_ws.router._heartbeat import Beat, HeartbeatWheel
 from tempest_ws.router._hooks import Hooks
@@ -45,20 +48,36 @@ from tempest_ws.router._ratelimit import (
 )
 from tempest_ws.router._server_guard import find_protocol
 from tempest_ws.router._session import HandlerChannel, SessionLimits
-from tempest_ws.router._transport import find_transport
+from tempest_ws.router._transport import find_transport, server_callables
 from tempest_ws.settings import WebSocketSettings
 from tempest_ws.wire.codes import CloseCode
-from tempest_ws.wire.envelope import HELLO, PING_FRAME, SUBSCRIBE, encode_envelope
+from tempest_ws.wire.envelope import HELLO, PING_FRAME, encode_envelope
 
 __all__ = ["DRAIN_REASON", "Endpoint"]
 
 logger = logging.getLogger("tempest_ws")
 
 
+class _Expiry:
+    """What a connection's token deadline runs: close it 4401 (a plain object, not a
+    closure, so an idle connection holds one small slot)."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: WebSocketConnection) -> None:
+        self.connection = connection
+
+    def __call__(self) -> None:
+        connection = self.connection
+        security_event(
+            "token_expired", connection.connection_id, "token expired", level=logging.INFO
+        )
+        connection.close_soon(CloseCode.UNAUTHORIZED, "token expired")
+
+
 class Endpoint:
-    """The ASGI app behind the route, called with the server's own ``receive`` and
-    ``send`` once FastAPI solved the route's dependencies (see
-    [`tempest_ws.router._route`][tempest_ws.router._route])."""
+    """What runs behind the route: `serve()` is the endpoint FastAPI calls once it
+    solved the route's dependencies (see [`tempest_ws.router._route`][tempest_ws.router._route])."""
 
     def __init__(
         self,
@@ -102,65 +121,67 @@ class Endpoint:
         self._emptied: asyncio.Event | None = None
         self._wheel: HeartbeatWheel[HandlerChannel] | None = None
         self._wheel_loop: asyncio.AbstractEventLoop | None = None
+        self._time_loop: asyncio.AbstractEventLoop | None = None
+        self._time: Callable[[], float] = time.monotonic
 
     @property
     def draining(self) -> bool:
         """True once `drain()` started: new connections are closed 1001 on accept."""
         return self.gate.closed
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(self, websocket: WebSocket) -> None:
+        """The route's endpoint, called by FastAPI once the route's dependencies are
+        solved: steps 1–8 of one connection.
+
+        The whole connection runs in this one coroutine, which awaits the read loop
+        right here, through no wrapper step: an idle connection stays suspended in this
+        frame and the read loop's only (the handshake's frames have returned by then).
+        """
+        receive, send = server_callables(websocket)
+        scope = websocket.scope
         channel = HandlerChannel(receive, send)
         ws = HandlerWebSocket(
             scope, channel.receive, channel.send, max_json_depth=self.limits.max_json_depth
         )
+        # Read here and not kept: ws.headers would cache them (and a copy of the list)
+        # for the connection's life.
+        headers = Headers(raw=scope["headers"])
         transport = find_transport(receive, send)
-        address = client_address(peer_ip(transport, scope), ws.headers, self.trusted)
-        if not await self.handshake.screen(ws, address):
+        address = client_address(peer_ip(transport, scope), headers, self.trusted)
+        if not await self.handshake.screen(ws, headers, address):
             return
         try:
-            # open() returns once the handshake is through, so only this frame and _run's
-            # stay suspended for the life of the connection.
-            opened = await self.handshake.open(ws, send, transport, address, find_protocol(receive))
-            if opened is not None:
-                connection, token = opened
-                await self._run(ws, channel, connection, token)
+            opened = await self.handshake.open(
+                ws, headers, send, transport, address, find_protocol(receive)
+            )
+            if opened is None:
+                return
+            connection, token = opened
+            del headers, opened  # nothing of the handshake stays with the connection
+            self.live.add(connection)  # from here on a drain closes it
+            lifetime = self._lifetime(connection)
+            heartbeat: Beat[HandlerChannel] | None = None
+            handler_task: asyncio.Task[None] | None = None
+            try:
+                if not await self._register(connection):
+                    return
+                heartbeat = self._begin(channel, connection, lifetime, token)
+                del token
+                handler_task = start_handler(self.handler, ws, connection, self.hub, self.inbound)
+                await channel.read_loop(
+                    connection,
+                    heartbeat,
+                    self.limits,
+                    bucket=self._bucket(),
+                    lifetime=lifetime,
+                    inbound=self.inbound,
+                )
+                await self._let_handler_notice(handler_task)
+            finally:
+                await self._stop_session(channel, lifetime, heartbeat, handler_task)
+                await self._end(connection)
         finally:
             self.addresses.release(address)
-
-    async def _run(
-        self,
-        ws: WebSocket,
-        channel: HandlerChannel,
-        connection: WebSocketConnection,
-        token: str,
-    ) -> None:
-        """Steps 6–8: register, serve until the connection closes, then end it cleanly
-        whatever happened. The read loop is awaited right here, through no wrapper step:
-        an idle connection stays suspended in as few frames as possible."""
-        self.live.add(connection)  # from here on a drain closes it
-        lifetime = self._lifetime(connection)
-        heartbeat: Beat[HandlerChannel] | None = None
-        handler_task: asyncio.Task[None] | None = None
-        try:
-            if not await self._register(connection):
-                return
-            heartbeat = self._begin(channel, connection, lifetime, token)
-            handler_task = asyncio.create_task(
-                self._call_handler(ws, connection),
-                name=f"tempest_ws handler {connection.connection_id}",
-            )
-            await channel.read_loop(
-                connection,
-                heartbeat,
-                self.limits,
-                bucket=self._bucket(),
-                lifetime=lifetime,
-                inbound=self.inbound,
-            )
-            await self._let_handler_notice(handler_task)
-        finally:
-            await self._stop_session(channel, lifetime, heartbeat, handler_task)
-            await self._end(connection)
 
     def _lifetime(self, connection: WebSocketConnection) -> TokenLifetime:
         """The token's expiry and in-band refresh for ``connection`` (not started)."""
@@ -169,7 +190,7 @@ class Endpoint:
             user_key=connection.user_key,
             resolver=self.resolver,
             leeway=settings.WS_JWT_LEEWAY_SECONDS,
-            on_expired=functools.partial(self._expired, connection),
+            on_expired=_Expiry(connection),
             enforce=settings.WS_ENFORCE_TOKEN_EXPIRY,
             refresh_timeout=min(10.0, self.limits.heartbeat_timeout / 2),
         )
@@ -182,7 +203,7 @@ class Endpoint:
         return TokenBucket(
             settings.WS_RATE_LIMIT_MESSAGES,
             settings.WS_RATE_LIMIT_WINDOW_SECONDS,
-            clock=asyncio.get_running_loop().time,
+            clock=self._clock(),
         )
 
     async def _register(self, connection: WebSocketConnection) -> bool:
@@ -235,10 +256,10 @@ class Endpoint:
         lifetime.stop()
         if heartbeat is not None:
             heartbeat.stop()
-        if handler_task is not None:
-            if not handler_task.done():
-                handler_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+        if handler_task is not None and not handler_task.done():
+            handler_task.cancel()
+            # How it ended is the task's done callback's business (logged there).
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await handler_task
         if channel.tracer is not None:
             channel.tracer.close()
@@ -266,6 +287,14 @@ class Endpoint:
         finally:
             if self.hooks is not None:
                 await self.hooks.disconnected(connection)
+
+    def _clock(self) -> Callable[[], float]:
+        """The running loop's ``time``, one bound method per endpoint and loop."""
+        loop = asyncio.get_running_loop()
+        if self._time_loop is not loop:
+            self._time_loop = loop
+            self._time = loop.time
+        return self._time
 
     def _heartbeats(self) -> HeartbeatWheel[HandlerChannel]:
         """The heartbeat wheel of the running loop (one per endpoint and loop)."""
@@ -296,27 +325,6 @@ class Endpoint:
             }
         )
 
-    async def _call_handler(self, ws: WebSocket, connection: WebSocketConnection) -> None:
-        try:
-            if self.inbound is not None and SUBSCRIBE in self.inbound.operations:
-                await self.inbound.connect_topics(connection, ws.query_params.getlist("topics"))
-            await self.handler(ws, connection, self.hub)
-        except WebSocketDisconnect:
-            pass
-        except ConnectionClosedError:
-            # Sending on its own closed connection is how a push-only handler learns
-            # that the client left: a normal end, unless the connection is still open.
-            if not connection.closing:
-                logger.exception("handler failed on connection %s", connection.connection_id)
-                await connection.close(CloseCode.INTERNAL_ERROR, "internal error")
-                return
-        except Exception as exc:
-            note_handler_error(exc)
-            logger.exception("handler failed on connection %s", connection.connection_id)
-            await connection.close(CloseCode.INTERNAL_ERROR, "internal error")
-            return
-        await connection.close(CloseCode.NORMAL)
-
     @staticmethod
     def _ping(connection: WebSocketConnection) -> None:
         if not connection.enqueue(PING_FRAME) and not connection.closing:
@@ -332,13 +340,6 @@ class Endpoint:
             level=logging.INFO,
         )
         connection.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
-
-    @staticmethod
-    def _expired(connection: WebSocketConnection) -> None:
-        security_event(
-            "token_expired", connection.connection_id, "token expired", level=logging.INFO
-        )
-        connection.close_soon(CloseCode.UNAUTHORIZED, "token expired")
 
     async def drain(self, *, code: int, reason: str, grace: float) -> int:
         """Refuse new connections, close the live ones, wait for their sessions to end."""

@@ -21,6 +21,7 @@ import logging
 import uuid
 
 from fastapi import Response
+from starlette.datastructures import Headers
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tempest_ws._types import BearerResolver, Scope, Send, UserId
@@ -96,10 +97,12 @@ class Handshake:
         self.hooks = hooks
         self.guard = ServerGuard(hub.server_guard)
 
-    async def screen(self, ws: WebSocket, address: str) -> bool:
+    async def screen(self, ws: WebSocket, headers: Headers, address: str) -> bool:
         """Steps 1–2, before accept: ``True`` when the connection may go on (it then holds
-        a place of ``address``, which the caller releases); else it was refused."""
-        origin = ws.headers.get("origin")
+        a place of ``address``, which the caller releases); else it was refused.
+        ``headers`` are the handshake request's (``ws.headers`` would stay cached on
+        ``ws`` for the connection's life)."""
+        origin = headers.get("origin")
         settings = self.settings
         if not origin_allowed(
             origin, settings.WS_ALLOWED_ORIGINS, require=settings.WS_REQUIRE_ORIGIN
@@ -132,6 +135,7 @@ class Handshake:
     async def open(
         self,
         ws: WebSocket,
+        headers: Headers,
         send: Send,
         transport: asyncio.WriteTransport | None,
         address: str,
@@ -143,12 +147,12 @@ class Handshake:
         scope = ws.scope
         found = extract_token(
             scope.get("subprotocols", []),
-            ws.headers,
+            headers,
             scope.get("query_string", b""),
             allow_query=self.settings.WS_ALLOW_QUERY_TOKEN,
         )
         guard, settings = self.guard, self.settings
-        guard.before_accept(protocol, ws.headers, settings.WS_MAX_MESSAGE_BYTES)
+        guard.before_accept(protocol, headers, settings.WS_MAX_MESSAGE_BYTES)
         try:
             await ws.accept(subprotocol=BEARER_SUBPROTOCOL if found.bearer_offered else None)
         except (WebSocketDisconnect, OSError):

@@ -24,7 +24,6 @@ is logged at ERROR, naming the fix: other routes on that server stay unprotected
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -118,6 +117,27 @@ def _offers_deflate(headers: Any) -> bool:
     return _DEFLATE in offered.lower()
 
 
+class _FragmentAlarm:
+    """What a `FragmentBudget` calls when a message on ``connection_id`` was split into
+    more than ``limit`` fragments (a plain object, not a closure: one small slot per
+    connection)."""
+
+    __slots__ = ("connection_id", "counts")
+
+    def __init__(self, counts: ServerOptionCounts, connection_id: str) -> None:
+        self.counts = counts
+        self.connection_id = connection_id
+
+    def __call__(self, limit: int) -> None:
+        self.counts.fragment_closes += 1
+        security_event(
+            "too_many_fragments",
+            self.connection_id,
+            "message split into too many fragments",
+            limit=limit,
+        )
+
+
 class ServerGuard:
     """Inspects each connection's server protocol, counting into ``counts`` (the hub's
     `ServerOptionCounts`, one per process; a new one when not given).
@@ -170,18 +190,8 @@ class ServerGuard:
         if not isinstance(extensions, list) or not getattr(protocol, "handshake_complete", False):
             return False
 
-        extensions.append(FragmentBudget(limit, functools.partial(self._exceeded, connection_id)))
+        extensions.append(FragmentBudget(limit, _FragmentAlarm(self.counts, connection_id)))
         return True
-
-    def _exceeded(self, connection_id: str, limit: int) -> None:
-        """A message on ``connection_id`` was split into more than ``limit`` fragments."""
-        self.counts.fragment_closes += 1
-        security_event(
-            "too_many_fragments",
-            connection_id,
-            "message split into too many fragments",
-            limit=limit,
-        )
 
     def _fix_sansio(self, protocol: Any, deflate: bool, too_big: bool, max_bytes: int) -> bool:
         conn = getattr(protocol, "conn", None)

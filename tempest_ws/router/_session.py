@@ -264,14 +264,13 @@ class HandlerChannel:
         task = asyncio.current_task()
         receive = self._raw_receive
         invalid = 0
-        closing = connection.closing_future()
         tracer = self.tracer
         self._reading = True
         try:
             while True:
                 if tracer is not None:
                     tracer.settle()
-                if closing.done():
+                if connection.close_code is not None:  # set when the close starts
                     return
                 # Inline rather than a helper coroutine: an idle connection parks right here.
                 self._reader = task

@@ -8,7 +8,8 @@ connection uses it to abort a stalled peer. uvloop's transports do not subclass
 asyncio's transport classes, so a transport is recognised by its methods.
 
 `find_transport()` finds it; the hub's connections write to it
-(`tempest_ws.hub._direct`).
+(`tempest_ws.hub._direct`). `server_callables()` takes the server's ``receive`` and
+``send`` from the ``WebSocket`` FastAPI built around them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
-__all__ = ["find_transport"]
+from starlette.websockets import WebSocket
+
+from tempest_ws._types import Receive, Send
+
+__all__ = ["find_transport", "server_callables"]
 
 _TRANSPORT_METHODS = ("write", "abort", "is_closing", "get_write_buffer_size")
 
@@ -35,3 +40,16 @@ def find_transport(*callables: Any) -> asyncio.WriteTransport | None:
         if transport is not None and _is_write_transport(transport):
             return cast(asyncio.WriteTransport, transport)
     return None
+
+
+def server_callables(websocket: WebSocket) -> tuple[Receive, Send]:
+    """The ASGI ``receive``/``send`` the ``WebSocket`` was built on.
+
+    Starlette keeps them as ``_receive``/``_send`` (there is no public accessor); the
+    bound methods are the fallback, which still works, only without the transport.
+    """
+    receive = getattr(websocket, "_receive", None)
+    send = getattr(websocket, "_send", None)
+    if callable(receive) and callable(send):
+        return cast(Receive, receive), cast(Send, send)
+    return websocket.receive, websocket.send

@@ -1,0 +1,129 @@
+"""The handler's task: the application's handler runs beside the read loop, and its end
+closes the connection (1000 when it returns or the client left, 1011 after an error).
+
+Thousands of connections sit idle in their handlers at once, so the task runs the
+handler's own coroutine, with no wrapper coroutine of the router around it: how the
+handler ended is read by the task's done callback (`HandlerEnd`, a small object, not a
+closure). Only a connection that has ``?topics=`` to subscribe first (with the
+``subscribe`` built-in) runs through `call_handler()`, which subscribes them, then
+awaits the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Awaitable, Coroutine
+from typing import Any
+
+from starlette.datastructures import QueryParams
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from tempest_ws.exceptions import ConnectionClosedError
+from tempest_ws.hub._connection import WebSocketConnection
+from tempest_ws.hub._hub import WebSocketHub
+from tempest_ws.observe.tracing import note_handler_error
+from tempest_ws.router._handler_socket import Handler
+from tempest_ws.router._inbound import Inbound
+from tempest_ws.wire.codes import CloseCode
+from tempest_ws.wire.envelope import SUBSCRIBE
+
+__all__ = ["HANDLER_TASK_NAME", "HandlerEnd", "call_handler", "start_handler"]
+
+logger = logging.getLogger("tempest_ws")
+
+HANDLER_TASK_NAME = "tempest_ws handler"
+"""The name of every handler task (one shared string: nothing made per connection)."""
+
+
+class HandlerEnd:
+    """The done callback of a handler task: close the connection as the handler ended.
+
+    Returned, or ended by `WebSocketDisconnect`: close 1000. Raised anything else: log
+    it on ``tempest_ws`` and close 1011, except `ConnectionClosedError` once the
+    connection is closing (a push-only handler learns that way that the client left: a
+    normal end). Cancelled: nothing (the router cancelled it, closing already).
+    A close that already started is not changed.
+    """
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: WebSocketConnection) -> None:
+        self.connection = connection
+
+    def __call__(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        connection = self.connection
+        exc = task.exception()
+        if exc is None or isinstance(exc, WebSocketDisconnect):
+            connection.close_soon(CloseCode.NORMAL)
+            return
+        if not isinstance(exc, Exception):
+            return  # KeyboardInterrupt, SystemExit: asyncio raises them on its own
+        if isinstance(exc, ConnectionClosedError):
+            if connection.closing:
+                return
+        else:
+            note_handler_error(exc)
+        logger.error("handler failed on connection %s", connection.connection_id, exc_info=exc)
+        connection.close_soon(CloseCode.INTERNAL_ERROR, "internal error")
+
+
+def _connects_topics(ws: WebSocket, inbound: Inbound | None) -> bool:
+    """Whether ``?topics=`` may name topics to subscribe before the handler runs."""
+    if inbound is None or SUBSCRIBE not in inbound.operations:
+        return False
+    return b"topics" in ws.scope.get("query_string", b"")
+
+
+async def _awaited(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
+async def _raised(exc: Exception) -> None:
+    raise exc
+
+
+async def call_handler(
+    handler: Handler,
+    ws: WebSocket,
+    connection: WebSocketConnection,
+    hub: WebSocketHub,
+    inbound: Inbound | None,
+) -> None:
+    """Subscribe the topics of ``?topics=`` (when the router has the ``subscribe``
+    built-in), then await the handler."""
+    if inbound is not None and SUBSCRIBE in inbound.operations:
+        # Parsed here and not kept: ws.query_params would cache them on the socket.
+        topics = QueryParams(ws.scope.get("query_string", b"")).getlist("topics")
+        await inbound.connect_topics(connection, topics)
+    await handler(ws, connection, hub)
+
+
+def start_handler(
+    handler: Handler,
+    ws: WebSocket,
+    connection: WebSocketConnection,
+    hub: WebSocketHub,
+    inbound: Inbound | None,
+) -> asyncio.Task[None]:
+    """The task running ``handler`` for ``connection``, with `HandlerEnd` on its end."""
+    coroutine: Coroutine[Any, Any, None] | None = None
+    if not _connects_topics(ws, inbound):
+        try:
+            awaitable = handler(ws, connection, hub)
+        except Exception as exc:  # noqa: BLE001 - the application's: ends the task as any error
+            coroutine = _raised(exc)
+        else:
+            coroutine = awaitable if asyncio.iscoroutine(awaitable) else _awaited(awaitable)
+    if coroutine is None:
+        coroutine = call_handler(handler, ws, connection, hub, inbound)
+    # One copy of the context for the task and its done callback (each would make its own).
+    context = contextvars.copy_context()
+    task = asyncio.get_running_loop().create_task(
+        coroutine, name=HANDLER_TASK_NAME, context=context
+    )
+    task.add_done_callback(HandlerEnd(connection), context=context)
+    return task
