@@ -7,11 +7,13 @@ Needs Redis 6.2 or later (``XTRIM MINID``).
 Two keys per topic (``P`` is the key prefix; the ``{t:...}`` hash tag puts both in one
 slot, so the scripts below run unchanged on Redis Cluster):
 
-``P:history:{t:<topic>}:m``  HASH ``e`` = epoch, ``o`` = last offset; expires after
-                             ``meta_ttl`` without use
+``P:history:{t:<topic>}:m``  HASH ``e`` = epoch, ``o`` = last offset, ``r`` = when the
+                             next renewal is due; expires ``meta_ttl`` (plus at most a
+                             second) after its last use
 ``P:history:{t:<topic>}:s``  STREAM of ``o`` = offset, ``f`` = frame; ``MAXLEN ~``
-                             ``max_messages``, ``MINID ~`` now - ``max_age``, expires
-                             after ``max_age`` without appends
+                             ``max_messages`` on every append, ``MINID ~`` now -
+                             ``max_age`` on appends at most once a second;
+                             expires after ``max_age`` without appends
 
 Each operation is one Lua script, so it is atomic across nodes: an append increments the
 offset and adds the stream entry together (offsets and stream order agree, and the
@@ -83,6 +85,7 @@ __all__ = ["RedisHistory"]
 logger = logging.getLogger("tempest_ws.history")
 
 _ERRORS = (RedisError, OSError, TimeoutError)
+_RENEWAL_MS = 1000  # at most this long between two renewals of a topic's meta hash
 
 
 def _ms(seconds: float) -> int:
@@ -137,12 +140,17 @@ class RedisHistory:
         self._appends = AppendQueue(
             self._send, timeout=timeout, max_pending=max_pending, errors=_ERRORS
         )
-        self._max_age_ms = str(_ms(self.policy.max_age))
-        self._meta_ttl_ms = str(_ms(self.policy.meta_ttl))
+        max_age_ms = _ms(self.policy.max_age)
+        # Appends renew the meta hash's expiry (and trim by age) once per period; the
+        # hash gets the period on top of meta_ttl, so it outlives its last use by that.
+        renewal = min(_RENEWAL_MS, max(1, max_age_ms // 16))
+        self._max_age_ms = str(max_age_ms)
+        self._meta_ttl_ms = str(_ms(self.policy.meta_ttl) + renewal)
         # The epoch suffix is drawn once: epochs of one topic differ by Redis's clock.
         self._suffix = secrets.token_hex(4)
         self._constants = (
-            f"{self._suffix} {self.policy.max_messages} {self._max_age_ms} {self._meta_ttl_ms}"
+            f"{self._suffix} {self.policy.max_messages} {self._max_age_ms} "
+            f"{self._meta_ttl_ms} {renewal}"
         ).encode()
 
     @classmethod
@@ -269,7 +277,7 @@ class RedisHistory:
         if self.cluster:
             raise ConfigurationError("append_publish needs standalone Redis")
         drop, middle = stamp_parts(frame, topic)
-        return await self._append(topic, frame, (channel, head, f"{drop}:{middle}"))
+        return await self._append(topic, frame, (channel, head, frame[:-drop] + middle))
 
     def joined_with(self, backplane: object) -> AppendPublish | None:
         """An `AppendPublish` for ``backplane`` when it is a
