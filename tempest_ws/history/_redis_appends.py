@@ -29,8 +29,9 @@ logger = logging.getLogger("tempest_ws.history")
 
 MAX_BATCH = 256
 
-Append = tuple[tuple[str, str], list[str | bytes], "asyncio.Future[Position]"]
-"""One queued append: the topic's keys, the script's arguments, the caller's future."""
+Append = tuple[tuple[bytes, bytes], list[bytes], "asyncio.Future[Position]"]
+"""One queued append: the topic's keys, the script's arguments (encoded once, when
+queued), the caller's future."""
 
 
 def describe(exc: BaseException) -> str:
@@ -78,7 +79,7 @@ class AppendQueue:
         self._flusher: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
 
-    async def submit(self, keys: tuple[str, str], args: list[str | bytes]) -> Position:
+    async def submit(self, keys: tuple[bytes, bytes], args: list[bytes]) -> Position:
         """Queue one append; return its position once its batch was answered.
 
         Raises:

@@ -85,6 +85,7 @@ __all__ = ["RedisHistory"]
 logger = logging.getLogger("tempest_ws.history")
 
 _ERRORS = (RedisError, OSError, TimeoutError)
+_APPEND_SHA = SHA[APPEND].encode()
 _RENEWAL_MS = 1000  # at most this long between two renewals of a topic's meta hash
 
 
@@ -196,7 +197,9 @@ class RedisHistory:
             self._client = factory(self.url, **options)
         return self._client
 
-    async def _script(self, script: str, keys: tuple[str, str], args: Sequence[str | bytes]) -> Any:
+    async def _script(
+        self, script: str, keys: tuple[str | bytes, str | bytes], args: Sequence[str | bytes]
+    ) -> Any:
         client = self._require()
         if isinstance(client, RedisCluster) and not self._initialized:
             # Commands racing a fresh cluster client's lazy start can fail with
@@ -277,7 +280,8 @@ class RedisHistory:
         if self.cluster:
             raise ConfigurationError("append_publish needs standalone Redis")
         drop, middle = stamp_parts(frame, topic)
-        return await self._append(topic, frame, (channel, head, frame[:-drop] + middle))
+        publish = (channel.encode(), head.encode(), f"{frame[:-drop]}{middle}".encode())
+        return await self._append(topic, frame, publish)
 
     def joined_with(self, backplane: object) -> AppendPublish | None:
         """An `AppendPublish` for ``backplane`` when it is a
@@ -300,18 +304,20 @@ class RedisHistory:
 
         return append_publish
 
-    async def _append(self, topic: str, frame: str, publish: tuple[str, ...]) -> Position:
+    async def _append(self, topic: str, frame: str, publish: tuple[bytes, ...]) -> Position:
         check_topic(topic)
         if not isinstance(frame, str):
             raise TypeError("frame must be a str")
-        args: list[str | bytes] = [frame.encode(), self._constants, *publish]
+        args = [frame.encode(), self._constants, *publish]
         if self.cluster:
             return appended(await self._run("append", APPEND, topic, args, retry=False))
-        return await self._appends.submit(self.keys(topic), args)
+        # Arguments go as bytes: the client packs them without encoding each again.
+        base = f"{self.prefix}:history:{{t:{topic}}}".encode()
+        return await self._appends.submit((base + b":m", base + b":s"), args)
 
     async def _send(self, batch: list[Append]) -> list[Any]:
         client = self._require()
-        sha = SHA[APPEND]
+        sha = _APPEND_SHA
         if len(batch) == 1:
             keys, args, _ = batch[0]
             try:
@@ -320,14 +326,14 @@ class RedisHistory:
                 return [exc]
         pipe = client.pipeline(transaction=False)
         for keys, args, _ in batch:
-            pipe.evalsha(sha, 2, *keys, *args)
+            pipe.execute_command("EVALSHA", sha, 2, *keys, *args)
         replies = list(await pipe.execute(raise_on_error=False))
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:  # not executed: safe to send again, in the same order
             await client.script_load(APPEND)
             pipe = client.pipeline(transaction=False)
             for i in missing:
-                pipe.evalsha(sha, 2, *batch[i][0], *batch[i][1])
+                pipe.execute_command("EVALSHA", sha, 2, *batch[i][0], *batch[i][1])
             for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
                 replies[i] = reply
         return replies
