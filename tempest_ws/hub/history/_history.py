@@ -113,8 +113,8 @@ class HubHistory:
         )
 
     def keeps(self, topic: str) -> bool:
-        """Whether ``topic`` keeps history."""
-        return self.policy.keeps(topic)
+        """Whether ``topic`` keeps history (a topic followed here does: no pattern match)."""
+        return topic in self._topics or self.policy.keeps(topic)
 
     async def stop(self, limit: float = STOP_TIMEOUT) -> None:
         """Cancel and await the mending and following tasks, forget every topic, close
