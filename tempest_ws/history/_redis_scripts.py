@@ -20,8 +20,10 @@ header cut before the position (``packet.positioned_head``) and ``ARGV[5]`` the 
 as ``wire.stamp_frame`` cuts it, followed by the stamp's middle (``stamp_parts``); the
 script adds the offset, ``,"epoch":`` and the epoch (hex: no JSON escaping needed) to
 each, joined by a newline. ``string.format('%d')`` keeps large offsets integral.
-Few arguments, four Redis calls on most appends and a one-string reply keep both sides'
-share of the work small.
+One call appends any number of messages of one topic (the store sends consecutive
+appends of a batch to one topic together): besides each message's ``XADD`` (and
+``PUBLISH``), a call mostly makes three Redis calls (the epoch, the offsets, the stream's
+expiry), whatever the number of messages, and answers with one short string.
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ from typing import Final
 
 __all__ = ["APPEND", "READ", "SHA"]
 
-# KEYS: meta, stream. ARGV: frame, "<epoch suffix> <max messages> <max age ms> <meta ttl
-# ms> <renewal period ms>" (one argument: the store's constants); to publish too: channel,
-# packet head, stamped frame head. Returns "<epoch> <offset>".
+# KEYS: meta, stream. ARGV: "<epoch suffix> <max messages> <max age ms> <meta ttl ms>
+# <renewal period ms>" (one argument: the store's constants), the arguments per message
+# (1: its frame; 4: to publish too, then its channel, packet head, stamped frame head),
+# then each message's arguments, in order. Returns "<epoch> <offset of the first>".
 APPEND: Final = """
-local suffix, most, age, ttl, period = string.match(ARGV[2], '^(%S+) (%d+) (%d+) (%d+) (%d+)$')
+local suffix, most, age, ttl, period = string.match(ARGV[1], '^(%S+) (%d+) (%d+) (%d+) (%d+)$')
+local width = tonumber(ARGV[2])
+local count = (#ARGV - 2) / width
 local meta = redis.call('HMGET', KEYS[1], 'e', 'r')
 local epoch, due = meta[1], tonumber(meta[2])
 if not epoch then
@@ -45,8 +50,17 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'e', epoch)
   due = nil
 end
-local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', most, '*', 'o', offset, 'f', ARGV[1])
+local first = redis.call('HINCRBY', KEYS[1], 'o', count) - count + 1
+local stamp = ',"epoch":"' .. epoch .. '"}'
+local middle = ',"' .. epoch .. '"]}\\n'
+local id
+for i = 0, count - 1 do
+  local at, n = string.format('%d', first + i), 2 + i * width
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', most, '*', 'o', at, 'f', ARGV[n + 1])
+  if width == 4 then
+    redis.call('PUBLISH', ARGV[n + 2], ARGV[n + 3] .. at .. middle .. ARGV[n + 4] .. at .. stamp)
+  end
+end
 redis.call('PEXPIRE', KEYS[2], age)
 local ms = tonumber(string.match(id, '^(%d+)'))
 if not due or ms >= due or due - ms > tonumber(period) then
@@ -54,13 +68,7 @@ if not due or ms >= due or due - ms > tonumber(period) then
   redis.call('HSET', KEYS[1], 'r', string.format('%.0f', ms + tonumber(period)))
   redis.call('XTRIM', KEYS[2], 'MINID', '~', string.format('%.0f', ms - tonumber(age)))
 end
-local at = string.format('%d', offset)
-if ARGV[3] then
-  local stamp = ',"epoch":"' .. epoch .. '"}'
-  local packet = ARGV[4] .. at .. ',"' .. epoch .. '"]}\\n' .. ARGV[5] .. at .. stamp
-  redis.call('PUBLISH', ARGV[3], packet)
-end
-return epoch .. ' ' .. at
+return epoch .. ' ' .. string.format('%d', first)
 """
 
 # KEYS: meta, stream. ARGV: epoch suffix, meta ttl ms, max age ms, after offset (-1:

@@ -27,7 +27,8 @@ clock, so age trimming and the age check on reads never depend on a node's clock
 
 Appends are pipelined ([`_redis_appends`][tempest_ws.history._redis_appends]): one task sends
 whatever accumulated while the previous batch was in flight, in call order, so one node's
-appends take offsets in the order they were called and cost one round trip per batch.
+appends take offsets in the order they were called and cost one round trip per batch;
+consecutive appends of a batch to one topic share one script call.
 (On Redis Cluster each append is sent on its own: cluster pipelines may retry a whole
 batch.) `RedisHistory.append_publish()` also publishes the stamped packet from the
 same script, for a [`RedisBackplane`][tempest_ws.backplane.RedisBackplane] on the same standalone
@@ -64,7 +65,15 @@ except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("redis", "redis") from None
 
 from tempest_ws.backplane._redis_settings import redis_settings
-from tempest_ws.history._redis_appends import Append, AppendQueue, appended, describe, position_of
+from tempest_ws.history._redis_appends import (
+    Append,
+    AppendQueue,
+    appended,
+    describe,
+    pipelined,
+    position_of,
+    runs,
+)
 from tempest_ws.history._redis_scripts import APPEND, READ, SHA
 from tempest_ws.history.base import (
     AppendPublish,
@@ -86,6 +95,7 @@ logger = logging.getLogger("tempest_ws.history")
 
 _ERRORS = (RedisError, OSError, TimeoutError)
 _APPEND_SHA = SHA[APPEND].encode()
+_WIDTHS = {1: b"1", 4: b"4"}  # the append script's arguments per message
 _RENEWAL_MS = 1000  # at most this long between two renewals of a topic's meta hash
 
 
@@ -308,35 +318,38 @@ class RedisHistory:
         check_topic(topic)
         if not isinstance(frame, str):
             raise TypeError("frame must be a str")
-        args = [frame.encode(), self._constants, *publish]
+        fields = [frame.encode(), *publish]
         if self.cluster:
+            args = [self._constants, _WIDTHS[len(fields)], *fields]
             return appended(await self._run("append", APPEND, topic, args, retry=False))
         # Arguments go as bytes: the client packs them without encoding each again.
         base = f"{self.prefix}:history:{{t:{topic}}}".encode()
-        return await self._appends.submit((base + b":m", base + b":s"), args)
+        return await self._appends.submit((base + b":m", base + b":s"), fields)
 
-    async def _send(self, batch: list[Append]) -> list[Any]:
-        client = self._require()
-        sha = _APPEND_SHA
-        if len(batch) == 1:
-            keys, args, _ = batch[0]
+    async def _send(self, batch: list[Append]) -> list[Position | Exception]:
+        """One script call per run of appends to one topic, pipelined; one position (or
+        the error of its call) per append."""
+        calls = [
+            (keys, [self._constants, _WIDTHS[len(args) // count], *args], count)
+            for keys, args, count in runs(batch)
+        ]
+        replies: list[Any]
+        if len(calls) == 1:
+            keys, args, _ = calls[0]
             try:
-                return [await self._script(APPEND, keys, args)]
-            except ResponseError as exc:  # the script failed on Redis: this append only
-                return [exc]
-        pipe = client.pipeline(transaction=False)
-        for keys, args, _ in batch:
-            pipe.execute_command("EVALSHA", sha, 2, *keys, *args)
-        replies = list(await pipe.execute(raise_on_error=False))
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:  # not executed: safe to send again, in the same order
-            await client.script_load(APPEND)
-            pipe = client.pipeline(transaction=False)
-            for i in missing:
-                pipe.execute_command("EVALSHA", sha, 2, *batch[i][0], *batch[i][1])
-            for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
-                replies[i] = reply
-        return replies
+                replies = [await self._script(APPEND, keys, args)]
+            except ResponseError as exc:  # the script failed on Redis: this call only
+                replies = [exc]
+        else:
+            replies = await pipelined(self._require(), APPEND, _APPEND_SHA, calls, NoScriptError)
+        out: list[Position | Exception] = []
+        for (_, _, count), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):
+                out += [reply] * count
+            else:
+                first = appended(reply)
+                out += [Position(first.offset + i, first.epoch) for i in range(count)]
+        return out
 
     async def since(self, topic: str, offset: int, epoch: str, *, limit: int) -> Recovery:
         """One ``XREVRANGE`` of the last ``latest - offset`` entries, all or nothing."""
