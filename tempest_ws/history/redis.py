@@ -211,7 +211,8 @@ class RedisHistory:
         self, script: str, keys: tuple[str | bytes, str | bytes], args: Sequence[str | bytes]
     ) -> Any:
         client = self._require()
-        if isinstance(client, RedisCluster) and not self._initialized:
+        # self.cluster first: isinstance of a RedisCluster costs microseconds.
+        if self.cluster and not self._initialized and isinstance(client, RedisCluster):
             # Commands racing a fresh cluster client's lazy start can fail with
             # "Connection closed by server" when retries are off: start it once first.
             async with self._initializing:
