@@ -1,8 +1,10 @@
-"""``python -m bench [--quick | --full | --tiny] [--with-10k] [--out PATH] [--no-docs]``.
+"""``python -m bench [--quick | --full | --tiny] [--with-10k] [--with-history] [--out PATH]
+[--no-docs]``.
 
 Runs every scenario (see `bench.run`), writes the JSON results (default
 ``bench/results/latest.json``) and renders ``docs/performance.md`` with its plot
-``docs/img/performance.svg`` from them.
+``docs/img/performance.svg`` from them. ``--with-history`` adds the history comparison
+(`bench.history`, in the same mode) to the same results.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         "--with-10k",
         action="store_true",
         help="also N = 10,000 (and the heartbeat check at 10,000)",
+    )
+    parser.add_argument(
+        "--with-history",
+        action="store_true",
+        help="also what history costs a publish (bench.history), into the same results",
     )
     parser.add_argument(
         "--ns",
@@ -131,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     machine = machine_note()
     result = run(plan, log, trees)
+    if args.with_history:
+        from .history import collect
+
+        log("bench: history, without and with, in alternating pairs")
+        result["history"] = collect(plan.mode, command.strip())
     result["command"] = command.strip()
     result["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     result["machine"] = machine

@@ -230,10 +230,13 @@ def syscall_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def history_section() -> list[str]:
-    """The last ``python -m bench.history`` run (``bench/results/history.json``), if any."""
+def history_section(result: dict[str, Any]) -> list[str]:
+    """The history comparison of this run (``--with-history``), else the last
+    ``python -m bench.history`` run (``bench/results/history.json``), if any."""
     from .history import RESULTS, markdown_section
 
+    if "history" in result:
+        return markdown_section(result["history"])
     return markdown_section(json.loads(RESULTS.read_text())) if RESULTS.exists() else []
 
 

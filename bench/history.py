@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -121,7 +122,23 @@ def envelope(n: int) -> dict[str, Any]:
     return {"type": "chat.message", "data": {"n": n, "text": PAD}}
 
 
-async def compare(name: str, hub: Any, messages: int, workers: int, rounds: int) -> dict[str, Any]:
+def spread(values: list[float]) -> dict[str, float]:
+    """Min, quartiles, median and max of ``values`` (rounded), for the report."""
+    ordered = sorted(values)
+    q1, median, q3 = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else ordered * 3
+    return {
+        "min": round(ordered[0], 3),
+        "q1": round(q1, 3),
+        "median": round(median, 3),
+        "q3": round(q3, 3),
+        "max": round(ordered[-1], 3),
+    }
+
+
+async def compare(name: str, hub: Any, messages: int, workers: int, pairs: int) -> dict[str, Any]:
+    """``pairs`` back-to-back pairs of runs, without and with history, on one hub and one
+    audience; the order flips every pair (ABBA), so a drift of the machine's load
+    favours neither side. The verdict is the median of the pairs' ratios."""
     audience = Audience()
     await audience.attach(hub)
 
@@ -131,22 +148,35 @@ async def compare(name: str, hub: Any, messages: int, workers: int, rounds: int)
     async def with_history(n: int) -> None:
         await hub.broadcast(envelope(n), topic=TOPIC)
 
-    await timed_run(audience, plain, min(messages, 200), workers)  # warm-up
-    await timed_run(audience, with_history, min(messages, 200), workers)
+    sides = {"without": plain, "with": with_history}
+    for publish in sides.values():  # warm-up
+        await timed_run(audience, publish, min(messages, 200), workers)
     runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
-    for _ in range(rounds):
-        runs["without"].append(await timed_run(audience, plain, messages, workers))
-        runs["with"].append(await timed_run(audience, with_history, messages, workers))
+    ratios = []
+    for pair in range(pairs):
+        order = ("without", "with") if pair % 2 == 0 else ("with", "without")
+        for side in order:
+            gc.collect()  # a collection never lands in one side's run by accident
+            runs[side].append(await timed_run(audience, sides[side], messages, workers))
+        ratios.append(runs["with"][-1]["publishes_per_s"] / runs["without"][-1]["publishes_per_s"])
     median = {k: statistics.median(r["publishes_per_s"] for r in v) for k, v in runs.items()}
     cpu = {k: statistics.median(r["cpu_us_per_publish"] for r in v) for k, v in runs.items()}
+    cpu_added = [
+        w["cpu_us_per_publish"] - o["cpu_us_per_publish"]
+        for o, w in zip(runs["without"], runs["with"], strict=True)
+    ]
     return {
         "case": name,
         "subscribers": SUBSCRIBERS,
         "publishers": workers,
+        "pairs": pairs,
         "runs": runs,
         "publishes_per_s": median,
         "cpu_us_per_publish": cpu,
-        "measured_ratio": round(median["with"] / median["without"], 3),
+        "pair_ratios": [round(r, 3) for r in ratios],
+        "ratio_spread": spread(ratios),
+        "cpu_added_us_spread": spread(cpu_added),
+        "measured_ratio": round(statistics.median(ratios), 3),
     }
 
 
@@ -184,7 +214,7 @@ class _Ignore:
         pass
 
 
-async def redis_cpu_joint(redis: Any, policy: Any, frame: str, batches: int) -> dict[str, float]:
+async def redis_cpu_joint(redis: Any, policy: Any, frame: str, batches: int) -> dict[str, Any]:
     """Redis CPU per pipelined ``PUBLISH`` and per pipelined one-script append and publish
     (64 concurrent calls per batch), as a hub without and with history sends them. The
     publishing connection is the only client: the figures include Redis's own network
@@ -200,7 +230,9 @@ async def redis_cpu_joint(redis: Any, policy: Any, frame: str, batches: int) -> 
     assert joint is not None
     head = positioned_head("0123456789ab", "topic", "chat:joint")
     packet = f'{{"v":1,"n":"0123456789ab","o":"topic","t":"plain:joint"}}\n{frame}'.encode()
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
+    import redis as redis_py
+
     try:
         for name, call in (
             ("redis_cpu_us_per_batched_publish", lambda: backplane.publish("topic:p", packet)),
@@ -209,17 +241,32 @@ async def redis_cpu_joint(redis: Any, policy: Any, frame: str, batches: int) -> 
                 lambda: joint("chat:joint", frame, "topic:chat:joint", head),
             ),
         ):
+            with redis_py.Redis(port=redis.port) as client:
+                client.config_resetstat()
             cpu0 = cpu_seconds(redis.pid)
             for _ in range(4 * batches):  # /proc counts CPU in 10 ms ticks
                 await asyncio.gather(*(call() for _ in range(64)))
             out[name] = round((cpu_seconds(redis.pid) - cpu0) / (256 * batches) * 1e6, 2)
+            with redis_py.Redis(port=redis.port) as client:
+                stats = client.info("commandstats")
+            # Redis's own account (INFO commandstats): µs per call of each command, the
+            # commands a script runs included; the calls per publish show what it runs.
+            calls = 256 * batches
+            out[name.replace("cpu_us", "commandstats")] = {
+                key.removeprefix("cmdstat_"): {
+                    "calls_per_publish": round(value["calls"] / calls, 3),
+                    "usec_per_call": value["usec_per_call"],
+                }
+                for key, value in stats.items()
+                if value["calls"] >= calls // 100 and "config" not in key
+            }
     finally:
         await store.aclose()
         await backplane.stop()
     return out
 
 
-MODES = {"tiny": (0.1, 1), "quick": (1.0, 3), "full": (4.0, 5)}  # (scale, rounds)
+MODES = {"tiny": (0.1, 2), "quick": (1.0, 6), "full": (2.0, 21)}  # (scale, pairs of runs)
 
 
 async def measure(mode: str) -> dict[str, Any]:
@@ -229,10 +276,10 @@ async def measure(mode: str) -> dict[str, Any]:
     from tempest_ws.history import HistoryPolicy, MemoryHistory, Position, stamp_frame
     from tempest_ws.history.redis import RedisHistory
 
-    scale, rounds = MODES[mode]
+    scale, pairs = MODES[mode]
     policy = HistoryPolicy(topics=("chat:*",), max_messages=1000, max_age=300)
     frame = encode_envelope(envelope(0))
-    results: dict[str, Any] = {"plan": {"mode": mode, "subscribers": SUBSCRIBERS, "rounds": rounds}}
+    results: dict[str, Any] = {"plan": {"mode": mode, "subscribers": SUBSCRIBERS, "pairs": pairs}}
 
     encode_us = per_op(lambda n: encode_envelope(envelope(n)), int(20_000 * scale))
     position = Position(123_456, "065a1f3c2b9d1e5d09c7a")
@@ -252,7 +299,7 @@ async def measure(mode: str) -> dict[str, Any]:
         send_queue_size=1_000_000, history=MemoryHistory(policy), topic_authorizer=allow_any_topic
     )
     try:
-        results["memory"] = await compare("memory", hub, int(1500 * scale), 1, rounds)
+        results["memory"] = await compare("memory", hub, int(1500 * scale), 1, pairs)
     finally:
         await hub.stop()
 
@@ -302,7 +349,7 @@ async def measure(mode: str) -> dict[str, Any]:
             )
             await hub.start()
             try:
-                results[name] = await compare(name, hub, int(messages * scale), workers, rounds)
+                results[name] = await compare(name, hub, int(messages * scale), workers, pairs)
             finally:
                 await hub.stop()  # closes hub_store
         await store.aclose()
@@ -332,14 +379,25 @@ def report(r: dict[str, Any]) -> None:
         f"append and publish in one script {m['redis_cpu_us_per_batched_append_publish']} µs, "
         f"a PUBLISH {m['redis_cpu_us_per_batched_publish']} µs"
     )
-    print(f"{'case':18} {'without/s':>10} {'with/s':>10} {'ratio':>6} {'+µs':>8}")
+    print(
+        f"{'case':18} {'without/s':>10} {'with/s':>10} {'ratio':>6} {'middle half':>12} {'+µs':>7}"
+    )
     for case in ("memory", "redis_sequential", "redis_concurrent"):
         c = r[case]
-        p = c["publishes_per_s"]
+        p, q = c["publishes_per_s"], c["ratio_spread"]
         print(
             f"{case:18} {p['without']:>10.0f} {p['with']:>10.0f} {c['measured_ratio']:>6.2f} "
-            f"{c['added_us_per_publish']:>8.1f}"
+            f"{q['q1']:>5.2f}–{q['q3']:<5.2f} {c['added_us_per_publish']:>8.1f}"
+            f"  ({c['pairs']} pairs, min {q['min']:.2f}, max {q['max']:.2f})"
         )
+
+
+def shown_command(command: str) -> str:
+    """``command`` without its ``--out PATH``: where the results went changes nothing in
+    them, and the page shows the command that writes its default file."""
+    words = command.split()
+    kept = [w for i, w in enumerate(words) if w != "--out" and (i == 0 or words[i - 1] != "--out")]
+    return " ".join(kept)
 
 
 def markdown_section(r: dict[str, Any]) -> list[str]:
@@ -353,18 +411,20 @@ def markdown_section(r: dict[str, Any]) -> list[str]:
         "Produced by:",
         "",
         "```",
-        machine.get("command", ".venv/bin/python -m bench.history"),
+        shown_command(machine.get("command", ".venv/bin/python -m bench.history")),
         "```",
         "",
         f"{machine.get('cpus', '?')} cores, Python {machine.get('python', '?')}, load average "
         f"{machine.get('load_average', ['?'])[0]} at the end. `hub.broadcast` of a "
         f"{m['frame_bytes']}-byte envelope to {r['memory']['subscribers']} local subscribers, "
-        "to a topic that keeps history and to one that does not, on the same hub; runs "
-        "alternate and the median is shown ([Message history](history.md#measured-cost) "
-        "explains the figures).",
+        "to a topic that keeps history and to one that does not, on the same hub, in "
+        "back-to-back pairs of runs whose order flips every pair; the ratio is the median of "
+        "the pairs' ratios, with the middle half of them in brackets "
+        "([Message history](history.md#measured-cost) explains the figures).",
         "",
-        "| Case | Without history | With history | Ratio | CPU per publish (without → with) |",
-        "|---|---|---|---|---|",
+        "| Case | Without history | With history | Ratio (middle half) | Pairs | "
+        "CPU per publish (without → with) |",
+        "|---|---|---|---|---|---|",
     ]
     names = {
         "memory": "in-process hub, `MemoryHistory`",
@@ -374,11 +434,46 @@ def markdown_section(r: dict[str, Any]) -> list[str]:
     for case, name in names.items():
         c = r[case]
         p, cpu = c["publishes_per_s"], c["cpu_us_per_publish"]
+        q = c.get("ratio_spread", {"q1": c["measured_ratio"], "q3": c["measured_ratio"]})
         lines.append(
             f"| {name} | {p['without']:,.0f} /s | {p['with']:,.0f} /s | "
-            f"{c['measured_ratio']:.2f} | {cpu['without']:.1f} → {cpu['with']:.1f} µs |"
+            f"{c['measured_ratio']:.2f} ({q['q1']:.2f}–{q['q3']:.2f}) | {c.get('pairs', '?')} | "
+            f"{cpu['without']:.1f} → {cpu['with']:.1f} µs |"
         )
+    stats = m.get("redis_commandstats_per_batched_append_publish")
+    if stats and "evalsha" in stats:
+        script = stats["evalsha"]
+        per_message = script["usec_per_call"] * script["calls_per_publish"]
+        inner = ", ".join(
+            f"{name.upper()} {v['calls_per_publish']:g}×"
+            for name, v in sorted(stats.items())
+            if name not in ("evalsha", "script|load")
+        )
+        publish = m.get("redis_commandstats_per_batched_publish", {}).get("publish", {})
+        lines += [
+            "",
+            "Redis's own account of the same run (`INFO commandstats`, 64 concurrent "
+            f"publishes pipelined): the append-and-publish script took {per_message:.2f} µs "
+            f"per message ({inner} per message), a `PUBLISH` without history "
+            f"{publish.get('usec_per_call', '?')} µs.",
+        ]
     return lines
+
+
+def collect(mode: str, command: str) -> dict[str, Any]:
+    """Run the comparison in ``mode`` (``tiny``, ``quick`` or ``full``) in this process;
+    return its results with a note of the machine and ``command``. Also used by
+    ``python -m bench --with-history``, which stores them in its own results."""
+    started = time.time()
+    results = asyncio.run(measure(mode))
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "seconds": round(time.time() - started, 1),
+        "command": command,
+    }
+    return results
 
 
 def main() -> None:
@@ -388,15 +483,8 @@ def main() -> None:
     mode.add_argument("--tiny", action="store_const", dest="mode", const="tiny", help="smoke test")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    started = time.time()
-    results = asyncio.run(measure(args.mode or "full"))
-    results["machine"] = {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "seconds": round(time.time() - started, 1),
-        "command": " ".join([".venv/bin/python -m bench.history", *sys.argv[1:]]),
-    }
+    command = " ".join([".venv/bin/python -m bench.history", *sys.argv[1:]])
+    results = collect(args.mode or "full", command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     report(results)

@@ -148,7 +148,7 @@ def markdown(
     lines += heartbeat_section(result, extra_heartbeats)
     lines += redis_section(result)
     lines += syscall_lines(runs)
-    lines += history_section()
+    lines += history_section(result)
     lines += events_section()
     lines += [
         "",

@@ -50,6 +50,7 @@ __all__ = [
     "encode_packet",
     "new_node_id",
     "node_channel",
+    "own_prefix",
     "positioned_head",
     "topic_channel",
     "user_channel",
@@ -201,6 +202,13 @@ def positioned_head(
         text = json.dumps(header, separators=(",", ":"), ensure_ascii=True)
         return f'{text[:-1]},"p":['
     return f'{{"v":1,"n":"{node}","o":"{op}","t":{_string(target)},"p":['
+
+
+def own_prefix(node: str) -> bytes:
+    """The bytes every packet `encode_packet()` builds for ``node`` starts with (and
+    every packet a store builds from `positioned_head()`): a node drops its own packets,
+    echoed by its backplane, by this prefix without decoding them."""
+    return f'{{"v":{VERSION},"n":{_string(node)},'.encode()
 
 
 def decode_packet(data: bytes) -> Packet:

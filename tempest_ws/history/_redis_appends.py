@@ -2,7 +2,9 @@
 
 One task sends the appends queued by ``submit`` in call order, pipelining whatever
 accumulated while the previous batch was in flight, so one node's appends take offsets in
-call order and a batch costs one round trip. The task is started by the first append and
+call order and a batch costs one round trip. Consecutive appends of a batch to one topic
+go in one script call (`runs`): Redis reads the epoch, counts the offsets and renews
+expiries once for all of them. The task is started by the first append and
 waits for the next one when idle (starting a task per append would cost a sequential
 publisher more than the pipelining saves); ``aclose`` stops it.
 
@@ -23,14 +25,67 @@ from tempest_ws._bounded import STOP_TIMEOUT, cancel_tasks, lost_cancellation
 from tempest_ws.exceptions import BackplaneError
 from tempest_ws.history.base import Position
 
-__all__ = ["Append", "AppendQueue", "appended", "describe", "position_of"]
+__all__ = [
+    "Append",
+    "AppendQueue",
+    "Run",
+    "appended",
+    "describe",
+    "pipelined",
+    "position_of",
+    "runs",
+]
 
 logger = logging.getLogger("tempest_ws.history")
 
 MAX_BATCH = 256
 
-Append = tuple[tuple[str, str], list[str | bytes], "asyncio.Future[Position]"]
-"""One queued append: the topic's keys, the script's arguments, the caller's future."""
+Append = tuple[tuple[bytes, bytes], list[bytes], "asyncio.Future[Position]"]
+"""One queued append: the topic's keys, its message's script arguments (the frame, and
+to publish too the channel, packet head and stamped frame head; encoded once, when
+queued), the caller's future."""
+
+Run = tuple[tuple[bytes, bytes], list[bytes], int]
+"""Consecutive appends of one topic and one kind, for one script call: the keys, the
+messages' arguments one after the other, how many messages."""
+
+
+def runs(batch: list[Append]) -> list[Run]:
+    """``batch`` cut into runs of consecutive appends to one topic with as many
+    arguments each (all publish, or none does), in order."""
+    out: list[Run] = []
+    last_keys: tuple[bytes, bytes] | None = None
+    width = 0
+    for keys, fields, _ in batch:
+        if keys == last_keys and len(fields) == width:
+            run_keys, args, count = out[-1]
+            args += fields
+            out[-1] = (run_keys, args, count + 1)
+        else:
+            out.append((keys, list(fields), 1))
+            last_keys, width = keys, len(fields)
+    return out
+
+
+async def pipelined(
+    client: Any, script: str, sha: bytes, calls: list[Run], missing: type[Exception]
+) -> list[Any]:
+    """``EVALSHA`` of ``script`` once per call, in one pipeline; one reply (or error)
+    per call. Calls the server refused as ``missing`` (its script cache was emptied:
+    they did not run) are sent again, in order, after loading the script."""
+    pipe = client.pipeline(transaction=False)
+    for keys, args, _ in calls:
+        pipe.execute_command("EVALSHA", sha, 2, *keys, *args)
+    replies = list(await pipe.execute(raise_on_error=False))
+    again = [i for i, reply in enumerate(replies) if isinstance(reply, missing)]
+    if again:
+        await client.script_load(script)
+        pipe = client.pipeline(transaction=False)
+        for i in again:
+            pipe.execute_command("EVALSHA", sha, 2, *calls[i][0], *calls[i][1])
+        for i, reply in zip(again, await pipe.execute(raise_on_error=False), strict=True):
+            replies[i] = reply
+    return replies
 
 
 def describe(exc: BaseException) -> str:
@@ -55,15 +110,15 @@ class AppendQueue:
     """Appends waiting for Redis, sent in call order by one task.
 
     Args:
-        send: sends one batch, returns one reply per append (an exception for an append
-            Redis refused alone); raising fails the whole batch.
+        send: sends one batch, returns one position per append (an exception for an
+            append Redis refused); raising fails the whole batch.
         timeout: bound on each batch, in seconds.
         max_pending: appends waiting before ``submit`` raises at once.
     """
 
     def __init__(
         self,
-        send: Callable[[list[Append]], Awaitable[list[Any]]],
+        send: Callable[[list[Append]], Awaitable[list[Position | Exception]]],
         *,
         timeout: float,
         max_pending: int,
@@ -78,7 +133,7 @@ class AppendQueue:
         self._flusher: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
 
-    async def submit(self, keys: tuple[str, str], args: list[str | bytes]) -> Position:
+    async def submit(self, keys: tuple[bytes, bytes], args: list[bytes]) -> Position:
         """Queue one append; return its position once its batch was answered.
 
         Raises:
@@ -128,13 +183,14 @@ class AppendQueue:
             logger.warning("history append of %d failed (%s)", len(batch), describe(exc))
             self.fail(BackplaneError(f"redis history append failed ({describe(exc)})"), batch)
             return
-        for (_, _, done), raw in zip(batch, replies, strict=True):
+        for (_, _, done), reply in zip(batch, replies, strict=True):
             if done.done():
                 continue
-            if isinstance(raw, Exception):
-                done.set_exception(BackplaneError(f"redis history append failed ({describe(raw)})"))
+            if isinstance(reply, Exception):
+                error = BackplaneError(f"redis history append failed ({describe(reply)})")
+                done.set_exception(error)
             else:
-                done.set_result(appended(raw))
+                done.set_result(reply)
         self._batch = []
 
     def fail(self, error: BackplaneError, batch: list[Append] | None = None) -> None:

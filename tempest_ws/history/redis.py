@@ -7,11 +7,13 @@ Needs Redis 6.2 or later (``XTRIM MINID``).
 Two keys per topic (``P`` is the key prefix; the ``{t:...}`` hash tag puts both in one
 slot, so the scripts below run unchanged on Redis Cluster):
 
-``P:history:{t:<topic>}:m``  HASH ``e`` = epoch, ``o`` = last offset; expires after
-                             ``meta_ttl`` without use
+``P:history:{t:<topic>}:m``  HASH ``e`` = epoch, ``o`` = last offset, ``r`` = when the
+                             next renewal is due; expires ``meta_ttl`` (plus at most a
+                             second) after its last use
 ``P:history:{t:<topic>}:s``  STREAM of ``o`` = offset, ``f`` = frame; ``MAXLEN ~``
-                             ``max_messages``, ``MINID ~`` now - ``max_age``, expires
-                             after ``max_age`` without appends
+                             ``max_messages`` on every append, ``MINID ~`` now -
+                             ``max_age`` on appends at most once a second;
+                             expires after ``max_age`` without appends
 
 Each operation is one Lua script, so it is atomic across nodes: an append increments the
 offset and adds the stream entry together (offsets and stream order agree, and the
@@ -25,7 +27,8 @@ clock, so age trimming and the age check on reads never depend on a node's clock
 
 Appends are pipelined ([`_redis_appends`][tempest_ws.history._redis_appends]): one task sends
 whatever accumulated while the previous batch was in flight, in call order, so one node's
-appends take offsets in the order they were called and cost one round trip per batch.
+appends take offsets in the order they were called and cost one round trip per batch;
+consecutive appends of a batch to one topic share one script call.
 (On Redis Cluster each append is sent on its own: cluster pipelines may retry a whole
 batch.) `RedisHistory.append_publish()` also publishes the stamped packet from the
 same script, for a [`RedisBackplane`][tempest_ws.backplane.RedisBackplane] on the same standalone
@@ -62,7 +65,15 @@ except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("redis", "redis") from None
 
 from tempest_ws.backplane._redis_settings import redis_settings
-from tempest_ws.history._redis_appends import Append, AppendQueue, appended, describe, position_of
+from tempest_ws.history._redis_appends import (
+    Append,
+    AppendQueue,
+    appended,
+    describe,
+    pipelined,
+    position_of,
+    runs,
+)
 from tempest_ws.history._redis_scripts import APPEND, READ, SHA
 from tempest_ws.history.base import (
     AppendPublish,
@@ -83,6 +94,9 @@ __all__ = ["RedisHistory"]
 logger = logging.getLogger("tempest_ws.history")
 
 _ERRORS = (RedisError, OSError, TimeoutError)
+_APPEND_SHA = SHA[APPEND].encode()
+_WIDTHS = {1: b"1", 4: b"4"}  # the append script's arguments per message
+_RENEWAL_MS = 1000  # at most this long between two renewals of a topic's meta hash
 
 
 def _ms(seconds: float) -> int:
@@ -137,12 +151,17 @@ class RedisHistory:
         self._appends = AppendQueue(
             self._send, timeout=timeout, max_pending=max_pending, errors=_ERRORS
         )
-        self._max_age_ms = str(_ms(self.policy.max_age))
-        self._meta_ttl_ms = str(_ms(self.policy.meta_ttl))
+        max_age_ms = _ms(self.policy.max_age)
+        # Appends renew the meta hash's expiry (and trim by age) once per period; the
+        # hash gets the period on top of meta_ttl, so it outlives its last use by that.
+        renewal = min(_RENEWAL_MS, max(1, max_age_ms // 16))
+        self._max_age_ms = str(max_age_ms)
+        self._meta_ttl_ms = str(_ms(self.policy.meta_ttl) + renewal)
         # The epoch suffix is drawn once: epochs of one topic differ by Redis's clock.
         self._suffix = secrets.token_hex(4)
         self._constants = (
-            f"{self._suffix} {self.policy.max_messages} {self._max_age_ms} {self._meta_ttl_ms}"
+            f"{self._suffix} {self.policy.max_messages} {self._max_age_ms} "
+            f"{self._meta_ttl_ms} {renewal}"
         ).encode()
 
     @classmethod
@@ -188,9 +207,12 @@ class RedisHistory:
             self._client = factory(self.url, **options)
         return self._client
 
-    async def _script(self, script: str, keys: tuple[str, str], args: Sequence[str | bytes]) -> Any:
+    async def _script(
+        self, script: str, keys: tuple[str | bytes, str | bytes], args: Sequence[str | bytes]
+    ) -> Any:
         client = self._require()
-        if isinstance(client, RedisCluster) and not self._initialized:
+        # self.cluster first: isinstance of a RedisCluster costs microseconds.
+        if self.cluster and not self._initialized and isinstance(client, RedisCluster):
             # Commands racing a fresh cluster client's lazy start can fail with
             # "Connection closed by server" when retries are off: start it once first.
             async with self._initializing:
@@ -269,7 +291,8 @@ class RedisHistory:
         if self.cluster:
             raise ConfigurationError("append_publish needs standalone Redis")
         drop, middle = stamp_parts(frame, topic)
-        return await self._append(topic, frame, (channel, head, f"{drop}:{middle}"))
+        publish = (channel.encode(), head.encode(), f"{frame[:-drop]}{middle}".encode())
+        return await self._append(topic, frame, publish)
 
     def joined_with(self, backplane: object) -> AppendPublish | None:
         """An `AppendPublish` for ``backplane`` when it is a
@@ -292,37 +315,42 @@ class RedisHistory:
 
         return append_publish
 
-    async def _append(self, topic: str, frame: str, publish: tuple[str, ...]) -> Position:
+    async def _append(self, topic: str, frame: str, publish: tuple[bytes, ...]) -> Position:
         check_topic(topic)
         if not isinstance(frame, str):
             raise TypeError("frame must be a str")
-        args: list[str | bytes] = [frame.encode(), self._constants, *publish]
+        fields = [frame.encode(), *publish]
         if self.cluster:
+            args = [self._constants, _WIDTHS[len(fields)], *fields]
             return appended(await self._run("append", APPEND, topic, args, retry=False))
-        return await self._appends.submit(self.keys(topic), args)
+        # Arguments go as bytes: the client packs them without encoding each again.
+        base = f"{self.prefix}:history:{{t:{topic}}}".encode()
+        return await self._appends.submit((base + b":m", base + b":s"), fields)
 
-    async def _send(self, batch: list[Append]) -> list[Any]:
-        client = self._require()
-        sha = SHA[APPEND]
-        if len(batch) == 1:
-            keys, args, _ = batch[0]
+    async def _send(self, batch: list[Append]) -> list[Position | Exception]:
+        """One script call per run of appends to one topic, pipelined; one position (or
+        the error of its call) per append."""
+        calls = [
+            (keys, [self._constants, _WIDTHS[len(args) // count], *args], count)
+            for keys, args, count in runs(batch)
+        ]
+        replies: list[Any]
+        if len(calls) == 1:
+            keys, args, _ = calls[0]
             try:
-                return [await self._script(APPEND, keys, args)]
-            except ResponseError as exc:  # the script failed on Redis: this append only
-                return [exc]
-        pipe = client.pipeline(transaction=False)
-        for keys, args, _ in batch:
-            pipe.evalsha(sha, 2, *keys, *args)
-        replies = list(await pipe.execute(raise_on_error=False))
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:  # not executed: safe to send again, in the same order
-            await client.script_load(APPEND)
-            pipe = client.pipeline(transaction=False)
-            for i in missing:
-                pipe.evalsha(sha, 2, *batch[i][0], *batch[i][1])
-            for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
-                replies[i] = reply
-        return replies
+                replies = [await self._script(APPEND, keys, args)]
+            except ResponseError as exc:  # the script failed on Redis: this call only
+                replies = [exc]
+        else:
+            replies = await pipelined(self._require(), APPEND, _APPEND_SHA, calls, NoScriptError)
+        out: list[Position | Exception] = []
+        for (_, _, count), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):
+                out += [reply] * count
+            else:
+                first = appended(reply)
+                out += [Position(first.offset + i, first.epoch) for i in range(count)]
+        return out
 
     async def since(self, topic: str, offset: int, epoch: str, *, limit: int) -> Recovery:
         """One ``XREVRANGE`` of the last ``latest - offset`` entries, all or nothing."""

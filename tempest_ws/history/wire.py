@@ -108,16 +108,16 @@ def stamp_frame(frame: str, topic: str, position: Position) -> str:
 
 
 class Stamper:
-    """`stamp_frame()` for one topic, with the topic's JSON and the last epoch's
-    JSON computed once (the hub keeps one per topic it follows)."""
+    """`stamp_frame()` for one topic, with the topic's JSON and the stamp's end for the
+    last epoch seen computed once (the hub keeps one per topic it follows)."""
 
-    __slots__ = ("_epoch", "_epoch_json", "_middle", "topic")
+    __slots__ = ("_epoch", "_middle", "_tail", "topic")
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
         self._middle = f',"{TOPIC_KEY}":{_json_string(topic)},"{OFFSET_KEY}":'
         self._epoch = ""
-        self._epoch_json = '""'
+        self._tail = f',"{EPOCH_KEY}":""}}'
 
     def __call__(self, frame: str, position: Position) -> str:
         """``stamp_frame(frame, self.topic, position)``.
@@ -125,13 +125,15 @@ class Stamper:
         Raises:
             ValueError: ``frame`` does not end with ``}`` or start with ``{``.
         """
-        last = frame[-2:-1]
-        if frame[:1] != "{" or frame[-1:] != "}" or last == "{" or last.isspace():
-            return stamp_frame(frame, self.topic, position)  # the general case
         offset, epoch = position
         if epoch != self._epoch:
-            self._epoch, self._epoch_json = epoch, _json_string(epoch)
-        return f'{frame[:-1]}{self._middle}{offset:d},"{EPOCH_KEY}":{self._epoch_json}}}'
+            self._epoch, self._tail = epoch, f',"{EPOCH_KEY}":{_json_string(epoch)}}}'
+        if frame[-1:] != "}" or frame[:1] != "{":
+            return stamp_frame(frame, self.topic, position)  # raises
+        last = frame[-2]
+        if last == "{" or last.isspace():  # an empty or pretty-printed object (never ours)
+            return stamp_frame(frame, self.topic, position)
+        return f"{frame[:-1]}{self._middle}{offset}{self._tail}"
 
 
 def requested_position(data: Any) -> Position | None:

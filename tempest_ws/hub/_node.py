@@ -29,6 +29,7 @@ from tempest_ws.backplane.packet import (
     decode_packet,
     encode_packet,
     node_channel,
+    own_prefix,
 )
 from tempest_ws.exceptions import BackplaneError
 from tempest_ws.hub._connection import WebSocketConnection
@@ -98,6 +99,7 @@ class Node:
         budget: SendBudget | None = None,
     ) -> None:
         self.node_id = node_id
+        self._own = own_prefix(node_id)
         self.backplane = backplane
         # Looked up once: asked on every delivery. None: the backplane cannot tell.
         self._knows_listeners: Callable[[str], bool] | None = getattr(
@@ -284,6 +286,8 @@ class Node:
         This node's own packets are dropped (it delivered them before publishing), as
         are malformed ones (logged).
         """
+        if packet.startswith(self._own):
+            return  # echoed by the backplane: not worth decoding
         try:
             decoded = decode_packet(packet)
         except (ValueError, UnicodeDecodeError):

@@ -17,6 +17,8 @@ from tempest_ws.backplane.packet import (
     connection_node,
     decode_packet,
     encode_packet,
+    own_prefix,
+    positioned_head,
 )
 from tests.helpers.backplane_nodes import NodeFactory, nodes_on
 from tests.helpers.support import Peer, until, until_async
@@ -112,6 +114,26 @@ def test_packets_round_trip_and_carry_the_frame_untouched() -> None:
     )
     kick = decode_packet(encode_packet("0123456789ab", OP_KICK, "u", code=4401, reason="r"))
     assert (kick.frame, kick.code, kick.reason) == (None, 4401, "r")
+
+
+def test_every_packet_of_a_node_starts_with_its_own_prefix() -> None:
+    """A node drops its echoed packets by this prefix: every shape of packet it builds
+    starts with it, and no other node's does."""
+    node, other, frame = "0123456789ab", "0123456789ac", '{"type":"m","data":1}'
+    head = positioned_head(node, OP_TOPIC, "chat:1", exclude=["c1"], trace={"tp": "x"})
+    packets = [
+        encode_packet(node, OP_ALL, "", frame),
+        encode_packet(node, OP_TOPIC, 'ro"om', frame, exclude=["c1"], exclude_users=["u"]),
+        encode_packet(node, OP_KICK, "u", code=4401, reason="r"),
+        encode_packet(node, OP_TOPIC, "chat:1", frame, position=(3, "e1"), trace={"a": "b"}),
+        encode_packet(node, OP_TOPIC, "chat:1", frame, position=(3, "e1")),
+        f'{head}3,"e1"]}}\n{frame}'.encode(),
+        f'{positioned_head(node, OP_TOPIC, "chat:1")}3,"e1"]}}\n{frame}'.encode(),
+    ]
+    for packet in packets:
+        assert packet.startswith(own_prefix(node)), packet
+        assert not packet.startswith(own_prefix(other)), packet
+        assert decode_packet(packet).node == node
 
 
 @pytest.mark.parametrize(

@@ -40,3 +40,35 @@ def test_tiny_history_bench_writes_its_results(tmp_path: Path) -> None:
             assert run["messages"] > 0
     assert results["micro"]["redis_bytes_per_retained_message"] > 0
     assert "ratio" in done.stdout
+
+
+@pytest.mark.redis
+def test_main_bench_with_history_keeps_it_in_its_results_and_page(tmp_path: Path) -> None:
+    """``python -m bench --with-history`` stores the comparison in its own results, and
+    the performance page renders that run's history section, not an older file's."""
+    require_tool("redis-server")
+    from bench.report import render
+
+    out = tmp_path / "latest.json"
+    command = ["-m", "bench", "--tiny", "--ns", "none", "--kinds", "tempest", "--with-history"]
+    done = subprocess.run(
+        [sys.executable, *command, "--no-docs", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    history = result["history"]
+    assert history["plan"]["mode"] == "tiny"
+    assert history["machine"]["command"].startswith("python -m bench --tiny")
+    for case in ("memory", "redis_sequential", "redis_concurrent"):
+        assert len(history[case]["pair_ratios"]) == history[case]["pairs"]
+        spread = history[case]["ratio_spread"]
+        assert spread["min"] <= spread["median"] <= spread["max"]
+    page, _ = render(result, tmp_path)
+    text = page.read_text()
+    assert "## What history costs a publish" in text
+    assert history["machine"]["command"] in text

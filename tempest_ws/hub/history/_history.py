@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from tempest_ws._bounded import STOP_TIMEOUT, bounded, cancel_tasks
 from tempest_ws.backplane.packet import Packet
@@ -93,6 +93,9 @@ class HubHistory:
             replay_limit=self.replay_limit,
         )
         self.publisher = Publisher(store, registry, node, self.sequencing, topics, append_publish)
+        self.broadcast = self.publisher.broadcast
+        """[`Publisher.broadcast()`][tempest_ws.hub.history._publish.Publisher.broadcast]
+        (bound here: one coroutine less per publish)."""
 
     def stats(self) -> HistoryStats:
         """The counters as a `HistoryStats` (no I/O; one step per followed topic)."""
@@ -113,8 +116,8 @@ class HubHistory:
         )
 
     def keeps(self, topic: str) -> bool:
-        """Whether ``topic`` keeps history."""
-        return self.policy.keeps(topic)
+        """Whether ``topic`` keeps history (a topic followed here does: no pattern match)."""
+        return topic in self._topics or self.policy.keeps(topic)
 
     async def stop(self, limit: float = STOP_TIMEOUT) -> None:
         """Cancel and await the mending and following tasks, forget every topic, close
@@ -151,17 +154,6 @@ class HubHistory:
     def on_packet(self, packet: Packet) -> int:
         """A packet of another node carrying a position (the node's ``sequenced``)."""
         return self.sequencing.on_packet(packet)
-
-    async def broadcast(
-        self,
-        topic: str,
-        frame: str,
-        exclude: frozenset[str],
-        exclude_users: frozenset[str],
-        trace: Mapping[str, str] | None = None,
-    ) -> int:
-        """[`Publisher.broadcast()`][tempest_ws.hub.history._publish.Publisher.broadcast]."""
-        return await self.publisher.broadcast(topic, frame, exclude, exclude_users, trace)
 
     async def quiesce(self, connection_id: str, topic: str) -> None:
         """Wait until a catch-up of this connection on ``topic`` in progress ends."""
