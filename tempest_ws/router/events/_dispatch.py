@@ -59,18 +59,26 @@ _Job = tuple[EventHandler, WSEnvelope, BaseModel | None]
 """One validated message waiting for its handler: handler, envelope, model."""
 
 
+_Shape = tuple[dict[str, Any], str | None, str | None]
+"""A handler's per-connection arguments, and its message and envelope parameters."""
+
+
 class _Arguments:
     """A connection's handler arguments but the dependencies: per handler, what is the
     same for every message (connection, hub, ``WebSocket``) is gathered at its first
-    message on the connection and copied for each, with the message's own added."""
+    message on the connection (`shape()`), and copied for each message with the
+    message's own added. ``app`` is the connection's app, whose dependency overrides
+    are read per message."""
 
-    __slots__ = ("_by_type", "_fixed")
+    __slots__ = ("_fixed", "app", "shapes")
 
-    def __init__(self, fixed: dict[Injected, Any]) -> None:
+    def __init__(self, fixed: dict[Injected, Any], app: object) -> None:
         self._fixed = fixed
-        self._by_type: dict[str, tuple[dict[str, Any], str | None, str | None]] = {}
+        self.app = app
+        self.shapes: dict[str, _Shape] = {}
 
-    def _shape(self, handler: EventHandler) -> tuple[dict[str, Any], str | None, str | None]:
+    def shape(self, handler: EventHandler) -> _Shape:
+        """``handler``'s shape on this connection, made and kept on first use."""
         base: dict[str, Any] = {}
         model = envelope = None
         for name, what in handler.injected:
@@ -80,18 +88,8 @@ class _Arguments:
                 envelope = name
             else:
                 base[name] = self._fixed[what]
-        shape = self._by_type[handler.message_type] = (base, model, envelope)
+        shape = self.shapes[handler.message_type] = (base, model, envelope)
         return shape
-
-    def of(self, handler: EventHandler, job: _Job) -> dict[str, Any]:
-        """``handler``'s keyword arguments for ``job``, its dependencies left out."""
-        base, model, envelope = self._by_type.get(handler.message_type) or self._shape(handler)
-        arguments = base.copy()
-        if model is not None:
-            arguments[model] = job[2]
-        if envelope is not None:
-            arguments[envelope] = job[1]
-        return arguments
 
 
 class EventDispatch:
@@ -151,7 +149,7 @@ class EventDispatch:
         idle = AsyncExitStack()
         response = prepare(ws, idle)
         fixed = {Injected.CONNECTION: connection, Injected.HUB: self.hub, Injected.WEBSOCKET: ws}
-        arguments = _Arguments(fixed)
+        arguments = _Arguments(fixed, ws.scope.get("app"))
         serving = lane.serve(functools.partial(self._run_job, ws, response, connection, arguments))
         try:
             async with idle:
@@ -203,15 +201,25 @@ class EventDispatch:
         bound: _Arguments,
         job: _Job,
     ) -> None:
-        """Solve, call and answer one message; never raises (but for cancellation)."""
-        handler, envelope, _ = job
+        """Solve, call and answer one message; never raises (but for cancellation).
+
+        Inline rather than in helpers: this runs for every message.
+        """
+        handler, envelope, model = job
         answer: str | WSEnvelope | None
         try:
-            arguments = bound.of(handler, job)
+            base, model_name, envelope_name = bound.shapes.get(handler.message_type) or bound.shape(
+                handler
+            )
+            arguments = base.copy()
+            if model_name is not None:
+                arguments[model_name] = model
+            if envelope_name is not None:
+                arguments[envelope_name] = envelope
             solver = handler.solver
             if solver is None:
                 result = await handler.call(**arguments)
-            elif solver.needs_stack(ws):
+            elif solver.yields or getattr(bound.app, "dependency_overrides", None):
                 async with AsyncExitStack() as stack:
                     alone = not handler.concurrent
                     solved = await solver.solve_in(stack, ws, response, alone=alone)

@@ -66,7 +66,9 @@ def answer_of(handler: EventHandler, request: WSEnvelope, result: Any) -> str | 
             result = result.model_copy(update={"request_id": request.request_id})
         return encode_envelope(result)
     if isinstance(result, BaseModel):
-        data = _dump(result)
+        # model_dump(mode="json", by_alias=True) straight from the model's serializer:
+        # the same output, without model_dump's per-call cost (a third of a small dump).
+        data = result.__pydantic_serializer__.to_python(result, mode="json", by_alias=True)
     elif handler.reply_model is not None:
         data = _dump(handler.reply_model.model_validate(result))
     else:

@@ -125,13 +125,10 @@ class Solver:
         self.leaves = None if self.plan is None else self.plan.leaves
         """The plan's `leaves <Plan.leaves>`, when it has them."""
 
-    def needs_stack(self, ws: WebSocket) -> bool:
-        """Whether this message needs exit stacks of its own (`solve_in()`)."""
-        return self.yields or _overrides(ws) is not None
-
     def solve(self, ws: WebSocket, response: Response) -> Awaitable[dict[str, Any]]:
         """The dependencies' values for one message that needs no stack of its own
-        (`needs_stack()` is false: no ``yield``, no dependency overrides).
+        (no ``yield`` in the tree, no dependency overrides in the app; otherwise
+        `solve_in()` with a stack of its own).
 
         The awaitable raises `WebSocketError` as `values()`, or whatever a dependency
         raised.
