@@ -25,7 +25,8 @@ from ._client import Client
 
 OPEN_TIMEOUT = 10.0  # the client's default open_timeout
 CAP_CODES = frozenset({1013, 4429})  # a close that means "at a cap, come back later"
-CAP_STATUSES = frozenset({429, 503})
+CAP_STATUSES = frozenset({429})  # WS_MAX_CONNECTIONS_PER_IP
+SHED_STATUS = 503  # WS_MAX_PENDING_HANDSHAKES: too many handshakes in progress, retry later
 
 
 class Pool(Protocol):
@@ -135,7 +136,10 @@ class Storm:
                 return
             if new.status in CAP_STATUSES:
                 self.cap_refusals += 1
-            self.failures["http" if new.status else "tcp_or_timeout"] += 1
+            if new.status == SHED_STATUS:
+                self.failures["http_503_retry_later"] += 1
+            else:
+                self.failures[f"http_{new.status}" if new.status else "tcp_or_timeout"] += 1
             disconnect = Disconnect(
                 http_status=new.status or None, stage="connect", error=OSError("failed")
             )

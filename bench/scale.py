@@ -288,6 +288,14 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
             a["rejected_at_capacity"] - b["rejected_at_capacity"]
             for a, b in zip(server_stats, before, strict=True)
         ),
+        "evicted_over_user_cap_by_servers": sum(
+            a["evicted_over_user_cap"] - b["evicted_over_user_cap"]
+            for a, b in zip(server_stats, before, strict=True)
+        ),
+        "handshakes_shed_by_servers": sum(
+            a.get("handshakes_shed", 0) - b.get("handshakes_shed", 0)
+            for a, b in zip(server_stats, before, strict=True)
+        ),
         "failed_attempts": {
             k: sum(s["failures"].get(k, 0) for s in statuses)
             for k in sorted({k for s in statuses for k in s["failures"]})
@@ -303,6 +311,7 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
         f"  B storm: {out['back']}/{closed} back, servers hold {total} after {all_back_s:.1f}s, "
         f"refused at a cap {out['rejected_at_capacity_by_servers']} (server count) / "
         f"{out['cap_refusals_seen_by_clients']} (seen by clients), "
+        f"told to retry later (503) {out['handshakes_shed_by_servers']}, "
         f"failed attempts {out['failed_attempts']}"
     )
     return out

@@ -1,7 +1,11 @@
 """The ASGI endpoint behind the route: the path of one connection, handshake to cleanup.
 
+0. Past ``WS_MAX_PENDING_HANDSHAKES`` handshakes in progress (up to registration), HTTP
+   503 with ``Retry-After`` before anything else
+   ([`tempest_ws.router._admission`][tempest_ws.router._admission]).
 1–5. Origin, per-address cap, token, accept, resolve, ``on_connect``: the handshake
-   ([`tempest_ws.router._handshake`][tempest_ws.router._handshake]).
+   ([`tempest_ws.router._handshake`][tempest_ws.router._handshake]). A client that left
+   meanwhile (it gave up waiting) is neither authenticated nor registered.
 6. Register with the hub: the user's oldest connection past the cap is closed 4429; a
    full process closes the newcomer 1013.
 7. ``hello`` frame with the heartbeat cadence; then pings, silence deadline (4408), the
@@ -31,6 +35,7 @@ from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._hub import WebSocketHub
 from tempest_ws.observe._audit import security_event, traffic_event
 from tempest_ws.observe.tracing import Tracing, note_handler_error
+from tempest_ws.router._admission import RETRY_AFTER_SECONDS, Admission
 from tempest_ws.router._expiry import TokenLifetime
 from tempest_ws.router._handler_socket import Handler, HandlerWebSocket
 from tempest_ws.router._handshake import DRAIN_REASON, Gate, Handshake, peer_ip
@@ -53,6 +58,8 @@ from tempest_ws.wire.envelope import HELLO, PING_FRAME, SUBSCRIBE, encode_envelo
 __all__ = ["DRAIN_REASON", "Endpoint"]
 
 logger = logging.getLogger("tempest_ws")
+
+RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
 class Endpoint:
@@ -88,6 +95,7 @@ class Endpoint:
             max_json_depth=settings.WS_MAX_JSON_DEPTH,
         )
         self.addresses = AddressLimiter(settings.WS_MAX_CONNECTIONS_PER_IP)
+        self.admission = Admission(settings.WS_MAX_PENDING_HANDSHAKES)
         self.trusted = parse_trusted_proxies(settings.WS_TRUSTED_PROXIES)
         self.gate = Gate()
         self.handshake = Handshake(
@@ -115,17 +123,29 @@ class Endpoint:
         )
         transport = find_transport(receive, send)
         address = client_address(peer_ip(transport, scope), ws.headers, self.trusted)
-        if not await self.handshake.screen(ws, address):
+        admission = self.admission
+        if not admission.enter():
+            await self.handshake.deny(ws, 503, RETRY_AFTER)
             return
+        running = False  # from _run's registration on, _run ends the admission
         try:
-            # open() returns once the handshake is through, so only this frame and _run's
-            # stay suspended for the life of the connection.
-            opened = await self.handshake.open(ws, send, transport, address, find_protocol(receive))
-            if opened is not None:
-                connection, token = opened
-                await self._run(ws, channel, connection, token)
+            if not await self.handshake.screen(ws, address):
+                return
+            try:
+                # open() returns once the handshake is through, so only this frame and
+                # _run's stay suspended for the life of the connection.
+                opened = await self.handshake.open(
+                    ws, send, transport, address, find_protocol(receive)
+                )
+                if opened is not None:
+                    connection, token = opened
+                    running = True
+                    await self._run(ws, channel, connection, token)
+            finally:
+                self.addresses.release(address)
         finally:
-            self.addresses.release(address)
+            if not running:
+                admission.leave()
 
     async def _run(
         self,
@@ -142,7 +162,11 @@ class Endpoint:
         heartbeat: Beat[HandlerChannel] | None = None
         handler_task: asyncio.Task[None] | None = None
         try:
-            if not await self._register(connection):
+            try:
+                registered = await self._register(connection)
+            finally:
+                self.admission.leave()
+            if not registered:
                 return
             heartbeat = self._begin(channel, connection, lifetime, token)
             handler_task = asyncio.create_task(
