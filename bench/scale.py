@@ -258,9 +258,12 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
     statuses: list[dict[str, Any]] = []
     total = 0
     low = n
+    timeline: list[list[float]] = []  # [seconds, connections held by each worker...]
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        total = sum(int(w.request("count", timeout=30)["connections"]) for w in workers)
+        counts = [int(w.request("count", timeout=30)["connections"]) for w in workers]
+        total = sum(counts)
+        timeline.append([round(time.time() - t0, 2), *counts])
         low = min(low, total)
         statuses = fleet.all("storm_status", 30)
         back = sum(s["back"] for s in statuses)
@@ -306,6 +309,8 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
         "live_clients": sum(s["live"] for s in statuses),
         "lost_codes": [s["lost_codes"] for s in statuses],
         "server_stats": server_stats,
+        "timeline": timeline,
+        "handshakes_per_s_per_worker": _rates(timeline),
     }
     log(
         f"  B storm: {out['back']}/{closed} back, servers hold {total} after {all_back_s:.1f}s, "
@@ -315,6 +320,19 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
         f"failed attempts {out['failed_attempts']}"
     )
     return out
+
+
+def _rates(timeline: list[list[float]]) -> list[float]:
+    """Each worker's best sustained gain in connections per second over 10 s windows."""
+    best: list[float] = []
+    for w in range(1, len(timeline[0]) if timeline else 1):
+        top = 0.0
+        for i, row in enumerate(timeline):
+            later = [r for r in timeline[i:] if r[0] - row[0] >= 10.0]
+            if later:
+                top = max(top, (later[0][w] - row[w]) / (later[0][0] - row[0]))
+        best.append(round(top, 1))
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:
