@@ -103,7 +103,9 @@ class ReconnectPolicy:
     - 4401 / HTTP 401: reconnect (the client fetches a new token first), but give up after
       ``max_unauthorized`` in a row; a connection that reached ``hello`` ends the streak;
     - more than ``max_retries`` attempts in a row (if set): give up;
-    - 4429, 1013, HTTP 429/503: wait a delay from ``long_backoff``;
+    - 4429, 1013, HTTP 429/503: wait a delay from ``long_backoff``, and at least the
+      ``Retry-After`` the server sent with a refused handshake (capped at
+      ``long_backoff.max_delay``);
     - anything else (1000 from the server, 1001, 1006, 1011, 1012, 4408, refused TCP
       connections...): wait a delay from ``backoff``.
 
@@ -173,6 +175,8 @@ class ReconnectPolicy:
             or disconnect.http_status in _LONG_BACKOFF_STATUSES
         )
         delay = next(self._long_delays if long else self._delays)
+        if disconnect.retry_after is not None:  # the server said when; never sooner
+            delay = max(delay, min(disconnect.retry_after, self._long_backoff.max_delay))
         return Decision(Action.RECONNECT, delay=delay, why=disconnect.describe())
 
 

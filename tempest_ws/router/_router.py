@@ -121,6 +121,11 @@ class WebSocketRouter(APIRouter):
         return self._tempest_endpoint.draining
 
     @property
+    def handshakes_in_progress(self) -> int:
+        """Handshakes this router's endpoint is working on right now (up to registration)."""
+        return self._tempest_endpoint.admission.pending
+
+    @property
     def handshakes_shed(self) -> int:
         """Handshakes refused with HTTP 503 because ``WS_MAX_PENDING_HANDSHAKES`` were in
         progress (this process, since the router was made)."""

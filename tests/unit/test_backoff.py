@@ -19,6 +19,7 @@ from tempest_ws.client._backoff import (
     OfflineQueue,
     ReconnectPolicy,
 )
+from tempest_ws.client._disconnect import retry_after
 from tempest_ws.exceptions import SendQueueFullError
 
 
@@ -256,3 +257,24 @@ def test_docs_close_code_policy_table_matches_the_policy() -> None:
             assert action == "reconnect", code
             assert decision.action is Action.RECONNECT, code
             assert decision.delay <= 2.0
+
+
+def test_a_retry_after_is_waited_at_least_and_capped_at_the_long_backoff() -> None:
+    refused = Disconnect(http_status=503, stage="connect", retry_after=300.0)
+    p = ReconnectPolicy(
+        is_fatal=default_is_fatal,
+        backoff=Backoff(0.5, 1.0),
+        long_backoff=Backoff(0.5, 40.0),
+        rng=random.Random(1),
+    )
+    assert p.decide(Disconnect(http_status=503, stage="connect", retry_after=7.0)).delay >= 7.0
+    assert p.decide(refused).delay == 40.0  # never past long_backoff.max_delay
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("5", 5.0), (" 2.5 ", 2.5), ("-1", None), ("Wed, 21 Oct 2015 07:28:00 GMT", None)],
+)
+def test_retry_after_reads_seconds_only(header: str, seconds: float | None) -> None:
+    assert retry_after({"Retry-After": header}) == seconds
+    assert retry_after({}) is None
