@@ -4,7 +4,8 @@ Past ``WS_MAX_PENDING_HANDSHAKES`` handshakes in progress a new one is refused b
 accept with HTTP 503 and ``Retry-After``: the ones in progress are not slowed down and
 finish. A client that leaves while its handshake is in progress (it gave up waiting)
 leaves nothing behind: no ``on_connect``, no registration, no place counted toward
-``WS_MAX_CONNECTIONS``.
+``WS_MAX_CONNECTIONS``. A connection whose peer left stops counting as soon as the
+server reads the FIN or reset, not after the close timeout.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tempest_ws import WebSocketConnection, WebSocketHub, WebSocketRouter, make_
 from tempest_ws.client import Backoff, Disconnect, WebSocketClient, default_is_fatal
 from tempest_ws.testing import serve
 from tests.helpers.hardening import next_of_type
-from tests.helpers.support import echo_handler, make_settings, until, ws_url
+from tests.helpers.support import build_app, echo_handler, make_settings, token, until, ws_url
 from tests.security._servers import WS_PROTOCOLS
 
 pytestmark = pytest.mark.e2e
@@ -161,3 +162,26 @@ async def test_the_python_client_waits_the_retry_after_of_a_refused_handshake() 
     assert refused.http_status == 503
     assert refused.retry_after == 5.0
     assert router.handshakes_shed >= 1
+
+
+@pytest.mark.parametrize("how", ["fin", "reset"])
+async def test_a_peer_that_left_stops_counting_at_once(how: str) -> None:
+    """Not after the close timeout, even with a handler that never receives."""
+
+    async def deaf(ws: Any, connection: WebSocketConnection, hub: WebSocketHub) -> None:
+        await asyncio.wait([connection.closing_future()])  # never reads the socket
+
+    settings = make_settings(WS_CLOSE_TIMEOUT_SECONDS=60, WS_MAX_CONNECTIONS=1)
+    app, hub = build_app(settings, handler=deaf)
+    async with serve(app, settings=settings) as base:
+        for user in ("alice", "bob"):  # bob takes the place alice left
+            client = await connect(ws_url(base), subprotocols=["bearer", token(user)])  # type: ignore[list-item]
+            await next_of_type(client, "hello")
+            assert hub.stats().connections == 1
+            if how == "reset":
+                sock = client.transport.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.transport.abort()
+            else:
+                client.transport.close()
+            await until(lambda: hub.stats().connections == 0, timeout=10)
