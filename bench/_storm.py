@@ -2,8 +2,9 @@
 comes back the way ``tempest_ws.client`` does.
 
 Each dropped client asks a :class:`tempest_ws._backoff.ReconnectPolicy` built exactly as
-the Python client builds it by default (``Backoff(0.5, 30, 2)`` with full jitter,
-``Backoff(5, 120, 2)`` after 4429/1013/HTTP 429/503, the client's ``default_is_fatal``)
+the Python client builds it by default (``Backoff(0.5, 30, 2)`` with full jitter, spread
+over ``restart_spread`` (5 s) after 1012, ``Backoff(5, 120, 2)`` after 4429/1013/HTTP
+429/503 and at least their ``Retry-After``, the client's ``default_is_fatal``)
 what to do, sleeps the delay it gives, and opens a new connection with the client's
 default ``open_timeout`` (10 s); a failed attempt goes back to the policy. The sockets are
 the load generator's light clients (thousands per process on one event loop), so only the
@@ -141,7 +142,10 @@ class Storm:
             else:
                 self.failures[f"http_{new.status}" if new.status else "tcp_or_timeout"] += 1
             disconnect = Disconnect(
-                http_status=new.status or None, stage="connect", error=OSError("failed")
+                http_status=new.status or None,
+                stage="connect",
+                error=OSError("failed"),
+                retry_after=5.0 if new.status == SHED_STATUS else None,  # the server's header
             )
 
     def status(self) -> dict[str, Any]:

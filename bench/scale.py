@@ -197,7 +197,8 @@ def part_b(
         fleet = Fleet(loaders)
         ports = [int(w.hello["port"]) for w in workers]
         server_pids = [w.pid for w in workers] + [redis.pid]
-        out["connect"] = fleet.connect(n, ports, timeout=min(900, clock.left()))
+        budget = min(900, clock.left())
+        out["connect"] = fleet.connect(n, ports, timeout=budget, retry_503_s=budget - 60)
         out["connections"], _ = wait_total(workers, n, min(60, clock.left()))
         out["per_worker"] = [int(w.request("count")["connections"]) for w in workers]
         out["rss_mb_per_worker"] = [gc_rss(w) / 2**20 for w in workers]
@@ -249,11 +250,13 @@ def part_b(
 
 
 def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) -> dict[str, Any]:
-    """Drop every connection (1012 from every worker) and time the way back to ``n``."""
+    """Drop every connection (1012 from every worker) and time until every dropped one is
+    back (``n``, the count held before, is replaced by the count dropped)."""
     before = [w.request("stats", timeout=30) for w in workers]
     fleet.all("storm_arm", 30, path="/ws", seconds=seconds, seed=1)
     t0 = time.time()
     closed = sum(w.request("drop_all", timeout=60, code=1012)["closed"] for w in workers)
+    n = closed  # every connection dropped comes back
     deadline = time.monotonic() + seconds
     statuses: list[dict[str, Any]] = []
     total = 0
