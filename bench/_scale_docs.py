@@ -77,6 +77,15 @@ def section(result: dict[str, Any]) -> str:
     b = result.get("b")
     if b and "error" not in b:
         s = b.get("storm", {})
+        own = b.get("run")  # part B run on its own, after part A's run above
+        if own:
+            m = own.get("machine", {})
+            lines += [
+                f"Part B below: `{own.get('command')}` ({own.get('date')}, commit "
+                f"{m.get('commit')}, load average {m.get('loadavg_start', 0):.1f} at the start "
+                f"and {m.get('loadavg_end', 0):.1f} at the end).",
+                "",
+            ]
         lines += [
             f"**{_num(b.get('n'))} connections on one machine**: {b.get('workers')} tempest_ws "
             f"workers (one process and port each, `WS_MAX_CONNECTIONS="
