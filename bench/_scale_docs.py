@@ -152,13 +152,12 @@ def _storm(b: dict[str, Any], s: dict[str, Any]) -> str:
         )
     if not s.get("all_back"):
         text += (
-            f"**Not all came back within the {_num(s.get('limit_s'))} s limit**: "
-            f"{_num(s.get('back'))} clients completed a handshake; "
-            f"{_num(sum((s.get('failed_attempts') or {}).values()))} attempts failed "
-            f"({s.get('failed_attempts')}: the TCP connect or the handshake did not finish "
-            "within the open timeout); at the end the workers' registries counted "
-            f"{_num(s.get('connections_at_end'))} connections, closing and abandoned ones "
-            "included. "
+            f"**The workers did not hold all {_num(s.get('dropped_by_servers'))} again "
+            f"within the {_num(s.get('limit_s'))} s limit**: "
+            f"{_num(s.get('back'))} clients got their handshake answered (the last at "
+            f"{_num(s.get('seconds_until_last_client_back'), 1)} s), and at the end the "
+            f"workers had registered {_num(s.get('connections_at_end'))} (the others were "
+            "still waiting for their registration). "
         )
     refused = s.get("rejected_at_capacity_by_servers")
     text += (
