@@ -61,7 +61,13 @@ class Fleet:
         return [child.read(timeout) for child in self.children]
 
     def connect(
-        self, n: int, ports: list[int], *, concurrency: int = 64, timeout: float = 600.0
+        self,
+        n: int,
+        ports: list[int],
+        *,
+        concurrency: int = 64,
+        timeout: float = 600.0,
+        retry_503_s: float = 0.0,
     ) -> dict[str, Any]:
         """``n`` clients with tokens ``u0`` ... ``u<n-1>``, split in contiguous blocks
         over the loaders, round robin over ``ports`` and the source addresses."""
@@ -82,6 +88,7 @@ class Fleet:
                     "prefix": "u",
                     "concurrency": concurrency,
                     "sources": sources,
+                    "retry_503_s": retry_503_s,
                 }
                 for lo, hi in blocks
             ],
@@ -89,6 +96,7 @@ class Fleet:
         return {
             "connected": sum(a.get("connected", 0) for a in answers),
             "failed": sum(a.get("failed", 0) for a in answers),
+            "retried_503": sum(a.get("retried_503", 0) for a in answers),
             "seconds": time.monotonic() - started,
             "sources": len(sources),
             "per_loader": [a.get("connected", 0) for a in answers],

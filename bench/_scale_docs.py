@@ -77,13 +77,25 @@ def section(result: dict[str, Any]) -> str:
     b = result.get("b")
     if b and "error" not in b:
         s = b.get("storm", {})
+        own = b.get("run")  # part B run on its own, after part A's run above
+        if own:
+            m = own.get("machine", {})
+            lines += [
+                f"Part B below: `{own.get('command')}` ({own.get('date')}, commit "
+                f"{m.get('commit')}, load average {m.get('loadavg_start', 0):.1f} at the start "
+                f"and {m.get('loadavg_end', 0):.1f} at the end).",
+                "",
+            ]
         lines += [
             f"**{_num(b.get('n'))} connections on one machine**: {b.get('workers')} tempest_ws "
             f"workers (one process and port each, `WS_MAX_CONNECTIONS="
             f"{_num(b.get('caps', {}).get('WS_MAX_CONNECTIONS'))}` each, no per-IP cap, one "
             f"user per client) sharing one redis-server; held {_num(b.get('connections'))} "
-            f"after the connect phase ({_num(b.get('connect', {}).get('failed'))} handshakes "
-            "not done within 10 s) "
+            f"after the connect phase ({_num(b.get('connect', {}).get('failed'))} clients "
+            "not connected; "
+            f"{_num(b.get('connect', {}).get('retried_503', 0))} attempts answered HTTP 503 "
+            "while `WS_MAX_PENDING_HANDSHAKES` handshakes were in progress and retried after "
+            "its `Retry-After`) "
             f"({', '.join(_num(x) for x in b.get('per_worker', []))}); worker RSS "
             f"{', '.join(f'{x:.0f}' for x in b.get('rss_mb_per_worker', []))} MB. One worker "
             f"publishes; the others get it through Redis. Each client is in one of "
@@ -115,25 +127,37 @@ def _storm(b: dict[str, Any], s: dict[str, Any]) -> str:
     text = (
         f"**Reconnect storm**: every worker closed all its connections with 1012 "
         f"({_num(s.get('dropped_by_servers'))}); each client came back on the Python "
-        "client's default reconnect policy (full-jitter backoff from 0.5 s up to 30 s, "
-        "open timeout 10 s). "
+        "client's default reconnect policy (jittered backoff from 0.5 s up to 30 s, after "
+        "1012 at least a random time in [0, 5 s]; after HTTP 503 the long backoff from 5 s "
+        "up to 120 s, at least its `Retry-After`; open timeout 10 s). "
     )
+    failed = s.get("failed_attempts") or {}
     if s.get("all_back"):
         text += (
-            f"The workers held all {_num(b.get('n'))} again after "
+            f"The workers held all {_num(s.get('dropped_by_servers'))} again after "
             f"**{_num(s.get('seconds_until_servers_hold_all'), 1)} s** (last client back at "
             f"{_num(s.get('seconds_until_last_client_back'), 1)} s); attempts per client "
             f"{s.get('attempts_histogram')}. "
         )
-    else:
+    if "handshakes_shed_by_servers" in s:
+        rates = ", ".join(_num(x) for x in s.get("handshakes_per_s_per_worker", []))
         text += (
-            f"**Not all came back within the {_num(s.get('limit_s'))} s limit**: "
-            f"{_num(s.get('back'))} clients completed a handshake; "
-            f"{_num(sum((s.get('failed_attempts') or {}).values()))} attempts failed "
-            f"({s.get('failed_attempts')}: the TCP connect or the handshake did not finish "
-            "within the open timeout); at the end the workers' registries counted "
-            f"{_num(s.get('connections_at_end'))} connections, closing and abandoned ones "
-            "included. "
+            f"Handshakes answered HTTP 503 (`Retry-After: 5`) because "
+            "`WS_MAX_PENDING_HANDSHAKES` (512) were in progress: "
+            f"{_num(s.get('handshakes_shed_by_servers'))} (the workers' count; "
+            f"{_num(failed.get('http_503_retry_later', 0))} reached a waiting client); "
+            f"attempts with no answer within the open timeout: "
+            f"{_num(failed.get('tcp_or_timeout', 0))}. Fastest sustained intake per worker "
+            f"(10 s windows): {rates} connections/s. "
+        )
+    if not s.get("all_back"):
+        text += (
+            f"**The workers did not hold all {_num(s.get('dropped_by_servers'))} again "
+            f"within the {_num(s.get('limit_s'))} s limit**: "
+            f"{_num(s.get('back'))} clients got their handshake answered (the last at "
+            f"{_num(s.get('seconds_until_last_client_back'), 1)} s), and at the end the "
+            f"workers had registered {_num(s.get('connections_at_end'))} (the others were "
+            "still waiting for their registration). "
         )
     refused = s.get("rejected_at_capacity_by_servers")
     text += (
@@ -220,5 +244,9 @@ def table(result: dict[str, Any]) -> str:
         rows.append(
             "B     storm: refused at a cap (servers)".ljust(44)
             + f"{s.get('rejected_at_capacity_by_servers')}"
+        )
+        rows.append(
+            "B     storm: 503 Retry-After (servers)".ljust(44)
+            + f"{s.get('handshakes_shed_by_servers')}"
         )
     return "\n".join(rows)

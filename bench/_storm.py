@@ -2,8 +2,9 @@
 comes back the way ``tempest_ws.client`` does.
 
 Each dropped client asks a :class:`tempest_ws._backoff.ReconnectPolicy` built exactly as
-the Python client builds it by default (``Backoff(0.5, 30, 2)`` with full jitter,
-``Backoff(5, 120, 2)`` after 4429/1013/HTTP 429/503, the client's ``default_is_fatal``)
+the Python client builds it by default (``Backoff(0.5, 30, 2)`` with full jitter, spread
+over ``restart_spread`` (5 s) after 1012, ``Backoff(5, 120, 2)`` after 4429/1013/HTTP
+429/503 and at least their ``Retry-After``, the client's ``default_is_fatal``)
 what to do, sleeps the delay it gives, and opens a new connection with the client's
 default ``open_timeout`` (10 s); a failed attempt goes back to the policy. The sockets are
 the load generator's light clients (thousands per process on one event loop), so only the
@@ -25,7 +26,8 @@ from ._client import Client
 
 OPEN_TIMEOUT = 10.0  # the client's default open_timeout
 CAP_CODES = frozenset({1013, 4429})  # a close that means "at a cap, come back later"
-CAP_STATUSES = frozenset({429, 503})
+CAP_STATUSES = frozenset({429})  # WS_MAX_CONNECTIONS_PER_IP
+SHED_STATUS = 503  # WS_MAX_PENDING_HANDSHAKES: too many handshakes in progress, retry later
 
 
 class Pool(Protocol):
@@ -135,9 +137,15 @@ class Storm:
                 return
             if new.status in CAP_STATUSES:
                 self.cap_refusals += 1
-            self.failures["http" if new.status else "tcp_or_timeout"] += 1
+            if new.status == SHED_STATUS:
+                self.failures["http_503_retry_later"] += 1
+            else:
+                self.failures[f"http_{new.status}" if new.status else "tcp_or_timeout"] += 1
             disconnect = Disconnect(
-                http_status=new.status or None, stage="connect", error=OSError("failed")
+                http_status=new.status or None,
+                stage="connect",
+                error=OSError("failed"),
+                retry_after=5.0 if new.status == SHED_STATUS else None,  # the server's header
             )
 
     def status(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 import resource
 import socket
 import sys
@@ -66,32 +67,43 @@ class Generator:
         ports: list[int] | None = None,
         sources: list[str] | None = None,
         start: int | None = None,
+        retry_503_s: float = 0.0,
     ) -> dict[str, Any]:
         """Open ``n`` clients with tokens ``prefix + i``; round robin over ``ports`` and
         over the source addresses ``sources`` when given (each source address has its own
-        range of ephemeral ports)."""
+        range of ephemeral ports). With ``retry_503_s``, a client answered HTTP 503 (too
+        many handshakes in progress) tries again after 5 to 10 s (its ``Retry-After``),
+        for at most that many seconds."""
         gate = asyncio.Semaphore(concurrency)
         started = time.monotonic()
         failed = 0
+        retried = 0
         targets = ports or [port]
+        rng = random.Random(start or 0)
 
         async def one(i: int) -> None:
-            nonlocal failed
-            async with gate:
-                source = sources[i % len(sources)] if sources else None
-                client = await self.open_client(
-                    targets[i % len(targets)], path, f"{prefix}{i}", source
-                )
+            nonlocal failed, retried
+            source = sources[i % len(sources)] if sources else None
+            while True:
+                async with gate:
+                    client = await self.open_client(
+                        targets[i % len(targets)], path, f"{prefix}{i}", source
+                    )
                 if client.handshaken:
                     self.clients.append(client)
-                else:
+                    return
+                if client.status != 503 or time.monotonic() - started > retry_503_s:
                     failed += 1
+                    return
+                retried += 1
+                await asyncio.sleep(rng.uniform(5.0, 10.0))
 
         base = len(self.clients) if start is None else start
         await asyncio.gather(*(one(base + i) for i in range(n)))
         return {
             "connected": len(self.clients),
             "failed": failed,
+            "retried_503": retried,
             "seconds": time.monotonic() - started,
         }
 

@@ -41,6 +41,7 @@ from ._scale_docs import section, splice, table
 from ._wire import SEQ_BASE
 
 RESULTS = ROOT / "bench" / "results" / "scale.json"
+POLL_S = 300.0  # how long the storm waits for one worker's answer (its loop is busy)
 FD_HEADROOM = 500  # listening socket, pipes, Redis, logs: kept free under the file limit
 
 
@@ -197,7 +198,8 @@ def part_b(
         fleet = Fleet(loaders)
         ports = [int(w.hello["port"]) for w in workers]
         server_pids = [w.pid for w in workers] + [redis.pid]
-        out["connect"] = fleet.connect(n, ports, timeout=min(900, clock.left()))
+        budget = min(900, clock.left())
+        out["connect"] = fleet.connect(n, ports, timeout=budget, retry_503_s=budget - 60)
         out["connections"], _ = wait_total(workers, n, min(60, clock.left()))
         out["per_worker"] = [int(w.request("count")["connections"]) for w in workers]
         out["rss_mb_per_worker"] = [gc_rss(w) / 2**20 for w in workers]
@@ -249,25 +251,32 @@ def part_b(
 
 
 def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) -> dict[str, Any]:
-    """Drop every connection (1012 from every worker) and time the way back to ``n``."""
-    before = [w.request("stats", timeout=30) for w in workers]
+    """Drop every connection (1012 from every worker) and time until every dropped one is
+    back (``n``, the count held before, is replaced by the count dropped)."""
+    before = [w.request("stats", timeout=POLL_S) for w in workers]
     fleet.all("storm_arm", 30, path="/ws", seconds=seconds, seed=1)
     t0 = time.time()
     closed = sum(w.request("drop_all", timeout=60, code=1012)["closed"] for w in workers)
+    n = closed  # every connection dropped comes back
     deadline = time.monotonic() + seconds
     statuses: list[dict[str, Any]] = []
     total = 0
     low = n
+    timeline: list[list[float]] = []  # [seconds, connections held by each worker...]
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        total = sum(int(w.request("count", timeout=30)["connections"]) for w in workers)
+        # A worker swamped by the storm answers late; its answer is waited for (the
+        # loop's deadline is checked between polls).
+        counts = [int(w.request("count", timeout=POLL_S)["connections"]) for w in workers]
+        total = sum(counts)
+        timeline.append([round(time.time() - t0, 2), *counts])
         low = min(low, total)
-        statuses = fleet.all("storm_status", 30)
+        statuses = fleet.all("storm_status", POLL_S)
         back = sum(s["back"] for s in statuses)
         if total >= n and back >= closed:
             break
     all_back_s = time.time() - t0
-    server_stats = [w.request("stats", timeout=30) for w in workers]
+    server_stats = [w.request("stats", timeout=POLL_S) for w in workers]
     attempts: dict[str, int] = {}
     for s in statuses:
         for k, v in s["attempts"].items():
@@ -288,6 +297,14 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
             a["rejected_at_capacity"] - b["rejected_at_capacity"]
             for a, b in zip(server_stats, before, strict=True)
         ),
+        "evicted_over_user_cap_by_servers": sum(
+            a["evicted_over_user_cap"] - b["evicted_over_user_cap"]
+            for a, b in zip(server_stats, before, strict=True)
+        ),
+        "handshakes_shed_by_servers": sum(
+            a.get("handshakes_shed", 0) - b.get("handshakes_shed", 0)
+            for a, b in zip(server_stats, before, strict=True)
+        ),
         "failed_attempts": {
             k: sum(s["failures"].get(k, 0) for s in statuses)
             for k in sorted({k for s in statuses for k in s["failures"]})
@@ -298,14 +315,30 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
         "live_clients": sum(s["live"] for s in statuses),
         "lost_codes": [s["lost_codes"] for s in statuses],
         "server_stats": server_stats,
+        "timeline": timeline,
+        "handshakes_per_s_per_worker": _rates(timeline),
     }
     log(
         f"  B storm: {out['back']}/{closed} back, servers hold {total} after {all_back_s:.1f}s, "
         f"refused at a cap {out['rejected_at_capacity_by_servers']} (server count) / "
         f"{out['cap_refusals_seen_by_clients']} (seen by clients), "
+        f"told to retry later (503) {out['handshakes_shed_by_servers']}, "
         f"failed attempts {out['failed_attempts']}"
     )
     return out
+
+
+def _rates(timeline: list[list[float]]) -> list[float]:
+    """Each worker's best sustained gain in connections per second over 10 s windows."""
+    best: list[float] = []
+    for w in range(1, len(timeline[0]) if timeline else 1):
+        top = 0.0
+        for i, row in enumerate(timeline):
+            later = [r for r in timeline[i:] if r[0] - row[0] >= 10.0]
+            if later:
+                top = max(top, (later[0][w] - row[w]) / (later[0][0] - row[0]))
+        best.append(round(top, 1))
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -346,9 +346,10 @@ class Tempest(_Uvicorn):
                 await ws.receive_text()
 
         app = FastAPI()
-        app.include_router(
-            make_websocket_router(handler, hub=hub, bearer_resolver=resolver, settings=settings)
+        self.router = make_websocket_router(
+            handler, hub=hub, bearer_resolver=resolver, settings=settings
         )
+        app.include_router(self.router)
         self.app = app
 
     def count(self) -> int:
@@ -534,6 +535,7 @@ async def command_loop(target: Target) -> None:
                 result: dict[str, Any] = {"connections": target.count()}
             elif op == "stats" and isinstance(target, Tempest):
                 result = dataclasses.asdict(target.hub.stats())
+                result["handshakes_shed"] = getattr(target.router, "handshakes_shed", 0)
             elif op in ("burst", "paced", "per_user") and os.environ.get("BENCH_PROFILE") == op:
                 result = await profiled(
                     rounds(target, op, cmd), f"/tmp/bench-{target.kind}-{op}.prof"

@@ -246,6 +246,14 @@ class WebSocketSettings(BaseSettings):
         description="Open connections one client address may hold in this process; past "
         "it the handshake gets HTTP 429 before accept. 0: no cap.",
     )
+    WS_MAX_PENDING_HANDSHAKES: int = Field(
+        default=512,
+        ge=0,
+        le=1_000_000,
+        description="Handshakes one router works on at once in this process; past it a new "
+        "one gets HTTP 503 with Retry-After before accept, so those in progress finish "
+        "before their clients time out. 0: no bound.",
+    )
     WS_TRUSTED_PROXIES: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Addresses or CIDR networks of reverse proxies whose X-Forwarded-For "

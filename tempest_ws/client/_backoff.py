@@ -103,8 +103,13 @@ class ReconnectPolicy:
     - 4401 / HTTP 401: reconnect (the client fetches a new token first), but give up after
       ``max_unauthorized`` in a row; a connection that reached ``hello`` ends the streak;
     - more than ``max_retries`` attempts in a row (if set): give up;
-    - 4429, 1013, HTTP 429/503: wait a delay from ``long_backoff``;
-    - anything else (1000 from the server, 1001, 1006, 1011, 1012, 4408, refused TCP
+    - 4429, 1013, HTTP 429/503: wait a delay from ``long_backoff``, and at least the
+      ``Retry-After`` the server sent with a refused handshake (capped at
+      ``long_backoff.max_delay``);
+    - 1012 (service restart): a delay from ``backoff``, or a uniformly random time in
+      ``[0, restart_spread]`` (capped at ``backoff.max_delay``) when that is longer, so
+      the clients of a restarting server come back spread over that window;
+    - anything else (1000 from the server, 1001, 1006, 1011, 4408, refused TCP
       connections...): wait a delay from ``backoff``.
 
     A connection that stayed up for ``min_uptime`` seconds resets both backoffs and the
@@ -120,18 +125,22 @@ class ReconnectPolicy:
         max_unauthorized: int = 3,
         max_retries: int | None = None,
         min_uptime: float = 5.0,
+        restart_spread: float = 5.0,
         rng: random.Random | None = None,
     ) -> None:
         if max_unauthorized < 1:
             raise ConfigurationError("max_unauthorized must be at least 1")
         if max_retries is not None and max_retries < 0:
             raise ConfigurationError("max_retries must be None or >= 0")
+        if not restart_spread >= 0:
+            raise ConfigurationError("restart_spread must be >= 0 seconds")
         self._is_fatal = is_fatal
         self._backoff = backoff or Backoff()
         self._long_backoff = long_backoff or Backoff(min_delay=5.0, max_delay=120.0)
         self.max_unauthorized = max_unauthorized
         self._max_retries = max_retries
         self._min_uptime = min_uptime
+        self._restart_spread = restart_spread
         self._rng = rng if rng is not None else random.Random()
         self.unauthorized_streak = 0
         self.attempts = 0
@@ -173,6 +182,13 @@ class ReconnectPolicy:
             or disconnect.http_status in _LONG_BACKOFF_STATUSES
         )
         delay = next(self._long_delays if long else self._delays)
+        if disconnect.code == CloseCode.SERVICE_RESTART and self._restart_spread:
+            # Every client of a restarting server gets 1012 at once: full jitter over the
+            # restart window (within max_delay) so they do not all come back together.
+            window = min(self._restart_spread, self._backoff.max_delay)
+            delay = max(delay, self._rng.uniform(0.0, window))
+        if disconnect.retry_after is not None:  # the server said when; never sooner
+            delay = max(delay, min(disconnect.retry_after, self._long_backoff.max_delay))
         return Decision(Action.RECONNECT, delay=delay, why=disconnect.describe())
 
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from tempest_ws.client._disconnect import Disconnect
+from tempest_ws.client._disconnect import Disconnect, retry_after
 from tempest_ws.client._options import ClientOptions, Timeouts
 from tempest_ws.exceptions import ConfigurationError, MissingDependencyError
 
@@ -153,7 +153,14 @@ class Dialer:
                 self.safe_url,
                 f"HTTP {status}" if status else type(exc).__name__,
             )
-            return Disconnect(error=exc, http_status=status, stage="connect")
+            return Disconnect(
+                error=exc,
+                http_status=status,
+                stage="connect",
+                retry_after=retry_after(exc.response.headers)
+                if isinstance(exc, InvalidStatus)
+                else None,
+            )
         logger.debug("client %s: handshake with %s done", owner, self.safe_url)
         return ws
 

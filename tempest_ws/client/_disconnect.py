@@ -7,13 +7,14 @@ carries. It imports nothing of the client, so ``tempest_ws.exceptions`` can name
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Literal
 
 from tempest_ws.wire.codes import CloseCode
 
-__all__ = ["Disconnect"]
+__all__ = ["Disconnect", "retry_after"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,8 @@ class Disconnect:
         established: the connection got as far as the server's ``hello`` (raw mode: the
             handshake), that is, the token was accepted.
         uptime: seconds the connection was open (0 for a failed attempt).
+        retry_after: the seconds a refused handshake's ``Retry-After`` header asked for
+            (HTTP 429/503 from a busy server), else ``None``.
     """
 
     code: int | None = None
@@ -46,6 +49,7 @@ class Disconnect:
     by_user: bool = False
     established: bool = False
     uptime: float = 0.0
+    retry_after: float | None = None
 
     @property
     def unauthorized(self) -> bool:
@@ -73,3 +77,16 @@ _STATUS_HINTS: dict[int, str] = {
     HTTPStatus.NOT_FOUND: ": nothing answered at this URL (check the path)",
     HTTPStatus.UNAUTHORIZED: ": the server refused the credentials",
 }
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The seconds of a ``Retry-After: <seconds>`` header, ``None`` without one (an
+    HTTP date, a negative or unreadable value counts as none)."""
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < float("inf") else None

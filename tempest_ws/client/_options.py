@@ -98,6 +98,9 @@ class ClientOptions(TypedDict, total=False):
         max_retries: consecutive failed attempts before `ClientGaveUpError`
             (default ``None``: never give up).
         min_uptime: seconds a connection must last to reset the backoff (default 5).
+        restart_spread: after a 1012 (service restart), wait at least a uniformly random
+            time in ``[0, restart_spread]`` seconds, capped at the backoff's
+            ``max_delay`` (default 5; 0: the plain backoff).
         is_fatal: ``(Disconnect) -> bool``; true stops the client (default
             `default_is_fatal()`).
         rng: the ``random.Random`` behind the jitter (seed it in tests).
@@ -126,6 +129,7 @@ class ClientOptions(TypedDict, total=False):
     max_unauthorized: int
     max_retries: int | None
     min_uptime: float
+    restart_spread: float
     is_fatal: Callable[[Disconnect], bool]
     rng: random.Random
     queue_size: int
@@ -178,5 +182,6 @@ def build_policy(options: ClientOptions) -> ReconnectPolicy:
         max_unauthorized=options.get("max_unauthorized", 3),
         max_retries=options.get("max_retries"),
         min_uptime=options.get("min_uptime", 5.0),
+        restart_spread=options.get("restart_spread", 5.0),
         rng=options.get("rng"),
     )

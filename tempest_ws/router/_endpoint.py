@@ -1,7 +1,11 @@
 """The ASGI endpoint behind the route: the path of one connection, handshake to cleanup.
 
+0. Past ``WS_MAX_PENDING_HANDSHAKES`` handshakes in progress (up to registration), HTTP
+   503 with ``Retry-After`` before anything else
+   ([`tempest_ws.router._admission`][tempest_ws.router._admission]).
 1–5. Origin, per-address cap, token, accept, resolve, ``on_connect``: the handshake
-   ([`tempest_ws.router._handshake`][tempest_ws.router._handshake]).
+   ([`tempest_ws.router._handshake`][tempest_ws.router._handshake]). A client that left
+   meanwhile (it gave up waiting) is neither authenticated nor registered.
 6. Register with the hub: the user's oldest connection past the cap is closed 4429; a
    full process closes the newcomer 1013.
 7. ``hello`` frame with the heartbeat cadence; then pings, silence deadline (4408), the
@@ -33,6 +37,7 @@ from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._hub import WebSocketHub
 from tempest_ws.observe._audit import security_event, traffic_event
 from tempest_ws.observe.tracing import Tracing
+from tempest_ws.router._admission import RETRY_AFTER_SECONDS, Admission
 from tempest_ws.router._expiry import TokenLifetime
 from tempest_ws.router._handler_socket import Handler, HandlerWebSocket
 from tempest_ws.router._handler_task import start_handler
@@ -56,6 +61,8 @@ from tempest_ws.wire.envelope import HELLO, PING_FRAME, encode_envelope
 __all__ = ["DRAIN_REASON", "Endpoint"]
 
 logger = logging.getLogger("tempest_ws")
+
+RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
 class _Expiry:
@@ -107,6 +114,7 @@ class Endpoint:
             max_json_depth=settings.WS_MAX_JSON_DEPTH,
         )
         self.addresses = AddressLimiter(settings.WS_MAX_CONNECTIONS_PER_IP)
+        self.admission = Admission(settings.WS_MAX_PENDING_HANDSHAKES)
         self.trusted = parse_trusted_proxies(settings.WS_TRUSTED_PROXIES)
         self.gate = Gate()
         self.handshake = Handshake(
@@ -148,40 +156,56 @@ class Endpoint:
         headers = Headers(raw=scope["headers"])
         transport = find_transport(receive, send)
         address = client_address(peer_ip(transport, scope), headers, self.trusted)
-        if not await self.handshake.screen(ws, headers, address):
+        admission = self.admission
+        if not admission.enter():
+            await self.handshake.deny(ws, 503, RETRY_AFTER)
             return
+        admitted = True  # until the registration's end, which ends the admission
         try:
-            opened = await self.handshake.open(
-                ws, headers, send, transport, address, find_protocol(receive)
-            )
-            if opened is None:
+            if not await self.handshake.screen(ws, headers, address):
                 return
-            connection, token = opened
-            del headers, opened  # nothing of the handshake stays with the connection
-            self.live.add(connection)  # from here on a drain closes it
-            lifetime = self._lifetime(connection)
-            heartbeat: Beat[HandlerChannel] | None = None
-            handler_task: asyncio.Task[None] | None = None
             try:
-                if not await self._register(connection):
-                    return
-                heartbeat = self._begin(channel, connection, lifetime, token)
-                del token
-                handler_task = start_handler(self.handler, ws, connection, self.hub, self.inbound)
-                await channel.read_loop(
-                    connection,
-                    heartbeat,
-                    self.limits,
-                    bucket=self._bucket(),
-                    lifetime=lifetime,
-                    inbound=self.inbound,
+                opened = await self.handshake.open(
+                    ws, headers, send, transport, address, find_protocol(receive)
                 )
-                await self._let_handler_notice(handler_task)
+                if opened is None:
+                    return
+                connection, token = opened
+                del headers, opened  # nothing of the handshake stays with the connection
+                self.live.add(connection)  # from here on a drain closes it
+                lifetime = self._lifetime(connection)
+                heartbeat: Beat[HandlerChannel] | None = None
+                handler_task: asyncio.Task[None] | None = None
+                try:
+                    try:
+                        registered = await self._register(connection)
+                    finally:
+                        admitted = False
+                        admission.leave()
+                    if not registered:
+                        return
+                    heartbeat = self._begin(channel, connection, lifetime, token)
+                    del token
+                    handler_task = start_handler(
+                        self.handler, ws, connection, self.hub, self.inbound
+                    )
+                    await channel.read_loop(
+                        connection,
+                        heartbeat,
+                        self.limits,
+                        bucket=self._bucket(),
+                        lifetime=lifetime,
+                        inbound=self.inbound,
+                    )
+                    await self._let_handler_notice(handler_task)
+                finally:
+                    await self._stop_session(channel, lifetime, heartbeat, handler_task)
+                    await self._end(connection)
             finally:
-                await self._stop_session(channel, lifetime, heartbeat, handler_task)
-                await self._end(connection)
+                self.addresses.release(address)
         finally:
-            self.addresses.release(address)
+            if admitted:
+                admission.leave()
 
     def _lifetime(self, connection: WebSocketConnection) -> TokenLifetime:
         """The token's expiry and in-band refresh for ``connection`` (not started)."""

@@ -35,7 +35,7 @@ from tempest_ws.router.auth import BEARER_SUBPROTOCOL, extract_token, origin_all
 from tempest_ws.settings import WebSocketSettings
 from tempest_ws.wire.codes import CloseCode
 
-__all__ = ["DRAIN_REASON", "Gate", "Handshake", "attempt_id", "peer_ip"]
+__all__ = ["DRAIN_REASON", "Gate", "Handshake", "attempt_id", "gone", "peer_ip"]
 
 logger = logging.getLogger("tempest_ws")
 
@@ -61,6 +61,12 @@ def attempt_id() -> str:
     """An id for a handshake that has no connection id yet (made where it is needed, so
     no frame that lives as long as the connection holds one)."""
     return f"handshake.{uuid.uuid4().hex}"
+
+
+def gone(transport: asyncio.WriteTransport | None) -> bool:
+    """Whether the peer already closed this connection (a client that gave up on a slow
+    handshake): the rest of the handshake would be work for nobody."""
+    return transport is not None and transport.is_closing()
 
 
 def peer_ip(transport: asyncio.WriteTransport | None, scope: Scope) -> str | None:
@@ -125,12 +131,14 @@ class Handshake:
         return True
 
     @staticmethod
-    async def deny(ws: WebSocket, status: int) -> None:
+    async def deny(ws: WebSocket, status: int, headers: dict[str, str] | None = None) -> None:
         """Refuse before accept with an HTTP status, or 403 where the server cannot."""
         try:
-            await ws.send_denial_response(Response(status_code=status))
+            await ws.send_denial_response(Response(status_code=status, headers=headers))
         except RuntimeError:  # no websocket.http.response extension
             await ws.close()
+        except OSError:
+            pass  # the peer left before the answer
 
     async def open(
         self,
@@ -158,6 +166,8 @@ class Handshake:
         except (WebSocketDisconnect, OSError):
             return None  # the peer left during the handshake
         guard.after_accept(protocol, settings.WS_MAX_FRAGMENTS_PER_MESSAGE, attempt)
+        if gone(transport):
+            return None  # the client gave up waiting: no token check, no registration
         if self.gate.refuses():
             await ws.close(CloseCode.GOING_AWAY, self.gate.reason)
             return None
@@ -167,6 +177,8 @@ class Handshake:
             return None
         if self.gate.refuses():  # the drain may have started while the resolver ran
             await ws.close(CloseCode.GOING_AWAY, self.gate.reason)
+            return None
+        if gone(transport):
             return None
         connection = self.hub.create_connection(user_id, send=send, transport=transport)
         logger.debug("%s is connection %s", attempt, connection.connection_id)

@@ -120,6 +120,17 @@ class WebSocketRouter(APIRouter):
         """True once `drain()` started: new connections are closed 1001 on accept."""
         return self._tempest_endpoint.draining
 
+    @property
+    def handshakes_in_progress(self) -> int:
+        """Handshakes this router's endpoint is working on right now (up to registration)."""
+        return self._tempest_endpoint.admission.pending
+
+    @property
+    def handshakes_shed(self) -> int:
+        """Handshakes refused with HTTP 503 because ``WS_MAX_PENDING_HANDSHAKES`` were in
+        progress (this process, since the router was made)."""
+        return self._tempest_endpoint.admission.shed
+
     def connection_count(self) -> int:
         """Connections this router's endpoint is serving right now (this process)."""
         return len(self._tempest_endpoint.live)

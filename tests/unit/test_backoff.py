@@ -19,6 +19,7 @@ from tempest_ws.client._backoff import (
     OfflineQueue,
     ReconnectPolicy,
 )
+from tempest_ws.client._disconnect import retry_after
 from tempest_ws.exceptions import SendQueueFullError
 
 
@@ -94,7 +95,6 @@ def test_user_close_stops_and_server_normal_close_reconnects() -> None:
         CloseCode.GOING_AWAY,
         CloseCode.ABNORMAL,
         CloseCode.INTERNAL_ERROR,
-        CloseCode.SERVICE_RESTART,
         CloseCode.HEARTBEAT_TIMEOUT,
         CloseCode.MESSAGE_TOO_BIG,
         4000,  # an application's own code
@@ -249,6 +249,9 @@ def test_docs_close_code_policy_table_matches_the_policy() -> None:
         elif action.startswith("new token"):
             assert decision.action is Action.RECONNECT, code
             assert p.decide(closed(code)).unauthorized
+        elif action == "reconnect, spread over `restart_spread`":
+            assert decision.action is Action.RECONNECT, code
+            assert decision.delay <= 5.0
         elif action == "reconnect after the long backoff":
             assert decision.action is Action.RECONNECT, code
             assert decision.delay >= 50.0
@@ -256,3 +259,39 @@ def test_docs_close_code_policy_table_matches_the_policy() -> None:
             assert action == "reconnect", code
             assert decision.action is Action.RECONNECT, code
             assert decision.delay <= 2.0
+
+
+def test_a_retry_after_is_waited_at_least_and_capped_at_the_long_backoff() -> None:
+    refused = Disconnect(http_status=503, stage="connect", retry_after=300.0)
+    p = ReconnectPolicy(
+        is_fatal=default_is_fatal,
+        backoff=Backoff(0.5, 1.0),
+        long_backoff=Backoff(0.5, 40.0),
+        rng=random.Random(1),
+    )
+    assert p.decide(Disconnect(http_status=503, stage="connect", retry_after=7.0)).delay >= 7.0
+    assert p.decide(refused).delay == 40.0  # never past long_backoff.max_delay
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("5", 5.0), (" 2.5 ", 2.5), ("-1", None), ("Wed, 21 Oct 2015 07:28:00 GMT", None)],
+)
+def test_retry_after_reads_seconds_only(header: str, seconds: float | None) -> None:
+    assert retry_after({"Retry-After": header}) == seconds
+    assert retry_after({}) is None
+
+
+def test_a_service_restart_spreads_the_clients_over_the_restart_window() -> None:
+    delays = [
+        policy(rng=random.Random(seed)).decide(closed(CloseCode.SERVICE_RESTART)).delay
+        for seed in range(400)
+    ]
+    assert all(1.0 <= d <= 5.0 for d in delays)  # never under the backoff's own delay
+    assert {int(d) for d in delays} == {1, 2, 3, 4}  # spread over the window, not bunched
+    plain = policy(restart_spread=0.0).decide(closed(CloseCode.SERVICE_RESTART))
+    assert 1.0 <= plain.delay <= 2.0
+    capped = policy(backoff=Backoff(0.1, 0.5), restart_spread=60.0)
+    assert capped.decide(closed(CloseCode.SERVICE_RESTART)).delay <= 0.5
+    with pytest.raises(ConfigurationError):
+        policy(restart_spread=-1.0)
