@@ -7,9 +7,12 @@ source addresses (see :mod:`bench._fleet`). Every wait has a deadline, and ``--l
 bounds the whole run.
 
 Part A, one worker at its limit: N idle connections (default 19,000: the per-process
-file limit here is 20,000) on one tempest_ws worker with a short heartbeat, watched for
-late pings; RSS per connection; a paced broadcast to all with its latency. The bare
-FastAPI loop runs the same N right before it, in the same run, for the comparison.
+file limit here is 20,000) on one tempest_ws worker with the heartbeat settings' defaults
+(``--heartbeat`` overrides them), connected at a paced rate (``--connect-rate``); every
+ping each client gets from its handshake on is checked for lateness over a watch of
+several heartbeats; server CPU per handshake, RSS per connection, and a paced broadcast to
+all with its latency. The bare FastAPI loop runs the same N right before it, in the same
+run, at the same pace, for the comparison.
 
 Part B, one machine: three tempest_ws workers (separate processes, each on its own port)
 sharing one redis-server, N connections in all (default 50,000), every client in one of
@@ -36,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from ._fleet import Fleet
-from ._proc import ROOT, Child, RedisProcess, machine_note, rss_bytes
+from ._proc import ROOT, Child, CpuMeter, RedisProcess, machine_note, rss_bytes
 from ._scale_docs import section, splice, table
 from ._wire import SEQ_BASE
+from .run import bench_settings
 
 RESULTS = ROOT / "bench" / "results" / "scale.json"
 FD_HEADROOM = 500  # listening socket, pipes, Redis, logs: kept free under the file limit
@@ -89,11 +93,23 @@ def interval_for(n: int) -> float:
 def part_a(
     n: int, loaders: int, args: argparse.Namespace, clock: Clock, log: Any
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"n": n, "loaders": loaders, "max_connections": worker_cap()}
+    settings = bench_settings(heartbeat=args.heartbeat)
+    beat = settings.WS_HEARTBEAT_SECONDS
+    out: dict[str, Any] = {
+        "n": n,
+        "loaders": loaders,
+        "max_connections": worker_cap(),
+        "connect_rate": args.connect_rate,
+        "heartbeat_settings": {
+            "WS_HEARTBEAT_SECONDS": beat,
+            "WS_HEARTBEAT_TIMEOUT_SECONDS": settings.WS_HEARTBEAT_TIMEOUT_SECONDS,
+            "source": "defaults" if args.heartbeat is None else "--heartbeat",
+        },
+    }
     interval = interval_for(n)
     for kind in ("bare", "tempest"):
         clock.check(f"part A {kind}")
-        extra = [] if kind == "bare" else ["--heartbeat", str(args.heartbeat)]
+        extra = [] if kind == "bare" or args.heartbeat is None else ["--heartbeat", str(beat)]
         server = Child("bench.server", kind, *extra, "--max-connections", str(worker_cap()))
         fleet: Fleet | None = None
         res: dict[str, Any] = {}
@@ -102,7 +118,19 @@ def part_a(
             fleet = Fleet(loaders)
             port = int(server.hello["port"])
             rss0 = gc_rss(server)
-            res["connect"] = fleet.connect(n, [port], timeout=min(600, clock.left()))
+            if kind == "tempest":  # every ping from the first handshake on is checked
+                fleet.all("arm", 30, seq0=SEQ_BASE, rounds=0, latency=False, pings=True)
+            meter = CpuMeter(server.pid)
+            res["connect"] = fleet.connect(
+                n, [port], timeout=min(600, clock.left()), rate=args.connect_rate or None
+            )
+            wall, (cpu,) = meter.stop()
+            res["connect"]["server_cpu_s"] = cpu
+            res["connect"]["server_cpu_ms_per_handshake"] = (
+                cpu / max(1, res["connect"]["connected"]) * 1e3
+            )
+            res["connect"]["server_busy"] = cpu / wall
+            watch_from = time.monotonic()
             res["connections"], _ = wait_total([server], n, min(60, clock.left()))
             time.sleep(1.0)
             rss1 = gc_rss(server)
@@ -114,15 +142,21 @@ def part_a(
                 f"{res['rss_per_conn_kb']:.2f} KB/conn"
             )
             if kind == "tempest":
-                fleet.all("arm", 30, seq0=SEQ_BASE, rounds=0, latency=False, pings=True)
-                time.sleep(max(0.0, min(args.idle, clock.left() - 60)))
-                res["heartbeat"] = {"interval_s": args.heartbeat, "idle_s": args.idle}
-                res["heartbeat"].update(fleet.pings(args.heartbeat))
-                res["heartbeat"]["expected_pings_per_client"] = int(args.idle / args.heartbeat)
-                hb = res["heartbeat"]
+                idle = args.idle if args.idle is not None else 3 * beat + 10
+                time.sleep(max(0.0, min(watch_from + idle - time.monotonic(), clock.left() - 60)))
+                hb = res["heartbeat"] = {
+                    "interval_s": beat,
+                    "timeout_s": settings.WS_HEARTBEAT_TIMEOUT_SECONDS,
+                    "idle_s": time.monotonic() - watch_from,
+                    "watched_s": time.monotonic() - watch_from + res["connect"]["seconds"],
+                    "expected_min_pings_per_client": int((time.monotonic() - watch_from) / beat),
+                }
+                hb.update(fleet.pings(beat))
                 log(
-                    f"  A tempest heartbeat: {hb['pings']} pings, late {hb['late']}, "
-                    f"max gap {hb['gap_max_s']:.2f}s, clients lost {hb['lost']} "
+                    f"  A tempest heartbeat every {beat:g}s, watched {hb['watched_s']:.0f}s: "
+                    f"{hb['pings']} pings (min {hb['min_pings_per_client']} per client), "
+                    f"late {hb['late']} (overdue {hb['overdue']}), max gap "
+                    f"{hb['gap_max_s'] or 0:.2f}s, clients lost {hb['lost']} "
                     f"(close codes {hb['close_codes']})"
                 )
             clock.check(f"part A {kind} broadcast")
@@ -319,8 +353,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--topics", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=10, help="broadcast rounds per phase")
-    parser.add_argument("--heartbeat", type=float, default=2.0, help="WS_HEARTBEAT_SECONDS (A)")
-    parser.add_argument("--idle", type=float, default=12.0, help="seconds watched for pings (A)")
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=None,
+        help="WS_HEARTBEAT_SECONDS for A, timeout 3x (default: the settings' defaults)",
+    )
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=None,
+        help="seconds watched for pings after the connect phase (A; default 3 heartbeats + 10)",
+    )
+    parser.add_argument(
+        "--connect-rate",
+        type=float,
+        default=500.0,
+        help="connection attempts started per second over all loaders in A (0: a flood)",
+    )
     parser.add_argument("--storm-limit", type=float, default=240.0, help="storm deadline (s)")
     parser.add_argument("--limit", type=float, default=900.0, help="whole run's limit (s)")
     parser.add_argument("--out", type=Path, default=RESULTS)
