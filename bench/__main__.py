@@ -1,8 +1,10 @@
-"""``python -m bench [--quick | --full | --tiny] [--with-10k] [--out PATH] [--no-docs]``.
+"""``python -m bench [--quick | --full | --tiny] [--with-10k] [--with-scale] [--no-docs]``.
 
 Runs every scenario (see `bench.run`), writes the JSON results (default
 ``bench/results/latest.json``) and renders ``docs/performance.md`` with its plot
-``docs/img/performance.svg`` from them.
+``docs/img/performance.svg`` from them. ``--with-scale`` also runs both parts of
+`bench.scale` (one worker at its file limit, 50,000 connections on the machine) with
+their defaults, after the rest, and keeps their result under ``"scale"`` in the same JSON.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import scale
 from ._proc import ROOT, machine_note
 from ._session import PLANS
 from ._verdicts import finish
@@ -52,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         "--with-10k",
         action="store_true",
         help="also N = 10,000 (and the heartbeat check at 10,000)",
+    )
+    parser.add_argument(
+        "--with-scale",
+        action="store_true",
+        help="also the connection counts of python -m bench.scale --all (about 20 minutes)",
     )
     parser.add_argument(
         "--ns",
@@ -131,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     machine = machine_note()
     result = run(plan, log, trees)
+    if args.with_scale:
+        log("bench: connection counts (python -m bench.scale --all)")
+        result["scale"] = scale.measure(scale.options().parse_args(["--all"]), command.strip(), log)
     result["command"] = command.strip()
     result["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     result["machine"] = machine

@@ -44,36 +44,7 @@ def section(result: dict[str, Any]) -> str:
     ]
     a = result.get("a")
     if a:
-        bare, mine = a.get("bare", {}), a.get("tempest", {})
-        hb = mine.get("heartbeat", {})
-        lines += [
-            f"**One worker at its file limit**: {_num(a.get('n'))} idle connections on one "
-            f"uvicorn worker (`WS_MAX_CONNECTIONS={_num(a.get('max_connections'))}`), the bare "
-            "FastAPI loop first at the same N, in the same run.",
-            "",
-            "| | bare FastAPI loop | tempest_ws |",
-            "|---|---|---|",
-            f"| connections held | {_num(bare.get('connections'))} "
-            f"| {_num(mine.get('connections'))} |",
-            f"| RSS per connection | {_num(bare.get('rss_per_conn_kb'), 1)} KB "
-            f"| {_num(mine.get('rss_per_conn_kb'), 1)} KB |",
-            f"| broadcast to all, p50 / p99 ms ({mine.get('broadcast', {}).get('rounds', '–')} "
-            f"rounds, one every {mine.get('broadcast', {}).get('interval_s', 0):.2f} s) "
-            f"| {_ms(bare.get('broadcast', {}))} | {_ms(mine.get('broadcast', {}))} |",
-            f"| every client got every round, in order | "
-            f"{_every(bare.get('broadcast', {}))} | {_every(mine.get('broadcast', {}))} |",
-            f"| heartbeat every {hb.get('interval_s', '–')} s for {hb.get('idle_s', '–')} s: "
-            f"pings / late | – | {_num(hb.get('pings'))} / **{_num(hb.get('late'))}** |",
-            f"| clients closed by the server meanwhile | – | {_num(hb.get('lost'))} "
-            f"(codes {hb.get('close_codes') or 'none'}) |",
-            "",
-        ]
-        if not a.get("same_n", True):
-            lines += [
-                "tempest_ws did not hold all N through the run, so the two columns are not "
-                "at the same N and no ratio is drawn from them.",
-                "",
-            ]
+        lines += _part_a(a)
     b = result.get("b")
     if b and "error" not in b:
         s = b.get("storm", {})
@@ -109,6 +80,66 @@ def section(result: dict[str, Any]) -> str:
         lines += [f"Part B did not complete: {b['error']}", ""]
     lines.append("Raw results: `bench/results/scale.json`.")
     return "\n".join(lines) + "\n"
+
+
+def _part_a(a: dict[str, Any]) -> list[str]:
+    bare, mine = a.get("bare", {}), a.get("tempest", {})
+    hb = mine.get("heartbeat", {})
+    hs = a.get("heartbeat_settings", {})
+    rate = a.get("connect_rate")
+    which = "the defaults" if hs.get("source") == "defaults" else "set for the run"
+    lines = [
+        f"**One worker at its file limit**: {_num(a.get('n'))} idle connections on one "
+        f"uvicorn worker (`WS_MAX_CONNECTIONS={_num(a.get('max_connections'))}`), the bare "
+        "FastAPI loop first at the same N, in the same run"
+        + (f", both connected at up to {_num(rate)} new connections a second" if rate else "")
+        + f". Heartbeat: `WS_HEARTBEAT_SECONDS={hb.get('interval_s', '–')}`, "
+        f"`WS_HEARTBEAT_TIMEOUT_SECONDS={hb.get('timeout_s', '–')}` ({which}); every ping "
+        f"each client got from its handshake on was checked, over "
+        f"{_num(hb.get('watched_s'))} s (the connect phase, then "
+        f"{_num(hb.get('idle_s'))} s idle). A ping is late when it comes more than "
+        "10 % + 50 ms after the previous one (or the handshake), or has not come by then.",
+        "",
+        "| | bare FastAPI loop | tempest_ws |",
+        "|---|---|---|",
+        f"| connections held | {_num(bare.get('connections'))} | {_num(mine.get('connections'))} |",
+        f"| connect phase: seconds / server CPU per handshake "
+        f"| {_connect(bare)} | {_connect(mine)} |",
+        f"| RSS per connection | {_num(bare.get('rss_per_conn_kb'), 1)} KB "
+        f"| {_num(mine.get('rss_per_conn_kb'), 1)} KB |",
+        f"| broadcast to all, p50 / p99 ms ({mine.get('broadcast', {}).get('rounds', '–')} "
+        f"rounds, one every {mine.get('broadcast', {}).get('interval_s', 0):.2f} s) "
+        f"| {_ms(bare.get('broadcast', {}))} | {_ms(mine.get('broadcast', {}))} |",
+        f"| every client got every round, in order | "
+        f"{_every(bare.get('broadcast', {}))} | {_every(mine.get('broadcast', {}))} |",
+        f"| heartbeat pings (fewest per client) / late "
+        f"| – | {_num(hb.get('pings'))} ({_num(hb.get('min_pings_per_client'))}) / "
+        f"**{_num(hb.get('late'))}** |",
+        f"| clients closed by the server meanwhile | – | {_num(hb.get('lost'))} "
+        f"(codes {hb.get('close_codes') or 'none'}) |",
+        "",
+    ]
+    if not a.get("same_n", True):
+        lines += [
+            "tempest_ws did not hold all N through the run, so the two columns are not "
+            "at the same N and no ratio is drawn from them.",
+            "",
+        ]
+    elif "rss_per_conn_over_bare_kb" in a and "broadcast_p99_vs_bare" in a:
+        lines += [
+            f"At the same N, tempest_ws takes {a['rss_per_conn_over_bare_kb']:+.1f} KB per "
+            f"connection over the bare loop, and its broadcast p99 is "
+            f"{a['broadcast_p99_vs_bare']:.2f}× the bare loop's.",
+            "",
+        ]
+    return lines
+
+
+def _connect(run: dict[str, Any]) -> str:
+    c = run.get("connect") or {}
+    if "server_cpu_ms_per_handshake" not in c:
+        return _num(c.get("seconds"), 0) + " s" if c else "–"
+    return f"{c['seconds']:.0f} s / {c['server_cpu_ms_per_handshake']:.2f} ms"
 
 
 def _storm(b: dict[str, Any], s: dict[str, Any]) -> str:

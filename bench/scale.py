@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import sys
@@ -342,7 +343,9 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def options() -> argparse.ArgumentParser:
+    """The command line of ``python -m bench.scale`` (``python -m bench --with-scale``
+    runs it with its defaults)."""
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     parser.add_argument("--part", choices=["a", "b", "all"], default="all")
     parser.add_argument("--all", action="store_const", dest="part", const="all", help="both parts")
@@ -381,19 +384,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="JSON",
         help="run nothing: put this result's section into docs/performance.md",
     )
-    args = parser.parse_args(argv)
-    if args.docs is not None:
-        page = ROOT / "docs" / "performance.md"
-        page.write_text(splice(page.read_text(), section(json.loads(args.docs.read_text()))))
-        return 0
+    return parser
 
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
 
+def measure(args: argparse.Namespace, command: str, log: Any) -> dict[str, Any]:
+    """Run the parts ``args`` asks for and return the result (``command`` is recorded)."""
     clock = Clock(args.limit)
     started = time.monotonic()
     result: dict[str, Any] = {
-        "command": "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_note(),
         "file_limit": resource.getrlimit(resource.RLIMIT_NOFILE),
@@ -409,7 +408,22 @@ def main(argv: list[str] | None = None) -> int:
         except TimeoutError as exc:
             result["b"] = {"error": str(exc)}
     result["wall_seconds"] = time.monotonic() - started
-    result["machine"]["loadavg_end"] = __import__("os").getloadavg()[0]
+    result["machine"]["loadavg_end"] = os.getloadavg()[0]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = options().parse_args(argv)
+    if args.docs is not None:
+        page = ROOT / "docs" / "performance.md"
+        page.write_text(splice(page.read_text(), section(json.loads(args.docs.read_text()))))
+        return 0
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    command = "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = measure(args, command.strip(), log)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     print(table(result))
