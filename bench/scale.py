@@ -144,13 +144,20 @@ def part_a(
             )
             if kind == "tempest":
                 idle = args.idle if args.idle is not None else 3 * beat + 10
+                idle_cpu = CpuMeter(server.pid)
                 time.sleep(max(0.0, min(watch_from + idle - time.monotonic(), clock.left() - 60)))
+                idle_wall, (idle_cpu_s,) = idle_cpu.stop()
                 hb = res["heartbeat"] = {
                     "interval_s": beat,
                     "timeout_s": settings.WS_HEARTBEAT_TIMEOUT_SECONDS,
                     "idle_s": time.monotonic() - watch_from,
                     "watched_s": time.monotonic() - watch_from + res["connect"]["seconds"],
                     "expected_min_pings_per_client": int((time.monotonic() - watch_from) / beat),
+                    # the idle worker: pings out, pongs in, nothing else
+                    "idle_server_busy": idle_cpu_s / max(idle_wall, 1e-9),
+                    "idle_server_cpu_us_per_ping": idle_cpu_s
+                    / max(1.0, res["connections"] * idle_wall / beat)
+                    * 1e6,
                 }
                 hb.update(fleet.pings(beat))
                 log(
