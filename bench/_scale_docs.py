@@ -31,21 +31,31 @@ def _num(value: Any, digits: int = 0) -> str:
 def section(result: dict[str, Any]) -> str:
     """Markdown for one ``bench.scale`` result."""
     machine = result.get("machine", {})
+    parts = [result[p] for p in ("a", "b") if result.get(p)]
+    runs = {(p.get("run") or {}).get("date") for p in parts}
+    if len(runs) > 1:  # the parts come from separate runs: each names its own
+        head = "Each part below names the run that measured it, on a machine shared with other work"
+    else:
+        head = (
+            f"`{result.get('command', 'python -m bench.scale')}` ({result.get('date', '')}, "
+            f"load average {machine.get('loadavg_start', 0):.1f} at the start and "
+            f"{machine.get('loadavg_end', 0):.1f} at the end, on a machine shared with other "
+            "work"
+        )
     lines = [
         HEADING,
         "",
-        f"`{result.get('command', 'python -m bench.scale')}` ({result.get('date', '')}, "
-        f"load average {machine.get('loadavg_start', 0):.1f} at the start and "
-        f"{machine.get('loadavg_end', 0):.1f} at the end, on a machine shared with other "
-        f"work; file limit {_num(result.get('file_limit', [0, 0])[1])} per process). "
+        f"{head}; file limit {_num(result.get('file_limit', [0, 0])[1])} per process. "
         "Client sockets come from several load-generator processes and loopback source "
         "addresses; latencies are from the publish to the client's read.",
         "",
     ]
     a = result.get("a")
     if a:
-        lines += _part_a(a)
+        lines += _run_line(a, len(runs) > 1) + _part_a(a)
     b = result.get("b")
+    if b:
+        lines += _run_line(b, len(runs) > 1)
     if b and "error" not in b:
         s = b.get("storm", {})
         lines += [
@@ -80,6 +90,17 @@ def section(result: dict[str, Any]) -> str:
         lines += [f"Part B did not complete: {b['error']}", ""]
     lines.append("Raw results: `bench/results/scale.json`.")
     return "\n".join(lines) + "\n"
+
+
+def _run_line(part: dict[str, Any], shown: bool) -> list[str]:
+    run = part.get("run")
+    if not shown or not run:
+        return []
+    return [
+        f"`{run['command']}` ({run['date']}, load average {run['loadavg_start'] or 0:.1f} at "
+        f"the start and {run['loadavg_end'] or 0:.1f} at the end):",
+        "",
+    ]
 
 
 def _part_a(a: dict[str, Any]) -> list[str]:
@@ -117,8 +138,14 @@ def _part_a(a: dict[str, Any]) -> list[str]:
         f"**{_num(hb.get('late'))}** |",
         f"| clients closed by the server meanwhile | – | {_num(hb.get('lost'))} "
         f"(codes {hb.get('close_codes') or 'none'}) |",
-        "",
     ]
+    if "idle_server_busy" in hb:
+        busy = hb["idle_server_busy"] * 100
+        lines.append(
+            f"| CPU of the idle worker (heartbeat only) | – | {busy:.1f} % of a core, "
+            f"{hb['idle_server_cpu_us_per_ping']:.0f} µs per ping and its pong |"
+        )
+    lines.append("")
     if not a.get("same_n", True):
         lines += [
             "tempest_ws did not hold all N through the run, so the two columns are not "

@@ -407,6 +407,7 @@ def measure(args: argparse.Namespace, command: str, log: Any) -> dict[str, Any]:
     if args.part in ("a", "all"):
         log(f"scale: part A, N={args.n_a} on one worker, {args.loaders_a} loaders")
         result["a"] = part_a(args.n_a, args.loaders_a, args, clock, log)
+        result["a"]["run"] = run_note(result)
     if args.part in ("b", "all"):
         log(f"scale: part B, N={args.n_b} on {args.workers} workers, {args.loaders_b} loaders")
         try:
@@ -414,8 +415,30 @@ def measure(args: argparse.Namespace, command: str, log: Any) -> dict[str, Any]:
             result["b"] = part_b(args.n_b, args.loaders_b, args, clock, log)
         except TimeoutError as exc:
             result["b"] = {"error": str(exc)}
+        result["b"]["run"] = run_note(result)
     result["wall_seconds"] = time.monotonic() - started
     result["machine"]["loadavg_end"] = os.getloadavg()[0]
+    return result
+
+
+def run_note(result: dict[str, Any]) -> dict[str, Any]:
+    """Which run measured a part: its command, date and the load average around it."""
+    machine = result.get("machine", {})
+    return {
+        "command": result.get("command", ""),
+        "date": result.get("date", ""),
+        "loadavg_start": machine.get("loadavg_start"),
+        "loadavg_end": machine.get("loadavg_end", os.getloadavg()[0]),
+        "commit": machine.get("commit", ""),
+    }
+
+
+def carry_over(result: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
+    """``result`` plus the parts it did not run, taken from an ``earlier`` result file
+    (each keeps the note of the run that measured it)."""
+    for part in ("a", "b"):
+        if part not in result and part in earlier:
+            result[part] = {"run": run_note(earlier), **earlier[part]}
     return result
 
 
@@ -431,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:])
     result = measure(args, command.strip(), log)
+    if args.part != "all" and args.out.exists():  # one part: the other stays as measured
+        carry_over(result, json.loads(args.out.read_text()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     print(table(result))

@@ -107,6 +107,41 @@ def test_report_renders_the_connection_counts_measured_in_the_run(tmp_path: Path
     assert "+1.5 KB per connection over the bare loop" in section
 
 
+def test_scale_run_of_one_part_keeps_the_other_as_measured() -> None:
+    """``python -m bench.scale --part a`` keeps part B of the earlier results file, and
+    the page names the run that measured each part."""
+    from bench._scale_docs import section
+    from bench.scale import carry_over
+
+    earlier = {
+        "command": "python -m bench.scale --all",
+        "date": "2026-01-01T00:00:00+00:00",
+        "machine": {"loadavg_start": 1.0, "loadavg_end": 2.0},
+        "a": {"n": 1},
+        "b": {"n": 50_000, "error": "stopped"},
+    }
+    result = {
+        "command": "python -m bench.scale --part a",
+        "date": "2026-01-02T00:00:00+00:00",
+        "machine": {},
+        "a": {
+            "n": 19_000,
+            "run": {
+                "command": "python -m bench.scale --part a",
+                "date": "2026-01-02T00:00:00+00:00",
+                "loadavg_start": 1.0,
+                "loadavg_end": 1.0,
+            },
+        },
+    }
+    carry_over(result, earlier)
+    assert result["a"]["n"] == 19_000
+    assert result["b"]["run"]["command"] == "python -m bench.scale --all"
+    text = section(result)
+    assert "`python -m bench.scale --part a` (2026-01-02" in text
+    assert "`python -m bench.scale --all` (2026-01-01" in text
+
+
 @pytest.mark.e2e
 @pytest.mark.timeout(240)
 def test_scale_bench_runs_both_parts_at_tiny_n(tmp_path: Path) -> None:
