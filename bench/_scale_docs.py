@@ -139,6 +139,12 @@ def _part_a(a: dict[str, Any]) -> list[str]:
         f"| clients closed by the server meanwhile | – | {_num(hb.get('lost'))} "
         f"(codes {hb.get('close_codes') or 'none'}) |",
     ]
+    if "full_gc_pause_s" in mine:
+        gcs = [_num(r.get("full_gc_pause_s"), 1) for r in (bare, mine)]
+        lines.append(
+            "| one full garbage collection (`gc.collect()`) at N: the event loop held for "
+            f"| {gcs[0]} s | {gcs[1]} s |"
+        )
     if "idle_server_busy" in hb:
         busy = hb["idle_server_busy"] * 100
         lines.append(
@@ -166,7 +172,10 @@ def _connect(run: dict[str, Any]) -> str:
     c = run.get("connect") or {}
     if "server_cpu_ms_per_handshake" not in c:
         return _num(c.get("seconds"), 0) + " s" if c else "–"
-    return f"{c['seconds']:.0f} s / {c['server_cpu_ms_per_handshake']:.2f} ms"
+    text = f"{c['seconds']:.0f} s / {c['server_cpu_ms_per_handshake']:.2f} ms"
+    if "loader_busy_max" in c:
+        text += f" (load generators at most {c['loader_busy_max'] * 100:.0f} % busy)"
+    return text
 
 
 def _storm(b: dict[str, Any], s: dict[str, Any]) -> str:

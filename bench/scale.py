@@ -81,8 +81,13 @@ def wait_total(servers: list[Child], n: int, seconds: float) -> tuple[int, float
     return total, time.monotonic() - started
 
 
-def gc_rss(server: Child) -> int:
+def gc_rss(server: Child, pauses: list[float] | None = None) -> int:
+    """RSS after a full garbage collection; the collection's wall time (the pause it
+    costs the server's event loop) is appended to ``pauses``."""
+    started = time.monotonic()
     server.request("gc", timeout=30)
+    if pauses is not None:
+        pauses.append(time.monotonic() - started)
     return rss_bytes(server.pid)
 
 
@@ -121,11 +126,12 @@ def part_a(
             rss0 = gc_rss(server)
             if kind == "tempest":  # every ping from the first handshake on is checked
                 fleet.all("arm", 30, seq0=SEQ_BASE, rounds=0, latency=False, pings=True)
-            meter = CpuMeter(server.pid)
+            meter = CpuMeter(server.pid, *fleet.pids)
             res["connect"] = fleet.connect(
                 n, [port], timeout=min(600, clock.left()), rate=args.connect_rate or None
             )
-            wall, (cpu,) = meter.stop()
+            wall, (cpu, *loader_cpus) = meter.stop()
+            res["connect"]["loader_busy_max"] = max(loader_cpus) / wall
             res["connect"]["server_cpu_s"] = cpu
             res["connect"]["server_cpu_ms_per_handshake"] = (
                 cpu / max(1, res["connect"]["connected"]) * 1e3
@@ -134,7 +140,9 @@ def part_a(
             watch_from = time.monotonic()
             res["connections"], _ = wait_total([server], n, min(60, clock.left()))
             time.sleep(1.0)
-            rss1 = gc_rss(server)
+            pauses: list[float] = []
+            rss1 = gc_rss(server, pauses)
+            res["full_gc_pause_s"] = pauses[0]
             res["rss_base_mb"] = rss0 / 2**20
             res["rss_mb"] = rss1 / 2**20
             res["rss_per_conn_kb"] = (rss1 - rss0) / max(1, res["connections"]) / 1024
