@@ -135,7 +135,7 @@ def _part_a(a: dict[str, Any]) -> list[str]:
         f"{_every(bare.get('broadcast', {}))} | {_every(mine.get('broadcast', {}))} |",
         f"| heartbeat pings (fewest per client) / late "
         f"| – | {_num(hb.get('pings'))} ({_num(hb.get('min_pings_per_client'))}) / "
-        f"**{_num(hb.get('late'))}** |",
+        f"**{_num(hb.get('late'))}** (longest gap {_num(hb.get('gap_max_s'), 1)} s) |",
         f"| clients closed by the server meanwhile | – | {_num(hb.get('lost'))} "
         f"(codes {hb.get('close_codes') or 'none'}) |",
     ]
