@@ -1,10 +1,13 @@
-"""``python -m bench [--quick | --full | --tiny] [--with-10k] [--with-history] [--out PATH]
-[--no-docs]``.
+"""``python -m bench [--quick | --full | --tiny] [--with-10k] [--with-history] [--with-scale]
+[--out PATH] [--no-docs]``.
 
 Runs every scenario (see `bench.run`), writes the JSON results (default
 ``bench/results/latest.json``) and renders ``docs/performance.md`` with its plot
 ``docs/img/performance.svg`` from them. ``--with-history`` adds the history comparison
-(`bench.history`, in the same mode) to the same results.
+(`bench.history`, in the same mode) to the same results. ``--with-scale`` also runs both
+parts of `bench.scale` (one worker at its file limit, 50,000 connections on the machine)
+with their defaults, after the rest, and keeps their result under ``"scale"`` in the
+same JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import scale
 from ._proc import ROOT, machine_note
 from ._session import PLANS
 from ._verdicts import finish
@@ -59,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         "--with-history",
         action="store_true",
         help="also what history costs a publish (bench.history), into the same results",
+    )
+    parser.add_argument(
+        "--with-scale",
+        action="store_true",
+        help="also the connection counts of python -m bench.scale --all (about 20 minutes)",
     )
     parser.add_argument(
         "--ns",
@@ -143,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
 
         log("bench: history, without and with, in alternating pairs")
         result["history"] = collect(plan.mode, command.strip())
+    if args.with_scale:
+        log("bench: connection counts (python -m bench.scale --all)")
+        result["scale"] = scale.measure(scale.options().parse_args(["--all"]), command.strip(), log)
     result["command"] = command.strip()
     result["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     result["machine"] = machine

@@ -27,6 +27,7 @@ class Phase:
         self.expected = 0
         self.record_latency = False
         self.record_pings = False
+        self.pings_since = 0.0  # time.monotonic() when ping recording was armed
         self.latencies = array("q")
         self.complete = 0
         self.total = 0

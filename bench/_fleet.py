@@ -68,9 +68,11 @@ class Fleet:
         concurrency: int = 64,
         timeout: float = 600.0,
         retry_503_s: float = 0.0,
+        rate: float | None = None,
     ) -> dict[str, Any]:
         """``n`` clients with tokens ``u0`` ... ``u<n-1>``, split in contiguous blocks
-        over the loaders, round robin over ``ports`` and the source addresses."""
+        over the loaders, round robin over ``ports`` and the source addresses; with
+        ``rate``, at most that many attempts start per second over all loaders."""
         sources = sources_for(n)
         k = len(self.children)
         blocks = [(n * i // k, n * (i + 1) // k) for i in range(k)]
@@ -89,6 +91,7 @@ class Fleet:
                     "concurrency": concurrency,
                     "sources": sources,
                     "retry_503_s": retry_503_s,
+                    "rate": rate / k if rate else None,
                 }
                 for lo, hi in blocks
             ],
@@ -163,6 +166,7 @@ class Fleet:
             "pings": sum(a["pings"] for a in got),
             "min_pings_per_client": min(a["min_pings_per_client"] for a in got),
             "late": sum(a["late"] for a in got),
+            "overdue": sum(a.get("overdue", 0) for a in got),
             "gap_p50_s_worst_loader": max(a["gap_p50_s"] or 0 for a in got),
             "gap_p99_s_worst_loader": max(a["gap_p99_s"] or 0 for a in got),
             "gap_max_s": max(a["gap_max_s"] or 0 for a in got),

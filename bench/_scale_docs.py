@@ -31,50 +31,31 @@ def _num(value: Any, digits: int = 0) -> str:
 def section(result: dict[str, Any]) -> str:
     """Markdown for one ``bench.scale`` result."""
     machine = result.get("machine", {})
+    parts = [result[p] for p in ("a", "b") if result.get(p)]
+    runs = {(p.get("run") or {}).get("date") for p in parts}
+    if len(runs) > 1:  # the parts come from separate runs: each names its own
+        head = "Each part below names the run that measured it, on a machine shared with other work"
+    else:
+        head = (
+            f"`{result.get('command', 'python -m bench.scale')}` ({result.get('date', '')}, "
+            f"load average {machine.get('loadavg_start', 0):.1f} at the start and "
+            f"{machine.get('loadavg_end', 0):.1f} at the end, on a machine shared with other "
+            "work"
+        )
     lines = [
         HEADING,
         "",
-        f"`{result.get('command', 'python -m bench.scale')}` ({result.get('date', '')}, "
-        f"load average {machine.get('loadavg_start', 0):.1f} at the start and "
-        f"{machine.get('loadavg_end', 0):.1f} at the end, on a machine shared with other "
-        f"work; file limit {_num(result.get('file_limit', [0, 0])[1])} per process). "
+        f"{head}; file limit {_num(result.get('file_limit', [0, 0])[1])} per process. "
         "Client sockets come from several load-generator processes and loopback source "
         "addresses; latencies are from the publish to the client's read.",
         "",
     ]
     a = result.get("a")
     if a:
-        bare, mine = a.get("bare", {}), a.get("tempest", {})
-        hb = mine.get("heartbeat", {})
-        lines += [
-            f"**One worker at its file limit**: {_num(a.get('n'))} idle connections on one "
-            f"uvicorn worker (`WS_MAX_CONNECTIONS={_num(a.get('max_connections'))}`), the bare "
-            "FastAPI loop first at the same N, in the same run.",
-            "",
-            "| | bare FastAPI loop | tempest_ws |",
-            "|---|---|---|",
-            f"| connections held | {_num(bare.get('connections'))} "
-            f"| {_num(mine.get('connections'))} |",
-            f"| RSS per connection | {_num(bare.get('rss_per_conn_kb'), 1)} KB "
-            f"| {_num(mine.get('rss_per_conn_kb'), 1)} KB |",
-            f"| broadcast to all, p50 / p99 ms ({mine.get('broadcast', {}).get('rounds', '–')} "
-            f"rounds, one every {mine.get('broadcast', {}).get('interval_s', 0):.2f} s) "
-            f"| {_ms(bare.get('broadcast', {}))} | {_ms(mine.get('broadcast', {}))} |",
-            f"| every client got every round, in order | "
-            f"{_every(bare.get('broadcast', {}))} | {_every(mine.get('broadcast', {}))} |",
-            f"| heartbeat every {hb.get('interval_s', '–')} s for {hb.get('idle_s', '–')} s: "
-            f"pings / late | – | {_num(hb.get('pings'))} / **{_num(hb.get('late'))}** |",
-            f"| clients closed by the server meanwhile | – | {_num(hb.get('lost'))} "
-            f"(codes {hb.get('close_codes') or 'none'}) |",
-            "",
-        ]
-        if not a.get("same_n", True):
-            lines += [
-                "tempest_ws did not hold all N through the run, so the two columns are not "
-                "at the same N and no ratio is drawn from them.",
-                "",
-            ]
+        lines += _run_line(a, len(runs) > 1) + _part_a(a)
     b = result.get("b")
+    if b:
+        lines += _run_line(b, len(runs) > 1)
     if b and "error" not in b:
         s = b.get("storm", {})
         own = b.get("run")  # part B run on its own, after part A's run above
@@ -121,6 +102,92 @@ def section(result: dict[str, Any]) -> str:
         lines += [f"Part B did not complete: {b['error']}", ""]
     lines.append("Raw results: `bench/results/scale.json`.")
     return "\n".join(lines) + "\n"
+
+
+def _run_line(part: dict[str, Any], shown: bool) -> list[str]:
+    run = part.get("run")
+    if not shown or not run:
+        return []
+    return [
+        f"`{run['command']}` ({run['date']}, load average {run['loadavg_start'] or 0:.1f} at "
+        f"the start and {run['loadavg_end'] or 0:.1f} at the end):",
+        "",
+    ]
+
+
+def _part_a(a: dict[str, Any]) -> list[str]:
+    bare, mine = a.get("bare", {}), a.get("tempest", {})
+    hb = mine.get("heartbeat", {})
+    hs = a.get("heartbeat_settings", {})
+    rate = a.get("connect_rate")
+    which = "the defaults" if hs.get("source") == "defaults" else "set for the run"
+    lines = [
+        f"**One worker at its file limit**: {_num(a.get('n'))} idle connections on one "
+        f"uvicorn worker (`WS_MAX_CONNECTIONS={_num(a.get('max_connections'))}`), the bare "
+        "FastAPI loop first at the same N, in the same run"
+        + (f", both connected at up to {_num(rate)} new connections a second" if rate else "")
+        + f". Heartbeat: `WS_HEARTBEAT_SECONDS={hb.get('interval_s', '–')}`, "
+        f"`WS_HEARTBEAT_TIMEOUT_SECONDS={hb.get('timeout_s', '–')}` ({which}); every ping "
+        f"each client got from its handshake on was checked, over "
+        f"{_num(hb.get('watched_s'))} s (the connect phase, then "
+        f"{_num(hb.get('idle_s'))} s idle). A ping is late when it comes more than "
+        "10 % + 50 ms after the previous one (or the handshake), or has not come by then.",
+        "",
+        "| | bare FastAPI loop | tempest_ws |",
+        "|---|---|---|",
+        f"| connections held | {_num(bare.get('connections'))} | {_num(mine.get('connections'))} |",
+        f"| connect phase: seconds / server CPU per handshake "
+        f"| {_connect(bare)} | {_connect(mine)} |",
+        f"| RSS per connection | {_num(bare.get('rss_per_conn_kb'), 1)} KB "
+        f"| {_num(mine.get('rss_per_conn_kb'), 1)} KB |",
+        f"| broadcast to all, p50 / p99 ms ({mine.get('broadcast', {}).get('rounds', '–')} "
+        f"rounds, one every {mine.get('broadcast', {}).get('interval_s', 0):.2f} s) "
+        f"| {_ms(bare.get('broadcast', {}))} | {_ms(mine.get('broadcast', {}))} |",
+        f"| every client got every round, in order | "
+        f"{_every(bare.get('broadcast', {}))} | {_every(mine.get('broadcast', {}))} |",
+        f"| heartbeat pings (fewest per client) / late "
+        f"| – | {_num(hb.get('pings'))} ({_num(hb.get('min_pings_per_client'))}) / "
+        f"**{_num(hb.get('late'))}** (longest gap {_num(hb.get('gap_max_s'), 1)} s) |",
+        f"| clients closed by the server meanwhile | – | {_num(hb.get('lost'))} "
+        f"(codes {hb.get('close_codes') or 'none'}) |",
+    ]
+    if "full_gc_pause_s" in mine:
+        gcs = [_num(r.get("full_gc_pause_s"), 1) for r in (bare, mine)]
+        lines.append(
+            "| one full garbage collection (`gc.collect()`) at N: the event loop held for "
+            f"| {gcs[0]} s | {gcs[1]} s |"
+        )
+    if "idle_server_busy" in hb:
+        busy = hb["idle_server_busy"] * 100
+        lines.append(
+            f"| CPU of the idle worker (heartbeat only) | – | {busy:.1f} % of a core, "
+            f"{hb['idle_server_cpu_us_per_ping']:.0f} µs per ping and its pong |"
+        )
+    lines.append("")
+    if not a.get("same_n", True):
+        lines += [
+            "tempest_ws did not hold all N through the run, so the two columns are not "
+            "at the same N and no ratio is drawn from them.",
+            "",
+        ]
+    elif "rss_per_conn_over_bare_kb" in a and "broadcast_p99_vs_bare" in a:
+        lines += [
+            f"At the same N, tempest_ws takes {a['rss_per_conn_over_bare_kb']:+.1f} KB per "
+            f"connection over the bare loop, and its broadcast p99 is "
+            f"{a['broadcast_p99_vs_bare']:.2f}× the bare loop's.",
+            "",
+        ]
+    return lines
+
+
+def _connect(run: dict[str, Any]) -> str:
+    c = run.get("connect") or {}
+    if "server_cpu_ms_per_handshake" not in c:
+        return _num(c.get("seconds"), 0) + " s" if c else "–"
+    text = f"{c['seconds']:.0f} s / {c['server_cpu_ms_per_handshake']:.2f} ms"
+    if "loader_busy_max" in c:
+        text += f" (load generators at most {c['loader_busy_max'] * 100:.0f} % busy)"
+    return text
 
 
 def _storm(b: dict[str, Any], s: dict[str, Any]) -> str:

@@ -68,22 +68,28 @@ class Generator:
         sources: list[str] | None = None,
         start: int | None = None,
         retry_503_s: float = 0.0,
+        rate: float | None = None,
     ) -> dict[str, Any]:
         """Open ``n`` clients with tokens ``prefix + i``; round robin over ``ports`` and
         over the source addresses ``sources`` when given (each source address has its own
         range of ephemeral ports). With ``retry_503_s``, a client answered HTTP 503 (too
         many handshakes in progress) tries again after 5 to 10 s (its ``Retry-After``),
-        for at most that many seconds."""
+        for at most that many seconds. With ``rate``, at most that many first attempts
+        start per second (a paced arrival instead of a flood; ``concurrency`` still bounds
+        the handshakes in flight)."""
         gate = asyncio.Semaphore(concurrency)
         started = time.monotonic()
         failed = 0
         retried = 0
         targets = ports or [port]
         rng = random.Random(start or 0)
+        base = len(self.clients) if start is None else start
 
         async def one(i: int) -> None:
             nonlocal failed, retried
             source = sources[i % len(sources)] if sources else None
+            if rate:
+                await asyncio.sleep(max(0.0, started + (i - base) / rate - time.monotonic()))
             while True:
                 async with gate:
                     client = await self.open_client(
@@ -98,7 +104,6 @@ class Generator:
                 retried += 1
                 await asyncio.sleep(rng.uniform(5.0, 10.0))
 
-        base = len(self.clients) if start is None else start
         await asyncio.gather(*(one(base + i) for i in range(n)))
         return {
             "connected": len(self.clients),
@@ -113,6 +118,7 @@ class Generator:
         phase.expected = rounds
         phase.record_latency = latency
         phase.record_pings = pings
+        phase.pings_since = time.monotonic()
         phase.latencies = array("q")
         phase.complete = 0
         phase.total = 0
@@ -155,17 +161,33 @@ class Generator:
         return report
 
     def pings(self, interval: float) -> dict[str, Any]:
+        """The pings recorded since ``arm(pings=True)``. A gap between two pings longer
+        than ``interval`` (+10 % + 50 ms) is late; so is the first ping of a client that
+        connected after the arm if it came that long after the handshake, and a ping
+        still missing now (``overdue``: no ping for that long, counted from the last
+        ping, from the handshake, or from the arm)."""
         gaps: list[float] = []
         counts: list[int] = []
+        limit = interval * 1.1 + 0.05
+        now = time.monotonic()
+        armed = self.phase.pings_since
+        overdue = 0
         for client in self.clients:
             times = client.ping_times
             counts.append(len(times))
             gaps.extend(b - a for a, b in itertools.pairwise(times))
+            if client.since >= armed and times:
+                gaps.append(times[0] - client.since)
+            if not client.lost:
+                # connected before the arm: its last ping (or handshake) came before it
+                ref = times[-1] if times else max(client.since, armed)
+                overdue += now - ref > limit
         gaps.sort()
-        late = sum(1 for g in gaps if g > interval * 1.1 + 0.05)
+        late = sum(1 for g in gaps if g > limit) + overdue
         return {
             "pings": sum(counts),
             "min_pings_per_client": min(counts) if counts else 0,
+            "overdue": overdue,
             "gap_p50_s": gaps[len(gaps) // 2] if gaps else None,
             "gap_p99_s": gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))] if gaps else None,
             "gap_max_s": gaps[-1] if gaps else None,

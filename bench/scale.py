@@ -7,9 +7,12 @@ source addresses (see :mod:`bench._fleet`). Every wait has a deadline, and ``--l
 bounds the whole run.
 
 Part A, one worker at its limit: N idle connections (default 19,000: the per-process
-file limit here is 20,000) on one tempest_ws worker with a short heartbeat, watched for
-late pings; RSS per connection; a paced broadcast to all with its latency. The bare
-FastAPI loop runs the same N right before it, in the same run, for the comparison.
+file limit here is 20,000) on one tempest_ws worker with the heartbeat settings' defaults
+(``--heartbeat`` overrides them), connected at a paced rate (``--connect-rate``); every
+ping each client gets from its handshake on is checked for lateness over a watch of
+several heartbeats; server CPU per handshake, RSS per connection, and a paced broadcast to
+all with its latency. The bare FastAPI loop runs the same N right before it, in the same
+run, at the same pace, for the comparison.
 
 Part B, one machine: three tempest_ws workers (separate processes, each on its own port)
 sharing one redis-server, N connections in all (default 50,000), every client in one of
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import sys
@@ -36,9 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from ._fleet import Fleet
-from ._proc import ROOT, Child, RedisProcess, machine_note, rss_bytes
+from ._proc import ROOT, Child, CpuMeter, RedisProcess, machine_note, rss_bytes
 from ._scale_docs import section, splice, table
 from ._wire import SEQ_BASE
+from .run import bench_settings
 
 RESULTS = ROOT / "bench" / "results" / "scale.json"
 POLL_S = 300.0  # how long the storm waits for one worker's answer (its loop is busy)
@@ -77,8 +82,13 @@ def wait_total(servers: list[Child], n: int, seconds: float) -> tuple[int, float
     return total, time.monotonic() - started
 
 
-def gc_rss(server: Child) -> int:
+def gc_rss(server: Child, pauses: list[float] | None = None) -> int:
+    """RSS after a full garbage collection; the collection's wall time (the pause it
+    costs the server's event loop) is appended to ``pauses``."""
+    started = time.monotonic()
     server.request("gc", timeout=30)
+    if pauses is not None:
+        pauses.append(time.monotonic() - started)
     return rss_bytes(server.pid)
 
 
@@ -90,11 +100,23 @@ def interval_for(n: int) -> float:
 def part_a(
     n: int, loaders: int, args: argparse.Namespace, clock: Clock, log: Any
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"n": n, "loaders": loaders, "max_connections": worker_cap()}
+    settings = bench_settings(heartbeat=args.heartbeat)
+    beat = settings.WS_HEARTBEAT_SECONDS
+    out: dict[str, Any] = {
+        "n": n,
+        "loaders": loaders,
+        "max_connections": worker_cap(),
+        "connect_rate": args.connect_rate,
+        "heartbeat_settings": {
+            "WS_HEARTBEAT_SECONDS": beat,
+            "WS_HEARTBEAT_TIMEOUT_SECONDS": settings.WS_HEARTBEAT_TIMEOUT_SECONDS,
+            "source": "defaults" if args.heartbeat is None else "--heartbeat",
+        },
+    }
     interval = interval_for(n)
     for kind in ("bare", "tempest"):
         clock.check(f"part A {kind}")
-        extra = [] if kind == "bare" else ["--heartbeat", str(args.heartbeat)]
+        extra = [] if kind == "bare" or args.heartbeat is None else ["--heartbeat", str(beat)]
         server = Child("bench.server", kind, *extra, "--max-connections", str(worker_cap()))
         fleet: Fleet | None = None
         res: dict[str, Any] = {}
@@ -103,10 +125,52 @@ def part_a(
             fleet = Fleet(loaders)
             port = int(server.hello["port"])
             rss0 = gc_rss(server)
-            res["connect"] = fleet.connect(n, [port], timeout=min(600, clock.left()))
+            if kind == "tempest":  # every ping from the first handshake on is checked
+                fleet.all("arm", 30, seq0=SEQ_BASE, rounds=0, latency=False, pings=True)
+            meter = CpuMeter(server.pid, *fleet.pids)
+            res["connect"] = fleet.connect(
+                n, [port], timeout=min(600, clock.left()), rate=args.connect_rate or None
+            )
+            wall, (cpu, *loader_cpus) = meter.stop()
+            res["connect"]["loader_busy_max"] = max(loader_cpus) / wall
+            res["connect"]["server_cpu_s"] = cpu
+            res["connect"]["server_cpu_ms_per_handshake"] = (
+                cpu / max(1, res["connect"]["connected"]) * 1e3
+            )
+            res["connect"]["server_busy"] = cpu / wall
+            watch_from = time.monotonic()
             res["connections"], _ = wait_total([server], n, min(60, clock.left()))
+            # The watch ends before the forced collection below, whose pause (seconds at
+            # this N) is the harness's doing, not the server's.
+            if kind == "tempest":
+                idle = args.idle if args.idle is not None else 3 * beat + 10
+                idle_cpu = CpuMeter(server.pid)
+                time.sleep(max(0.0, min(watch_from + idle - time.monotonic(), clock.left() - 60)))
+                idle_wall, (idle_cpu_s,) = idle_cpu.stop()
+                hb = res["heartbeat"] = {
+                    "interval_s": beat,
+                    "timeout_s": settings.WS_HEARTBEAT_TIMEOUT_SECONDS,
+                    "idle_s": time.monotonic() - watch_from,
+                    "watched_s": time.monotonic() - watch_from + res["connect"]["seconds"],
+                    "expected_min_pings_per_client": int((time.monotonic() - watch_from) / beat),
+                    # the idle worker: pings out, pongs in, nothing else
+                    "idle_server_busy": idle_cpu_s / max(idle_wall, 1e-9),
+                    "idle_server_cpu_us_per_ping": idle_cpu_s
+                    / max(1.0, res["connections"] * idle_wall / beat)
+                    * 1e6,
+                }
+                hb.update(fleet.pings(beat))
+                log(
+                    f"  A tempest heartbeat every {beat:g}s, watched {hb['watched_s']:.0f}s: "
+                    f"{hb['pings']} pings (min {hb['min_pings_per_client']} per client), "
+                    f"late {hb['late']} (overdue {hb['overdue']}), max gap "
+                    f"{hb['gap_max_s'] or 0:.2f}s, clients lost {hb['lost']} "
+                    f"(close codes {hb['close_codes']})"
+                )
             time.sleep(1.0)
-            rss1 = gc_rss(server)
+            pauses: list[float] = []
+            rss1 = gc_rss(server, pauses)
+            res["full_gc_pause_s"] = pauses[0]
             res["rss_base_mb"] = rss0 / 2**20
             res["rss_mb"] = rss1 / 2**20
             res["rss_per_conn_kb"] = (rss1 - rss0) / max(1, res["connections"]) / 1024
@@ -114,18 +178,6 @@ def part_a(
                 f"  A {kind:8} N={n}: {res['connections']} open, "
                 f"{res['rss_per_conn_kb']:.2f} KB/conn"
             )
-            if kind == "tempest":
-                fleet.all("arm", 30, seq0=SEQ_BASE, rounds=0, latency=False, pings=True)
-                time.sleep(max(0.0, min(args.idle, clock.left() - 60)))
-                res["heartbeat"] = {"interval_s": args.heartbeat, "idle_s": args.idle}
-                res["heartbeat"].update(fleet.pings(args.heartbeat))
-                res["heartbeat"]["expected_pings_per_client"] = int(args.idle / args.heartbeat)
-                hb = res["heartbeat"]
-                log(
-                    f"  A tempest heartbeat: {hb['pings']} pings, late {hb['late']}, "
-                    f"max gap {hb['gap_max_s']:.2f}s, clients lost {hb['lost']} "
-                    f"(close codes {hb['close_codes']})"
-                )
             clock.check(f"part A {kind} broadcast")
             pids = [server.pid]
             fleet.phase(server, "paced", SEQ_BASE, 2, interval=interval, server_pids=pids)
@@ -341,7 +393,9 @@ def _rates(timeline: list[list[float]]) -> list[float]:
     return best
 
 
-def main(argv: list[str] | None = None) -> int:
+def options() -> argparse.ArgumentParser:
+    """The command line of ``python -m bench.scale`` (``python -m bench --with-scale``
+    runs it with its defaults)."""
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     parser.add_argument("--part", choices=["a", "b", "all"], default="all")
     parser.add_argument("--all", action="store_const", dest="part", const="all", help="both parts")
@@ -352,8 +406,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--topics", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=10, help="broadcast rounds per phase")
-    parser.add_argument("--heartbeat", type=float, default=2.0, help="WS_HEARTBEAT_SECONDS (A)")
-    parser.add_argument("--idle", type=float, default=12.0, help="seconds watched for pings (A)")
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=None,
+        help="WS_HEARTBEAT_SECONDS for A, timeout 3x (default: the settings' defaults)",
+    )
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=None,
+        help="seconds watched for pings after the connect phase (A; default 3 heartbeats + 10)",
+    )
+    parser.add_argument(
+        "--connect-rate",
+        type=float,
+        default=500.0,
+        help="connection attempts started per second over all loaders in A (0: a flood)",
+    )
     parser.add_argument("--storm-limit", type=float, default=240.0, help="storm deadline (s)")
     parser.add_argument("--limit", type=float, default=900.0, help="whole run's limit (s)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -364,7 +434,59 @@ def main(argv: list[str] | None = None) -> int:
         metavar="JSON",
         help="run nothing: put this result's section into docs/performance.md",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def measure(args: argparse.Namespace, command: str, log: Any) -> dict[str, Any]:
+    """Run the parts ``args`` asks for and return the result (``command`` is recorded)."""
+    clock = Clock(args.limit)
+    started = time.monotonic()
+    result: dict[str, Any] = {
+        "command": command,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_note(),
+        "file_limit": resource.getrlimit(resource.RLIMIT_NOFILE),
+    }
+    if args.part in ("a", "all"):
+        log(f"scale: part A, N={args.n_a} on one worker, {args.loaders_a} loaders")
+        result["a"] = part_a(args.n_a, args.loaders_a, args, clock, log)
+        result["a"]["run"] = run_note(result)
+    if args.part in ("b", "all"):
+        log(f"scale: part B, N={args.n_b} on {args.workers} workers, {args.loaders_b} loaders")
+        try:
+            clock.check("part B")
+            result["b"] = part_b(args.n_b, args.loaders_b, args, clock, log)
+        except TimeoutError as exc:
+            result["b"] = {"error": str(exc)}
+        result["b"]["run"] = run_note(result)
+    result["wall_seconds"] = time.monotonic() - started
+    result["machine"]["loadavg_end"] = os.getloadavg()[0]
+    return result
+
+
+def run_note(result: dict[str, Any]) -> dict[str, Any]:
+    """Which run measured a part: its command, date and the load average around it."""
+    machine = result.get("machine", {})
+    return {
+        "command": result.get("command", ""),
+        "date": result.get("date", ""),
+        "loadavg_start": machine.get("loadavg_start"),
+        "loadavg_end": machine.get("loadavg_end", os.getloadavg()[0]),
+        "commit": machine.get("commit", ""),
+    }
+
+
+def carry_over(result: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
+    """``result`` plus the parts it did not run, taken from an ``earlier`` result file
+    (each keeps the note of the run that measured it)."""
+    for part in ("a", "b"):
+        if part not in result and part in earlier:
+            result[part] = {"run": run_note(earlier), **earlier[part]}
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = options().parse_args(argv)
     if args.docs is not None:
         page = ROOT / "docs" / "performance.md"
         page.write_text(splice(page.read_text(), section(json.loads(args.docs.read_text()))))
@@ -373,26 +495,10 @@ def main(argv: list[str] | None = None) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    clock = Clock(args.limit)
-    started = time.monotonic()
-    result: dict[str, Any] = {
-        "command": "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine_note(),
-        "file_limit": resource.getrlimit(resource.RLIMIT_NOFILE),
-    }
-    if args.part in ("a", "all"):
-        log(f"scale: part A, N={args.n_a} on one worker, {args.loaders_a} loaders")
-        result["a"] = part_a(args.n_a, args.loaders_a, args, clock, log)
-    if args.part in ("b", "all"):
-        log(f"scale: part B, N={args.n_b} on {args.workers} workers, {args.loaders_b} loaders")
-        try:
-            clock.check("part B")
-            result["b"] = part_b(args.n_b, args.loaders_b, args, clock, log)
-        except TimeoutError as exc:
-            result["b"] = {"error": str(exc)}
-    result["wall_seconds"] = time.monotonic() - started
-    result["machine"]["loadavg_end"] = __import__("os").getloadavg()[0]
+    command = "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = measure(args, command.strip(), log)
+    if args.part != "all" and args.out.exists():  # one part: the other stays as measured
+        carry_over(result, json.loads(args.out.read_text()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     print(table(result))

@@ -10,6 +10,12 @@ and no timer handle per socket, and the pings of one tick go out in one batch.
 Pings keep a fixed cadence: a ping that went out late (a busy loop, the end of its
 bucket) does not push the next one back, so the gap a client sees stays ``interval``
 give or take one tick. A timeout fires at most one tick after the deadline.
+
+Silence is the peer's, not the server's: when a bucket runs more than a tick late (the
+event loop was held by a long garbage collection or a blocking call), frames that came
+meanwhile are not read yet, so that delay does not count toward the timeout of the
+bucket's connections. After such a stall a live peer gets its ping and answers it
+instead of being closed 4408; a dead one is closed that much later.
 """
 
 from __future__ import annotations
@@ -127,7 +133,7 @@ class HeartbeatWheel(Generic[T]):
         now = self.clock()
         beat = Beat(self, owner, now)
         self._live += 1
-        self._place(beat, now)
+        self._place(beat)
         self._arm()
         return beat
 
@@ -156,18 +162,21 @@ class HeartbeatWheel(Generic[T]):
             bucket = buckets.pop(key, ())
             self._current = key
             at = max(now, key * tick) + _SLACK
+            lag = now - key * tick  # how late the loop runs this bucket
             for beat in bucket:
                 if beat.owner is not None and beat.slot == key:
-                    self._visit(beat, at)
+                    self._visit(beat, at, lag if lag > tick else 0.0)
         self._current = -1
         self._arm()
 
-    def _visit(self, beat: Beat[T], at: float) -> None:
+    def _visit(self, beat: Beat[T], at: float, lag: float) -> None:
         owner = beat.owner
         beat.slot = -1
         if owner is None:
             return
         try:
+            if lag:  # the loop was held: what arrived meanwhile is unread, not missing
+                beat.last_seen = min(beat.last_seen + lag, at)
             if self._is_busy(owner):
                 beat.last_seen = at
             action = beat.check(at)
@@ -180,9 +189,9 @@ class HeartbeatWheel(Generic[T]):
         except Exception:  # one owner's failure must not starve the rest of the bucket
             logger.exception("heartbeat callback failed")
         if beat.owner is not None and beat.slot == -1:
-            self._place(beat, at)
+            self._place(beat)
 
-    def _place(self, beat: Beat[T], now: float) -> None:
+    def _place(self, beat: Beat[T]) -> None:
         key = max(math.ceil(beat.next_deadline() / self.tick), self._current + 1)
         beat.slot = key
         bucket = self._buckets.get(key)

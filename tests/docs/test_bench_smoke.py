@@ -77,6 +77,71 @@ def test_report_renders_markdown_and_svg(tmp_path: Path) -> None:
     assert image.read_text().startswith("<svg")
 
 
+def test_report_renders_the_connection_counts_measured_in_the_run(tmp_path: Path) -> None:
+    """``python -m bench --with-scale`` keeps the ``bench.scale`` result under ``"scale"``;
+    the page shows that one, not a separate ``scale.json``."""
+    from bench.report import render
+
+    side = {"connections": 19_000, "rss_per_conn_kb": 30.0, "connect": {"seconds": 40.0}}
+    result = {
+        "command": "python -m bench --tiny --with-scale",
+        "runs": {kind: {} for kind in KINDS},
+        "ratios": {},
+        "targets": [],
+        "scale": {
+            "command": "python -m bench --tiny --with-scale",
+            "a": {
+                "n": 19_000,
+                "same_n": True,
+                "bare": side,
+                "tempest": {**side, "heartbeat": {"interval_s": 30.0, "pings": 57_000, "late": 0}},
+                "rss_per_conn_over_bare_kb": 1.5,
+                "broadcast_p99_vs_bare": 1.1,
+            },
+        },
+    }
+    text = render(result, tmp_path)[0].read_text()
+    section = text[text.index("## Connection counts") :]
+    assert "`python -m bench --tiny --with-scale`" in section
+    assert "`WS_HEARTBEAT_SECONDS=30.0`" in section
+    assert "+1.5 KB per connection over the bare loop" in section
+
+
+def test_scale_run_of_one_part_keeps_the_other_as_measured() -> None:
+    """``python -m bench.scale --part a`` keeps part B of the earlier results file, and
+    the page names the run that measured each part."""
+    from bench._scale_docs import section
+    from bench.scale import carry_over
+
+    earlier = {
+        "command": "python -m bench.scale --all",
+        "date": "2026-01-01T00:00:00+00:00",
+        "machine": {"loadavg_start": 1.0, "loadavg_end": 2.0},
+        "a": {"n": 1},
+        "b": {"n": 50_000, "error": "stopped"},
+    }
+    result = {
+        "command": "python -m bench.scale --part a",
+        "date": "2026-01-02T00:00:00+00:00",
+        "machine": {},
+        "a": {
+            "n": 19_000,
+            "run": {
+                "command": "python -m bench.scale --part a",
+                "date": "2026-01-02T00:00:00+00:00",
+                "loadavg_start": 1.0,
+                "loadavg_end": 1.0,
+            },
+        },
+    }
+    carry_over(result, earlier)
+    assert result["a"]["n"] == 19_000
+    assert result["b"]["run"]["command"] == "python -m bench.scale --all"
+    text = section(result)
+    assert "`python -m bench.scale --part a` (2026-01-02" in text
+    assert "`python -m bench.scale --all` (2026-01-01" in text
+
+
 @pytest.mark.e2e
 @pytest.mark.timeout(240)
 def test_scale_bench_runs_both_parts_at_tiny_n(tmp_path: Path) -> None:

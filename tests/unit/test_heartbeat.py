@@ -119,6 +119,30 @@ def test_one_timer_pings_every_owner_on_a_fixed_cadence_and_times_out_the_silent
     assert wheel.tick == MAX_TICK
 
 
+def test_a_stalled_loop_is_not_taken_for_silent_peers() -> None:
+    """The loop is held for 5 s (a long garbage collection) with a 3 s timeout: nothing
+    was read meanwhile, so nobody is closed at once; both get a ping, the one that
+    answers stays, the silent one is closed 3 s after the stall."""
+    timer = FakeTimer()
+    wheel, pings, timeouts = make_wheel(timer)  # ping every 1 s, timeout 3 s
+    alive = wheel.add("alive")
+    wheel.add("dead")
+    timer.run_until(0.5)
+    timer.now = 5.5  # the stall: the timer due at 1.0 fires only now
+    timer.run_until(5.5)
+    assert timeouts == {}
+    assert pings == {"alive": [5.5], "dead": [5.5]}
+    timer.run_until(5.6)
+    alive.touch()  # its pong, read once the loop runs again
+    for step in range(57, 121):
+        timer.run_until(step / 10)
+        if pings["alive"][-1] >= timer.now - 0.1:
+            alive.touch()
+    assert set(timeouts) == {"dead"}
+    # Silent since the start, 4.5 s of which the loop was held: closed at 4.5 + 3.
+    assert 7.5 <= timeouts["dead"] <= 7.5 + wheel.tick + 1e-9
+
+
 def test_busy_owner_counts_as_alive_and_stop_cancels() -> None:
     timer = FakeTimer()
     wheel, pings, timeouts = make_wheel(timer, interval=0.02, timeout=0.05, busy={"slow"})
