@@ -19,6 +19,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from tempest_ws import WebSocketConnection, current_connection, current_user
 from tempest_ws.router.events._handlers import read_handler
 from tempest_ws.router.events._plan import Plan
 from tempest_ws.router.events._solve import Solver
@@ -252,3 +253,13 @@ def test_shapes_the_plan_does_not_take_are_left_to_fastapi(dependency: Any) -> N
         """Left to FastAPI."""
 
     assert _solver(handle).plan is None
+
+
+def test_the_connection_and_user_dependencies_are_planned() -> None:
+    async def handle(
+        user: Annotated[str, Depends(current_user)],
+        connection: Annotated[WebSocketConnection, Depends(current_connection)],
+    ) -> None:
+        """Who is asking."""
+
+    assert _solver(handle).plan is not None

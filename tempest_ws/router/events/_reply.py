@@ -85,22 +85,27 @@ def send_answer(connection: WebSocketConnection, answer: str | WSEnvelope) -> No
         connection.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
 
 
-def current_connection(websocket: WebSocket) -> WebSocketConnection:
-    """FastAPI dependency: the `WebSocketConnection` whose message is being handled.
-
-    Use it in a dependency of an event handler (a handler itself asks for the connection
-    by type): ``connection: WebSocketConnection = Depends(current_connection)``.
-
-    Raises:
-        RuntimeError: used outside an event handler's dependencies.
-    """
+def _connection_of(websocket: WebSocket) -> WebSocketConnection:
     connection = websocket.scope.get(CONNECTION_KEY)
     if not isinstance(connection, WebSocketConnection):
         raise RuntimeError("current_connection is only available to event handlers")
     return connection
 
 
-def current_user(websocket: WebSocket) -> UserId:
+async def current_connection(websocket: WebSocket) -> WebSocketConnection:
+    """FastAPI dependency: the `WebSocketConnection` whose message is being handled.
+
+    Use it in a dependency of an event handler (a handler itself asks for the connection
+    by type): ``connection: WebSocketConnection = Depends(current_connection)``. An
+    ``async def``, so FastAPI calls it on the event loop, not in its thread pool.
+
+    Raises:
+        RuntimeError: used outside an event handler's dependencies.
+    """
+    return _connection_of(websocket)
+
+
+async def current_user(websocket: WebSocket) -> UserId:
     """FastAPI dependency: the user id the bearer resolver returned for this connection.
 
     ``user: str = Depends(current_user)`` in an event handler or one of its dependencies.
@@ -108,4 +113,4 @@ def current_user(websocket: WebSocket) -> UserId:
     Raises:
         RuntimeError: used outside an event handler's dependencies.
     """
-    return current_connection(websocket).user_id
+    return _connection_of(websocket).user_id
