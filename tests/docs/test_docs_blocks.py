@@ -150,7 +150,7 @@ SHELL_BLOCKS: list[tuple[str, str]] = [
         "docs/contributing.md",
         "scripts/test-under-load.sh 30 tests/redis/test_realtime_presence_contract.py -q -p no:cacheprovider",
     ),
-    ("docs/performance.md", ".venv/bin/python -m bench.history"),
+    ("docs/performance.md", "python -m bench --full --with-10k --with-history"),
     (
         "docs/cli.md",
         "export WS_JWT_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe(48))')",
@@ -176,10 +176,9 @@ SHELL_BLOCKS: list[tuple[str, str]] = [
         "docs/metrics.md",
         "export PROMETHEUS_MULTIPROC_DIR=/run/tempest-metrics   # empty it before every start",
     ),
-    ("docs/performance.md", "python -m bench --full --with-10k"),
     (
         "docs/performance.md",
-        "python -m bench --quick --ns 1000,5000 --no-docs --ref-tree ../tempest-ws-before",
+        "python -m bench --full --with-10k --with-history --out bench/results/latest.json",
     ),
     (
         "docs/python-client.md",
