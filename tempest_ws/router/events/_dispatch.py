@@ -43,7 +43,7 @@ from tempest_ws.router.events._reply import (
     answer_of,
     send_answer,
 )
-from tempest_ws.router.events._solve import prepare
+from tempest_ws.router.events._solve import overrides_of, prepare
 from tempest_ws.router.realtime import error_reply
 from tempest_ws.wire.envelope import WSEnvelope
 from tempest_ws.wire.messages import INVALID_DATA, UNKNOWN_TYPE, describe_validation_error
@@ -219,7 +219,7 @@ class EventDispatch:
             solver = handler.solver
             if solver is None:
                 result = await handler.call(**arguments)
-            elif solver.yields or getattr(bound.app, "dependency_overrides", None):
+            elif solver.yields or overrides_of(bound.app) is not None:
                 async with AsyncExitStack() as stack:
                     alone = not handler.concurrent
                     solved = await solver.solve_in(stack, ws, response, alone=alone)

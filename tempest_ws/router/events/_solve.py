@@ -38,7 +38,7 @@ from tempest_ws.exceptions import WebSocketError
 from tempest_ws.router.events._plan import Plan, plan_of
 from tempest_ws.wire.messages import INVALID_DATA
 
-__all__ = ["Solver", "may_yield", "prepare", "values"]
+__all__ = ["Solver", "may_yield", "overrides_of", "prepare", "values"]
 
 _STACK_KEYS: Final = ("fastapi_astack", "fastapi_inner_astack", "fastapi_function_astack")
 
@@ -99,9 +99,9 @@ def values(solved: SolvedDependency) -> dict[str, Any]:
     return solved.values
 
 
-def _overrides(ws: WebSocket) -> Any:
-    """The app, when it overrides a dependency (FastAPI's provider), else ``None``."""
-    app = ws.scope.get("app")
+def overrides_of(app: object) -> Any:
+    """``app`` when it overrides a dependency (FastAPI's provider), else ``None``: then
+    a message is solved by FastAPI with stacks of its own (`Solver.solve_in()`)."""
     return app if getattr(app, "dependency_overrides", None) else None
 
 
@@ -178,7 +178,7 @@ class Solver:
             scope = request.scope = dict(ws.scope)
         for key in _STACK_KEYS:
             scope[key] = stack
-        provider = _overrides(ws)
+        provider = overrides_of(ws.scope.get("app"))
         solved = await solve_dependencies(
             request=request,
             dependant=self.dependant,
