@@ -373,8 +373,11 @@ class RedisPresence:
         client = self._require()
         await self._topics.remove_node(node, notify=notify)
         nodeusers = self._key("nodeusers", node)
-        users = await client.smembers(nodeusers)
-        for user in users:
-            await client.eval(_SCRUB, 1, self._key("presence", _text(user)), node)
+        users = list(await client.smembers(nodeusers))
+        for start in range(0, len(users), MAX_BATCH):  # a pipeline per batch of users
+            pipe = client.pipeline(transaction=False)
+            for user in users[start : start + MAX_BATCH]:
+                pipe.eval(_SCRUB, 1, self._key("presence", _text(user)), node)
+            await pipe.execute()
         await client.delete(nodeusers)
         await client.zrem(self._key("nodes", "all"), node)
