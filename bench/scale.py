@@ -329,6 +329,7 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
             break
     all_back_s = time.time() - t0
     server_stats = [w.request("stats", timeout=POLL_S) for w in workers]
+    tasks = [w.request("tasks", timeout=POLL_S)["tasks"] for w in workers]
     attempts: dict[str, int] = {}
     for s in statuses:
         for k, v in s["attempts"].items():
@@ -367,6 +368,7 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
         "live_clients": sum(s["live"] for s in statuses),
         "lost_codes": [s["lost_codes"] for s in statuses],
         "server_stats": server_stats,
+        "server_tasks_at_end": tasks,
         "timeline": timeline,
         "handshakes_per_s_per_worker": _rates(timeline),
     }
