@@ -60,7 +60,7 @@ def section(result: dict[str, Any]) -> str:
         s = b.get("storm", {})
         own = b.get("run")  # part B run on its own, after part A's run above
         if own:
-            m = own.get("machine", {})
+            m = own.get("machine", own)  # see scale.run_note
             lines += [
                 f"Part B below: `{own.get('command')}` ({own.get('date')}, commit "
                 f"{m.get('commit')}, load average {m.get('loadavg_start', 0):.1f} at the start "
