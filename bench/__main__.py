@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also the connection counts of python -m bench.scale --all (about 20 minutes)",
     )
     parser.add_argument(
+        "--scale-args",
+        default="",
+        metavar="ARGS",
+        help="options for bench.scale under --with-scale, e.g. '--n-a 2000 --n-b 3000'",
+    )
+    parser.add_argument(
         "--ns",
         default=None,
         help="comma-separated N values (overrides the mode's); 'none' for no fan-out runs",
@@ -154,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         result["history"] = collect(plan.mode, command.strip())
     if args.with_scale:
         log("bench: connection counts (python -m bench.scale --all)")
-        result["scale"] = scale.measure(scale.options().parse_args(["--all"]), command.strip(), log)
+        result["scale"] = scale.measure(
+            scale.options().parse_args(["--all", *shlex.split(args.scale_args)]),
+            command.strip(),
+            log,
+        )
     result["command"] = command.strip()
     result["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     result["machine"] = machine

@@ -60,7 +60,7 @@ def section(result: dict[str, Any]) -> str:
         s = b.get("storm", {})
         own = b.get("run")  # part B run on its own, after part A's run above
         if own:
-            m = own.get("machine", {})
+            m = own.get("machine", own)  # see scale.run_note
             lines += [
                 f"Part B below: `{own.get('command')}` ({own.get('date')}, commit "
                 f"{m.get('commit')}, load average {m.get('loadavg_start', 0):.1f} at the start "
@@ -223,9 +223,12 @@ def _storm(b: dict[str, Any], s: dict[str, Any]) -> str:
             f"within the {_num(s.get('limit_s'))} s limit**: "
             f"{_num(s.get('back'))} clients got their handshake answered (the last at "
             f"{_num(s.get('seconds_until_last_client_back'), 1)} s), and at the end the "
-            f"workers had registered {_num(s.get('connections_at_end'))} (the others were "
-            "still waiting for their registration). "
+            f"workers had registered {_num(s.get('connections_at_end'))}"
         )
+        sockets = s.get("server_sockets_at_end")
+        if sockets and None not in sockets:
+            text += f" and held {_num(sum(sockets))} TCP connections on their side"
+        text += ". "
     refused = s.get("rejected_at_capacity_by_servers")
     text += (
         f"Refused at `WS_MAX_CONNECTIONS`: **{_num(refused)}** (the workers' count)"

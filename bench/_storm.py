@@ -169,3 +169,21 @@ class Storm:
             "delay_max_s": delays[-1] if delays else None,
             "pending": len(self.tasks),
         }
+
+
+def task_census(limit: int = 12) -> dict[str, int]:
+    """Where this process's tasks wait: how many wait at each chain of coroutine frames
+    (outermost first), the ``limit`` most common. A server's census after a storm shows
+    what its unfinished handshakes are waiting for."""
+    places: Counter[str] = Counter()
+    for task in asyncio.all_tasks():
+        chain: list[str] = []
+        coro: Any = task.get_coro()
+        while coro is not None and len(chain) < 12:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is None:
+                break
+            chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        places[" > ".join(chain[-6:])] += 1
+    return dict(places.most_common(limit))

@@ -29,6 +29,24 @@ from ._wire import handshake
 MAX_DRAIN_BYTES = 64 << 20
 
 
+async def _dial(port: int, source: str | None) -> socket.socket:
+    """A socket connected to the loopback ``port`` from ``source``. The port is picked at
+    connect, not at bind (``IP_BIND_ADDRESS_NO_PORT``): a bind to port 0 searches the
+    ports in use, which costs a loader holding tens of thousands of sockets most of its
+    CPU in a reconnect storm."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if source is not None:
+            sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24), 1)
+            sock.bind((source, 0))
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Generator:
     """The process: its clients, the stalled socket, and the command handlers."""
 
@@ -46,10 +64,9 @@ class Generator:
         ready: asyncio.Future[bool] = loop.create_future()
         client = Client(self.phase, handshake(port, path, token), ready)
         client.target = (port, source or "", token)
-        local = None if source is None else (source, 0)
         try:
             async with asyncio.timeout(limit_s):
-                await loop.create_connection(lambda: client, "127.0.0.1", port, local_addr=local)
+                await loop.create_connection(lambda: client, sock=await _dial(port, source))
                 await ready
         except (OSError, TimeoutError):
             pass

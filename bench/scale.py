@@ -33,6 +33,7 @@ import json
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -329,6 +330,8 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
             break
     all_back_s = time.time() - t0
     server_stats = [w.request("stats", timeout=POLL_S) for w in workers]
+    tasks = [w.request("tasks", timeout=POLL_S)["tasks"] for w in workers]
+    sockets = [_established(int(w.hello["port"])) for w in workers]
     attempts: dict[str, int] = {}
     for s in statuses:
         for k, v in s["attempts"].items():
@@ -367,6 +370,8 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
         "live_clients": sum(s["live"] for s in statuses),
         "lost_codes": [s["lost_codes"] for s in statuses],
         "server_stats": server_stats,
+        "server_tasks_at_end": tasks,
+        "server_sockets_at_end": sockets,
         "timeline": timeline,
         "handshakes_per_s_per_worker": _rates(timeline),
     }
@@ -378,6 +383,21 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
         f"failed attempts {out['failed_attempts']}"
     )
     return out
+
+
+def _established(port: int) -> int | None:
+    """TCP connections established on the worker's side of ``port`` (``ss``), if known."""
+    try:
+        out = subprocess.run(
+            ["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sum(1 for line in out.splitlines() if line.strip())
 
 
 def _rates(timeline: list[list[float]]) -> list[float]:

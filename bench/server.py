@@ -40,6 +40,7 @@ from typing import Any
 
 from fastapi import FastAPI, WebSocket
 
+from ._storm import task_census
 from ._wire import ENVELOPE_BYTES, SEQ_BASE, body, frame_text
 from .loadgen import raise_fd_limit, reply
 
@@ -550,6 +551,8 @@ async def command_loop(target: Target) -> None:
                 )
             elif op == "stalled_status":
                 result = await target.stalled_status()
+            elif op == "tasks":  # where the tasks wait (see bench._storm.task_census)
+                result = {"tasks": task_census()}
             elif op == "internals" and isinstance(target, Tempest):
                 result = target.internals()
             elif op == "tracemalloc":

@@ -4,9 +4,10 @@ A *session* opens the pub/sub connection(s) — one to the server, or one per pr
 Redis Cluster, where channels are sharded (``SSUBSCRIBE``) — subscribes every wanted
 channel, proves the subscriptions active with a ``PING`` barrier (Redis answers in
 order), and then runs three tasks: a reader per connection, one writer that sends
-subscribe/unsubscribe commands in call order, and a watchdog that probes a silent
-connection with ``PING`` every ``health_check_interval`` and declares it half-open when no
-``PONG`` comes back within ``timeout``.
+subscribe/unsubscribe commands in call order (a run of one kind as one command, on plain
+pub/sub), and a watchdog that probes a silent connection with ``PING`` every
+``health_check_interval`` and declares it half-open when no ``PONG`` comes back within
+``timeout``.
 
 Any failure — server gone, ``CLIENT KILL TYPE pubsub``, a half-open socket, slots moved
 to another node — ends the session: every connection is closed and, after a capped
@@ -50,6 +51,7 @@ class LinkLost(ConnectionError):
 
 
 _EXPECTED = (RedisError, OSError, TimeoutError)
+_MAX_RUN = 512  # channels in one SUBSCRIBE or UNSUBSCRIBE sent by the writer
 
 
 def describe(exc: BaseException) -> str:
@@ -243,8 +245,8 @@ class PubSubLink:
         self._unsubscribing.clear()
         for shard in session.shards.values():
             session.tasks.append(asyncio.create_task(self._read(shard)))
-        for channel in sorted(self.wanted):
-            await self._send(session, True, channel)
+        for start in range(0, len(wanted := sorted(self.wanted)), _MAX_RUN):
+            await self._send(session, True, wanted[start : start + _MAX_RUN])
         async with asyncio.timeout(self._timeout * 2):
             await self._barrier(session)
         session.up = self.connected = True
@@ -297,14 +299,14 @@ class PubSubLink:
             raise LinkLost(f"cluster topology changed (no connection to {node})")
         return shard
 
-    async def _send(self, session: _Session, subscribe: bool, channel: str) -> None:
-        full = self._prefix + channel
-        pubsub = self._shard_for(session, full).pubsub
-        if subscribe:
-            await (pubsub.ssubscribe(full) if self._sharded else pubsub.subscribe(full))
-        else:
-            self._unsubscribing[channel] += 1
-            await (pubsub.sunsubscribe(full) if self._sharded else pubsub.unsubscribe(full))
+    async def _send(self, session: _Session, subscribe: bool, channels: list[str]) -> None:
+        """One command for all ``channels``; one each if sharded (one hash slot each)."""
+        if not subscribe:
+            self._unsubscribing.update(channels)
+        for part in [[c] for c in channels] if self._sharded else [channels]:
+            full = [self._prefix + channel for channel in part]
+            verb = ("s" if self._sharded else "") + ("subscribe" if subscribe else "unsubscribe")
+            await getattr(self._shard_for(session, full[0]).pubsub, verb)(*full)
 
     async def _barrier(self, session: _Session) -> None:
         """PING every connection; the PONGs prove every earlier SUBSCRIBE is active."""
@@ -373,9 +375,13 @@ class PubSubLink:
             lost_cancellation()
             await self._has_commands.wait()
             self._has_commands.clear()
-            while self._commands:
-                subscribe, channel = self._commands.popleft()
-                await self._send(session, subscribe, channel)
+            commands = self._commands
+            while commands:
+                subscribe, channel = commands.popleft()
+                run = [channel]  # the run of one kind at the head, in order
+                while commands and commands[0][0] == subscribe and len(run) < _MAX_RUN:
+                    run.append(commands.popleft()[1])
+                await self._send(session, subscribe, run)
 
     async def _watch(self, session: _Session) -> None:
         tick = min(self._interval, self._timeout) / 4

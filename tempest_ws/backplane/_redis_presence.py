@@ -12,7 +12,10 @@ plus the topic presence keys of [`_redis_topics`][tempest_ws.backplane._redis_to
 ``online_users`` and ``is_online`` read the sets of the live nodes (each node keeps its
 own set from what it actually holds). ``join`` runs one Lua script on the user's key:
 drop members of nodes known dead, add the newcomer, remove and return the oldest past the
-cap (never the newcomer). Joins and leaves are applied by one task, in call order.
+cap (never the newcomer). Joins and leaves are applied by one task, in call order, a
+run of up to ``MAX_BATCH`` of them per pipeline (one round trip), so a node that lost
+thousands of connections at once removes them in a few dozen round trips and the
+newcomers queued behind them are not held for thousands.
 
 Each node refreshes its heartbeat every third of the TTL; a node silent for longer is
 dead: its members stop counting at once and the first live node to notice scrubs them
@@ -41,7 +44,7 @@ from tempest_ws.backplane._serial_ops import SerialOps
 from tempest_ws.backplane.base import Member
 from tempest_ws.exceptions import BackplaneError
 
-__all__ = ["RedisPresence"]
+__all__ = ["MAX_BATCH", "RedisPresence"]
 
 logger = logging.getLogger("tempest_ws.backplane")
 
@@ -93,6 +96,9 @@ return 0
 
 _ERRORS = (RedisError, OSError, TimeoutError)
 
+MAX_BATCH = 256
+"""Joins and leaves sent in one pipeline, at most (each is one or two commands)."""
+
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -122,6 +128,8 @@ class RedisPresence:
             errors=_ERRORS,
             apply=self._apply,
             failed=self._failed,
+            batchable=lambda op: op[0] != "announce",
+            max_batch=MAX_BATCH,
             stop_timeout=stop_timeout,
         )
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -255,31 +263,39 @@ class RedisPresence:
             raise BackplaneError("redis backplane is not started")
         return self._client
 
-    async def _apply(self, op: tuple[Any, ...]) -> None:
-        client = self._require()
-        kind = op[0]
-        if kind == "join":
-            _, user, connection_id, score, limit, done = op
-            raw = await client.eval(
-                _JOIN,
-                1,
-                self._key("presence", user),
-                self._member(connection_id),
-                score,
-                limit,
-                ",".join(sorted(self._dead)),
-            )
-            await client.sadd(self._key("nodeusers", self._node), user)
-            evicted = [Member(*_text(m).split("/", 1)) for m in raw]
-            if not done.done():
-                done.set_result(evicted)
-        elif kind == "leave":
-            _, user, connection_id, last = op
-            await client.zrem(self._key("presence", user), self._member(connection_id))
-            if last:
-                await client.srem(self._key("nodeusers", self._node), user)
-        else:
+    async def _apply(self, run: list[tuple[Any, ...]]) -> None:
+        """Apply a run of joins and leaves as one pipeline, in order (or announce).
+
+        A command Redis refuses fails its own op only (``_failed``); the rest of the run
+        is applied. A failure of the whole pipeline (link, timeout) is raised, and the
+        worker fails every op of the run."""
+        if run[0][0] == "announce":
             await self._announce()
+            return
+        client = self._require()
+        nodeusers = self._key("nodeusers", self._node)
+        dead = ",".join(sorted(self._dead))
+        pipe = client.pipeline(transaction=False)
+        for op in run:
+            if op[0] == "join":
+                _, user, connection_id, score, limit, _ = op
+                member = self._member(connection_id)
+                pipe.eval(_JOIN, 1, self._key("presence", user), member, score, limit, dead)
+                pipe.sadd(nodeusers, user)
+            else:
+                _, user, connection_id, last = op
+                pipe.zrem(self._key("presence", user), self._member(connection_id))
+                if last:
+                    pipe.srem(nodeusers, user)
+        replies = iter(await pipe.execute(raise_on_error=False))
+        for op in run:
+            sent = 2 if op[0] == "join" or op[-1] else 1  # a leave of not the last: ZREM
+            outcome = [next(replies) for _ in range(sent)]
+            error = next((r for r in outcome if isinstance(r, Exception)), None)
+            if error is not None:
+                self._failed(op, error)
+            elif op[0] == "join" and not op[-1].done():
+                op[-1].set_result([Member(*_text(m).split("/", 1)) for m in outcome[0]])
 
     def _failed(self, op: tuple[Any, ...], exc: BaseException) -> None:
         self._dirty = True
@@ -357,8 +373,11 @@ class RedisPresence:
         client = self._require()
         await self._topics.remove_node(node, notify=notify)
         nodeusers = self._key("nodeusers", node)
-        users = await client.smembers(nodeusers)
-        for user in users:
-            await client.eval(_SCRUB, 1, self._key("presence", _text(user)), node)
+        users = list(await client.smembers(nodeusers))
+        for start in range(0, len(users), MAX_BATCH):  # a pipeline per batch of users
+            pipe = client.pipeline(transaction=False)
+            for user in users[start : start + MAX_BATCH]:
+                pipe.eval(_SCRUB, 1, self._key("presence", _text(user)), node)
+            await pipe.execute()
         await client.delete(nodeusers)
         await client.zrem(self._key("nodes", "all"), node)

@@ -119,7 +119,7 @@ class RedisTopicPresence:
             name="tempest_ws topic presence",
             timeout=timeout,
             errors=_ERRORS,
-            apply=self._apply_op,
+            apply=lambda run: self._apply_op(run[0]),  # one op per run
             failed=lambda op, exc: self._failed(*op, exc),
             before=self._track,
             stop_timeout=stop_timeout,
