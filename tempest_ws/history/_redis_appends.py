@@ -33,6 +33,7 @@ __all__ = [
     "describe",
     "pipelined",
     "position_of",
+    "positions",
     "runs",
 ]
 
@@ -106,6 +107,14 @@ def appended(raw: Any) -> Position:
     return Position(int(offset), epoch)
 
 
+def positions(raw: Any, count: int) -> list[Position]:
+    """The positions of ``count`` appends of one script call, from its answer."""
+    first = appended(raw)
+    if count == 1:
+        return [first]
+    return [Position(first.offset + i, first.epoch) for i in range(count)]
+
+
 class AppendQueue:
     """Appends waiting for Redis, sent in call order by one task.
 
@@ -133,11 +142,14 @@ class AppendQueue:
         self._flusher: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
 
-    async def submit(self, keys: tuple[bytes, bytes], args: list[bytes]) -> Position:
-        """Queue one append; return its position once its batch was answered.
+    def submit(self, keys: tuple[bytes, bytes], args: list[bytes]) -> asyncio.Future[Position]:
+        """Queue one append; return the future of its position, set once its batch was
+        answered (a plain call, not a coroutine: the caller awaits the future itself;
+        cancelling that wait before the batch is sent drops the append).
 
         Raises:
-            BackplaneError: ``max_pending`` appends already waiting, or the batch failed.
+            BackplaneError: ``max_pending`` appends already waiting (at once); the future
+                gets the `BackplaneError` of a batch that failed.
         """
         pending = self._pending
         if len(pending) >= self.max_pending:
@@ -151,7 +163,7 @@ class AppendQueue:
             self._flusher = loop.create_task(self._flush(), name="tempest_ws history appends")
         elif self._wake is not None:
             self._wake.set()
-        return await done
+        return done
 
     async def _flush(self) -> None:
         pending = self._pending
@@ -171,10 +183,17 @@ class AppendQueue:
 
     async def _send_next(self) -> None:
         pending = self._pending
-        count = min(len(pending), MAX_BATCH)
-        batch = [item for item in (pending.popleft() for _ in range(count)) if not item[2].done()]
-        if not batch:
-            return
+        if len(pending) == 1:  # a sequential publisher's case
+            batch = [pending.popleft()]
+            if batch[0][2].done():
+                return
+        else:
+            count = min(len(pending), MAX_BATCH)
+            batch = [
+                item for item in (pending.popleft() for _ in range(count)) if not item[2].done()
+            ]
+            if not batch:
+                return
         self._batch = batch
         try:
             async with asyncio.timeout(self.timeout):
