@@ -31,7 +31,6 @@ __all__ = [
     "Run",
     "appended",
     "describe",
-    "pipelined",
     "position_of",
     "positions",
     "runs",
@@ -66,27 +65,6 @@ def runs(batch: list[Append]) -> list[Run]:
             out.append((keys, list(fields), 1))
             last_keys, width = keys, len(fields)
     return out
-
-
-async def pipelined(
-    client: Any, script: str, sha: bytes, calls: list[Run], missing: type[Exception]
-) -> list[Any]:
-    """``EVALSHA`` of ``script`` once per call, in one pipeline; one reply (or error)
-    per call. Calls the server refused as ``missing`` (its script cache was emptied:
-    they did not run) are sent again, in order, after loading the script."""
-    pipe = client.pipeline(transaction=False)
-    for keys, args, _ in calls:
-        pipe.execute_command("EVALSHA", sha, 2, *keys, *args)
-    replies = list(await pipe.execute(raise_on_error=False))
-    again = [i for i, reply in enumerate(replies) if isinstance(reply, missing)]
-    if again:
-        await client.script_load(script)
-        pipe = client.pipeline(transaction=False)
-        for i in again:
-            pipe.execute_command("EVALSHA", sha, 2, *calls[i][0], *calls[i][1])
-        for i, reply in zip(again, await pipe.execute(raise_on_error=False), strict=True):
-            replies[i] = reply
-    return replies
 
 
 def describe(exc: BaseException) -> str:

@@ -49,7 +49,7 @@ import logging
 import math
 import secrets
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from tempest_ws._bounded import STOP_TIMEOUT, bounded
 from tempest_ws.exceptions import BackplaneError, ConfigurationError, MissingDependencyError
@@ -60,7 +60,7 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import NoScriptError, RedisError, ResponseError
+    from redis.exceptions import NoScriptError, RedisError
 except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("redis", "redis") from None
 
@@ -70,11 +70,11 @@ from tempest_ws.history._redis_appends import (
     AppendQueue,
     appended,
     describe,
-    pipelined,
     position_of,
     positions,
     runs,
 )
+from tempest_ws.history._redis_calls import ScriptCalls
 from tempest_ws.history._redis_joint import joint
 from tempest_ws.history._redis_scripts import APPEND, READ, SHA
 from tempest_ws.history.base import (
@@ -150,6 +150,7 @@ class RedisHistory:
         self._initializing = asyncio.Lock()
         self._initialized = False
         self.max_pending = max_pending
+        self._calls = ScriptCalls(APPEND, _APPEND_SHA)
         self._appends = AppendQueue(
             self._send, timeout=timeout, max_pending=max_pending, errors=_ERRORS
         )
@@ -338,15 +339,8 @@ class RedisHistory:
                 (keys, [self._constants, _WIDTHS[len(args) // count], *args], count)
                 for keys, args, count in runs(batch)
             ]
-        replies: list[Any]
-        if len(calls) == 1:
-            keys, args, _ = calls[0]
-            try:
-                replies = [await self._script(APPEND, keys, args)]
-            except ResponseError as exc:  # the script failed on Redis: this call only
-                replies = [exc]
-        else:
-            replies = await pipelined(self._require(), APPEND, _APPEND_SHA, calls, NoScriptError)
+        client = cast(Redis, self._require())  # appends are queued on standalone Redis only
+        replies = await self._calls.call(client, [(keys, args) for keys, args, _ in calls])
         out: list[Position | Exception] = []
         for (_, _, count), reply in zip(calls, replies, strict=True):
             out += [reply] * count if isinstance(reply, Exception) else positions(reply, count)
@@ -392,6 +386,7 @@ class RedisHistory:
         opens a new one. Each step gets ``STOP_TIMEOUT`` seconds (then it is abandoned,
         logged on ``tempest_ws.shutdown``)."""
         await self._appends.aclose(BackplaneError("redis history closed"))
+        self._calls.forget()
         client, self._client = self._client, None
         self._initialized = False
         if client is not None:
