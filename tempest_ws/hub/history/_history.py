@@ -101,6 +101,9 @@ class HubHistory:
         self.broadcast = self.publisher.broadcast
         """[`Publisher.broadcast()`][tempest_ws.hub.history._publish.Publisher.broadcast]
         (bound here: one coroutine less per publish)."""
+        self.broadcast_now = self.publisher.broadcast_now
+        """[`Publisher.broadcast_now()`][tempest_ws.hub.history._publish.Publisher.broadcast_now]:
+        the same without a coroutine when nothing would wait, else ``None``."""
 
     def stats(self) -> HistoryStats:
         """The counters as a `HistoryStats` (no I/O; one step per followed topic)."""

@@ -65,6 +65,24 @@ class Publisher:
         self._sequencing = sequencing
         self._topics = topics
 
+    def broadcast_now(
+        self, topic: str, frame: str, exclude: frozenset[str], exclude_users: frozenset[str]
+    ) -> int | None:
+        """`broadcast()` without a coroutine, when nothing in it would wait: the store
+        appends without awaiting (``append_now``) and no other node listens to the
+        topic's channel (no packet to publish, as on a lone in-memory hub). Returns
+        ``None``, having done nothing, otherwise."""
+        append_now = self.append_now
+        if append_now is None or self._node.reaches_others(topic_channel(topic)):
+            return None
+        position = append_now(topic, frame)
+        self.appended += 1
+        state = self._topics.get(topic)
+        stamped = (
+            stamp_frame(frame, topic, position) if state is None else state.stamp(frame, position)
+        )
+        return self._sequencing.arrive(topic, position, stamped, exclude, exclude_users)
+
     async def broadcast(
         self,
         topic: str,
