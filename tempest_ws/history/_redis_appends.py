@@ -31,8 +31,8 @@ __all__ = [
     "Run",
     "appended",
     "describe",
-    "pipelined",
     "position_of",
+    "positions",
     "runs",
 ]
 
@@ -67,27 +67,6 @@ def runs(batch: list[Append]) -> list[Run]:
     return out
 
 
-async def pipelined(
-    client: Any, script: str, sha: bytes, calls: list[Run], missing: type[Exception]
-) -> list[Any]:
-    """``EVALSHA`` of ``script`` once per call, in one pipeline; one reply (or error)
-    per call. Calls the server refused as ``missing`` (its script cache was emptied:
-    they did not run) are sent again, in order, after loading the script."""
-    pipe = client.pipeline(transaction=False)
-    for keys, args, _ in calls:
-        pipe.execute_command("EVALSHA", sha, 2, *keys, *args)
-    replies = list(await pipe.execute(raise_on_error=False))
-    again = [i for i, reply in enumerate(replies) if isinstance(reply, missing)]
-    if again:
-        await client.script_load(script)
-        pipe = client.pipeline(transaction=False)
-        for i in again:
-            pipe.execute_command("EVALSHA", sha, 2, *calls[i][0], *calls[i][1])
-        for i, reply in zip(again, await pipe.execute(raise_on_error=False), strict=True):
-            replies[i] = reply
-    return replies
-
-
 def describe(exc: BaseException) -> str:
     """``Type: message`` of an exception, for logs and error messages."""
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -104,6 +83,14 @@ def appended(raw: Any) -> Position:
     text = raw.decode() if isinstance(raw, bytes) else str(raw)
     epoch, _, offset = text.rpartition(" ")
     return Position(int(offset), epoch)
+
+
+def positions(raw: Any, count: int) -> list[Position]:
+    """The positions of ``count`` appends of one script call, from its answer."""
+    first = appended(raw)
+    if count == 1:
+        return [first]
+    return [Position(first.offset + i, first.epoch) for i in range(count)]
 
 
 class AppendQueue:
@@ -133,11 +120,14 @@ class AppendQueue:
         self._flusher: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
 
-    async def submit(self, keys: tuple[bytes, bytes], args: list[bytes]) -> Position:
-        """Queue one append; return its position once its batch was answered.
+    def submit(self, keys: tuple[bytes, bytes], args: list[bytes]) -> asyncio.Future[Position]:
+        """Queue one append; return the future of its position, set once its batch was
+        answered (a plain call, not a coroutine: the caller awaits the future itself;
+        cancelling that wait before the batch is sent drops the append).
 
         Raises:
-            BackplaneError: ``max_pending`` appends already waiting, or the batch failed.
+            BackplaneError: ``max_pending`` appends already waiting (at once); the future
+                gets the `BackplaneError` of a batch that failed.
         """
         pending = self._pending
         if len(pending) >= self.max_pending:
@@ -151,7 +141,7 @@ class AppendQueue:
             self._flusher = loop.create_task(self._flush(), name="tempest_ws history appends")
         elif self._wake is not None:
             self._wake.set()
-        return await done
+        return done
 
     async def _flush(self) -> None:
         pending = self._pending
@@ -171,10 +161,17 @@ class AppendQueue:
 
     async def _send_next(self) -> None:
         pending = self._pending
-        count = min(len(pending), MAX_BATCH)
-        batch = [item for item in (pending.popleft() for _ in range(count)) if not item[2].done()]
-        if not batch:
-            return
+        if len(pending) == 1:  # a sequential publisher's case
+            batch = [pending.popleft()]
+            if batch[0][2].done():
+                return
+        else:
+            count = min(len(pending), MAX_BATCH)
+            batch = [
+                item for item in (pending.popleft() for _ in range(count)) if not item[2].done()
+            ]
+            if not batch:
+                return
         self._batch = batch
         try:
             async with asyncio.timeout(self.timeout):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -93,10 +94,11 @@ class AppendPublish(Protocol):
     `positioned_head()` makes it) completed with the
     new position, and ``frame`` stamped with it. Returns the position. Raises
     [`BackplaneError`][tempest_ws.exceptions.BackplaneError] as ``HistoryStore.append`` does.
+    An ``async def`` does; so does a plain function returning an awaitable (a future).
     """
 
-    async def __call__(self, topic: str, frame: str, channel: str, head: str) -> Position:
-        """Append and publish; return the position."""
+    def __call__(self, topic: str, frame: str, channel: str, head: str) -> Awaitable[Position]:
+        """Append and publish; the awaitable gives the position."""
         ...
 
 

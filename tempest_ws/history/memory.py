@@ -58,6 +58,8 @@ class MemoryHistory:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy or HistoryPolicy()
+        self._max_age = self.policy.max_age
+        self._max_messages = self.policy.max_messages
         self._clock = clock
         self._rings: OrderedDict[str, _Ring] = OrderedDict()  # least recently used first
         self._epoch_us = 0
@@ -82,11 +84,15 @@ class MemoryHistory:
             ring.touched = now
             rings.move_to_end(topic)
         entries = ring.entries
-        if entries and entries[0][0] < now - self.policy.max_age:
-            cutoff = now - self.policy.max_age
-            while entries and entries[0][0] < cutoff:
-                entries.popleft()
+        if entries and entries[0][0] < now - self._max_age:
+            self._expire(entries, now)
         return ring
+
+    def _expire(self, entries: deque[tuple[float, int, str]], now: float) -> None:
+        """Drop the entries older than ``max_age`` (the oldest are first)."""
+        cutoff = now - self._max_age
+        while entries and entries[0][0] < cutoff:
+            entries.popleft()
 
     def _forget_lapsed(self, now: float) -> None:
         """Drop the rings quiet for longer than ``meta_ttl`` (least recently used first,
@@ -101,19 +107,38 @@ class MemoryHistory:
             rings.popitem(last=False)
         self._lapse_at = math.inf
 
-    async def append(self, topic: str, frame: str) -> Position:
-        """Store ``frame`` as ``topic``'s next message; drop the oldest past the bounds."""
-        check_topic(topic)
+    def append_now(self, topic: str, frame: str) -> Position:
+        """`append()` without a coroutine: the hub's publishing path calls this (the
+        store awaits nothing). O(1): the frame is stored as given, next to its time
+        and offset; the oldest message goes once past ``max_messages``.
+
+        Raises:
+            ValueError: ``topic`` is empty or longer than 256 characters.
+            TypeError: ``frame`` is not a ``str``.
+        """
         if not isinstance(frame, str):
             raise TypeError("frame must be a str")
         now = self._clock()
-        ring = self._ring(topic, now)
+        ring = self._rings.get(topic)
+        if ring is None or now >= self._lapse_at:
+            check_topic(topic)  # a topic with a ring was checked when it got it
+            ring = self._ring(topic, now)
+        else:  # _ring(), inlined for the common case: a ring in use
+            ring.touched = now
+            self._rings.move_to_end(topic)
+            entries = ring.entries
+            if entries and entries[0][0] < now - self._max_age:
+                self._expire(entries, now)
         ring.offset = offset = ring.offset + 1
         entries = ring.entries
         entries.append((now, offset, frame))  # an Entry is made only when read
-        if len(entries) > self.policy.max_messages:
+        if len(entries) > self._max_messages:
             entries.popleft()
         return Position(offset, ring.epoch)
+
+    async def append(self, topic: str, frame: str) -> Position:
+        """Store ``frame`` as ``topic``'s next message; drop the oldest past the bounds."""
+        return self.append_now(topic, frame)
 
     async def since(self, topic: str, offset: int, epoch: str, *, limit: int) -> Recovery:
         """What ``topic`` got after ``Position(offset, epoch)``: all of it, or nothing

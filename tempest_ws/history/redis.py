@@ -49,7 +49,7 @@ import logging
 import math
 import secrets
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from tempest_ws._bounded import STOP_TIMEOUT, bounded
 from tempest_ws.exceptions import BackplaneError, ConfigurationError, MissingDependencyError
@@ -60,7 +60,7 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import NoScriptError, RedisError, ResponseError
+    from redis.exceptions import NoScriptError, RedisError
 except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("redis", "redis") from None
 
@@ -70,10 +70,12 @@ from tempest_ws.history._redis_appends import (
     AppendQueue,
     appended,
     describe,
-    pipelined,
     position_of,
+    positions,
     runs,
 )
+from tempest_ws.history._redis_calls import ScriptCalls
+from tempest_ws.history._redis_joint import joint
 from tempest_ws.history._redis_scripts import APPEND, READ, SHA
 from tempest_ws.history.base import (
     AppendPublish,
@@ -148,6 +150,7 @@ class RedisHistory:
         self._initializing = asyncio.Lock()
         self._initialized = False
         self.max_pending = max_pending
+        self._calls = ScriptCalls(APPEND, _APPEND_SHA)
         self._appends = AppendQueue(
             self._send, timeout=timeout, max_pending=max_pending, errors=_ERRORS
         )
@@ -220,9 +223,9 @@ class RedisHistory:
                     await client.initialize()
                     self._initialized = True
         try:
-            return await client.evalsha(SHA[script], 2, *keys, *args)
+            return await client.execute_command("EVALSHA", SHA[script], 2, *keys, *args)
         except NoScriptError:  # first use on this server, or it restarted
-            return await client.eval(script, 2, *keys, *args)
+            return await client.execute_command("EVAL", script, 2, *keys, *args)
 
     async def _run(
         self, what: str, script: str, topic: str, args: Sequence[str | bytes], *, retry: bool
@@ -308,12 +311,7 @@ class RedisHistory:
             or backplane.url != self.url
         ):
             return None
-        redis_channel = backplane.redis_channel
-
-        async def append_publish(topic: str, frame: str, channel: str, head: str) -> Position:
-            return await self.append_publish(topic, frame, redis_channel(channel), head)
-
-        return append_publish
+        return joint(self._appends.submit, self._keys, backplane.redis_channel, self.append_publish)
 
     async def _append(self, topic: str, frame: str, publish: tuple[bytes, ...]) -> Position:
         check_topic(topic)
@@ -324,32 +322,28 @@ class RedisHistory:
             args = [self._constants, _WIDTHS[len(fields)], *fields]
             return appended(await self._run("append", APPEND, topic, args, retry=False))
         # Arguments go as bytes: the client packs them without encoding each again.
+        return await self._appends.submit(self._keys(topic), fields)
+
+    def _keys(self, topic: str) -> tuple[bytes, bytes]:
         base = f"{self.prefix}:history:{{t:{topic}}}".encode()
-        return await self._appends.submit((base + b":m", base + b":s"), fields)
+        return base + b":m", base + b":s"
 
     async def _send(self, batch: list[Append]) -> list[Position | Exception]:
         """One script call per run of appends to one topic, pipelined; one position (or
         the error of its call) per append."""
-        calls = [
-            (keys, [self._constants, _WIDTHS[len(args) // count], *args], count)
-            for keys, args, count in runs(batch)
-        ]
-        replies: list[Any]
-        if len(calls) == 1:
-            keys, args, _ = calls[0]
-            try:
-                replies = [await self._script(APPEND, keys, args)]
-            except ResponseError as exc:  # the script failed on Redis: this call only
-                replies = [exc]
+        if len(batch) == 1:  # a sequential publisher's case: no runs to cut
+            keys, fields, _ = batch[0]
+            calls = [(keys, [self._constants, _WIDTHS[len(fields)], *fields], 1)]
         else:
-            replies = await pipelined(self._require(), APPEND, _APPEND_SHA, calls, NoScriptError)
+            calls = [
+                (keys, [self._constants, _WIDTHS[len(args) // count], *args], count)
+                for keys, args, count in runs(batch)
+            ]
+        client = cast(Redis, self._require())  # appends are queued on standalone Redis only
+        replies = await self._calls.call(client, [(keys, args) for keys, args, _ in calls])
         out: list[Position | Exception] = []
         for (_, _, count), reply in zip(calls, replies, strict=True):
-            if isinstance(reply, Exception):
-                out += [reply] * count
-            else:
-                first = appended(reply)
-                out += [Position(first.offset + i, first.epoch) for i in range(count)]
+            out += [reply] * count if isinstance(reply, Exception) else positions(reply, count)
         return out
 
     async def since(self, topic: str, offset: int, epoch: str, *, limit: int) -> Recovery:
@@ -392,6 +386,7 @@ class RedisHistory:
         opens a new one. Each step gets ``STOP_TIMEOUT`` seconds (then it is abandoned,
         logged on ``tempest_ws.shutdown``)."""
         await self._appends.aclose(BackplaneError("redis history closed"))
+        self._calls.forget()
         client, self._client = self._client, None
         self._initialized = False
         if client is not None:

@@ -52,10 +52,12 @@ __all__ = [
     "TOPIC_KEY",
     "StampedEnvelope",
     "Stamper",
+    "is_compact",
     "position_of",
     "recovery_envelope",
     "requested_position",
     "stamp_frame",
+    "stamp_middle",
     "stamp_parts",
 ]
 
@@ -65,6 +67,22 @@ def _json_string(text: str) -> str:
     if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
         return f'"{text}"'
     return json.dumps(text, ensure_ascii=False)
+
+
+def stamp_middle(topic: str) -> str:
+    """What `stamp_frame()` puts between a compact frame's last value and the offset:
+    ``,"topic":"<topic>","offset":`` (see `stamp_parts()`)."""
+    return f',"{TOPIC_KEY}":{_json_string(topic)},"{OFFSET_KEY}":'
+
+
+def is_compact(frame: str) -> bool:
+    """Whether `stamp_parts()` cuts ``frame`` simply: only its closing brace, then a
+    comma (a non-empty JSON object without whitespace before its end, as
+    [`encode_envelope()`][tempest_ws.wire.envelope.encode_envelope] makes them)."""
+    if frame[:1] != "{" or frame[-1:] != "}":
+        return False
+    last = frame[-2]
+    return last != "{" and not last.isspace()
 
 
 def stamp_parts(frame: str, topic: str) -> tuple[int, str]:
@@ -115,7 +133,7 @@ class Stamper:
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
-        self._middle = f',"{TOPIC_KEY}":{_json_string(topic)},"{OFFSET_KEY}":'
+        self._middle = stamp_middle(topic)
         self._epoch = ""
         self._tail = f',"{EPOCH_KEY}":""}}'
 

@@ -97,7 +97,9 @@ class Delivery:
         history = self._history
         budget = self._budget
         if history is not None and topic is not None and not ephemeral and history.keeps(topic):
-            delivered = await history.broadcast(topic, frame, skip_ids, skip_users, trace)
+            delivered = history.broadcast_now(topic, frame, skip_ids, skip_users)
+            if delivered is None:
+                delivered = await history.broadcast(topic, frame, skip_ids, skip_users, trace)
             if budget.pressure:
                 await budget.relieve()
             return delivered

@@ -65,8 +65,13 @@ def history_spec(
 def build_history(spec: HistorySpec, node: Node, queue_size: int) -> HubHistory:
     """The hub's history over ``node`` (the node, built first, reaches its ``on_packet``
     through its ``sequenced`` callback), with the store's one-round-trip append and
-    publish when it offers one for the node's backplane."""
-    joined_with = getattr(spec.store, "joined_with", None)  # an optional store capability
+    publish when it offers one for the node's backplane, and a ``MemoryHistory``'s
+    ``append_now`` (unless a subclass changed ``append``)."""
+    store = spec.store
+    joined_with = getattr(store, "joined_with", None)  # an optional store capability
+    append_now = None
+    if isinstance(store, MemoryHistory) and type(store).append is MemoryHistory.append:
+        append_now = store.append_now
     return HubHistory(
         spec.store,
         spec.policy,
@@ -75,4 +80,5 @@ def build_history(spec: HistorySpec, node: Node, queue_size: int) -> HubHistory:
         gap_timeout=spec.gap_timeout,
         queue_size=queue_size,
         append_publish=None if joined_with is None else joined_with(node.backplane),
+        append_now=append_now,
     )

@@ -57,6 +57,8 @@ class HubHistory:
         append_publish: the store's one-round-trip append and publish for the node's
             backplane ([`joined_with()`][tempest_ws.history.RedisHistory.joined_with]), if it
             offers one; else a publish appends, then publishes.
+        append_now: the store's append without a coroutine, if its appends await
+            nothing (``MemoryHistory.append_now``).
         clock: monotonic seconds (the gap timer).
     """
 
@@ -70,6 +72,7 @@ class HubHistory:
         gap_timeout: float = 1.0,
         queue_size: int = 1024,
         append_publish: AppendPublish | None = None,
+        append_now: Callable[[str, str], Position] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -92,10 +95,15 @@ class HubHistory:
             queue_size=queue_size,
             replay_limit=self.replay_limit,
         )
-        self.publisher = Publisher(store, registry, node, self.sequencing, topics, append_publish)
+        self.publisher = Publisher(
+            store, registry, node, self.sequencing, topics, append_publish, append_now
+        )
         self.broadcast = self.publisher.broadcast
         """[`Publisher.broadcast()`][tempest_ws.hub.history._publish.Publisher.broadcast]
         (bound here: one coroutine less per publish)."""
+        self.broadcast_now = self.publisher.broadcast_now
+        """[`Publisher.broadcast_now()`][tempest_ws.hub.history._publish.Publisher.broadcast_now]:
+        the same without a coroutine when nothing would wait, else ``None``."""
 
     def stats(self) -> HistoryStats:
         """The counters as a `HistoryStats` (no I/O; one step per followed topic)."""

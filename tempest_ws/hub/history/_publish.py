@@ -10,16 +10,18 @@ backplane (``RedisHistory`` and ``RedisBackplane`` on one standalone server), th
 and the publish are one script: one round trip, and the channel carries the topic's
 messages in offset order. Otherwise the append is awaited first, then the packet is
 published (and not even built when no other node listens, as on a lone in-memory hub).
+A store whose appends await nothing (``MemoryHistory.append_now``) is called without a
+coroutine.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from tempest_ws.backplane.packet import OP_TOPIC, encode_packet, positioned_head, topic_channel
 from tempest_ws.exceptions import BackplaneError
-from tempest_ws.history.base import AppendPublish, HistoryStore
+from tempest_ws.history.base import AppendPublish, HistoryStore, Position
 from tempest_ws.history.wire import stamp_frame
 from tempest_ws.hub._node import Node
 from tempest_ws.hub._registry import Registry
@@ -40,6 +42,7 @@ class Publisher:
         sequencing: what delivers a stamped message here, in offset order.
         topics: the followed topics by name (a followed topic stamps with its stamper).
         append_publish: the store's one-round-trip append and publish, if it offers one.
+        append_now: the store's append without a coroutine, if it offers one.
     """
 
     def __init__(
@@ -50,15 +53,35 @@ class Publisher:
         sequencing: Sequencing,
         topics: dict[str, TopicState],
         append_publish: AppendPublish | None = None,
+        append_now: Callable[[str, str], Position] | None = None,
     ) -> None:
         self.store = store
         self.append_publish = append_publish
+        self.append_now = append_now
         self.appended = 0
         self.append_failures = 0
         self._registry = registry
         self._node = node
         self._sequencing = sequencing
         self._topics = topics
+
+    def broadcast_now(
+        self, topic: str, frame: str, exclude: frozenset[str], exclude_users: frozenset[str]
+    ) -> int | None:
+        """`broadcast()` without a coroutine, when nothing in it would wait: the store
+        appends without awaiting (``append_now``) and no other node listens to the
+        topic's channel (no packet to publish, as on a lone in-memory hub). Returns
+        ``None``, having done nothing, otherwise."""
+        append_now = self.append_now
+        if append_now is None or self._node.reaches_others(topic_channel(topic)):
+            return None
+        position = append_now(topic, frame)
+        self.appended += 1
+        state = self._topics.get(topic)
+        stamped = (
+            stamp_frame(frame, topic, position) if state is None else state.stamp(frame, position)
+        )
+        return self._sequencing.arrive(topic, position, stamped, exclude, exclude_users)
 
     async def broadcast(
         self,
@@ -79,15 +102,23 @@ class Publisher:
         joint = self.append_publish
         try:
             if joint is not None:
-                head = positioned_head(
-                    node.node_id,
-                    OP_TOPIC,
-                    topic,
-                    exclude=exclude,
-                    exclude_users=exclude_users,
-                    trace=trace,
-                )
+                state = self._topics.get(topic)
+                if exclude or exclude_users or trace or state is None:
+                    head = positioned_head(
+                        node.node_id,
+                        OP_TOPIC,
+                        topic,
+                        exclude=exclude,
+                        exclude_users=exclude_users,
+                        trace=trace,
+                    )
+                else:  # a followed topic keeps its plain header
+                    head = state.head
+                    if not head:
+                        head = state.head = positioned_head(node.node_id, OP_TOPIC, topic)
                 position = await joint(topic, frame, channel, head)
+            elif self.append_now is not None:
+                position = self.append_now(topic, frame)
             else:
                 position = await self.store.append(topic, frame)
         except BackplaneError:

@@ -108,6 +108,7 @@ class TopicState:
         "failures",
         "following",
         "gap",
+        "head",
         "last",
         "name",
         "ready",
@@ -128,6 +129,7 @@ class TopicState:
         self.failures = 0
         self.suspect: str | None = None  # an epoch the sequencer dropped as stale
         self.stamp = Stamper(name)
+        self.head = ""  # this node's positioned packet header without exclusions, once made
 
 
 def follows(last: Position, position: Position) -> bool:
