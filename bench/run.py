@@ -117,13 +117,18 @@ def measure_n(n: int, plan: Plan, log: Any, trees: dict[str, str]) -> dict[str, 
                 session.phase("burst", min(rounds, 20), latency=False)  # warm-up, not kept
         for _ in range(plan.burst_repeats):
             for kind, session in sessions.items():
-                bursts[kind].append(session.phase("burst", rounds, latency=False))
+                # Latency from the timestamp in the payload, read at receipt as in the
+                # paced phase: two slices and an append per frame in the load generator.
+                bursts[kind].append(session.phase("burst", rounds, latency=True))
         for kind in sessions:
             outs[kind]["burst"] = median_run(bursts[kind])
             burst = outs[kind]["burst"]
+            burst["all_p99_ms"] = [get(r, "latency_ms.p99") for r in bursts[kind]]
+            lat = burst.get("latency_ms") or {}
             log(
                 f"  {kind:11} N={n:<6} burst {burst.get('msgs_per_s') or 0:>10,.0f} msg/s, "
-                f"CPU {burst.get('server_cpu_us_per_msg') or 0:.2f} us/msg"
+                f"CPU {burst.get('server_cpu_us_per_msg') or 0:.2f} us/msg, "
+                f"p50 {lat.get('p50', 0):.1f} p99 {lat.get('p99', 0):.1f} ms"
             )
         if plan.tight:
             tights: dict[str, list[dict[str, Any]]] = {k: [] for k in sessions}
