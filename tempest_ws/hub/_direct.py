@@ -153,18 +153,26 @@ class DirectWriter:
     def write(self, text: str) -> bool:
         """Write one text frame if `ready()` (``False``, nothing written, otherwise):
         at once when it is this socket's first of the tick, else when the tick ends."""
-        # ready() inlined: this runs once per recipient of every broadcast.
+        return self.write_frame(encode_text_frame(text))
+
+    def write_frame(self, frame: bytes) -> bool:
+        """`write()` for a frame already encoded (`encode_text_frame`): a broadcast
+        encodes its frame once and hands the same bytes to every socket."""
+        # ready() inlined and cut to what can change while the connection is open: this
+        # runs once per recipient of every broadcast. websockets' own state is not read
+        # (a property call on one more object): every way uvicorn's sansio protocol
+        # leaves OPEN after the handshake also sets ``close_sent`` or closes the
+        # transport, in the same synchronous step (its ASGI close, keepalive timeout,
+        # the peer's close, a parser error, shutdown, the connection lost).
         protocol = self._protocol
         transport = self._transport
         if (
             protocol.close_sent
             or protocol.disconnected
             or not protocol.writable.is_set()
-            or self._conn.state is not self._open
             or transport.is_closing()
         ):
             return False
-        frame = encode_text_frame(text)
         size = len(frame)
         cork = self._cork
         if cork is not None:
