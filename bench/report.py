@@ -14,6 +14,7 @@ from ._format import KINDS, LABELS, growth, num, stall_cell, times
 from ._plot import svg
 from ._scale_docs import section, splice
 from ._sections import (
+    cpu_cell,
     events_section,
     heartbeat_section,
     history_section,
@@ -119,7 +120,8 @@ def markdown(
         "set the pace (marked ⚠).",
         "",
         "| N | server | burst msgs/s | burst p50 / p99 ms | paced p50 / p99 / max ms "
-        "| CPU µs/msg | RSS KB/conn | RSS growth MB | idle CPU % | loadgen | stalled client |",
+        "| CPU µs/msg (user / kernel) | RSS KB/conn | RSS growth MB | idle CPU % | loadgen "
+        "| stalled client |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in ns:
@@ -140,7 +142,7 @@ def markdown(
                 num(get(run, "burst.msgs_per_s")),
                 " / ".join(num(burst_lat.get(q), "{:.1f}") for q in ("p50", "p99")),
                 " / ".join(num(lat.get(q), "{:.1f}") for q in ("p50", "p99", "max")),
-                num(get(run, "burst.server_cpu_us_per_msg"), "{:.1f}"),
+                cpu_cell(run.get("burst") or {}),
                 num(run.get("rss_per_conn_kb"), "{:.1f}"),
                 num(growth(run), "{:+.1f}"),
                 num(run.get("idle_cpu_pct"), "{:.1f}"),
