@@ -10,6 +10,15 @@ from ._format import KINDS, LABELS, num, times
 from ._verdicts import get
 
 
+def cpu_cell(burst: dict[str, Any]) -> str:
+    """A burst's server CPU per message, with its user and kernel parts when measured."""
+    total = num(burst.get("server_cpu_us_per_msg"), "{:.1f}")
+    user, kernel = burst.get("server_user_us_per_msg"), burst.get("server_kernel_us_per_msg")
+    if user is None or kernel is None:
+        return total
+    return f"{total} ({num(user, '{:.2f}')} / {num(kernel, '{:.2f}')})"
+
+
 def per_user_section(runs: dict[str, dict[str, Any]]) -> list[str]:
     """The per-user distinct sends table, when the run measured them."""
     lines: list[str] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 RSS_MIN_N = 1000  # the RSS target is judged from this N up (resolution, see targets())
+PICOWS_MIN_N = 5000  # the targets against picows are set from this N up
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -34,6 +35,9 @@ def ratios(runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
                 ),
                 "paced_p99": ratio(
                     get(mine, "paced.latency_ms.p99"), get(other, "paced.latency_ms.p99")
+                ),
+                "burst_p99": ratio(
+                    get(mine, "burst.latency_ms.p99"), get(other, "burst.latency_ms.p99")
                 ),
                 "cpu_per_msg": ratio(
                     get(mine, "burst.server_cpu_us_per_msg"),
@@ -97,6 +101,13 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         add(f"N={key}: burst >= 1.0x bare loop", v, None if v is None else v >= 1.0)
         v = native.get("burst_throughput")
         add(f"N={key}: burst >= 0.9x websockets native (aim)", v, None if v is None else v >= 0.9)
+        picows = r.get("vs_picows", {})
+        v = picows.get("burst_throughput")
+        if v is not None and int(key) >= PICOWS_MIN_N:
+            add(f"N={key}: burst >= 1.0x picows", v, v >= 1.0)
+        v = picows.get("burst_p99")
+        if v is not None and int(key) >= PICOWS_MIN_N:
+            add(f"N={key}: burst p99 <= picows", v, v <= 1.0)
         v = bare.get("paced_p99")
         add(f"N={key}: paced p99 <= bare loop", v, None if v is None else v <= 1.0)
         v = bare.get("cpu_per_msg")

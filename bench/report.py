@@ -14,6 +14,7 @@ from ._format import KINDS, LABELS, growth, num, stall_cell, times
 from ._plot import svg
 from ._scale_docs import section, splice
 from ._sections import (
+    cpu_cell,
     events_section,
     heartbeat_section,
     history_section,
@@ -88,8 +89,9 @@ def markdown(
         "",
         "## Ratios",
         "",
-        "| N | vs | burst msgs/s | paced p99 | CPU / msg | RSS / conn (Δ KB) | per-user msgs/s |",
-        "|---|---|---|---|---|---|---|",
+        "| N | vs | burst msgs/s | burst p99 | paced p99 | CPU / msg | RSS / conn (Δ KB) "
+        "| per-user msgs/s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, row in sorted(result.get("ratios", {}).items(), key=lambda kv: int(kv[0])):
         for base in ("bare", "native", "picows"):
@@ -98,7 +100,8 @@ def markdown(
                 continue
             lines.append(
                 f"| {int(key):,} | {LABELS[base]} | {times(r['burst_throughput'])} | "
-                f"{times(r['paced_p99'])} | {times(r['cpu_per_msg'])} | "
+                f"{times(r.get('burst_p99'))} | {times(r['paced_p99'])} | "
+                f"{times(r['cpu_per_msg'])} | "
                 f"{num(r['rss_per_conn_delta_kb'], '{:+.1f}')} | "
                 f"{times(r['per_user_throughput'])} |"
             )
@@ -106,18 +109,20 @@ def markdown(
         "",
         "## Raw numbers",
         "",
-        "Burst: the median of the repeated runs (all of them in the JSON). Paced: one",
-        "broadcast every 20 ms (or back to back when a fan-out takes longer), latency from",
-        "the publisher's timestamp in the payload to the client's read. CPU: the server",
+        "Burst: the median of the repeated runs (all of them in the JSON), its latency from",
+        "the publisher's timestamp in the payload to the client's read (every frame of the",
+        "run). Paced: one broadcast every 20 ms (or back to back when a fan-out takes",
+        "longer), latency measured the same way. CPU: the server",
         "process's user+system time from `/proc` over the burst, per delivered message.",
         "RSS: after N idle connections minus before, per connection; *RSS growth*: after",
         "all the traffic phases minus after connecting. *loadgen* is the load",
         "generator's share of one core during the burst; ≥ 90 % means it, not the server,",
         "set the pace (marked ⚠).",
         "",
-        "| N | server | burst msgs/s | paced p50 / p99 / max ms | CPU µs/msg | RSS KB/conn "
-        "| RSS growth MB | idle CPU % | loadgen | stalled client |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| N | server | burst msgs/s | burst p50 / p99 ms | paced p50 / p99 / max ms "
+        "| CPU µs/msg (user / kernel) | RSS KB/conn | RSS growth MB | idle CPU % | loadgen "
+        "| stalled client |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in ns:
         for kind in KINDS:
@@ -125,17 +130,19 @@ def markdown(
             if run is None:
                 continue
             if "error" in run and "burst" not in run:
-                lines.append(f"| {n:,} | {LABELS[kind]} | error: {run['error']} | | | | | | |")
+                lines.append(f"| {n:,} | {LABELS[kind]} | error: {run['error']} | | | | | | | |")
                 continue
             lat = get(run, "paced.latency_ms") or {}
+            burst_lat = get(run, "burst.latency_ms") or {}
             busy = get(run, "burst.loadgen_busy")
             flag = " ⚠" if get(run, "burst.loadgen_bound") else ""
             cells = [
                 f"{n:,}",
                 LABELS[kind],
                 num(get(run, "burst.msgs_per_s")),
+                " / ".join(num(burst_lat.get(q), "{:.1f}") for q in ("p50", "p99")),
                 " / ".join(num(lat.get(q), "{:.1f}") for q in ("p50", "p99", "max")),
-                num(get(run, "burst.server_cpu_us_per_msg"), "{:.1f}"),
+                cpu_cell(run.get("burst") or {}),
                 num(run.get("rss_per_conn_kb"), "{:.1f}"),
                 num(growth(run), "{:+.1f}"),
                 num(run.get("idle_cpu_pct"), "{:.1f}"),
@@ -194,7 +201,10 @@ def markdown(
         "  `time.time_ns()` at fixed offsets, serialized by `tempest_ws.encode_envelope` for",
         "  every server. Clients check that every socket sees every round in order.",
         "- Burst: the server publishes R rounds back to back (`await asyncio.sleep(0)` between",
-        "  rounds); throughput = deliveries ÷ (last client read − first publish).",
+        "  rounds); throughput = deliveries ÷ (last client read − first publish). Each frame's",
+        "  latency is its client's read time minus the publish time in its payload: a frame",
+        "  published late in the burst waits behind the frames before it, so burst latency",
+        "  measures how fast a server drains a backlog, not its idle response time.",
         "- Tight: the same rounds published back to back without yielding (all in one tick),",
         "  timed like the burst.",
         "- Write system calls: `strace -c` attached to the server counts its `write`,",

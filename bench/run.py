@@ -10,6 +10,7 @@ figures measured in this same run.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -45,6 +46,27 @@ def bench_settings(
     if queue_size is not None:
         values["WS_SEND_QUEUE_SIZE"] = queue_size
     return WebSocketSettings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def user_kernel_seconds(pid: int) -> tuple[float, float]:
+    """The user and kernel CPU seconds of process ``pid`` so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def timed_burst(session: Session, rounds: int) -> dict[str, Any]:
+    """One burst, its server CPU per delivered message split into user and kernel time
+    (read around the phase: the arm and wait requests add a little, alike for all)."""
+    user0, kernel0 = user_kernel_seconds(session.server.pid)
+    # Latency from the timestamp in the payload, read at receipt as in the paced phase:
+    # two slices and an append per frame in the load generator.
+    out = session.phase("burst", rounds, latency=True)
+    user1, kernel1 = user_kernel_seconds(session.server.pid)
+    delivered = max(1, out.get("delivered") or 0)
+    out["server_user_us_per_msg"] = (user1 - user0) / delivered * 1e6
+    out["server_kernel_us_per_msg"] = (kernel1 - kernel0) / delivered * 1e6
+    return out
 
 
 def count_syscalls(session: Session, n: int, plan: Plan) -> dict[str, Any]:
@@ -117,13 +139,18 @@ def measure_n(n: int, plan: Plan, log: Any, trees: dict[str, str]) -> dict[str, 
                 session.phase("burst", min(rounds, 20), latency=False)  # warm-up, not kept
         for _ in range(plan.burst_repeats):
             for kind, session in sessions.items():
-                bursts[kind].append(session.phase("burst", rounds, latency=False))
+                bursts[kind].append(timed_burst(session, rounds))
         for kind in sessions:
             outs[kind]["burst"] = median_run(bursts[kind])
             burst = outs[kind]["burst"]
+            burst["all_p99_ms"] = [get(r, "latency_ms.p99") for r in bursts[kind]]
+            lat = burst.get("latency_ms") or {}
             log(
                 f"  {kind:11} N={n:<6} burst {burst.get('msgs_per_s') or 0:>10,.0f} msg/s, "
-                f"CPU {burst.get('server_cpu_us_per_msg') or 0:.2f} us/msg"
+                f"CPU {burst.get('server_cpu_us_per_msg') or 0:.2f} us/msg "
+                f"(user {burst.get('server_user_us_per_msg') or 0:.2f}, "
+                f"kernel {burst.get('server_kernel_us_per_msg') or 0:.2f}), "
+                f"p50 {lat.get('p50', 0):.1f} p99 {lat.get('p99', 0):.1f} ms"
             )
         if plan.tight:
             tights: dict[str, list[dict[str, Any]]] = {k: [] for k in sessions}

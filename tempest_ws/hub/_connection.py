@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,14 +25,15 @@ from tempest_ws._types import Send, UserId
 from tempest_ws.exceptions import ConnectionClosedError
 from tempest_ws.hub._backlog import Backlog
 from tempest_ws.hub._closing import FLUSH_ON_CLOSE, CloseSignals, write_close_frame
-from tempest_ws.hub._direct import TickFlusher, direct_writer
+from tempest_ws.hub._direct import TickFlusher, direct_writer, write_batched
 from tempest_ws.hub._flow import SendBudget
 from tempest_ws.hub._state import ConnectionState, advance
-from tempest_ws.observe._audit import frame_out
+from tempest_ws.observe._audit import frame_out, frames_out
+from tempest_ws.wire._frames import encode_text_frame
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import EnvelopeLike, encode_envelope
 
-__all__ = ["WebSocketConnection"]
+__all__ = ["WebSocketConnection", "offer_all"]
 
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = ConnectionState  # the members, in order
 
@@ -178,7 +179,7 @@ class WebSocketConnection:
             and state is _OPEN
             and not backlog.sending
             and self._direct is not None
-            and self._direct.write(frame)
+            and self._direct.write_frame(encode_text_frame(frame))
         ):
             self.frames_sent += 1
             frame_out(frame)
@@ -297,3 +298,45 @@ class WebSocketConnection:
         """Drop the TCP connection at once, where the server exposes its transport."""
         if self._transport is not None and not self._transport.is_closing():
             self._transport.abort()
+
+
+def offer_all(
+    recipients: Iterable[WebSocketConnection], frame: str, refused: list[WebSocketConnection]
+) -> int:
+    """`WebSocketConnection.enqueue()` of ``frame`` for each recipient, in one pass.
+
+    A recipient that can take the frame on the direct write path (open, nothing queued,
+    a direct writer) gets the frame's bytes, encoded once for all of them, without the
+    call to ``enqueue``; every other recipient, and one whose direct write declined, goes
+    through its ``enqueue``. Recipients refused while not closing (slow consumers) are
+    appended to ``refused``. Returns how many got the frame.
+
+    The frames written at once are written after the loop, one system call after
+    another (`write_batched`): between two of them only C code runs, so a system call
+    does not evict what the next recipient's checks need from the CPU caches.
+    """
+    data: bytes | None = None
+    batch: list[Any] = []
+    direct_count = 0
+    delivered = 0
+    for connection in recipients:
+        if connection._state is _OPEN:
+            direct = connection._direct
+            if direct is not None:
+                backlog = connection._backlog
+                if not backlog.queue and not backlog.sending:
+                    if data is None:
+                        data = encode_text_frame(frame)
+                    if direct.write_frame(data, batch):
+                        connection.frames_sent += 1
+                        direct_count += 1
+                        continue
+        if connection.enqueue(frame):
+            delivered += 1
+        elif not connection.closing:
+            refused.append(connection)
+    if batch:
+        write_batched(batch, data)  # type: ignore[arg-type]  # set before the first append
+    if direct_count:
+        frames_out(frame, direct_count)
+    return delivered + direct_count

@@ -41,7 +41,7 @@ from typing import Any
 
 from tempest_ws.wire._frames import encode_text_frame, encode_text_frames
 
-__all__ = ["CORK_BYTES", "DirectWriter", "TickFlusher", "direct_writer"]
+__all__ = ["CORK_BYTES", "DirectWriter", "TickFlusher", "direct_writer", "write_batched"]
 
 logger = logging.getLogger("tempest_ws.connection")
 
@@ -153,18 +153,31 @@ class DirectWriter:
     def write(self, text: str) -> bool:
         """Write one text frame if `ready()` (``False``, nothing written, otherwise):
         at once when it is this socket's first of the tick, else when the tick ends."""
-        # ready() inlined: this runs once per recipient of every broadcast.
+        return self.write_frame(encode_text_frame(text))
+
+    def write_frame(self, frame: bytes, batch: list[Any] | None = None) -> bool:
+        """`write()` for a frame already encoded (`encode_text_frame`): a broadcast
+        encodes its frame once and hands the same bytes to every socket.
+
+        With ``batch``, a frame to be written at once is not written: the transport is
+        appended to ``batch``, and the caller writes ``frame`` to every transport of it
+        before anything else runs (`write_batched()`), so the system calls of a fan-out
+        come one after another, without Python work between them."""
+        # ready() inlined and cut to what can change while the connection is open: this
+        # runs once per recipient of every broadcast. websockets' own state is not read
+        # (a property call on one more object): every way uvicorn's sansio protocol
+        # leaves OPEN after the handshake also sets ``close_sent`` or closes the
+        # transport, in the same synchronous step (its ASGI close, keepalive timeout,
+        # the peer's close, a parser error, shutdown, the connection lost).
         protocol = self._protocol
         transport = self._transport
         if (
             protocol.close_sent
             or protocol.disconnected
             or not protocol.writable.is_set()
-            or self._conn.state is not self._open
             or transport.is_closing()
         ):
             return False
-        frame = encode_text_frame(text)
         size = len(frame)
         cork = self._cork
         if cork is not None:
@@ -184,6 +197,9 @@ class DirectWriter:
         self._tick = flusher.tick
         if flusher.armed is not self._loop:
             flusher.arm(self._loop)
+        if batch is not None:
+            batch.append(transport)
+            return True
         try:
             transport.write(frame)
         except (OSError, RuntimeError):
@@ -239,6 +255,19 @@ class DirectWriter:
         except (OSError, RuntimeError):
             return False  # the ASGI path reports the socket gone
         return True
+
+
+def write_batched(batch: list[Any], frame: bytes) -> None:
+    """Write ``frame`` to each transport `DirectWriter.write_frame` put in ``batch``.
+
+    Each was ready a moment ago, and nothing but these writes ran since: a write can
+    only pause or fail its own socket. A failing write is dropped, as a flush's is (the
+    socket is gone: the ASGI path reports it)."""
+    for transport in batch:
+        try:
+            transport.write(frame)
+        except (OSError, RuntimeError):
+            continue
 
 
 def direct_writer(transport: object, flusher: TickFlusher | None = None) -> DirectWriter | None:

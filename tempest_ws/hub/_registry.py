@@ -5,6 +5,12 @@ gained or lost their last local interest, target sets are computed from the inde
 fan-out only hands one shared string to each recipient (written at once, or queued within
 the connection's budget). A recipient past its budget is closed 1013 (a slow consumer)
 after the loop.
+
+Fan-out writes in one pass (`offer_all`), without a call to each connection's
+``enqueue``. A connection registered with its ``enqueue`` replaced (what
+[`HubProbe`][tempest_ws.testing.HubProbe] does to record deliveries) is remembered, and
+while the registry holds one, every fan-out calls each recipient's ``enqueue``: the check
+is made once per fan-out, not per recipient.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tempest_ws.backplane.packet import OP_ALL, OP_CONN, OP_USER, user_channel
-from tempest_ws.hub._connection import WebSocketConnection
+from tempest_ws.hub._connection import WebSocketConnection, offer_all
 from tempest_ws.wire.codes import CloseCode
 
 __all__ = ["HubStats", "Registry", "id_set"]
@@ -55,10 +61,13 @@ class Registry:
         self.topics: dict[str, dict[str, WebSocketConnection]] = {}
         self.frames_queued = 0
         self.slow_closed = 0
+        self._hooked: set[str] = set()  # ids of connections whose enqueue was replaced
 
     def add(self, connection: WebSocketConnection) -> bool:
         """Index ``connection``; ``True`` when it is its user's first one here."""
         self.connections[connection.connection_id] = connection
+        if getattr(connection.enqueue, "__self__", None) is not connection:
+            self._hooked.add(connection.connection_id)  # a wrapper: fan out through it
         tabs = self.users.setdefault(connection.user_key, {})
         tabs[connection.connection_id] = connection
         return len(tabs) == 1
@@ -70,6 +79,7 @@ class Registry:
         cid = connection.connection_id
         if self.connections.pop(cid, None) is None:
             return None
+        self._hooked.discard(cid)
         idle: list[str] = []
         tabs = self.users.get(connection.user_key)
         if tabs is not None:
@@ -150,13 +160,16 @@ class Registry:
     def fan_out(self, recipients: Iterable[WebSocketConnection], frame: str) -> int:
         """Queue ``frame`` for each recipient; close the slow ones 1013; return how many
         got it."""
-        delivered = 0
         slow: list[WebSocketConnection] = []
-        for connection in recipients:
-            if connection.enqueue(frame):
-                delivered += 1
-            elif not connection.closing:
-                slow.append(connection)
+        if self._hooked:
+            delivered = 0
+            for connection in recipients:
+                if connection.enqueue(frame):
+                    delivered += 1
+                elif not connection.closing:
+                    slow.append(connection)
+        else:
+            delivered = offer_all(recipients, frame, slow)
         # Closing mutates the registry being iterated, so it happens after the loop.
         for connection in slow:
             self.slow_closed += 1

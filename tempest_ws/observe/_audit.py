@@ -28,6 +28,7 @@ __all__ = [
     "add_event_observer",
     "frame_in",
     "frame_out",
+    "frames_out",
     "remove_event_observer",
     "security_event",
     "traffic_event",
@@ -91,6 +92,14 @@ def frame_out(frame: str) -> None:
     if _observers:
         size = len(frame) if frame.isascii() else len(frame.encode())
         _notify("frame_out", {"bytes": size})
+
+
+def frames_out(frame: str, count: int) -> None:
+    """`frame_out()` for ``count`` copies of one frame (a fan-out reports once). Free
+    without observers."""
+    if _observers:
+        for _ in range(count):
+            frame_out(frame)
 
 
 def security_event(
