@@ -9,14 +9,15 @@ so a lone hub pays next to nothing for its backplane.
 
 Every local user of a hub holds a ``user:`` channel and a presence entry here, so both are
 kept small: a channel only one node listens on shares that node's one-entry listener
-map (maps are replaced, never changed in place), and a user's presence is a tuple of
-plain ``(connected_at, node, connection_id)`` tuples.
+map (maps are replaced, never changed in place), and a user's presence is one flat
+tuple, ``(connected_at, node, connection_id)`` for each of the user's connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from tempest_ws.backplane.base import BackplaneListener, Member
 from tempest_ws.exceptions import BackplaneError
@@ -24,6 +25,19 @@ from tempest_ws.exceptions import BackplaneError
 __all__ = ["InMemoryBackplane", "InMemoryBus"]
 
 logger = logging.getLogger("tempest_ws.backplane")
+
+
+Entry = tuple[float, str, str]
+"""One connection in presence: ``(connected_at, node, connection_id)``."""
+
+
+def _entries(flat: tuple[float | str, ...]) -> list[Entry]:
+    """The entries of a user's flat presence tuple."""
+    return cast(list[Entry], list(zip(flat[0::3], flat[1::3], flat[2::3], strict=True)))
+
+
+def _flat(entries: list[Entry]) -> tuple[float | str, ...]:
+    return tuple(value for entry in entries for value in entry)
 
 
 def _deliver(listener: BackplaneListener, channel: str, packet: bytes) -> None:
@@ -40,8 +54,8 @@ class InMemoryBus:
         # channel -> node -> listener; each map is replaced on a change, never changed in
         # place, so the channels only one node listens on share that node's map
         self.subscribers: dict[str, dict[str, BackplaneListener]] = {}
-        # user -> (connected_at, node, connection_id) of each of the user's connections
-        self.members: dict[str, tuple[tuple[float, str, str], ...]] = {}
+        # user -> connected_at, node, connection_id of each connection, in one flat tuple
+        self.members: dict[str, tuple[float | str, ...]] = {}
         # topic presence: topic -> user -> the nodes holding that user in the topic
         self.topics: dict[str, dict[str, set[str]]] = {}
 
@@ -67,21 +81,25 @@ class _InMemoryPresence:
         self, user: str, connection_id: str, *, connected_at: float, limit: int
     ) -> list[Member]:
         bus, node = self._backplane.bus, self._backplane.node_id
-        others = [e for e in bus.members.get(user, ()) if e[1:] != (node, connection_id)]
+        flat = bus.members.get(user)
+        if flat is None:  # the common case: the user's first connection anywhere
+            bus.members[user] = (connected_at, node, connection_id)
+            return []
+        others = [e for e in _entries(flat) if e[1:] != (node, connection_id)]
         overflow = len(others) + 1 - limit
         evicted = sorted(others, key=lambda entry: entry[0])[:overflow] if overflow > 0 else []
-        kept = tuple(e for e in others if e not in evicted)
-        bus.members[user] = (*kept, (connected_at, node, connection_id))
+        kept = [e for e in others if e not in evicted]
+        bus.members[user] = _flat([*kept, (connected_at, node, connection_id)])
         return [Member(e[1], e[2]) for e in evicted]
 
     def leave(self, user: str, connection_id: str) -> None:
         bus, node = self._backplane.bus, self._backplane.node_id
-        members = bus.members.get(user)
-        if members is None:
+        flat = bus.members.get(user)
+        if flat is None:
             return
-        rest = tuple(e for e in members if e[1:] != (node, connection_id))
+        rest = [e for e in _entries(flat) if e[1:] != (node, connection_id)]
         if rest:
-            bus.members[user] = rest
+            bus.members[user] = _flat(rest)
         else:
             del bus.members[user]
 
@@ -116,10 +134,10 @@ class _InMemoryPresence:
     def forget_node(self) -> None:
         """Drop every entry of this node (it stopped)."""
         bus, node = self._backplane.bus, self._backplane.node_id
-        for user, members in list(bus.members.items()):
-            rest = tuple(e for e in members if e[1] != node)
+        for user, flat in list(bus.members.items()):
+            rest = [e for e in _entries(flat) if e[1] != node]
             if rest:
-                bus.members[user] = rest
+                bus.members[user] = _flat(rest)
             else:
                 del bus.members[user]
         for topic, users in list(bus.topics.items()):
