@@ -49,14 +49,15 @@ class HubStats:
 class Registry:
     """Connections of this process by id, user (oldest first) and topic.
 
-    A user's connections are a tuple, replaced when one comes or goes: a user has a few
-    at most (``WS_MAX_CONNECTIONS_PER_USER``), most have one, and a tuple of one costs
-    a quarter of a dict of one.
+    ``users`` maps a user to its one connection, or to a tuple of them when it has
+    several (replaced when one comes or goes): a user has a few at most
+    (``WS_MAX_CONNECTIONS_PER_USER``) and most have one, so nothing is made for them.
+    Read it with `tabs()`.
     """
 
     def __init__(self) -> None:
         self.connections: dict[str, WebSocketConnection] = {}
-        self.users: dict[str, tuple[WebSocketConnection, ...]] = {}
+        self.users: dict[str, WebSocketConnection | tuple[WebSocketConnection, ...]] = {}
         self.topics: dict[str, dict[str, WebSocketConnection]] = {}
         self.frames_queued = 0
         self.slow_closed = 0
@@ -65,13 +66,21 @@ class Registry:
         """Index ``connection``; ``True`` when it is its user's first one here."""
         self.connections[connection.connection_id] = connection
         user = connection.user_key
-        tabs = self.users.get(user)
-        if tabs is None:
-            self.users[user] = (connection,)
+        held = self.users.get(user)
+        if held is None:
+            self.users[user] = connection
             return True
+        tabs = held if isinstance(held, tuple) else (held,)
         if connection not in tabs:
             self.users[user] = (*tabs, connection)
         return False
+
+    def tabs(self, user: str) -> tuple[WebSocketConnection, ...]:
+        """``user``'s connections here, oldest first (empty when it has none)."""
+        held = self.users.get(user)
+        if held is None:
+            return ()
+        return held if isinstance(held, tuple) else (held,)
 
     def remove(self, connection: WebSocketConnection) -> list[str] | None:
         """Drop ``connection`` from the connection and user indexes (its topics stay
@@ -82,14 +91,14 @@ class Registry:
             return None
         idle: list[str] = []
         user = connection.user_key
-        tabs = self.users.get(user)
-        if tabs is not None:
-            rest = tuple(c for c in tabs if c is not connection)
-            if rest:
-                self.users[user] = rest
-            else:
-                del self.users[user]
-                idle.append(user_channel(user))
+        rest = tuple(c for c in self.tabs(user) if c is not connection)
+        if len(rest) > 1:
+            self.users[user] = rest
+        elif rest:
+            self.users[user] = rest[0]
+        elif user in self.users:
+            del self.users[user]
+            idle.append(user_channel(user))
         return idle
 
     def leave(self, connection: WebSocketConnection, topics: Iterable[str]) -> set[str]:
@@ -150,7 +159,7 @@ class Registry:
             connection = self.connections.get(target)
             return () if connection is None else (connection,)
         if op == OP_USER:
-            return self.users.get(target, ())
+            return self.tabs(target)
         pool = self.connections if op == OP_ALL else self.topics.get(target, {})
         if not exclude and not exclude_users:
             return pool.values()

@@ -400,7 +400,7 @@ async def test_release_notice_tells_the_subscribers_to_reload() -> None:
 # -- what an idle connection keeps -----------------------------------------------------
 
 
-async def test_registry_keeps_a_users_connections_as_a_tuple_oldest_first() -> None:
+async def test_registry_keeps_a_users_connections_oldest_first_a_lone_one_as_is() -> None:
     registry = Registry()
     peer = Peer()
     a, b = (WebSocketConnection("ann", send=peer.send) for _ in range(2))
@@ -410,9 +410,11 @@ async def test_registry_keeps_a_users_connections_as_a_tuple_oldest_first() -> N
     assert registry.users["ann"] == (a, b)
     assert list(registry.select(OP_USER, "ann")) == [a, b]
     assert registry.remove(a) == []
-    assert registry.users["ann"] == (b,)
+    assert registry.users["ann"] is b  # one connection: kept as it is, no tuple
+    assert registry.tabs("ann") == (b,)
     assert registry.remove(b) == ["user:ann"]
     assert registry.users == {}
+    assert registry.tabs("ann") == ()
     assert registry.remove(b) is None
 
 
