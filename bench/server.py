@@ -358,12 +358,12 @@ class Tempest(_Uvicorn):
 
     def internals(self) -> dict[str, int]:
         """How many connections use the direct path, hold a writer, hold a queue."""
-        conns = [c for user in list(self.hub._registry.users.values()) for c in user.values()]
+        conns = list(self.hub._registry.connections.values())
         return {
             "connections": len(conns),
             "direct": sum(1 for c in conns if getattr(c, "_direct", None) is not None),
             "writer_alive": sum(
-                1 for c in conns if c._backlog.writer is not None and not c._backlog.writer.done()
+                1 for c in conns if (b := c._backlog) and b.writer and not b.writer.done()
             ),
             "queue_allocated": sum(1 for c in conns if getattr(c, "_queue", None) is not None),
         }
@@ -379,7 +379,7 @@ class Tempest(_Uvicorn):
 
     def drop_all(self, code: int) -> dict[str, Any]:
         """Close every connection of this process with ``code`` (a server restart)."""
-        conns = [c for user in list(self.hub._registry.users.values()) for c in user.values()]
+        conns = list(self.hub._registry.connections.values())
         for conn in conns:
             conn.close_soon(code, "bench: server restart")
         return {"closed": len(conns)}

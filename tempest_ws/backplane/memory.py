@@ -6,12 +6,18 @@ deployment — packets are delivered asynchronously (on the next loop iteration)
 is shared — which makes the cross-process semantics testable in milliseconds. Unlike
 Redis, the bus does not hand a publisher its own packets back (the hub would drop them),
 so a lone hub pays next to nothing for its backplane.
+
+Every local user of a hub holds a ``user:`` channel and a presence entry here, so both are
+kept small: a channel only one node listens on shares that node's one-entry listener
+map (maps are replaced, never changed in place), and a user's presence is one flat
+tuple, ``(connected_at, node, connection_id)`` for each of the user's connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from tempest_ws.backplane.base import BackplaneListener, Member
 from tempest_ws.exceptions import BackplaneError
@@ -19,6 +25,19 @@ from tempest_ws.exceptions import BackplaneError
 __all__ = ["InMemoryBackplane", "InMemoryBus"]
 
 logger = logging.getLogger("tempest_ws.backplane")
+
+
+Entry = tuple[float, str, str]
+"""One connection in presence: ``(connected_at, node, connection_id)``."""
+
+
+def _entries(flat: tuple[float | str, ...]) -> list[Entry]:
+    """The entries of a user's flat presence tuple."""
+    return cast(list[Entry], list(zip(flat[0::3], flat[1::3], flat[2::3], strict=True)))
+
+
+def _flat(entries: list[Entry]) -> tuple[float | str, ...]:
+    return tuple(value for entry in entries for value in entry)
 
 
 def _deliver(listener: BackplaneListener, channel: str, packet: bytes) -> None:
@@ -32,8 +51,11 @@ class InMemoryBus:
     """The shared medium of the in-memory backplanes of one process."""
 
     def __init__(self) -> None:
+        # channel -> node -> listener; each map is replaced on a change, never changed in
+        # place, so the channels only one node listens on share that node's map
         self.subscribers: dict[str, dict[str, BackplaneListener]] = {}
-        self.members: dict[str, dict[Member, float]] = {}
+        # user -> connected_at, node, connection_id of each connection, in one flat tuple
+        self.members: dict[str, tuple[float | str, ...]] = {}
         # topic presence: topic -> user -> the nodes holding that user in the topic
         self.topics: dict[str, dict[str, set[str]]] = {}
 
@@ -58,25 +80,28 @@ class _InMemoryPresence:
     async def join(
         self, user: str, connection_id: str, *, connected_at: float, limit: int
     ) -> list[Member]:
-        members = self._backplane.bus.members.setdefault(user, {})
-        member = Member(self._backplane.node_id, connection_id)
-        members[member] = connected_at
-        overflow = len(members) - limit
-        if overflow <= 0:
+        bus, node = self._backplane.bus, self._backplane.node_id
+        flat = bus.members.get(user)
+        if flat is None:  # the common case: the user's first connection anywhere
+            bus.members[user] = (connected_at, node, connection_id)
             return []
-        others = sorted((m for m in members if m != member), key=members.__getitem__)
-        evicted = others[:overflow]
-        for old in evicted:
-            del members[old]
-        return evicted
+        others = [e for e in _entries(flat) if e[1:] != (node, connection_id)]
+        overflow = len(others) + 1 - limit
+        evicted = sorted(others, key=lambda entry: entry[0])[:overflow] if overflow > 0 else []
+        kept = [e for e in others if e not in evicted]
+        bus.members[user] = _flat([*kept, (connected_at, node, connection_id)])
+        return [Member(e[1], e[2]) for e in evicted]
 
     def leave(self, user: str, connection_id: str) -> None:
-        members = self._backplane.bus.members.get(user)
-        if members is None:
+        bus, node = self._backplane.bus, self._backplane.node_id
+        flat = bus.members.get(user)
+        if flat is None:
             return
-        members.pop(Member(self._backplane.node_id, connection_id), None)
-        if not members:
-            del self._backplane.bus.members[user]
+        rest = [e for e in _entries(flat) if e[1:] != (node, connection_id)]
+        if rest:
+            bus.members[user] = _flat(rest)
+        else:
+            del bus.members[user]
 
     async def online_users(self) -> set[str]:
         return set(self._backplane.bus.members)
@@ -109,10 +134,11 @@ class _InMemoryPresence:
     def forget_node(self) -> None:
         """Drop every entry of this node (it stopped)."""
         bus, node = self._backplane.bus, self._backplane.node_id
-        for user, members in list(bus.members.items()):
-            for member in [m for m in members if m.node == node]:
-                del members[member]
-            if not members:
+        for user, flat in list(bus.members.items()):
+            rest = [e for e in _entries(flat) if e[1] != node]
+            if rest:
+                bus.members[user] = _flat(rest)
+            else:
                 del bus.members[user]
         for topic, users in list(bus.topics.items()):
             for user, nodes in list(users.items()):
@@ -141,7 +167,7 @@ class InMemoryBackplane:
         self.bus = bus if bus is not None else InMemoryBus()
         self.node_id = ""
         self._listener: BackplaneListener | None = None
-        self._channels: set[str] = set()
+        self._alone: dict[str, BackplaneListener] = {}  # {node_id: listener}, shared
         self._presence = _InMemoryPresence(self)
 
     @property
@@ -158,10 +184,12 @@ class InMemoryBackplane:
         """Attach to the bus as ``node_id``."""
         self.node_id = node_id
         self._listener = listener
+        self._alone = {node_id: listener}
 
     async def stop(self) -> None:
         """Detach: drop subscriptions and this node's presence."""
-        for channel in list(self._channels):
+        node = self.node_id
+        for channel in [c for c, nodes in self.bus.subscribers.items() if node in nodes]:
             self.unsubscribe(channel)
         self._presence.forget_node()
         self._listener = None
@@ -188,14 +216,20 @@ class InMemoryBackplane:
         """Receive ``channel`` from now on."""
         if self._listener is None:
             raise BackplaneError("in-memory backplane is not started")
-        self._channels.add(channel)
-        self.bus.subscribers.setdefault(channel, {})[self.node_id] = self._listener
+        subscribers, node = self.bus.subscribers, self.node_id
+        listeners = subscribers.get(channel)
+        if listeners is None:
+            subscribers[channel] = self._alone
+        elif listeners.get(node) is not self._listener:
+            subscribers[channel] = {**listeners, node: self._listener}
 
     def unsubscribe(self, channel: str) -> None:
         """Stop receiving ``channel``."""
-        self._channels.discard(channel)
-        listeners = self.bus.subscribers.get(channel)
-        if listeners is not None:
-            listeners.pop(self.node_id, None)
-            if not listeners:
-                del self.bus.subscribers[channel]
+        subscribers, node = self.bus.subscribers, self.node_id
+        listeners = subscribers.get(channel)
+        if listeners is not None and node in listeners:
+            rest = {n: listener for n, listener in listeners.items() if n != node}
+            if rest:
+                subscribers[channel] = rest
+            else:
+                del subscribers[channel]

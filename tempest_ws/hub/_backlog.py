@@ -6,7 +6,8 @@ task drains the queue, in writes of up to 64 KiB where the transport allows, thr
 ASGI ``send`` otherwise. The queue is bounded in bytes and frames, and must keep moving
 ([`SendBudget`][tempest_ws.hub._flow.SendBudget]): the stall timer closes a peer whose
 frames have not moved for too long 1013 (a slow consumer). The queue, the writer and its
-timers exist only while a backlog does.
+timers exist only while a backlog does, and so does the `Backlog` itself: a connection
+makes one when a frame must wait and lets it go once it is `idle()`.
 """
 
 from __future__ import annotations
@@ -106,6 +107,17 @@ class Backlog:
     def pending(self) -> int:
         """Frames queued and not yet written to the socket."""
         return len(self.queue) if self.queue is not None else 0
+
+    def idle(self) -> bool:
+        """Nothing queued, held or in flight, and no writer: the connection may let it go
+        (it makes a new one for its next backlog)."""
+        writer = self.writer
+        return (
+            not self.queue
+            and not self.sending
+            and not self.deep
+            and (writer is None or writer.done())
+        )
 
     def add(self, owner: Owner, frame: str, *, wake: bool) -> bool:
         """Queue ``frame``; ``False`` when the queue would pass its byte or frame budget.

@@ -1,7 +1,7 @@
 """The close of a connection, around its state: who is told, and the close frame.
 
-`CloseSignals` holds what others wait on (the closing future, ``wait_closed()``
-waiters, close callbacks) and fires them at the moves to ``CLOSING`` and ``CLOSED``.
+`add_callback()` and `run_callbacks()` keep and run a connection's close callbacks
+(no list per connection: most have one callback, shared by every connection of a hub).
 `FLUSH_ON_CLOSE` names the codes that flush the queue first, and `write_close_frame()`
 sends the frame and aborts the transport when the peer does not take it in time. The
 connection ([`tempest_ws.hub._connection`][tempest_ws.hub._connection]) uses them once
@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from tempest_ws._types import Send
 from tempest_ws.wire.codes import CloseCode
 
-__all__ = ["FLUSH_ON_CLOSE", "CloseSignals", "write_close_frame"]
+__all__ = ["FLUSH_ON_CLOSE", "Callbacks", "add_callback", "run_callbacks", "write_close_frame"]
 
 T = TypeVar("T")
 
@@ -56,59 +56,28 @@ async def write_close_frame(
         pass  # already gone: the server reports the socket closed
 
 
-class CloseSignals(Generic[T]):
-    """What waits on one connection's close (the connection is ``T`` to its callbacks).
+Callbacks = Callable[[T], None] | tuple[Callable[[T], None], ...] | None
+"""A connection's close callbacks, kept small: none, the one callback itself (most
+connections have only the hub's, one bound method shared by every connection), or a
+tuple of them in the order they were added."""
 
-    Args:
-        loop: the connection's event loop.
-    """
 
-    __slots__ = ("_callbacks", "_closing", "_code", "_finished", "_loop")
+def add_callback(callbacks: Callbacks[T], callback: Callable[[T], None]) -> Callbacks[T]:
+    """``callbacks`` with ``callback`` added last (nothing is changed in place)."""
+    if callbacks is None:
+        return callback
+    if isinstance(callbacks, tuple):
+        return (*callbacks, callback)
+    return (callbacks, callback)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._code: int | None = None  # set when the close starts
-        # Both futures are made for a first waiter: most connections never have one.
-        self._closing: asyncio.Future[int] | None = None
-        self._finished: asyncio.Future[None] | None = None
-        self._callbacks: list[Callable[[T], None]] = []
 
-    @property
-    def closing(self) -> asyncio.Future[int]:
-        """Resolved with the close code on the move to ``CLOSING`` (already resolved
-        when asked for after it)."""
-        future = self._closing
-        if future is None:
-            future = self._closing = self._loop.create_future()
-            if self._code is not None:
-                future.set_result(self._code)
-        return future
-
-    def add_callback(self, callback: Callable[[T], None]) -> None:
-        """Run ``callback(connection)`` once, synchronously, when the close starts."""
-        self._callbacks.append(callback)
-
-    def started(self, connection: T, code: int, connection_id: str) -> None:
-        """The close started: resolve `closing`, run the callbacks (a failing one is
-        logged, never propagated)."""
-        self._code = code
-        if self._closing is not None:
-            self._closing.set_result(code)
-        for callback in self._callbacks:
-            try:
-                callback(connection)
-            except Exception:  # a callback's bug must not keep the socket open
-                logger.exception("close callback failed for %s", connection_id)
-
-    def finished(self) -> None:
-        """The close finished: wake every `wait_finished()` waiter."""
-        future = self._finished
-        if future is not None and not future.done():
-            future.set_result(None)
-
-    async def wait_finished(self) -> None:
-        """Wait for `finished()` (the caller checks first whether it already ran)."""
-        if self._finished is None:
-            self._finished = asyncio.get_running_loop().create_future()
-        # Shielded: one waiter being cancelled must not cancel the others' wait.
-        await asyncio.shield(self._finished)
+def run_callbacks(callbacks: Callbacks[T], connection: T, connection_id: str) -> None:
+    """Run each callback with ``connection``, in order; a failing one is logged, never
+    propagated (a callback's bug must not keep the socket open)."""
+    if callbacks is None:
+        return
+    for callback in callbacks if isinstance(callbacks, tuple) else (callbacks,):
+        try:
+            callback(connection)
+        except Exception:
+            logger.exception("close callback failed for %s", connection_id)

@@ -15,6 +15,7 @@ moments only (never per frame).
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -24,7 +25,13 @@ from tempest_ws._bounded import cancel_tasks
 from tempest_ws._types import Send, UserId
 from tempest_ws.exceptions import ConnectionClosedError
 from tempest_ws.hub._backlog import Backlog
-from tempest_ws.hub._closing import FLUSH_ON_CLOSE, CloseSignals, write_close_frame
+from tempest_ws.hub._closing import (
+    FLUSH_ON_CLOSE,
+    Callbacks,
+    add_callback,
+    run_callbacks,
+    write_close_frame,
+)
 from tempest_ws.hub._direct import TickFlusher, direct_writer, write_batched
 from tempest_ws.hub._flow import SendBudget
 from tempest_ws.hub._state import ConnectionState, advance
@@ -37,9 +44,9 @@ __all__ = ["WebSocketConnection", "offer_all"]
 
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = ConnectionState  # the members, in order
 
-_SLOTS = "__dict__ __weakref__ _backlog _close_task _close_timeout _direct _loop _metadata \
-_send _signals _state _topics _transport close_code close_reason connected_at connection_id \
-frames_sent user_id user_key"
+_SLOTS = "__dict__ __weakref__ _backlog _budget _callbacks _close_task _close_timeout _closing \
+_connected _direct _finished _loop _metadata _send _state _topics _transport close_code \
+close_reason connection_id frames_sent user_id user_key"
 
 
 class WebSocketConnection:
@@ -55,7 +62,9 @@ class WebSocketConnection:
         state: its life, a [`ConnectionState`][tempest_ws.ConnectionState] (read-only).
     """
 
-    # Thousands live at once: slots, keeping ``__dict__`` (made only if another attribute is set).
+    # Thousands live at once, most of them idle: slots, keeping ``__dict__`` (made only if
+    # another attribute is set), and nothing an idle connection does not use (its backlog,
+    # the close futures, the topic set and the metadata are made when first needed).
     __slots__ = tuple(_SLOTS.split())
 
     def __init__(
@@ -76,7 +85,7 @@ class WebSocketConnection:
         self.user_key = str(user_id)
         self._topics: set[str] | None = None  # made when first asked for
         self._metadata = metadata  # the empty dict is made when first asked for
-        self.connected_at = datetime.now(UTC)
+        self._connected = time.time()  # ``connected_at``, as a float until asked for
         self.close_code: int | None = None
         self.close_reason = ""
         self.frames_sent = 0
@@ -85,16 +94,13 @@ class WebSocketConnection:
         self._direct = direct_writer(transport, flusher) if transport is not None else None
         self._state = _CONNECTING
         self._loop = asyncio.get_running_loop()
-        # The backlog's queue, writer and timers are made when first needed: most
-        # connections never need them, and thousands of idle sockets add up.
-        self._backlog = Backlog(
-            send=send,
-            direct=self._direct,
-            budget=budget if budget is not None else SendBudget(max_frames=queue_size),
-            loop=self._loop,
-        )
+        self._budget = budget if budget is not None else SendBudget(max_frames=queue_size)
+        # Made when a frame must wait, and let go once it is idle (`_new_backlog()`).
+        self._backlog: Backlog | None = None
         self._close_timeout = close_timeout
-        self._signals: CloseSignals[WebSocketConnection] = CloseSignals(self._loop)
+        self._callbacks: Callbacks[WebSocketConnection] = None
+        self._closing: asyncio.Future[int] | None = None  # made for a first waiter
+        self._finished: asyncio.Future[None] | None = None  # likewise
         self._close_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -112,6 +118,11 @@ class WebSocketConnection:
     @topics.setter
     def topics(self, value: set[str]) -> None:
         self._topics = value
+
+    @property
+    def connected_at(self) -> datetime:
+        """UTC time of the handshake (a ``datetime``)."""
+        return datetime.fromtimestamp(self._connected, UTC)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -139,20 +150,27 @@ class WebSocketConnection:
     @property
     def pending(self) -> int:
         """Frames queued and not yet written to the socket."""
-        return self._backlog.pending
+        backlog = self._backlog
+        return 0 if backlog is None else backlog.pending
 
     @property
     def pending_bytes(self) -> int:
         """Bytes of the frames queued and not yet written to the socket."""
-        return self._backlog.queued
+        backlog = self._backlog
+        return 0 if backlog is None else backlog.queued
 
     def closing_future(self) -> asyncio.Future[int]:
         """A future resolved with the close code as soon as the close starts."""
-        return self._signals.closing
+        future = self._closing
+        if future is None:
+            future = self._closing = self._loop.create_future()
+            if self.close_code is not None:  # the close started already
+                future.set_result(self.close_code)
+        return future
 
     def add_close_callback(self, callback: Callable[[WebSocketConnection], None]) -> None:
         """Run ``callback(self)`` once, synchronously, when the close starts."""
-        self._signals.add_callback(callback)
+        self._callbacks = add_callback(self._callbacks, callback)
 
     def start(self) -> None:
         """``CONNECTING → OPEN`` (else nothing): frames queued so far, then every frame as
@@ -161,7 +179,13 @@ class WebSocketConnection:
         if self._state is not _CONNECTING:
             return
         self._state = advance(_CONNECTING, _OPEN)
-        self._backlog.start(self)
+        backlog = self._backlog
+        if backlog is None:
+            if self._direct is not None:
+                return
+            backlog = self._new_backlog()  # no direct path: the writer sends every frame
+        backlog.start(self)
+        self._let_go(backlog)
 
     def enqueue(self, frame: str) -> bool:
         """Deliver one serialized frame without waiting: write it now, or queue it.
@@ -171,22 +195,38 @@ class WebSocketConnection:
         A frame larger than the byte budget is queued when nothing waits before it.
         """
         state = self._state
-        if state is not _OPEN and state is not _CONNECTING:
+        if state is _OPEN:
+            backlog = self._backlog
+            if (
+                (backlog is None or self._let_go(backlog))
+                and (direct := self._direct) is not None
+                and direct.write_frame(encode_text_frame(frame))
+            ):
+                self.frames_sent += 1
+                frame_out(frame)
+                return True
+        elif state is not _CONNECTING:
             return False
         backlog = self._backlog
-        if (
-            not backlog.queue
-            and state is _OPEN
-            and not backlog.sending
-            and self._direct is not None
-            and self._direct.write_frame(encode_text_frame(frame))
-        ):
-            self.frames_sent += 1
-            frame_out(frame)
-            return True
+        if backlog is None:
+            backlog = self._new_backlog()
         if not backlog.add(self, frame, wake=state is _OPEN):
             return False
         frame_out(frame)
+        return True
+
+    def _new_backlog(self) -> Backlog:
+        backlog = self._backlog = Backlog(
+            send=self._send, direct=self._direct, budget=self._budget, loop=self._loop
+        )
+        return backlog
+
+    def _let_go(self, backlog: Backlog) -> bool:
+        """Forget ``backlog`` if it is idle (stopping its stall timer); whether it was."""
+        if not backlog.idle():
+            return False
+        backlog.settle(self)
+        self._backlog = None
         return True
 
     def flush(self) -> None:
@@ -239,19 +279,26 @@ class WebSocketConnection:
     def peer_closed(self, code: int) -> None:
         """Record that the peer closed or vanished: nothing more will be written."""
         if self._begin_close(code, "peer closed") is not None:
-            self._backlog.stop_writer()
-            self._backlog.drop()
+            backlog = self._backlog
+            if backlog is not None:
+                backlog.stop_writer()
+                backlog.drop()
             self._set_finished()
 
     async def wait_closed(self) -> None:
         """Wait until the close (started by anyone) has finished."""
         if self._state is not _CLOSED:
-            await self._signals.wait_finished()
+            if self._finished is None:
+                self._finished = self._loop.create_future()
+            # Shielded: one waiter being cancelled must not cancel the others' wait.
+            await asyncio.shield(self._finished)
 
     def _set_finished(self) -> None:
         """The close finished: ``CLOSING → CLOSED``, and wake who waits for it."""
         self._state = advance(self._state, _CLOSED)
-        self._signals.finished()
+        finished = self._finished
+        if finished is not None and not finished.done():
+            finished.set_result(None)
 
     def _begin_close(self, code: int, reason: str) -> ConnectionState | None:
         """Move to ``CLOSING``: the state it left, or ``None`` if a close had started."""
@@ -261,25 +308,20 @@ class WebSocketConnection:
         self._state = advance(left, _CLOSING)
         self.close_code = int(code)
         self.close_reason = reason
-        self._backlog.settle(self)
-        self._signals.started(self, int(code), self.connection_id)
+        if self._backlog is not None:
+            self._backlog.settle(self)
+        closing = self._closing
+        if closing is not None and not closing.done():
+            closing.set_result(self.close_code)
+        callbacks, self._callbacks = self._callbacks, None  # they run once
+        run_callbacks(callbacks, self, self.connection_id)
         return left
 
     async def _finish_close(self, code: int, reason: str, *, was_open: bool) -> None:
-        backlog = self._backlog
+        backlog = self._backlog  # no new one is made once closing
         try:
-            if code not in FLUSH_ON_CLOSE:
-                backlog.stop_writer()
-                backlog.drop()  # free the memory now, not after the close frame
-            elif was_open and backlog.queue:
-                backlog.wake(self)
-            writer = backlog.writer
-            if code in FLUSH_ON_CLOSE and writer is not None and not writer.done():
-                backlog.notify()
-                await asyncio.wait({writer}, timeout=self._close_timeout)
-            backlog.stop_writer()
-            what = f"writer of {self.connection_id}"
-            await cancel_tasks([backlog.writer], what, limit=self._close_timeout)
+            if backlog is not None:
+                await self._end_backlog(backlog, code, was_open=was_open)
             if code in FLUSH_ON_CLOSE:  # what this tick holds goes before the close frame
                 self.flush()
             await write_close_frame(
@@ -291,8 +333,24 @@ class WebSocketConnection:
                 connection_id=self.connection_id,
             )
         finally:
-            backlog.drop()
+            if backlog is not None:
+                backlog.drop()
             self._set_finished()
+
+    async def _end_backlog(self, backlog: Backlog, code: int, *, was_open: bool) -> None:
+        """Write the queued frames first (a flushing ``code``) or drop them; stop the writer."""
+        if code not in FLUSH_ON_CLOSE:
+            backlog.stop_writer()
+            backlog.drop()  # free the memory now, not after the close frame
+        elif was_open and backlog.queue:
+            backlog.wake(self)
+        writer = backlog.writer
+        if code in FLUSH_ON_CLOSE and writer is not None and not writer.done():
+            backlog.notify()
+            await asyncio.wait({writer}, timeout=self._close_timeout)
+        backlog.stop_writer()
+        what = f"writer of {self.connection_id}"
+        await cancel_tasks([backlog.writer], what, limit=self._close_timeout)
 
     def abort(self) -> None:
         """Drop the TCP connection at once, where the server exposes its transport."""
@@ -305,7 +363,7 @@ def offer_all(
 ) -> int:
     """`WebSocketConnection.enqueue()` of ``frame`` for each recipient, in one pass.
 
-    A recipient that can take the frame on the direct write path (open, nothing queued,
+    A recipient that can take the frame on the direct write path (open, no backlog,
     a direct writer) gets the frame's bytes, encoded once for all of them, without the
     call to ``enqueue``; every other recipient, and one whose direct write declined, goes
     through its ``enqueue``. Recipients refused while not closing (slow consumers) are
@@ -322,15 +380,13 @@ def offer_all(
     for connection in recipients:
         if connection._state is _OPEN:
             direct = connection._direct
-            if direct is not None:
-                backlog = connection._backlog
-                if not backlog.queue and not backlog.sending:
-                    if data is None:
-                        data = encode_text_frame(frame)
-                    if direct.write_frame(data, batch):
-                        connection.frames_sent += 1
-                        direct_count += 1
-                        continue
+            if direct is not None and connection._backlog is None:  # nothing waits
+                if data is None:
+                    data = encode_text_frame(frame)
+                if direct.write_frame(data, batch):
+                    connection.frames_sent += 1
+                    direct_count += 1
+                    continue
         if connection.enqueue(frame):
             delivered += 1
         elif not connection.closing:

@@ -173,7 +173,7 @@ class Delivery:
         node = self._node
         if not node.running:
             await node.start()
-        connections = list(self._registry.users.get(user, {}).values())
+        connections = list(self._registry.tabs(user))
         for connection in connections:
             connection.close_soon(code, reason)
         packet = encode_packet(self._node_id, OP_KICK, user, code=int(code), reason=reason)

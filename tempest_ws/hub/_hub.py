@@ -308,7 +308,7 @@ class WebSocketHub(HubMessaging):
 
     def connections_of(self, user_id: UserId) -> list[WebSocketConnection]:
         """The user's live connections in this process, oldest first."""
-        return list(self._registry.users.get(str(user_id), {}).values())
+        return list(self._registry.tabs(str(user_id)))
 
     def stats(self) -> HubStats:
         """Counts of connections, users, topics and the delivery counters (this process)."""

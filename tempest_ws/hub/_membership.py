@@ -98,7 +98,7 @@ class Membership:
             await node.start()
         user = connection.user_key
         connections = self._registry.connections
-        siblings = self._registry.users.get(user, {})
+        siblings = self._registry.tabs(user)
         overflow = max(0, len(siblings) + 1 - self.max_per_user)
         if len(connections) - overflow >= self.max_connections:
             self.rejected += 1

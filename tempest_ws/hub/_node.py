@@ -247,7 +247,7 @@ class Node:
                 newcomer.connection_id,
                 exc,
             )
-            local = [c for c in self.registry.users.get(user, {}).values() if c is not newcomer]
+            local = [c for c in self.registry.tabs(user) if c is not newcomer]
             past = max(0, len(local) + 1 - limit)
             evicted = [Member(self.node_id, c.connection_id) for c in local[:past]]
         for member in evicted:
@@ -324,7 +324,7 @@ class Node:
             connection = self.registry.connections.get(packet.target)
             victims = [] if connection is None else [connection]
         else:
-            victims = list(self.registry.users.get(packet.target, {}).values())
+            victims = list(self.registry.tabs(packet.target))
         for connection in victims:
             logger.info(
                 "connection %s closed %d by node %s",

@@ -53,11 +53,17 @@ class HubStats:
 
 
 class Registry:
-    """Connections of this process by id, user (oldest first) and topic."""
+    """Connections of this process by id, user (oldest first) and topic.
+
+    ``users`` maps a user to its one connection, or to a tuple of them when it has
+    several (replaced when one comes or goes): a user has a few at most
+    (``WS_MAX_CONNECTIONS_PER_USER``) and most have one, so nothing is made for them.
+    Read it with `tabs()`.
+    """
 
     def __init__(self) -> None:
         self.connections: dict[str, WebSocketConnection] = {}
-        self.users: dict[str, dict[str, WebSocketConnection]] = {}
+        self.users: dict[str, WebSocketConnection | tuple[WebSocketConnection, ...]] = {}
         self.topics: dict[str, dict[str, WebSocketConnection]] = {}
         self.frames_queued = 0
         self.slow_closed = 0
@@ -68,9 +74,22 @@ class Registry:
         self.connections[connection.connection_id] = connection
         if getattr(connection.enqueue, "__self__", None) is not connection:
             self._hooked.add(connection.connection_id)  # a wrapper: fan out through it
-        tabs = self.users.setdefault(connection.user_key, {})
-        tabs[connection.connection_id] = connection
-        return len(tabs) == 1
+        user = connection.user_key
+        held = self.users.get(user)
+        if held is None:
+            self.users[user] = connection
+            return True
+        tabs = held if isinstance(held, tuple) else (held,)
+        if connection not in tabs:
+            self.users[user] = (*tabs, connection)
+        return False
+
+    def tabs(self, user: str) -> tuple[WebSocketConnection, ...]:
+        """``user``'s connections here, oldest first (empty when it has none)."""
+        held = self.users.get(user)
+        if held is None:
+            return ()
+        return held if isinstance(held, tuple) else (held,)
 
     def remove(self, connection: WebSocketConnection) -> list[str] | None:
         """Drop ``connection`` from the connection and user indexes (its topics stay
@@ -81,12 +100,15 @@ class Registry:
             return None
         self._hooked.discard(cid)
         idle: list[str] = []
-        tabs = self.users.get(connection.user_key)
-        if tabs is not None:
-            tabs.pop(cid, None)
-            if not tabs:
-                del self.users[connection.user_key]
-                idle.append(user_channel(connection.user_key))
+        user = connection.user_key
+        rest = tuple(c for c in self.tabs(user) if c is not connection)
+        if len(rest) > 1:
+            self.users[user] = rest
+        elif rest:
+            self.users[user] = rest[0]
+        elif user in self.users:
+            del self.users[user]
+            idle.append(user_channel(user))
         return idle
 
     def leave(self, connection: WebSocketConnection, topics: Iterable[str]) -> set[str]:
@@ -147,7 +169,7 @@ class Registry:
             connection = self.connections.get(target)
             return () if connection is None else (connection,)
         if op == OP_USER:
-            return self.users.get(target, {}).values()
+            return self.tabs(target)
         pool = self.connections if op == OP_ALL else self.topics.get(target, {})
         if not exclude and not exclude_users:
             return pool.values()

@@ -52,16 +52,19 @@ Scheduler = Callable[[float, Callable[[], None]], Cancellable]
 """``call_at(when, callback)`` on some clock (``loop.call_at`` fits)."""
 
 
-class Beat(Liveness, Generic[T]):
+class Beat(Generic[T]):
     """One connection's place on a `HeartbeatWheel`; made by `HeartbeatWheel.add()`.
 
     ``owner`` is what the wheel's callbacks receive; it is ``None`` once stopped.
+    ``last_seen`` and ``last_ping`` are the connection's times of its `Liveness`; the
+    interval and the timeout are the wheel's (kept once, not once per connection).
     """
 
-    __slots__ = ("owner", "slot", "wheel")
+    __slots__ = ("last_ping", "last_seen", "owner", "slot", "wheel")
 
     def __init__(self, wheel: HeartbeatWheel[T], owner: T, now: float) -> None:
-        Liveness.__init__(self, wheel.interval, wheel.timeout, now, now)
+        self.last_seen = now
+        self.last_ping = now
         self.wheel = wheel
         self.owner: T | None = owner
         self.slot = -1
@@ -117,6 +120,8 @@ class HeartbeatWheel(Generic[T]):
         self._on_ping = on_ping
         self._on_timeout = on_timeout
         self._is_busy = is_busy
+        # The one `Liveness` every check runs on, loaded with a beat's times each time.
+        self._timing = Liveness.starting_at(0.0, interval=interval, timeout=timeout)
         self._buckets: dict[int, list[Beat[T]]] = {}
         self._keys: list[int] = []  # heap of the keys of _buckets
         self._handle: Cancellable | None = None
@@ -179,20 +184,30 @@ class HeartbeatWheel(Generic[T]):
                 beat.last_seen = min(beat.last_seen + lag, at)
             if self._is_busy(owner):
                 beat.last_seen = at
-            action = beat.check(at)
+            timing = self._timing_of(beat)
+            action = timing.check(at)
             if action is HeartbeatAction.TIMEOUT:
                 self._on_timeout(owner)
                 return
             if action is HeartbeatAction.PING:
-                beat.pinged(at)
+                timing.pinged(at)
+                beat.last_ping = timing.last_ping
                 self._on_ping(owner)
         except Exception:  # one owner's failure must not starve the rest of the bucket
             logger.exception("heartbeat callback failed")
         if beat.owner is not None and beat.slot == -1:
             self._place(beat)
 
+    def _timing_of(self, beat: Beat[T]) -> Liveness:
+        """The wheel's `Liveness`, holding ``beat``'s times (until the next call)."""
+        timing = self._timing
+        timing.last_seen = beat.last_seen
+        timing.last_ping = beat.last_ping
+        return timing
+
     def _place(self, beat: Beat[T]) -> None:
-        key = max(math.ceil(beat.next_deadline() / self.tick), self._current + 1)
+        deadline = self._timing_of(beat).next_deadline()
+        key = max(math.ceil(deadline / self.tick), self._current + 1)
         beat.slot = key
         bucket = self._buckets.get(key)
         if bucket is None:

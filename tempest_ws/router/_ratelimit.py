@@ -9,6 +9,7 @@ trusted proxy. `AddressLimiter` counts open connections per address.
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ __all__ = [
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _EPSILON = 1e-9  # float refill must not turn "exactly at the budget" into a refusal
+_NEVER = -math.inf  # a full bucket's last update: the first take() refills to capacity
 
 
 @dataclass(slots=True)
@@ -31,6 +33,9 @@ class TokenBucket:
     A client may send ``capacity`` frames at once and then ``capacity`` per ``window``
     seconds forever; the first frame past that makes `take()` return ``False``.
     ``clock`` returns seconds (the event loop's ``time`` in the router).
+
+    A new bucket is full and holds nothing of its own (the capacity and a shared "never"
+    as its last update) until its first `take()`: thousands wait idle at once.
     """
 
     capacity: int
@@ -42,8 +47,8 @@ class TokenBucket:
     def __post_init__(self) -> None:
         if self.capacity < 1 or self.window <= 0:
             raise ValueError("a token bucket needs capacity >= 1 and a positive window")
-        self.tokens = float(self.capacity)
-        self.updated = self.clock()
+        self.tokens = self.capacity  # full: refilling it changes nothing
+        self.updated = _NEVER
 
     def take(self, count: int = 1) -> bool:
         """Spend ``count`` tokens if there are enough; never blocks."""

@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, HTTPException, Response, params
+from fastapi.routing import APIWebSocketRoute
 
 from tempest_ws._types import BearerResolver
 from tempest_ws.exceptions import ConfigurationError
@@ -30,7 +31,7 @@ from tempest_ws.router._handler_socket import Handler
 from tempest_ws.router._hooks import Hooks
 from tempest_ws.router._inbound import Inbound
 from tempest_ws.router._redaction import install_query_token_redaction
-from tempest_ws.router._route import add_endpoint_route
+from tempest_ws.router._route import ROUTE_NAME, add_endpoint_route
 from tempest_ws.router.events._dispatch import EventDispatch
 from tempest_ws.router.events._handlers import EventCall, EventHandler, EventRegistry
 from tempest_ws.router.events._setup import EventSetup
@@ -155,6 +156,40 @@ class WebSocketRouter(APIRouter):
             How many connections were asked to close.
         """
         return await self._tempest_endpoint.drain(code=code, reason=reason, grace=grace)
+
+    def install(
+        self,
+        app: FastAPI,
+        *,
+        prefix: str = "",
+        dependencies: Sequence[params.Depends] | None = None,
+    ) -> None:
+        """``app.include_router(router, prefix=, dependencies=)``, with the WebSocket route
+        registered on ``app`` itself, as ``@app.websocket`` would register it.
+
+        FastAPI runs a route of an included router through three more coroutine frames
+        (the included router's dispatch), and for a WebSocket they stay suspended for the
+        life of the connection: about 1.1 KB per idle connection. Installed, the WebSocket
+        route skips them. The rest is as ``include_router`` does it: the lifespan (the
+        hub's start and stop), the browser client's files, ``url_path_for``, and the
+        dependencies in the same order (the app's, ``dependencies``, the router's own).
+
+        Raises:
+            ConfigurationError: ``prefix`` does not start with ``/`` or ends with one.
+        """
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+            raise ConfigurationError("a prefix starts with '/' and does not end with one")
+        route = next(
+            r for r in self.routes if isinstance(r, APIWebSocketRoute) and r.name == ROUTE_NAME
+        )
+        add_endpoint_route(
+            app.router,
+            prefix + route.path,
+            self._tempest_endpoint,
+            dependencies=[*(dependencies or ()), *route.dependencies],
+        )
+        # Matched first, the route above shadows the router's own copy of it.
+        app.include_router(self, prefix=prefix, dependencies=dependencies)
 
 
 def make_websocket_router(

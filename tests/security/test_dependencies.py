@@ -18,7 +18,13 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, WebSocket, WebSo
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tempest_ws import CloseCode, WebSocketHub, jwt_bearer_resolver, make_websocket_router
+from tempest_ws import (
+    CloseCode,
+    ConfigurationError,
+    WebSocketHub,
+    jwt_bearer_resolver,
+    make_websocket_router,
+)
 from tempest_ws.testing import serve
 from tests.helpers.hardening import next_of_type, until_closed
 from tests.helpers.support import echo_handler, make_settings, token, until, ws_url
@@ -196,3 +202,49 @@ async def test_a_dependency_missing_a_required_parameter_refuses_with_403() -> N
         async with connect(url, subprotocols=["bearer", token()]) as ws:  # type: ignore[list-item]
             await next_of_type(ws, "hello")
     assert seen == ["acme"]
+
+
+async def test_install_puts_the_websocket_route_on_the_app_with_every_level_in_order() -> None:
+    """``router.install(app, dependencies=)``: the WebSocket route is the app's own (no
+    included-router dispatch kept per connection), the levels run in the same order,
+    and a refusal still comes before the handshake."""
+    recorder = Recorder()
+    settings = make_settings()
+    hub = WebSocketHub.from_settings(settings)
+    routes: list[Any] = []
+
+    async def handler(ws: WebSocket, connection: Any, hub: WebSocketHub) -> None:
+        routes.append(ws.scope.get("route"))
+        await echo_handler(ws, connection, hub)
+
+    app = FastAPI(dependencies=[Depends(recorder.level("app"))])
+    router = make_websocket_router(
+        handler,
+        hub=hub,
+        bearer_resolver=jwt_bearer_resolver(settings),
+        settings=settings,
+        dependencies=[Depends(recorder.level("route"))],
+    )
+    router.install(app, prefix="/rt", dependencies=[Depends(recorder.level("include"))])
+    async with serve(app) as base:
+        url = ws_url(base, "/rt/ws")
+        async with connect(url, subprotocols=["bearer", token()]) as ws:  # type: ignore[list-item]
+            await next_of_type(ws, "hello")
+            assert recorder.ran == ["app", "include", "route"]
+            await ws.send(json.dumps({"type": "echo", "data": {"n": 1}}))
+            assert (await next_of_type(ws, "echo"))["data"] == {"n": 1}
+        assert routes[0] in app.router.routes  # the app's own route, not an included copy
+        assert app.url_path_for("tempest_ws") == "/rt/ws"
+        recorder.ran.clear()
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(url + "?refuse=include-ws", subprotocols=["bearer", token()]):  # type: ignore[list-item]
+                pass
+        assert info.value.response.status_code == 403
+        assert recorder.ran == ["app", "include"]
+        recorder.ran.clear()
+        async with httpx.AsyncClient(base_url=base) as http:  # the rest comes included
+            assert (await http.get("/rt/ws/client.js")).status_code == 200
+        assert recorder.ran == ["app", "include"]
+        await until(lambda: hub.stats().connections == 0)
+    with pytest.raises(ConfigurationError):
+        router.install(FastAPI(), prefix="rt/")

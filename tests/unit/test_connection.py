@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from websockets.protocol import State
 
 from tempest_ws import CloseCode, ConnectionClosedError, WebSocketConnection
+from tempest_ws.hub._direct import DirectWriter, TickFlusher
 from tests.helpers.support import Peer, until
 
 
@@ -143,3 +146,100 @@ def test_identity() -> None:
     assert connection.metadata == {"k": 1}
     assert connection.connected_at.tzinfo is not None
     assert "open" in repr(connection)
+
+
+# -- what an idle connection keeps -----------------------------------------------------
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class _Protocol:
+    """What the direct writer reads of uvicorn's sansio protocol, writable at will."""
+
+    class _Conn:
+        state = State.OPEN
+
+    def __init__(self) -> None:
+        self.conn = self._Conn()
+        self.close_sent = False
+        self.disconnected = False
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+
+def _with_direct_path(connection: WebSocketConnection) -> tuple[_Protocol, _Transport]:
+    """Give ``connection`` a direct writer on a recording transport (a test knob)."""
+    protocol, transport = _Protocol(), _Transport()
+    connection._direct = DirectWriter(protocol, transport, State.OPEN, TickFlusher())
+    return protocol, transport
+
+
+async def test_the_backlog_exists_only_while_frames_wait() -> None:
+    peer = Peer()
+    connection = WebSocketConnection("u1", send=peer.send)
+    protocol, transport = _with_direct_path(connection)
+    assert connection._backlog is None  # nothing made before a frame must wait
+    assert connection.enqueue("hello")  # before start: queued
+    assert connection._backlog is not None
+    assert connection.pending == 1
+    connection.start()  # written at once, and the idle backlog let go
+    assert connection._backlog is None
+    assert (connection.pending, len(transport.writes)) == (0, 1)
+    assert connection.enqueue("a")  # written straight away, nothing made
+    assert connection._backlog is None
+    protocol.writable.clear()  # the transport is full: the next frame waits
+    assert connection.enqueue("b")
+    assert connection._backlog is not None
+    await until(lambda: connection.pending == 0 and peer.texts() == ["b"])
+    protocol.writable.set()
+    await asyncio.sleep(0)  # the writer task ends once the queue is empty
+    assert connection.enqueue("c")  # the idle backlog is let go, "c" written directly
+    assert connection._backlog is None
+    assert connection.frames_sent == 4
+    await connection.close()
+    assert peer.close_codes() == [CloseCode.NORMAL]
+
+
+async def test_a_connection_without_a_direct_path_keeps_its_writer_while_open() -> None:
+    peer = Peer()
+    connection = WebSocketConnection("u1", send=peer.send)
+    connection.start()
+    assert connection._backlog is not None  # its writer sends every frame
+    assert connection.enqueue("a")
+    await until(lambda: peer.texts() == ["a"])
+    assert connection.enqueue("b")
+    await until(lambda: peer.texts() == ["a", "b"])
+    await connection.close()
+
+
+async def test_close_futures_and_callbacks_are_made_for_their_first_user() -> None:
+    connection = WebSocketConnection("u1", send=Peer().send)
+    assert (connection._closing, connection._finished, connection._callbacks) == (None,) * 3
+    seen: list[str] = []
+    connection.add_close_callback(lambda c: seen.append("first"))
+    connection.add_close_callback(lambda c: seen.append("second"))
+    future = connection.closing_future()
+    assert not future.done()
+    await connection.close(CloseCode.GOING_AWAY)
+    assert seen == ["first", "second"]
+    assert future.result() == CloseCode.GOING_AWAY
+    assert connection.closing_future().result() == CloseCode.GOING_AWAY  # asked for after
+    await asyncio.wait_for(connection.wait_closed(), 5)
+    assert connection._callbacks is None  # run once, then let go
+
+
+async def test_connected_at_is_a_utc_datetime_of_the_handshake() -> None:
+    before = datetime.now(UTC)
+    connection = WebSocketConnection("u1", send=Peer().send)
+    after = datetime.now(UTC)
+    assert before - timedelta(milliseconds=1) <= connection.connected_at <= after
+    assert connection.connected_at == connection.connected_at

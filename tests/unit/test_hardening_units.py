@@ -279,3 +279,13 @@ def test_security_event_format(caplog: pytest.LogCaptureFixture) -> None:
         "security rate_limited connection=c1 reason=inbound frames over the budget budget=10"
     )
     assert (record.event, record.connection_id) == ("rate_limited", "c1")  # type: ignore[attr-defined]
+
+
+def test_a_new_bucket_is_full_whatever_the_clock_reads_at_its_first_take() -> None:
+    clock = FakeClock()
+    clock.now = -1e9  # a loop clock may start anywhere
+    bucket = TokenBucket(3, 1.0, clock=clock)
+    assert bucket.tokens == 3  # full before anything is taken or read
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+    clock.now += 1 / 3
+    assert bucket.take()

@@ -12,7 +12,7 @@ import pytest
 
 from tempest_ws import CapacityError, CloseCode, ConfigurationError, TopicLimitError
 from tempest_ws.backplane.memory import InMemoryBackplane
-from tempest_ws.backplane.packet import OP_TOPIC, Packet, encode_packet
+from tempest_ws.backplane.packet import OP_TOPIC, OP_USER, Packet, encode_packet
 from tempest_ws.history import HistoryPolicy, MemoryHistory, Position
 from tempest_ws.hub._authz import TopicGate, allow_any_topic
 from tempest_ws.hub._connection import WebSocketConnection
@@ -395,3 +395,51 @@ async def test_release_notice_tells_the_subscribers_to_reload() -> None:
     parts.release.notice(state, Position(5, "e"))
     assert parts.release.notices == 1
     assert ann.pending == 1
+
+
+# -- what an idle connection keeps -----------------------------------------------------
+
+
+async def test_registry_keeps_a_users_connections_oldest_first_a_lone_one_as_is() -> None:
+    registry = Registry()
+    peer = Peer()
+    a, b = (WebSocketConnection("ann", send=peer.send) for _ in range(2))
+    assert registry.add(a)
+    assert not registry.add(b)
+    assert not registry.add(b)  # added once
+    assert registry.users["ann"] == (a, b)
+    assert list(registry.select(OP_USER, "ann")) == [a, b]
+    assert registry.remove(a) == []
+    assert registry.users["ann"] is b  # one connection: kept as it is, no tuple
+    assert registry.tabs("ann") == (b,)
+    assert registry.remove(b) == ["user:ann"]
+    assert registry.users == {}
+    assert registry.tabs("ann") == ()
+    assert registry.remove(b) is None
+
+
+async def test_a_connection_gets_a_topic_set_with_its_first_subscription(parts: Parts) -> None:
+    ann = await parts.connect("ann")
+    assert ann._topics is None  # never subscribed: no set
+    assert ann.topics == set()
+    bob = await parts.connect("bob")
+    await parts.membership.join(bob.connection_id, "room:1", None, None, None)
+    assert bob.topics == {"room:1"}
+    assert parts.membership.subscribers("room:1") == [bob]
+
+
+async def test_unregistering_removes_the_users_presence_and_channel(parts: Parts) -> None:
+    backplane = parts.node.backplane
+    assert isinstance(backplane, InMemoryBackplane)
+    bus = backplane.bus
+    ann = await parts.connect("ann")
+    bob = await parts.connect("bob")
+    assert set(bus.members) == {"ann", "bob"}
+    assert {"user:ann", "user:bob"} <= set(bus.subscribers)
+    parts.membership.discard(ann)
+    assert set(bus.members) == {"bob"}
+    assert "user:ann" not in bus.subscribers
+    assert await parts.membership.online_users() == {"bob"}
+    parts.membership.discard(bob)
+    assert bus.members == {}
+    assert "user:bob" not in bus.subscribers
