@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         trees["tempest"] = str(args.tree.resolve())
     if args.ref_tree is not None:
         trees["tempest_ref"] = str(args.ref_tree.resolve())
-        plan.kinds.append("tempest_ref")
+        if "tempest_ref" not in plan.kinds:
+            plan.kinds.append("tempest_ref")
     if args.with_10k:
         plan.ns = [*plan.ns, 10_000]
         plan.heartbeat_n = 10_000
