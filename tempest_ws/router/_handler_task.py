@@ -12,6 +12,7 @@ awaits the handler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from collections.abc import Awaitable, Coroutine
@@ -29,7 +30,15 @@ from tempest_ws.router._inbound import Inbound
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import SUBSCRIBE
 
-__all__ = ["HANDLER_TASK_NAME", "HandlerEnd", "call_handler", "start_handler"]
+__all__ = [
+    "HANDLER_TASK_NAME",
+    "HandlerEnd",
+    "HandlerWatch",
+    "call_handler",
+    "run_beside",
+    "run_handler",
+    "start_handler",
+]
 
 logger = logging.getLogger("tempest_ws")
 
@@ -55,8 +64,11 @@ class HandlerEnd:
     def __call__(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
             return
+        self.ended(task.exception())
+
+    def ended(self, exc: BaseException | None) -> None:
+        """The handler returned (``exc`` ``None``) or raised ``exc``: close accordingly."""
         connection = self.connection
-        exc = task.exception()
         if exc is None or isinstance(exc, WebSocketDisconnect):
             connection.close_soon(CloseCode.NORMAL)
             return
@@ -69,6 +81,43 @@ class HandlerEnd:
             note_handler_error(exc)
         logger.error("handler failed on connection %s", connection.connection_id, exc_info=exc)
         connection.close_soon(CloseCode.INTERNAL_ERROR, "internal error")
+
+
+class HandlerWatch:
+    """Bounds a handler run in the endpoint's own task (see `run_handler()`): once the
+    connection's close starts, the handler has the close timeout to end (its next
+    receive or send reports the close); past it, the task is cancelled, and
+    `run_handler()` takes that cancel back so the endpoint's cleanup still runs.
+
+    The connection's close callback (a plain object: one small slot per connection).
+    """
+
+    __slots__ = ("cancelled", "running", "task", "timeout", "timer")
+
+    def __init__(self, task: asyncio.Task[Any], timeout: float) -> None:
+        self.task = task
+        self.timeout = timeout
+        self.running = True
+        self.cancelled = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def __call__(self, _connection: WebSocketConnection) -> None:
+        if self.running and self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.timeout, self.overdue)
+
+    def overdue(self) -> None:
+        """The close timeout passed: cancel the handler if it still runs."""
+        self.timer = None
+        if self.running:
+            self.cancelled = True
+            self.task.cancel()
+
+    def done(self) -> None:
+        """The handler ended: nothing to cancel any more."""
+        self.running = False
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 def _connects_topics(ws: WebSocket, inbound: Inbound | None) -> bool:
@@ -127,3 +176,68 @@ def start_handler(
     )
     task.add_done_callback(HandlerEnd(connection), context=context)
     return task
+
+
+async def run_handler(
+    handler: Handler,
+    ws: WebSocket,
+    connection: WebSocketConnection,
+    hub: WebSocketHub,
+    inbound: Inbound | None,
+) -> None:
+    """Run ``handler`` for ``connection`` in the calling task, ending as `HandlerEnd`
+    says; cancelled (quietly) when it outlives a close by the hub's close timeout."""
+    task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("run_handler() must run in a task")
+    watch = HandlerWatch(task, hub.close_timeout)
+    if connection.closing:
+        watch(connection)
+    else:
+        connection.add_close_callback(watch)
+    error: BaseException | None = None
+    try:
+        if _connects_topics(ws, inbound):
+            await call_handler(handler, ws, connection, hub, inbound)
+        else:
+            await handler(ws, connection, hub)
+    except asyncio.CancelledError:
+        watch.done()
+        if watch.cancelled and task.uncancel() == 0:
+            return  # the router's own cancel: the connection is closing already
+        raise
+    except BaseException as exc:  # noqa: BLE001 - judged by HandlerEnd, re-raised if fatal
+        error = exc
+    watch.done()
+    if watch.cancelled:
+        task.uncancel()  # the handler swallowed the router's cancel
+    HandlerEnd(connection).ended(error)
+    if error is not None and not isinstance(error, Exception):
+        raise error
+
+
+async def run_beside(
+    handler: Handler,
+    ws: WebSocket,
+    connection: WebSocketConnection,
+    hub: WebSocketHub,
+    inbound: Inbound | None,
+    reading: Coroutine[Any, Any, None],
+) -> None:
+    """Where the server's receive events cannot be taken as they come: ``handler`` in
+    its own task, ``reading`` (the read loop) awaited here. Once reading ends (the
+    connection is closing), the handler has the hub's close timeout to notice, then it
+    is cancelled; it is cancelled and awaited whatever happens."""
+    task = start_handler(handler, ws, connection, hub, inbound)
+    try:
+        await reading
+        done, _ = await asyncio.wait({task}, timeout=hub.close_timeout)
+        if not done:
+            task.cancel()
+    finally:
+        reading.close()  # nothing if it ran; never left un-awaited
+        if not task.done():
+            task.cancel()
+            # How it ended is the task's done callback's business (logged there).
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

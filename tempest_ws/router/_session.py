@@ -221,6 +221,22 @@ class HandlerChannel:
         if text is not None:
             frame_out(text)
 
+    def offer(self, message: Message) -> bool:
+        """Put a frame in the inbox if it has room (``False``: `deliver()` it instead)."""
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        elif len(inbox) >= INBOX_SIZE:
+            return False
+        inbox.append(message)
+        _wake(self._mail)
+        return True
+
+    def hold(self, held: bool) -> None:
+        """Say whether a reader other than `read_loop()` waits for the application
+        (see `held_by_app`)."""
+        self._reading = held
+
     async def deliver(self, message: Message) -> None:
         """Put a frame in the inbox, waiting while the handler is ``INBOX_SIZE`` behind.
 
@@ -300,7 +316,7 @@ class HandlerChannel:
                 if verdict is _PONG:
                     continue
                 if verdict is _BUILTIN or verdict is _REFRESH:
-                    valid = await self._operation(connection, message, verdict, lifetime, inbound)
+                    valid = await self.operation(connection, message, verdict, lifetime, inbound)
                 else:
                     valid = answer(connection, message, verdict, bucket, limits, tracer)
                 if connection.closing:
@@ -323,7 +339,7 @@ class HandlerChannel:
             return task.uncancel() == 0
         return False
 
-    def _operation(
+    def operation(
         self,
         connection: WebSocketConnection,
         message: Message,
