@@ -236,6 +236,17 @@ class Feed:
         """Whether a frame's handling is being awaited (reading is paused meanwhile)."""
         return self._task is not None
 
+    @property
+    def paused(self) -> bool:
+        """Whether this feed paused reading from the socket."""
+        return self._paused
+
+    @property
+    def waiting(self) -> int:
+        """Events read from the socket that wait behind the one being awaited."""
+        backlog = self._backlog
+        return len(backlog) if backlog is not None else 0
+
     async def stop(self) -> None:
         """Give the protocol its queue back, then let a frame being awaited finish (its
         handling sees the connection closing and stops there)."""
