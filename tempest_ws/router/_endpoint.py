@@ -41,7 +41,7 @@ from tempest_ws.router._closers import Expiry, ping, timed_out
 from tempest_ws.router._expiry import TokenLifetime
 from tempest_ws.router._feed import Feed
 from tempest_ws.router._handler_socket import Handler, HandlerWebSocket
-from tempest_ws.router._handler_task import run_beside, run_handler
+from tempest_ws.router._handler_task import HandlerWatch, handler_call, run_beside
 from tempest_ws.router._handshake import DRAIN_REASON, Gate, Handshake, peer_ip
 from tempest_ws.router._heartbeat import Beat, HeartbeatWheel
 from tempest_ws.router._hooks import Hooks
@@ -181,7 +181,18 @@ class Endpoint:
                         inbound=self.inbound,
                     )
                     if feed is not None:  # frames are taken as they arrive: one task
-                        await run_handler(self.handler, ws, connection, self.hub, self.inbound)
+                        # The handler runs right here, through no wrapper coroutine.
+                        watch = HandlerWatch.start(connection, self.hub.close_timeout)
+                        try:
+                            await handler_call(self.handler, ws, connection, self.hub, self.inbound)
+                        except asyncio.CancelledError:
+                            if not watch.taken_back():
+                                raise
+                        except BaseException as exc:
+                            if watch.ended(exc):
+                                raise
+                        else:
+                            watch.ended(None)
                     else:
                         await run_beside(
                             self.handler,

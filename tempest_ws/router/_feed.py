@@ -110,8 +110,10 @@ class Feed:
 
     ``get()``/``empty()``/``qsize()`` keep the queue's contract for a caller of the
     protocol's ``receive()`` (the router makes none while installed): nothing is held
-    here, so the queue looks empty and ``get()`` waits on the protocol's own queue,
-    which receives the events again once `stop()` puts it back.
+    here, so the queue looks empty, and ``get()`` waits on the queue `stop()` gives the
+    protocol, which receives the events from then on. The protocol's own queue is
+    dropped once its events are taken (its three deques are most of an idle
+    connection's memory in the server).
     """
 
     __slots__ = (
@@ -153,7 +155,7 @@ class Feed:
         self.lifetime = lifetime
         self.inbound = inbound
         self.tracer: SessionTracer | None = channel.tracer
-        self._queue: asyncio.Queue[Message] = protocol.queue
+        self._queue: asyncio.Queue[Message] | None = None  # made if get() or stop() needs it
         self._backlog: deque[Message] | None = None  # frames behind an awaited one
         self._task: asyncio.Task[None] | None = None  # awaits them (only while some wait)
         self._context: contextvars.Context | None = None
@@ -189,7 +191,7 @@ class Feed:
             inbound=inbound,
         )
         feed._context = contextvars.copy_context()  # what the awaited handling runs in
-        queue = feed._queue
+        queue: asyncio.Queue[Message] = protocol.queue
         # uvicorn pauses reading after each frame it queues unless read_paused is set:
         # set for good, so frames keep coming; the feed pauses on its own when it must.
         protocol.read_paused = True
@@ -225,9 +227,14 @@ class Feed:
         return 0
 
     async def get(self) -> Message:
-        """The next event of the protocol's own queue (which gets events again after
-        `stop()`)."""
-        return await self._queue.get()
+        """The next event put after `stop()`."""
+        return await self._replacement().get()
+
+    def _replacement(self) -> asyncio.Queue[Message]:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = asyncio.Queue()
+        return queue
 
     # -- the session's side -----------------------------------------------------------------
 
@@ -248,11 +255,11 @@ class Feed:
         return len(backlog) if backlog is not None else 0
 
     async def stop(self) -> None:
-        """Give the protocol its queue back, then let a frame being awaited finish (its
+        """Give the protocol a receive queue again, then let a frame being awaited finish (its
         handling sees the connection closing and stops there)."""
         protocol = self.protocol
         if protocol.queue is self:
-            protocol.queue = self._queue
+            protocol.queue = self._replacement()
             if protocol.read_paused:  # uvicorn clears it itself when it resumed on close
                 protocol.read_paused = self._paused
         task = self._task

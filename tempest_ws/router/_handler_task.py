@@ -35,8 +35,8 @@ __all__ = [
     "HandlerEnd",
     "HandlerWatch",
     "call_handler",
+    "handler_call",
     "run_beside",
-    "run_handler",
     "start_handler",
 ]
 
@@ -84,22 +84,39 @@ class HandlerEnd:
 
 
 class HandlerWatch:
-    """Bounds a handler run in the endpoint's own task (see `run_handler()`): once the
-    connection's close starts, the handler has the close timeout to end (its next
-    receive or send reports the close); past it, the task is cancelled, and
-    `run_handler()` takes that cancel back so the endpoint's cleanup still runs.
+    """Bounds a handler the endpoint awaits in its own task: once the connection's close
+    starts, the handler has the close timeout to end (its next receive or send reports
+    the close); past it, the task is cancelled, and `taken_back()` tells the endpoint
+    that cancel was this watch's, so its cleanup still runs. `ended()` closes the
+    connection as `HandlerEnd` does.
 
     The connection's close callback (a plain object: one small slot per connection).
     """
 
-    __slots__ = ("cancelled", "running", "task", "timeout", "timer")
+    __slots__ = ("cancelled", "connection", "running", "task", "timeout", "timer")
 
-    def __init__(self, task: asyncio.Task[Any], timeout: float) -> None:
+    def __init__(
+        self, connection: WebSocketConnection, task: asyncio.Task[Any], timeout: float
+    ) -> None:
+        self.connection = connection
         self.task = task
         self.timeout = timeout
         self.running = True
         self.cancelled = False
         self.timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def start(cls, connection: WebSocketConnection, timeout: float) -> HandlerWatch:
+        """Watch the handler the current task is about to await."""
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a handler is watched from inside a task")
+        watch = cls(connection, task, timeout)
+        if connection.closing:
+            watch(connection)
+        else:
+            connection.add_close_callback(watch)
+        return watch
 
     def __call__(self, _connection: WebSocketConnection) -> None:
         if self.running and self.timer is None:
@@ -112,8 +129,23 @@ class HandlerWatch:
             self.cancelled = True
             self.task.cancel()
 
-    def done(self) -> None:
-        """The handler ended: nothing to cancel any more."""
+    def taken_back(self) -> bool:
+        """The handler ended with ``CancelledError``: ``True`` if that was this watch's
+        cancel alone (taken back: the endpoint carries on with its cleanup)."""
+        self._done()
+        return self.cancelled and self.task.uncancel() == 0
+
+    def ended(self, exc: BaseException | None) -> bool:
+        """The handler returned (``exc`` ``None``) or raised ``exc``: close as
+        `HandlerEnd` does. ``True`` when ``exc`` must propagate (``KeyboardInterrupt``,
+        ``SystemExit``)."""
+        self._done()
+        if self.cancelled:
+            self.task.uncancel()  # the handler swallowed the cancel
+        HandlerEnd(self.connection).ended(exc)
+        return exc is not None and not isinstance(exc, Exception)
+
+    def _done(self) -> None:
         self.running = False
         if self.timer is not None:
             self.timer.cancel()
@@ -178,42 +210,19 @@ def start_handler(
     return task
 
 
-async def run_handler(
+def handler_call(
     handler: Handler,
     ws: WebSocket,
     connection: WebSocketConnection,
     hub: WebSocketHub,
     inbound: Inbound | None,
-) -> None:
-    """Run ``handler`` for ``connection`` in the calling task, ending as `HandlerEnd`
-    says; cancelled (quietly) when it outlives a close by the hub's close timeout."""
-    task = asyncio.current_task()
-    if task is None:
-        raise RuntimeError("run_handler() must run in a task")
-    watch = HandlerWatch(task, hub.close_timeout)
-    if connection.closing:
-        watch(connection)
-    else:
-        connection.add_close_callback(watch)
-    error: BaseException | None = None
-    try:
-        if _connects_topics(ws, inbound):
-            await call_handler(handler, ws, connection, hub, inbound)
-        else:
-            await handler(ws, connection, hub)
-    except asyncio.CancelledError:
-        watch.done()
-        if watch.cancelled and task.uncancel() == 0:
-            return  # the router's own cancel: the connection is closing already
-        raise
-    except BaseException as exc:  # noqa: BLE001 - judged by HandlerEnd, re-raised if fatal
-        error = exc
-    watch.done()
-    if watch.cancelled:
-        task.uncancel()  # the handler swallowed the router's cancel
-    HandlerEnd(connection).ended(error)
-    if error is not None and not isinstance(error, Exception):
-        raise error
+) -> Awaitable[None]:
+    """What the endpoint awaits to run ``handler``: the handler itself, or
+    `call_handler()` when ``?topics=`` are to be subscribed first. (Raises what the
+    handler raises when called: await it inside the same ``try``.)"""
+    if _connects_topics(ws, inbound):
+        return call_handler(handler, ws, connection, hub, inbound)
+    return handler(ws, connection, hub)
 
 
 async def run_beside(
