@@ -125,9 +125,11 @@ class Endpoint:
         """The route's endpoint, called by FastAPI once the route's dependencies are
         solved: steps 1–8 of one connection.
 
-        The whole connection runs in this one coroutine, which awaits the read loop
-        right here, through no wrapper step: an idle connection stays suspended in this
-        frame and the read loop's only (the handshake's frames have returned by then).
+        The whole connection runs in this one coroutine. Under uvicorn's websockets-sansio
+        protocol frames are taken as they arrive (`Feed`) and the handler is awaited
+        right here, through no wrapper step: an idle connection is this frame and the
+        handler's, and no other task. Elsewhere the read loop is awaited here and the
+        handler runs in a task beside it.
         """
         receive, send = server_callables(websocket)
         scope = websocket.scope

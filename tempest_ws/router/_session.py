@@ -1,6 +1,9 @@
 """The session: the read loop, and the handler's side of the socket (`HandlerChannel`).
 
-The session owns reading. One loop takes every inbound frame from the server, counts it
+The session owns reading. Under uvicorn's websockets-sansio protocol each frame is
+taken as the server parses it ([`tempest_ws.router._feed`][tempest_ws.router._feed]);
+everywhere else one loop (`HandlerChannel.read_loop()`) takes every inbound frame from
+the server. Either way each frame is counted
 as proof of life, asks [`judge()`][tempest_ws.router._verdict.judge] what the frame is
 (a pure function: size, rate, heartbeat, refresh, built-in, valid or not) and acts on
 the verdict: it answers and swallows heartbeat envelopes, rejects malformed frames with
