@@ -135,7 +135,7 @@ class HandlerChannel:
     def attach(self, connection: WebSocketConnection) -> None:
         """Switch from handshake pass-through to the guarded session."""
         self._connection = connection
-        connection.add_close_callback(self._on_close)
+        connection.add_close_callback(self)  # __call__: no bound method kept per connection
 
     @property
     def connection(self) -> WebSocketConnection:
@@ -165,8 +165,9 @@ class HandlerChannel:
         """
         return self.backlog > 0 or (self._reading and self._reader is None)
 
-    def _on_close(self, _connection: WebSocketConnection) -> None:
-        """The close started: stop reading and wake whoever waits (runs synchronously)."""
+    def __call__(self, _connection: WebSocketConnection) -> None:
+        """The connection's close callback: the close started, so stop reading and wake
+        whoever waits (runs synchronously)."""
         reader = self._reader
         if reader is not None:
             self._reader = None
