@@ -22,7 +22,6 @@ id (for a handshake refused before a connection exists, the id of that attempt).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -35,12 +34,14 @@ from tempest_ws._types import BearerResolver
 from tempest_ws.exceptions import CapacityError
 from tempest_ws.hub._connection import WebSocketConnection
 from tempest_ws.hub._hub import WebSocketHub
-from tempest_ws.observe._audit import security_event, traffic_event
+from tempest_ws.observe._audit import traffic_event
 from tempest_ws.observe.tracing import Tracing
 from tempest_ws.router._admission import RETRY_AFTER_SECONDS, Admission
+from tempest_ws.router._closers import Expiry, ping, timed_out
 from tempest_ws.router._expiry import TokenLifetime
+from tempest_ws.router._feed import Feed
 from tempest_ws.router._handler_socket import Handler, HandlerWebSocket
-from tempest_ws.router._handler_task import start_handler
+from tempest_ws.router._handler_task import HandlerWatch, handler_call, run_beside
 from tempest_ws.router._handshake import DRAIN_REASON, Gate, Handshake, peer_ip
 from tempest_ws.router._heartbeat import Beat, HeartbeatWheel
 from tempest_ws.router._hooks import Hooks
@@ -56,30 +57,13 @@ from tempest_ws.router._session import HandlerChannel, SessionLimits
 from tempest_ws.router._transport import find_transport, server_callables
 from tempest_ws.settings import WebSocketSettings
 from tempest_ws.wire.codes import CloseCode
-from tempest_ws.wire.envelope import HELLO, PING_FRAME, encode_envelope
+from tempest_ws.wire.envelope import HELLO, encode_envelope
 
 __all__ = ["DRAIN_REASON", "Endpoint"]
 
 logger = logging.getLogger("tempest_ws")
 
 RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-
-
-class _Expiry:
-    """What a connection's token deadline runs: close it 4401 (a plain object, not a
-    closure, so an idle connection holds one small slot)."""
-
-    __slots__ = ("connection",)
-
-    def __init__(self, connection: WebSocketConnection) -> None:
-        self.connection = connection
-
-    def __call__(self) -> None:
-        connection = self.connection
-        security_event(
-            "token_expired", connection.connection_id, "token expired", level=logging.INFO
-        )
-        connection.close_soon(CloseCode.UNAUTHORIZED, "token expired")
 
 
 class Endpoint:
@@ -141,9 +125,11 @@ class Endpoint:
         """The route's endpoint, called by FastAPI once the route's dependencies are
         solved: steps 1–8 of one connection.
 
-        The whole connection runs in this one coroutine, which awaits the read loop
-        right here, through no wrapper step: an idle connection stays suspended in this
-        frame and the read loop's only (the handshake's frames have returned by then).
+        The whole connection runs in this one coroutine. Under uvicorn's websockets-sansio
+        protocol frames are taken as they arrive (`Feed`) and the handler is awaited
+        right here, through no wrapper step: an idle connection is this frame and the
+        handler's, and no other task. Elsewhere the read loop is awaited here and the
+        handler runs in a task beside it.
         """
         receive, send = server_callables(websocket)
         scope = websocket.scope
@@ -165,9 +151,8 @@ class Endpoint:
             if not await self.handshake.screen(ws, headers, address):
                 return
             try:
-                opened = await self.handshake.open(
-                    ws, headers, send, transport, address, find_protocol(receive)
-                )
+                protocol = find_protocol(receive)
+                opened = await self.handshake.open(ws, headers, send, transport, address, protocol)
                 if opened is None:
                     return
                 connection, token = opened
@@ -175,7 +160,7 @@ class Endpoint:
                 self.live.add(connection)  # from here on a drain closes it
                 lifetime = self._lifetime(connection)
                 heartbeat: Beat[HandlerChannel] | None = None
-                handler_task: asyncio.Task[None] | None = None
+                feed: Feed | None = None
                 try:
                     try:
                         registered = await self._register(connection)
@@ -186,20 +171,48 @@ class Endpoint:
                         return
                     heartbeat = self._begin(channel, connection, lifetime, token)
                     del token
-                    handler_task = start_handler(
-                        self.handler, ws, connection, self.hub, self.inbound
-                    )
-                    await channel.read_loop(
+                    bucket = self._bucket()
+                    feed = Feed.install(
+                        protocol,
+                        channel,
                         connection,
                         heartbeat,
                         self.limits,
-                        bucket=self._bucket(),
+                        bucket=bucket,
                         lifetime=lifetime,
                         inbound=self.inbound,
                     )
-                    await self._let_handler_notice(handler_task)
+                    if feed is not None:  # frames are taken as they arrive: one task
+                        # The handler runs right here, through no wrapper coroutine.
+                        watch = HandlerWatch.start(connection, self.hub.close_timeout)
+                        try:
+                            await handler_call(self.handler, ws, connection, self.hub, self.inbound)
+                        except asyncio.CancelledError:
+                            if not watch.taken_back():
+                                raise
+                        except BaseException as exc:
+                            if watch.ended(exc):
+                                raise
+                        else:
+                            watch.ended(None)
+                    else:
+                        await run_beside(
+                            self.handler,
+                            ws,
+                            connection,
+                            self.hub,
+                            self.inbound,
+                            channel.read_loop(
+                                connection,
+                                heartbeat,
+                                self.limits,
+                                bucket=bucket,
+                                lifetime=lifetime,
+                                inbound=self.inbound,
+                            ),
+                        )
                 finally:
-                    await self._stop_session(channel, lifetime, heartbeat, handler_task)
+                    await self._stop_session(channel, lifetime, heartbeat, feed)
                     await self._end(connection)
             finally:
                 self.addresses.release(address)
@@ -214,7 +227,7 @@ class Endpoint:
             user_key=connection.user_key,
             resolver=self.resolver,
             leeway=settings.WS_JWT_LEEWAY_SECONDS,
-            on_expired=_Expiry(connection),
+            on_expired=Expiry(connection),
             enforce=settings.WS_ENFORCE_TOKEN_EXPIRY,
             refresh_timeout=min(10.0, self.limits.heartbeat_timeout / 2),
         )
@@ -262,29 +275,19 @@ class Endpoint:
         )
         return heartbeat
 
-    async def _let_handler_notice(self, handler_task: asyncio.Task[None]) -> None:
-        """The connection is closing: the handler's next receive reports it. Give the
-        handler the close timeout to notice, then cancel it."""
-        done, _ = await asyncio.wait({handler_task}, timeout=self.hub.close_timeout)
-        if not done:
-            handler_task.cancel()
-
     @staticmethod
     async def _stop_session(
         channel: HandlerChannel,
         lifetime: TokenLifetime,
         heartbeat: Beat[HandlerChannel] | None,
-        handler_task: asyncio.Task[None] | None,
+        feed: Feed | None,
     ) -> None:
-        """Step 8, first half: stop the timers, cancel and await the handler."""
+        """Step 8, first half: stop the timers, give the server its receive queue back."""
         lifetime.stop()
         if heartbeat is not None:
             heartbeat.stop()
-        if handler_task is not None and not handler_task.done():
-            handler_task.cancel()
-            # How it ended is the task's done callback's business (logged there).
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await handler_task
+        if feed is not None:
+            await feed.stop()
         if channel.tracer is not None:
             channel.tracer.close()
 
@@ -329,8 +332,8 @@ class Endpoint:
             wheel = self._wheel = HeartbeatWheel(
                 interval=self.limits.heartbeat_seconds,
                 timeout=self.limits.heartbeat_timeout,
-                on_ping=lambda channel: self._ping(channel.connection),
-                on_timeout=lambda channel: self._timed_out(channel.connection),
+                on_ping=lambda channel: ping(channel.connection),
+                on_timeout=lambda channel: timed_out(channel.connection),
                 is_busy=lambda channel: channel.held_by_app,
             )
         return wheel
@@ -348,22 +351,6 @@ class Endpoint:
                 },
             }
         )
-
-    @staticmethod
-    def _ping(connection: WebSocketConnection) -> None:
-        if not connection.enqueue(PING_FRAME) and not connection.closing:
-            security_event("slow_consumer", connection.connection_id, "send queue full at ping")
-            connection.close_soon(CloseCode.TRY_AGAIN_LATER, "slow consumer")
-
-    @staticmethod
-    def _timed_out(connection: WebSocketConnection) -> None:
-        security_event(
-            "heartbeat_timeout",
-            connection.connection_id,
-            "silent past the heartbeat timeout",
-            level=logging.INFO,
-        )
-        connection.close_soon(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
 
     async def drain(self, *, code: int, reason: str, grace: float) -> int:
         """Refuse new connections, close the live ones, wait for their sessions to end."""

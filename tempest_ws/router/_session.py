@@ -1,6 +1,9 @@
 """The session: the read loop, and the handler's side of the socket (`HandlerChannel`).
 
-The session owns reading. One loop takes every inbound frame from the server, counts it
+The session owns reading. Under uvicorn's websockets-sansio protocol each frame is
+taken as the server parses it ([`tempest_ws.router._feed`][tempest_ws.router._feed]);
+everywhere else one loop (`HandlerChannel.read_loop()`) takes every inbound frame from
+the server. Either way each frame is counted
 as proof of life, asks [`judge()`][tempest_ws.router._verdict.judge] what the frame is
 (a pure function: size, rate, heartbeat, refresh, built-in, valid or not) and acts on
 the verdict: it answers and swallows heartbeat envelopes, rejects malformed frames with
@@ -132,7 +135,7 @@ class HandlerChannel:
     def attach(self, connection: WebSocketConnection) -> None:
         """Switch from handshake pass-through to the guarded session."""
         self._connection = connection
-        connection.add_close_callback(self._on_close)
+        connection.add_close_callback(self)  # __call__: no bound method kept per connection
 
     @property
     def connection(self) -> WebSocketConnection:
@@ -162,8 +165,9 @@ class HandlerChannel:
         """
         return self.backlog > 0 or (self._reading and self._reader is None)
 
-    def _on_close(self, _connection: WebSocketConnection) -> None:
-        """The close started: stop reading and wake whoever waits (runs synchronously)."""
+    def __call__(self, _connection: WebSocketConnection) -> None:
+        """The connection's close callback: the close started, so stop reading and wake
+        whoever waits (runs synchronously)."""
         reader = self._reader
         if reader is not None:
             self._reader = None
@@ -220,6 +224,22 @@ class HandlerChannel:
         text = message.get("text")
         if text is not None:
             frame_out(text)
+
+    def offer(self, message: Message) -> bool:
+        """Put a frame in the inbox if it has room (``False``: `deliver()` it instead)."""
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        elif len(inbox) >= INBOX_SIZE:
+            return False
+        inbox.append(message)
+        _wake(self._mail)
+        return True
+
+    def hold(self, held: bool) -> None:
+        """Say whether a reader other than `read_loop()` waits for the application
+        (see `held_by_app`)."""
+        self._reading = held
 
     async def deliver(self, message: Message) -> None:
         """Put a frame in the inbox, waiting while the handler is ``INBOX_SIZE`` behind.
@@ -300,7 +320,7 @@ class HandlerChannel:
                 if verdict is _PONG:
                     continue
                 if verdict is _BUILTIN or verdict is _REFRESH:
-                    valid = await self._operation(connection, message, verdict, lifetime, inbound)
+                    valid = await self.operation(connection, message, verdict, lifetime, inbound)
                 else:
                     valid = answer(connection, message, verdict, bucket, limits, tracer)
                 if connection.closing:
@@ -323,7 +343,7 @@ class HandlerChannel:
             return task.uncancel() == 0
         return False
 
-    def _operation(
+    def operation(
         self,
         connection: WebSocketConnection,
         message: Message,

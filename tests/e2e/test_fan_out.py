@@ -1,9 +1,11 @@
 """The hub's one-pass fan-out over a real uvicorn (``websockets-sansio``) and a real
 ``websockets`` client: what it must keep from the per-connection ``enqueue`` path.
 
-- A close frame uvicorn sends on its own (its answer to the peer's close, before the
-  hub has heard of it) is the last thing on the wire: a broadcast made at that moment,
-  while the hub still sees the connection open, writes nothing after it.
+- A close frame uvicorn sends on its own (its keepalive timeout, before the hub has
+  heard of it) is the last thing on the wire: a broadcast made at that moment, while the
+  hub still sees the connection open, writes nothing after it. Its answer to the peer's
+  close reaches the hub before that close frame is written (frames are taken as uvicorn
+  parses them), and nothing follows it on the wire either.
 - ``HubProbe`` still records the frames of the connections it wraps while others,
   registered before it, take the one-pass path; both get every frame, in order.
 """
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 from fastapi import WebSocket
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from tempest_ws import WebSocketConnection, WebSocketHub
 from tempest_ws.testing import HubProbe, serve
@@ -94,28 +97,55 @@ async def _numbers(ws: ClientConnection, count: int) -> list[int]:
     return got
 
 
-async def test_a_broadcast_as_uvicorn_answers_the_peers_close_writes_nothing_after() -> None:
+def _broadcasts_at_close(hub: WebSocketHub, connection: WebSocketConnection) -> list[str]:
+    """Broadcast three frames (the tick's first and two it would hold) the moment uvicorn
+    closes the socket's transport; returns the connection state the hub saw then."""
+    seen: list[str] = []
+
+    def broadcast_now() -> None:
+        seen.append(connection.state.name)
+        for i in range(1, 4):
+            _run_at_once(hub.broadcast({"type": "n", "data": {"i": i}}))
+
+    recording = _record_writes(connection)
+    recording.on_close = broadcast_now
+    return seen
+
+
+async def test_a_broadcast_as_uvicorn_times_the_socket_out_writes_nothing_after() -> None:
     settings = make_settings()
     app, hub = build_app(settings, handler=_idle)
     async with serve(app, settings=settings, ws="websockets-sansio") as base:
         ws = await _open(base, hub, "alice")
         connection = hub.connections_of("alice")[0]
-        recording = _record_writes(connection)
         await hub.broadcast({"type": "n", "data": {"i": 0}})
         assert await _numbers(ws, 1) == [0]
-        seen: list[str] = []
+        seen = _broadcasts_at_close(hub, connection)
+        recording = connection._direct._transport  # type: ignore[union-attr]
+        connection._direct._protocol.keepalive_timeout()  # type: ignore[union-attr]
+        await until(lambda: not hub.connections_of("alice"))
+        assert seen == ["OPEN"]  # the hub had not heard of the close yet
+        assert recording.writes[-1][0] == CLOSE_FRAME  # nothing after it on the wire
+        assert all(b'"i":1' not in data for data in recording.writes)
+        with pytest.raises(ConnectionClosed):
+            await _numbers(ws, 1)
+        assert ws.close_code == 1011  # uvicorn's keepalive timeout
 
-        def broadcast_now() -> None:
-            seen.append(connection.state.name)  # the hub has not heard of the close yet
-            for i in range(1, 4):  # the tick's first frame and two it would hold
-                _run_at_once(hub.broadcast({"type": "n", "data": {"i": i}}))
 
-        recording.on_close = broadcast_now
+async def test_the_peers_close_reaches_the_hub_before_uvicorns_answer_is_written() -> None:
+    settings = make_settings()
+    app, hub = build_app(settings, handler=_idle)
+    async with serve(app, settings=settings, ws="websockets-sansio") as base:
+        ws = await _open(base, hub, "alice")
+        connection = hub.connections_of("alice")[0]
+        seen = _broadcasts_at_close(hub, connection)
+        recording = connection._direct._transport  # type: ignore[union-attr]
         await ws.close(4000)
         assert ws.close_code == 4000  # uvicorn echoed the peer's close
         await until(lambda: not hub.connections_of("alice"))
-        assert seen == ["OPEN"]
-        assert recording.writes[-1][0] == CLOSE_FRAME  # nothing after it on the wire
+        assert seen, "uvicorn closed the transport"
+        assert seen[0] != "OPEN"  # the hub heard of the close first
+        assert recording.writes[-1][0] == CLOSE_FRAME
         assert all(b'"i":1' not in data for data in recording.writes)
 
 
