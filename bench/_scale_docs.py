@@ -28,8 +28,8 @@ def _num(value: Any, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
-def section(result: dict[str, Any]) -> str:
-    """Markdown for one ``bench.scale`` result."""
+def section(result: dict[str, Any], source: str = "`bench/results/scale.json`") -> str:
+    """Markdown for one ``bench.scale`` result, kept in ``source``."""
     machine = result.get("machine", {})
     parts = [result[p] for p in ("a", "b") if result.get(p)]
     runs = {(p.get("run") or {}).get("date") for p in parts}
@@ -100,7 +100,7 @@ def section(result: dict[str, Any]) -> str:
         lines += ["", _storm(b, s), ""]
     elif b:
         lines += [f"Part B did not complete: {b['error']}", ""]
-    lines.append("Raw results: `bench/results/scale.json`.")
+    lines.append(f"Raw results: {source}.")
     return "\n".join(lines) + "\n"
 
 

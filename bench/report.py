@@ -234,7 +234,7 @@ def render(
     text = markdown(result, "img/performance.svg", extra_heartbeats or [])
     scale = docs.parent / "bench" / "results" / "scale.json"
     if "scale" in result:  # ``python -m bench --with-scale``: measured in this run
-        text = splice(text, section(result["scale"]))
+        text = splice(text, section(result["scale"], '`bench/results/latest.json`, under "scale"'))
     elif scale.exists():  # the connection counts run of ``python -m bench.scale``
         text = splice(text, section(json.loads(scale.read_text())))
     page.write_text(text)

@@ -150,7 +150,10 @@ SHELL_BLOCKS: list[tuple[str, str]] = [
         "docs/contributing.md",
         "scripts/test-under-load.sh 30 tests/redis/test_realtime_presence_contract.py -q -p no:cacheprovider",
     ),
-    ("docs/performance.md", "python -m bench --full --with-10k --with-history"),
+    (
+        "docs/performance.md",
+        "python -m bench --full --with-10k --with-history --with-scale --scale-args '--storm-limit 600 --limit 1400'",
+    ),
     (
         "docs/cli.md",
         "export WS_JWT_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe(48))')",
@@ -178,7 +181,7 @@ SHELL_BLOCKS: list[tuple[str, str]] = [
     ),
     (
         "docs/performance.md",
-        "python -m bench --full --with-10k --with-history --out bench/results/latest.json",
+        "python -m bench --full --with-10k --with-history --with-scale --scale-args '--storm-limit 600 --limit 1400' --out bench/results/latest.json",
     ),
     (
         "docs/python-client.md",
