@@ -200,7 +200,7 @@ class WebSocketConnection:
             if (
                 (backlog is None or self._let_go(backlog))
                 and (direct := self._direct) is not None
-                and direct.write_frame(encode_text_frame(frame))
+                and direct.write(frame)
             ):
                 self.frames_sent += 1
                 frame_out(frame)
