@@ -33,6 +33,10 @@ from tempest_ws.history.policy import HistoryPolicy
 
 __all__ = ["MemoryHistory"]
 
+# Position(offset, epoch) without the Python-level __new__ of a NamedTuple: the same
+# tuple, made once per appended message.
+_new_position = tuple.__new__
+
 
 @dataclass(eq=False, slots=True)
 class _Ring:
@@ -64,6 +68,7 @@ class MemoryHistory:
         self._rings: OrderedDict[str, _Ring] = OrderedDict()  # least recently used first
         self._epoch_us = 0
         self._lapse_at = math.inf  # no ring can lapse before then
+        self._newest: _Ring | None = None  # the ring last in _rings (used most recently)
 
     def __repr__(self) -> str:
         return f"<MemoryHistory topics={len(self._rings)}>"
@@ -83,6 +88,7 @@ class MemoryHistory:
         else:
             ring.touched = now
             rings.move_to_end(topic)
+        self._newest = ring
         entries = ring.entries
         if entries and entries[0][0] < now - self._max_age:
             self._expire(entries, now)
@@ -104,7 +110,8 @@ class MemoryHistory:
             if oldest.touched >= now - ttl:
                 self._lapse_at = oldest.touched + ttl
                 return
-            rings.popitem(last=False)
+            if rings.popitem(last=False)[1] is self._newest:
+                self._newest = None
         self._lapse_at = math.inf
 
     def append_now(self, topic: str, frame: str) -> Position:
@@ -125,7 +132,9 @@ class MemoryHistory:
             ring = self._ring(topic, now)
         else:  # _ring(), inlined for the common case: a ring in use
             ring.touched = now
-            self._rings.move_to_end(topic)
+            if ring is not self._newest:
+                self._rings.move_to_end(topic)
+                self._newest = ring
             entries = ring.entries
             if entries and entries[0][0] < now - self._max_age:
                 self._expire(entries, now)
@@ -134,7 +143,7 @@ class MemoryHistory:
         entries.append((now, offset, frame))  # an Entry is made only when read
         if len(entries) > self._max_messages:
             entries.popleft()
-        return Position(offset, ring.epoch)
+        return _new_position(Position, (offset, ring.epoch))
 
     async def append(self, topic: str, frame: str) -> Position:
         """Store ``frame`` as ``topic``'s next message; drop the oldest past the bounds."""

@@ -153,6 +153,16 @@ class Stamper:
             return stamp_frame(frame, self.topic, position)
         return f"{frame[:-1]}{self._middle}{offset}{self._tail}"
 
+    def compact(self, frame: str, position: Position) -> str:
+        """``self(frame, position)`` for a frame known to be compact (`is_compact()`), as
+        every frame [`encode_envelope()`][tempest_ws.wire.envelope.encode_envelope] makes
+        is: the frame is not looked at, only cut before its closing brace (the hub's
+        publishing path, once per message)."""
+        offset, epoch = position
+        if epoch is not self._epoch and epoch != self._epoch:
+            self._epoch, self._tail = epoch, f',"{EPOCH_KEY}":{_json_string(epoch)}}}'
+        return f"{frame[:-1]}{self._middle}{offset}{self._tail}"
+
 
 def requested_position(data: Any) -> Position | None:
     """The position a ``subscribe`` envelope's ``data`` resumes from, or ``None`` when it

@@ -119,8 +119,9 @@ class Backlog:
             and (writer is None or writer.done())
         )
 
-    def add(self, owner: Owner, frame: str, *, wake: bool) -> bool:
-        """Queue ``frame``; ``False`` when the queue would pass its byte or frame budget.
+    def add(self, owner: Owner, frame: str, size: int, *, wake: bool) -> bool:
+        """Queue ``frame`` of ``size`` bytes on the wire (`frame_size()`); ``False`` when
+        the queue would pass its byte or frame budget.
 
         A frame larger than the byte budget is queued when nothing waits before it.
         ``wake``: the connection is open, so the writer runs.
@@ -128,13 +129,13 @@ class Backlog:
         queue = self.queue
         budget = self.budget
         if queue:
-            queued = self.queued + frame_size(frame)
+            queued = self.queued + size
             if queued > budget.max_bytes or len(queue) >= budget.max_frames:
                 return False
         else:
             if queue is None:
                 queue = self.queue = deque()
-            queued = frame_size(frame)
+            queued = size
             if not self.sending:  # a backlog forms: its clock starts (unless one is stuck)
                 self.moved_at = self.loop.time()
         self.queued = queued

@@ -2,14 +2,14 @@
 
 Hub fan-out never awaits a socket. Under uvicorn's ``websockets-sansio`` protocol a frame
 for a connection with nothing queued and room in its transport buffer is written at once
-([`tempest_ws.hub._direct`][tempest_ws.hub._direct]); otherwise it is queued,
-and one writer task drains the queue in order ([`Backlog`][tempest_ws.hub._backlog.Backlog]).
+([`tempest_ws.hub._direct`][tempest_ws.hub._direct]); otherwise it is queued, and one
+writer task drains the queue in order ([`Backlog`][tempest_ws.hub._backlog.Backlog]).
 A tick's direct frames after the first are joined into one write at the end of the tick.
 The queue is bounded in bytes and frames and must keep moving
 ([`SendBudget`][tempest_ws.hub._flow.SendBudget]), or the peer is a slow consumer, closed
 1013. Closing is idempotent and bounded in time. The life is a
 [`ConnectionState`][tempest_ws.hub._state.ConnectionState], moved forward at its four
-moments only (never per frame).
+moments only.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from tempest_ws.hub._direct import TickFlusher, direct_writer, write_batched
 from tempest_ws.hub._flow import SendBudget
 from tempest_ws.hub._state import ConnectionState, advance
 from tempest_ws.observe._audit import frame_out, frames_out
-from tempest_ws.wire._frames import encode_text_frame
+from tempest_ws.wire._frames import encode_text_frame, frame_size
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import EnvelopeLike, encode_envelope
 
@@ -62,9 +62,8 @@ class WebSocketConnection:
         state: its life, a [`ConnectionState`][tempest_ws.ConnectionState] (read-only).
     """
 
-    # Thousands live at once, most of them idle: slots, keeping ``__dict__`` (made only if
-    # another attribute is set), and nothing an idle connection does not use (its backlog,
-    # the close futures, the topic set and the metadata are made when first needed).
+    # Thousands live at once, most idle: slots (``__dict__`` is made only if another
+    # attribute is set), and the backlog, close futures, topics and metadata made lazily.
     __slots__ = tuple(_SLOTS.split())
 
     def __init__(
@@ -95,8 +94,7 @@ class WebSocketConnection:
         self._state = _CONNECTING
         self._loop = asyncio.get_running_loop()
         self._budget = budget if budget is not None else SendBudget(max_frames=queue_size)
-        # Made when a frame must wait, and let go once it is idle (`_new_backlog()`).
-        self._backlog: Backlog | None = None
+        self._backlog: Backlog | None = None  # made when a frame must wait, let go when idle
         self._close_timeout = close_timeout
         self._callbacks: Callbacks[WebSocketConnection] = None
         self._closing: asyncio.Future[int] | None = None  # made for a first waiter
@@ -187,12 +185,13 @@ class WebSocketConnection:
         backlog.start(self)
         self._let_go(backlog)
 
-    def enqueue(self, frame: str) -> bool:
+    def enqueue(self, frame: str, size: int = -1) -> bool:
         """Deliver one serialized frame without waiting: write it now, or queue it.
 
         Returns ``False`` when the connection is closing or its queue would pass its
         byte or frame budget (a slow consumer, for the caller). Never blocks or raises.
         A frame larger than the byte budget is queued when nothing waits before it.
+        ``size``: the frame's `frame_size()`, if the caller knows it (a fan-out's).
         """
         state = self._state
         if state is _OPEN:
@@ -210,7 +209,9 @@ class WebSocketConnection:
         backlog = self._backlog
         if backlog is None:
             backlog = self._new_backlog()
-        if not backlog.add(self, frame, wake=state is _OPEN):
+        if not backlog.add(
+            self, frame, frame_size(frame) if size < 0 else size, wake=state is _OPEN
+        ):
             return False
         frame_out(frame)
         return True
@@ -364,16 +365,15 @@ def offer_all(
     """`WebSocketConnection.enqueue()` of ``frame`` for each recipient, in one pass.
 
     A recipient that can take the frame on the direct write path (open, no backlog,
-    a direct writer) gets the frame's bytes, encoded once for all of them, without the
-    call to ``enqueue``; every other recipient, and one whose direct write declined, goes
-    through its ``enqueue``. Recipients refused while not closing (slow consumers) are
-    appended to ``refused``. Returns how many got the frame.
+    a direct writer) gets the frame's bytes without the call to ``enqueue``; every other
+    recipient, and one whose direct write declined, goes through its ``enqueue``. The
+    bytes and the size are computed once, for all. Recipients refused while not closing
+    (slow consumers) are appended to ``refused``. Returns how many got the frame.
 
-    The frames written at once are written after the loop, one system call after
-    another (`write_batched`): between two of them only C code runs, so a system call
-    does not evict what the next recipient's checks need from the CPU caches.
+    The direct writes come after the loop, one system call after another.
     """
     data: bytes | None = None
+    size = -1
     batch: list[Any] = []
     direct_count = 0
     delivered = 0
@@ -387,7 +387,9 @@ def offer_all(
                     connection.frames_sent += 1
                     direct_count += 1
                     continue
-        if connection.enqueue(frame):
+        if size < 0:
+            size = frame_size(frame)
+        if connection.enqueue(frame, size):
             delivered += 1
         elif not connection.closing:
             refused.append(connection)

@@ -196,8 +196,8 @@ class HubProbe:
             return connection
         enqueue = connection.enqueue
 
-        def recording_enqueue(frame: str) -> bool:
-            queued = enqueue(frame)
+        def recording_enqueue(frame: str, size: int = -1) -> bool:
+            queued = enqueue(frame, size)
             delivery = self._current.get()
             record = ProbedFrame(
                 connection.connection_id,

@@ -46,6 +46,25 @@ async def test_append_now_is_append_without_a_coroutine() -> None:
     assert renewed.epoch > epoch
 
 
+async def test_append_now_forgets_the_least_recently_used_topics_only() -> None:
+    clock = Clock()
+    store = MemoryHistory(POLICY, clock=clock)
+    first = {topic: store.append_now(topic, "{}").epoch for topic in ("chat:a", "chat:b")}
+    clock.now += 50
+    store.append_now("chat:a", "{}")  # a is used again: b is now the least recent
+    store.append_now("chat:a", "{}")
+    clock.now += 70  # b has been quiet for 120 s, a for 70 s
+    store.append_now("chat:c", "{}")
+    assert (await store.latest("chat:a")) == Position(3, first["chat:a"])
+    renewed = await store.latest("chat:b")
+    assert renewed.offset == 0
+    assert renewed.epoch != first["chat:b"]
+    clock.now += 200  # everything lapsed, the most recent topic too
+    again = store.append_now("chat:c", "{}")
+    assert again.offset == 1
+    assert store.append_now("chat:c", "{}") == Position(2, again.epoch)
+
+
 async def test_append_now_checks_its_arguments() -> None:
     store = MemoryHistory(POLICY)
     with pytest.raises(ValueError, match="topic"):

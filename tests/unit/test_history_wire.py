@@ -25,7 +25,7 @@ from tempest_ws.history import (
     requested_position,
     stamp_frame,
 )
-from tempest_ws.history.wire import Stamper
+from tempest_ws.history.wire import Stamper, is_compact
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text()
 json_values = st.recursive(
@@ -111,6 +111,18 @@ def test_a_topics_stamper_stamps_as_stamp_frame(
     for bad in ('"text"', "[1]", "{", "}", '{"a":1} ', ""):
         with pytest.raises(ValueError, match="JSON object"):
             stamper(bad, first)
+
+
+@given(data=json_values, topic=topics, first=positions, second=positions)
+def test_the_compact_stamp_of_an_encoded_envelope_is_the_full_stamp(
+    data: Any, topic: str, first: Position, second: Position
+) -> None:
+    stamper = Stamper(topic)
+    frame = encode_envelope({"type": "m", "data": data})
+    assert is_compact(frame)
+    for position in (first, second, first, Position(first.offset + 1, first.epoch)):
+        assert stamper.compact(frame, position) == stamp_frame(frame, topic, position)
+        assert stamper(frame, position) == stamp_frame(frame, topic, position)
 
 
 def test_stamping_edge_frames() -> None:

@@ -73,15 +73,18 @@ class Publisher:
         topic's channel (no packet to publish, as on a lone in-memory hub). Returns
         ``None``, having done nothing, otherwise."""
         append_now = self.append_now
-        if append_now is None or self._node.reaches_others(topic_channel(topic)):
+        if append_now is None:
+            return None
+        state = self._topics.get(topic)  # append_now() runs no callback: it stays
+        if self._node.reaches_others(topic_channel(topic) if state is None else state.channel):
             return None
         position = append_now(topic, frame)
         self.appended += 1
-        state = self._topics.get(topic)
-        stamped = (
-            stamp_frame(frame, topic, position) if state is None else state.stamp(frame, position)
-        )
-        return self._sequencing.arrive(topic, position, stamped, exclude, exclude_users)
+        if state is None:
+            stamped = stamp_frame(frame, topic, position)
+            return self._sequencing.arrive(topic, position, stamped, exclude, exclude_users)
+        stamped = state.stamp.compact(frame, position)  # the hub's frames are compact
+        return self._sequencing.arrive_at(state, position, stamped, exclude, exclude_users)
 
     async def broadcast(
         self,
@@ -139,10 +142,12 @@ class Publisher:
             raise
         self.appended += 1
         state = self._topics.get(topic)
-        stamped = (
-            stamp_frame(frame, topic, position) if state is None else state.stamp(frame, position)
-        )
-        delivered = self._sequencing.arrive(topic, position, stamped, exclude, exclude_users)
+        if state is None:
+            stamped = stamp_frame(frame, topic, position)
+            delivered = self._sequencing.arrive(topic, position, stamped, exclude, exclude_users)
+        else:
+            stamped = state.stamp.compact(frame, position)  # the hub's frames are compact
+            delivered = self._sequencing.arrive_at(state, position, stamped, exclude, exclude_users)
         if joint is not None:
             traffic_event("backplane_published")
         elif node.reaches_others(channel):

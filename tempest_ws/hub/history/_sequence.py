@@ -102,24 +102,39 @@ class Sequencing:
         """Push a message through the topic's sequencer and deliver what it releases;
         return how many local connections got this message now."""
         state = self._topics.get(topic)
-        registry = self._registry
         if state is None:  # no local subscriber (or not a history topic here)
+            registry = self._registry
             return registry.fan_out(registry.select(OP_TOPIC, topic, exclude, exclude_users), frame)
+        return self.arrive_at(state, position, frame, exclude, exclude_users)
+
+    def arrive_at(
+        self,
+        state: TopicState,
+        position: Position,
+        frame: str,
+        exclude: frozenset[str],
+        exclude_users: frozenset[str],
+    ) -> int:
+        """`arrive()` on a topic this node follows (``state``, looked up by the caller)."""
         seq = state.seq
         if seq is not None and not state.catchups and seq.next_in_line(position):
             # The common case, done as push, Mender.watch and Release.release would: the
             # next message, nothing held behind a gap, nobody replaying.
-            state.gap = None
-            state.failures = 0
-            if state.suspect is None:
-                self._mender.gapped.discard(topic)
+            if state.gap is not None or state.failures:
+                state.gap = None
+                state.failures = 0
+            gapped = self._mender.gapped
+            if gapped and state.suspect is None:
+                gapped.discard(state.name)
             last = state.last
-            if last is not None and (
-                last.offset + 1 != position.offset or last.epoch != position.epoch
-            ):  # as follows(last, position), inlined on the hot path
-                self._release.notice(state, position)
+            if last is not None:  # as follows(last, position), inlined on the hot path
+                offset, epoch = last
+                if offset + 1 != position[0] or epoch != position[1]:
+                    self._release.notice(state, position)
             state.last = position
-            return registry.fan_out(registry.select(OP_TOPIC, topic, exclude, exclude_users), frame)
+            registry = self._registry
+            recipients = registry.select(OP_TOPIC, state.name, exclude, exclude_users)
+            return registry.fan_out(recipients, frame)
         item = Item(position, frame, exclude, exclude_users)
         return self._release.release(state, self._push(state, item), item)
 

@@ -17,6 +17,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from tempest_ws.backplane.packet import topic_channel
 from tempest_ws.history.base import Position
 from tempest_ws.history.seam import Seam, Sequencer
 from tempest_ws.history.wire import Stamper
@@ -104,6 +105,7 @@ class TopicState:
 
     __slots__ = (
         "catchups",
+        "channel",
         "early",
         "failures",
         "following",
@@ -119,6 +121,7 @@ class TopicState:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.channel = topic_channel(name)
         self.seq: Sequencer[Item] | None = None
         self.last: Position | None = None  # the last position released here
         self.following = False  # the start is known (or known to be unknown)
