@@ -142,7 +142,8 @@ async def test_mallory_gets_neither_bobs_inbox_nor_its_history_nor_a_rooms_prese
             await mallory.wait(lambda: mallory.of("marker") == [1])
             assert mallory.of("dm") == []
             assert all(f.get("topic") != "inbox:bob" for f in mallory.frames)
-            assert [r["topic"] for r in mallory.of("recovery")] == [
+            # One recovery per topic she joined; replays of two topics run side by side.
+            assert sorted(r["topic"] for r in mallory.of("recovery")) == [
                 "inbox:mallory",
                 "room:team",
             ]
