@@ -68,7 +68,6 @@ class MemoryHistory:
         self._rings: OrderedDict[str, _Ring] = OrderedDict()  # least recently used first
         self._epoch_us = 0
         self._lapse_at = math.inf  # no ring can lapse before then
-        self._newest: _Ring | None = None  # the ring last in _rings (used most recently)
 
     def __repr__(self) -> str:
         return f"<MemoryHistory topics={len(self._rings)}>"
@@ -88,7 +87,6 @@ class MemoryHistory:
         else:
             ring.touched = now
             rings.move_to_end(topic)
-        self._newest = ring
         entries = ring.entries
         if entries and entries[0][0] < now - self._max_age:
             self._expire(entries, now)
@@ -110,8 +108,7 @@ class MemoryHistory:
             if oldest.touched >= now - ttl:
                 self._lapse_at = oldest.touched + ttl
                 return
-            if rings.popitem(last=False)[1] is self._newest:
-                self._newest = None
+            rings.popitem(last=False)
         self._lapse_at = math.inf
 
     def append_now(self, topic: str, frame: str) -> Position:
@@ -132,9 +129,7 @@ class MemoryHistory:
             ring = self._ring(topic, now)
         else:  # _ring(), inlined for the common case: a ring in use
             ring.touched = now
-            if ring is not self._newest:
-                self._rings.move_to_end(topic)
-                self._newest = ring
+            self._rings.move_to_end(topic)
             entries = ring.entries
             if entries and entries[0][0] < now - self._max_age:
                 self._expire(entries, now)

@@ -143,15 +143,9 @@ class Stamper:
         Raises:
             ValueError: ``frame`` does not end with ``}`` or start with ``{``.
         """
-        offset, epoch = position
-        if epoch != self._epoch:
-            self._epoch, self._tail = epoch, f',"{EPOCH_KEY}":{_json_string(epoch)}}}'
-        if frame[-1:] != "}" or frame[:1] != "{":
-            return stamp_frame(frame, self.topic, position)  # raises
-        last = frame[-2]
-        if last == "{" or last.isspace():  # an empty or pretty-printed object (never ours)
+        if not is_compact(frame):  # not an object (raises), or empty or pretty-printed
             return stamp_frame(frame, self.topic, position)
-        return f"{frame[:-1]}{self._middle}{offset}{self._tail}"
+        return self.compact(frame, position)
 
     def compact(self, frame: str, position: Position) -> str:
         """``self(frame, position)`` for a frame known to be compact (`is_compact()`), as

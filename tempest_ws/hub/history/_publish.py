@@ -80,11 +80,7 @@ class Publisher:
             return None
         position = append_now(topic, frame)
         self.appended += 1
-        if state is None:
-            stamped = stamp_frame(frame, topic, position)
-            return self._sequencing.arrive(topic, position, stamped, exclude, exclude_users)
-        stamped = state.stamp.compact(frame, position)  # the hub's frames are compact
-        return self._sequencing.arrive_at(state, position, stamped, exclude, exclude_users)
+        return self._arrive(topic, state, frame, position, exclude, exclude_users)[1]
 
     async def broadcast(
         self,
@@ -141,13 +137,8 @@ class Publisher:
                 await node.publish(channel, packet)
             raise
         self.appended += 1
-        state = self._topics.get(topic)
-        if state is None:
-            stamped = stamp_frame(frame, topic, position)
-            delivered = self._sequencing.arrive(topic, position, stamped, exclude, exclude_users)
-        else:
-            stamped = state.stamp.compact(frame, position)  # the hub's frames are compact
-            delivered = self._sequencing.arrive_at(state, position, stamped, exclude, exclude_users)
+        state = self._topics.get(topic)  # looked up again: it may have changed meanwhile
+        stamped, delivered = self._arrive(topic, state, frame, position, exclude, exclude_users)
         if joint is not None:
             traffic_event("backplane_published")
         elif node.reaches_others(channel):
@@ -163,3 +154,23 @@ class Publisher:
             )
             await node.publish(channel, packet)
         return delivered
+
+    def _arrive(
+        self,
+        topic: str,
+        state: TopicState | None,
+        frame: str,
+        position: Position,
+        exclude: frozenset[str],
+        exclude_users: frozenset[str],
+    ) -> tuple[str, int]:
+        """Stamp ``frame`` with ``position`` and deliver it here in offset order (through
+        the topic's sequencer when this node follows it, ``state``); return the stamped
+        frame and how many local connections got it now."""
+        if state is None:
+            stamped = stamp_frame(frame, topic, position)
+            return stamped, self._sequencing.arrive(
+                topic, position, stamped, exclude, exclude_users
+            )
+        stamped = state.stamp.compact(frame, position)  # the hub's frames are compact
+        return stamped, self._sequencing.arrive_at(state, position, stamped, exclude, exclude_users)
