@@ -30,6 +30,17 @@ from tests.helpers.redis_server import RedisServer
 from tests.helpers.scaleout_app import AppProcess, start_all
 from tests.helpers.support import SECRET, Peer, frames, require_tool, token
 
+STAMP_EDGE_FRAMES = (
+    '{"type":"m","data":{"text":"plain"},"request_id":null}',
+    '{"type":"m","data":{"text":"é ünïcode ✓ 🎉 \\"quoted\\""},"request_id":null}',
+    "{}",
+    '{\n  "type": "pretty",\n  "data": 1\n}',
+    '{"type":"m","data":1 \t}',
+    "{ }",
+)
+"""Frames a store stamps on its server: compact, non-ASCII and escaped, empty, pretty,
+with whitespace before the closing brace."""
+
 TOPIC = "chat:1"
 HISTORY_APP = "examples.history:create_app"
 

@@ -9,18 +9,12 @@ import asyncio
 import pytest
 
 from tempest_ws.exceptions import BackplaneError
+from tests.helpers.history_support import STAMP_EDGE_FRAMES
 from tests.helpers.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
 TOPICS = ("chat:é", "chat:2")
-FRAMES = (
-    '{"type":"m","data":{"text":"plain"},"request_id":null}',
-    '{"type":"m","data":{"text":"é ünïcode ✓ 🎉 \\"quoted\\""},"request_id":null}',
-    "{}",
-    '{\n  "type": "pretty",\n  "data": 1\n}',
-    '{"type":"m","data":1 \t}',
-)
 
 
 def frame(n: int) -> str:
@@ -52,7 +46,7 @@ async def test_the_joint_publishes_what_encode_packet_would_whatever_the_head(
     heads = [{}, {"exclude": ["n1.c1"], "exclude_users": ["bob"]}, {}]
     try:
         for options in heads:
-            for text in FRAMES:
+            for text in STAMP_EDGE_FRAMES:
                 for topic in TOPICS:
                     head = positioned_head("0123456789ab", OP_TOPIC, topic, **options)
                     position = await joint(topic, text, topic_channel(topic), head)
@@ -70,10 +64,10 @@ async def test_the_joint_publishes_what_encode_packet_would_whatever_the_head(
                     )
         for topic in TOPICS:
             latest = await store.latest(topic)
-            assert latest.offset == len(heads) * len(FRAMES)
+            assert latest.offset == len(heads) * len(STAMP_EDGE_FRAMES)
             recovery = await store.since(topic, 0, latest.epoch, limit=100)
             assert [e.offset for e in recovery.entries] == list(range(1, latest.offset + 1))
-            assert [e.frame for e in recovery.entries] == list(FRAMES) * len(heads)
+            assert [e.frame for e in recovery.entries] == list(STAMP_EDGE_FRAMES) * len(heads)
     finally:
         await pubsub.aclose()
         await listener.aclose()

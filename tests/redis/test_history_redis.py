@@ -10,6 +10,7 @@ import pytest
 
 from tempest_ws.exceptions import BackplaneError
 from tempest_ws.history import HistoryPolicy
+from tests.helpers.history_support import STAMP_EDGE_FRAMES
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.support import require_tool
 
@@ -124,16 +125,6 @@ async def test_redis_keys_have_one_hash_slot_and_expire() -> None:
         server.close()
 
 
-FRAMES = (
-    '{"type":"m","data":{"text":"plain"},"request_id":null}',
-    '{"type":"m","data":{"text":"é ünïcode ✓ 🎉 \\"quoted\\""},"request_id":null}',
-    "{}",
-    '{\n  "type": "pretty",\n  "data": 1\n}',
-    '{"type":"m","data":1 \t}',
-    "{ }",
-)
-
-
 async def test_append_publish_sends_the_packet_encode_packet_would(redis: RedisServer) -> None:
     """The packet built by the script is byte for byte what the hub would build after a
     separate append (unicode, empty and pretty-printed frames, exclusions, trace)."""
@@ -154,7 +145,7 @@ async def test_append_publish_sends_the_packet_encode_packet_would(redis: RedisS
     ]
     try:
         for options in heads:
-            for text in FRAMES:
+            for text in STAMP_EDGE_FRAMES:
                 head = positioned_head("0123456789ab", OP_TOPIC, "chat:é", **options)
                 position = await store.append_publish("chat:é", text, "app:topic:chat:é", head)
                 message = await pubsub.get_message(timeout=2)
@@ -171,7 +162,9 @@ async def test_append_publish_sends_the_packet_encode_packet_would(redis: RedisS
                 )
                 assert message["data"] == expected
         recovery = await store.since("chat:é", 0, position.epoch, limit=100)
-        assert [e.frame for e in recovery.entries] == list(FRAMES) * len(heads)  # unstamped
+        assert [e.frame for e in recovery.entries] == list(STAMP_EDGE_FRAMES) * len(
+            heads
+        )  # unstamped
     finally:
         await pubsub.aclose()
         await listener.aclose()
