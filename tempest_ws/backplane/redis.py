@@ -5,10 +5,10 @@ without it raises [`MissingDependencyError`][tempest_ws.exceptions.MissingDepend
 
 Three parts, each with one job:
 
-* publishing (here): one task sends the packets queued by ``publish`` in call order,
-  pipelining whatever accumulated while the previous batch was in flight. Each packet
-  is one ``PUBLISH`` (``SPUBLISH`` on a cluster) and is never retried, so a failure is an
-  error to the caller ([`BackplaneError`][tempest_ws.exceptions.BackplaneError]), never a duplicate;
+* publishing (``_redis_publish``): packets reach Redis in call order, pipelined when
+  they come faster than Redis answers. Each packet is one ``PUBLISH`` (``SPUBLISH`` on a
+  cluster) and is never retried, so a failure is an error to the caller
+  ([`BackplaneError`][tempest_ws.exceptions.BackplaneError]), never a duplicate;
 * subscribing (``_redis_link``): a link that reconnects with capped exponential backoff
   and jitter, resubscribes everything and reports each recovery (the hub sends
   ``resync``);
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from typing import Any, Self
 
 from tempest_ws.exceptions import BackplaneError, ConfigurationError, MissingDependencyError
@@ -34,19 +33,14 @@ try:
     from redis.asyncio.connection import parse_url
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.exceptions import RedisError
 except ImportError:  # pragma: no cover - exercised without the extra
     raise MissingDependencyError("redis", "redis") from None
 
-from tempest_ws._bounded import (
-    STOP_TIMEOUT,
-    bounded,
-    cancel_tasks,
-    check_stop_timeout,
-    lost_cancellation,
-)
+from tempest_ws._bounded import STOP_TIMEOUT, bounded, check_stop_timeout
 from tempest_ws.backplane._redis_link import PubSubLink, describe
 from tempest_ws.backplane._redis_presence import RedisPresence
+from tempest_ws.backplane._redis_publish import ERRORS as _ERRORS
+from tempest_ws.backplane._redis_publish import Publishing
 from tempest_ws.backplane._redis_settings import redis_settings
 from tempest_ws.backplane.base import BackplaneListener
 from tempest_ws.client._backoff import Backoff
@@ -55,9 +49,6 @@ from tempest_ws.settings import WebSocketSettings
 __all__ = ["RedisBackplane"]
 
 logger = logging.getLogger("tempest_ws.backplane")
-
-_MAX_BATCH = 512
-_ERRORS = (RedisError, OSError, TimeoutError)
 
 
 class RedisBackplane:
@@ -116,9 +107,7 @@ class RedisBackplane:
         self._client: Redis | RedisCluster | None = None
         self._link: PubSubLink | None = None
         self._listener: BackplaneListener | None = None
-        self._queue: deque[tuple[str, bytes, asyncio.Future[int]]] = deque()
-        self._has_packets = asyncio.Event()
-        self._publisher: asyncio.Task[None] | None = None
+        self._publishing: Publishing | None = None
         self._cluster_ready = False
 
     @classmethod
@@ -215,7 +204,9 @@ class RedisBackplane:
             # topic presence existed still starts (its reaping failure is logged).
             lambda topic, user: listener.on_presence_expired(topic, user),
         )
-        self._publisher = asyncio.create_task(self._publish_loop(), name="tempest_ws publisher")
+        self._publishing = Publishing(
+            self._client, timeout=self.timeout, max_pending=self.max_pending
+        )
         self._link.start()
         if not await self._link.wait_up(self.timeout * 2):
             logger.warning("redis not reachable yet; node %s keeps trying", node_id)
@@ -260,9 +251,9 @@ class RedisBackplane:
         await bounded(self._presence.stop(), "redis presence stop", limit=limit)
         link, self._link = self._link, None
         await link.stop()
-        publisher, self._publisher = self._publisher, None
-        await cancel_tasks([publisher], "redis publisher", limit=limit)
-        self._fail_queued(BackplaneError("redis backplane stopped"))
+        publishing, self._publishing = self._publishing, None
+        if publishing is not None:
+            await publishing.stop(limit)
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(*_ERRORS):
@@ -271,21 +262,16 @@ class RedisBackplane:
         self._listener = None
 
     async def publish(self, channel: str, packet: bytes) -> int:
-        """Queue ``packet`` for the publisher task; return the subscriber count.
+        """Publish ``packet`` on ``channel``; return the subscriber count.
 
         Raises:
             BackplaneError: not started, ``max_pending`` packets already waiting, or Redis
-                failed or did not answer within ``timeout`` (the packet may be lost, it is
-                never sent twice).
+                failed or did not answer within ``2 * timeout`` (the packet may be lost,
+                it is never sent twice).
         """
-        if self._publisher is None:
+        if self._publishing is None:
             raise BackplaneError("redis backplane is not started")
-        if len(self._queue) >= self.max_pending:
-            raise BackplaneError(f"{len(self._queue)} publishes already waiting for redis")
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append((self.redis_channel(channel), packet, done))
-        self._has_packets.set()
-        return await done
+        return await self._publishing.publish(self.redis_channel(channel), packet)
 
     def redis_channel(self, channel: str) -> str:
         """The Redis channel a logical ``channel`` is published on (the prefix added)."""
@@ -301,46 +287,3 @@ class RedisBackplane:
         """Unsubscribe (sent in order with subscriptions)."""
         if self._link is not None:
             self._link.unsubscribe(channel)
-
-    # -- publishing --------------------------------------------------------------------
-
-    async def _publish_loop(self) -> None:
-        queue = self._queue
-        while True:
-            lost_cancellation()
-            await self._has_packets.wait()
-            self._has_packets.clear()
-            while queue:
-                batch = [queue.popleft() for _ in range(min(len(queue), _MAX_BATCH))]
-                try:
-                    async with asyncio.timeout(self.timeout * 2):
-                        counts = await self._send(batch)
-                except _ERRORS as exc:
-                    logger.warning("publish of %d packets failed (%s)", len(batch), describe(exc))
-                    error = BackplaneError(f"redis publish failed ({describe(exc)})")
-                    for _, _, done in batch:
-                        if not done.done():
-                            done.set_exception(error)
-                    continue
-                for (_, _, done), count in zip(batch, counts, strict=True):
-                    if not done.done():
-                        done.set_result(int(count))
-
-    async def _send(self, batch: list[tuple[str, bytes, asyncio.Future[int]]]) -> list[Any]:
-        client = self._client
-        if client is None:
-            raise ConnectionError("redis backplane stopped")
-        command = "SPUBLISH" if self.cluster else "PUBLISH"
-        if len(batch) == 1:
-            channel, packet, _ = batch[0]
-            return [await client.execute_command(command, channel, packet)]
-        pipe = client.pipeline(transaction=False)
-        for channel, packet, _ in batch:
-            pipe.execute_command(command, channel, packet)
-        return list(await pipe.execute())
-
-    def _fail_queued(self, error: BackplaneError) -> None:
-        while self._queue:
-            _, _, done = self._queue.popleft()
-            if not done.done():
-                done.set_exception(error)

@@ -1,16 +1,21 @@
 """The pipelined append queue of [`RedisHistory`][tempest_ws.history.redis.RedisHistory].
 
-One task sends the appends queued by ``submit`` in call order, pipelining whatever
-accumulated while the previous batch was in flight, so one node's appends take offsets in
-call order and a batch costs one round trip. Consecutive appends of a batch to one topic
-go in one script call (`runs`): Redis reads the epoch, counts the offsets and renews
-expiries once for all of them. The task is started by the first append and
-waits for the next one when idle (starting a task per append would cost a sequential
-publisher more than the pipelining saves); ``aclose`` stops it.
+Appends reach Redis in call order, so one node's appends take offsets in call order. An
+append made while none is waiting or in flight (a sequential publisher's case) is sent
+by its caller, in its own step (``append``): its write reaches the socket before the
+work the caller's previous message scheduled runs, and Redis answers meanwhile. Appends
+made while one is in flight wait in the queue; one task sends them, pipelining whatever
+accumulated while the previous batch was in flight, so a batch costs one round trip.
+Consecutive appends of a batch to one topic go in one script call (`runs`): Redis reads
+the epoch, counts the offsets and renews expiries once for all of them. The task is
+started by the first queued append and waits for the next one when idle (starting a task
+per append would cost more than the pipelining saves); ``aclose`` stops it.
 
-Every batch is bounded by ``timeout``; a failed batch fails every append waiting in it
-at once. Nothing is retried (a retried append could store a message twice). An append
-whose caller was cancelled before its batch was sent is dropped, never stored.
+Every batch (and every append sent by its caller) is bounded by ``timeout``; a failed
+batch fails every append waiting in it at once. Nothing is retried (a retried append
+could store a message twice). An append whose caller was cancelled before its batch was
+sent is dropped, never stored; one whose caller was cancelled after it was sent may be
+stored.
 """
 
 from __future__ import annotations
@@ -119,6 +124,35 @@ class AppendQueue:
         self._batch: list[Append] = []  # in flight: failed too if closed meanwhile
         self._flusher: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
+        self._sending = False  # a batch, or an append sent by its caller, is in flight
+
+    async def append(self, keys: tuple[bytes, bytes], args: list[bytes]) -> Position:
+        """Append and return the position: sent at once by the caller when no append is
+        waiting or in flight, else queued through ``submit`` (see the module docstring).
+
+        Raises:
+            BackplaneError: Redis failed, refused the append or did not answer within
+                ``timeout``; ``max_pending`` appends already waiting (at once).
+        """
+        if self._sending or self._pending:
+            return await self.submit(keys, args)
+        self._sending = True
+        try:
+            async with asyncio.timeout(self.timeout):
+                done: asyncio.Future[Position] = asyncio.get_running_loop().create_future()
+                (reply,) = await self._send([(keys, args, done)])
+        except self._errors as exc:  # Redis is unreachable: fail everyone waiting now
+            logger.warning("history append failed (%s)", describe(exc))
+            error = BackplaneError(f"redis history append failed ({describe(exc)})")
+            self.fail(error)
+            raise error from exc
+        finally:
+            self._sending = False
+            if self._pending:  # queued meanwhile: their turn
+                self._start()
+        if isinstance(reply, Exception):
+            raise BackplaneError(f"redis history append failed ({describe(reply)})")
+        return reply
 
     def submit(self, keys: tuple[bytes, bytes], args: list[bytes]) -> asyncio.Future[Position]:
         """Queue one append; return the future of its position, set once its batch was
@@ -135,13 +169,18 @@ class AppendQueue:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Position] = loop.create_future()
         pending.append((keys, args, done))
+        self._start()
+        return done
+
+    def _start(self) -> None:
+        """Wake the task (started first when it is not running on this loop)."""
         flusher = self._flusher
+        loop = asyncio.get_running_loop()
         if flusher is None or flusher.done() or flusher.get_loop() is not loop:
             self._wake = asyncio.Event()
             self._flusher = loop.create_task(self._flush(), name="tempest_ws history appends")
         elif self._wake is not None:
             self._wake.set()
-        return done
 
     async def _flush(self) -> None:
         pending = self._pending
@@ -149,7 +188,7 @@ class AppendQueue:
         try:
             while True:
                 lost_cancellation()  # a cancel swallowed by a Redis call still stops us
-                while pending:
+                while pending and not self._sending:  # else woken when it is answered
                     await self._send_next()
                 if wake is None:  # pragma: no cover - set before the task starts
                     return
@@ -173,6 +212,7 @@ class AppendQueue:
             if not batch:
                 return
         self._batch = batch
+        self._sending = True
         try:
             async with asyncio.timeout(self.timeout):
                 replies = await self._send(batch)
@@ -180,6 +220,8 @@ class AppendQueue:
             logger.warning("history append of %d failed (%s)", len(batch), describe(exc))
             self.fail(BackplaneError(f"redis history append failed ({describe(exc)})"), batch)
             return
+        finally:
+            self._sending = False
         for (_, _, done), reply in zip(batch, replies, strict=True):
             if done.done():
                 continue
@@ -200,7 +242,9 @@ class AppendQueue:
 
     async def aclose(self, error: BackplaneError) -> None:
         """Stop the task and fail what waits with ``error``. Idempotent; a later
-        ``submit`` starts a new task."""
+        append starts a new task. An append its caller sent is failed by its connection
+        closing, or answered first."""
         flusher, self._flusher = self._flusher, None
+        self.fail(error)  # first: an append answered meanwhile hands nothing to a new task
         await cancel_tasks([flusher], "history append flusher", limit=STOP_TIMEOUT)
         self.fail(error)

@@ -1,11 +1,11 @@
-"""The script calls of [`RedisHistory`][tempest_ws.history.redis.RedisHistory]'s append task.
+"""The script calls of [`RedisHistory`][tempest_ws.history.redis.RedisHistory]'s appends.
 
 [`ScriptCalls`][tempest_ws.history._redis_calls.ScriptCalls] sends a batch of ``EVALSHA``
-calls of one script on one connection it keeps from the client's pool, packed here in
-one write, and reads one reply per call. A sequential publisher waits for every append,
-so what a call costs in Python is on its path: ``execute_command`` and pipelines add, per
-call, the pool's lock, observability hooks and retry wrappers, several times the
-packing and reading themselves.
+calls of one script in one round on a kept connection
+([`KeptConnection`][tempest_ws.backplane._redis_rounds.KeptConnection]): a sequential
+publisher waits for every append, so what a call costs in Python is on its path, and
+``execute_command`` and pipelines add, per call, the pool's lock, observability hooks and
+retry wrappers, several times the packing and reading themselves.
 
 Errors are redis-py's own: a connection that fails while writing or reading is closed
 by it (and connected again by the next batch); a reply that is an error is that call's
@@ -19,21 +19,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
 
-__all__ = ["ScriptCalls", "packed"]
+from tempest_ws.backplane._redis_rounds import KeptConnection, packed
+
+__all__ = ["ScriptCalls"]
 
 Call = tuple[tuple[bytes, bytes], list[bytes]]
 """One script call: its two keys, its arguments."""
-
-
-def packed(args: Sequence[bytes]) -> bytes:
-    """One command in the Redis protocol (RESP2): ``args`` as an array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        parts += (b"$%d\r\n" % len(arg), arg, b"\r\n")
-    return b"".join(parts)
 
 
 class ScriptCalls:
@@ -47,8 +40,7 @@ class ScriptCalls:
     def __init__(self, script: str, sha: bytes) -> None:
         self._load = packed([b"SCRIPT", b"LOAD", script.encode()])
         self._head = [b"EVALSHA", sha, b"2"]
-        self._client: Redis | None = None
-        self._connection: AbstractConnection | None = None
+        self._kept = KeptConnection()
 
     async def call(self, client: Redis, calls: Sequence[Call]) -> list[Any]:
         """Send ``calls`` in one write; return one reply (or `ResponseError`) per call.
@@ -56,33 +48,18 @@ class ScriptCalls:
         Raises:
             RedisError, OSError: the connection failed (redis-py closed it).
         """
-        connection = self._connection
-        if connection is None or self._client is not client:  # a new client: a new pool
-            connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-            self._client, self._connection = client, connection
-        head = self._head
-        replies = await self._round(connection, [packed([*head, *k, *a]) for k, a in calls])
+        head, kept = self._head, self._kept
+        replies = await kept.round(client, [packed([*head, *k, *a]) for k, a in calls])
         again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if again:
-            (loaded,) = await self._round(connection, [self._load])
+            (loaded,) = await kept.round(client, [self._load])
             if isinstance(loaded, ResponseError):
                 raise loaded
             retried = [packed([*head, *calls[i][0], *calls[i][1]]) for i in again]
-            for i, reply in zip(again, await self._round(connection, retried), strict=True):
+            for i, reply in zip(again, await kept.round(client, retried), strict=True):
                 replies[i] = reply
         return replies
 
     def forget(self) -> None:
         """Drop the kept connection (its pool is being closed with its client)."""
-        self._client = self._connection = None
-
-    @staticmethod
-    async def _round(connection: AbstractConnection, commands: list[bytes]) -> list[Any]:
-        await connection.send_packed_command(commands[0] if len(commands) == 1 else commands)
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(await connection.read_response())
-            except ResponseError as exc:  # this call's error; the connection is fine
-                replies.append(exc)
-        return replies
+        self._kept.forget()

@@ -5,14 +5,14 @@ hub calls it: one plain call per message, no coroutine of its own.
 ``RedisHistory.joined_with()`` hands to a hub. Per topic it keeps the script arguments
 that do not change from one message to the next (the keys, the Redis channel, the packet
 header and the stamp's middle, as bytes), so a message costs encoding its frame and one
-concatenation; the append is queued at once and the caller awaits its future. A frame
+concatenation; the caller awaits ``AppendQueue.append`` (sent at once when no append is
+in flight, queued otherwise). A frame
 `stamp_parts()` would not cut simply, or a value that is not a ``str``, goes through
 ``RedisHistory.append_publish`` instead (which checks and raises).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from tempest_ws.history.base import AppendPublish, Position, check_topic
@@ -28,15 +28,15 @@ _Parts = tuple[str, str, tuple[bytes, bytes], bytes, bytes, bytes]
 
 
 def joint(
-    submit: Callable[[tuple[bytes, bytes], list[bytes]], asyncio.Future[Position]],
+    append: Callable[[tuple[bytes, bytes], list[bytes]], Awaitable[Position]],
     keys: Callable[[str], tuple[bytes, bytes]],
     redis_channel: Callable[[str], str],
     fallback: Callable[[str, str, str, str], Awaitable[Position]],
 ) -> AppendPublish:
-    """An `AppendPublish` queuing through ``submit`` (``AppendQueue.submit``).
+    """An `AppendPublish` appending through ``append`` (``AppendQueue.append``).
 
     Args:
-        submit: queues one append (the topic's keys, the message's script arguments).
+        append: appends one message (the topic's keys, the message's script arguments).
         keys: a topic's Redis keys.
         redis_channel: the Redis channel of a backplane channel.
         fallback: ``RedisHistory.append_publish`` (given the Redis channel).
@@ -61,6 +61,6 @@ def joint(
             return fallback(topic, frame, redis_channel(channel), head)
         data = frame.encode()
         # The script's arguments for one message that publishes too (see _redis_scripts).
-        return submit(known[2], [data, known[3], known[4], data[:-1] + known[5]])
+        return append(known[2], [data, known[3], known[4], data[:-1] + known[5]])
 
     return append_publish

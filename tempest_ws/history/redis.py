@@ -311,7 +311,7 @@ class RedisHistory:
             or backplane.url != self.url
         ):
             return None
-        return joint(self._appends.submit, self._keys, backplane.redis_channel, self.append_publish)
+        return joint(self._appends.append, self._keys, backplane.redis_channel, self.append_publish)
 
     async def _append(self, topic: str, frame: str, publish: tuple[bytes, ...]) -> Position:
         check_topic(topic)
@@ -322,7 +322,7 @@ class RedisHistory:
             args = [self._constants, _WIDTHS[len(fields)], *fields]
             return appended(await self._run("append", APPEND, topic, args, retry=False))
         # Arguments go as bytes: the client packs them without encoding each again.
-        return await self._appends.submit(self._keys(topic), fields)
+        return await self._appends.append(self._keys(topic), fields)
 
     def _keys(self, topic: str) -> tuple[bytes, bytes]:
         base = f"{self.prefix}:history:{{t:{topic}}}".encode()

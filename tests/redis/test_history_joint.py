@@ -135,7 +135,7 @@ async def test_sequential_appends_reload_a_lost_script_on_their_connection(
 def test_commands_are_packed_as_redis_py_packs_them() -> None:
     from redis.asyncio.connection import Connection
 
-    from tempest_ws.history._redis_calls import packed
+    from tempest_ws.backplane._redis_rounds import packed
 
     args = [b"EVALSHA", b"a" * 40, b"2", b"k:{t:x}:m", b"", "é✓".encode(), b"x" * 7000]
     assert packed(args) == b"".join(Connection().pack_command(*args))
