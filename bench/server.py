@@ -20,7 +20,8 @@ Development aids, off by default: ``BENCH_PROFILE=<op>`` writes a cProfile of th
 publishing op to ``/tmp/bench-<kind>-<op>.prof``; the ``tracemalloc`` command reports the
 top allocation sites; ``internals`` counts tempest_ws connections on the direct write
 path; ``BENCH_GC=off`` disables the cyclic garbage collector (to tell its pauses apart);
-``BENCH_LISTEN_BACKLOG=<n>`` sets the listen queue's length (4096 by default).
+``BENCH_LISTEN_BACKLOG=<n>`` sets the listen queue's length (by default
+``WS_LISTEN_BACKLOG``'s, as ``uvicorn_options()`` gives uvicorn; for every server kind).
 """
 
 from __future__ import annotations
@@ -48,8 +49,18 @@ from .loadgen import raise_fd_limit, reply
 FRAME = ENVELOPE_BYTES + 4  # one benchmark envelope as a frame on the wire (16-bit length)
 
 STALLED = "stalled"
-# The listen queue's length (the kernel caps it at net.core.somaxconn).
-LISTEN_BACKLOG = int(os.environ.get("BENCH_LISTEN_BACKLOG", "4096"))
+
+
+def listen_backlog() -> int:
+    """The listen queue's length (the kernel caps it at net.core.somaxconn); tempest_ws is
+    imported only when it is needed, so the bare servers' memory stays bare."""
+    if os.environ.get("BENCH_LISTEN_BACKLOG"):
+        return int(os.environ["BENCH_LISTEN_BACKLOG"])
+    from tempest_ws import WebSocketSettings
+
+    return int(WebSocketSettings.model_fields["WS_LISTEN_BACKLOG"].default)
+
+
 SEND_TIMEOUT = 0.25  # a send blocked this long means the peer's buffers are full
 
 
@@ -97,7 +108,6 @@ class _Uvicorn(Target):
             log_level="warning",
             access_log=False,
             lifespan="on",
-            backlog=LISTEN_BACKLOG,
             **uvicorn_options(bench_settings()),
         )
         self.server = uvicorn.Server(config)
@@ -522,7 +532,7 @@ async def command_loop(target: Target) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    sock.listen(LISTEN_BACKLOG)
+    sock.listen(listen_backlog())
     await target.start(sock)
     reply({"event": "ready", "port": sock.getsockname()[1], "kind": target.kind})
     while True:

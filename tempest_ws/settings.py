@@ -254,6 +254,15 @@ class WebSocketSettings(BaseSettings):
         "one gets HTTP 503 with Retry-After before accept, so those in progress finish "
         "before their clients time out. 0: no bound.",
     )
+    WS_LISTEN_BACKLOG: int = Field(
+        default=256,
+        ge=1,
+        le=65_535,
+        description="Length of the server's listen queue (uvicorn's backlog, applied by "
+        "uvicorn_options and tempest-ws run): connections the kernel holds before the "
+        "worker accepts them. About what one worker completes in a second or two, so a "
+        "reconnect storm's attempts are not queued past the clients' open timeout.",
+    )
     WS_TRUSTED_PROXIES: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Addresses or CIDR networks of reverse proxies whose X-Forwarded-For "

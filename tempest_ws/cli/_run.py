@@ -53,7 +53,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--limit-concurrency", type=int, default=None, help="most connections uvicorn serves"
     )
-    parser.add_argument("--backlog", type=int, default=None, help="pending accepts (default 2048)")
+    parser.add_argument(
+        "--backlog", type=int, default=None, help="listen queue (default WS_LISTEN_BACKLOG)"
+    )
     add_env_file_option(parser)
     parser.set_defaults(handler=run_command)
 

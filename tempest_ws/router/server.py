@@ -21,12 +21,16 @@ def uvicorn_options(settings: WebSocketSettings) -> dict[str, Any]:
 
     uvicorn's own protocol-level keepalive is turned off: the envelope heartbeat decides
     liveness, so a silent peer is closed 4408 on its deadline instead of 1011 after
-    uvicorn's 20 s + 20 s.
+    uvicorn's 20 s + 20 s. The listen queue is ``WS_LISTEN_BACKLOG`` long (uvicorn's
+    default is 2,048): a short queue lets a reconnect storm converge (see the scaling
+    guide). It applies where uvicorn opens the socket; a socket passed to uvicorn, or
+    opened by gunicorn (``--backlog``), keeps the queue it was given.
     """
     return {
         "ws_max_size": settings.WS_MAX_MESSAGE_BYTES,
         "ws_per_message_deflate": False,
         "ws_ping_interval": None,
+        "backlog": settings.WS_LISTEN_BACKLOG,
     }
 
 

@@ -548,7 +548,8 @@ async def test_scaling_catches_a_backplane_error() -> None:
 
 def test_scaling_gunicorn_worker_carries_the_server_options() -> None:
     code = doc_block(
-        "docs/scaling.md", "# workers.py: gunicorn myapp:app -k workers.TempestWorker -w 4"
+        "docs/scaling.md",
+        "# workers.py: gunicorn myapp:app -k workers.TempestWorker -w 4 --backlog 256",
     )
     tree = ast.parse(code)
     imports = [n for n in tree.body if isinstance(n, ast.ImportFrom)]
@@ -602,7 +603,10 @@ def test_settings_run_and_uvicorn_options_calls_are_valid() -> None:
     documented = re.search(r"^# (\{.*?\})$", code.replace("\n#  ", " "), re.M | re.S)
     assert documented is not None
     shown = (
-        documented[1].replace("settings.WS_MAX_MESSAGE_BYTES", "65536").replace("False", "false")
+        documented[1]
+        .replace("settings.WS_MAX_MESSAGE_BYTES", "65536")
+        .replace("settings.WS_LISTEN_BACKLOG", "256")
+        .replace("False", "false")
     )
     shown = shown.replace("None", "null")
     assert json.loads(shown) == {**uvicorn_options(WebSocketSettings(WS_JWT_SECRET=SECRET))}  # type: ignore[call-arg]

@@ -65,10 +65,11 @@ async def test_hub_from_settings_takes_every_history_knob() -> None:
 
 
 def test_uvicorn_options_follow_the_message_limit() -> None:
-    assert uvicorn_options(make_settings(WS_MAX_MESSAGE_BYTES=4096)) == {
+    assert uvicorn_options(make_settings(WS_MAX_MESSAGE_BYTES=4096, WS_LISTEN_BACKLOG=99)) == {
         "ws_max_size": 4096,
         "ws_per_message_deflate": False,
         "ws_ping_interval": None,
+        "backlog": 99,
     }
 
 
