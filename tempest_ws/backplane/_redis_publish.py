@@ -4,12 +4,14 @@ Packets reach Redis in call order, each one ``PUBLISH`` (``SPUBLISH`` on a clust
 never retried: a failure is an error to the caller
 ([`BackplaneError`][tempest_ws.exceptions.BackplaneError]), never a duplicate.
 
-On a standalone server, a publish made while none is waiting or in flight (a sequential
-publisher's case) is sent by its caller, in its own step, on a kept connection
+On a standalone server, a publish made while none is waiting or in flight, after a round
+that carried one publish alone (a sequential publisher's case), is sent by its caller,
+in its own step, on a kept connection
 ([`KeptConnection`][tempest_ws.backplane._redis_rounds.KeptConnection]): its write
 reaches the socket before the connection writers its fan-out just woke run, and Redis
-answers meanwhile. Publishes made while one is in flight wait in the queue; one task
-sends them, pipelining whatever accumulated while the previous batch was in flight.
+answers meanwhile. Other publishes wait in the queue; one task sends them, pipelining
+whatever accumulated while the previous round was in flight (concurrent publishers keep
+batching: one of them sending alone would split each batch in two round trips).
 On a cluster every publish goes through the queue and the cluster client.
 """
 
@@ -60,6 +62,8 @@ class Publishing:
         self._batch: list[Queued] = []  # in flight: failed too if the task fails
         self._has_packets = asyncio.Event()
         self._sending = False  # a batch, or a publish sent by its caller, is in flight
+        # The last round carried one publish and none came meanwhile: the caller is alone.
+        self._alone = True
         self._task = asyncio.create_task(self._loop(), name="tempest_ws publisher")
 
     async def publish(self, channel: str, packet: bytes) -> int:
@@ -73,7 +77,7 @@ class Publishing:
         """
         queue = self._queue
         client = self._client
-        if self._sending or queue or not isinstance(client, Redis):
+        if self._sending or queue or not self._alone or not isinstance(client, Redis):
             if self._task.done():
                 raise BackplaneError("redis publisher stopped")
             if len(queue) >= self.max_pending:
@@ -93,7 +97,8 @@ class Publishing:
             raise BackplaneError(f"redis publish failed ({describe(exc)})") from exc
         finally:
             self._sending = False
-            if queue:  # queued meanwhile: their turn
+            if queue:  # queued meanwhile: their turn, and batches from now on
+                self._alone = False
                 self._has_packets.set()
         if isinstance(reply, Exception):
             raise BackplaneError(f"redis publish failed ({describe(reply)})")
@@ -143,6 +148,7 @@ class Publishing:
                     continue
                 finally:
                     self._sending = False
+                    self._alone = len(batch) == 1 and not queue
                 for (_, _, done), reply in zip(batch, replies, strict=True):
                     if done.done():
                         continue

@@ -1,11 +1,13 @@
 """The pipelined append queue of [`RedisHistory`][tempest_ws.history.redis.RedisHistory].
 
 Appends reach Redis in call order, so one node's appends take offsets in call order. An
-append made while none is waiting or in flight (a sequential publisher's case) is sent
-by its caller, in its own step (``append``): its write reaches the socket before the
-work the caller's previous message scheduled runs, and Redis answers meanwhile. Appends
-made while one is in flight wait in the queue; one task sends them, pipelining whatever
-accumulated while the previous batch was in flight, so a batch costs one round trip.
+append made while none is waiting or in flight, after a round that carried one append
+alone (a sequential publisher's case), is sent by its caller, in its own step
+(``append``): its write reaches the socket before the work the caller's previous message
+scheduled runs, and Redis answers meanwhile. Other appends wait in the queue; one task
+sends them, pipelining whatever accumulated while the previous round was in flight, so
+a batch costs one round trip (concurrent callers keep batching: one of them sending
+alone would split each batch in two round trips).
 Consecutive appends of a batch to one topic go in one script call (`runs`): Redis reads
 the epoch, counts the offsets and renews expiries once for all of them. The task is
 started by the first queued append and waits for the next one when idle (starting a task
@@ -125,16 +127,18 @@ class AppendQueue:
         self._flusher: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._sending = False  # a batch, or an append sent by its caller, is in flight
+        # The last round carried one append and none came meanwhile: the caller is alone.
+        self._alone = True
 
     async def append(self, keys: tuple[bytes, bytes], args: list[bytes]) -> Position:
-        """Append and return the position: sent at once by the caller when no append is
-        waiting or in flight, else queued through ``submit`` (see the module docstring).
+        """Append and return the position: sent at once by the caller when it is alone
+        (see the module docstring), else queued through ``submit``.
 
         Raises:
             BackplaneError: Redis failed, refused the append or did not answer within
                 ``timeout``; ``max_pending`` appends already waiting (at once).
         """
-        if self._sending or self._pending:
+        if self._sending or self._pending or not self._alone:
             return await self.submit(keys, args)
         self._sending = True
         try:
@@ -148,7 +152,8 @@ class AppendQueue:
             raise error from exc
         finally:
             self._sending = False
-            if self._pending:  # queued meanwhile: their turn
+            if self._pending:  # queued meanwhile: their turn, and batches from now on
+                self._alone = False
                 self._start()
         if isinstance(reply, Exception):
             raise BackplaneError(f"redis history append failed ({describe(reply)})")
@@ -222,6 +227,7 @@ class AppendQueue:
             return
         finally:
             self._sending = False
+            self._alone = len(batch) == 1 and not pending
         for (_, _, done), reply in zip(batch, replies, strict=True):
             if done.done():
                 continue

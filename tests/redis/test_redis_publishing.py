@@ -162,3 +162,26 @@ async def test_a_frozen_redis_fails_appends_within_the_bound(redis: RedisServer)
             assert (await store.append("chat:f", "{}")).offset >= 2
     finally:
         await store.aclose()
+
+
+async def test_concurrent_appenders_keep_batching(redis: RedisServer) -> None:
+    store = RedisHistory(redis.url)
+
+    async def appender() -> None:
+        for _ in range(10):
+            await store.append("chat:b", "{}")
+
+    try:
+        await store.append("chat:b", "{}")  # a sequential caller: its own round
+        with redis.client() as client:
+            client.config_resetstat()
+        await asyncio.gather(*(appender() for _ in range(16)))
+        with redis.client() as client:
+            calls = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+        # Ten rounds of sixteen appends to one topic, one script call each (plus the
+        # first, sent by a caller alone); a caller sending alone each time would make it
+        # two calls a round.
+        assert calls <= 13, calls
+        assert (await store.latest("chat:b")).offset == 161
+    finally:
+        await store.aclose()
