@@ -64,6 +64,8 @@ async def test_a_caller_cancelled_mid_round_leaves_publishing_working(redis: Red
         sent.cancel()
         async with asyncio.timeout(GUARD):
             assert await queued == 1
+            # No one listens there: 0, not the 1 a reply left over from the cut one says.
+            assert await backplane.publish("topic:nobody", b"x") == 0
             assert await backplane.publish("topic:c", b"after") == 1
         await until(lambda: b"after" in listener.on("topic:c"))
         assert listener.on("topic:c")[-2:] == [b"queued", b"after"]
@@ -128,12 +130,15 @@ async def test_sent_and_queued_appends_take_offsets_in_call_order(redis: RedisSe
 async def test_an_append_cancelled_mid_round_leaves_the_store_working(redis: RedisServer) -> None:
     store = RedisHistory(redis.url)
     try:
+        for _ in range(3):
+            await store.append("chat:other", "{}")
         sent = asyncio.create_task(store.append("chat:c", '{"n":1}'))
         queued = asyncio.create_task(store.append("chat:c", '{"n":2}'))
         await asyncio.sleep(0)  # the first is written and waits for its answer
         sent.cancel()
         async with asyncio.timeout(GUARD):
             second = await queued
+            assert (await store.append("chat:other", "{}")).offset == 4  # not a stale reply
             third = await store.append("chat:c", '{"n":3}')
         # The cut append may or may not have been stored; the others follow it in order.
         assert third.offset == second.offset + 1
