@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -332,6 +333,7 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
     server_stats = [w.request("stats", timeout=POLL_S) for w in workers]
     tasks = [w.request("tasks", timeout=POLL_S)["tasks"] for w in workers]
     sockets = [_established(int(w.hello["port"])) for w in workers]
+    ends = [_both_ends(int(w.hello["port"])) for w in workers]
     attempts: dict[str, int] = {}
     for s in statuses:
         for k, v in s["attempts"].items():
@@ -372,6 +374,7 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
         "server_stats": server_stats,
         "server_tasks_at_end": tasks,
         "server_sockets_at_end": sockets,
+        "socket_ends_at_end": ends,
         "timeline": timeline,
         "handshakes_per_s_per_worker": _rates(timeline),
     }
@@ -398,6 +401,40 @@ def _established(port: int) -> int | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return sum(1 for line in out.splitlines() if line.strip())
+
+
+def _both_ends(port: int) -> dict[str, Any] | None:
+    """Both ends of the loopback TCP connections to ``port`` (``ss``): the states of the
+    worker's ends and of the clients' ends, and the clients' established ends whose
+    worker end is not established (with that end's state, or "none")."""
+    try:
+        out = subprocess.run(
+            ["ss", "-Htan"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    server: dict[tuple[str, str], str] = {}
+    client: dict[tuple[str, str], str] = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        state, local, peer = fields[0], fields[3], fields[4]
+        if local.endswith(f":{port}") and state != "LISTEN":
+            server[(local, peer)] = state
+        elif peer.endswith(f":{port}"):
+            client[(local, peer)] = state
+    orphans: dict[str, int] = {}
+    for (local, peer), state in client.items():
+        if state == "ESTAB":
+            other = server.get((peer, local), "none")
+            if other != "ESTAB":
+                orphans[other] = orphans.get(other, 0) + 1
+
+    def count(ends: dict[tuple[str, str], str]) -> dict[str, int]:
+        return dict(sorted(Counter(ends.values()).items()))
+
+    return {"worker_ends": count(server), "client_ends": count(client), "orphans": orphans}
 
 
 def _rates(timeline: list[list[float]]) -> list[float]:
