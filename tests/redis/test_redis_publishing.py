@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,16 +21,6 @@ from tests.helpers.support import until
 pytestmark = pytest.mark.redis
 
 GUARD = 20.0  # the test fails, rather than hangs
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 async def test_sent_and_queued_publishes_arrive_in_call_order(redis: RedisServer) -> None:
