@@ -156,6 +156,18 @@ class Storm:
             "back": self.back,
             "gave_up": self.gave_up,
             "live": sum(1 for c in self.gen.clients if not c.lost),
+            # Clients counted live whose connection is in fact closing or never came (a
+            # look for what the workers' count misses).
+            "live_closing": sum(
+                1
+                for c in self.gen.clients
+                if not c.lost and (c.transport is None or c.transport.is_closing())
+            ),
+            "live_not_handshaken": sum(
+                1 for c in self.gen.clients if not c.lost and not c.handshaken
+            ),
+            "clients": len(self.gen.clients),
+            "distinct_clients": len({id(c) for c in self.gen.clients}),
             "lost_codes": dict(
                 Counter(str(c.close_code) for c in self.gen.clients if c.lost).most_common()
             ),
