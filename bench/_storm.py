@@ -148,6 +148,20 @@ class Storm:
                 retry_after=5.0 if new.status == SHED_STATUS else None,  # the server's header
             )
 
+    def live(self) -> dict[str, Any]:
+        """Each live client's socket name (``ip:port``), with its target port, how long
+        ago it handshook and how many attempts its last come-back took (a look for the
+        clients the workers' count misses)."""
+        now = time.monotonic()
+        out: dict[str, list[Any]] = {}
+        for c in self.gen.clients:
+            if c.lost or c.transport is None:
+                continue
+            name = c.transport.get_extra_info("sockname")
+            key = f"{name[0]}:{name[1]}" if name else "?"
+            out[key] = [c.target[0], round(now - (c.since or now), 1), c.status]
+        return {"clients": out}
+
     def status(self) -> dict[str, Any]:
         """How far the storm got in this process."""
         delays = sorted(self.delays)

@@ -301,6 +301,8 @@ async def serve_commands() -> None:
                 result = storm.arm(**cmd)
             elif op == "storm_status":
                 result = storm.status()
+            elif op == "storm_live":
+                result = storm.live()
             else:
                 result = {"error": f"unknown op {op}"}
         except Exception as exc:

@@ -334,6 +334,7 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
     tasks = [w.request("tasks", timeout=POLL_S)["tasks"] for w in workers]
     sockets = [_established(int(w.hello["port"])) for w in workers]
     ends = [_both_ends(int(w.hello["port"])) for w in workers]
+    phantoms = _phantoms(fleet, [int(w.hello["port"]) for w in workers])
     attempts: dict[str, int] = {}
     for s in statuses:
         for k, v in s["attempts"].items():
@@ -378,6 +379,7 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
         "server_tasks_at_end": tasks,
         "server_sockets_at_end": sockets,
         "socket_ends_at_end": ends,
+        "phantom_clients": phantoms,
         "timeline": timeline,
         "handshakes_per_s_per_worker": _rates(timeline),
     }
@@ -438,6 +440,31 @@ def _both_ends(port: int) -> dict[str, Any] | None:
         return dict(sorted(Counter(ends.values()).items()))
 
     return {"worker_ends": count(server), "client_ends": count(client), "orphans": orphans}
+
+
+def _phantoms(fleet: Fleet, ports: list[int]) -> list[dict[str, Any]] | None:
+    """The live clients (by the loaders' records) whose socket has no connection to a
+    worker (``ss``), with what the loader knows of each."""
+    try:
+        out = subprocess.run(
+            ["ss", "-Htan"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    wanted = {f":{p}" for p in ports}
+    connected: dict[str, str] = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and any(fields[4].endswith(p) for p in wanted):
+            connected[fields[3]] = f"{fields[0]} to {fields[4]}"
+    found: list[dict[str, Any]] = []
+    for loader, answer in enumerate(fleet.all("storm_live", 60)):
+        for name, (port, age, status) in answer.get("clients", {}).items():
+            if name not in connected:
+                found.append(
+                    {"loader": loader, "socket": name, "port": port, "age_s": age, "status": status}
+                )
+    return found[:50]
 
 
 def _rates(timeline: list[list[float]]) -> list[float]:
