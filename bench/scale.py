@@ -408,23 +408,28 @@ def _established(port: int) -> int | None:
     return sum(1 for line in out.splitlines() if line.strip())
 
 
-def _both_ends(port: int) -> dict[str, Any] | None:
-    """Both ends of the loopback TCP connections to ``port`` (``ss``): the states of the
-    worker's ends and of the clients' ends, and the clients' established ends whose
-    worker end is not established (with that end's state, or "none")."""
+def _tcp_sockets() -> list[tuple[str, str, str]] | None:
+    """Every TCP socket of the machine as (state, local address, peer address), from
+    ``ss``; ``None`` where ``ss`` is missing or fails."""
     try:
         out = subprocess.run(
             ["ss", "-Htan"], capture_output=True, text=True, timeout=30, check=True
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
+    return [(f[0], f[3], f[4]) for f in (line.split() for line in out.splitlines()) if len(f) >= 5]
+
+
+def _both_ends(port: int) -> dict[str, Any] | None:
+    """Both ends of the loopback TCP connections to ``port`` (``ss``): the states of the
+    worker's ends and of the clients' ends, and the clients' established ends whose
+    worker end is not established (with that end's state, or "none")."""
+    sockets = _tcp_sockets()
+    if sockets is None:
+        return None
     server: dict[tuple[str, str], str] = {}
     client: dict[tuple[str, str], str] = {}
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) < 5:
-            continue
-        state, local, peer = fields[0], fields[3], fields[4]
+    for state, local, peer in sockets:
         if local.endswith(f":{port}") and state != "LISTEN":
             server[(local, peer)] = state
         elif peer.endswith(f":{port}"):
@@ -445,18 +450,11 @@ def _both_ends(port: int) -> dict[str, Any] | None:
 def _phantoms(fleet: Fleet, ports: list[int]) -> list[dict[str, Any]] | None:
     """The live clients (by the loaders' records) whose socket has no connection to a
     worker (``ss``), with what the loader knows of each."""
-    try:
-        out = subprocess.run(
-            ["ss", "-Htan"], capture_output=True, text=True, timeout=30, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+    sockets = _tcp_sockets()
+    if sockets is None:
         return None
     wanted = {f":{p}" for p in ports}
-    connected: dict[str, str] = {}
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) >= 5 and any(fields[4].endswith(p) for p in wanted):
-            connected[fields[3]] = f"{fields[0]} to {fields[4]}"
+    connected = {local for _, local, peer in sockets if any(peer.endswith(p) for p in wanted)}
     found: list[dict[str, Any]] = []
     for loader, answer in enumerate(fleet.all("storm_live", 60)):
         for name, (port, age, status) in answer.get("clients", {}).items():
