@@ -332,9 +332,11 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
     all_back_s = time.time() - t0
     server_stats = [w.request("stats", timeout=POLL_S) for w in workers]
     tasks = [w.request("tasks", timeout=POLL_S)["tasks"] for w in workers]
-    sockets = [_established(int(w.hello["port"])) for w in workers]
-    ends = [_both_ends(int(w.hello["port"])) for w in workers]
-    phantoms = _phantoms(fleet, [int(w.hello["port"]) for w in workers])
+    ports = [int(w.hello["port"]) for w in workers]
+    snapshot = _tcp_sockets()  # one listing of the machine's sockets for all three records
+    ends = [None if snapshot is None else _both_ends(snapshot, port) for port in ports]
+    sockets = [None if e is None else e["worker_ends"].get("ESTAB", 0) for e in ends]
+    phantoms = None if snapshot is None else _phantoms(fleet, snapshot, ports)
     attempts: dict[str, int] = {}
     for s in statuses:
         for k, v in s["attempts"].items():
@@ -393,21 +395,6 @@ def storm(workers: list[Child], fleet: Fleet, n: int, seconds: float, log: Any) 
     return out
 
 
-def _established(port: int) -> int | None:
-    """TCP connections established on the worker's side of ``port`` (``ss``), if known."""
-    try:
-        out = subprocess.run(
-            ["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return sum(1 for line in out.splitlines() if line.strip())
-
-
 def _tcp_sockets() -> list[tuple[str, str, str]] | None:
     """Every TCP socket of the machine as (state, local address, peer address), from
     ``ss``; ``None`` where ``ss`` is missing or fails."""
@@ -420,13 +407,11 @@ def _tcp_sockets() -> list[tuple[str, str, str]] | None:
     return [(f[0], f[3], f[4]) for f in (line.split() for line in out.splitlines()) if len(f) >= 5]
 
 
-def _both_ends(port: int) -> dict[str, Any] | None:
-    """Both ends of the loopback TCP connections to ``port`` (``ss``): the states of the
-    worker's ends and of the clients' ends, and the clients' established ends whose
-    worker end is not established (with that end's state, or "none")."""
-    sockets = _tcp_sockets()
-    if sockets is None:
-        return None
+def _both_ends(sockets: list[tuple[str, str, str]], port: int) -> dict[str, Any]:
+    """Both ends of the loopback TCP connections to ``port`` in ``sockets``
+    (`_tcp_sockets()`): the states of the worker's ends and of the clients' ends, and
+    the clients' established ends whose worker end is not established (with that end's
+    state, or "none")."""
     server: dict[tuple[str, str], str] = {}
     client: dict[tuple[str, str], str] = {}
     for state, local, peer in sockets:
@@ -447,12 +432,11 @@ def _both_ends(port: int) -> dict[str, Any] | None:
     return {"worker_ends": count(server), "client_ends": count(client), "orphans": orphans}
 
 
-def _phantoms(fleet: Fleet, ports: list[int]) -> list[dict[str, Any]] | None:
+def _phantoms(
+    fleet: Fleet, sockets: list[tuple[str, str, str]], ports: list[int]
+) -> list[dict[str, Any]]:
     """The live clients (by the loaders' records) whose socket has no connection to a
-    worker (``ss``), with what the loader knows of each."""
-    sockets = _tcp_sockets()
-    if sockets is None:
-        return None
+    worker in ``sockets`` (`_tcp_sockets()`), with what the loader knows of each."""
     wanted = {f":{p}" for p in ports}
     connected = {local for _, local, peer in sockets if any(peer.endswith(p) for p in wanted)}
     found: list[dict[str, Any]] = []
