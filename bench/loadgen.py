@@ -59,17 +59,29 @@ class Generator:
         self, port: int, path: str, token: str, source: str | None, limit_s: float = 10.0
     ) -> Client:
         """One client connected (from ``source``, if given) and handshaken, or failed:
-        ``client.handshaken`` tells which; a failed one is aborted."""
+        ``client.handshaken`` tells which; a failed one is aborted.
+
+        A client counts only if ``create_connection`` returned. When the timeout
+        cancels it just after the protocol got ``connection_made`` (the wake-up and the
+        timeout in one loop tick), uvloop closes the transport without ever calling
+        ``connection_lost``; if the server's 101 arrived in that same tick, the client
+        looks handshaken and open, but has no socket: a reconnect storm counted such
+        clients as back."""
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[bool] = loop.create_future()
         client = Client(self.phase, handshake(port, path, token), ready)
         client.target = (port, source or "", token)
+        connected = False
         try:
             async with asyncio.timeout(limit_s):
                 await loop.create_connection(lambda: client, sock=await _dial(port, source))
+                connected = True
                 await ready
         except (OSError, TimeoutError):
             pass
+        if not connected:  # a timed-out attempt, whatever the protocol saw
+            client.handshaken = False
+            client.status = 0
         if not client.handshaken and client.transport is not None:
             client.transport.abort()
         return client
