@@ -16,7 +16,7 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 
 from tempest_ws.history.base import (
@@ -42,8 +42,8 @@ _new_position = tuple.__new__
 class _Ring:
     epoch: str
     touched: float
+    entries: deque[tuple[float, int, str]]  # (at, offset, frame); bounded: drops the oldest
     offset: int = 0
-    entries: deque[tuple[float, int, str]] = field(default_factory=deque)  # (at, offset, frame)
 
 
 class MemoryHistory:
@@ -82,14 +82,14 @@ class MemoryHistory:
         if ring is None:
             # Epochs made here strictly increase, even within one microsecond.
             self._epoch_us = max(time.time_ns() // 1_000, self._epoch_us + 1)
-            ring = rings[topic] = _Ring(new_epoch(self._epoch_us), now)
+            entries: deque[tuple[float, int, str]] = deque(maxlen=self._max_messages)
+            ring = rings[topic] = _Ring(new_epoch(self._epoch_us), now, entries)
             self._lapse_at = min(self._lapse_at, now + self.policy.meta_ttl)
         else:
             ring.touched = now
             rings.move_to_end(topic)
-        entries = ring.entries
-        if entries and entries[0][0] < now - self._max_age:
-            self._expire(entries, now)
+        if ring.entries and ring.entries[0][0] < now - self._max_age:
+            self._expire(ring.entries, now)
         return ring
 
     def _expire(self, entries: deque[tuple[float, int, str]], now: float) -> None:
@@ -134,10 +134,8 @@ class MemoryHistory:
             if entries and entries[0][0] < now - self._max_age:
                 self._expire(entries, now)
         ring.offset = offset = ring.offset + 1
-        entries = ring.entries
-        entries.append((now, offset, frame))  # an Entry is made only when read
-        if len(entries) > self._max_messages:
-            entries.popleft()
+        # An Entry is made only when read; past max_messages the deque drops the oldest.
+        ring.entries.append((now, offset, frame))
         return _new_position(Position, (offset, ring.epoch))
 
     async def append(self, topic: str, frame: str) -> Position:
