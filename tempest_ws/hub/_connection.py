@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,15 +32,15 @@ from tempest_ws.hub._closing import (
     run_callbacks,
     write_close_frame,
 )
-from tempest_ws.hub._direct import TickFlusher, direct_writer, write_batched
+from tempest_ws.hub._direct import TickFlusher, direct_writer
 from tempest_ws.hub._flow import SendBudget
 from tempest_ws.hub._state import ConnectionState, advance
-from tempest_ws.observe._audit import frame_out, frames_out
-from tempest_ws.wire._frames import encode_text_frame, frame_size
+from tempest_ws.observe._audit import frame_out
+from tempest_ws.wire._frames import frame_size
 from tempest_ws.wire.codes import CloseCode
 from tempest_ws.wire.envelope import EnvelopeLike, encode_envelope
 
-__all__ = ["WebSocketConnection", "offer_all"]
+__all__ = ["WebSocketConnection"]
 
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = ConnectionState  # the members, in order
 
@@ -357,44 +357,3 @@ class WebSocketConnection:
         """Drop the TCP connection at once, where the server exposes its transport."""
         if self._transport is not None and not self._transport.is_closing():
             self._transport.abort()
-
-
-def offer_all(
-    recipients: Iterable[WebSocketConnection], frame: str, refused: list[WebSocketConnection]
-) -> int:
-    """`WebSocketConnection.enqueue()` of ``frame`` for each recipient, in one pass.
-
-    A recipient that can take the frame on the direct write path (open, no backlog,
-    a direct writer) gets the frame's bytes without the call to ``enqueue``; every other
-    recipient, and one whose direct write declined, goes through its ``enqueue``. The
-    bytes and the size are computed once, for all. Recipients refused while not closing
-    (slow consumers) are appended to ``refused``. Returns how many got the frame.
-
-    The direct writes come after the loop, one system call after another.
-    """
-    data: bytes | None = None
-    size = -1
-    batch: list[Any] = []
-    direct_count = 0
-    delivered = 0
-    for connection in recipients:
-        if connection._state is _OPEN:
-            direct = connection._direct
-            if direct is not None and connection._backlog is None:  # nothing waits
-                if data is None:
-                    data = encode_text_frame(frame)
-                if direct.write_frame(data, batch):
-                    connection.frames_sent += 1
-                    direct_count += 1
-                    continue
-        if size < 0:
-            size = frame_size(frame)
-        if connection.enqueue(frame, size):
-            delivered += 1
-        elif not connection.closing:
-            refused.append(connection)
-    if batch:
-        write_batched(batch, data)  # type: ignore[arg-type]  # set before the first append
-    if direct_count:
-        frames_out(frame, direct_count)
-    return delivered + direct_count

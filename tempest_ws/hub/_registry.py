@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tempest_ws.backplane.packet import OP_ALL, OP_CONN, OP_USER, user_channel
-from tempest_ws.hub._connection import WebSocketConnection, offer_all
+from tempest_ws.hub._connection import WebSocketConnection
+from tempest_ws.hub._fanout import offer_all
 from tempest_ws.wire.codes import CloseCode
 
 __all__ = ["HubStats", "Registry", "id_set"]
