@@ -34,42 +34,40 @@ def listener() -> Any:
         yield server.getsockname()[1]
 
 
-async def test_a_connect_cut_by_its_timeout_is_a_failure_even_if_the_answer_came(
-    listener: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The timeout cancels create_connection right after connection_made, in the tick
-    # the server's 101 arrives: the protocol saw an open, answered connection, but the
-    # transport is gone (uvloop never calls connection_lost for it).
-    transport = _Transport()
+def _answered(transport: _Transport, *, cut: bool) -> Any:
+    """A ``create_connection`` whose protocol opens and gets the server's 101, then which
+    returns, or (``cut``) raises the open timeout, as a timeout firing in that tick does:
+    the protocol saw an open, answered connection, but uvloop has closed the transport
+    (and never calls ``connection_lost`` for it)."""
 
-    async def cut(factory: Callable[[], asyncio.Protocol], sock: socket.socket) -> Any:
+    async def create_connection(
+        factory: Callable[[], asyncio.Protocol], sock: socket.socket
+    ) -> tuple[_Transport, asyncio.Protocol]:
         protocol = factory()
         protocol.connection_made(transport)  # type: ignore[arg-type]
         protocol.data_received(ANSWER)  # type: ignore[attr-defined]
         sock.close()
-        raise TimeoutError
-
-    monkeypatch.setattr(asyncio.get_running_loop(), "create_connection", cut)
-    client = await Generator().open_client(listener, "/ws", "t", None, limit_s=5.0)
-    assert not client.handshaken
-    assert client.status == 0
-    assert transport.aborted
-
-
-async def test_a_connect_that_returned_and_got_its_answer_counts(
-    listener: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    transport = _Transport()
-
-    async def opened(factory: Callable[[], asyncio.Protocol], sock: socket.socket) -> Any:
-        protocol = factory()
-        protocol.connection_made(transport)  # type: ignore[arg-type]
-        protocol.data_received(ANSWER)  # type: ignore[attr-defined]
-        sock.close()
+        if cut:
+            raise TimeoutError
         return transport, protocol
 
-    monkeypatch.setattr(asyncio.get_running_loop(), "create_connection", opened)
+    return create_connection
+
+
+@pytest.mark.parametrize(
+    ("cut", "counts"),
+    [
+        pytest.param(True, False, id="cut by its timeout: a failure, though the 101 came"),
+        pytest.param(False, True, id="returned with its 101: counts"),
+    ],
+)
+async def test_a_client_counts_only_when_its_connect_returned(
+    listener: int, monkeypatch: pytest.MonkeyPatch, cut: bool, counts: bool
+) -> None:
+    transport = _Transport()
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "create_connection", _answered(transport, cut=cut))
     client = await Generator().open_client(listener, "/ws", "t", None, limit_s=5.0)
-    assert client.handshaken
-    assert client.status == 101
-    assert not transport.aborted
+    assert client.handshaken is counts
+    assert client.status == (101 if counts else 0)
+    assert transport.aborted is not counts
