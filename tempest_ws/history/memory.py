@@ -82,14 +82,16 @@ class MemoryHistory:
         if ring is None:
             # Epochs made here strictly increase, even within one microsecond.
             self._epoch_us = max(time.time_ns() // 1_000, self._epoch_us + 1)
-            entries: deque[tuple[float, int, str]] = deque(maxlen=self._max_messages)
-            ring = rings[topic] = _Ring(new_epoch(self._epoch_us), now, entries)
+            ring = rings[topic] = _Ring(
+                new_epoch(self._epoch_us), now, deque(maxlen=self._max_messages)
+            )
             self._lapse_at = min(self._lapse_at, now + self.policy.meta_ttl)
         else:
             ring.touched = now
             rings.move_to_end(topic)
-        if ring.entries and ring.entries[0][0] < now - self._max_age:
-            self._expire(ring.entries, now)
+        entries = ring.entries
+        if entries and entries[0][0] < now - self._max_age:
+            self._expire(entries, now)
         return ring
 
     def _expire(self, entries: deque[tuple[float, int, str]], now: float) -> None:
