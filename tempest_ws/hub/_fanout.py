@@ -2,6 +2,14 @@
 
 A broadcast encodes its frame once. `offer_all` hands it to every recipient: the bytes
 to those that can take them on the direct write path, the text to the others' queues.
+
+At thousands of sockets the loop's cost is mostly what it touches per recipient. A
+socket's first frame of a tick, with nothing held and nothing in its transport's buffer,
+is written here with the checks `DirectWriter.write_frame` makes spelled out, reading
+the connection, its writer, uvicorn's ``close_sent`` and the transport (whose empty
+buffer stands for uvicorn's ``writable``: its protocol is resumed below the buffer's
+low-water mark). Every other recipient goes through ``write_frame`` (a tick's later
+frame is held for the tick's end) or, when that declines, through ``enqueue``.
 """
 
 from __future__ import annotations
@@ -38,6 +46,10 @@ def offer_all(
     batch: list[Any] = []
     direct_count = 0
     delivered = 0
+    flusher: Any = None
+    loop: Any = None
+    tick = -1
+    written = 0
     for connection in recipients:
         # The connection's private state is read here as its own ``enqueue`` reads it:
         # this loop is the hot path of every broadcast.
@@ -46,7 +58,33 @@ def offer_all(
             if direct is not None and connection._backlog is None:  # nothing waits
                 if data is None:
                     data = encode_text_frame(frame)
-                if direct.write_frame(data, batch):
+                    flusher = direct._flusher
+                    tick = flusher.tick
+                    loop = direct._loop
+                transport = direct._transport
+                if (
+                    direct._tick != tick
+                    and direct._cork is None
+                    and direct._flusher is flusher
+                    and not direct._protocol.close_sent
+                    and not transport.is_closing()
+                    and not transport.get_write_buffer_size()
+                ):
+                    # The socket's first direct write of this tick, with nothing held and
+                    # nothing buffered: written here, as write_frame() would write it.
+                    # An empty transport buffer means uvicorn's protocol is not paused
+                    # (it resumes below its low-water mark), and its "disconnected" comes
+                    # with a closing transport.
+                    direct._tick = tick
+                    try:
+                        transport.write(data)
+                    except (OSError, RuntimeError):
+                        pass  # the socket is gone: enqueue() below declines or queues it
+                    else:
+                        connection.frames_sent += 1
+                        written += 1
+                        continue
+                elif direct.write_frame(data, batch):
                     connection.frames_sent += 1
                     direct_count += 1
                     continue
@@ -58,6 +96,9 @@ def offer_all(
             refused.append(connection)
     if batch:
         write_batched(batch, data)  # type: ignore[arg-type]  # set before the first append
+    if written and flusher.armed is not loop:
+        flusher.arm(loop)  # a direct write this tick: it ends with the flusher
+    direct_count += written
     if direct_count:
         frames_out(frame, direct_count)
     return delivered + direct_count
