@@ -150,8 +150,8 @@ class Storm:
 
     def live(self) -> dict[str, Any]:
         """Each live client's socket name (``ip:port``), with its target port, how long
-        ago it handshook and how many attempts its last come-back took (a look for the
-        clients the workers' count misses)."""
+        ago it handshook and its handshake's HTTP status (to match against the sockets
+        ``ss`` lists: a client with none is counted back but has no connection)."""
         now = time.monotonic()
         out: dict[str, list[Any]] = {}
         for c in self.gen.clients:

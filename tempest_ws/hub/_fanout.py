@@ -39,7 +39,9 @@ def offer_all(
     bytes and the size are computed once, for all. Recipients refused while not closing
     (slow consumers) are appended to ``refused``. Returns how many got the frame.
 
-    The direct writes come after the loop, one system call after another.
+    A socket's first frame of a tick is written in the loop (see the module docstring);
+    the direct writes `DirectWriter.write_frame` batches come after it, one system call
+    after another.
     """
     data: bytes | None = None
     size = -1
