@@ -118,6 +118,7 @@ class RedisPresence:
         self._node = ""
         self._link_up: Callable[[], bool] = lambda: False
         self._local: dict[str, tuple[str, float]] = {}
+        self._queued_joins: set[str] = set()  # connection ids whose join is not applied
         self._per_user: Counter[str] = Counter()
         self._unsent_leaves: set[tuple[str, str]] = set()
         self._dead: frozenset[str] = frozenset()
@@ -181,6 +182,7 @@ class RedisPresence:
                     limit=self._timeout,
                 )
         self._local.clear()
+        self._queued_joins.clear()
         self._per_user.clear()
         for op in left:
             if op[0] == "join" and not op[-1].done():
@@ -208,12 +210,14 @@ class RedisPresence:
             self._dirty = True
             raise BackplaneError("redis unreachable: presence not updated")
         done: asyncio.Future[list[Member]] = asyncio.get_running_loop().create_future()
+        self._queued_joins.add(connection_id)
         self._ops.push(("join", user, connection_id, score, limit, done))
         return await done
 
     def leave(self, user: str, connection_id: str) -> None:
         if self._local.pop(connection_id, None) is None:
             return
+        self._queued_joins.discard(connection_id)
         self._per_user[user] -= 1
         last = self._per_user[user] <= 0
         if last:
@@ -289,6 +293,8 @@ class RedisPresence:
                     pipe.srem(nodeusers, user)
         replies = iter(await pipe.execute(raise_on_error=False))
         for op in run:
+            if op[0] == "join":
+                self._queued_joins.discard(op[2])
             sent = 2 if op[0] == "join" or op[-1] else 1  # a leave of not the last: ZREM
             outcome = [next(replies) for _ in range(sent)]
             error = next((r for r in outcome if isinstance(r, Exception)), None)
@@ -301,6 +307,7 @@ class RedisPresence:
         self._dirty = True
         logger.warning("presence %s not applied (%s)", op[0], describe(exc))
         if op[0] == "join":
+            self._queued_joins.discard(op[2])  # the next whole write carries it
             done = op[-1]
             if not done.done():
                 done.set_exception(BackplaneError(f"presence unreachable ({describe(exc)})"))
@@ -308,11 +315,18 @@ class RedisPresence:
             self._unsent_leaves.add((op[1], op[2]))
 
     async def _announce(self) -> None:
-        """Write this node's whole presence again (after an outage or a failed op)."""
+        """Write this node's whole presence again (after an outage or a failed op).
+
+        A connection whose join is still queued behind this write is left to its join:
+        written here, it would count against the user's cap in its own join and in the
+        joins of the connections before it, which would then evict the newer ones."""
         client = self._require()
         await self._nodes(refresh=True)
         pipe = client.pipeline(transaction=False)
+        queued = self._queued_joins
         for connection_id, (user, score) in self._local.items():
+            if connection_id in queued:
+                continue
             pipe.zadd(self._key("presence", user), {self._member(connection_id): score})
         for user, connection_id in self._unsent_leaves:
             pipe.zrem(self._key("presence", user), self._member(connection_id))

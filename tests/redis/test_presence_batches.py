@@ -199,3 +199,20 @@ async def test_a_run_of_subscribes_and_unsubscribes_keeps_the_order(
 
     want = {c: i % 2 for i, c in enumerate(channels)} | {"late": 0}
     await until(lambda: counts() == want)
+
+
+async def test_joins_queued_behind_the_first_presence_write_keep_the_cap(
+    redis: RedisServer,
+) -> None:
+    # The node's whole presence is written once at start (and after any outage); a join
+    # queued behind that write must not be written by it too, or its cap check would
+    # count the newcomers joined after it and evict a connection it should keep.
+    backplane = redis_backplane(redis.url)
+    await backplane.start(NODE, Recorder())
+    try:
+        joins = [_join(backplane, "u", f"c{i}", limit=1) for i in range(3)]
+        evicted = await asyncio.gather(*joins)
+        assert evicted == [[], [Member(NODE, "c0")], [Member(NODE, "c1")]]
+        assert _members(redis, "u") == {f"{NODE}/c2"}
+    finally:
+        await backplane.stop()
