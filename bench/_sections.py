@@ -216,6 +216,37 @@ def redis_section(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def tight_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """The table of bursts published all in one event-loop tick, when the run has them."""
+    rows = [
+        (int(n), kind, tight)
+        for kind in KINDS
+        for n, run in runs.get(kind, {}).items()
+        if isinstance(tight := run.get("tight"), dict) and tight.get("msgs_per_s")
+    ]
+    if not rows:
+        return []
+    picows = {n: t["msgs_per_s"] for n, kind, t in rows if kind == "picows"}
+    lines = [
+        "",
+        "### All broadcasts of a burst in one tick",
+        "",
+        "The burst's rounds published back to back without yielding, as a batch job's loop",
+        "publishes them: tempest_ws writes each socket's frames of the tick with one call.",
+        "",
+        "| N | server | msgs/s | × picows | CPU µs/msg |",
+        "|---|---|---|---|---|",
+    ]
+    for n, kind, tight in sorted(rows, key=lambda r: (r[0], KINDS.index(r[1]))):
+        base = picows.get(n)
+        versus = tight["msgs_per_s"] / base if base else None
+        lines.append(
+            f"| {n:,} | {LABELS[kind]} | {num(tight['msgs_per_s'])} | "
+            f"{num(versus, '{:.2f}×')} | {num(tight.get('server_cpu_us_per_msg'), '{:.1f}')} |"
+        )
+    return lines
+
+
 def syscall_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
     """The write-syscalls-per-frame table, when the run counted them."""
     rows = [
@@ -246,6 +277,13 @@ def history_section(result: dict[str, Any]) -> list[str]:
 
     if "history" in result:
         return markdown_section(result["history"])
+    return markdown_section(json.loads(RESULTS.read_text())) if RESULTS.exists() else []
+
+
+def ceiling_section() -> list[str]:
+    """The last ``python -m bench.ceiling`` run (``bench/results/ceiling.json``), if any."""
+    from .ceiling import RESULTS, markdown_section
+
     return markdown_section(json.loads(RESULTS.read_text())) if RESULTS.exists() else []
 
 

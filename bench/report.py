@@ -14,6 +14,7 @@ from ._format import KINDS, LABELS, growth, num, stall_cell, times
 from ._plot import svg
 from ._scale_docs import section, splice
 from ._sections import (
+    ceiling_section,
     cpu_cell,
     events_section,
     heartbeat_section,
@@ -22,6 +23,7 @@ from ._sections import (
     redis_section,
     stall_section,
     syscall_lines,
+    tight_lines,
 )
 from ._verdicts import get
 
@@ -154,9 +156,11 @@ def markdown(
     lines += stall_section(runs, ns)
     lines += heartbeat_section(result, extra_heartbeats)
     lines += redis_section(result)
+    lines += tight_lines(runs)
     lines += syscall_lines(runs)
     lines += history_section(result)
     lines += events_section()
+    lines += ceiling_section()
     lines += [
         "",
         "## How tempest_ws fans out",

@@ -10,6 +10,11 @@ KIND is one of:
   (no ASGI); a broadcast is ``for t in transports: t.send(TEXT, pre_encoded_bytes)``.
 * ``tempest``: tempest_ws's router and hub under the same uvicorn; a broadcast is
   ``await hub.broadcast(envelope)`` and a per-user send ``await hub.send_to(user, ...)``.
+* ``floor``: the ``tempest`` server with its broadcast cut to the floor of this stack: the
+  frame encoded once and written to every registered connection's transport in a bare
+  loop, none of the checks a real broadcast makes (closing, flow control, order with other
+  writes). Unsafe by design, for ``bench.ceiling``: what a fan-out over uvicorn and
+  uvloop can reach at most.
 
 The process listens on a free loopback port, prints ``{"event": "ready", "port": ...}``
 and then takes one JSON command per line on stdin (the publishing loops below run inside
@@ -454,6 +459,21 @@ class Tempest(_Uvicorn):
         }
 
 
+class TempestFloor(Tempest):
+    """``floor``: tempest_ws's server, router and registry, with a check-free broadcast."""
+
+    kind = "floor"
+
+    async def broadcast(self, seq: int, t_ns: int) -> None:
+        from tempest_ws.wire._frames import encode_text_frame
+
+        data = encode_text_frame(frame_text(seq, t_ns))
+        for connection in self.hub._registry.connections.values():
+            direct = connection._direct
+            if direct is not None:  # the bench's clients all have one; no other check
+                direct._transport.write(data)
+
+
 async def rounds(target: Target, op: str, cmd: dict[str, Any]) -> dict[str, Any]:
     """Publish ``rounds`` messages; ``burst`` back to back (yielding to the event loop
     between two), ``tight`` back to back without yielding (all in one tick, as a batch job's
@@ -585,7 +605,7 @@ async def command_loop(target: Target) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.server")
-    parser.add_argument("kind", choices=["bare", "native", "picows", "tempest"])
+    parser.add_argument("kind", choices=["bare", "native", "picows", "tempest", "floor"])
     parser.add_argument("--heartbeat", type=float, default=None)
     parser.add_argument("--queue-size", type=int, default=None)
     parser.add_argument("--redis-url", default=None)
@@ -604,7 +624,7 @@ def main() -> None:
     elif args.kind == "picows":
         target = Picows()
     else:
-        target = Tempest(
+        target = (TempestFloor if args.kind == "floor" else Tempest)(
             args.heartbeat, args.queue_size, args.redis_url, args.topics, args.max_connections
         )
     try:

@@ -215,3 +215,34 @@ def test_scale_bench_runs_both_parts_at_tiny_n(tmp_path: Path) -> None:
     assert storm["gave_up"] == 0
     assert storm["cap_refusals_seen_by_clients"] == 0
     assert storm["rejected_at_capacity_by_servers"] == 0
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+def test_ceiling_bench_runs_its_three_servers(tmp_path: Path) -> None:
+    """``python -m bench.ceiling`` bursts to tempest_ws, the check-free ``floor`` server and
+    picows; every one delivers every frame in order, and the ratios are written."""
+    out = tmp_path / "ceiling.json"
+    args = ["--ns", "20", "--repeats", "1", "--deliveries", "400", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ceiling", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())["by_n"]["20"]
+    assert result["rounds"] == 20
+    for kind in ("tempest", "floor", "picows"):
+        server = result["servers"][kind]
+        assert server["delivered"] == [20 * 20], kind
+        assert server["order_errors"] == 0, kind
+        assert server["msgs_per_s"] > 0, kind
+    assert set(result["ratios"]) == {
+        "tempest_over_floor",
+        "floor_over_picows",
+        "tempest_over_picows",
+    }
+    assert "tempest_over_picows" in done.stdout
