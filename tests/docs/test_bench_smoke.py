@@ -7,11 +7,11 @@ machine and on whatever else runs on it.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.bench_cli import run_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("bare", "native", "picows", "tempest")
@@ -21,15 +21,7 @@ KINDS = ("bare", "native", "picows", "tempest")
 @pytest.mark.timeout(180)
 def test_tiny_bench_writes_its_results(tmp_path: Path) -> None:
     out = tmp_path / "latest.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--tiny", "--out", str(out), "--no-docs"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_bench("bench", "--tiny", "--out", str(out), "--no-docs", timeout=150)
     result = json.loads(out.read_text())
     for key in ("command", "machine", "plan", "runs", "ratios", "targets", "heartbeat"):
         assert key in result, key
@@ -149,41 +141,13 @@ def test_scale_bench_runs_both_parts_at_tiny_n(tmp_path: Path) -> None:
     connects, every broadcast reaches every client in order, the heartbeat check ran,
     and after the reconnect storm the workers hold every connection again."""
     out = tmp_path / "scale.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.scale",
-            "--part",
-            "all",
-            "--n-a",
-            "200",
-            "--n-b",
-            "210",
-            "--loaders-a",
-            "2",
-            "--loaders-b",
-            "2",
-            "--rounds",
-            "3",
-            "--idle",
-            "2.5",
-            "--heartbeat",
-            "2",
-            "--storm-limit",
-            "90",
-            "--limit",
-            "200",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    done = run_bench(
+        "bench.scale",
+        *("--part", "all", "--n-a", "200", "--n-b", "210", "--loaders-a", "2"),
+        *("--loaders-b", "2", "--rounds", "3", "--idle", "2.5", "--heartbeat", "2"),
+        *("--storm-limit", "90", "--limit", "200", "--out", str(out)),
         timeout=220,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert "RSS per connection" in done.stdout
     part_a = result["a"]
@@ -224,15 +188,7 @@ def test_ceiling_bench_runs_its_three_servers(tmp_path: Path) -> None:
     picows; every one delivers every frame in order, and the ratios are written."""
     out = tmp_path / "ceiling.json"
     args = ["--ns", "20", "--repeats", "1", "--deliveries", "400", "--out", str(out)]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.ceiling", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench("bench.ceiling", *args, timeout=150)
     result = json.loads(out.read_text())["by_n"]["20"]
     assert result["rounds"] == 20
     for kind in ("tempest", "floor", "picows"):

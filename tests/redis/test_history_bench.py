@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.bench_cli import run_bench
 from tests.helpers.support import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,15 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_tiny_history_bench_writes_its_results(tmp_path: Path) -> None:
     require_tool("redis-server")
     out = tmp_path / "history.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.history", "--tiny", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_bench("bench.history", "--tiny", "--out", str(out), timeout=50)
     results = json.loads(out.read_text())
     assert results["plan"]["mode"] == "tiny"
     for case in ("memory", "redis_sequential", "redis_concurrent"):
