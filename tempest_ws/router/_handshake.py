@@ -17,6 +17,7 @@ for the life of the connection. The rest of the path is the endpoint's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 
@@ -140,6 +141,16 @@ class Handshake:
         except OSError:
             pass  # the peer left before the answer
 
+    @staticmethod
+    async def abandon(ws: WebSocket) -> None:
+        """End a handshake whose client left before the answer went out.
+
+        A server may skip the answer to a closing socket and still wait for one (uvicorn
+        does, until it learns the connection is lost, and otherwise logs an error for a
+        handshake the app left unanswered): a close answers it, for nobody to read."""
+        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+            await ws.close()
+
     async def open(
         self,
         ws: WebSocket,
@@ -166,8 +177,9 @@ class Handshake:
         except (WebSocketDisconnect, OSError):
             return None  # the peer left during the handshake
         guard.after_accept(protocol, settings.WS_MAX_FRAGMENTS_PER_MESSAGE, attempt)
-        if gone(transport):
-            return None  # the client gave up waiting: no token check, no registration
+        if gone(transport):  # the client gave up waiting: no token check, no registration
+            await self.abandon(ws)
+            return None
         if self.gate.refuses():
             await ws.close(CloseCode.GOING_AWAY, self.gate.reason)
             return None
