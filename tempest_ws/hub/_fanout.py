@@ -5,11 +5,18 @@ to those that can take them on the direct write path, the text to the others' qu
 
 At thousands of sockets the loop's cost is mostly what it touches per recipient. A
 socket's first frame of a tick, with nothing held and nothing in its transport's buffer,
-is written here with the checks `DirectWriter.write_frame` makes spelled out, reading
-the connection, its writer, uvicorn's ``close_sent`` and the transport (whose empty
-buffer stands for uvicorn's ``writable``: its protocol is resumed below the buffer's
-low-water mark). Every other recipient goes through ``write_frame`` (a tick's later
-frame is held for the tick's end) or, when that declines, through ``enqueue``.
+is written here with the checks `DirectWriter.write_frame` makes, reading only the
+connection, its writer and the transport: the transport's empty buffer stands for
+uvicorn's ``writable`` (its protocol is resumed below the buffer's low-water mark), and
+the connection's open state and the transport for uvicorn's ``close_sent`` and
+``disconnected``. uvicorn's protocol object is not read: it is one more object per
+recipient, and the costliest to reach. That holds because, in every release this
+library supports, each way uvicorn's websockets-sansio protocol sends a close frame after
+the handshake also closes the transport in the same step (the peer's close, a keepalive
+timeout, a parser error, shutdown), except the application's own ``websocket.close``;
+and this library sends that one only after the connection has left its open state.
+Every other recipient goes through ``write_frame`` (a tick's later frame is held for
+the tick's end) or, when that declines, through ``enqueue``.
 """
 
 from __future__ import annotations
@@ -68,15 +75,14 @@ def offer_all(
                     direct._tick != tick
                     and direct._cork is None
                     and direct._flusher is flusher
-                    and not direct._protocol.close_sent
                     and not transport.is_closing()
                     and not transport.get_write_buffer_size()
                 ):
                     # The socket's first direct write of this tick, with nothing held and
                     # nothing buffered: written here, as write_frame() would write it.
                     # An empty transport buffer means uvicorn's protocol is not paused
-                    # (it resumes below its low-water mark), and its "disconnected" comes
-                    # with a closing transport.
+                    # (it resumes below its low-water mark); its "disconnected", and every
+                    # close frame it sends on its own, come with a closing transport.
                     direct._tick = tick
                     try:
                         transport.write(data)
