@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._proc import machine_note
 from ._session import Session
 from .run import timed_burst
 
@@ -102,7 +103,11 @@ def main() -> None:
     command = f"python -m bench.ceiling --ns {args.ns} --repeats {args.repeats}"
     results: dict[str, Any] = {
         "command": command,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "commit": machine_note()["commit"],
+        },
         "repeats": args.repeats,
         "by_n": {},
     }
@@ -133,9 +138,11 @@ def markdown_section(r: dict[str, Any]) -> list[str]:
         "## The floor of the stack",
         "",
         f"`{r['command']}` ({machine['cpus']} cores, Python {machine['python']}, load "
-        f"average {machine['load_average'][0]:.1f} at the end), measured apart from the run "
+        f"average {machine['load_average'][0]:.1f} at the end"
+        + (f", commit {machine['commit']}" if machine.get("commit") else "")
+        + "), measured apart from the run "
         "above. Three servers burst one broadcast per event-loop tick, in turn, medians of "
-        f"{r['repeats']}: tempest_ws as above; *floor*, the same uvicorn server, router and "
+        f"{r['repeats']}: tempest_ws at that commit; *floor*, the same uvicorn server, router and "
         "registry whose broadcast writes the encoded frame to every connection's transport "
         "in a bare loop, with none of the checks a real broadcast needs (a closing socket, "
         "flow control, order with other writes: unsafe, a yardstick only); and picows' own "
