@@ -118,7 +118,6 @@ class RedisPresence:
         self._node = ""
         self._link_up: Callable[[], bool] = lambda: False
         self._local: dict[str, tuple[str, float]] = {}
-        self._queued_joins: set[str] = set()  # connection ids whose join is not applied
         self._per_user: Counter[str] = Counter()
         self._unsent_leaves: set[tuple[str, str]] = set()
         self._dead: frozenset[str] = frozenset()
@@ -182,7 +181,6 @@ class RedisPresence:
                     limit=self._timeout,
                 )
         self._local.clear()
-        self._queued_joins.clear()
         self._per_user.clear()
         for op in left:
             if op[0] == "join" and not op[-1].done():
@@ -210,14 +208,12 @@ class RedisPresence:
             self._dirty = True
             raise BackplaneError("redis unreachable: presence not updated")
         done: asyncio.Future[list[Member]] = asyncio.get_running_loop().create_future()
-        self._queued_joins.add(connection_id)
         self._ops.push(("join", user, connection_id, score, limit, done))
         return await done
 
     def leave(self, user: str, connection_id: str) -> None:
         if self._local.pop(connection_id, None) is None:
             return
-        self._queued_joins.discard(connection_id)
         self._per_user[user] -= 1
         last = self._per_user[user] <= 0
         if last:
@@ -293,8 +289,6 @@ class RedisPresence:
                     pipe.srem(nodeusers, user)
         replies = iter(await pipe.execute(raise_on_error=False))
         for op in run:
-            if op[0] == "join":
-                self._queued_joins.discard(op[2])
             sent = 2 if op[0] == "join" or op[-1] else 1  # a leave of not the last: ZREM
             outcome = [next(replies) for _ in range(sent)]
             error = next((r for r in outcome if isinstance(r, Exception)), None)
@@ -307,7 +301,6 @@ class RedisPresence:
         self._dirty = True
         logger.warning("presence %s not applied (%s)", op[0], describe(exc))
         if op[0] == "join":
-            self._queued_joins.discard(op[2])  # the next whole write carries it
             done = op[-1]
             if not done.done():
                 done.set_exception(BackplaneError(f"presence unreachable ({describe(exc)})"))
@@ -323,7 +316,8 @@ class RedisPresence:
         client = self._require()
         await self._nodes(refresh=True)
         pipe = client.pipeline(transaction=False)
-        queued = self._queued_joins
+        # Ops stay queued while applied: behind this write are the ops called after it.
+        queued = {op[2] for op in self._ops if op[0] == "join"}
         for connection_id, (user, score) in self._local.items():
             if connection_id in queued:
                 continue

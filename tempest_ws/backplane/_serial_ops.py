@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from itertools import islice
 from typing import Generic, TypeVar
 
@@ -81,6 +81,10 @@ class SerialOps(Generic[Op]):
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    def __iter__(self) -> Iterator[Op]:
+        """The queued ops, oldest first: the run being applied, then those behind it."""
+        return iter(self._queue)
 
     def start(self, link_up: Callable[[], bool]) -> None:
         """Start the worker; ops are applied only while ``link_up()`` is true."""
