@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 
 from tempest_ws.testing import serve
 from tests.helpers.hardening import build_router_app, next_of_type
-from tests.helpers.support import make_settings, token, until, ws_url
+from tests.helpers.support import make_settings, token, until, upgrade_request, ws_url
 
 pytestmark = pytest.mark.e2e
 
@@ -61,15 +61,10 @@ class HeldHandshakes:
 def _upgrade(host: str, port: int, subject: str, reset: bool) -> socket.socket:
     """A socket that sent a WebSocket upgrade request; closing it sends a FIN, or with
     ``reset`` a reset (``SO_LINGER`` 0)."""
-    request = (
-        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: bearer, {token(subject)}\r\n\r\n"
-    )
     sock = socket.create_connection((host, port), timeout=5)
     if reset:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.sendall(request.encode())
+    sock.sendall(upgrade_request(host, port, subject))
     return sock
 
 

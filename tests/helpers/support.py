@@ -172,6 +172,15 @@ async def until_async(check: Callable[[], Awaitable[bool]], timeout: float = 5.0
             await asyncio.sleep(0.005)
 
 
+def upgrade_request(host: str, port: int | str, user: str) -> bytes:
+    """The bytes of a WebSocket upgrade request to ``/ws`` with ``user``'s bearer token."""
+    return (
+        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: bearer, {token(user)}\r\n\r\n"
+    ).encode()
+
+
 async def stalled_socket(base: str, user: str) -> socket.socket:
     """A raw WebSocket to ``base`` (``http://host:port``) for ``user``, with a 4 KiB
     receive buffer, that reads nothing after the handshake: a client that stopped reading."""
@@ -181,12 +190,7 @@ async def stalled_socket(base: str, user: str) -> socket.socket:
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     raw.setblocking(False)
     await loop.sock_connect(raw, (host, int(port)))
-    request = (
-        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: bearer, {token(user)}\r\n\r\n"
-    )
-    await loop.sock_sendall(raw, request.encode())
+    await loop.sock_sendall(raw, upgrade_request(host, port, user))
     response = b""
     async with asyncio.timeout(30):
         while b"\r\n\r\n" not in response:
